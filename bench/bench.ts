@@ -1,0 +1,858 @@
+// imz against rsync, same data, same run.
+//
+//   npm run bench                      build, then both roots (real disk, then tmpfs)
+//   npx tsx bench/bench.ts --quick     smaller trees, for a fast check
+//   npx tsx bench/bench.ts --only disk|tmpfs
+//   npx tsx bench/bench.ts --help      all options
+//
+// Cases (each on the real disk and on tmpfs):
+//   clone of a tree of small files         imz clone | rsync -a | rsync -a --fsync (1 run each)
+//   clone of one big file                  same, with MB/s
+//   clone of the incremental tree          imz clone | rsync -a (setup, timed for information)
+//   pull after 10 changes                  imz pull | rsync -a --delete | ... --fsync (best of 3)
+//   no-op pull                             same, nothing changed (best of 3)
+// Every imz and rsync replica is checked against the served tree (paths, types,
+// sizes, exec bits, mtimes, SHA-256 of a sample plus every changed file); a
+// wrong replica fails the bench. The progress log goes to stderr; the Markdown
+// table goes to stdout and the figures to bench/results-<root>.json.
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import os from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import {
+  killAllSync,
+  run,
+  runChecked,
+  startJsonServer,
+  startPlain,
+  stopAll,
+  stopChild,
+  useRegistry,
+  type Server,
+} from './proc.ts';
+import {
+  MiB,
+  applyChanges,
+  bigSpec,
+  ensureTree,
+  fmtBytes,
+  incSpec,
+  listTree,
+  planChanges,
+  smallSpec,
+  unshareFiles,
+  verifyReplica,
+  type CachedTree,
+  type ChangeSet,
+} from './trees.ts';
+
+const HERE = dirname(fileURLToPath(import.meta.url));
+const REPO = dirname(HERE);
+
+// ---------------------------------------------------------------- options
+
+const USAGE = `usage: npx tsx bench/bench.ts [options]      (npm run bench builds first)
+
+  --only disk|tmpfs   run on one root only (default: both, disk first)
+  --quick             smaller trees: 2,000 files, 64 MiB, 20,000 files
+  --disk-dir DIR      bench root on the real disk (default: bench/.data)
+  --tmpfs-dir DIR     bench root on tmpfs (default: /dev/shm/imz-bench)
+  --imz FILE          the CLI to run under node (default: dist/imz.js)
+  --settle-ms N       wait after changing the served tree, before pulling (default 1500)
+  --timeout-min N     bound on every step (default 10)
+  --skip-imz          measure rsync only (to work on the bench while the CLI is unfinished)
+  --clean             delete the cached source trees first
+  --keep              keep work trees and replicas after the run (for inspection)
+  -h, --help`;
+
+interface Options {
+  roots: Array<'disk' | 'tmpfs'>;
+  quick: boolean;
+  diskDir: string;
+  tmpfsDir: string;
+  imzJs: string;
+  settleMs: number;
+  stepMs: number;
+  skipImz: boolean;
+  clean: boolean;
+  keep: boolean;
+}
+
+function parseOptions(): Options {
+  let v;
+  try {
+    v = parseArgs({
+      options: {
+        only: { type: 'string' },
+        quick: { type: 'boolean', default: false },
+        'disk-dir': { type: 'string' },
+        'tmpfs-dir': { type: 'string' },
+        imz: { type: 'string' },
+        'settle-ms': { type: 'string' },
+        'timeout-min': { type: 'string' },
+        'skip-imz': { type: 'boolean', default: false },
+        clean: { type: 'boolean', default: false },
+        keep: { type: 'boolean', default: false },
+        help: { type: 'boolean', short: 'h', default: false },
+      },
+      allowPositionals: false,
+    }).values;
+  } catch (e) {
+    console.error(`${(e as Error).message}\n\n${USAGE}`);
+    process.exit(2);
+  }
+  if (v.help) {
+    console.log(USAGE);
+    process.exit(0);
+  }
+  if (v.only !== undefined && v.only !== 'disk' && v.only !== 'tmpfs') {
+    console.error(`--only must be disk or tmpfs, not ${v.only}\n\n${USAGE}`);
+    process.exit(2);
+  }
+  const num = (s: string | undefined, def: number, name: string): number => {
+    if (s === undefined) return def;
+    const n = Number(s);
+    if (!Number.isFinite(n) || n < 0) {
+      console.error(`${name} must be a non-negative number`);
+      process.exit(2);
+    }
+    return n;
+  };
+  return {
+    roots: v.only === undefined ? ['disk', 'tmpfs'] : [v.only as 'disk' | 'tmpfs'],
+    quick: v.quick,
+    diskDir: resolve(v['disk-dir'] ?? join(HERE, '.data')),
+    tmpfsDir: resolve(v['tmpfs-dir'] ?? '/dev/shm/imz-bench'),
+    imzJs: resolve(v.imz ?? join(REPO, 'dist', 'imz.js')),
+    settleMs: num(v['settle-ms'], 1500, '--settle-ms'),
+    stepMs: num(v['timeout-min'], 10, '--timeout-min') * 60_000,
+    skipImz: v['skip-imz'],
+    clean: v.clean,
+    keep: v.keep,
+  };
+}
+
+// ---------------------------------------------------------------- output
+
+const t0 = performance.now();
+function log(s: string): void {
+  const t = ((performance.now() - t0) / 1000).toFixed(1).padStart(6);
+  process.stderr.write(`[${t}s] ${s}\n`);
+}
+function loud(s: string): void {
+  process.stderr.write(`\n!!! ${s.replaceAll('\n', '\n!!! ')}\n\n`);
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+const n = (x: number): string => x.toLocaleString('en-US');
+const mbps = (bytes: number, s: number | null): number | null => (s === null || s <= 0 ? null : bytes / 1e6 / s);
+const best = (xs: number[]): number | null => (xs.length === 0 ? null : Math.min(...xs));
+
+// ---------------------------------------------------------------- results
+
+type Tool = 'imz' | 'rsync' | 'rsyncFsync';
+const TOOL_NAMES: Record<Tool, string> = { imz: 'imz', rsync: 'rsync', rsyncFsync: 'rsync --fsync' };
+
+interface Row {
+  root: string;
+  case: string;
+  kind: 'clone-files' | 'clone-big' | 'setup' | 'pull' | 'noop';
+  /** Seconds (best of the runs for pull/no-op), null when not measured. */
+  imz: number | null;
+  rsync: number | null;
+  rsyncFsync: number | null;
+  runs: Record<Tool, number[]>;
+  /** Warm-up runs (not counted). */
+  warmup?: Record<Tool, number[]>;
+  files?: number;
+  bytes?: number;
+  target?: string;
+  met?: boolean | null;
+  errors: string[];
+  commands: Partial<Record<Tool, string>>;
+}
+
+interface RootReport {
+  root: 'disk' | 'tmpfs';
+  path: string;
+  fsType: string;
+  quick: boolean;
+  startedAt: string;
+  finishedAt?: string;
+  host: { cpu: string; cpus: number; memGiB: number; kernel: string; node: string };
+  rsyncVersion: string;
+  rsyncFsync: boolean;
+  imz: string;
+  settleMs: number;
+  pageCache: string;
+  trees: Array<{ name: string; files: number; bytes: number; cached: boolean }>;
+  rows: Row[];
+  metrics: Record<string, number | string | null>;
+  errors: string[];
+}
+
+function newRow(report: RootReport, kind: Row['kind'], name: string): Row {
+  const row: Row = { root: report.root, case: name, kind, imz: null, rsync: null, rsyncFsync: null, runs: { imz: [], rsync: [], rsyncFsync: [] }, errors: [], commands: {} };
+  report.rows.push(row);
+  return row;
+}
+
+function evaluateTarget(row: Row): void {
+  const r = row.imz !== null && row.rsync !== null && row.rsync > 0 ? row.imz / row.rsync : null;
+  switch (row.kind) {
+    case 'clone-files':
+      row.target = 'imz/rsync ≤ 1.0';
+      row.met = r === null ? null : r <= 1.0;
+      break;
+    case 'clone-big':
+      row.target = 'imz MB/s ≥ 70% of rsync';
+      row.met = r === null ? null : 1 / r >= 0.7;
+      break;
+    case 'pull':
+      row.target = 'imz/rsync ≤ 0.2';
+      row.met = r === null ? null : r <= 0.2;
+      break;
+    case 'noop':
+      row.target = 'imz < 0.3 s';
+      row.met = row.imz === null ? null : row.imz < 0.3;
+      break;
+    default:
+      row.target = '';
+      row.met = null;
+  }
+}
+
+// ---------------------------------------------------------------- environment
+
+/** rsync on PATH, or Debian's, installed with apt-get (the only network use). */
+function ensureRsync(stepMs: number): string {
+  const have = spawnSync('sh', ['-c', 'command -v rsync'], { encoding: 'utf8' });
+  if (have.status !== 0 || have.stdout.trim() === '') {
+    log("rsync is not on PATH: installing Debian's rsync: apt-get update && apt-get install -y rsync");
+    for (const args of [['update'], ['install', '-y', 'rsync']]) {
+      log(`$ apt-get ${args.join(' ')}`);
+      const r = spawnSync('apt-get', args, {
+        stdio: ['ignore', 2, 2],
+        timeout: stepMs,
+        env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' },
+      });
+      if (r.error !== undefined || r.status !== 0) {
+        throw new Error(`apt-get ${args.join(' ')} failed (${r.error?.message ?? `exit ${r.status}`}); install rsync and re-run`);
+      }
+    }
+  }
+  const v = spawnSync('rsync', ['--version'], { encoding: 'utf8' });
+  if (v.status !== 0) throw new Error('rsync --version failed');
+  return v.stdout.split('\n')[0]!.trim();
+}
+
+function rsyncHasFsync(): boolean {
+  const h = spawnSync('rsync', ['--help'], { encoding: 'utf8' });
+  return /--fsync\b/.test(h.stdout);
+}
+
+function fsTypeOf(path: string): string {
+  let bestMount = '';
+  let type = 'unknown';
+  try {
+    for (const line of readFileSync('/proc/mounts', 'utf8').split('\n')) {
+      const [, mnt, fstype] = line.split(' ');
+      if (mnt === undefined || fstype === undefined) continue;
+      const m = mnt.replaceAll('\\040', ' ');
+      if ((path === m || path.startsWith(m.endsWith('/') ? m : `${m}/`)) && m.length >= bestMount.length) {
+        bestMount = m;
+        type = fstype;
+      }
+    }
+  } catch {
+    /* not Linux */
+  }
+  return type;
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const a = s.address();
+      const port = typeof a === 'object' && a !== null ? a.port : 0;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+function procStatusKiB(pid: number, field: 'VmRSS' | 'VmHWM'): number | null {
+  try {
+    const m = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m === null ? null : Number(m[1]);
+  } catch {
+    return null;
+  }
+}
+
+/** Poll VmRSS until it stays within 1% for ~1 s (or 30 s pass). */
+async function settledRssKiB(pid: number): Promise<number | null> {
+  let prev = procStatusKiB(pid, 'VmRSS');
+  let stable = 0;
+  for (let i = 0; i < 120 && prev !== null; i++) {
+    await sleep(250);
+    const cur = procStatusKiB(pid, 'VmRSS');
+    if (cur === null) return prev;
+    stable = Math.abs(cur - prev) <= prev * 0.01 ? stable + 1 : 0;
+    prev = cur;
+    if (stable >= 4) break;
+  }
+  return prev;
+}
+
+async function duBytes(path: string): Promise<number | null> {
+  if (!existsSync(path)) return null;
+  const r = await run('du', ['-sb', path], { timeoutMs: 120_000 });
+  const v = Number(r.stdout.split(/\s/)[0]);
+  return r.code === 0 && Number.isFinite(v) ? v : null;
+}
+
+// ---------------------------------------------------------------- one root
+
+interface Ctx {
+  opts: Options;
+  report: RootReport;
+  runDir: string;
+  workDir: string;
+  repDir: string;
+  logDir: string;
+  rsyncPort: number;
+  fsync: boolean;
+}
+
+async function startRsyncDaemon(ctx: Ctx, modules: CachedTree[]): Promise<{ stop: () => Promise<string> }> {
+  const dir = join(ctx.runDir, 'rsyncd');
+  mkdirSync(dir, { recursive: true });
+  const conf = join(dir, 'rsyncd.conf');
+  const asRoot = process.getuid?.() === 0;
+  let lastErr = '';
+  for (let attempt = 1; attempt <= 3; attempt++) {
+    const port = await freePort();
+    const lines = [
+      '# written by bench/bench.ts: read-only modules on 127.0.0.1 for the benchmark',
+      `port = ${port}`,
+      'address = 127.0.0.1',
+      `pid file = ${join(dir, 'rsyncd.pid')}`,
+      `log file = ${join(dir, 'rsyncd.log')}`,
+      'use chroot = no',
+      'read only = yes',
+      'munge symlinks = no',
+      ...(asRoot ? ['uid = root', 'gid = root'] : []),
+      '',
+    ];
+    for (const m of modules) {
+      lines.push(`[${m.spec.name}]`, `    path = ${join(ctx.workDir, m.spec.name)}`, '    exclude = /.imz-server/', '');
+    }
+    writeFileSync(conf, lines.join('\n'));
+    rmSync(join(dir, 'rsyncd.pid'), { force: true });
+    const child = startPlain('rsync', ['--daemon', '--no-detach', `--config=${conf}`], join(dir, 'rsyncd.out'), conf);
+    const deadline = Date.now() + 10_000;
+    while (Date.now() < deadline && child.exitCode === null && child.signalCode === null) {
+      const probe = await run('rsync', [`rsync://127.0.0.1:${port}/`], { timeoutMs: 5000 });
+      if (probe.code === 0 && modules.every((m) => probe.stdout.includes(m.spec.name))) {
+        ctx.rsyncPort = port;
+        log(`rsync daemon: pid ${child.pid}, 127.0.0.1:${port}, config ${conf}`);
+        return { stop: () => stopChild(child) };
+      }
+      lastErr = probe.stderr.trim();
+      await sleep(100);
+    }
+    await stopChild(child, 2000);
+    const out = existsSync(join(dir, 'rsyncd.log')) ? readFileSync(join(dir, 'rsyncd.log'), 'utf8').trim().split('\n').slice(-5).join('\n    ') : '';
+    lastErr = `${lastErr}\n    ${out}`;
+    log(`rsync daemon did not come up on port ${port} (attempt ${attempt}): ${lastErr.trim()}`);
+  }
+  throw new Error(`could not start the rsync daemon: ${lastErr.trim()}`);
+}
+
+function rsyncUrl(ctx: Ctx, tree: CachedTree): string {
+  return `rsync://127.0.0.1:${ctx.rsyncPort}/${tree.spec.name}/`;
+}
+
+/** Run a timed step: flush dirty pages first (untimed) so an earlier step's writeback does not land in it. */
+async function timed(ctx: Ctx, cmd: string, args: string[]): Promise<number> {
+  await runChecked('sync', [], { timeoutMs: ctx.opts.stepMs });
+  return (await runChecked(cmd, args, { timeoutMs: ctx.opts.stepMs })).seconds;
+}
+
+const imzArgs = (ctx: Ctx, ...args: string[]): string[] => [ctx.opts.imzJs, ...args];
+
+async function attempt(ctx: Ctx, row: Row, tool: Tool, fn: () => Promise<void>): Promise<boolean> {
+  try {
+    await fn();
+    return true;
+  } catch (e) {
+    const msg = `${TOOL_NAMES[tool]}: ${(e as Error).message}`;
+    row.errors.push(msg);
+    ctx.report.errors.push(`${row.case}: ${msg}`);
+    loud(`[${ctx.report.root}] ${row.case}: ${msg}`);
+    return false;
+  }
+}
+
+/** Start `imz serve` on a work tree, run fn, always stop the server (SIGTERM). */
+async function withImzServer(ctx: Ctx, dirName: string, row: Row | null, fn: (srv: Server | null) => Promise<void>): Promise<void> {
+  if (ctx.opts.skipImz) {
+    await fn(null);
+    return;
+  }
+  const dir = join(ctx.workDir, dirName);
+  let srv: Server | null = null;
+  try {
+    const t = performance.now();
+    srv = await startJsonServer(
+      process.execPath,
+      imzArgs(ctx, 'serve', dir, '--port', '0', '--json'),
+      join(ctx.logDir, `imz-serve-${dirName}.log`),
+      dir,
+      ctx.opts.stepMs,
+    );
+    log(`imz serve ${dirName}: pid ${srv.pid}, listening on ${srv.host}:${srv.port} after ${((performance.now() - t) / 1000).toFixed(2)} s`);
+    if (srv.host !== '127.0.0.1') log(`note: the server announced host ${srv.host}; the bench connects to 127.0.0.1`);
+  } catch (e) {
+    const msg = `imz serve: ${(e as Error).message}`;
+    if (row !== null) row.errors.push(msg);
+    ctx.report.errors.push(`${row?.case ?? dirName}: ${msg}`);
+    loud(`[${ctx.report.root}] ${msg}`);
+  }
+  let stopping = false;
+  if (srv !== null) {
+    const s = srv;
+    s.child.once('exit', (code, signal) => {
+      if (stopping) return;
+      const msg = `imz serve ${dirName} (pid ${s.pid}) exited on its own (${signal ?? `exit code ${code}`}) during the bench; its output is in ${s.logPath}`;
+      if (row !== null) row.errors.push(msg);
+      ctx.report.errors.push(`${row?.case ?? dirName}: ${msg}`);
+      loud(`[${ctx.report.root}] ${msg}`);
+    });
+  }
+  try {
+    await fn(srv);
+  } finally {
+    stopping = true;
+    if (srv !== null) {
+      const how = await stopChild(srv.child);
+      srv.log.end();
+      log(`imz serve ${dirName}: stopped (${how})`);
+      if (how.includes('killed')) ctx.report.errors.push(`imz serve ${dirName} did not stop on SIGTERM within 10 s`);
+    }
+  }
+}
+
+/** Clone of a whole tree: imz clone, then (server stopped) rsync -a and rsync -a --fsync, 1 run each. */
+async function cloneCase(ctx: Ctx, tree: CachedTree, kind: 'clone-files' | 'clone-big', name: string): Promise<void> {
+  const row = newRow(ctx.report, kind, name);
+  row.files = tree.layout.files.length;
+  row.bytes = tree.layout.bytes;
+  const src = join(ctx.workDir, tree.spec.name);
+  const srcList = listTree(src);
+  const srcHashes = new Map<string, string>();
+  const check = (label: string, dest: string) =>
+    verifyReplica(label, src, dest, { sample: kind === 'clone-big' ? 1 : 200, seed: `${tree.spec.seed}:${label}`, src: srcList, srcHashes });
+  const say = (tool: Tool, s: number): void =>
+    log(`${name}: ${TOOL_NAMES[tool]} ${s.toFixed(3)} s (${mbps(tree.layout.bytes, s)!.toFixed(1)} MB/s), replica verified`);
+
+  log(`--- ${name}`);
+  await withImzServer(ctx, tree.spec.name, row, async (srv) => {
+    if (srv === null) return;
+    const dest = join(ctx.repDir, `imz-${tree.spec.name}`);
+    const args = imzArgs(ctx, 'clone', `127.0.0.1:${srv.port}`, dest, '--quiet');
+    row.commands.imz = `node ${args.join(' ')}`;
+    await attempt(ctx, row, 'imz', async () => {
+      const s = await timed(ctx, process.execPath, args);
+      row.runs.imz.push(s);
+      row.imz = s;
+      await check('imz clone', dest);
+      say('imz', s);
+    });
+    rmSync(dest, { recursive: true, force: true });
+  });
+  const variants: Array<[Tool, string[]]> = [['rsync', ['-a']]];
+  if (ctx.fsync) variants.push(['rsyncFsync', ['-a', '--fsync']]);
+  for (const [tool, flags] of variants) {
+    const dest = join(ctx.repDir, `${tool}-${tree.spec.name}`);
+    const args = [...flags, rsyncUrl(ctx, tree), `${dest}/`];
+    row.commands[tool] = `rsync ${args.join(' ')}`;
+    await attempt(ctx, row, tool, async () => {
+      const s = await timed(ctx, 'rsync', args);
+      row.runs[tool].push(s);
+      row[tool] = s;
+      await check(TOOL_NAMES[tool], dest);
+      say(tool, s);
+    });
+    rmSync(dest, { recursive: true, force: true });
+  }
+  evaluateTarget(row);
+}
+
+/** Baseline: RSS of `imz serve` on an empty tree. */
+async function emptyServerRss(ctx: Ctx): Promise<number | null> {
+  const empty = join(ctx.workDir, 'empty');
+  mkdirSync(empty, { recursive: true });
+  let rss: number | null = null;
+  await withImzServer(ctx, 'empty', null, async (srv) => {
+    if (srv !== null) rss = await settledRssKiB(srv.pid);
+  });
+  return rss;
+}
+
+/** The incremental tree: setup clones, rounds of 10 changes, no-op pulls, memory and state size. */
+async function incrementalCase(ctx: Ctx, tree: CachedTree, sets: ChangeSet[]): Promise<void> {
+  const N = n(tree.layout.files.length);
+  const setup = newRow(ctx.report, 'setup', `clone ${N} files (setup)`);
+  setup.files = tree.layout.files.length;
+  setup.bytes = tree.layout.bytes;
+  const pull = newRow(ctx.report, 'pull', `pull 10 changes, ${N} files`);
+  const noop = newRow(ctx.report, 'noop', `no-op pull, ${N} files`);
+  pull.warmup = { imz: [], rsync: [], rsyncFsync: [] };
+  const m = ctx.report.metrics;
+  const work = join(ctx.workDir, tree.spec.name);
+  const dest: Record<Tool, string> = {
+    imz: join(ctx.repDir, `imz-${tree.spec.name}`),
+    rsync: join(ctx.repDir, `rsync-${tree.spec.name}`),
+    rsyncFsync: join(ctx.repDir, `rsyncFsync-${tree.spec.name}`),
+  };
+  const url = rsyncUrl(ctx, tree);
+  const rsyncPullArgs: Record<'rsync' | 'rsyncFsync', string[]> = {
+    rsync: ['-a', '--delete', url, `${dest.rsync}/`],
+    rsyncFsync: ['-a', '--delete', '--fsync', url, `${dest.rsyncFsync}/`],
+  };
+  const rsyncTools: Array<'rsync' | 'rsyncFsync'> = ctx.fsync ? ['rsync', 'rsyncFsync'] : ['rsync'];
+
+  log(`--- incremental tree ${tree.spec.name}`);
+  if (!ctx.opts.skipImz) {
+    const base = await emptyServerRss(ctx);
+    m.imzServeRssEmptyKiB = base;
+    log(`imz serve on an empty tree: VmRSS ${base === null ? '?' : `${(base / 1024).toFixed(1)} MiB`} (baseline)`);
+  }
+
+  await withImzServer(ctx, tree.spec.name, setup, async (srv) => {
+    let imzOk = srv !== null;
+    if (srv !== null) {
+      const rss = await settledRssKiB(srv.pid);
+      m.imzServeRssSettledKiB = rss;
+      log(`imz serve ${tree.spec.name}: VmRSS ${rss === null ? '?' : `${(rss / 1024).toFixed(1)} MiB`} after start (settled)`);
+      const args = imzArgs(ctx, 'clone', `127.0.0.1:${srv.port}`, dest.imz, '--quiet');
+      setup.commands.imz = `node ${args.join(' ')}`;
+      pull.commands.imz = noop.commands.imz = `node ${imzArgs(ctx, 'pull', '-C', dest.imz, '--quiet').join(' ')}`;
+      imzOk = await attempt(ctx, setup, 'imz', async () => {
+        const s = await timed(ctx, process.execPath, args);
+        setup.imz = s;
+        setup.runs.imz.push(s);
+        await verifyReplica('imz clone', work, dest.imz, { sample: 200, seed: `${tree.spec.seed}:setup-imz` });
+        log(`${setup.case}: imz ${s.toFixed(3)} s, replica verified`);
+      });
+      m.imzServeRssAfterCloneKiB = procStatusKiB(srv.pid, 'VmRSS');
+      m.imzReplicaStateBytesAfterClone = await duBytes(join(dest.imz, '.imz'));
+    }
+    // rsync: the plain copy is timed (for information); the --fsync copy starts from an
+    // untimed plain copy (100,000 fsyncs in sequence on a real disk would only measure the disk).
+    for (const tool of rsyncTools) {
+      const args = ['-a', url, `${dest[tool]}/`];
+      if (tool === 'rsync') setup.commands.rsync = `rsync ${args.join(' ')}`;
+      pull.commands[tool] = noop.commands[tool] = `rsync ${rsyncPullArgs[tool].join(' ')}`;
+      await attempt(ctx, setup, tool, async () => {
+        const s = await timed(ctx, 'rsync', args);
+        if (tool === 'rsync') {
+          setup.rsync = s;
+          setup.runs.rsync.push(s);
+        }
+        await verifyReplica(`rsync copy (${tool})`, work, dest[tool], { sample: 50, seed: `${tree.spec.seed}:setup-${tool}` });
+        log(`${setup.case}: rsync ${s.toFixed(3)} s${tool === 'rsyncFsync' ? ' (untimed setup of the --fsync copy)' : ''}, replica verified`);
+      });
+    }
+    const rsyncOk: Record<'rsync' | 'rsyncFsync', boolean> = { rsync: existsSync(dest.rsync), rsyncFsync: existsSync(dest.rsyncFsync) };
+
+    // Rounds of 10 changes; round 0 is a warm-up, not counted.
+    for (const cs of sets) {
+      const warm = cs.round === 0;
+      applyChanges(work, tree.spec, cs);
+      log(
+        `round ${cs.round}${warm ? ' (warm-up, not counted)' : ''}: changed 10 paths in the served tree; waiting ${ctx.opts.settleMs} ms for the imz server's watcher to journal them (no status command to poll yet)`,
+      );
+      await sleep(ctx.opts.settleMs);
+      const srcList = listTree(work);
+      const srcHashes = new Map<string, string>();
+      const mustHash = [...cs.modify.map((x) => x.rel), ...cs.create.map((x) => x.rel)];
+      const vopts = { sample: 50, seed: `${tree.spec.seed}:round${cs.round}`, mustHash, mustBeAbsent: cs.delete, src: srcList, srcHashes };
+      const parts: string[] = [];
+      if (imzOk) {
+        imzOk = await attempt(ctx, pull, 'imz', async () => {
+          const s = await timed(ctx, process.execPath, imzArgs(ctx, 'pull', '-C', dest.imz, '--quiet'));
+          (warm ? pull.warmup! : pull.runs).imz.push(s);
+          try {
+            await verifyReplica(`imz pull (round ${cs.round})`, work, dest.imz, vopts);
+          } catch (e) {
+            throw new Error(`${(e as Error).message}\n(if only the latest changes are missing, the server may not have journalled them within --settle-ms ${ctx.opts.settleMs})`);
+          }
+          parts.push(`imz ${s.toFixed(3)} s`);
+        });
+      }
+      for (const tool of rsyncTools) {
+        if (!rsyncOk[tool]) continue;
+        rsyncOk[tool] = await attempt(ctx, pull, tool, async () => {
+          const s = await timed(ctx, 'rsync', rsyncPullArgs[tool]);
+          (warm ? pull.warmup! : pull.runs)[tool].push(s);
+          await verifyReplica(`${TOOL_NAMES[tool]} (round ${cs.round})`, work, dest[tool], vopts);
+          parts.push(`${TOOL_NAMES[tool]} ${s.toFixed(3)} s`);
+        });
+      }
+      log(`round ${cs.round}: ${parts.join(', ')}; replicas verified`);
+    }
+    pull.imz = best(pull.runs.imz);
+    pull.rsync = best(pull.runs.rsync);
+    pull.rsyncFsync = best(pull.runs.rsyncFsync);
+
+    // No-op: nothing changed since the last pull.
+    for (let i = 0; i < 3; i++) {
+      const parts: string[] = [];
+      if (imzOk) {
+        imzOk = await attempt(ctx, noop, 'imz', async () => {
+          const s = await timed(ctx, process.execPath, imzArgs(ctx, 'pull', '-C', dest.imz, '--quiet'));
+          noop.runs.imz.push(s);
+          parts.push(`imz ${s.toFixed(3)} s`);
+        });
+      }
+      for (const tool of rsyncTools) {
+        if (!rsyncOk[tool]) continue;
+        rsyncOk[tool] = await attempt(ctx, noop, tool, async () => {
+          const s = await timed(ctx, 'rsync', rsyncPullArgs[tool]);
+          noop.runs[tool].push(s);
+          parts.push(`${TOOL_NAMES[tool]} ${s.toFixed(3)} s`);
+        });
+      }
+      log(`no-op pull ${i + 1}/3: ${parts.join(', ')}`);
+    }
+    const srcList = listTree(work);
+    const srcHashes = new Map<string, string>();
+    const finalTools: Tool[] = [...(imzOk ? (['imz'] as Tool[]) : []), ...rsyncTools.filter((t) => rsyncOk[t])];
+    for (const tool of finalTools) {
+      await attempt(ctx, noop, tool, async () => {
+        await verifyReplica(`${TOOL_NAMES[tool]} after no-op pulls`, work, dest[tool], { sample: 50, seed: `${tree.spec.seed}:noop`, src: srcList, srcHashes });
+      });
+    }
+    noop.imz = best(noop.runs.imz);
+    noop.rsync = best(noop.runs.rsync);
+    noop.rsyncFsync = best(noop.runs.rsyncFsync);
+
+    if (srv !== null) {
+      m.imzServeRssEndKiB = procStatusKiB(srv.pid, 'VmRSS');
+      m.imzServePeakRssKiB = procStatusKiB(srv.pid, 'VmHWM');
+      m.imzServerStateBytes = await duBytes(join(work, '.imz-server'));
+      m.imzReplicaStateBytesEnd = await duBytes(join(dest.imz, '.imz'));
+    }
+  });
+  m.incrementalFiles = tree.layout.files.length;
+  const base = m.imzServeRssEmptyKiB;
+  const settled = m.imzServeRssSettledKiB;
+  if (typeof base === 'number' && typeof settled === 'number') {
+    m.imzServeBytesPerPath = Math.round(((settled - base) * 1024) / tree.layout.files.length);
+  }
+  if (typeof m.imzReplicaStateBytesAfterClone === 'number') {
+    m.imzReplicaStateBytesPerFile = Math.round(m.imzReplicaStateBytesAfterClone / tree.layout.files.length);
+  }
+  for (const r of [setup, pull, noop]) evaluateTarget(r);
+  for (const d of Object.values(dest)) rmSync(d, { recursive: true, force: true });
+}
+
+async function benchRoot(opts: Options, root: 'disk' | 'tmpfs', rsyncVersion: string, fsync: boolean): Promise<RootReport> {
+  const base = root === 'disk' ? opts.diskDir : opts.tmpfsDir;
+  const report: RootReport = {
+    root,
+    path: base,
+    fsType: 'unknown',
+    quick: opts.quick,
+    startedAt: new Date().toISOString(),
+    host: { cpu: os.cpus()[0]?.model ?? 'unknown', cpus: os.cpus().length, memGiB: Math.round(os.totalmem() / 2 ** 30), kernel: os.release(), node: process.version },
+    rsyncVersion,
+    rsyncFsync: fsync,
+    imz: opts.skipImz ? '(skipped: --skip-imz)' : opts.imzJs,
+    settleMs: opts.settleMs,
+    pageCache: 'warm: the page cache is not dropped; the imz server reads every file when it starts, rsync reads the same cached data',
+    trees: [],
+    rows: [],
+    metrics: {},
+    errors: [],
+  };
+  log(`===== root ${root}: ${base}`);
+  if (root === 'tmpfs' && !existsSync(dirname(base))) throw new Error(`${dirname(base)} does not exist: no tmpfs root here`);
+  mkdirSync(base, { recursive: true });
+  report.fsType = fsTypeOf(base);
+  if (root === 'tmpfs' && report.fsType !== 'tmpfs') loud(`${base} is on ${report.fsType}, not tmpfs: the "tmpfs" figures are not what they claim`);
+  if (root === 'disk' && report.fsType === 'tmpfs') loud(`${base} is on tmpfs, not a disk: the "disk" figures are not what they claim`);
+  try {
+    const st = statfsSync(base);
+    const free = st.bavail * st.bsize;
+    log(`${base}: ${report.fsType}, ${fmtBytes(free)} free`);
+    if (free < (opts.quick ? 1 : 6) * 1024 * MiB) loud(`only ${fmtBytes(free)} free under ${base}; the bench may run out of space`);
+  } catch {
+    /* statfs unavailable */
+  }
+
+  useRegistry(join(base, 'children.json'), log);
+  const srcRoot = join(base, 'src');
+  const runDir = join(base, 'run');
+  if (opts.clean) {
+    log(`--clean: removing cached trees in ${srcRoot}`);
+    rmSync(srcRoot, { recursive: true, force: true });
+  }
+  rmSync(runDir, { recursive: true, force: true });
+  const ctx: Ctx = {
+    opts,
+    report,
+    runDir,
+    workDir: join(runDir, 'work'),
+    repDir: join(runDir, 'rep'),
+    logDir: join(runDir, 'logs'),
+    rsyncPort: 0,
+    fsync,
+  };
+  for (const d of [srcRoot, ctx.workDir, ctx.repDir, ctx.logDir]) mkdirSync(d, { recursive: true });
+
+  const q = opts.quick;
+  const trees = [smallSpec(q ? 2_000 : 10_000), bigSpec((q ? 64 : 512) * MiB), incSpec(q ? 20_000 : 100_000)].map((s) => ensureTree(srcRoot, s, log));
+  await runChecked('sync', [], { timeoutMs: opts.stepMs });
+  for (const t of trees) report.trees.push({ name: t.spec.name, files: t.layout.files.length, bytes: t.layout.bytes, cached: t.reused });
+  const [small, big, inc] = trees as [CachedTree, CachedTree, CachedTree];
+
+  // Served trees are hard-linked copies of the cache (fast, and the servers'
+  // state directories and the incremental changes never touch the cache).
+  for (const t of trees) await runChecked('cp', ['-al', t.dir, join(ctx.workDir, t.spec.name)], { timeoutMs: opts.stepMs });
+  const sets = planChanges(inc.spec, inc.layout, 4);
+  unshareFiles(join(ctx.workDir, inc.spec.name), sets);
+  await runChecked('sync', [], { timeoutMs: opts.stepMs });
+
+  const daemon = await startRsyncDaemon(ctx, trees);
+  try {
+    await cloneCase(ctx, small, 'clone-files', `clone ${n(small.layout.files.length)} files`);
+    await cloneCase(ctx, big, 'clone-big', `clone ${big.layout.bytes / MiB} MiB file`);
+    await incrementalCase(ctx, inc, sets);
+  } finally {
+    log(`rsync daemon: stopped (${await daemon.stop()})`);
+    if (!opts.keep) {
+      rmSync(ctx.workDir, { recursive: true, force: true });
+      rmSync(ctx.repDir, { recursive: true, force: true });
+    }
+  }
+  report.finishedAt = new Date().toISOString();
+  const out = join(HERE, `results-${root}.json`);
+  writeFileSync(out, `${JSON.stringify(report, null, 2)}\n`);
+  log(`results written to ${out}`);
+  return report;
+}
+
+// ---------------------------------------------------------------- report
+
+function table(reports: RootReport[]): string {
+  const f = (x: number | null, d = 3): string => (x === null ? '—' : x.toFixed(d));
+  const ratio = (a: number | null, b: number | null): string => (a === null || b === null || b <= 0 ? '—' : (a / b).toFixed(2));
+  const lines = [
+    '| root | case | imz s | rsync s | rsync --fsync s | imz/rsync | imz/rsync--fsync | imz MB/s | rsync MB/s | rsync --fsync MB/s | target |',
+    '| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |',
+  ];
+  for (const rep of reports) {
+    for (const r of rep.rows) {
+      const hasRate = r.kind === 'clone-files' || r.kind === 'clone-big' || r.kind === 'setup';
+      const rate = (s: number | null): string => (hasRate && r.bytes !== undefined ? f(mbps(r.bytes, s), 1) : '');
+      const imzCell = r.imz === null && r.errors.some((e) => e.startsWith('imz')) ? 'FAILED' : f(r.imz);
+      const tgt = r.target ? `${r.target} ${r.met === true ? '✓' : r.met === false ? '✗' : '?'}` : '';
+      lines.push(
+        `| ${rep.root} | ${r.case} | ${imzCell} | ${f(r.rsync)} | ${f(r.rsyncFsync)} | ${ratio(r.imz, r.rsync)} | ${ratio(r.imz, r.rsyncFsync)} | ${rate(r.imz)} | ${rate(r.rsync)} | ${rate(r.rsyncFsync)} | ${tgt} |`,
+      );
+    }
+  }
+  return lines.join('\n');
+}
+
+function notes(reports: RootReport[]): string {
+  const out: string[] = [];
+  const mib = (k: unknown): string => (typeof k === 'number' ? `${(k / 1024).toFixed(1)} MiB` : '?');
+  const bytes = (b: unknown): string => (typeof b === 'number' ? fmtBytes(b) : '?');
+  for (const rep of reports) {
+    const m = rep.metrics;
+    out.push(`- ${rep.root} (${rep.path}, ${rep.fsType}): ${rep.trees.map((t) => `${t.name} ${n(t.files)} file${t.files === 1 ? '' : 's'} ${fmtBytes(t.bytes)}${t.cached ? ' (cached)' : ''}`).join('; ')}`);
+    if (m.incrementalFiles !== undefined && m.imzServeRssSettledKiB !== undefined) {
+      out.push(
+        `  - imz serve RSS with ${n(Number(m.incrementalFiles))} files: ${mib(m.imzServeRssSettledKiB)} after start, ${mib(m.imzServeRssAfterCloneKiB)} after the clone, ${mib(m.imzServeRssEndKiB)} at the end (peak ${mib(m.imzServePeakRssKiB)}); empty tree ${mib(m.imzServeRssEmptyKiB)} → ${m.imzServeBytesPerPath ?? '?'} bytes per path`,
+      );
+      out.push(
+        `  - replica .imz/: ${bytes(m.imzReplicaStateBytesAfterClone)} after the clone (${m.imzReplicaStateBytesPerFile ?? '?'} bytes per file), ${bytes(m.imzReplicaStateBytesEnd)} at the end; server .imz-server/: ${bytes(m.imzServerStateBytes)}`,
+      );
+    }
+  }
+  const r0 = reports[0];
+  if (r0 !== undefined) {
+    out.push(`- ${r0.rsyncVersion}${r0.rsyncFsync ? '' : ' (no --fsync option: that column is empty)'}; rsync daemon on 127.0.0.1; node ${r0.host.node}; ${r0.host.cpus} × ${r0.host.cpu}; ${r0.host.memGiB} GiB RAM; kernel ${r0.host.kernel}`);
+    out.push('- Clones: 1 run each, into an empty directory. Pulls: best of 3 rounds (after 1 warm-up round), each round a fresh set of 10 changes (5 files rewritten in place, 3 created, 2 deleted);');
+    out.push(`  after each change set the bench waits ${r0.settleMs} ms for the imz server's watcher to journal it (no status command to poll yet), then times imz pull and rsync -a --delete.`);
+    out.push('- Every timed step starts after `sync`; the page cache is warm (not dropped). imz times include starting node.');
+  }
+  return out.join('\n');
+}
+
+// ---------------------------------------------------------------- main
+
+let stopping = false;
+for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+  process.on(sig, () => {
+    if (stopping) return;
+    stopping = true;
+    loud(`${sig}: stopping child processes`);
+    void stopAll(3000).finally(() => process.exit(sig === 'SIGINT' ? 130 : 143));
+  });
+}
+process.on('exit', killAllSync);
+
+async function main(): Promise<number> {
+  const opts = parseOptions();
+  process.umask(0o022);
+  const rsyncVersion = ensureRsync(opts.stepMs);
+  const fsync = rsyncHasFsync();
+  log(`${rsyncVersion}${fsync ? '' : ' (no --fsync: that column stays empty)'}`);
+  if (!opts.skipImz && !existsSync(opts.imzJs)) {
+    throw new Error(`${opts.imzJs} does not exist: run \`npm run build\` first (\`npm run bench\` does), or pass --imz FILE / --skip-imz`);
+  }
+  if (opts.skipImz) loud('--skip-imz: imz is not measured, only rsync');
+  const reports: RootReport[] = [];
+  const fatal: string[] = [];
+  try {
+    for (const root of opts.roots) {
+      try {
+        reports.push(await benchRoot(opts, root, rsyncVersion, fsync));
+      } catch (e) {
+        fatal.push(`[${root}] ${(e as Error).stack ?? String(e)}`);
+        loud(`[${root}] bench aborted: ${(e as Error).message}`);
+      }
+    }
+  } finally {
+    await stopAll();
+  }
+  if (reports.length > 0) {
+    console.log(`\n## imz vs rsync${opts.quick ? ' (--quick: smaller trees)' : ''}\n`);
+    console.log(table(reports));
+    console.log(`\n${notes(reports)}\n`);
+  }
+  const errors = [...reports.flatMap((r) => r.errors.map((e) => `[${r.root}] ${e}`)), ...fatal];
+  if (errors.length > 0) {
+    loud(`the bench FAILED (${errors.length} error(s)):\n${errors.map((e) => `- ${e.split('\n')[0]}`).join('\n')}`);
+    return 1;
+  }
+  return 0;
+}
+
+main().then(
+  (code) => process.exit(code),
+  (e) => {
+    loud(`bench failed: ${(e as Error).stack ?? String(e)}`);
+    void stopAll(3000).finally(() => process.exit(1));
+  },
+);

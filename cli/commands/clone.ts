@@ -1,0 +1,36 @@
+import type { Argv, CommandModule } from 'yargs';
+import { Exit } from '../exit_codes.ts';
+import { type GlobalArgs, formatBytes } from '../output.ts';
+import { run } from '../run.ts';
+import { pullEventPrinter } from './progress.ts';
+
+interface CloneArgs extends GlobalArgs {
+  address: string;
+  dir: string;
+  onDemand: boolean;
+  verbose: boolean;
+}
+
+/** `imz clone HOST:PORT DIR`: make a replica. */
+export const cloneCommand: CommandModule<GlobalArgs, CloneArgs> = {
+  command: 'clone <address> <dir>',
+  describe: 'make a full replica of a server\'s tree in DIR (new or empty)',
+  builder: (y: Argv<GlobalArgs>) => y
+    .positional('address', { type: 'string', demandOption: true, describe: 'the server, HOST:PORT' })
+    .positional('dir', { type: 'string', demandOption: true, describe: 'where the replica goes' })
+    .option('on-demand', { type: 'boolean', default: false, describe: 'fetch the namespace only; contents when needed (not yet supported)' })
+    .option('verbose', { alias: 'v', type: 'boolean', default: false, describe: 'print every path as it arrives' })
+    .example('imz clone 127.0.0.1:7070 ~/tree', 'replicate the tree served on port 7070')
+    .example('imz clone 127.0.0.1:7070 ~/tree', 'run it again after an interruption: it resumes') as unknown as Argv<CloneArgs>,
+  handler: (args) => run(args, async (out) => {
+    const { clone } = await import('../../core/clone.ts');
+    const t0 = Date.now();
+    const r = await clone(args.address, args.dir, { onDemand: args.onDemand, onEvent: pullEventPrinter(out, args.verbose) });
+    const secs = (Date.now() - t0) / 1000;
+    out.stopProgress();
+    out.event({ event: 'cloned', dir: r.dir, changed: r.changed, files: r.files, bytes: r.bytes, cursor: r.cursor, conflicts: r.conflicts.length, stale: r.stale.length, seconds: secs });
+    out.line(`cloned ${args.address} into ${r.dir}: ${r.changed} entries, ${r.files} files, ${formatBytes(r.bytes)} in ${secs.toFixed(2)} s (journal at ${r.cursor})`);
+    if (r.stale.length > 0) out.warn(`${r.stale.length} files kept changing on the server and are not here yet; run \`imz pull\` to fetch them`);
+    return r.outstanding > 0 ? Exit.CONFLICTS : Exit.OK;
+  }),
+};

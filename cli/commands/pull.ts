@@ -1,0 +1,42 @@
+import type { Argv, CommandModule } from 'yargs';
+import { Exit } from '../exit_codes.ts';
+import { type GlobalArgs, formatBytes } from '../output.ts';
+import { run, workDir } from '../run.ts';
+import { pullEventPrinter } from './progress.ts';
+
+interface PullArgs extends GlobalArgs {
+  resync: boolean;
+  verbose: boolean;
+  follow: boolean;
+}
+
+/** `imz pull`: replay the server's journal into the replica. */
+export const pullCommand: CommandModule<GlobalArgs, PullArgs> = {
+  command: 'pull',
+  describe: 'replay the server\'s journal since the last pull into the replica',
+  builder: (y: Argv<GlobalArgs>) => y
+    .option('resync', { type: 'boolean', default: false, describe: 'compare the whole tree by hash (after the server was replaced or its journal trimmed)' })
+    .option('verbose', { alias: 'v', type: 'boolean', default: false, describe: 'print every change' })
+    .option('follow', { type: 'boolean', default: false, describe: 'keep following the server (not yet supported)' })
+    .example('imz pull', 'catch up the replica in the current directory')
+    .example('imz pull -C ~/tree --quiet', 'from cron: silent unless something needs attention') as unknown as Argv<PullArgs>,
+  handler: (args) => run(args, async (out) => {
+    if (args.follow) {
+      const { ImzError } = await import('../../protocol/errors.ts');
+      throw new ImzError('IMZ_USAGE', 'cannot follow: `imz pull --follow` is not supported by this imz yet (run `imz pull` from cron meanwhile)');
+    }
+    const { pull } = await import('../../core/pull.ts');
+    const r = await pull(workDir(args), { resync: args.resync, onEvent: pullEventPrinter(out, args.verbose) });
+    out.stopProgress();
+    out.event({ event: 'pulled', changed: r.changed, files: r.files, bytes: r.bytes, records: r.records, cursor: r.cursor, conflicts: r.conflicts.length, outstanding: r.outstanding, stale: r.stale.length, resynced: r.resynced });
+    if (r.changed === 0 && r.conflicts.length === 0) out.line(`already up to date (journal at ${r.cursor})`);
+    else out.line(`pulled ${r.records} records: ${r.changed} changes, ${r.files} files, ${formatBytes(r.bytes)} (journal at ${r.cursor})`);
+    if (r.stale.length > 0) out.warn(`${r.stale.length} files kept changing on the server; run \`imz pull\` again to fetch them`);
+    if (r.conflicts.length > 0) out.warn(`${r.conflicts.length} new conflicts: local changes were kept and not overwritten`);
+    if (r.outstanding > 0) {
+      out.warn(`${r.outstanding} conflicts remain (details in .imz/conflicts/)`);
+      return Exit.CONFLICTS;
+    }
+    return Exit.OK;
+  }),
+};

@@ -1,0 +1,45 @@
+// Entry point of the `imz` binary (bundled to dist/imz.js for node; run from
+// source by `deno task imz`). Only cli/ parses argv, prints and exits.
+import yargs from 'yargs';
+import { hideBin } from 'yargs/helpers';
+import { VERSION } from '../core/version.ts';
+import { Exit } from './exit_codes.ts';
+import { cloneCommand } from './commands/clone.ts';
+import { pullCommand } from './commands/pull.ts';
+import { serveCommand } from './commands/serve.ts';
+import type { GlobalArgs } from './output.ts';
+
+// More threads let batched fsyncs of many small files overlap (read by libuv
+// when its pool first starts, which is after this line).
+process.env.UV_THREADPOOL_SIZE ??= '16';
+
+const cli = yargs(hideBin(process.argv))
+  .scriptName('imz')
+  .usage('imz <command> [options]\n\nInterMezzo for today: replicas that catch up by replaying a journal.')
+  .option('C', { type: 'string', describe: 'operate on the replica at DIR', requiresArg: true, global: true })
+  .option('json', { type: 'boolean', describe: 'one JSON object per line on stdout, nothing else', global: true })
+  .option('quiet', { alias: 'q', type: 'boolean', describe: 'print only warnings and errors', global: true })
+  .option('token-file', { type: 'string', describe: 'file holding the access token (or set IMZ_TOKEN)', global: true })
+  .command(serveCommand as never)
+  .command(cloneCommand as never)
+  .command(pullCommand as never)
+  .demandCommand(1, 'imz needs a command: serve, clone or pull (see imz --help)')
+  .strict()
+  .version(VERSION)
+  .help()
+  .wrap(Math.min(100, process.stdout.columns || 100))
+  .epilogue('Exit codes: 0 done; 1 failed; 2 bad usage; 3 done, but conflicts remain; 4 server unreachable.')
+  .fail((msg, err, y) => {
+    if (err) throw err;
+    const argv = process.argv.slice(2);
+    const json = argv.includes('--json');
+    const line = `cannot parse the command line: ${msg} (see imz --help)`;
+    if (json) process.stdout.write(JSON.stringify({ event: 'error', code: 'IMZ_USAGE', message: line }) + '\n');
+    process.stderr.write(`imz: ${line}\n`);
+    void y;
+    process.exit(Exit.USAGE);
+  });
+
+await cli.parseAsync();
+
+export type { GlobalArgs };

@@ -1,0 +1,109 @@
+import type { ChalkInstance } from 'chalk';
+
+/** Options every command takes. */
+export interface GlobalArgs {
+  C?: string;
+  json?: boolean;
+  quiet?: boolean;
+  tokenFile?: string;
+}
+
+/**
+ * All terminal output of the CLI: plain lines on stdout, JSON lines with
+ * --json (and nothing else on stdout), progress on stderr only on a TTY,
+ * colours only on a TTY. chalk and ora load only when a terminal needs them.
+ */
+export class Output {
+  readonly json: boolean;
+  readonly quiet: boolean;
+  readonly tty: boolean;
+  private _chalk: ChalkInstance | undefined;
+  private _spinner: { text: string; stop(): void; start(): unknown } | undefined;
+  private _lastSpin = 0;
+
+  constructor(args: GlobalArgs) {
+    this.json = args.json === true;
+    this.quiet = args.quiet === true;
+    this.tty = process.stderr.isTTY === true && !this.json && !this.quiet && !process.env.CI;
+  }
+
+  /** Loads terminal helpers (chalk, ora) when stderr is a terminal. */
+  async init(): Promise<this> {
+    if (this.tty) {
+      this._chalk = (await import('chalk')).default;
+    }
+    return this;
+  }
+
+  /** Colours a word when on a terminal. */
+  color(kind: 'ok' | 'warn' | 'err' | 'dim' | 'path', s: string): string {
+    const c = this._chalk;
+    if (!c || !process.stdout.isTTY) return s;
+    return kind === 'ok' ? c.green(s) : kind === 'warn' ? c.yellow(s) : kind === 'err' ? c.red(s) : kind === 'dim' ? c.dim(s) : c.cyan(s);
+  }
+
+  /** A human line on stdout (suppressed by --quiet and --json). */
+  line(s: string): void {
+    if (this.json || this.quiet) return;
+    this._pauseSpinner();
+    process.stdout.write(s + '\n');
+  }
+
+  /** A JSON event on stdout (only with --json). */
+  event(obj: Record<string, unknown>): void {
+    if (!this.json) return;
+    process.stdout.write(JSON.stringify(obj) + '\n');
+  }
+
+  /** A warning on stderr (kept under --quiet: it is something to act on). */
+  warn(s: string): void {
+    this._pauseSpinner();
+    process.stderr.write(`${this._chalk ? this._chalk.yellow('warning:') : 'warning:'} ${s}\n`);
+  }
+
+  /** An error line on stderr, and as a JSON event with --json. */
+  error(code: string, message: string): void {
+    this.stopProgress();
+    process.stderr.write(`${this._chalk ? this._chalk.red('imz:') : 'imz:'} ${message}\n`);
+    this.event({ event: 'error', code, message });
+  }
+
+  /** Updates the progress spinner (terminal only, throttled). */
+  async progress(text: string): Promise<void> {
+    if (!this.tty) return;
+    const now = Date.now();
+    if (now - this._lastSpin < 80) return;
+    this._lastSpin = now;
+    if (!this._spinner) {
+      const ora = (await import('ora')).default;
+      this._spinner = ora({ text, stream: process.stderr });
+      this._spinner.start();
+    } else this._spinner.text = text;
+  }
+
+  /** Removes the spinner. */
+  stopProgress(): void {
+    this._spinner?.stop();
+    this._spinner = undefined;
+  }
+
+  private _pauseSpinner(): void {
+    if (this._spinner) {
+      this._spinner.stop();
+      this._spinner = undefined;
+    }
+  }
+}
+
+/** Human-readable byte count. */
+export function formatBytes(n: number): string {
+  if (n < 1024) return `${n} B`;
+  const units = ['KiB', 'MiB', 'GiB', 'TiB'];
+  let v = n / 1024;
+  let i = 0;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return `${v.toFixed(1)} ${units[i]}`;
+}

@@ -1,0 +1,28 @@
+import { exitFor } from './exit_codes.ts';
+import { type GlobalArgs, Output } from './output.ts';
+
+/**
+ * Runs a command body with its Output, turning any error into one clear
+ * line and the exit status mapped from its code.
+ */
+export async function run(args: GlobalArgs, body: (out: Output) => Promise<number | void>): Promise<void> {
+  const out = await new Output(args).init();
+  try {
+    const status = await body(out);
+    out.stopProgress();
+    process.exitCode = status ?? 0;
+  } catch (err) {
+    const e = err as { code?: string; message?: string };
+    const code = typeof e?.code === 'string' && e.code.startsWith('IMZ_') ? e.code : 'IMZ_INTERNAL';
+    let message = e?.message ?? String(err);
+    if (code === 'IMZ_INTERNAL' && !message.startsWith('cannot ')) message = `cannot finish: ${message}`;
+    out.error(code, message);
+    if (process.env.IMZ_DEBUG && err instanceof Error) process.stderr.write(`${err.stack}\n`);
+    process.exitCode = exitFor(code);
+  }
+}
+
+/** The directory a command operates on: -C DIR, or the current one. */
+export function workDir(args: GlobalArgs): string {
+  return args.C ?? process.cwd();
+}

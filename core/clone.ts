@@ -1,0 +1,58 @@
+import { mkdir, readdir, stat } from 'node:fs/promises';
+import { resolve } from 'node:path';
+import { Codes, ImzError } from '../protocol/errors.ts';
+import { REPLICA_DIR } from './paths.ts';
+import { type PullEvent, type PullSummary, pullWith } from './pull.ts';
+import { Remote, parseAddress } from './remote.ts';
+import { Replica } from './replica.ts';
+
+/** Options of clone. */
+export interface CloneOptions {
+  onDemand?: boolean;
+  onEvent?: (e: PullEvent) => void;
+}
+
+/**
+ * Makes a full replica of the server's tree in dir (which must be absent or
+ * empty). An interrupted clone leaves HEAD marked `cloning`; running the
+ * same clone again resumes it, keeping every file already verified.
+ */
+export async function clone(address: string, dir: string, opts: CloneOptions = {}): Promise<PullSummary & { dir: string }> {
+  parseAddress(address);
+  if (opts.onDemand) throw new ImzError(Codes.UNSUPPORTED, 'cannot clone on demand: this imz does not support --on-demand yet');
+  const root = resolve(dir);
+  let replica: Replica | undefined;
+  let names: string[] = [];
+  try {
+    if (!(await stat(root)).isDirectory()) throw new ImzError(Codes.NOT_EMPTY, `cannot clone into ${root}: it exists and is not a directory`);
+    names = await readdir(root);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
+  if (names.includes(REPLICA_DIR)) {
+    const existing = await Replica.open(root);
+    if (!existing.head.cloning) throw new ImzError(Codes.NOT_EMPTY, `cannot clone into ${root}: it is already a replica (run \`imz pull -C ${dir}\` to update it)`);
+    if (existing.config.remote !== address) throw new ImzError(Codes.NOT_EMPTY, `cannot clone into ${root}: an unfinished clone of ${existing.config.remote} is there (clone that address again to resume it, or remove the directory)`);
+    replica = existing;
+  } else if (names.length > 0) {
+    throw new ImzError(Codes.NOT_EMPTY, `cannot clone into ${root}: the directory is not empty (choose a new or empty directory)`);
+  }
+  const remote = await Remote.connect(address);
+  try {
+    if (!replica) {
+      await mkdir(root, { recursive: true });
+      replica = await Replica.init(root, address, 'full');
+    }
+    await replica.lock();
+    try {
+      await replica.sweepTemps();
+      const summary = await pullWith(replica, remote, { onEvent: opts.onEvent });
+      return { ...summary, dir: root };
+    } finally {
+      await replica.unlock();
+    }
+  } finally {
+    remote.close();
+  }
+}
+

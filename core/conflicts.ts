@@ -1,0 +1,71 @@
+import { createHash } from 'node:crypto';
+import { mkdir, readFile, readdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { writeFileAtomic } from './atomic_fs.ts';
+
+/** Conflict classes, after Coda (local side first, server side second). */
+export type ConflictClass = 'update/update' | 'update/remove' | 'remove/update' | 'create/create' | 'type-change' | 'dir-removed';
+
+/** One side of a conflict. */
+export interface ConflictSide {
+  type: number;
+  version?: number;
+  hash?: string;
+  size?: number;
+  mtimeMs?: number;
+  target?: string;
+}
+
+/** A conflict kept in .imz/conflicts/ until resolved. */
+export interface ConflictRecord {
+  path: string;
+  class: ConflictClass;
+  /** Where it was found: at pull (replay) or at push (reintegration). */
+  at: 'pull' | 'push';
+  local: ConflictSide | null;
+  server: ConflictSide | null;
+  /** The server's content, kept in the replica (relative to .imz/). */
+  serverBlob?: string;
+  detected: string;
+}
+
+/** File name of a conflict record: a hash of the path keeps any name safe. */
+export function conflictFileName(path: string): string {
+  return createHash('sha256').update(path).digest('hex').slice(0, 32) + '.json';
+}
+
+/** Saves (or replaces) the conflict record of a path. */
+export async function saveConflict(stateDir: string, c: ConflictRecord): Promise<void> {
+  const dir = join(stateDir, 'conflicts');
+  await mkdir(dir, { recursive: true });
+  await writeFileAtomic(join(dir, conflictFileName(c.path)), JSON.stringify(c, null, 2) + '\n');
+}
+
+/** Lists the recorded conflicts, by path. */
+export async function listConflicts(stateDir: string): Promise<ConflictRecord[]> {
+  const dir = join(stateDir, 'conflicts');
+  let names: string[];
+  try {
+    names = await readdir(dir);
+  } catch {
+    return [];
+  }
+  const out: ConflictRecord[] = [];
+  for (const n of names) {
+    if (!n.endsWith('.json')) continue;
+    try {
+      out.push(JSON.parse(await readFile(join(dir, n), 'utf8')));
+    } catch { /* a record being written: skip */ }
+  }
+  return out.sort((a, b) => (a.path < b.path ? -1 : 1));
+}
+
+/** Removes a path's conflict record (its kept blobs stay until gc). */
+export async function clearConflict(stateDir: string, path: string): Promise<void> {
+  await rm(join(stateDir, 'conflicts', conflictFileName(path)), { force: true });
+}
+
+/** Where the server's content of a conflicting file is kept, relative to .imz/. */
+export function blobPath(hashHex: string): string {
+  return join('conflicts', 'blobs', hashHex);
+}

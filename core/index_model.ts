@@ -1,0 +1,64 @@
+import { Codes, ImzError } from '../protocol/errors.ts';
+import type { EntryTypeCode } from '../protocol/messages.ts';
+
+/**
+ * What the replica knows of one path: the server version it matches, and
+ * the stat facts (size, mtime, ctime, inode, mode) that tell a local
+ * modification by lstat alone, hashing only when they differ.
+ */
+export interface IndexEntry {
+  type: EntryTypeCode;
+  version: number;
+  hash: string; // hex SHA-256 (files), '' otherwise
+  size: number;
+  mode: number;
+  mtimeMs: number;
+  ctimeMs: number;
+  ino: number;
+  target: string;
+}
+
+export const INDEX_MAGIC = 'imz-index';
+export const INDEX_VERSION = 1;
+/** The index is split in this many bucket files so a change rewrites one bucket, not the whole index. */
+export const BUCKETS = 256;
+
+/** The bucket (0..255) that holds a path: FNV-1a of its UTF-16 code units. */
+export function bucketOf(path: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < path.length; i++) {
+    h ^= path.charCodeAt(i);
+    h = Math.imul(h, 0x01000193);
+  }
+  return (h >>> 0) % BUCKETS;
+}
+
+/** Encodes one bucket: a versioned header line, then one JSON array per path. */
+export function encodeBucket(entries: Map<string, IndexEntry>): string {
+  const lines = [`${INDEX_MAGIC} ${INDEX_VERSION} ${entries.size}`];
+  for (const [p, e] of entries) lines.push(JSON.stringify([p, e.type, e.version, e.hash, e.size, e.mode, e.mtimeMs, e.ctimeMs, e.ino, e.target]));
+  return lines.join('\n') + '\n';
+}
+
+/** Decodes a bucket; throws IMZ_CORRUPT on a bad header, count or line. */
+export function decodeBucket(text: string, name: string): Map<string, IndexEntry> {
+  const lines = text.split('\n');
+  if (lines[lines.length - 1] === '') lines.pop();
+  const head = /^imz-index (\d+) (\d+)$/.exec(lines[0] ?? '');
+  const bad = (why: string) => new ImzError(Codes.CORRUPT, `cannot read replica index: ${name} ${why} (run \`imz pull --resync\` to rebuild it)`);
+  if (!head) throw bad('has no valid header');
+  if (Number(head[1]) !== INDEX_VERSION) throw bad(`has format version ${head[1]}, this imz reads ${INDEX_VERSION}`);
+  if (Number(head[2]) !== lines.length - 1) throw bad('is truncated');
+  const out = new Map<string, IndexEntry>();
+  for (let i = 1; i < lines.length; i++) {
+    let a: unknown[];
+    try {
+      a = JSON.parse(lines[i]!);
+    } catch {
+      throw bad(`has a damaged line ${i + 1}`);
+    }
+    const [p, type, version, hash, size, mode, mtimeMs, ctimeMs, ino, target] = a as [string, EntryTypeCode, number, string, number, number, number, number, number, string];
+    out.set(p, { type, version, hash, size, mode, mtimeMs, ctimeMs, ino, target });
+  }
+  return out;
+}

@@ -1,0 +1,167 @@
+import { mkdir, open, readdir, readFile, rename, truncate, type FileHandle } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { JournalRecord } from '../protocol/messages.ts';
+import { fsyncDir } from './atomic_fs.ts';
+import { SEGMENT_HEADER_SIZE, decodeSegment, encodeJournalRecords, segmentHeader } from './journal_model.ts';
+
+/** Segment files rotate past this size. */
+const SEGMENT_LIMIT = 16 * 1024 * 1024;
+/** Recent records kept in memory so followers and pulls rarely touch disk. */
+const RECENT_MAX = 20000;
+
+interface _Segment { firstSeq: number; file: string }
+
+/**
+ * The server's append-only journal (InterMezzo's KML): numbered segments of
+ * checksummed records in dir. Appends are group-committed (one write and one
+ * fdatasync per batch) and resolve only once durable.
+ */
+export class JournalStore {
+  readonly dir: string;
+  private _segments: _Segment[] = [];
+  private _fh: FileHandle | undefined;
+  private _size = 0;
+  private _first = 0;
+  private _last = 0;
+  private _recent: JournalRecord[] = [];
+  private _queue: { records: JournalRecord[]; resolve: () => void; reject: (e: unknown) => void }[] = [];
+  private _writing = false;
+  /** Bytes cut from a torn tail when the journal was opened (0 when clean). */
+  tornBytes = 0;
+
+  private constructor(dir: string) {
+    this.dir = dir;
+  }
+
+  /** Opens (or creates) the journal in dir, cutting a torn tail left by a crash. */
+  static async open(dir: string): Promise<JournalStore> {
+    const j = new JournalStore(dir);
+    await mkdir(dir, { recursive: true });
+    const names = (await readdir(dir)).filter((n) => /^\d{20}\.seg$/.test(n)).sort();
+    for (const n of names) j._segments.push({ firstSeq: Number(n.slice(0, 20)), file: join(dir, n) });
+    if (j._segments.length > 0) {
+      const lastSeg = j._segments[j._segments.length - 1]!;
+      const bytes = new Uint8Array(await readFile(lastSeg.file));
+      const dec = decodeSegment(bytes, lastSeg.file);
+      if (dec.torn) {
+        j.tornBytes = bytes.length - dec.validEnd;
+        await truncate(lastSeg.file, dec.validEnd);
+      }
+      j._size = dec.validEnd;
+      j._recent = dec.records.slice(-RECENT_MAX);
+      if (dec.records.length > 0) j._last = dec.records[dec.records.length - 1]!.seq;
+      else if (j._segments.length > 1) {
+        // An empty last segment: the newest record is in the one before it.
+        const prev = j._segments[j._segments.length - 2]!;
+        const p = decodeSegment(new Uint8Array(await readFile(prev.file)), prev.file);
+        if (p.records.length > 0) j._last = p.records[p.records.length - 1]!.seq;
+      }
+      const first = decodeSegment(new Uint8Array(await readFile(j._segments[0]!.file)), j._segments[0]!.file);
+      j._first = first.records[0]?.seq ?? (j._last > 0 ? j._last : 0);
+      j._fh = await open(lastSeg.file, 'a');
+    }
+    return j;
+  }
+
+  /** Oldest sequence number in the journal (0 when empty). */
+  get first(): number {
+    return this._first;
+  }
+
+  /** Newest sequence number (0 when empty). */
+  get last(): number {
+    return this._last;
+  }
+
+  /** Appends records (seq already assigned, increasing); resolves once they are durable. */
+  append(records: JournalRecord[]): Promise<void> {
+    if (records.length === 0) return Promise.resolve();
+    for (const r of records) this._last = r.seq;
+    if (this._first === 0) this._first = records[0]!.seq;
+    for (const r of records) this._recent.push(r);
+    if (this._recent.length > RECENT_MAX * 1.5) this._recent = this._recent.slice(-RECENT_MAX);
+    return new Promise<void>((resolve, reject) => {
+      this._queue.push({ records, resolve, reject });
+      if (!this._writing) void this._flush();
+    });
+  }
+
+  private async _flush(): Promise<void> {
+    this._writing = true;
+    try {
+      while (this._queue.length > 0) {
+        const batch = this._queue;
+        this._queue = [];
+        try {
+          const all = batch.flatMap((b) => b.records);
+          if (!this._fh || this._size >= SEGMENT_LIMIT) await this._rotate(all[0]!.seq);
+          const bytes = encodeJournalRecords(all);
+          await this._fh!.write(bytes);
+          await this._fh!.datasync();
+          this._size += bytes.length;
+          for (const b of batch) b.resolve();
+        } catch (err) {
+          for (const b of batch) b.reject(err);
+        }
+      }
+    } finally {
+      this._writing = false;
+    }
+  }
+
+  private async _rotate(firstSeq: number): Promise<void> {
+    await this._fh?.close();
+    const name = join(this.dir, `${String(firstSeq).padStart(20, '0')}.seg`);
+    const tmp = `${name}.tmp`;
+    const fh = await open(tmp, 'w');
+    await fh.write(segmentHeader());
+    await fh.datasync();
+    await fh.close();
+    await rename(tmp, name);
+    await fsyncDir(this.dir);
+    this._segments.push({ firstSeq, file: name });
+    this._fh = await open(name, 'a');
+    this._size = SEGMENT_HEADER_SIZE;
+  }
+
+  /** Yields records with seq > since, in order, in batches. */
+  async *readSince(since: number, batch = 1000): AsyncGenerator<JournalRecord[]> {
+    if (since >= this._last) return;
+    const recentFirst = this._recent[0]?.seq ?? Infinity;
+    if (since + 1 >= recentFirst) {
+      const snap = this._recent; // records are appended; a slice is a stable view
+      let i = _lowerBound(snap, since + 1);
+      while (i < snap.length) {
+        yield snap.slice(i, i + batch);
+        i += batch;
+      }
+      return;
+    }
+    let idx = 0;
+    for (let i = 0; i < this._segments.length; i++) if (this._segments[i]!.firstSeq <= since + 1) idx = i;
+    for (let i = idx; i < this._segments.length; i++) {
+      const seg = this._segments[i]!;
+      const dec = decodeSegment(new Uint8Array(await readFile(seg.file)), seg.file);
+      const recs = dec.records.filter((r) => r.seq > since);
+      for (let k = 0; k < recs.length; k += batch) yield recs.slice(k, k + batch);
+    }
+  }
+
+  /** Closes the segment file (pending appends finish first). */
+  async close(): Promise<void> {
+    while (this._writing || this._queue.length > 0) await new Promise((r) => setTimeout(r, 5));
+    await this._fh?.close();
+    this._fh = undefined;
+  }
+}
+
+function _lowerBound(a: JournalRecord[], seq: number): number {
+  let lo = 0;
+  let hi = a.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (a[mid]!.seq < seq) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}

@@ -1,0 +1,73 @@
+import { Codes, ImzError } from '../protocol/errors.ts';
+
+/** Name of the replica's state directory. */
+export const REPLICA_DIR = '.imz';
+/** Default name of the server's state directory inside the served tree. */
+export const SERVER_DIR = '.imz-server';
+/** Prefix of temporary files written beside their final name. */
+export const TMP_PREFIX = '.imz-tmp-';
+/** Longest accepted path, in bytes (Linux PATH_MAX). */
+export const MAX_PATH_BYTES = 4096;
+/** Longest accepted name of one component, in bytes (Linux NAME_MAX). */
+export const MAX_NAME_BYTES = 255;
+
+const _encoder = new TextEncoder();
+
+/** True for names imz keeps for itself: state dirs and temp files. */
+export function isReservedName(name: string): boolean {
+  return name === REPLICA_DIR || name === SERVER_DIR || name.startsWith(TMP_PREFIX);
+}
+
+/**
+ * Why a path from the wire or the user is unsafe, or undefined when it is a
+ * relative, normalised path that stays inside the tree: no empty, '.' or '..'
+ * segments, no NUL or control characters, no reserved name anywhere, within
+ * length limits. The root itself is "" and only allowed where allowRoot.
+ */
+export function pathProblem(p: unknown, allowRoot = false): string | undefined {
+  if (typeof p !== 'string') return 'not a string';
+  if (p === '') return allowRoot ? undefined : 'empty path';
+  if (_encoder.encode(p).length > MAX_PATH_BYTES) return 'path too long';
+  if (p.startsWith('/')) return 'absolute path';
+  // eslint-disable-next-line no-control-regex
+  if (/[\u0000-\u001f\u007f]/.test(p)) return 'control character in path';
+  for (const seg of p.split('/')) {
+    if (seg === '') return 'empty path segment';
+    if (seg === '.' || seg === '..') return `'${seg}' segment`;
+    if (isReservedName(seg)) return `reserved name '${seg}'`;
+    if (_encoder.encode(seg).length > MAX_NAME_BYTES) return 'name too long';
+  }
+  return undefined;
+}
+
+/** Throws IMZ_BAD_PATH unless p is a safe relative path (see pathProblem). */
+export function checkPath(p: unknown, action: string, allowRoot = false): string {
+  const why = pathProblem(p, allowRoot);
+  if (why) throw new ImzError(Codes.BAD_PATH, `cannot ${action}: unsafe path ${JSON.stringify(String(p)).slice(0, 200)} (${why})`);
+  return p as string;
+}
+
+/** Parent of a relative path ("" for top-level names). */
+export function parentOf(p: string): string {
+  const i = p.lastIndexOf('/');
+  return i < 0 ? '' : p.slice(0, i);
+}
+
+/** Number of segments, used to order creations (shallow first) and removals (deep first). */
+export function depthOf(p: string): number {
+  let n = 0;
+  for (let i = 0; i < p.length; i++) if (p.charCodeAt(i) === 47) n++;
+  return n;
+}
+
+/** Compares paths so that a directory sorts right before its contents. */
+export function comparePaths(a: string, b: string): number {
+  // Compare segment-wise: "a/b" < "a-c" must hold so a parent precedes its children.
+  const as = a.split('/');
+  const bs = b.split('/');
+  const n = Math.min(as.length, bs.length);
+  for (let i = 0; i < n; i++) {
+    if (as[i] !== bs[i]) return as[i]! < bs[i]! ? -1 : 1;
+  }
+  return as.length - bs.length;
+}

@@ -1,0 +1,133 @@
+import { Codes, ImzError } from '../protocol/errors.ts';
+import { type Entry, EntryType } from '../protocol/messages.ts';
+import { listConflicts } from './conflicts.ts';
+import { type ReconcileEvent, type ReconcileResult, reconcile } from './reconcile.ts';
+import { Remote } from './remote.ts';
+import { Replica } from './replica.ts';
+
+/** Options of pull. */
+export interface PullOptions {
+  /** Compare the whole tree by hash instead of replaying the journal (server replaced, or journal trimmed). */
+  resync?: boolean;
+  onEvent?: (e: PullEvent) => void;
+  /** Retry rounds for files that changed on the server while being fetched. */
+  staleRounds?: number;
+}
+
+/** Progress and findings of a pull. */
+export type PullEvent = ReconcileEvent | { type: 'connected'; serverId: string; behind: number } | { type: 'resync'; reason: string };
+
+/** What a pull did. */
+export interface PullSummary extends ReconcileResult {
+  cursor: number;
+  /** Conflicts recorded in the replica and not yet resolved (this run's and earlier ones). */
+  outstanding: number;
+  records: number;
+  resynced: boolean;
+}
+
+/**
+ * Replays the server's journal since HEAD into the replica: coalesces the
+ * records to one final state per path, applies them (reconcile), then
+ * advances HEAD. A changed server identity or a cursor below the journal's
+ * oldest record is refused unless resync is asked for.
+ */
+export async function pull(dir: string, opts: PullOptions = {}): Promise<PullSummary> {
+  const replica = await Replica.open(dir);
+  await replica.lock();
+  try {
+    await replica.sweepTemps();
+    const remote = await Remote.connect(replica.config.remote, { replicaId: replica.config.replicaId });
+    try {
+      return await pullWith(replica, remote, opts);
+    } finally {
+      remote.close();
+    }
+  } finally {
+    await replica.unlock();
+  }
+}
+
+/** Pull over an open, locked replica and a connected remote (clone and sync reuse it). */
+export async function pullWith(replica: Replica, remote: Remote, opts: PullOptions = {}): Promise<PullSummary> {
+  const info = remote.info;
+  const head = replica.head;
+  let resync = opts.resync === true || head.cloning === true;
+  if (!resync && head.serverId !== info.serverId) {
+    throw new ImzError(Codes.IDENTITY, `cannot pull: the server at ${remote.address} is not the one this replica follows (it is ${info.serverId}, the replica follows ${head.serverId || 'none'}); if it replaced that server, run \`imz pull --resync\` to compare by hash and fetch what differs (local changes are kept)`);
+  }
+  if (!resync && info.journalFirst > 0 && head.cursor + 1 < info.journalFirst) {
+    throw new ImzError(Codes.CURSOR_GONE, `cannot pull: the server's journal starts at record ${info.journalFirst} but this replica stopped at ${head.cursor}; run \`imz pull --resync\` to compare by hash and fetch what differs (local changes are kept)`);
+  }
+  opts.onEvent?.({ type: 'connected', serverId: info.serverId, behind: Math.max(0, info.journalLast - head.cursor) });
+  const total: PullSummary = { changed: 0, conflicts: [], stale: [], files: 0, bytes: 0, cursor: head.cursor, records: 0, resynced: resync, outstanding: 0 };
+  const merge = (r: ReconcileResult) => {
+    total.changed += r.changed;
+    total.conflicts.push(...r.conflicts);
+    total.files += r.files;
+    total.bytes += r.bytes;
+    total.stale = r.stale;
+  };
+
+  if (resync) {
+    opts.onEvent?.({ type: 'resync', reason: head.cloning ? 'clone' : head.serverId !== info.serverId ? 'server identity changed' : 'requested' });
+    const sameServer = head.serverId === info.serverId || head.serverId === '';
+    const listed: Entry[] = [];
+    let cursor = 0;
+    for await (const b of remote.list('')) {
+      listed.push(...b.entries);
+      cursor = b.cursor;
+    }
+    const seen = new Set(listed.map((e) => e.path));
+    const targets = listed;
+    if (sameServer) {
+      // Tracked paths the server no longer has were removed there.
+      for (const [p, e] of await replica.all()) {
+        if (!seen.has(p)) targets.push({ path: p, type: EntryType.NONE, size: 0, mode: 0, mtimeMs: 0, hash: new Uint8Array(0), target: '', version: e.version });
+      }
+    } else {
+      // A different server: what it lacks stays here as local files, untracked.
+      for (const [p] of await replica.all()) if (!seen.has(p)) await replica.delete(p);
+    }
+    merge(await reconcile(replica, remote, targets, opts.onEvent));
+    replica.head = { serverId: info.serverId, cursor };
+    await replica.saveHead();
+    total.cursor = cursor;
+  }
+
+  // Journal replay (after a resync it picks up what changed during the listing).
+  const rounds = opts.staleRounds ?? 5;
+  for (let round = 0; round <= rounds; round++) {
+    const finalState = new Map<string, Entry>();
+    let last = replica.head.cursor;
+    let n = 0;
+    for await (const batch of remote.journal(replica.head.cursor)) {
+      for (const r of batch) {
+        finalState.set(r.entry.path, r.entry);
+        if (r.seq > last) last = r.seq;
+        n++;
+      }
+    }
+    // A stale file has a newer record coming; until then, ask for it again by its current server state.
+    const retry = total.stale.filter((p) => !finalState.has(p));
+    if (n === 0 && retry.length === 0) break;
+    const targets = [...finalState.values()];
+    for (const p of retry) {
+      try {
+        targets.push(await remote.stat(p));
+      } catch (err) {
+        if (!(err instanceof ImzError) || err.code !== Codes.NOT_FOUND) throw err;
+      }
+    }
+    total.records += n;
+    const r = await reconcile(replica, remote, targets, opts.onEvent);
+    merge(r);
+    replica.head = { serverId: info.serverId, cursor: last };
+    await replica.saveHead();
+    total.cursor = last;
+    if (r.stale.length === 0) break;
+    await new Promise((res) => setTimeout(res, 100 * (round + 1)));
+  }
+  total.outstanding = (await listConflicts(replica.stateDir)).length;
+  return total;
+}

@@ -1,0 +1,305 @@
+import { lstatSync, mkdirSync, renameSync, rmdirSync, symlinkSync, unlinkSync } from 'node:fs';
+import { chmod, mkdir, utimes } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { Codes, ImzError } from '../protocol/errors.ts';
+import { type Entry, EntryType } from '../protocol/messages.ts';
+import { fsyncDir, tempNameFor } from './atomic_fs.ts';
+import { type ConflictClass, type ConflictRecord, type ConflictSide, blobPath, clearConflict, saveConflict } from './conflicts.ts';
+import { type FetchItem, type FetchProgress, fetchFiles, tempDirsOf } from './fetcher.ts';
+import { hashFile, toHex } from './hash.ts';
+import type { IndexEntry } from './index_model.ts';
+import { type LocalState, localStateOf } from './local_state.ts';
+import { checkPath, depthOf, parentOf } from './paths.ts';
+import type { Remote } from './remote.ts';
+import type { Replica } from './replica.ts';
+import { type FsEntry, fsEntryFromStats } from './tree_scan.ts';
+
+/** Something reconcile did or found, for progress output. */
+export type ReconcileEvent =
+  | { type: 'change'; path: string; action: 'create' | 'update' | 'remove' | 'mkdir' | 'rmdir' | 'symlink' | 'meta' }
+  | { type: 'conflict'; conflict: ConflictRecord }
+  | { type: 'progress'; files: number; bytes: number; totalFiles: number; totalBytes: number };
+
+/** What a reconcile run did. */
+export interface ReconcileResult {
+  changed: number;
+  conflicts: ConflictRecord[];
+  /** Files that changed on the server while being fetched (a later pull brings them). */
+  stale: string[];
+  files: number;
+  bytes: number;
+}
+
+type _Plan =
+  | { kind: 'remove'; t: Entry; local: LocalState }
+  | { kind: 'mkdir'; t: Entry; local: LocalState }
+  | { kind: 'symlink'; t: Entry; local: LocalState }
+  | { kind: 'file'; t: Entry; local: LocalState }
+  | { kind: 'meta'; t: Entry; local: LocalState }
+  | { kind: 'index'; t: Entry; local: LocalState };
+
+/**
+ * Brings replica paths to the server states in targets (type NONE = removed)
+ * without ever overwriting a local modification: such paths become conflicts,
+ * with the server's content kept in .imz/conflicts/. Files are fetched into
+ * temp files, verified, fsynced and renamed into place; the index is updated
+ * only after the data is durable. The caller saves HEAD afterwards.
+ */
+export async function reconcile(replica: Replica, remote: Remote, targets: Entry[], onEvent?: (e: ReconcileEvent) => void): Promise<ReconcileResult> {
+  const root = replica.root;
+  const result: ReconcileResult = { changed: 0, conflicts: [], stale: [], files: 0, bytes: 0 };
+  const plans: _Plan[] = [];
+  const conflictFetch: { t: Entry; c: ConflictRecord }[] = [];
+
+  for (const t of targets) {
+    checkPath(t.path, 'apply server change');
+    const idx = await replica.get(t.path);
+    const local = await localStateOf(root, t.path, idx);
+    if (local.kind === 'unsupported') {
+      _conflict(result, onEvent, conflictFetch, replica, t, 'type-change', local);
+      continue;
+    }
+    if (await _equivalent(root, local, idx, t)) {
+      const needsMeta = t.type !== EntryType.NONE && (local.kind === 'clean' || local.kind === 'absent') && local.fs &&
+        (local.fs.mode !== t.mode || (t.type === EntryType.FILE && local.fs.mtimeMs !== t.mtimeMs));
+      plans.push({ kind: needsMeta ? 'meta' : 'index', t, local });
+      continue;
+    }
+    if (local.kind === 'modified' || local.kind === 'deleted' || local.kind === 'created') {
+      _conflict(result, onEvent, conflictFetch, replica, t, _classify(local, t), local);
+      continue;
+    }
+    if (t.type === EntryType.NONE) plans.push({ kind: 'remove', t, local });
+    else if (t.type === EntryType.DIR) plans.push({ kind: 'mkdir', t, local });
+    else if (t.type === EntryType.SYMLINK) plans.push({ kind: 'symlink', t, local });
+    else plans.push({ kind: 'file', t, local });
+  }
+
+  const safeDirs = new Set<string>(['']);
+  const ensureParents = (p: string) => _ensureParents(root, p, safeDirs);
+  const indexFrom = async (t: Entry) => {
+    const st = lstatSync(join(root, t.path));
+    const fs = fsEntryFromStats(t.path, st, t.type === EntryType.SYMLINK ? t.target : '') as FsEntry;
+    await replica.set(t.path, _indexEntry(t, fs));
+  };
+
+  // 1. Removals, deepest first, so directories are empty when their turn comes.
+  const removals = plans.filter((p) => p.kind === 'remove' || ((p.kind === 'mkdir' || p.kind === 'file' || p.kind === 'symlink') && p.local.fs && p.local.fs.type !== p.t.type && p.local.fs.type === EntryType.DIR));
+  removals.sort((a, b) => depthOf(b.t.path) - depthOf(a.t.path));
+  const dirsTouched = new Set<string>();
+  for (const p of removals) {
+    const abs = join(root, p.t.path);
+    ensureParents(p.t.path);
+    try {
+      if (p.local.fs?.type === EntryType.DIR) rmdirSync(abs);
+      else if (p.local.fs) unlinkSync(abs);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOTEMPTY' || code === 'EEXIST') {
+        // The server removed a directory to which this replica added files.
+        _conflict(result, onEvent, conflictFetch, replica, p.t, 'dir-removed', p.local);
+        p.kind = 'index';
+        (p as { skip?: boolean }).skip = true;
+        continue;
+      }
+      if (code !== 'ENOENT') throw err;
+    }
+    dirsTouched.add(parentOf(p.t.path));
+    if (p.kind === 'remove') {
+      await replica.delete(p.t.path);
+      await clearConflict(replica.stateDir, p.t.path);
+      result.changed++;
+      onEvent?.({ type: 'change', path: p.t.path, action: p.local.fs?.type === EntryType.DIR ? 'rmdir' : 'remove' });
+    } else {
+      p.local = { kind: 'absent' };
+    }
+  }
+
+  // 2. Directories, shallowest first.
+  const mkdirs = plans.filter((p) => p.kind === 'mkdir' && !(p as { skip?: boolean }).skip).sort((a, b) => depthOf(a.t.path) - depthOf(b.t.path));
+  for (const p of mkdirs) {
+    ensureParents(p.t.path);
+    const abs = join(root, p.t.path);
+    if (p.local.fs && p.local.fs.type !== EntryType.DIR) unlinkSync(abs);
+    try {
+      mkdirSync(abs, p.t.mode & 0o777);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    }
+    await chmod(abs, p.t.mode & 0o777);
+    safeDirs.add(p.t.path);
+    dirsTouched.add(parentOf(p.t.path));
+    await indexFrom(p.t);
+    result.changed++;
+    onEvent?.({ type: 'change', path: p.t.path, action: 'mkdir' });
+  }
+
+  // 3. Symlinks: made under a temp name, then renamed over whatever was there.
+  for (const p of plans) {
+    if (p.kind !== 'symlink' || (p as { skip?: boolean }).skip) continue;
+    ensureParents(p.t.path);
+    const abs = join(root, p.t.path);
+    const tmp = tempNameFor(abs);
+    symlinkSync(p.t.target, tmp);
+    renameSync(tmp, abs);
+    dirsTouched.add(parentOf(p.t.path));
+    await indexFrom(p.t);
+    result.changed++;
+    onEvent?.({ type: 'change', path: p.t.path, action: 'symlink' });
+  }
+
+  // 4. Metadata-only changes and index-only updates.
+  for (const p of plans) {
+    if (p.kind === 'meta') {
+      const abs = join(root, p.t.path);
+      await chmod(abs, p.t.mode & 0o777);
+      if (p.t.type === EntryType.FILE) await utimes(abs, p.t.mtimeMs / 1000, p.t.mtimeMs / 1000);
+      await indexFrom(p.t);
+      result.changed++;
+      onEvent?.({ type: 'change', path: p.t.path, action: 'meta' });
+    } else if (p.kind === 'index' && !(p as { skip?: boolean }).skip) {
+      if (p.t.type === EntryType.NONE) await replica.delete(p.t.path);
+      else await indexFrom(p.t);
+      await clearConflict(replica.stateDir, p.t.path);
+    }
+  }
+
+  // 5. File contents: fetch, verify, fsync in batches, rename into place.
+  const fileItems: FetchItem[] = [];
+  const planByDest = new Map<string, _Plan>();
+  for (const p of plans) {
+    if (p.kind !== 'file' || (p as { skip?: boolean }).skip) continue;
+    ensureParents(p.t.path);
+    const dest = join(root, p.t.path);
+    fileItems.push({ entry: p.t, dest });
+    planByDest.set(dest, p);
+  }
+  const blobDir = join(replica.stateDir, 'conflicts', 'blobs');
+  for (const { t } of conflictFetch) fileItems.push({ entry: t, dest: join(replica.stateDir, blobPath(toHex(t.hash))) });
+  if (fileItems.length > 0) {
+    await mkdir(blobDir, { recursive: true });
+    const totalBytes = fileItems.reduce((n, i) => n + i.entry.size, 0);
+    await replica.noteTempDirs([...tempDirsOf(fileItems)].map((d) => d.slice(root.length + 1)));
+    const { stale } = await fetchFiles(remote, fileItems, async (batch) => {
+      const dirs = new Set<string>();
+      for (const { item, tmp } of batch) {
+        const p = planByDest.get(item.dest);
+        if (!p) {
+          renameSync(tmp, item.dest); // a conflict's server version, content-addressed
+          dirs.add(dirname(item.dest));
+          continue;
+        }
+        // The user may have written the file since we looked: never overwrite that.
+        const now = await localStateOf(root, p.t.path, await replica.get(p.t.path));
+        if (!_sameLocal(now, p.local)) {
+          // Keep the server's version beside the conflict record instead.
+          const c = _conflict(result, onEvent, undefined, replica, p.t, _classify(now, p.t), now);
+          renameSync(tmp, join(replica.stateDir, c.serverBlob!));
+          dirs.add(blobDir);
+          continue;
+        }
+        if (now.fs?.type === EntryType.DIR) rmdirSync(item.dest);
+        renameSync(tmp, item.dest);
+        dirs.add(dirname(item.dest));
+        await indexFrom(p.t);
+        await clearConflict(replica.stateDir, p.t.path);
+        result.changed++;
+        result.files++;
+        result.bytes += p.t.size;
+        onEvent?.({ type: 'change', path: p.t.path, action: p.local.fs ? 'update' : 'create' });
+      }
+      await Promise.all([...dirs].map(fsyncDir));
+    }, { onProgress: (pr: FetchProgress) => onEvent?.({ type: 'progress', files: pr.files, bytes: pr.bytes, totalFiles: fileItems.length, totalBytes }) });
+    for (const s of stale) if (planByDest.has(s.dest)) result.stale.push(s.entry.path);
+  }
+  await Promise.all([...dirsTouched].map((d) => fsyncDir(join(root, d))));
+  for (const c of result.conflicts) await saveConflict(replica.stateDir, c);
+  await replica.flushIndex();
+  await replica.clearTempDirs();
+  return result;
+}
+
+function _conflict(result: ReconcileResult, onEvent: ((e: ReconcileEvent) => void) | undefined, fetchList: { t: Entry; c: ConflictRecord }[] | undefined, replica: Replica, t: Entry, cls: ConflictClass, local: LocalState): ConflictRecord {
+  const c: ConflictRecord = {
+    path: t.path, class: cls, at: 'pull',
+    local: local.fs ? _side(local.fs, local.hash) : null,
+    server: t.type === EntryType.NONE ? null : { type: t.type, version: t.version, hash: t.hash.length ? toHex(t.hash) : undefined, size: t.size, mtimeMs: t.mtimeMs, target: t.target || undefined },
+    detected: new Date().toISOString(),
+  };
+  if (t.type === EntryType.FILE) {
+    c.serverBlob = blobPath(toHex(t.hash));
+    fetchList?.push({ t, c });
+  }
+  result.conflicts.push(c);
+  onEvent?.({ type: 'conflict', conflict: c });
+  void replica;
+  return c;
+}
+
+function _side(fs: FsEntry, hash?: string): ConflictSide {
+  return { type: fs.type, hash, size: fs.size, mtimeMs: fs.mtimeMs, target: fs.target || undefined };
+}
+
+function _classify(local: LocalState, t: Entry): ConflictClass {
+  if (local.kind === 'deleted') return 'remove/update';
+  if (t.type === EntryType.NONE) return 'update/remove';
+  if (local.fs && local.fs.type !== t.type) return 'type-change';
+  if (local.kind === 'created') return 'create/create';
+  return 'update/update';
+}
+
+// True when the local path already holds what the server has (identical
+// results on both sides are not conflicts).
+async function _equivalent(root: string, local: LocalState, idx: IndexEntry | undefined, t: Entry): Promise<boolean> {
+  if (t.type === EntryType.NONE) return !local.fs;
+  const fs = local.fs;
+  if (!fs || fs.type !== t.type) return false;
+  if (t.type === EntryType.DIR) return true;
+  if (t.type === EntryType.SYMLINK) return fs.target === t.target;
+  if (fs.size !== t.size) return false;
+  let hash = local.hash;
+  if (!hash && local.kind === 'clean' && idx) hash = idx.hash;
+  if (!hash) {
+    hash = toHex(await hashFile(join(root, t.path)));
+    local.hash = hash;
+  }
+  return hash === toHex(t.hash);
+}
+
+function _sameLocal(a: LocalState, b: LocalState): boolean {
+  if (a.kind !== b.kind) return !(a.fs || b.fs) ? true : false;
+  if (!a.fs || !b.fs) return !a.fs && !b.fs;
+  return a.fs.type === b.fs.type && a.fs.size === b.fs.size && a.fs.mtimeMs === b.fs.mtimeMs && a.fs.ino === b.fs.ino && a.fs.target === b.fs.target;
+}
+
+function _indexEntry(t: Entry, fs: FsEntry): IndexEntry {
+  return {
+    type: t.type, version: t.version, hash: t.type === EntryType.FILE ? toHex(t.hash) : '', size: fs.size, mode: fs.mode, mtimeMs: fs.mtimeMs,
+    ctimeMs: fs.ctimeMs, ino: fs.ino, target: fs.target,
+  };
+}
+
+// Makes sure every parent of p inside the replica is a real directory (never
+// a symlink), creating missing ones; confinement against a hostile server.
+function _ensureParents(root: string, p: string, safe: Set<string>): void {
+  const parts = p.split('/');
+  let cur = '';
+  for (let i = 0; i < parts.length - 1; i++) {
+    cur = cur === '' ? parts[i]! : `${cur}/${parts[i]}`;
+    if (safe.has(cur)) continue;
+    const abs = join(root, cur);
+    let st;
+    try {
+      st = lstatSync(abs);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      mkdirSync(abs, 0o755);
+      st = lstatSync(abs);
+    }
+    if (!st.isDirectory()) {
+      throw new ImzError(Codes.BAD_PATH, `cannot write ${p}: ${cur} in the replica is not a directory (it is ${st.isSymbolicLink() ? 'a symlink' : 'a file'}); imz never writes through it`);
+    }
+    safe.add(cur);
+  }
+}
+

@@ -1,0 +1,232 @@
+import { randomUUID } from 'node:crypto';
+import { mkdir, open, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
+import { Codes, ImzError } from '../protocol/errors.ts';
+import { fsyncDir, tempNameFor, writeFileAtomic } from './atomic_fs.ts';
+import { BUCKETS, type IndexEntry, bucketOf, decodeBucket, encodeBucket } from './index_model.ts';
+import { REPLICA_DIR, TMP_PREFIX } from './paths.ts';
+
+/** `.imz/config`: how this replica talks to its server. */
+export interface ReplicaConfig {
+  format: number;
+  remote: string;
+  mode: 'full' | 'on-demand';
+  policy: string;
+  replicaId: string;
+}
+
+/** `.imz/HEAD`: which server this replica follows and how far it has replayed. */
+export interface Head {
+  serverId: string;
+  cursor: number;
+  /** True while a clone has not finished (a re-run resumes it). */
+  cloning?: boolean;
+}
+
+/**
+ * A replica's state directory (.imz/): config, HEAD, the bucketed index,
+ * the lock, and the list of directories that may hold temp files of an
+ * interrupted run.
+ */
+export class Replica {
+  readonly root: string;
+  readonly stateDir: string;
+  config!: ReplicaConfig;
+  head!: Head;
+  private _buckets = new Map<number, Map<string, IndexEntry>>();
+  private _dirty = new Set<number>();
+  private _locked = false;
+
+  private constructor(root: string) {
+    this.root = resolve(root);
+    this.stateDir = join(this.root, REPLICA_DIR);
+  }
+
+  /** Creates .imz/ in root (which must exist). */
+  static async init(root: string, remote: string, mode: ReplicaConfig['mode']): Promise<Replica> {
+    const r = new Replica(root);
+    await mkdir(join(r.stateDir, 'index'), { recursive: true });
+    await mkdir(join(r.stateDir, 'conflicts'), { recursive: true });
+    r.config = { format: 1, remote, mode, policy: 'manual', replicaId: randomUUID() };
+    r.head = { serverId: '', cursor: 0, cloning: true };
+    await writeFileAtomic(join(r.stateDir, 'config'), JSON.stringify(r.config, null, 2) + '\n');
+    await r.saveHead();
+    return r;
+  }
+
+  /** Opens the replica at dir, or the nearest ancestor holding .imz/ (as git does). */
+  static async open(dir: string): Promise<Replica> {
+    let cur = resolve(dir);
+    for (;;) {
+      try {
+        if ((await stat(join(cur, REPLICA_DIR))).isDirectory()) break;
+      } catch { /* keep looking upwards */ }
+      const up = dirname(cur);
+      if (up === cur) throw new ImzError(Codes.NOT_REPLICA, `cannot find a replica: ${resolve(dir)} is not inside an imz replica (run \`imz clone HOST:PORT DIR\`, or pass -C DIR)`);
+      cur = up;
+    }
+    const r = new Replica(cur);
+    try {
+      r.config = JSON.parse(await readFile(join(r.stateDir, 'config'), 'utf8'));
+      r.head = JSON.parse(await readFile(join(r.stateDir, 'HEAD'), 'utf8'));
+    } catch (err) {
+      throw new ImzError(Codes.CORRUPT, `cannot open replica ${cur}: .imz/config or .imz/HEAD is unreadable (${(err as Error).message})`);
+    }
+    if (r.config.format !== 1) throw new ImzError(Codes.CORRUPT, `cannot open replica ${cur}: .imz/config has format ${r.config.format}, this imz reads 1`);
+    return r;
+  }
+
+  /** Writes HEAD durably (call only after the data it describes is durable). */
+  async saveHead(): Promise<void> {
+    await writeFileAtomic(join(this.stateDir, 'HEAD'), JSON.stringify(this.head) + '\n');
+  }
+
+  /** Takes the replica lock, failing clearly if another imz holds it. */
+  async lock(): Promise<void> {
+    const file = join(this.stateDir, 'lock');
+    for (let attempt = 0; attempt < 2; attempt++) {
+      try {
+        const fh = await open(file, 'wx');
+        await fh.writeFile(JSON.stringify({ pid: process.pid, since: new Date().toISOString() }));
+        await fh.close();
+        this._locked = true;
+        return;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      }
+      let holder: { pid?: number; since?: string } = {};
+      try {
+        holder = JSON.parse(await readFile(file, 'utf8'));
+      } catch { /* a lock being written right now: treat as held */ }
+      if (holder.pid && !_alive(holder.pid)) {
+        await rm(file, { force: true }); // its owner died: a stale lock
+        continue;
+      }
+      throw new ImzError(Codes.LOCKED, `cannot lock replica: another imz (pid ${holder.pid ?? '?'}, since ${holder.since ?? '?'}) is working in ${this.root}; wait for it to finish, or remove ${file} if it is gone`);
+    }
+    throw new ImzError(Codes.LOCKED, `cannot lock replica: ${file} is held`);
+  }
+
+  /** Releases the lock. */
+  async unlock(): Promise<void> {
+    if (!this._locked) return;
+    this._locked = false;
+    await rm(join(this.stateDir, 'lock'), { force: true });
+  }
+
+  private async _bucket(b: number): Promise<Map<string, IndexEntry>> {
+    let m = this._buckets.get(b);
+    if (m) return m;
+    const name = join(this.stateDir, 'index', b.toString(16).padStart(2, '0'));
+    try {
+      m = decodeBucket(await readFile(name, 'utf8'), name);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      m = new Map();
+    }
+    this._buckets.set(b, m);
+    return m;
+  }
+
+  /** The index entry of a path. */
+  async get(path: string): Promise<IndexEntry | undefined> {
+    return (await this._bucket(bucketOf(path))).get(path);
+  }
+
+  /** Records a path's entry (written by flushIndex). */
+  async set(path: string, e: IndexEntry): Promise<void> {
+    const b = bucketOf(path);
+    (await this._bucket(b)).set(path, e);
+    this._dirty.add(b);
+  }
+
+  /** Forgets a path (written by flushIndex). */
+  async delete(path: string): Promise<void> {
+    const b = bucketOf(path);
+    const m = await this._bucket(b);
+    if (m.delete(path)) this._dirty.add(b);
+  }
+
+  /** Loads every bucket and returns all entries. */
+  async all(): Promise<Map<string, IndexEntry>> {
+    const out = new Map<string, IndexEntry>();
+    for (let b = 0; b < BUCKETS; b++) for (const [p, e] of await this._bucket(b)) out.set(p, e);
+    return out;
+  }
+
+  /** Writes changed buckets durably: all temp files synced, then renamed, then one directory fsync. */
+  async flushIndex(): Promise<void> {
+    if (this._dirty.size === 0) return;
+    const dir = join(this.stateDir, 'index');
+    const work = [...this._dirty].map(async (b) => {
+      const name = join(dir, b.toString(16).padStart(2, '0'));
+      const tmp = tempNameFor(name);
+      const fh = await open(tmp, 'wx', 0o644);
+      try {
+        await fh.writeFile(encodeBucket(this._buckets.get(b)!));
+        await fh.datasync();
+      } finally {
+        await fh.close();
+      }
+      return { tmp, name };
+    });
+    const done = await Promise.all(work);
+    for (const { tmp, name } of done) await rename(tmp, name);
+    await fsyncDir(dir);
+    this._dirty.clear();
+  }
+
+  /** Records directories about to receive temp files, so a crash's leftovers can be swept. */
+  async noteTempDirs(dirs: Iterable<string>): Promise<void> {
+    const file = join(this.stateDir, 'inflight');
+    let cur: string[] = [];
+    try {
+      cur = JSON.parse(await readFile(file, 'utf8'));
+    } catch { /* none yet */ }
+    const set = new Set([...cur, ...dirs]);
+    await writeFile(file, JSON.stringify([...set]));
+  }
+
+  /** Forgets the temp-file directories once a run has renamed or removed all its temp files. */
+  async clearTempDirs(): Promise<void> {
+    await rm(join(this.stateDir, 'inflight'), { force: true });
+  }
+
+  /** Removes temp files left by an interrupted run, then clears the list. */
+  async sweepTemps(): Promise<number> {
+    const file = join(this.stateDir, 'inflight');
+    let dirs: string[];
+    try {
+      dirs = JSON.parse(await readFile(file, 'utf8'));
+    } catch {
+      return 0;
+    }
+    let n = 0;
+    for (const d of dirs) {
+      const abs = join(this.root, d);
+      let names: string[];
+      try {
+        names = await readdir(abs);
+      } catch {
+        continue;
+      }
+      for (const name of names) {
+        if (name.startsWith(TMP_PREFIX)) {
+          await rm(join(abs, name), { force: true, recursive: true });
+          n++;
+        }
+      }
+    }
+    await rm(file, { force: true });
+    return n;
+  }
+}
+
+function _alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}

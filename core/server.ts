@@ -1,0 +1,297 @@
+import { EventEmitter } from 'node:events';
+import { constants as fsc } from 'node:fs';
+import { open, type FileHandle } from 'node:fs/promises';
+import { type AddressInfo, createServer, isIPv4, type Server, type Socket } from 'node:net';
+import { join, resolve } from 'node:path';
+import { pack as tarPack } from 'tar-stream';
+import { Codes, ImzError } from '../protocol/errors.ts';
+import { DEFAULT_MAX_FRAME } from '../protocol/frame_codec.ts';
+import { type Entry, EntryType, type Envelope, Op, PROTOCOL_VERSION } from '../protocol/messages.ts';
+import { type ReplyChannel, Session } from '../protocol/session.ts';
+import { toHex } from './hash.ts';
+import { SERVER_DIR, checkPath, comparePaths } from './paths.ts';
+import { ServerScanner } from './server_scanner.ts';
+import { ServerState, type TableEntry, tableToEntry } from './server_state.ts';
+import { VERSION } from './version.ts';
+
+/** Options of `imz serve`. */
+export interface ServeOptions {
+  dir: string;
+  host?: string;
+  port?: number;
+  stateDir?: string;
+  maxFrame?: number;
+  debounceMs?: number;
+  rescanMs?: number;
+}
+
+/** Entries per LIST/READDIR frame. */
+const LIST_BATCH = 1000;
+/** Tar bytes gathered before a SNAPSHOT frame is sent. */
+const SNAPSHOT_FRAME = 512 * 1024;
+/** Largest READ reply payload. */
+const READ_MAX = 4 * 1024 * 1024;
+
+/**
+ * An imz server: the master copy of a tree, its journal, and the network
+ * front. Events: 'connection' (address), 'skipped' (SkippedPath), 'warning' (Error).
+ */
+export class ImzServer extends EventEmitter {
+  readonly root: string;
+  state!: ServerState;
+  scanner!: ServerScanner;
+  private _net: Server | undefined;
+  private _sessions = new Set<Session>();
+  private _opts: ServeOptions;
+
+  constructor(opts: ServeOptions) {
+    super();
+    this._opts = opts;
+    this.root = resolve(opts.dir);
+  }
+
+  /** Opens the state, scans the tree, starts watching and listening. */
+  async start(): Promise<{ host: string; port: number }> {
+    const host = this._opts.host ?? '127.0.0.1';
+    const stateDir = resolve(this._opts.stateDir ?? join(this.root, SERVER_DIR));
+    this.state = await ServerState.open(stateDir);
+    this.scanner = new ServerScanner(this.root, this.state, { debounceMs: this._opts.debounceMs, rescanMs: this._opts.rescanMs });
+    this.scanner.on('skipped', (s) => this.emit('skipped', s));
+    this.scanner.on('error', (e) => this.emit('warning', e));
+    await this.scanner.start();
+    this._net = createServer((socket) => this._onConnection(socket));
+    await new Promise<void>((res, rej) => {
+      this._net!.once('error', rej);
+      this._net!.listen(this._opts.port ?? 0, host, () => res());
+    });
+    this._net.on('error', (e) => this.emit('warning', e));
+    const addr = this._net.address() as AddressInfo;
+    return { host: addr.address, port: addr.port };
+  }
+
+  /** Stops listening, closes sessions, flushes the journal and checkpoints the table. */
+  async close(): Promise<void> {
+    await new Promise<void>((r) => (this._net ? this._net.close(() => r()) : r()));
+    for (const s of this._sessions) s.close();
+    await this.scanner?.close();
+    await this.state?.close();
+  }
+
+  private _onConnection(socket: Socket): void {
+    const session = new Session(socket, { maxFrame: this._opts.maxFrame ?? DEFAULT_MAX_FRAME });
+    this._sessions.add(session);
+    this.emit('connection', `${socket.remoteAddress}:${socket.remotePort}`);
+    session.on('close', () => this._sessions.delete(session));
+    let helloDone = false;
+    session.handle(async (req, reply) => {
+      if (req.op === Op.HELLO) {
+        helloDone = true;
+        return this._hello(session, req, reply);
+      }
+      if (!helloDone) throw new ImzError(Codes.PROTOCOL, 'cannot serve request: HELLO must come first');
+      switch (req.op) {
+        case Op.PING: return reply.send({}, true);
+        case Op.STAT: return this._stat(req, reply);
+        case Op.READDIR: return this._readdir(req, reply);
+        case Op.LIST: return this._list(req, reply);
+        case Op.READ: return this._read(req, reply);
+        case Op.JOURNAL: return this._journal(req, reply);
+        case Op.SNAPSHOT: return this._snapshot(req, reply);
+        default: throw new ImzError(Codes.UNSUPPORTED, `cannot serve request: operation ${req.op} is not supported by this server`);
+      }
+    });
+  }
+
+  private async _hello(session: Session, req: Envelope, reply: ReplyChannel): Promise<void> {
+    const h = req.hello;
+    if (!h || !h.version) throw new ImzError(Codes.PROTOCOL, 'cannot greet: HELLO without a version');
+    const ours = this._opts.maxFrame ?? DEFAULT_MAX_FRAME;
+    const maxFrame = Math.max(64 * 1024, Math.min(ours, h.maxFrame || DEFAULT_MAX_FRAME));
+    await reply.send({
+      helloReply: {
+        version: Math.min(PROTOCOL_VERSION, h.version), maxFrame, serverId: this.state.id, journalFirst: this.state.journal.first,
+        journalLast: this.state.journal.last, server: `imz/${VERSION}`,
+      },
+    }, true);
+    session.maxFrame = maxFrame;
+  }
+
+  private _lookup(path: string, action: string): TableEntry {
+    const t = this.state.table.get(path);
+    if (!t) throw new ImzError(Codes.NOT_FOUND, `cannot ${action}: ${path} does not exist on the server`);
+    return t;
+  }
+
+  private async _stat(req: Envelope, reply: ReplyChannel): Promise<void> {
+    const path = checkPath(req.stat?.path, 'stat');
+    await reply.send({ statReply: tableToEntry(path, this._lookup(path, 'stat')) }, true);
+  }
+
+  private async _readdir(req: Envelope, reply: ReplyChannel): Promise<void> {
+    const dir = checkPath(req.readdir?.path ?? '', 'list directory', true);
+    if (dir !== '' && this._lookup(dir, 'list directory').type !== EntryType.DIR) {
+      throw new ImzError(Codes.NOT_FOUND, `cannot list directory: ${dir} is not a directory`);
+    }
+    const prefix = dir === '' ? '' : `${dir}/`;
+    const out: Entry[] = [];
+    for (const [p, t] of this.state.table) {
+      if (p.startsWith(prefix) && p.indexOf('/', prefix.length) < 0) out.push(tableToEntry(p, t));
+    }
+    out.sort((a, b) => comparePaths(a.path, b.path));
+    await this._sendEntries(reply, out, this.state.lastSeq);
+  }
+
+  private async _list(req: Envelope, reply: ReplyChannel): Promise<void> {
+    const prefix = checkPath(req.list?.prefix ?? '', 'list', true);
+    // Snapshot the table at one sequence number: entries are replaced, never mutated in place by commits.
+    const cursor = this.state.lastSeq;
+    const out: Entry[] = [];
+    for (const [p, t] of this.state.table) {
+      if (prefix === '' || p === prefix || p.startsWith(`${prefix}/`)) out.push(tableToEntry(p, t));
+    }
+    out.sort((a, b) => comparePaths(a.path, b.path));
+    await this._sendEntries(reply, out, cursor);
+  }
+
+  private async _sendEntries(reply: ReplyChannel, out: Entry[], cursor: number): Promise<void> {
+    if (out.length === 0) return reply.send({ entries: { entries: [], cursor, skipped: [] } }, true);
+    for (let i = 0; i < out.length; i += LIST_BATCH) {
+      if (reply.closed) return;
+      const last = i + LIST_BATCH >= out.length;
+      await reply.send({ entries: { entries: out.slice(i, i + LIST_BATCH), cursor, skipped: [] } }, last);
+    }
+  }
+
+  private async _openChecked(path: string, t: TableEntry, action: string): Promise<FileHandle> {
+    let fh: FileHandle;
+    try {
+      fh = await open(join(this.root, path), fsc.O_RDONLY | fsc.O_NOFOLLOW);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT' || code === 'ELOOP' || code === 'ENOTDIR') throw new ImzError(Codes.STALE, `cannot ${action}: ${path} changed on the server (pull again)`);
+      throw err;
+    }
+    const st = await fh.stat();
+    if (!st.isFile() || st.size !== t.size || Math.trunc(st.mtimeMs) !== t.mtimeMs) {
+      await fh.close();
+      throw new ImzError(Codes.STALE, `cannot ${action}: ${path} changed on the server (pull again)`);
+    }
+    return fh;
+  }
+
+  private async _read(req: Envelope, reply: ReplyChannel): Promise<void> {
+    const r = req.read;
+    const path = checkPath(r?.path, 'read');
+    const t = this._lookup(path, 'read');
+    if (t.type !== EntryType.FILE) throw new ImzError(Codes.NOT_FOUND, `cannot read: ${path} is not a file`);
+    if (r!.hash && r!.hash.length > 0 && Buffer.from(r!.hash).toString('latin1') !== t.hash) {
+      throw new ImzError(Codes.STALE, `cannot read: ${path} has changed since the version asked for (pull again)`);
+    }
+    const offset = Math.max(0, Number(r!.offset) || 0);
+    const want = Math.min(r!.length || READ_MAX, READ_MAX);
+    const fh = await this._openChecked(path, t, 'read');
+    try {
+      const buf = Buffer.allocUnsafe(Math.max(0, Math.min(want, t.size - offset)));
+      let got = 0;
+      while (got < buf.length) {
+        const { bytesRead } = await fh.read(buf, got, buf.length - got, offset + got);
+        if (bytesRead === 0) break;
+        got += bytesRead;
+      }
+      // The client verifies the whole-file hash; a file rewritten mid-read fails that check.
+      await reply.send({ readReply: { data: buf.subarray(0, got), offset } }, true);
+    } finally {
+      await fh.close();
+    }
+  }
+
+  private async _journal(req: Envelope, reply: ReplyChannel): Promise<void> {
+    const since = Math.max(0, Number(req.journal?.since) || 0);
+    const limit = req.journal?.limit || 0;
+    const last = this.state.journal.last;
+    let sent = 0;
+    let pending: import('../protocol/messages.ts').JournalRecord[] | undefined;
+    for await (const batch of this.state.journal.readSince(since, 1000)) {
+      if (reply.closed) return;
+      let b = batch;
+      if (limit > 0 && sent + b.length > limit) b = b.slice(0, limit - sent);
+      if (pending) await reply.send({ journalReply: { records: pending, last, more: false } }, false);
+      pending = b;
+      sent += b.length;
+      if (limit > 0 && sent >= limit) break;
+    }
+    const more = limit > 0 && sent >= limit && (pending?.[pending.length - 1]?.seq ?? since) < last;
+    await reply.send({ journalReply: { records: pending ?? [], last, more } }, true);
+  }
+
+  private async _snapshot(req: Envelope, reply: ReplyChannel): Promise<void> {
+    let paths = req.snapshot?.paths ?? [];
+    if (paths.length === 0) {
+      paths = [...this.state.table].filter(([, t]) => t.type === EntryType.FILE).map(([p]) => p).sort(comparePaths);
+    }
+    for (const p of paths) checkPath(p, 'make snapshot');
+    const pack = tarPack();
+    const producer = (async () => {
+      for (const p of paths) {
+        if (reply.closed) break;
+        const t = this.state.table.get(p);
+        if (!t || t.type !== EntryType.FILE) continue; // gone: the client sees it missing and pulls again
+        let fh: FileHandle;
+        try {
+          fh = await this._openChecked(p, t, 'snapshot');
+        } catch (err) {
+          if ((err as ImzError).code === Codes.STALE) continue;
+          throw err;
+        }
+        try {
+          await _packFile(pack, p, t, fh);
+        } finally {
+          await fh.close();
+        }
+      }
+      pack.finalize();
+    })();
+    producer.catch((err) => pack.destroy(err));
+    let parts: Uint8Array[] = [];
+    let size = 0;
+    for await (const chunk of pack as AsyncIterable<Uint8Array>) {
+      parts.push(chunk);
+      size += chunk.length;
+      if (size >= SNAPSHOT_FRAME) {
+        await reply.send({ snapshotReply: { tar: Buffer.concat(parts) } }, false);
+        parts = [];
+        size = 0;
+      }
+      if (reply.closed) break;
+    }
+    await producer;
+    await reply.send({ snapshotReply: { tar: Buffer.concat(parts) } }, true);
+  }
+}
+
+// Writes one file into the tar pack, exactly t.size bytes (zero-padded if
+// the file shrank under us: the hash check on the client rejects it then).
+async function _packFile(pack: ReturnType<typeof tarPack>, path: string, t: TableEntry, fh: FileHandle): Promise<void> {
+  const hashHex = toHex(new Uint8Array(Buffer.from(t.hash, 'latin1')));
+  await new Promise<void>((res, rej) => {
+    const entry = pack.entry({ name: path, size: t.size, mode: t.mode, mtime: new Date(t.mtimeMs), pax: { 'IMZ.hash': hashHex } }, (err) => (err ? rej(err) : res()));
+    void (async () => {
+      const buf = Buffer.allocUnsafe(Math.min(t.size, 256 * 1024) || 1);
+      let pos = 0;
+      while (pos < t.size) {
+        const n = Math.min(buf.length, t.size - pos);
+        const { bytesRead } = await fh.read(buf, 0, n, pos);
+        const chunk = bytesRead > 0 ? Buffer.from(buf.subarray(0, bytesRead)) : Buffer.alloc(n);
+        const more = entry.write(chunk);
+        pos += chunk.length;
+        if (!more) await new Promise<void>((r) => entry.once('drain', () => r()));
+      }
+      (entry as unknown as { end(): void }).end();
+    })().catch(rej);
+  });
+}
+
+/** True for an address that only this machine can reach. */
+export function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || (isIPv4(host) && host.startsWith('127.'));
+}

@@ -1,0 +1,234 @@
+import { EventEmitter } from 'node:events';
+import { watch, type FSWatcher } from 'node:fs';
+import { lstat } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { Change, EntryType } from '../protocol/messages.ts';
+import { hashFile } from './hash.ts';
+import { IGNORE_FILE, loadIgnore } from './ignore_rules.ts';
+import { isReservedName, pathProblem } from './paths.ts';
+import type { PendingChange, ServerState, TableEntry } from './server_state.ts';
+import { type FsEntry, type IgnoreFn, type SkippedPath, statEntry, walkTree } from './tree_scan.ts';
+
+/** Options of the scanner. */
+export interface ScannerOptions {
+  /** Milliseconds to gather watcher events before scanning them (default 50). */
+  debounceMs?: number;
+  /** Milliseconds between full verification rescans (default 60 s; 0 turns them off). */
+  rescanMs?: number;
+}
+
+/**
+ * Captures writes made directly in the served tree: a full scan at start, a
+ * recursive watcher whose events trigger targeted rescans, and a periodic
+ * full rescan for whatever the watcher misses. Each difference between the
+ * tree and the version table becomes a journal record.
+ *
+ * Events: 'skipped' (SkippedPath), 'error' (Error), 'scanned' (number of changes).
+ */
+export class ServerScanner extends EventEmitter {
+  readonly root: string;
+  readonly state: ServerState;
+  private _exclude: Set<string>;
+  private _ignore: IgnoreFn | undefined;
+  private _watcher: FSWatcher | undefined;
+  private _dirty = new Set<string>();
+  private _timer: ReturnType<typeof setTimeout> | undefined;
+  private _rescanTimer: ReturnType<typeof setInterval> | undefined;
+  private _chain: Promise<unknown> = Promise.resolve();
+  private _closed = false;
+  private _debounceMs: number;
+  private _rescanMs: number;
+
+  constructor(root: string, state: ServerState, opts: ScannerOptions = {}) {
+    super();
+    this.root = resolve(root);
+    this.state = state;
+    this._exclude = new Set([resolve(state.dir)]);
+    this._debounceMs = opts.debounceMs ?? 50;
+    this._rescanMs = opts.rescanMs ?? 60_000;
+  }
+
+  /** Runs the start-up scan, then watches. Resolves after the first scan is journalled. */
+  async start(): Promise<number> {
+    this._ignore = await loadIgnore(this.root);
+    const n = await this.scan('');
+    this._startWatcher();
+    if (this._rescanMs > 0) {
+      this._rescanTimer = setInterval(() => void this.scan('').catch((e) => this.emit('error', e)), this._rescanMs);
+      this._rescanTimer.unref?.();
+    }
+    return n;
+  }
+
+  private _startWatcher(): void {
+    try {
+      this._watcher = watch(this.root, { recursive: true }, (_event, filename) => {
+        if (filename === null || filename === undefined) return this._markDirty('');
+        const rel = String(filename).split('\\').join('/');
+        const first = rel.split('/')[0]!;
+        if (isReservedName(first) || rel.split('/').some(isReservedName)) return;
+        this._markDirty(rel);
+      });
+      this._watcher.on('error', (err) => {
+        // A lost watcher (limits, overflow) leaves the periodic rescan in charge.
+        this.emit('error', err);
+        this._markDirty('');
+      });
+    } catch (err) {
+      this.emit('error', err);
+    }
+  }
+
+  private _markDirty(rel: string): void {
+    if (this._closed) return;
+    this._dirty.add(rel);
+    if (!this._timer) this._timer = setTimeout(() => this._flushDirty(), this._debounceMs);
+  }
+
+  private _flushDirty(): void {
+    this._timer = undefined;
+    const paths = [...this._dirty];
+    this._dirty.clear();
+    // Scan each dirty path once: an ancestor's scan covers its descendants.
+    const set = new Set(paths);
+    const roots = paths.filter((p) => {
+      if (p === '') return true;
+      if (set.has('')) return false;
+      let i = p.lastIndexOf('/');
+      while (i > 0) {
+        if (set.has(p.slice(0, i))) return false;
+        i = p.lastIndexOf('/', i - 1);
+      }
+      return true;
+    });
+    for (const p of roots) void this.scan(p).catch((e) => this.emit('error', e));
+  }
+
+  /** Compares root/sub (and everything under it) with the table; journals the differences. */
+  scan(sub: string): Promise<number> {
+    const run = this._chain.then(() => this._scan(sub));
+    this._chain = run.catch(() => {});
+    return run;
+  }
+
+  private async _scan(sub: string): Promise<number> {
+    if (this._closed) return 0;
+    if (sub === IGNORE_FILE || sub === '') this._ignore = await loadIgnore(this.root);
+    if (sub !== '' && pathProblem(sub)) return 0;
+    // A path under an ignored directory stays ignored.
+    if (sub !== '' && this._isIgnoredPath(sub)) return 0;
+    const seen = new Set<string>();
+    const upserts: PendingChange[] = [];
+    const retry: string[] = [];
+    const onSkip = (s: SkippedPath) => this.emit('skipped', s);
+    const consider = async (e: FsEntry) => {
+      seen.add(e.path);
+      const c = await this._diff(e);
+      if (c === 'retry') retry.push(e.path);
+      else if (c) upserts.push(c);
+    };
+    if (sub !== '') {
+      const top = await statEntry(this.root, sub);
+      if (typeof top === 'string') onSkip({ path: sub, reason: top });
+      else if (top) {
+        await consider(top);
+        if (top.type === EntryType.DIR) for await (const e of walkTree(this.root, sub, { ignore: this._ignore, exclude: this._exclude, onSkip })) await consider(e);
+      }
+    } else {
+      for await (const e of walkTree(this.root, '', { ignore: this._ignore, exclude: this._exclude, onSkip })) await consider(e);
+    }
+    const removals: PendingChange[] = [];
+    const prefix = sub === '' ? '' : `${sub}/`;
+    for (const [p, t] of this.state.table) {
+      if (seen.has(p)) continue;
+      if (sub !== '' && p !== sub && !p.startsWith(prefix)) continue;
+      if (retry.includes(p)) continue;
+      removals.push({ change: t.type === EntryType.DIR ? Change.RMDIR : Change.REMOVE, path: p, state: undefined });
+    }
+    // Deepest first, so a directory's contents go before it.
+    removals.sort((a, b) => (a.path < b.path ? 1 : a.path > b.path ? -1 : 0));
+    const changes = [...removals, ...upserts];
+    if (changes.length > 0) await this.state.commit(changes);
+    for (const p of retry) setTimeout(() => this._markDirty(p), 200).unref?.();
+    this.emit('scanned', changes.length);
+    return changes.length;
+  }
+
+  private _isIgnoredPath(p: string): boolean {
+    if (!this._ignore) return false;
+    const segs = p.split('/');
+    for (let i = 1; i < segs.length; i++) if (this._ignore(segs.slice(0, i).join('/'), true)) return true;
+    return false;
+  }
+
+  // The change that brings the table in line with e, 'retry' when the file
+  // is being written right now, or undefined when nothing changed.
+  private async _diff(e: FsEntry): Promise<PendingChange | 'retry' | undefined> {
+    const t = this.state.table.get(e.path);
+    if (e.type === EntryType.DIR) {
+      if (t && t.type === EntryType.DIR) {
+        if (t.mode === e.mode) return undefined;
+        return { change: Change.META, path: e.path, state: { ...t, mode: e.mode, mtimeMs: e.mtimeMs, ino: e.ino } };
+      }
+      return { change: t ? Change.RETYPE : Change.MKDIR, path: e.path, state: _state(e, '') };
+    }
+    if (e.type === EntryType.SYMLINK) {
+      if (t && t.type === EntryType.SYMLINK && t.target === e.target) return undefined;
+      return { change: t && t.type !== EntryType.SYMLINK ? Change.RETYPE : Change.SYMLINK, path: e.path, state: _state(e, '') };
+    }
+    if (t && t.type === EntryType.FILE && t.size === e.size && t.mtimeMs === e.mtimeMs && (t.ino === 0 || t.ino === e.ino)) {
+      if (t.mode === e.mode) {
+        if (t.ino === 0) t.ino = e.ino; // learn the inode once, no record needed
+        return undefined;
+      }
+      return { change: Change.META, path: e.path, state: { ...t, mode: e.mode, ino: e.ino } };
+    }
+    let hash: Uint8Array;
+    try {
+      hash = await hashFile(join(this.root, e.path));
+      const after = await lstat(join(this.root, e.path));
+      if (after.size !== e.size || Math.trunc(after.mtimeMs) !== e.mtimeMs || after.ino !== e.ino) return 'retry';
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT' || code === 'ENOTDIR' || code === 'EISDIR') return 'retry';
+      if (code === 'EACCES' || code === 'EPERM') {
+        this.emit('skipped', { path: e.path, reason: 'permission denied' });
+        return undefined;
+      }
+      throw err;
+    }
+    const h = Buffer.from(hash).toString('latin1');
+    if (t && t.type === EntryType.FILE && t.hash === h) {
+      if (t.mode === e.mode && t.mtimeMs === e.mtimeMs) {
+        t.ino = e.ino;
+        return undefined;
+      }
+      return { change: Change.META, path: e.path, state: { ...t, mode: e.mode, mtimeMs: e.mtimeMs, ino: e.ino, size: e.size } };
+    }
+    return { change: !t ? Change.CREATE : t.type === EntryType.FILE ? Change.MODIFY : Change.RETYPE, path: e.path, state: _state(e, h) };
+  }
+
+  /** Waits for scans in progress and queued ones. */
+  async idle(): Promise<void> {
+    for (;;) {
+      const c = this._chain;
+      await c;
+      if (c === this._chain && !this._timer) return;
+      if (this._timer) await new Promise((r) => setTimeout(r, this._debounceMs));
+    }
+  }
+
+  /** Stops watching; a scan in progress finishes. */
+  async close(): Promise<void> {
+    this._closed = true;
+    if (this._timer) clearTimeout(this._timer);
+    this._timer = undefined;
+    if (this._rescanTimer) clearInterval(this._rescanTimer);
+    this._watcher?.close();
+    await this._chain;
+  }
+}
+
+function _state(e: FsEntry, hash: string): Omit<TableEntry, 'version'> {
+  return { type: e.type, size: e.size, mode: e.mode, mtimeMs: e.mtimeMs, hash, target: e.target, ino: e.ino };
+}

@@ -1,0 +1,183 @@
+import { randomUUID } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import { mkdir, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Codes, ImzError } from '../protocol/errors.ts';
+import { type ChangeCode, type Entry, EntryType, type EntryTypeCode, type JournalRecord } from '../protocol/messages.ts';
+import { writeFileAtomic } from './atomic_fs.ts';
+import { JournalStore } from './journal_store.ts';
+
+/**
+ * One path in the server's version table. Kept small (the hash as a 32-char
+ * latin1 string, not a Uint8Array) because the table holds every path.
+ */
+export interface TableEntry {
+  type: EntryTypeCode;
+  size: number;
+  mode: number;
+  mtimeMs: number;
+  hash: string;
+  target: string;
+  version: number;
+  ino: number;
+}
+
+/** A change about to be journalled: the path's new state (type NONE for removal). */
+export interface PendingChange {
+  change: ChangeCode;
+  path: string;
+  state: Omit<TableEntry, 'version'> | undefined;
+  origin?: string;
+  originSeq?: number;
+}
+
+const CHECKPOINT_EVERY = 5000;
+const TABLE_MAGIC = 'imz-table';
+const TABLE_VERSION = 1;
+
+/** Converts a table entry to the wire Entry. */
+export function tableToEntry(path: string, t: TableEntry): Entry {
+  return {
+    path, type: t.type, size: t.size, mode: t.mode, mtimeMs: t.mtimeMs,
+    hash: t.hash ? new Uint8Array(Buffer.from(t.hash, 'latin1')) : new Uint8Array(0), target: t.target, version: t.version,
+  };
+}
+
+function _entryToTable(e: Entry): TableEntry {
+  return {
+    type: e.type, size: e.size, mode: e.mode, mtimeMs: e.mtimeMs, hash: e.hash.length ? Buffer.from(e.hash).toString('latin1') : '',
+    target: e.target, version: e.version, ino: 0,
+  };
+}
+
+/**
+ * The server's durable state: identity, journal and version table. Changes
+ * go through commit(), which journals them (durably) before the table moves.
+ * Emits 'records' (JournalRecord[]) after each commit.
+ */
+export class ServerState extends EventEmitter {
+  readonly dir: string;
+  readonly id: string;
+  readonly journal: JournalStore;
+  readonly table = new Map<string, TableEntry>();
+  private _sinceCheckpoint = 0;
+  private _commitChain: Promise<unknown> = Promise.resolve();
+
+  private constructor(dir: string, id: string, journal: JournalStore) {
+    super();
+    this.dir = dir;
+    this.id = id;
+    this.journal = journal;
+  }
+
+  /** Opens or creates the state in dir; replays the journal after the last checkpoint. */
+  static async open(dir: string): Promise<ServerState> {
+    await mkdir(dir, { recursive: true });
+    const idFile = join(dir, 'identity');
+    let id: string;
+    try {
+      id = JSON.parse(await readFile(idFile, 'utf8')).id;
+      if (typeof id !== 'string' || !/^[0-9a-f-]{36}$/.test(id)) throw new Error('bad id');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') {
+        throw new ImzError(Codes.CORRUPT, `cannot open server state: ${idFile} is damaged (restore it from a backup, or move the state dir away to start a new identity)`);
+      }
+      id = randomUUID();
+      await writeFileAtomic(idFile, JSON.stringify({ id, created: new Date().toISOString() }) + '\n');
+    }
+    const journal = await JournalStore.open(join(dir, 'journal'));
+    const s = new ServerState(dir, id, journal);
+    const ckptSeq = await s._loadCheckpoint();
+    for await (const batch of journal.readSince(ckptSeq)) {
+      for (const r of batch) s._applyToTable(r);
+    }
+    return s;
+  }
+
+  /** Sequence number of the newest record (0 for an empty journal). */
+  get lastSeq(): number {
+    return this.journal.last;
+  }
+
+  /**
+   * Journals changes in order (durably), then updates the table. Commits are
+   * serialised, so sequence numbers follow commit order.
+   */
+  commit(changes: PendingChange[]): Promise<JournalRecord[]> {
+    const run = this._commitChain.then(() => this._commit(changes));
+    this._commitChain = run.catch(() => {});
+    return run;
+  }
+
+  private async _commit(changes: PendingChange[]): Promise<JournalRecord[]> {
+    if (changes.length === 0) return [];
+    let seq = this.journal.last;
+    const now = Date.now();
+    const records: JournalRecord[] = changes.map((c) => {
+      seq++;
+      const entry: Entry = c.state
+        ? tableToEntry(c.path, { ...c.state, version: seq })
+        : { path: c.path, type: EntryType.NONE, size: 0, mode: 0, mtimeMs: 0, hash: new Uint8Array(0), target: '', version: seq };
+      return { seq, change: c.change, entry, origin: c.origin ?? '', originSeq: c.originSeq ?? 0, timeMs: now };
+    });
+    await this.journal.append(records);
+    for (let i = 0; i < records.length; i++) {
+      const r = records[i]!;
+      const st = changes[i]!.state;
+      if (st) this.table.set(r.entry.path, { ...st, version: r.seq });
+      else this.table.delete(r.entry.path);
+    }
+    this._sinceCheckpoint += records.length;
+    if (this._sinceCheckpoint >= CHECKPOINT_EVERY) await this.checkpoint();
+    this.emit('records', records);
+    return records;
+  }
+
+  private _applyToTable(r: JournalRecord): void {
+    if (r.entry.type === EntryType.NONE) this.table.delete(r.entry.path);
+    else this.table.set(r.entry.path, _entryToTable(r.entry));
+  }
+
+  /** Writes the table to disk (atomically) so start-up replays only newer records. */
+  async checkpoint(): Promise<void> {
+    const seq = this.journal.last;
+    const lines: string[] = [JSON.stringify({ magic: TABLE_MAGIC, v: TABLE_VERSION, seq, count: this.table.size })];
+    for (const [p, t] of this.table) {
+      lines.push(JSON.stringify([p, t.type, t.size, t.mode, t.mtimeMs, t.hash ? Buffer.from(t.hash, 'latin1').toString('base64') : '', t.target, t.version, t.ino]));
+    }
+    lines.push(JSON.stringify({ end: this.table.size }));
+    await writeFileAtomic(join(this.dir, 'table'), lines.join('\n') + '\n');
+    this._sinceCheckpoint = 0;
+  }
+
+  private async _loadCheckpoint(): Promise<number> {
+    let text: string;
+    try {
+      text = await readFile(join(this.dir, 'table'), 'utf8');
+    } catch {
+      return 0;
+    }
+    const lines = text.split('\n').filter((l) => l.length > 0);
+    try {
+      const head = JSON.parse(lines[0]!);
+      const tail = JSON.parse(lines[lines.length - 1]!);
+      if (head.magic !== TABLE_MAGIC || head.v !== TABLE_VERSION || tail.end !== lines.length - 2) throw new Error('bad checkpoint');
+      for (let i = 1; i < lines.length - 1; i++) {
+        const [p, type, size, mode, mtimeMs, hash, target, version, ino] = JSON.parse(lines[i]!);
+        this.table.set(p, { type, size, mode, mtimeMs, hash: hash ? Buffer.from(hash, 'base64').toString('latin1') : '', target, version, ino });
+      }
+      return head.seq;
+    } catch {
+      // A damaged checkpoint is only a cache: rebuild the table from the whole journal.
+      this.table.clear();
+      return 0;
+    }
+  }
+
+  /** Flushes the journal and writes a final checkpoint. */
+  async close(): Promise<void> {
+    await this._commitChain;
+    await this.checkpoint().catch(() => {});
+    await this.journal.close();
+  }
+}

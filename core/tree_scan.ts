@@ -1,0 +1,132 @@
+import type { Dirent, Stats } from 'node:fs';
+import { lstat, readdir, readlink } from 'node:fs/promises';
+import { join } from 'node:path';
+import { EntryType, type EntryTypeCode } from '../protocol/messages.ts';
+import { isReservedName, pathProblem } from './paths.ts';
+
+/** What a stat walk sees of one path (no content hash: hashing is the caller's choice). */
+export interface FsEntry {
+  path: string;
+  type: EntryTypeCode;
+  size: number;
+  mode: number;
+  mtimeMs: number;
+  ctimeMs: number;
+  ino: number;
+  target: string;
+}
+
+/** A path that cannot be replicated, with the reason. */
+export interface SkippedPath {
+  path: string;
+  reason: string;
+}
+
+/** Decides whether a path is excluded (.imzignore); isDir lets 'dir/' patterns work. */
+export type IgnoreFn = (path: string, isDir: boolean) => boolean;
+
+/** Options of a walk. */
+export interface ScanOptions {
+  ignore?: IgnoreFn;
+  /** Absolute paths never entered (a --state-dir inside the tree). */
+  exclude?: Set<string>;
+  onSkip?: (s: SkippedPath) => void;
+}
+
+/** Turns lstat results into an FsEntry, or a reason to skip the path. */
+export function fsEntryFromStats(path: string, st: Stats, target = ''): FsEntry | string {
+  let type: EntryTypeCode;
+  if (st.isFile()) type = EntryType.FILE;
+  else if (st.isDirectory()) type = EntryType.DIR;
+  else if (st.isSymbolicLink()) type = EntryType.SYMLINK;
+  else if (st.isSocket()) return 'socket';
+  else if (st.isFIFO()) return 'named pipe';
+  else if (st.isCharacterDevice() || st.isBlockDevice()) return 'device';
+  else return 'unsupported file type';
+  return {
+    path, type, size: type === EntryType.FILE ? st.size : 0, mode: st.mode & 0o7777, mtimeMs: Math.trunc(st.mtimeMs),
+    ctimeMs: st.ctimeMs, ino: st.ino, target,
+  };
+}
+
+/** lstat of one path inside root; undefined when it does not exist. */
+export async function statEntry(root: string, path: string): Promise<FsEntry | string | undefined> {
+  let st: Stats;
+  try {
+    st = await lstat(join(root, path));
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT' || (err as NodeJS.ErrnoException).code === 'ENOTDIR') return undefined;
+    throw err;
+  }
+  const target = st.isSymbolicLink() ? await readlink(join(root, path)) : '';
+  return fsEntryFromStats(path, st, target);
+}
+
+/**
+ * Walks the tree under root/sub (sub "" for all), lstat only, never following
+ * symlinks. Yields parents before their children. Reserved names (.imz,
+ * .imz-server, temp files), ignored paths and excluded dirs are not entered;
+ * special files and names that are not valid UTF-8 go to onSkip.
+ */
+export async function* walkTree(root: string, sub = '', opts: ScanOptions = {}): AsyncGenerator<FsEntry> {
+  const stack: string[] = [sub];
+  while (stack.length > 0) {
+    const dir = stack.pop()!;
+    let dirents: Dirent[];
+    try {
+      dirents = await readdir(join(root, dir), { withFileTypes: true });
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT' || code === 'ENOTDIR') continue;
+      throw err;
+    }
+    dirents.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    const found = await Promise.all(dirents.map(async (d) => {
+      const name = d.name;
+      const rel = dir === '' ? name : `${dir}/${name}`;
+      if (isReservedName(name)) return undefined;
+      const abs = join(root, rel);
+      if (opts.exclude?.has(abs)) return undefined;
+      // Node decodes invalid UTF-8 as U+FFFD; such a name cannot be named back.
+      if (name.includes('\uFFFD')) {
+        opts.onSkip?.({ path: rel, reason: 'name is not valid UTF-8' });
+        return undefined;
+      }
+      const problem = pathProblem(rel);
+      if (problem) {
+        opts.onSkip?.({ path: rel, reason: problem });
+        return undefined;
+      }
+      let st: Stats;
+      try {
+        st = await lstat(abs);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined; // vanished mid-walk
+        throw err;
+      }
+      if (opts.ignore?.(rel, st.isDirectory())) return undefined;
+      let target = '';
+      if (st.isSymbolicLink()) {
+        try {
+          target = await readlink(abs);
+        } catch {
+          return undefined;
+        }
+      }
+      const e = fsEntryFromStats(rel, st, target);
+      if (typeof e === 'string') {
+        opts.onSkip?.({ path: rel, reason: e });
+        return undefined;
+      }
+      return e;
+    }));
+    const subdirs: string[] = [];
+    for (const e of found) {
+      if (!e) continue;
+      yield e;
+      if (e.type === EntryType.DIR) subdirs.push(e.path);
+    }
+    // Depth-first, in name order: push in reverse so the first name pops first.
+    for (let i = subdirs.length - 1; i >= 0; i--) stack.push(subdirs[i]!);
+  }
+}

@@ -1,0 +1,405 @@
+// Generated from imz.proto by scripts/gen-schema.mjs: do not edit.
+export const schema = {
+ "nested": {
+  "imz": {
+   "nested": {
+    "Op": {
+     "values": {
+      "OP_UNSPECIFIED": 0,
+      "HELLO": 1,
+      "AUTH": 2,
+      "STAT": 3,
+      "READDIR": 4,
+      "READ": 5,
+      "JOURNAL": 6,
+      "SUBSCRIBE": 7,
+      "PUT_BLOB": 8,
+      "REINTEGRATE": 9,
+      "SNAPSHOT": 10,
+      "LIST": 11,
+      "PING": 12,
+      "ERROR": 13
+     }
+    },
+    "Envelope": {
+     "oneofs": {
+      "body": {
+       "oneof": [
+        "hello",
+        "helloReply",
+        "stat",
+        "statReply",
+        "readdir",
+        "entries",
+        "read",
+        "readReply",
+        "journal",
+        "journalReply",
+        "snapshot",
+        "snapshotReply",
+        "list"
+       ]
+      }
+     },
+     "fields": {
+      "xid": {
+       "type": "uint32",
+       "id": 1
+      },
+      "op": {
+       "type": "Op",
+       "id": 2
+      },
+      "reply": {
+       "type": "bool",
+       "id": 3
+      },
+      "last": {
+       "type": "bool",
+       "id": 4
+      },
+      "error": {
+       "type": "Error",
+       "id": 5
+      },
+      "hello": {
+       "type": "HelloRequest",
+       "id": 10
+      },
+      "helloReply": {
+       "type": "HelloReply",
+       "id": 11,
+       "protoName": "hello_reply"
+      },
+      "stat": {
+       "type": "PathRequest",
+       "id": 12
+      },
+      "statReply": {
+       "type": "Entry",
+       "id": 13,
+       "protoName": "stat_reply"
+      },
+      "readdir": {
+       "type": "PathRequest",
+       "id": 14
+      },
+      "entries": {
+       "type": "EntryList",
+       "id": 15
+      },
+      "read": {
+       "type": "ReadRequest",
+       "id": 16
+      },
+      "readReply": {
+       "type": "ReadReply",
+       "id": 17,
+       "protoName": "read_reply"
+      },
+      "journal": {
+       "type": "JournalRequest",
+       "id": 18
+      },
+      "journalReply": {
+       "type": "JournalReply",
+       "id": 19,
+       "protoName": "journal_reply"
+      },
+      "snapshot": {
+       "type": "SnapshotRequest",
+       "id": 20
+      },
+      "snapshotReply": {
+       "type": "SnapshotReply",
+       "id": 21,
+       "protoName": "snapshot_reply"
+      },
+      "list": {
+       "type": "ListRequest",
+       "id": 22
+      }
+     }
+    },
+    "Error": {
+     "fields": {
+      "code": {
+       "type": "string",
+       "id": 1
+      },
+      "message": {
+       "type": "string",
+       "id": 2
+      }
+     }
+    },
+    "EntryType": {
+     "values": {
+      "NONE": 0,
+      "FILE": 1,
+      "DIR": 2,
+      "SYMLINK": 3
+     }
+    },
+    "Entry": {
+     "fields": {
+      "path": {
+       "type": "string",
+       "id": 1
+      },
+      "type": {
+       "type": "EntryType",
+       "id": 2
+      },
+      "size": {
+       "type": "double",
+       "id": 3
+      },
+      "mode": {
+       "type": "uint32",
+       "id": 4
+      },
+      "mtimeMs": {
+       "type": "double",
+       "id": 5,
+       "protoName": "mtime_ms"
+      },
+      "hash": {
+       "type": "bytes",
+       "id": 6
+      },
+      "target": {
+       "type": "string",
+       "id": 7
+      },
+      "version": {
+       "type": "double",
+       "id": 8
+      }
+     }
+    },
+    "HelloRequest": {
+     "fields": {
+      "version": {
+       "type": "uint32",
+       "id": 1
+      },
+      "maxFrame": {
+       "type": "uint32",
+       "id": 2,
+       "protoName": "max_frame"
+      },
+      "client": {
+       "type": "string",
+       "id": 3
+      },
+      "replicaId": {
+       "type": "string",
+       "id": 4,
+       "protoName": "replica_id"
+      }
+     }
+    },
+    "HelloReply": {
+     "fields": {
+      "version": {
+       "type": "uint32",
+       "id": 1
+      },
+      "maxFrame": {
+       "type": "uint32",
+       "id": 2,
+       "protoName": "max_frame"
+      },
+      "serverId": {
+       "type": "string",
+       "id": 3,
+       "protoName": "server_id"
+      },
+      "journalFirst": {
+       "type": "double",
+       "id": 4,
+       "protoName": "journal_first"
+      },
+      "journalLast": {
+       "type": "double",
+       "id": 5,
+       "protoName": "journal_last"
+      },
+      "server": {
+       "type": "string",
+       "id": 6
+      }
+     }
+    },
+    "PathRequest": {
+     "fields": {
+      "path": {
+       "type": "string",
+       "id": 1
+      }
+     }
+    },
+    "EntryList": {
+     "fields": {
+      "entries": {
+       "rule": "repeated",
+       "type": "Entry",
+       "id": 1
+      },
+      "cursor": {
+       "type": "double",
+       "id": 2
+      },
+      "skipped": {
+       "rule": "repeated",
+       "type": "Skipped",
+       "id": 3
+      }
+     }
+    },
+    "Skipped": {
+     "fields": {
+      "path": {
+       "type": "string",
+       "id": 1
+      },
+      "reason": {
+       "type": "string",
+       "id": 2
+      }
+     }
+    },
+    "ReadRequest": {
+     "fields": {
+      "path": {
+       "type": "string",
+       "id": 1
+      },
+      "hash": {
+       "type": "bytes",
+       "id": 2
+      },
+      "offset": {
+       "type": "double",
+       "id": 3
+      },
+      "length": {
+       "type": "uint32",
+       "id": 4
+      }
+     }
+    },
+    "ReadReply": {
+     "fields": {
+      "data": {
+       "type": "bytes",
+       "id": 1
+      },
+      "offset": {
+       "type": "double",
+       "id": 2
+      }
+     }
+    },
+    "JournalRequest": {
+     "fields": {
+      "since": {
+       "type": "double",
+       "id": 1
+      },
+      "limit": {
+       "type": "uint32",
+       "id": 2
+      }
+     }
+    },
+    "JournalReply": {
+     "fields": {
+      "records": {
+       "rule": "repeated",
+       "type": "Record",
+       "id": 1
+      },
+      "last": {
+       "type": "double",
+       "id": 2
+      },
+      "more": {
+       "type": "bool",
+       "id": 3
+      }
+     }
+    },
+    "Record": {
+     "fields": {
+      "seq": {
+       "type": "double",
+       "id": 1
+      },
+      "change": {
+       "type": "Change",
+       "id": 2
+      },
+      "entry": {
+       "type": "Entry",
+       "id": 3
+      },
+      "origin": {
+       "type": "string",
+       "id": 4
+      },
+      "originSeq": {
+       "type": "double",
+       "id": 5,
+       "protoName": "origin_seq"
+      },
+      "timeMs": {
+       "type": "double",
+       "id": 6,
+       "protoName": "time_ms"
+      }
+     }
+    },
+    "Change": {
+     "values": {
+      "CHANGE_UNSPECIFIED": 0,
+      "CREATE": 1,
+      "MODIFY": 2,
+      "META": 3,
+      "REMOVE": 4,
+      "MKDIR": 5,
+      "RMDIR": 6,
+      "SYMLINK": 7,
+      "RETYPE": 8
+     }
+    },
+    "SnapshotRequest": {
+     "fields": {
+      "paths": {
+       "rule": "repeated",
+       "type": "string",
+       "id": 1
+      }
+     }
+    },
+    "SnapshotReply": {
+     "fields": {
+      "tar": {
+       "type": "bytes",
+       "id": 1
+      }
+     }
+    },
+    "ListRequest": {
+     "fields": {
+      "prefix": {
+       "type": "string",
+       "id": 1
+      }
+     }
+    }
+   }
+  }
+ }
+} as const;

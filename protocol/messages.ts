@@ -1,0 +1,159 @@
+import protobuf from 'protobufjs/light.js';
+import { schema } from './imz_schema.ts';
+import { Codes, ImzError } from './errors.ts';
+
+/** Protocol version spoken by this build. */
+export const PROTOCOL_VERSION = 1;
+
+/** Operation numbers (mirror of enum Op in imz.proto). */
+export const Op = {
+  HELLO: 1, AUTH: 2, STAT: 3, READDIR: 4, READ: 5, JOURNAL: 6, SUBSCRIBE: 7,
+  PUT_BLOB: 8, REINTEGRATE: 9, SNAPSHOT: 10, LIST: 11, PING: 12, ERROR: 13,
+} as const;
+export type OpCode = (typeof Op)[keyof typeof Op];
+
+/** Entry types (mirror of enum EntryType). */
+export const EntryType = { NONE: 0, FILE: 1, DIR: 2, SYMLINK: 3 } as const;
+export type EntryTypeCode = (typeof EntryType)[keyof typeof EntryType];
+
+/** Change kinds (mirror of enum Change). */
+export const Change = { CREATE: 1, MODIFY: 2, META: 3, REMOVE: 4, MKDIR: 5, RMDIR: 6, SYMLINK: 7, RETYPE: 8 } as const;
+export type ChangeCode = (typeof Change)[keyof typeof Change];
+
+export interface Entry {
+  path: string;
+  type: EntryTypeCode;
+  size: number;
+  mode: number;
+  mtimeMs: number;
+  hash: Uint8Array;
+  target: string;
+  version: number;
+}
+
+export interface JournalRecord {
+  seq: number;
+  change: ChangeCode;
+  entry: Entry;
+  origin: string;
+  originSeq: number;
+  timeMs: number;
+}
+
+export interface WireError { code: string; message: string }
+
+/** One decoded frame. Unset scalars read as protobuf defaults (0, '', false). */
+export interface Envelope {
+  xid: number;
+  op: number;
+  reply?: boolean;
+  last?: boolean;
+  error?: WireError | null;
+  hello?: { version: number; maxFrame: number; client: string; replicaId: string };
+  helloReply?: { version: number; maxFrame: number; serverId: string; journalFirst: number; journalLast: number; server: string };
+  stat?: { path: string };
+  statReply?: Entry;
+  readdir?: { path: string };
+  entries?: { entries: Entry[]; cursor: number; skipped: { path: string; reason: string }[] };
+  read?: { path: string; hash: Uint8Array; offset: number; length: number };
+  readReply?: { data: Uint8Array; offset: number };
+  journal?: { since: number; limit: number };
+  journalReply?: { records: JournalRecord[]; last: number; more: boolean };
+  snapshot?: { paths: string[] };
+  snapshotReply?: { tar: Uint8Array };
+  list?: { prefix: string };
+}
+
+/** Body fields that a caller may put in an outgoing envelope. */
+export type Body = Omit<Partial<Envelope>, 'xid' | 'op' | 'reply' | 'last' | 'error'>;
+
+const root = protobuf.Root.fromJSON(schema as unknown as protobuf.INamespace);
+const EnvelopeType = root.lookupType('imz.Envelope');
+const RecordType = root.lookupType('imz.Record');
+const EntryMsg = root.lookupType('imz.Entry');
+
+/** Encodes an envelope to protobuf bytes. */
+export function encodeEnvelope(env: Partial<Envelope>): Uint8Array {
+  return EnvelopeType.encode(env as unknown as protobuf.Message).finish();
+}
+
+/** Decodes protobuf bytes to an envelope; undecodable input is IMZ_PROTOCOL. */
+export function decodeEnvelope(bytes: Uint8Array): Envelope {
+  let msg: protobuf.Message;
+  try {
+    msg = EnvelopeType.decode(bytes);
+  } catch (err) {
+    throw new ImzError(Codes.PROTOCOL, `cannot decode frame: ${(err as Error).message}`);
+  }
+  const env = msg as unknown as Envelope;
+  if (typeof env.xid !== 'number') (env as { xid: number }).xid = 0;
+  if (typeof env.op !== 'number') (env as { op: number }).op = 0;
+  return _fillEntries(env);
+}
+
+// Decoded sub-messages omit default-valued fields; callers want complete
+// entries, so fill them once here rather than at every use.
+function _fillEntries(env: Envelope): Envelope {
+  if (env.statReply) env.statReply = fillEntry(env.statReply);
+  if (env.entries) env.entries.entries = (env.entries.entries ?? []).map(fillEntry);
+  if (env.journalReply) {
+    env.journalReply.records = (env.journalReply.records ?? []).map(fillRecord);
+  }
+  if (env.read) env.read.hash = bytesOf(env.read.hash);
+  if (env.readReply) env.readReply.data = bytesOf(env.readReply.data);
+  if (env.snapshotReply) env.snapshotReply.tar = bytesOf(env.snapshotReply.tar);
+  return env;
+}
+
+const EMPTY = new Uint8Array(0);
+
+// protobufjs reads an absent (empty) bytes field as a plain empty Array, not
+// a Uint8Array; callers are promised a Uint8Array.
+function bytesOf(b: Uint8Array | ArrayLike<number> | null | undefined): Uint8Array {
+  if (b instanceof Uint8Array) return b;
+  return b && b.length > 0 ? Uint8Array.from(b) : EMPTY;
+}
+
+/** Returns an Entry with every field present (protobuf omits defaults). */
+export function fillEntry(e: Partial<Entry> | null | undefined): Entry {
+  return {
+    path: e?.path ?? '', type: (e?.type ?? 0) as EntryTypeCode, size: Number(e?.size ?? 0), mode: e?.mode ?? 0,
+    mtimeMs: Number(e?.mtimeMs ?? 0), hash: bytesOf(e?.hash), target: e?.target ?? '', version: Number(e?.version ?? 0),
+  };
+}
+
+/** Returns a JournalRecord with every field present. */
+export function fillRecord(r: Partial<JournalRecord>): JournalRecord {
+  return {
+    seq: Number(r.seq ?? 0), change: (r.change ?? 0) as ChangeCode, entry: fillEntry(r.entry), origin: r.origin ?? '',
+    originSeq: Number(r.originSeq ?? 0), timeMs: Number(r.timeMs ?? 0),
+  };
+}
+
+/** Encodes a journal record (the on-disk journal uses the wire format). */
+export function encodeRecord(r: JournalRecord): Uint8Array {
+  return RecordType.encode(r as unknown as protobuf.Message).finish();
+}
+
+/** Decodes a journal record; bad bytes are IMZ_CORRUPT. */
+export function decodeRecord(bytes: Uint8Array): JournalRecord {
+  try {
+    return fillRecord(RecordType.decode(bytes) as unknown as JournalRecord);
+  } catch (err) {
+    throw new ImzError(Codes.CORRUPT, `cannot decode journal record: ${(err as Error).message}`);
+  }
+}
+
+/** Encodes a table entry (the server's version table checkpoint uses it). */
+export function encodeEntry(e: Entry): Uint8Array {
+  return EntryMsg.encode(e as unknown as protobuf.Message).finish();
+}
+
+/** Decodes an entry. */
+export function decodeEntry(bytes: Uint8Array): Entry {
+  try {
+    return fillEntry(EntryMsg.decode(bytes) as unknown as Entry);
+  } catch (err) {
+    throw new ImzError(Codes.CORRUPT, `cannot decode entry: ${(err as Error).message}`);
+  }
+}

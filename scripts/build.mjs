@@ -1,0 +1,22 @@
+// Bundles the CLI into dist/ with esbuild so `imz` starts fast under plain node.
+// Code splitting keeps heavy modules (the engine, tar, ora) out of `imz --version`.
+import { build } from 'esbuild';
+import { chmodSync, rmSync } from 'node:fs';
+
+const out = new URL('../dist/', import.meta.url).pathname;
+rmSync(out, { recursive: true, force: true });
+await build({
+  entryPoints: { imz: new URL('../cli/main.ts', import.meta.url).pathname },
+  outdir: out,
+  bundle: true,
+  splitting: true,
+  platform: 'node',
+  format: 'esm',
+  target: 'node20',
+  logLevel: 'warning',
+  chunkNames: 'chunks/[name]-[hash]',
+  banner: {
+    js: "#!/usr/bin/env node\nimport { createRequire as __imzCreateRequire } from 'node:module'; const require = __imzCreateRequire(import.meta.url);",
+  },
+});
+chmodSync(out + 'imz.js', 0o755);
