@@ -16,9 +16,14 @@ export async function fsyncDir(dir: string): Promise<void> {
   }
 }
 
+// One random tag per process plus a counter: unique names without a
+// random-number call per file.
+const _tag = randomBytes(4).toString('hex');
+let _counter = 0;
+
 /** A fresh temporary name beside path (same directory, so rename is atomic). */
 export function tempNameFor(path: string): string {
-  return join(dirname(path), `${TMP_PREFIX}${basename(path).slice(0, 40)}-${randomBytes(6).toString('hex')}`);
+  return join(dirname(path), `${TMP_PREFIX}${_tag}${(_counter++).toString(36)}-${basename(path).slice(0, 40)}`);
 }
 
 /**

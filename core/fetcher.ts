@@ -150,7 +150,7 @@ function _tarBatch(remote: Remote, items: FetchItem[]): _TarBatch {
           continue;
         }
         const tmp = tempNameFor(item.dest);
-        const fd = openSync(tmp, 'wx', 0o600);
+        const fd = openSync(tmp, 'wx', item.entry.mode & 0o777);
         const h = createHash('sha256');
         let n = 0;
         try {
@@ -180,8 +180,15 @@ function _tarBatch(remote: Remote, items: FetchItem[]): _TarBatch {
   };
 }
 
+// The process umask, read once: open() already applied it to the mode.
+const _umask = (() => {
+  const u = process.umask(0o022);
+  process.umask(u);
+  return u;
+})();
+
 function _finishMeta(fd: number, e: Entry): void {
-  fchmodSync(fd, e.mode & 0o777);
+  if ((e.mode & 0o777 & ~_umask) !== (e.mode & 0o777)) fchmodSync(fd, e.mode & 0o777);
   futimesSync(fd, e.mtimeMs / 1000, e.mtimeMs / 1000);
 }
 

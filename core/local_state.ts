@@ -2,7 +2,7 @@ import { join } from 'node:path';
 import { EntryType } from '../protocol/messages.ts';
 import { hashFile, toHex } from './hash.ts';
 import type { IndexEntry } from './index_model.ts';
-import { type FsEntry, statEntry } from './tree_scan.ts';
+import { type FsEntry, statEntrySync } from './tree_scan.ts';
 
 /** How a replica path compares with what the index says was last synced. */
 export type LocalKind = 'clean' | 'modified' | 'deleted' | 'created' | 'absent' | 'unsupported';
@@ -26,7 +26,7 @@ export function statMatches(fs: FsEntry, idx: IndexEntry): boolean {
  * hashing a file only when stat differs (git's approach).
  */
 export async function localStateOf(root: string, path: string, idx: IndexEntry | undefined): Promise<LocalState> {
-  const fs = await statEntry(root, path);
+  const fs = statEntrySync(root, path);
   if (typeof fs === 'string') return { kind: 'unsupported' };
   if (!fs) return { kind: idx ? 'deleted' : 'absent' };
   if (!idx) return { kind: 'created', fs };

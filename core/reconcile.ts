@@ -4,7 +4,7 @@ import { dirname, join } from 'node:path';
 import { Codes, ImzError } from '../protocol/errors.ts';
 import { type Entry, EntryType } from '../protocol/messages.ts';
 import { fsyncDir, tempNameFor } from './atomic_fs.ts';
-import { type ConflictClass, type ConflictRecord, type ConflictSide, blobPath, clearConflict, saveConflict } from './conflicts.ts';
+import { type ConflictClass, type ConflictRecord, type ConflictSide, blobPath, clearConflict, listConflicts, saveConflict } from './conflicts.ts';
 import { type FetchItem, type FetchProgress, fetchFiles, tempDirsOf } from './fetcher.ts';
 import { hashFile, toHex } from './hash.ts';
 import type { IndexEntry } from './index_model.ts';
@@ -12,7 +12,7 @@ import { type LocalState, localStateOf } from './local_state.ts';
 import { checkPath, depthOf, parentOf } from './paths.ts';
 import type { Remote } from './remote.ts';
 import type { Replica } from './replica.ts';
-import { type FsEntry, fsEntryFromStats } from './tree_scan.ts';
+import { type FsEntry, fsEntryFromStats, statEntrySync } from './tree_scan.ts';
 
 /** Something reconcile did or found, for progress output. */
 export type ReconcileEvent =
@@ -50,11 +50,20 @@ export async function reconcile(replica: Replica, remote: Remote, targets: Entry
   const result: ReconcileResult = { changed: 0, conflicts: [], stale: [], files: 0, bytes: 0 };
   const plans: _Plan[] = [];
   const conflictFetch: { t: Entry; c: ConflictRecord }[] = [];
+  const recorded = new Set((await listConflicts(replica.stateDir)).map((c) => c.path));
+  const settle = async (path: string) => {
+    if (recorded.delete(path)) await clearConflict(replica.stateDir, path);
+  };
 
+  // Directories absent here: their contents are absent too, without a stat
+  // each (targets come parents first, as the server lists them).
+  const absentDirs = new Set<string>();
   for (const t of targets) {
     checkPath(t.path, 'apply server change');
     const idx = await replica.get(t.path);
-    const local = await localStateOf(root, t.path, idx);
+    const parentAbsent = absentDirs.has(parentOf(t.path));
+    const local: LocalState = parentAbsent && !idx ? { kind: 'absent' } : await localStateOf(root, t.path, idx);
+    if (local.kind === 'absent' && t.type === EntryType.DIR) absentDirs.add(t.path);
     if (local.kind === 'unsupported') {
       _conflict(result, onEvent, conflictFetch, replica, t, 'type-change', local);
       continue;
@@ -107,7 +116,7 @@ export async function reconcile(replica: Replica, remote: Remote, targets: Entry
     dirsTouched.add(parentOf(p.t.path));
     if (p.kind === 'remove') {
       await replica.delete(p.t.path);
-      await clearConflict(replica.stateDir, p.t.path);
+      await settle(p.t.path);
       result.changed++;
       onEvent?.({ type: 'change', path: p.t.path, action: p.local.fs?.type === EntryType.DIR ? 'rmdir' : 'remove' });
     } else {
@@ -160,7 +169,7 @@ export async function reconcile(replica: Replica, remote: Remote, targets: Entry
     } else if (p.kind === 'index' && !(p as { skip?: boolean }).skip) {
       if (p.t.type === EntryType.NONE) await replica.delete(p.t.path);
       else await indexFrom(p.t);
-      await clearConflict(replica.stateDir, p.t.path);
+      await settle(p.t.path);
     }
   }
 
@@ -190,19 +199,20 @@ export async function reconcile(replica: Replica, remote: Remote, targets: Entry
           continue;
         }
         // The user may have written the file since we looked: never overwrite that.
-        const now = await localStateOf(root, p.t.path, await replica.get(p.t.path));
-        if (!_sameLocal(now, p.local)) {
+        const seen = statEntrySync(root, p.t.path);
+        if (!_sameFs(typeof seen === 'string' ? undefined : seen, p.local.fs)) {
+          const now = await localStateOf(root, p.t.path, await replica.get(p.t.path));
           // Keep the server's version beside the conflict record instead.
           const c = _conflict(result, onEvent, undefined, replica, p.t, _classify(now, p.t), now);
           renameSync(tmp, join(replica.stateDir, c.serverBlob!));
           dirs.add(blobDir);
           continue;
         }
-        if (now.fs?.type === EntryType.DIR) rmdirSync(item.dest);
+        if (p.local.fs?.type === EntryType.DIR) rmdirSync(item.dest);
         renameSync(tmp, item.dest);
         dirs.add(dirname(item.dest));
         await indexFrom(p.t);
-        await clearConflict(replica.stateDir, p.t.path);
+        await settle(p.t.path);
         result.changed++;
         result.files++;
         result.bytes += p.t.size;
@@ -266,10 +276,9 @@ async function _equivalent(root: string, local: LocalState, idx: IndexEntry | un
   return hash === toHex(t.hash);
 }
 
-function _sameLocal(a: LocalState, b: LocalState): boolean {
-  if (a.kind !== b.kind) return !(a.fs || b.fs) ? true : false;
-  if (!a.fs || !b.fs) return !a.fs && !b.fs;
-  return a.fs.type === b.fs.type && a.fs.size === b.fs.size && a.fs.mtimeMs === b.fs.mtimeMs && a.fs.ino === b.fs.ino && a.fs.target === b.fs.target;
+function _sameFs(a: FsEntry | undefined, b: FsEntry | undefined): boolean {
+  if (!a || !b) return !a && !b;
+  return a.type === b.type && a.size === b.size && a.mtimeMs === b.mtimeMs && a.ctimeMs === b.ctimeMs && a.ino === b.ino && a.target === b.target;
 }
 
 function _indexEntry(t: Entry, fs: FsEntry): IndexEntry {

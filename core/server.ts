@@ -1,5 +1,5 @@
 import { EventEmitter } from 'node:events';
-import { constants as fsc } from 'node:fs';
+import { closeSync, constants as fsc, fstatSync, openSync, readSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { type AddressInfo, createServer, isIPv4, type Server, type Socket } from 'node:net';
 import { join, resolve } from 'node:path';
@@ -29,6 +29,10 @@ export interface ServeOptions {
 const LIST_BATCH = 1000;
 /** Tar bytes gathered before a SNAPSHOT frame is sent. */
 const SNAPSHOT_FRAME = 512 * 1024;
+/** Tar bytes a SNAPSHOT may have packed ahead of the socket. */
+const SNAPSHOT_AHEAD = 4 * 1024 * 1024;
+/** Files up to this size are packed from one buffer. */
+const PACK_WHOLE = 256 * 1024;
 /** Largest READ reply payload. */
 const READ_MAX = 4 * 1024 * 1024;
 
@@ -231,23 +235,25 @@ export class ImzServer extends EventEmitter {
     }
     for (const p of paths) checkPath(p, 'make snapshot');
     const pack = tarPack();
+    // Bytes handed to the packer but not yet sent: bounds memory per request.
+    let ahead = 0;
+    let wake: (() => void) | undefined;
     const producer = (async () => {
       for (const p of paths) {
         if (reply.closed) break;
         const t = this.state.table.get(p);
         if (!t || t.type !== EntryType.FILE) continue; // gone: the client sees it missing and pulls again
-        let fh: FileHandle;
+        // Small files are read with synchronous calls: four thread-pool round
+        // trips per file would cost far more than the reads themselves.
+        const fd = this._openCheckedSync(p, t);
+        if (fd === undefined) continue;
         try {
-          fh = await this._openChecked(p, t, 'snapshot');
-        } catch (err) {
-          if ((err as ImzError).code === Codes.STALE) continue;
-          throw err;
-        }
-        try {
-          await _packFile(pack, p, t, fh);
+          await _packFile(pack, p, t, fd);
         } finally {
-          await fh.close();
+          closeSync(fd);
         }
+        ahead += 512 + t.size;
+        while (ahead > SNAPSHOT_AHEAD && !reply.closed) await new Promise<void>((r) => { wake = r; });
       }
       pack.finalize();
     })();
@@ -259,28 +265,60 @@ export class ImzServer extends EventEmitter {
       size += chunk.length;
       if (size >= SNAPSHOT_FRAME) {
         await reply.send({ snapshotReply: { tar: Buffer.concat(parts) } }, false);
+        ahead -= size;
         parts = [];
         size = 0;
+        wake?.();
       }
       if (reply.closed) break;
     }
+    wake?.();
     await producer;
     await reply.send({ snapshotReply: { tar: Buffer.concat(parts) } }, true);
+  }
+
+  // Opens a file for a snapshot if it still matches the table (undefined when it changed).
+  private _openCheckedSync(path: string, t: TableEntry): number | undefined {
+    let fd: number;
+    try {
+      fd = openSync(join(this.root, path), fsc.O_RDONLY | fsc.O_NOFOLLOW);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT' || code === 'ELOOP' || code === 'ENOTDIR') return undefined;
+      throw err;
+    }
+    const st = fstatSync(fd);
+    if (!st.isFile() || st.size !== t.size || Math.trunc(st.mtimeMs) !== t.mtimeMs) {
+      closeSync(fd);
+      return undefined;
+    }
+    return fd;
   }
 }
 
 // Writes one file into the tar pack, exactly t.size bytes (zero-padded if
 // the file shrank under us: the hash check on the client rejects it then).
-async function _packFile(pack: ReturnType<typeof tarPack>, path: string, t: TableEntry, fh: FileHandle): Promise<void> {
-  const hashHex = toHex(new Uint8Array(Buffer.from(t.hash, 'latin1')));
+async function _packFile(pack: ReturnType<typeof tarPack>, path: string, t: TableEntry, fd: number): Promise<void> {
+  const header = { name: path, size: t.size, mode: t.mode, mtime: new Date(t.mtimeMs), pax: { 'IMZ.hash': toHex(new Uint8Array(Buffer.from(t.hash, 'latin1'))) } };
+  if (t.size <= PACK_WHOLE) {
+    const buf = Buffer.alloc(t.size);
+    let got = 0;
+    while (got < t.size) {
+      const n = readSync(fd, buf, got, t.size - got, got);
+      if (n === 0) break;
+      got += n;
+    }
+    pack.entry(header, buf);
+    return;
+  }
   await new Promise<void>((res, rej) => {
-    const entry = pack.entry({ name: path, size: t.size, mode: t.mode, mtime: new Date(t.mtimeMs), pax: { 'IMZ.hash': hashHex } }, (err) => (err ? rej(err) : res()));
+    const entry = pack.entry(header, (err) => (err ? rej(err) : res()));
     void (async () => {
-      const buf = Buffer.allocUnsafe(Math.min(t.size, 256 * 1024) || 1);
+      const buf = Buffer.allocUnsafe(PACK_WHOLE);
       let pos = 0;
       while (pos < t.size) {
         const n = Math.min(buf.length, t.size - pos);
-        const { bytesRead } = await fh.read(buf, 0, n, pos);
+        const bytesRead = readSync(fd, buf, 0, n, pos);
         const chunk = bytesRead > 0 ? Buffer.from(buf.subarray(0, bytesRead)) : Buffer.alloc(n);
         const more = entry.write(chunk);
         pos += chunk.length;

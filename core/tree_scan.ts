@@ -1,4 +1,5 @@
 import type { Dirent, Stats } from 'node:fs';
+import { lstatSync, readlinkSync } from 'node:fs';
 import { lstat, readdir, readlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { EntryType, type EntryTypeCode } from '../protocol/messages.ts';
@@ -60,6 +61,22 @@ export async function statEntry(root: string, path: string): Promise<FsEntry | s
   }
   const target = st.isSymbolicLink() ? await readlink(join(root, path)) : '';
   return fsEntryFromStats(path, st, target);
+}
+
+/**
+ * Synchronous lstat of one path inside root, without throwing for a missing
+ * path (exceptions are costly when most paths are new, as in a clone).
+ */
+export function statEntrySync(root: string, path: string): FsEntry | string | undefined {
+  let st: Stats | undefined;
+  try {
+    st = lstatSync(join(root, path), { throwIfNoEntry: false });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOTDIR') return undefined;
+    throw err;
+  }
+  if (!st) return undefined;
+  return fsEntryFromStats(path, st, st.isSymbolicLink() ? readlinkSync(join(root, path)) : '');
 }
 
 /**
