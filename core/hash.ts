@@ -1,11 +1,30 @@
 import { createHash } from 'node:crypto';
+import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 
 /** Bytes read per step when hashing files. */
 const CHUNK = 1024 * 1024;
 
+/** Files up to this size are hashed with synchronous reads (far cheaper per file). */
+const SYNC_LIMIT = 1024 * 1024;
+const _syncBuf = Buffer.allocUnsafe(SYNC_LIMIT);
+
 /** SHA-256 of a file's content, read in chunks so memory stays bounded. */
 export async function hashFile(path: string): Promise<Uint8Array> {
+  const fd = openSync(path, 'r');
+  try {
+    if (fstatSync(fd).size <= SYNC_LIMIT) {
+      const h = createHash('sha256');
+      for (;;) {
+        const n = readSync(fd, _syncBuf, 0, SYNC_LIMIT, null);
+        if (n === 0) break;
+        h.update(_syncBuf.subarray(0, n));
+      }
+      return new Uint8Array(h.digest());
+    }
+  } finally {
+    closeSync(fd);
+  }
   const h = createHash('sha256');
   const fh = await open(path, 'r');
   try {

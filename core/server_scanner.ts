@@ -30,7 +30,8 @@ export class ServerScanner extends EventEmitter {
   readonly state: ServerState;
   private _exclude: Set<string>;
   private _ignore: IgnoreFn | undefined;
-  private _watcher: FSWatcher | undefined;
+  private _watchers = new Map<string, FSWatcher>();
+  private _watchFailed = false;
   private _dirty = new Set<string>();
   private _timer: ReturnType<typeof setTimeout> | undefined;
   private _rescanTimer: ReturnType<typeof setInterval> | undefined;
@@ -52,7 +53,7 @@ export class ServerScanner extends EventEmitter {
   async start(): Promise<number> {
     this._ignore = await loadIgnore(this.root);
     const n = await this.scan('');
-    this._startWatcher();
+    this._watchAll();
     if (this._rescanMs > 0) {
       this._rescanTimer = setInterval(() => void this.scan('').catch((e) => this.emit('error', e)), this._rescanMs);
       this._rescanTimer.unref?.();
@@ -60,22 +61,43 @@ export class ServerScanner extends EventEmitter {
     return n;
   }
 
-  private _startWatcher(): void {
+  // One non-recursive watch per directory (libuv shares one inotify
+  // descriptor among them). Node 20's recursive mode tracks every file and
+  // costs far more memory and start-up time on large trees.
+  private _watchAll(): void {
+    this._watchDir('');
+    for (const [p, t] of this.state.table) if (t.type === EntryType.DIR) this._watchDir(p);
+  }
+
+  private _watchDir(rel: string): void {
+    if (this._closed || this._watchers.has(rel) || this._watchFailed) return;
     try {
-      this._watcher = watch(this.root, { recursive: true }, (_event, filename) => {
-        if (filename === null || filename === undefined) return this._markDirty('');
-        const rel = String(filename).split('\\').join('/');
-        const first = rel.split('/')[0]!;
-        if (isReservedName(first) || rel.split('/').some(isReservedName)) return;
+      const w = watch(rel === '' ? this.root : join(this.root, rel), (_event, filename) => {
+        if (filename === null || filename === undefined) return this._markDirty(rel);
+        const name = String(filename);
+        if (isReservedName(name)) return;
+        this._markDirty(rel === '' ? name : `${rel}/${name}`);
+      });
+      w.on('error', () => {
+        // The directory went away (its removal is seen by the parent's watch) or the watch broke.
+        this._unwatchDir(rel);
         this._markDirty(rel);
       });
-      this._watcher.on('error', (err) => {
-        // A lost watcher (limits, overflow) leaves the periodic rescan in charge.
-        this.emit('error', err);
-        this._markDirty('');
-      });
+      this._watchers.set(rel, w);
     } catch (err) {
-      this.emit('error', err);
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT' || code === 'ENOTDIR') return;
+      // Out of inotify watches (ENOSPC) or similar: the periodic rescan covers the rest.
+      this._watchFailed = true;
+      this.emit('error', new Error(`cannot watch ${rel || '.'}: ${(err as Error).message}; changes are found by the periodic rescan only`));
+    }
+  }
+
+  private _unwatchDir(rel: string): void {
+    const w = this._watchers.get(rel);
+    if (w) {
+      w.close();
+      this._watchers.delete(rel);
     }
   }
 
@@ -137,18 +159,23 @@ export class ServerScanner extends EventEmitter {
     } else {
       for await (const e of walkTree(this.root, '', { ignore: this._ignore, exclude: this._exclude, onSkip })) await consider(e);
     }
+    const retrySet = new Set(retry);
     const removals: PendingChange[] = [];
     const prefix = sub === '' ? '' : `${sub}/`;
     for (const [p, t] of this.state.table) {
       if (seen.has(p)) continue;
       if (sub !== '' && p !== sub && !p.startsWith(prefix)) continue;
-      if (retry.includes(p)) continue;
+      if (retrySet.has(p)) continue;
       removals.push({ change: t.type === EntryType.DIR ? Change.RMDIR : Change.REMOVE, path: p, state: undefined });
     }
     // Deepest first, so a directory's contents go before it.
     removals.sort((a, b) => (a.path < b.path ? 1 : a.path > b.path ? -1 : 0));
     const changes = [...removals, ...upserts];
     if (changes.length > 0) await this.state.commit(changes);
+    if (this._watchers.size > 0 || sub !== '') {
+      for (const c of removals) if (this._watchers.has(c.path)) this._unwatchDir(c.path);
+      for (const c of upserts) if (c.state?.type === EntryType.DIR) this._watchDir(c.path);
+    }
     for (const p of retry) setTimeout(() => this._markDirty(p), 200).unref?.();
     this.emit('scanned', changes.length);
     return changes.length;
@@ -224,7 +251,8 @@ export class ServerScanner extends EventEmitter {
     if (this._timer) clearTimeout(this._timer);
     this._timer = undefined;
     if (this._rescanTimer) clearInterval(this._rescanTimer);
-    this._watcher?.close();
+    for (const w of this._watchers.values()) w.close();
+    this._watchers.clear();
     await this._chain;
   }
 }

@@ -1,6 +1,6 @@
-import type { Dirent, Stats } from 'node:fs';
-import { lstatSync, readlinkSync } from 'node:fs';
-import { lstat, readdir, readlink } from 'node:fs/promises';
+import type { Stats } from 'node:fs';
+import { lstatSync, readdirSync, readlinkSync } from 'node:fs';
+import { lstat, readlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { EntryType, type EntryTypeCode } from '../protocol/messages.ts';
 import { isReservedName, pathProblem } from './paths.ts';
@@ -87,59 +87,57 @@ export function statEntrySync(root: string, path: string): FsEntry | string | un
  */
 export async function* walkTree(root: string, sub = '', opts: ScanOptions = {}): AsyncGenerator<FsEntry> {
   const stack: string[] = [sub];
+  let dirsSinceYield = 0;
   while (stack.length > 0) {
     const dir = stack.pop()!;
-    let dirents: Dirent[];
+    // Synchronous calls per directory: a thread-pool round trip per lstat
+    // costs ten times the call itself. Yield to the event loop between
+    // directories so a server keeps answering during a long scan.
+    if (++dirsSinceYield >= 16) {
+      dirsSinceYield = 0;
+      await new Promise<void>((r) => setImmediate(r));
+    }
+    let names: string[];
     try {
-      dirents = await readdir(join(root, dir), { withFileTypes: true });
+      names = readdirSync(join(root, dir));
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
       if (code === 'ENOENT' || code === 'ENOTDIR') continue;
       throw err;
     }
-    dirents.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
-    const found = await Promise.all(dirents.map(async (d) => {
-      const name = d.name;
+    names.sort();
+    const subdirs: string[] = [];
+    for (const name of names) {
       const rel = dir === '' ? name : `${dir}/${name}`;
-      if (isReservedName(name)) return undefined;
+      if (isReservedName(name)) continue;
       const abs = join(root, rel);
-      if (opts.exclude?.has(abs)) return undefined;
+      if (opts.exclude?.has(abs)) continue;
       // Node decodes invalid UTF-8 as U+FFFD; such a name cannot be named back.
       if (name.includes('\uFFFD')) {
         opts.onSkip?.({ path: rel, reason: 'name is not valid UTF-8' });
-        return undefined;
+        continue;
       }
       const problem = pathProblem(rel);
       if (problem) {
         opts.onSkip?.({ path: rel, reason: problem });
-        return undefined;
+        continue;
       }
-      let st: Stats;
-      try {
-        st = await lstat(abs);
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined; // vanished mid-walk
-        throw err;
-      }
-      if (opts.ignore?.(rel, st.isDirectory())) return undefined;
+      const st = lstatSync(abs, { throwIfNoEntry: false });
+      if (!st) continue; // vanished mid-walk
+      if (opts.ignore?.(rel, st.isDirectory())) continue;
       let target = '';
       if (st.isSymbolicLink()) {
         try {
-          target = await readlink(abs);
+          target = readlinkSync(abs);
         } catch {
-          return undefined;
+          continue;
         }
       }
       const e = fsEntryFromStats(rel, st, target);
       if (typeof e === 'string') {
         opts.onSkip?.({ path: rel, reason: e });
-        return undefined;
+        continue;
       }
-      return e;
-    }));
-    const subdirs: string[] = [];
-    for (const e of found) {
-      if (!e) continue;
       yield e;
       if (e.type === EntryType.DIR) subdirs.push(e.path);
     }
