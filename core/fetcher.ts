@@ -40,7 +40,8 @@ export interface FetchOptions {
 const SMALL_BATCH_FILES = 2000;
 const SMALL_BATCH_BYTES = 64 * 1024 * 1024;
 const COMMIT_BATCH = 256;
-const CHUNK = 1024 * 1024;
+const CHUNK = 2 * 1024 * 1024;
+const LARGE_FILE = 1024 * 1024;
 const READS_IN_FLIGHT = 8;
 
 /**
@@ -51,7 +52,7 @@ const READS_IN_FLIGHT = 8;
  * Files that changed on the server meanwhile come back in `stale`.
  */
 export async function fetchFiles(remote: Remote, items: FetchItem[], commit: (batch: Fetched[]) => Promise<void>, opts: FetchOptions = {}): Promise<{ stale: FetchItem[] }> {
-  const largeFile = opts.largeFile ?? CHUNK;
+  const largeFile = opts.largeFile ?? LARGE_FILE;
   const durable = opts.durable ?? true;
   const progress: FetchProgress = { files: 0, bytes: 0 };
   const stale: FetchItem[] = [];

@@ -176,7 +176,7 @@ export class ImzServer extends EventEmitter {
       throw err;
     }
     const st = await fh.stat();
-    if (!st.isFile() || st.size !== t.size || Math.trunc(st.mtimeMs) !== t.mtimeMs) {
+    if (!st.isFile() || st.size !== t.size || st.mtimeMs !== t.mtimeMs) {
       await fh.close();
       throw new ImzError(Codes.STALE, `cannot ${action}: ${path} changed on the server (pull again)`);
     }
@@ -288,7 +288,7 @@ export class ImzServer extends EventEmitter {
       throw err;
     }
     const st = fstatSync(fd);
-    if (!st.isFile() || st.size !== t.size || Math.trunc(st.mtimeMs) !== t.mtimeMs) {
+    if (!st.isFile() || st.size !== t.size || st.mtimeMs !== t.mtimeMs) {
       closeSync(fd);
       return undefined;
     }

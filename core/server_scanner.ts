@@ -214,7 +214,7 @@ export class ServerScanner extends EventEmitter {
     try {
       hash = await hashFile(join(this.root, e.path));
       const after = await lstat(join(this.root, e.path));
-      if (after.size !== e.size || Math.trunc(after.mtimeMs) !== e.mtimeMs || after.ino !== e.ino) return 'retry';
+      if (after.size !== e.size || after.mtimeMs !== e.mtimeMs || after.ino !== e.ino) return 'retry';
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
       if (code === 'ENOENT' || code === 'ENOTDIR' || code === 'EISDIR') return 'retry';

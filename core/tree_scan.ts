@@ -45,7 +45,7 @@ export function fsEntryFromStats(path: string, st: Stats, target = ''): FsEntry 
   else if (st.isCharacterDevice() || st.isBlockDevice()) return 'device';
   else return 'unsupported file type';
   return {
-    path, type, size: type === EntryType.FILE ? st.size : 0, mode: st.mode & 0o7777, mtimeMs: Math.trunc(st.mtimeMs),
+    path, type, size: type === EntryType.FILE ? st.size : 0, mode: st.mode & 0o7777, mtimeMs: st.mtimeMs,
     ctimeMs: st.ctimeMs, ino: st.ino, target,
   };
 }

@@ -25,6 +25,11 @@ export const serveCommand: CommandModule<GlobalArgs, ServeArgs> = {
     .example('imz serve /srv/data --port 0 --json', 'serve on a free port; the first line says which')
     .example('imz serve ~/tree --port 7070', 'serve ~/tree on 127.0.0.1:7070') as unknown as Argv<ServeArgs>,
   handler: (args) => run(args, async (out) => {
+    // Listen for signals first: a stop asked for during start-up waits for it, then shuts down cleanly.
+    const stopped = new Promise<void>((resolve) => {
+      process.once('SIGINT', () => resolve());
+      process.once('SIGTERM', () => resolve());
+    });
     const { serve } = await import('../../core/serve.ts');
     const { isLoopback } = await import('../../core/server.ts');
     if (!isLoopback(args.host)) {
@@ -41,11 +46,7 @@ export const serveCommand: CommandModule<GlobalArgs, ServeArgs> = {
     out.event({ event: 'listening', host: server.host, port: server.port, serverId: server.serverId, journalLast: server.journalLast });
     out.line(`imz serving ${server.root} on ${server.host}:${server.port} (journal at ${server.journalLast})`);
     if (out.quiet && !out.json) process.stdout.write(`${server.host}:${server.port}\n`);
-    await new Promise<void>((resolve) => {
-      const stop = () => resolve();
-      process.once('SIGINT', stop);
-      process.once('SIGTERM', stop);
-    });
+    await stopped;
     await server.close();
     out.event({ event: 'stopped' });
     return 0;
