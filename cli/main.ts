@@ -13,6 +13,15 @@ import type { GlobalArgs } from './output.ts';
 // when its pool first starts, which is after this line).
 process.env.UV_THREADPOOL_SIZE ??= '16';
 
+// A reader that went away (`imz pull -v | head`) is not an error of ours:
+// stop quietly, as git does on SIGPIPE. State stays consistent (atomic steps).
+for (const stream of [process.stdout, process.stderr]) {
+  stream.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EPIPE') process.exit(typeof process.exitCode === 'number' ? process.exitCode : 0);
+    throw err;
+  });
+}
+
 const cli = yargs(hideBin(process.argv))
   .scriptName('imz')
   .usage('imz <command> [options]\n\nInterMezzo for today: replicas that catch up by replaying a journal.')
@@ -23,7 +32,7 @@ const cli = yargs(hideBin(process.argv))
   .command(serveCommand as never)
   .command(cloneCommand as never)
   .command(pullCommand as never)
-  .demandCommand(1, 'imz needs a command: serve, clone or pull (see imz --help)')
+  .demandCommand(1, 'imz needs a command: serve, clone or pull')
   .strict()
   .version(VERSION)
   .help()

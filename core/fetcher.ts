@@ -2,12 +2,12 @@ import { createHash } from 'node:crypto';
 import { closeSync, fchmodSync, fdatasync, futimesSync, openSync, unlinkSync, writeSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { extract as tarExtract } from 'tar-stream';
 import { Codes, ImzError } from '../protocol/errors.ts';
 import type { Entry } from '../protocol/messages.ts';
 import { tempNameFor } from './atomic_fs.ts';
 import { sameHash } from './hash.ts';
 import type { Remote } from './remote.ts';
+import { TarReader } from './tar_reader.ts';
 
 /** A file to fetch and where it must end up. */
 export interface FetchItem {
@@ -74,10 +74,17 @@ export async function fetchFiles(remote: Remote, items: FetchItem[], commit: (ba
     commitChain = commitChain.then(() => commit(ready));
     await commitChain;
   };
+  let lastReport = 0;
+  const report = (force = false) => {
+    const now = Date.now();
+    if (!force && now - lastReport < 100) return; // progress is for eyes: ten updates a second
+    lastReport = now;
+    opts.onProgress?.(progress);
+  };
   const done = async (item: FetchItem, tmp: string, fd: number) => {
     pending.push({ item, tmp, fd });
     progress.files++;
-    opts.onProgress?.(progress);
+    report();
     if (pending.length >= COMMIT_BATCH) await flush();
   };
 
@@ -107,12 +114,13 @@ export async function fetchFiles(remote: Remote, items: FetchItem[], commit: (ba
     for (const it of large) {
       const r = await _fetchLarge(remote, it, (n) => {
         progress.bytes += n;
-        opts.onProgress?.(progress);
+        report();
       });
       if (!r) stale.push(it);
       else await done(it, r.tmp, r.fd);
     }
     await flush();
+    report(true);
   } catch (err) {
     for (const p of pending) {
       try { closeSync(p.fd); } catch { /* already closed */ }
@@ -134,48 +142,54 @@ function _tarBatch(remote: Remote, items: FetchItem[]): _TarBatch {
   return {
     async consume(onFile) {
       const got = new Set<FetchItem>();
-      const ex = tarExtract();
-      const feeder = (async () => {
-        let r = await stream.next();
-        while (!r.done) {
-          if (!ex.write(r.value as Buffer)) await new Promise<void>((res) => ex.once('drain', () => res()));
-          r = await stream.next();
-        }
-        (ex as unknown as { end(): void }).end();
-      })();
-      feeder.catch((err) => ex.destroy(err));
-      for await (const entry of ex as AsyncIterable<AsyncIterable<Uint8Array> & { header: { name: string; size?: number } }>) {
-        const item = byPath.get(entry.header.name);
-        if (!item) {
-          for await (const _ of entry) { /* not asked for: drain and drop */ }
-          continue;
-        }
+      const ready: { item: FetchItem; tmp: string; fd: number; bytes: number }[] = [];
+      let partial: { fd: number; tmp: string } | undefined;
+      const reader = new TarReader((h) => {
+        const item = byPath.get(h.name);
+        if (!item || h.size !== item.entry.size || got.has(item)) return null; // not asked for, or not the version asked for
         const tmp = tempNameFor(item.dest);
         const fd = openSync(tmp, 'wx', item.entry.mode & 0o777);
-        const h = createHash('sha256');
-        let n = 0;
-        try {
-          for await (const chunk of entry) {
-            writeSync(fd, chunk);
-            h.update(chunk);
-            n += chunk.length;
+        const hash = createHash('sha256');
+        partial = { fd, tmp };
+        return {
+          write(bytes) {
+            writeSync(fd, bytes);
+            hash.update(bytes);
+          },
+          end() {
+            partial = undefined;
+            if (!sameHash(new Uint8Array(hash.digest()), item.entry.hash)) {
+              // Changed on the server while being read: never made visible.
+              closeSync(fd);
+              unlinkSync(tmp);
+              return;
+            }
+            _finishMeta(fd, item.entry);
+            got.add(item);
+            ready.push({ item, tmp, fd, bytes: h.size });
+          },
+        };
+      });
+      try {
+        for await (const chunk of stream) {
+          reader.push(chunk);
+          while (ready.length > 0) {
+            const r = ready.shift()!;
+            await onFile(r.item, r.tmp, r.fd, r.bytes);
           }
-        } catch (err) {
-          closeSync(fd);
-          unlinkSync(tmp);
-          throw err;
         }
-        if (!sameHash(new Uint8Array(h.digest()), item.entry.hash)) {
-          // Changed on the server while being read: never made visible.
-          closeSync(fd);
-          unlinkSync(tmp);
-          continue;
+      } catch (err) {
+        for (const r of partial ? [...ready, partial] : ready) {
+          closeSync(r.fd);
+          unlinkSync(r.tmp);
         }
-        _finishMeta(fd, item.entry);
-        got.add(item);
-        await onFile(item, tmp, fd, n);
+        throw err;
       }
-      await feeder;
+      if (partial) {
+        // The stream ended inside a member: that file is not complete.
+        closeSync(partial.fd);
+        unlinkSync(partial.tmp);
+      }
       return got;
     },
   };

@@ -12,7 +12,7 @@ import { type LocalState, localStateOf } from './local_state.ts';
 import { checkPath, depthOf, parentOf } from './paths.ts';
 import type { Remote } from './remote.ts';
 import type { Replica } from './replica.ts';
-import { type FsEntry, fsEntryFromStats, statEntrySync } from './tree_scan.ts';
+import { type FsEntry, fsEntryFromStats, sameMtime, statEntrySync } from './tree_scan.ts';
 
 /** Something reconcile did or found, for progress output. */
 export type ReconcileEvent =
@@ -70,7 +70,7 @@ export async function reconcile(replica: Replica, remote: Remote, targets: Entry
     }
     if (await _equivalent(root, local, idx, t)) {
       const needsMeta = t.type !== EntryType.NONE && (local.kind === 'clean' || local.kind === 'absent') && local.fs &&
-        (local.fs.mode !== t.mode || (t.type === EntryType.FILE && local.fs.mtimeMs !== t.mtimeMs));
+        (local.fs.mode !== t.mode || (t.type === EntryType.FILE && !sameMtime(local.fs.mtimeMs, t.mtimeMs)));
       plans.push({ kind: needsMeta ? 'meta' : 'index', t, local });
       continue;
     }
@@ -185,17 +185,17 @@ export async function reconcile(replica: Replica, remote: Remote, targets: Entry
   }
   const blobDir = join(replica.stateDir, 'conflicts', 'blobs');
   for (const { t } of conflictFetch) fileItems.push({ entry: t, dest: join(replica.stateDir, blobPath(toHex(t.hash))) });
+  const renamedIn = new Set<string>();
   if (fileItems.length > 0) {
     await mkdir(blobDir, { recursive: true });
     const totalBytes = fileItems.reduce((n, i) => n + i.entry.size, 0);
     await replica.noteTempDirs([...tempDirsOf(fileItems)].map((d) => d.slice(root.length + 1)));
     const { stale } = await fetchFiles(remote, fileItems, async (batch) => {
-      const dirs = new Set<string>();
       for (const { item, tmp } of batch) {
         const p = planByDest.get(item.dest);
         if (!p) {
           renameSync(tmp, item.dest); // a conflict's server version, content-addressed
-          dirs.add(dirname(item.dest));
+          renamedIn.add(dirname(item.dest));
           continue;
         }
         // The user may have written the file since we looked: never overwrite that.
@@ -205,12 +205,12 @@ export async function reconcile(replica: Replica, remote: Remote, targets: Entry
           // Keep the server's version beside the conflict record instead.
           const c = _conflict(result, onEvent, undefined, replica, p.t, _classify(now, p.t), now);
           renameSync(tmp, join(replica.stateDir, c.serverBlob!));
-          dirs.add(blobDir);
+          renamedIn.add(blobDir);
           continue;
         }
         if (p.local.fs?.type === EntryType.DIR) rmdirSync(item.dest);
         renameSync(tmp, item.dest);
-        dirs.add(dirname(item.dest));
+        renamedIn.add(dirname(item.dest));
         await indexFrom(p.t);
         await settle(p.t.path);
         result.changed++;
@@ -218,11 +218,12 @@ export async function reconcile(replica: Replica, remote: Remote, targets: Entry
         result.bytes += p.t.size;
         onEvent?.({ type: 'change', path: p.t.path, action: p.local.fs ? 'update' : 'create' });
       }
-      await Promise.all([...dirs].map(fsyncDir));
     }, { onProgress: (pr: FetchProgress) => onEvent?.({ type: 'progress', files: pr.files, bytes: pr.bytes, totalFiles: fileItems.length, totalBytes }) });
     for (const s of stale) if (planByDest.has(s.dest)) result.stale.push(s.entry.path);
   }
-  await Promise.all([...dirsTouched].map((d) => fsyncDir(join(root, d))));
+  // One fsync per directory touched, once all renames are done, before the index moves.
+  for (const d of dirsTouched) renamedIn.add(join(root, d));
+  await _inParallel([...renamedIn], 32, fsyncDir);
   for (const c of result.conflicts) await saveConflict(replica.stateDir, c);
   await replica.flushIndex();
   await replica.clearTempDirs();
@@ -312,3 +313,12 @@ function _ensureParents(root: string, p: string, safe: Set<string>): void {
   }
 }
 
+
+// Runs fn over items with at most limit calls in flight.
+async function _inParallel<T>(items: T[], limit: number, fn: (x: T) => Promise<void>): Promise<void> {
+  let i = 0;
+  const worker = async () => {
+    while (i < items.length) await fn(items[i++]!);
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+}

@@ -299,7 +299,8 @@ export class ImzServer extends EventEmitter {
 // Writes one file into the tar pack, exactly t.size bytes (zero-padded if
 // the file shrank under us: the hash check on the client rejects it then).
 async function _packFile(pack: ReturnType<typeof tarPack>, path: string, t: TableEntry, fd: number): Promise<void> {
-  const header = { name: path, size: t.size, mode: t.mode, mtime: new Date(t.mtimeMs), pax: { 'IMZ.hash': toHex(new Uint8Array(Buffer.from(t.hash, 'latin1'))) } };
+  // No pax header for the hash: the client checks against the hash it got from LIST or the journal.
+  const header = { name: path, size: t.size, mode: t.mode, mtime: new Date(t.mtimeMs) };
   if (t.size <= PACK_WHOLE) {
     const buf = Buffer.alloc(t.size);
     let got = 0;

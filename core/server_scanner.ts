@@ -152,7 +152,9 @@ export class ServerScanner extends EventEmitter {
     if (sub !== '') {
       const top = await statEntry(this.root, sub);
       if (typeof top === 'string') onSkip({ path: sub, reason: top });
-      else if (top) {
+      else if (top && this._ignore?.(sub, top.type === EntryType.DIR)) {
+        seen.add(sub); // ignored now: neither journalled nor, if it was tracked, reported removed here
+      } else if (top) {
         await consider(top);
         if (top.type === EntryType.DIR) for await (const e of walkTree(this.root, sub, { ignore: this._ignore, exclude: this._exclude, onSkip })) await consider(e);
       }

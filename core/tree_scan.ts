@@ -34,6 +34,15 @@ export interface ScanOptions {
   onSkip?: (s: SkippedPath) => void;
 }
 
+/**
+ * True when two mtimes (ms) are the same instant as far as utimes can set
+ * it: setting a time goes through a double of seconds, which keeps about a
+ * quarter of a microsecond.
+ */
+export function sameMtime(a: number, b: number): boolean {
+  return Math.abs(a - b) < 0.001;
+}
+
 /** Turns lstat results into an FsEntry, or a reason to skip the path. */
 export function fsEntryFromStats(path: string, st: Stats, target = ''): FsEntry | string {
   let type: EntryTypeCode;
