@@ -787,6 +787,8 @@ function notes(reports: RootReport[]): string {
       out.push(
         `  - replica .imz/: ${bytes(m.imzReplicaStateBytesAfterClone)} after the clone (${m.imzReplicaStateBytesPerFile ?? '?'} bytes per file), ${bytes(m.imzReplicaStateBytesEnd)} at the end; server .imz-server/: ${bytes(m.imzServerStateBytes)}`,
       );
+    } else if (!rep.imz.startsWith('(skipped')) {
+      out.push('  - imz serve RSS and .imz/ size: not measured (the incremental tree was not served; see the errors)');
     }
   }
   const r0 = reports[0];

@@ -8,6 +8,7 @@ import { tempNameFor } from './atomic_fs.ts';
 import { sameHash } from './hash.ts';
 import type { Remote } from './remote.ts';
 import { TarReader } from './tar_reader.ts';
+import { utimeSeconds } from './tree_scan.ts';
 
 /** A file to fetch and where it must end up. */
 export interface FetchItem {
@@ -204,7 +205,7 @@ const _umask = (() => {
 
 function _finishMeta(fd: number, e: Entry): void {
   if ((e.mode & 0o777 & ~_umask) !== (e.mode & 0o777)) fchmodSync(fd, e.mode & 0o777);
-  futimesSync(fd, e.mtimeMs / 1000, e.mtimeMs / 1000);
+  futimesSync(fd, utimeSeconds(e.mtimeMs), utimeSeconds(e.mtimeMs));
 }
 
 // Fetches one large file with several READs in flight, hashing in order.
@@ -250,7 +251,7 @@ async function _fetchLarge(remote: Remote, item: FetchItem, onBytes: (n: number)
     }
     if (!sameHash(new Uint8Array(h.digest()), e.hash)) return undefined;
     await fh.chmod(e.mode & 0o777);
-    await fh.utimes(e.mtimeMs / 1000, e.mtimeMs / 1000);
+    await fh.utimes(utimeSeconds(e.mtimeMs), utimeSeconds(e.mtimeMs));
     ok = true;
     // Hand over a plain fd: the batch commit fsyncs and closes it.
     const fd = openSync(tmp, 'r+');

@@ -12,7 +12,7 @@ import { type LocalState, localStateOf } from './local_state.ts';
 import { checkPath, depthOf, parentOf } from './paths.ts';
 import type { Remote } from './remote.ts';
 import type { Replica } from './replica.ts';
-import { type FsEntry, fsEntryFromStats, sameMtime, statEntrySync } from './tree_scan.ts';
+import { type FsEntry, fsEntryFromStats, sameMtime, statEntrySync, utimeSeconds } from './tree_scan.ts';
 
 /** Something reconcile did or found, for progress output. */
 export type ReconcileEvent =
@@ -162,7 +162,7 @@ export async function reconcile(replica: Replica, remote: Remote, targets: Entry
     if (p.kind === 'meta') {
       const abs = join(root, p.t.path);
       await chmod(abs, p.t.mode & 0o777);
-      if (p.t.type === EntryType.FILE) await utimes(abs, p.t.mtimeMs / 1000, p.t.mtimeMs / 1000);
+      if (p.t.type === EntryType.FILE) await utimes(abs, utimeSeconds(p.t.mtimeMs), utimeSeconds(p.t.mtimeMs));
       await indexFrom(p.t);
       result.changed++;
       onEvent?.({ type: 'change', path: p.t.path, action: 'meta' });

@@ -43,6 +43,16 @@ export function sameMtime(a: number, b: number): boolean {
   return Math.abs(a - b) < 0.001;
 }
 
+/**
+ * Seconds to hand to utimes for an mtime in ms. Rounded to the microsecond
+ * and nudged half a microsecond up, so the value stored (which the kernel
+ * takes from a double) never lands just below the millisecond a server
+ * that sees only whole milliseconds (Deno) reported.
+ */
+export function utimeSeconds(ms: number): number {
+  return (Math.round(ms * 1000) + 0.5) / 1e6;
+}
+
 /** Turns lstat results into an FsEntry, or a reason to skip the path. */
 export function fsEntryFromStats(path: string, st: Stats, target = ''): FsEntry | string {
   let type: EntryTypeCode;

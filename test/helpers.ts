@@ -1,0 +1,378 @@
+// Shared harness of the integration tests: temp dirs, fixture copies, real
+// `imz` processes (server and client, under Node or Deno), tree snapshots.
+// Everything created here is registered and removed by cleanupAll(), which
+// every suite calls from `after` (and `after.each`), so a failing test
+// leaves no process running and no directory behind.
+import { type ChildProcess, spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { createReadStream, rmSync } from 'node:fs';
+import { access, cp, lstat, mkdir, mkdtemp, readFile, readdir, readlink, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+/** Root of the repository. */
+export const REPO = resolve(fileURLToPath(new URL('..', import.meta.url)));
+/** The bundled CLI that `npm run build` writes. */
+export const IMZ_JS = join(REPO, 'dist', 'imz.js');
+/** Deno, installed as an npm dev dependency. */
+export const DENO = join(REPO, 'node_modules', '.bin', 'deno');
+
+/** Which runtime runs the CLI: node (the bundle) or deno (the TypeScript sources). */
+export type Runtime = 'node' | 'deno';
+
+const tempDirs: string[] = [];
+const procs = new Set<ChildProcess>();
+
+let bundleCopy: Promise<string> | undefined;
+let bundleDir: string | undefined;
+
+/**
+ * The bundled CLI the tests run: a private copy of dist/ taken once per test
+ * process, so that a rebuild running meanwhile (which empties dist/ first)
+ * cannot pull files from under a running test. The copy is checked to be
+ * complete (every chunk the bundle imports is there) and retaken if not.
+ * IMZ_TEST_BIN=path/to/imz.js runs that file instead.
+ */
+export function imzBundle(): Promise<string> {
+  if (process.env.IMZ_TEST_BIN) return Promise.resolve(resolve(process.env.IMZ_TEST_BIN));
+  bundleCopy ??= (async () => {
+    for (let attempt = 0; attempt < 40; attempt++) {
+      const d = await mkdtemp(join(tmpdir(), 'imz-dist-'));
+      bundleDir = d;
+      try {
+        await cp(join(REPO, 'dist'), d, { recursive: true });
+        if (await bundleComplete(d)) return join(d, 'imz.js');
+      } catch { /* dist/ is being rebuilt: try again */ }
+      await rm(d, { recursive: true, force: true });
+      bundleDir = undefined;
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    throw new Error(`no complete bundle in ${join(REPO, 'dist')}: run \`npm run build\` first`);
+  })();
+  return bundleCopy;
+}
+
+/** True when dir/imz.js exists and every relative .js import of every bundle file resolves. */
+async function bundleComplete(dir: string): Promise<boolean> {
+  const files = ['imz.js', ...(await readdir(join(dir, 'chunks')).catch(() => [] as string[])).map((n) => `chunks/${n}`)];
+  for (const f of files) {
+    let text: string;
+    try {
+      text = await readFile(join(dir, f), 'utf8');
+    } catch {
+      return false;
+    }
+    for (const m of text.matchAll(/["'](\.\.?\/[\w./-]+\.js)["']/g)) {
+      try {
+        await access(resolve(dirname(join(dir, f)), m[1]));
+      } catch {
+        return false;
+      }
+    }
+  }
+  return true;
+}
+
+/** The argv (program first) that runs `imz <args>` under a runtime. */
+export async function imzArgv(args: string[], runtime: Runtime = 'node'): Promise<string[]> {
+  if (runtime === 'deno') return [DENO, 'run', '-A', '--config', join(REPO, 'deno.json'), join(REPO, 'cli', 'main.ts'), ...args];
+  return [process.execPath, await imzBundle(), ...args];
+}
+
+/** A fresh directory under the system temp dir, removed by cleanupAll(). */
+export async function makeTmp(prefix = 'imz-test-'): Promise<string> {
+  const d = await mkdtemp(join(tmpdir(), prefix));
+  tempDirs.push(d);
+  return d;
+}
+
+/**
+ * Copies fixtures/<name> to dest (symlinks copied as links, modes and
+ * timestamps kept). For 'sample' it also makes the empty directory `empty/`
+ * that git cannot store.
+ */
+export async function copyFixture(name: string, dest: string): Promise<void> {
+  await cp(join(REPO, 'fixtures', name), dest, { recursive: true, verbatimSymlinks: true, preserveTimestamps: true, errorOnExist: true, force: false });
+  if (name === 'sample') await mkdir(join(dest, 'empty'), { recursive: true });
+}
+
+/** Spawns a process, registers it for cleanup, collects its output. */
+function spawnTracked(argv: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv }): ChildProcess & { out: { stdout: string; stderr: string } } {
+  const p = spawn(argv[0], argv.slice(1), {
+    cwd: opts.cwd ?? REPO,
+    env: { ...process.env, NO_COLOR: '1', FORCE_COLOR: '0', ...opts.env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+    detached: false,
+  }) as ChildProcess & { out: { stdout: string; stderr: string } };
+  p.out = { stdout: '', stderr: '' };
+  p.stdout!.setEncoding('utf8');
+  p.stderr!.setEncoding('utf8');
+  p.stdout!.on('data', (s: string) => { p.out.stdout += s; });
+  p.stderr!.on('data', (s: string) => { p.out.stderr += s; });
+  procs.add(p);
+  const forget = () => procs.delete(p);
+  p.once('exit', forget);
+  p.once('error', forget);
+  return p;
+}
+
+/** Resolves with the exit of p (code, signal), or undefined after ms. */
+function exitOf(p: ChildProcess, ms: number): Promise<{ code: number | null; signal: NodeJS.Signals | null } | undefined> {
+  if (p.exitCode !== null || p.signalCode !== null) return Promise.resolve({ code: p.exitCode, signal: p.signalCode });
+  return new Promise((res) => {
+    const t = setTimeout(() => { p.off('close', onClose); res(undefined); }, ms);
+    const onClose = (code: number | null, signal: NodeJS.Signals | null) => { clearTimeout(t); res({ code, signal }); };
+    p.once('close', onClose);
+  });
+}
+
+/** A running `imz serve`. */
+export interface ServerHandle {
+  port: number;
+  address: string;
+  serverId: string;
+  proc: ChildProcess;
+  /** Everything it printed so far. */
+  output(): { stdout: string; stderr: string };
+  /** Sends signal (SIGTERM by default), waits for the exit (SIGKILL after 5 s); resolves with the exit status. */
+  stop(signal?: NodeJS.Signals): Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+/**
+ * Starts `imz serve DIR --port 0 --json [extraArgs]` and waits for its
+ * listening line (first line of stdout).
+ */
+export async function startServer(dir: string, extraArgs: string[] = [], opts: { runtime?: Runtime; timeoutMs?: number; env?: NodeJS.ProcessEnv } = {}): Promise<ServerHandle> {
+  const runtime = opts.runtime ?? 'node';
+  const timeoutMs = opts.timeoutMs ?? (runtime === 'deno' ? 30_000 : 10_000);
+  const hasPort = extraArgs.includes('--port');
+  const argv = await imzArgv(['serve', dir, ...(hasPort ? [] : ['--port', '0']), '--json', ...extraArgs], runtime);
+  const p = spawnTracked(argv, { env: opts.env });
+  const listening = await new Promise<Record<string, unknown>>((res, rej) => {
+    const fail = (why: string) => {
+      cleanup();
+      p.kill('SIGKILL');
+      rej(new Error(`imz serve ${dir} (${runtime}) ${why}\nstdout: ${p.out.stdout}\nstderr: ${p.out.stderr}`));
+    };
+    const timer = setTimeout(() => fail(`printed no listening line within ${timeoutMs} ms`), timeoutMs);
+    const onData = () => {
+      const nl = p.out.stdout.indexOf('\n');
+      if (nl < 0) return;
+      const first = p.out.stdout.slice(0, nl);
+      let ev: Record<string, unknown>;
+      try {
+        ev = JSON.parse(first);
+      } catch {
+        return fail(`printed a first line that is not JSON: ${first}`);
+      }
+      if (ev.event !== 'listening' || typeof ev.port !== 'number') return fail(`printed a first line that is not the listening event: ${first}`);
+      cleanup();
+      res(ev);
+    };
+    const onExit = (code: number | null, signal: string | null) => fail(`exited (code ${code}, signal ${signal}) before listening`);
+    const onError = (err: Error) => fail(`could not start: ${err.message}`);
+    const cleanup = () => {
+      clearTimeout(timer);
+      p.stdout!.off('data', onData);
+      p.off('exit', onExit);
+      p.off('error', onError);
+    };
+    p.stdout!.on('data', onData);
+    p.once('exit', onExit);
+    p.once('error', onError);
+  });
+  const port = listening.port as number;
+  return {
+    port,
+    address: `${listening.host as string}:${port}`,
+    serverId: String(listening.serverId ?? ''),
+    proc: p,
+    output: () => ({ ...p.out }),
+    async stop(signal: NodeJS.Signals = 'SIGTERM') {
+      if (p.exitCode !== null || p.signalCode !== null) return { code: p.exitCode, signal: p.signalCode };
+      p.kill(signal);
+      const r = await exitOf(p, 5_000);
+      if (r) return r;
+      p.kill('SIGKILL');
+      return (await exitOf(p, 5_000)) ?? { code: null, signal: 'SIGKILL' };
+    },
+  };
+}
+
+/** Result of one CLI run. */
+export interface RunResult {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Options of imz() and spawnImz(). */
+export interface ImzOptions {
+  cwd?: string;
+  env?: NodeJS.ProcessEnv;
+  timeoutMs?: number;
+  runtime?: Runtime;
+}
+
+/**
+ * Starts `imz <args>` without waiting (for tests that interrupt it). The
+ * process is registered for cleanup. `done` resolves at its exit.
+ */
+export async function spawnImz(args: string[], opts: ImzOptions = {}): Promise<{ proc: ChildProcess; done: Promise<RunResult> }> {
+  const p = spawnTracked(await imzArgv(args, opts.runtime), { cwd: opts.cwd, env: opts.env });
+  const done = new Promise<RunResult>((res) => {
+    p.once('error', (err) => res({ code: null, signal: null, stdout: p.out.stdout, stderr: p.out.stderr + String(err) }));
+    p.once('close', (code, signal) => res({ code, signal, stdout: p.out.stdout, stderr: p.out.stderr }));
+  });
+  return { proc: p, done };
+}
+
+/**
+ * Runs `imz <args>` to completion within timeoutMs (killed with SIGKILL,
+ * and an error thrown, when it takes longer).
+ */
+export async function imz(args: string[], opts: ImzOptions = {}): Promise<RunResult> {
+  const timeoutMs = opts.timeoutMs ?? (opts.runtime === 'deno' ? 30_000 : 15_000);
+  const { proc, done } = await spawnImz(args, opts);
+  let timer: NodeJS.Timeout | undefined;
+  const timedOut = new Promise<'timeout'>((res) => { timer = setTimeout(() => res('timeout'), timeoutMs); });
+  const r = await Promise.race([done, timedOut]);
+  clearTimeout(timer);
+  if (r === 'timeout') {
+    proc.kill('SIGKILL');
+    const late = await done;
+    throw new Error(`imz ${args.join(' ')} did not finish within ${timeoutMs} ms\nstdout: ${late.stdout}\nstderr: ${late.stderr}`);
+  }
+  return r;
+}
+
+/** Parses every stdout line as JSON (throws naming the line that is not). */
+export function jsonLines(stdout: string): Record<string, unknown>[] {
+  return stdout.split('\n').filter((l) => l.length > 0).map((l) => {
+    try {
+      return JSON.parse(l) as Record<string, unknown>;
+    } catch {
+      throw new Error(`stdout line is not JSON: ${JSON.stringify(l)}\nwhole stdout:\n${stdout}`);
+    }
+  });
+}
+
+/** One entry of a tree snapshot. */
+export interface SnapEntry {
+  type: 'file' | 'dir' | 'symlink' | 'other';
+  mode: number;
+  size?: number;
+  sha256?: string;
+  target?: string;
+  /** Files only, truncated to whole milliseconds (imz keeps ms precision). */
+  mtimeMs?: number;
+}
+
+/** True for the names imz keeps for itself, left out of snapshots. */
+export function isImzOwn(name: string): boolean {
+  return name === '.imz' || name === '.imz-server' || name.startsWith('.imz-tmp-');
+}
+
+async function sha256File(path: string): Promise<string> {
+  const h = createHash('sha256');
+  for await (const chunk of createReadStream(path)) h.update(chunk as Buffer);
+  return h.digest('hex');
+}
+
+/**
+ * The tree under dir as a map path → facts, without following symlinks and
+ * without .imz, .imz-server and .imz-tmp-* (at any depth). Directory mtimes
+ * are left out (they move whenever an entry is added).
+ */
+export async function snapshotTree(dir: string): Promise<Record<string, SnapEntry>> {
+  const out: Record<string, SnapEntry> = {};
+  const walk = async (rel: string): Promise<void> => {
+    const names = (await readdir(join(dir, rel))).sort();
+    for (const n of names) {
+      if (isImzOwn(n)) continue;
+      const p = rel ? `${rel}/${n}` : n;
+      const abs = join(dir, p);
+      const st = await lstat(abs);
+      const mode = st.mode & 0o777;
+      if (st.isSymbolicLink()) out[p] = { type: 'symlink', mode, target: await readlink(abs) };
+      else if (st.isDirectory()) {
+        out[p] = { type: 'dir', mode };
+        await walk(p);
+      } else if (st.isFile()) out[p] = { type: 'file', mode, size: st.size, sha256: await sha256File(abs), mtimeMs: Math.trunc(st.mtimeMs) };
+      else out[p] = { type: 'other', mode };
+    }
+  };
+  await walk('');
+  return out;
+}
+
+/** Every path (relative, at any depth, .imz included) whose name starts with .imz-tmp-. */
+export async function findTemps(dir: string): Promise<string[]> {
+  const found: string[] = [];
+  const walk = async (rel: string): Promise<void> => {
+    for (const d of await readdir(join(dir, rel), { withFileTypes: true })) {
+      const p = rel ? `${rel}/${d.name}` : d.name;
+      if (d.name.startsWith('.imz-tmp-')) found.push(p);
+      if (d.isDirectory()) await walk(p);
+    }
+  };
+  await walk('');
+  return found.sort();
+}
+
+/** Lines describing how two snapshots differ (empty when equal). */
+export function diffTrees(a: Record<string, SnapEntry>, b: Record<string, SnapEntry>, names = ['server', 'replica']): string[] {
+  const lines: string[] = [];
+  for (const p of new Set([...Object.keys(a), ...Object.keys(b)])) {
+    const x = JSON.stringify(a[p] ?? null);
+    const y = JSON.stringify(b[p] ?? null);
+    if (x !== y) lines.push(`${p}: ${names[0]} ${x} / ${names[1]} ${y}`);
+  }
+  return lines.sort();
+}
+
+/** Polls fn until it returns a truthy value (returned) or fails after timeoutMs. */
+export async function waitFor<T>(fn: () => T | Promise<T>, timeoutMs = 5_000, what = 'condition', intervalMs = 50): Promise<T> {
+  const end = Date.now() + timeoutMs;
+  let lastErr: unknown;
+  for (;;) {
+    try {
+      const v = await fn();
+      if (v) return v;
+    } catch (err) {
+      lastErr = err;
+    }
+    if (Date.now() >= end) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${lastErr ? ` (last error: ${(lastErr as Error).message})` : ''}`);
+    await new Promise((r) => setTimeout(r, intervalMs));
+  }
+}
+
+/** Kills every process spawned here (SIGTERM, then SIGKILL) and removes every temp dir. */
+export async function cleanupAll(): Promise<void> {
+  const running = [...procs];
+  for (const p of running) if (p.exitCode === null && p.signalCode === null) p.kill('SIGTERM');
+  await Promise.all(running.map(async (p) => {
+    if (await exitOf(p, 3_000)) return;
+    p.kill('SIGKILL');
+    await exitOf(p, 3_000);
+  }));
+  procs.clear();
+  const dirs = tempDirs.splice(0);
+  await Promise.all(dirs.map((d) => rm(d, { recursive: true, force: true, maxRetries: 3 })));
+}
+
+// Last resort when the test run itself dies: no orphan servers, no litter.
+process.once('exit', () => {
+  for (const p of procs) {
+    try {
+      p.kill('SIGKILL');
+    } catch { /* already gone */ }
+  }
+  for (const d of [...tempDirs, ...(bundleDir ? [bundleDir] : [])]) {
+    try {
+      rmSync(d, { recursive: true, force: true });
+    } catch { /* best effort */ }
+  }
+});
