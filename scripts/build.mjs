@@ -15,6 +15,8 @@ await build({
   target: 'node20',
   logLevel: 'warning',
   chunkNames: 'chunks/[name]-[hash]',
+  // string-width's Unicode tables cost ~40 ms per start; help layout needs far less.
+  alias: { 'string-width': new URL('./string-width-lite.mjs', import.meta.url).pathname },
   banner: {
     js: "#!/usr/bin/env node\nimport { createRequire as __imzCreateRequire } from 'node:module'; const require = __imzCreateRequire(import.meta.url);",
   },
