@@ -6,7 +6,10 @@ import { VERSION } from '../core/version.ts';
 import { Exit } from './exit_codes.ts';
 import { cloneCommand } from './commands/clone.ts';
 import { pullCommand } from './commands/pull.ts';
+import { pushCommand } from './commands/push.ts';
+import { syncCommand } from './commands/sync.ts';
 import { serveCommand } from './commands/serve.ts';
+import { statusCommand } from './commands/status.ts';
 import type { GlobalArgs } from './output.ts';
 
 // More threads let batched fsyncs of many small files overlap (read by libuv
@@ -32,7 +35,10 @@ const cli = yargs(hideBin(process.argv))
   .command(serveCommand as never)
   .command(cloneCommand as never)
   .command(pullCommand as never)
-  .demandCommand(1, 'imz needs a command: serve, clone or pull')
+  .command(statusCommand as never)
+  .command(pushCommand as never)
+  .command(syncCommand as never)
+  .demandCommand(1, 'imz needs a command: serve, clone, pull, push, sync or status')
   .strict()
   .version(VERSION)
   .help()

@@ -14,6 +14,8 @@ export interface ConflictSide {
   size?: number;
   mtimeMs?: number;
   target?: string;
+  /** Permission bits, when the detector knew them (resolve falls back to the kept blob's mode). */
+  mode?: number;
 }
 
 /** A conflict kept in .imz/conflicts/ until resolved. */
@@ -26,6 +28,12 @@ export interface ConflictRecord {
   server: ConflictSide | null;
   /** The server's content, kept in the replica (relative to .imz/). */
   serverBlob?: string;
+  /** server-wins: where the local version was kept (relative to the replica root). */
+  localCopy?: string;
+  /** Set when a policy already settled it (kept for the record, listed, not outstanding). */
+  resolvedBy?: string;
+  /** client-wins/newest: where the server keeps the version that was replaced (under its state dir). */
+  serverDisplaced?: string;
   detected: string;
 }
 
@@ -58,6 +66,11 @@ export async function listConflicts(stateDir: string): Promise<ConflictRecord[]>
     } catch { /* a record being written: skip */ }
   }
   return out.sort((a, b) => (a.path < b.path ? -1 : 1));
+}
+
+/** Conflicts still waiting for a person (not settled by a policy). */
+export function outstanding(records: ConflictRecord[]): ConflictRecord[] {
+  return records.filter((c) => !c.resolvedBy);
 }
 
 /** Removes a path's conflict record (its kept blobs stay until gc). */

@@ -1,6 +1,6 @@
 import { Codes, ImzError } from '../protocol/errors.ts';
 import { type Entry, EntryType } from '../protocol/messages.ts';
-import { listConflicts } from './conflicts.ts';
+import { listConflicts, outstanding } from './conflicts.ts';
 import { type ReconcileEvent, type ReconcileResult, reconcile } from './reconcile.ts';
 import { Remote } from './remote.ts';
 import { Replica } from './replica.ts';
@@ -128,6 +128,6 @@ export async function pullWith(replica: Replica, remote: Remote, opts: PullOptio
     if (r.stale.length === 0) break;
     await new Promise((res) => setTimeout(res, 100 * (round + 1)));
   }
-  total.outstanding = (await listConflicts(replica.stateDir)).length;
+  total.outstanding = outstanding(await listConflicts(replica.stateDir)).length;
   return total;
 }

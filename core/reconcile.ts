@@ -4,7 +4,7 @@ import { dirname, join } from 'node:path';
 import { Codes, ImzError } from '../protocol/errors.ts';
 import { type Entry, EntryType } from '../protocol/messages.ts';
 import { fsyncDir, tempNameFor } from './atomic_fs.ts';
-import { type ConflictClass, type ConflictRecord, type ConflictSide, blobPath, clearConflict, listConflicts, saveConflict } from './conflicts.ts';
+import { type ConflictClass, type ConflictRecord, type ConflictSide, blobPath, clearConflict, listConflicts, outstanding, saveConflict } from './conflicts.ts';
 import { type FetchItem, type FetchProgress, fetchFiles, tempDirsOf } from './fetcher.ts';
 import { hashFile, toHex } from './hash.ts';
 import type { IndexEntry } from './index_model.ts';
@@ -50,7 +50,8 @@ export async function reconcile(replica: Replica, remote: Remote, targets: Entry
   const result: ReconcileResult = { changed: 0, conflicts: [], stale: [], files: 0, bytes: 0 };
   const plans: _Plan[] = [];
   const conflictFetch: { t: Entry; c: ConflictRecord }[] = [];
-  const recorded = new Set((await listConflicts(replica.stateDir)).map((c) => c.path));
+  // Open conflicts a server change now settles; records kept by a policy stay listed.
+  const recorded = new Set(outstanding(await listConflicts(replica.stateDir)).map((c) => c.path));
   const settle = async (path: string) => {
     if (recorded.delete(path)) await clearConflict(replica.stateDir, path);
   };

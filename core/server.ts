@@ -10,6 +10,7 @@ import { type Entry, EntryType, type Envelope, Op, PROTOCOL_VERSION } from '../p
 import { type ReplyChannel, Session } from '../protocol/session.ts';
 import { toHex } from './hash.ts';
 import { SERVER_DIR, checkPath, comparePaths } from './paths.ts';
+import { Reintegrator } from './server_apply.ts';
 import { ServerScanner } from './server_scanner.ts';
 import { ServerState, type TableEntry, tableToEntry } from './server_state.ts';
 import { VERSION } from './version.ts';
@@ -44,6 +45,7 @@ export class ImzServer extends EventEmitter {
   readonly root: string;
   state!: ServerState;
   scanner!: ServerScanner;
+  reintegrator!: Reintegrator;
   private _net: Server | undefined;
   private _sessions = new Set<Session>();
   private _opts: ServeOptions;
@@ -63,6 +65,7 @@ export class ImzServer extends EventEmitter {
     this.scanner.on('skipped', (s) => this.emit('skipped', s));
     this.scanner.on('error', (e) => this.emit('warning', e));
     await this.scanner.start();
+    this.reintegrator = new Reintegrator(this.root, this.state, this.scanner);
     this._net = createServer((socket) => this._onConnection(socket));
     await new Promise<void>((res, rej) => {
       this._net!.once('error', rej);
@@ -101,6 +104,15 @@ export class ImzServer extends EventEmitter {
         case Op.READ: return this._read(req, reply);
         case Op.JOURNAL: return this._journal(req, reply);
         case Op.SNAPSHOT: return this._snapshot(req, reply);
+        case Op.PUT_BLOB: {
+          if (!req.putBlob) throw new ImzError(Codes.PROTOCOL, 'cannot stage content: PUT_BLOB without a body');
+          return reply.send({ blobReply: await this.reintegrator.putBlob(req.putBlob) }, true);
+        }
+        case Op.REINTEGRATE: {
+          const r = req.reintegrate;
+          if (!r) throw new ImzError(Codes.PROTOCOL, 'cannot reintegrate: REINTEGRATE without a body');
+          return reply.send({ reintegrateReply: { results: await this.reintegrator.reintegrate(r.replicaId, r.ops, r.policy) } }, true);
+        }
         default: throw new ImzError(Codes.UNSUPPORTED, `cannot serve request: operation ${req.op} is not supported by this server`);
       }
     });

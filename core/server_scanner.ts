@@ -237,6 +237,22 @@ export class ServerScanner extends EventEmitter {
     return { change: !t ? Change.CREATE : t.type === EntryType.FILE ? Change.MODIFY : Change.RETYPE, path: e.path, state: _state(e, h) };
   }
 
+  /**
+   * Runs fn with no scan in progress or starting: the server's own writes
+   * (reintegration) update the table before any scan can see them, so they
+   * are never journalled twice.
+   */
+  exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this._chain.then(fn);
+    this._chain = run.catch(() => {});
+    return run;
+  }
+
+  /** Starts watching a directory the server itself created. */
+  watchCreated(rel: string): void {
+    if (this._watchers.size > 0) this._watchDir(rel);
+  }
+
   /** Waits for scans in progress and queued ones. */
   async idle(): Promise<void> {
     for (;;) {

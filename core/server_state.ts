@@ -60,6 +60,8 @@ export class ServerState extends EventEmitter {
   readonly id: string;
   readonly journal: JournalStore;
   readonly table = new Map<string, TableEntry>();
+  /** Highest operation seq applied per replica id: a retried push is applied once. */
+  readonly origins = new Map<string, number>();
   private _sinceCheckpoint = 0;
   private _commitChain: Promise<unknown> = Promise.resolve();
 
@@ -123,6 +125,7 @@ export class ServerState extends EventEmitter {
     await this.journal.append(records);
     for (let i = 0; i < records.length; i++) {
       const r = records[i]!;
+      if (r.origin) this.origins.set(r.origin, Math.max(this.origins.get(r.origin) ?? 0, r.originSeq));
       const st = changes[i]!.state;
       if (st) this.table.set(r.entry.path, { ...st, version: r.seq });
       else this.table.delete(r.entry.path);
@@ -134,6 +137,7 @@ export class ServerState extends EventEmitter {
   }
 
   private _applyToTable(r: JournalRecord): void {
+    if (r.origin) this.origins.set(r.origin, Math.max(this.origins.get(r.origin) ?? 0, r.originSeq));
     if (r.entry.type === EntryType.NONE) this.table.delete(r.entry.path);
     else this.table.set(r.entry.path, _entryToTable(r.entry));
   }
@@ -141,7 +145,7 @@ export class ServerState extends EventEmitter {
   /** Writes the table to disk (atomically) so start-up replays only newer records. */
   async checkpoint(): Promise<void> {
     const seq = this.journal.last;
-    const lines: string[] = [JSON.stringify({ magic: TABLE_MAGIC, v: TABLE_VERSION, seq, count: this.table.size })];
+    const lines: string[] = [JSON.stringify({ magic: TABLE_MAGIC, v: TABLE_VERSION, seq, count: this.table.size, origins: Object.fromEntries(this.origins) })];
     for (const [p, t] of this.table) {
       lines.push(JSON.stringify([p, t.type, t.size, t.mode, t.mtimeMs, t.hash ? Buffer.from(t.hash, 'latin1').toString('base64') : '', t.target, t.version, t.ino]));
     }
@@ -166,8 +170,10 @@ export class ServerState extends EventEmitter {
         const [p, type, size, mode, mtimeMs, hash, target, version, ino] = JSON.parse(lines[i]!);
         this.table.set(p, { type, size, mode, mtimeMs, hash: hash ? Buffer.from(hash, 'base64').toString('latin1') : '', target, version, ino });
       }
+      for (const [o, n] of Object.entries(head.origins ?? {})) if (typeof n === 'number') this.origins.set(o, n);
       return head.seq;
     } catch {
+      this.origins.clear();
       // A damaged checkpoint is only a cache: rebuild the table from the whole journal.
       this.table.clear();
       return 0;

@@ -37,7 +37,11 @@ export const schema = {
         "journalReply",
         "snapshot",
         "snapshotReply",
-        "list"
+        "list",
+        "putBlob",
+        "blobReply",
+        "reintegrate",
+        "reintegrateReply"
        ]
       }
      },
@@ -118,6 +122,25 @@ export const schema = {
       "list": {
        "type": "ListRequest",
        "id": 22
+      },
+      "putBlob": {
+       "type": "BlobRequest",
+       "id": 23,
+       "protoName": "put_blob"
+      },
+      "blobReply": {
+       "type": "BlobReply",
+       "id": 24,
+       "protoName": "blob_reply"
+      },
+      "reintegrate": {
+       "type": "ReintegrateRequest",
+       "id": 25
+      },
+      "reintegrateReply": {
+       "type": "ReintegrateReply",
+       "id": 26,
+       "protoName": "reintegrate_reply"
       }
      }
     },
@@ -395,6 +418,163 @@ export const schema = {
      "fields": {
       "prefix": {
        "type": "string",
+       "id": 1
+      }
+     }
+    },
+    "BlobRequest": {
+     "fields": {
+      "hash": {
+       "type": "bytes",
+       "id": 1
+      },
+      "size": {
+       "type": "double",
+       "id": 2
+      },
+      "offset": {
+       "type": "double",
+       "id": 3
+      },
+      "data": {
+       "type": "bytes",
+       "id": 4
+      },
+      "last": {
+       "type": "bool",
+       "id": 5
+      }
+     }
+    },
+    "BlobReply": {
+     "fields": {
+      "present": {
+       "type": "bool",
+       "id": 1
+      },
+      "have": {
+       "type": "double",
+       "id": 2
+      }
+     }
+    },
+    "OpKind": {
+     "values": {
+      "OPKIND_UNSPECIFIED": 0,
+      "STORE": 1,
+      "MAKEDIR": 2,
+      "LINK": 3,
+      "UNLINK": 4,
+      "REMOVEDIR": 5,
+      "SETATTR": 6,
+      "MOVE": 7
+     }
+    },
+    "Operation": {
+     "fields": {
+      "seq": {
+       "type": "double",
+       "id": 1
+      },
+      "kind": {
+       "type": "OpKind",
+       "id": 2
+      },
+      "path": {
+       "type": "string",
+       "id": 3
+      },
+      "fromPath": {
+       "type": "string",
+       "id": 4,
+       "protoName": "from_path"
+      },
+      "base": {
+       "type": "double",
+       "id": 5
+      },
+      "fromBase": {
+       "type": "double",
+       "id": 6,
+       "protoName": "from_base"
+      },
+      "state": {
+       "type": "Entry",
+       "id": 7
+      }
+     }
+    },
+    "ReintegrateRequest": {
+     "fields": {
+      "replicaId": {
+       "type": "string",
+       "id": 1,
+       "protoName": "replica_id"
+      },
+      "ops": {
+       "rule": "repeated",
+       "type": "Operation",
+       "id": 2
+      },
+      "policy": {
+       "type": "string",
+       "id": 3
+      }
+     }
+    },
+    "OpStatus": {
+     "values": {
+      "OPSTATUS_UNSPECIFIED": 0,
+      "APPLIED": 1,
+      "DUPLICATE": 2,
+      "SAME": 3,
+      "CONFLICT": 4,
+      "REJECTED": 5
+     }
+    },
+    "OpResult": {
+     "fields": {
+      "seq": {
+       "type": "double",
+       "id": 1
+      },
+      "status": {
+       "type": "OpStatus",
+       "id": 2
+      },
+      "version": {
+       "type": "double",
+       "id": 3
+      },
+      "server": {
+       "type": "Entry",
+       "id": 4
+      },
+      "conflictClass": {
+       "type": "string",
+       "id": 5,
+       "protoName": "conflict_class"
+      },
+      "keptAs": {
+       "type": "string",
+       "id": 6,
+       "protoName": "kept_as"
+      },
+      "displaced": {
+       "type": "string",
+       "id": 7
+      },
+      "error": {
+       "type": "Error",
+       "id": 8
+      }
+     }
+    },
+    "ReintegrateReply": {
+     "fields": {
+      "results": {
+       "rule": "repeated",
+       "type": "OpResult",
        "id": 1
       }
      }

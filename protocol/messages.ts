@@ -20,6 +20,37 @@ export type EntryTypeCode = (typeof EntryType)[keyof typeof EntryType];
 export const Change = { CREATE: 1, MODIFY: 2, META: 3, REMOVE: 4, MKDIR: 5, RMDIR: 6, SYMLINK: 7, RETYPE: 8 } as const;
 export type ChangeCode = (typeof Change)[keyof typeof Change];
 
+/** Reintegration operation kinds (mirror of enum OpKind). */
+export const OpKind = { STORE: 1, MAKEDIR: 2, LINK: 3, UNLINK: 4, REMOVEDIR: 5, SETATTR: 6, MOVE: 7 } as const;
+export type OpKindCode = (typeof OpKind)[keyof typeof OpKind];
+
+/** What became of an operation (mirror of enum OpStatus). */
+export const OpStatus = { APPLIED: 1, DUPLICATE: 2, SAME: 3, CONFLICT: 4, REJECTED: 5 } as const;
+export type OpStatusCode = (typeof OpStatus)[keyof typeof OpStatus];
+
+/** One logged change of a replica (Coda's CML record). */
+export interface Operation {
+  seq: number;
+  kind: OpKindCode;
+  path: string;
+  fromPath: string;
+  base: number;
+  fromBase: number;
+  state: Entry;
+}
+
+/** The server's answer for one operation. */
+export interface OpResult {
+  seq: number;
+  status: OpStatusCode;
+  version: number;
+  server: Entry | null;
+  conflictClass: string;
+  keptAs: string;
+  displaced: string;
+  error: WireError | null;
+}
+
 export interface Entry {
   path: string;
   type: EntryTypeCode;
@@ -62,6 +93,10 @@ export interface Envelope {
   snapshot?: { paths: string[] };
   snapshotReply?: { tar: Uint8Array };
   list?: { prefix: string };
+  putBlob?: { hash: Uint8Array; size: number; offset: number; data: Uint8Array; last: boolean };
+  blobReply?: { present: boolean; have: number };
+  reintegrate?: { replicaId: string; ops: Operation[]; policy: string };
+  reintegrateReply?: { results: OpResult[] };
 }
 
 /** Body fields that a caller may put in an outgoing envelope. */
@@ -96,6 +131,22 @@ export function decodeEnvelope(bytes: Uint8Array): Envelope {
 function _fillEntries(env: Envelope): Envelope {
   if (env.statReply) env.statReply = fillEntry(env.statReply);
   if (env.entries) env.entries.entries = (env.entries.entries ?? []).map(fillEntry);
+  if (env.reintegrate) {
+    env.reintegrate.ops = (env.reintegrate.ops ?? []).map((o) => ({
+      seq: Number(o.seq ?? 0), kind: (o.kind ?? 0) as OpKindCode, path: o.path ?? '', fromPath: o.fromPath ?? '', base: Number(o.base ?? 0),
+      fromBase: Number(o.fromBase ?? 0), state: fillEntry(o.state),
+    }));
+  }
+  if (env.reintegrateReply) {
+    env.reintegrateReply.results = (env.reintegrateReply.results ?? []).map((r) => ({
+      seq: Number(r.seq ?? 0), status: (r.status ?? 0) as OpStatusCode, version: Number(r.version ?? 0), server: r.server ? fillEntry(r.server) : null,
+      conflictClass: r.conflictClass ?? '', keptAs: r.keptAs ?? '', displaced: r.displaced ?? '', error: r.error && r.error.code ? r.error : null,
+    }));
+  }
+  if (env.putBlob) {
+    const b = env.putBlob;
+    env.putBlob = { hash: bytesOf(b.hash), size: Number(b.size ?? 0), offset: Number(b.offset ?? 0), data: bytesOf(b.data), last: b.last === true };
+  }
   if (env.journalReply) {
     env.journalReply.records = (env.journalReply.records ?? []).map(fillRecord);
   }

@@ -1,0 +1,346 @@
+import { lstatSync, readdirSync, readlinkSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { EntryType } from '../protocol/messages.ts';
+import { hashFile, toHex } from './hash.ts';
+import { loadIgnore } from './ignore_rules.ts';
+import type { IndexEntry } from './index_model.ts';
+import { statMatches } from './local_state.ts';
+import { comparePaths, depthOf, isReservedName, pathProblem } from './paths.ts';
+import type { Replica } from './replica.ts';
+import { type FsEntry, type IgnoreFn, type SkippedPath, fsEntryFromStats, sameMtime } from './tree_scan.ts';
+
+/** One local change of the working tree against the index (what the last sync left). */
+export interface LocalChange {
+  kind: 'create' | 'modify' | 'delete' | 'mkdir' | 'rmdir' | 'symlink' | 'meta' | 'rename' | 'retype';
+  path: string;
+  /** rename: where the content was (its index entry is fromIndex). */
+  fromPath?: string;
+  /** Index version of path (0 when the path is new). */
+  base: number;
+  /** rename: index version of fromPath. */
+  fromBase?: number;
+  /** Current lstat of path (absent for delete/rmdir). */
+  fs?: FsEntry;
+  /**
+   * Hex SHA-256 of a file's current content (create/modify/retype-to-file/
+   * rename). Always set for those kinds unless the scan ran with
+   * contentHashes: false, where it is set only when classifying needed it.
+   */
+  hash?: string;
+  /** The index entry of path before the change (undefined when new). */
+  index?: IndexEntry;
+  /** rename: the index entry of fromPath. */
+  fromIndex?: IndexEntry;
+}
+
+/** A tracked file whose content is unchanged but whose stat facts moved (ctime, inode): refreshing its index entry saves hashing it next time. */
+export interface RefreshHint {
+  path: string;
+  fs: FsEntry;
+  hash: string;
+}
+
+/** What a scan found. */
+export interface ChangeScan {
+  changes: LocalChange[];
+  /** Paths that cannot be replicated (sockets, devices, bad names); never reported as deleted. */
+  skipped: SkippedPath[];
+  /** Index entries that are files. */
+  tracked: number;
+  /** Tracked files deleted (renames not counted): for the mass-delete guard. */
+  deleted: number;
+  /** Clean files whose stat facts differ from the index (see RefreshHint). */
+  refresh: RefreshHint[];
+}
+
+/** Options of scanChanges. */
+export interface ScanChangesOptions {
+  /** Called every few thousand entries walked, and once at the end. */
+  onProgress?: (scanned: number) => void;
+  /**
+   * Hash every created/modified file (default true, what push needs). false
+   * hashes only what classification needs (status): same-size files whose
+   * stat differs, racily clean files, and rename candidates.
+   */
+  contentHashes?: boolean;
+}
+
+/** What marks the name of a conflict copy (`name.imz-conflict-<replica>-<version>.ext`). */
+export const CONFLICT_MARK = '.imz-conflict-';
+
+/** True for names of conflict copies that a scan never picks up unless tracked: contains '.imz-conflict-'. */
+export function isConflictCopy(name: string): boolean {
+  return name.includes(CONFLICT_MARK);
+}
+
+const PROGRESS_EVERY = 4096;
+
+/**
+ * Compares the replica's working tree with its index. lstat facts first
+ * (statMatches): a file is hashed only when its stat differs from the index
+ * with the same size, or when it is "racily clean" (its mtime or ctime is
+ * not older than the last index write, so a same-tick rewrite could hide
+ * behind equal stat facts; git's rule). No file is hashed twice.
+ *
+ * Untracked conflict copies and .imzignore'd paths are left out; a tracked
+ * path that is now ignored or unsupported is not reported as deleted. A
+ * deleted tracked file whose content (hash, size) reappears as a new file is
+ * reported once, as a rename.
+ *
+ * Order of the result, so that replaying it in order always works (parents
+ * exist before children are made; a directory is emptied, and its files
+ * moved out, before it goes):
+ *   1. mkdirs and retypes into a directory, shallowest first;
+ *   2. everything else that adds or changes (create, modify, meta, symlink,
+ *      rename by its target, retype into a file/symlink from a file/symlink),
+ *      in path order, parents before children;
+ *   3. delete, rmdir and retypes of a directory into something else,
+ *      deepest first.
+ * Read-only: takes no lock and writes nothing.
+ */
+export async function scanChanges(replica: Replica, opts: ScanChangesOptions = {}): Promise<ChangeScan> {
+  const root = replica.root;
+  const wantHashes = opts.contentHashes !== false;
+  const index = await replica.all();
+  const refTime = _indexWriteTime(replica);
+  const userIgnore = await loadIgnore(root);
+  const skipped: SkippedPath[] = [];
+
+  let tracked = 0;
+  for (const e of index.values()) if (e.type === EntryType.FILE) tracked++;
+
+  const hashOf = async (path: string): Promise<string> => toHex(await hashFile(join(root, path)));
+
+  const ignore: IgnoreFn = (p, isDir) => {
+    if (userIgnore?.(p, isDir)) return true;
+    // Untracked conflict copies (and anything inside one) are never picked up.
+    return isConflictCopy(p) && isConflictCopy(p.slice(p.lastIndexOf('/') + 1)) && !index.has(p);
+  };
+
+  const changes: LocalChange[] = [];
+  const created: LocalChange[] = [];
+  const refresh: RefreshHint[] = [];
+  // Tracked paths met in the walk; the others were deleted.
+  const seen: string[] = [];
+
+  const visit = async (fs: FsEntry, idx: IndexEntry | undefined): Promise<void> => {
+    const path = fs.path;
+    if (!idx) {
+      if (fs.type === EntryType.DIR) changes.push({ kind: 'mkdir', path, base: 0, fs });
+      else if (fs.type === EntryType.SYMLINK) changes.push({ kind: 'symlink', path, base: 0, fs });
+      else {
+        const c: LocalChange = { kind: 'create', path, base: 0, fs };
+        if (wantHashes) c.hash = await hashOf(path);
+        created.push(c);
+        changes.push(c);
+      }
+      return;
+    }
+    const base = idx.version;
+    if (fs.type !== idx.type) {
+      const c: LocalChange = { kind: 'retype', path, base, fs, index: idx };
+      if (fs.type === EntryType.FILE && wantHashes) c.hash = await hashOf(path);
+      changes.push(c);
+      return;
+    }
+    if (fs.type === EntryType.DIR) {
+      // Directory mtimes move with every entry added and are not replicated: mode only.
+      if (fs.mode !== idx.mode) changes.push({ kind: 'meta', path, base, fs, index: idx });
+      return;
+    }
+    if (fs.type === EntryType.SYMLINK) {
+      if (fs.target !== idx.target) changes.push({ kind: 'symlink', path, base, fs, index: idx });
+      return;
+    }
+    // A regular file, tracked as one.
+    if (statMatches(fs, idx)) {
+      if (!_racy(fs, refTime)) return;
+      const hash = await hashOf(path);
+      if (hash !== idx.hash) changes.push({ kind: 'modify', path, base, fs, hash, index: idx });
+      return;
+    }
+    if (fs.size !== idx.size) {
+      const c: LocalChange = { kind: 'modify', path, base, fs, index: idx };
+      if (wantHashes) c.hash = await hashOf(path);
+      changes.push(c);
+      return;
+    }
+    const hash = await hashOf(path);
+    if (hash !== idx.hash) changes.push({ kind: 'modify', path, base, fs, hash, index: idx });
+    else if (fs.mode !== idx.mode || !sameMtime(fs.mtimeMs, idx.mtimeMs)) changes.push({ kind: 'meta', path, base, fs, hash, index: idx });
+    else refresh.push({ path, fs, hash });
+  };
+
+  // The walk: what walkTree(root) yields (same rules: reserved names, bad
+  // names, special files, ignore), specialised for speed, as this is the
+  // whole cost of `imz status` on a large clean tree. A tracked file whose
+  // lstat matches its index entry is settled from the Stats object, without
+  // building an FsEntry or asking the ignore rules. Directory order does not
+  // matter here: the result is sorted at the end.
+  const rootSlash = root.endsWith('/') ? root : `${root}/`;
+  const stack: string[] = [''];
+  let scanned = 0;
+  let dirsSinceYield = 0;
+  while (stack.length > 0) {
+    const dir = stack.pop()!;
+    if (++dirsSinceYield >= 64) {
+      // Let the event loop breathe (a status asks the server meanwhile).
+      dirsSinceYield = 0;
+      await new Promise<void>((r) => setImmediate(r));
+    }
+    let names: string[];
+    try {
+      names = readdirSync(dir === '' ? root : rootSlash + dir);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT' || code === 'ENOTDIR') continue;
+      throw err;
+    }
+    for (const name of names) {
+      if (isReservedName(name)) continue;
+      const rel = dir === '' ? name : `${dir}/${name}`;
+      if (name.includes('\uFFFD')) {
+        skipped.push({ path: rel, reason: 'name is not valid UTF-8' });
+        continue;
+      }
+      if (_mayBeUnsafe(name, rel)) {
+        const problem = pathProblem(rel);
+        if (problem) {
+          skipped.push({ path: rel, reason: problem });
+          continue;
+        }
+      }
+      const st = lstatSync(rootSlash + rel, { throwIfNoEntry: false });
+      if (!st) continue; // vanished mid-walk
+      if (++scanned % PROGRESS_EVERY === 0) opts.onProgress?.(scanned);
+      const idx = index.get(rel);
+      if (idx !== undefined && idx.type === EntryType.FILE && st.isFile() && st.size === idx.size && st.mtimeMs === idx.mtimeMs &&
+        st.ctimeMs === idx.ctimeMs && st.ino === idx.ino && (st.mode & 0o7777) === idx.mode) {
+        seen.push(rel);
+        if (!_racy(st, refTime) || userIgnore?.(rel, false)) continue;
+        // Racily clean: only the content can tell.
+      }
+      const isDir = st.isDirectory();
+      if (ignore(rel, isDir)) continue;
+      let target = '';
+      if (st.isSymbolicLink()) {
+        try {
+          target = readlinkSync(rootSlash + rel);
+        } catch {
+          continue;
+        }
+      }
+      const fs = fsEntryFromStats(rel, st, target);
+      if (typeof fs === 'string') {
+        skipped.push({ path: rel, reason: fs });
+        continue;
+      }
+      if (idx !== undefined && seen[seen.length - 1] !== rel) seen.push(rel);
+      await visit(fs, idx);
+      if (isDir) stack.push(rel);
+    }
+  }
+  opts.onProgress?.(scanned);
+  skipped.sort((a, b) => comparePaths(a.path, b.path));
+
+  // What the walk did not meet was deleted, unless it is now ignored or unsupported.
+  const deletedFiles: LocalChange[] = [];
+  if (seen.length !== index.size) {
+    const met = new Set(seen);
+    for (const s of skipped) met.add(s.path);
+    for (const [path, idx] of index) {
+      if (met.has(path)) continue;
+      if (userIgnore?.(path, idx.type === EntryType.DIR)) continue;
+      const c: LocalChange = { kind: idx.type === EntryType.DIR ? 'rmdir' : 'delete', path, base: idx.version, index: idx };
+      changes.push(c);
+      if (idx.type === EntryType.FILE) deletedFiles.push(c);
+    }
+  }
+
+  // Renames: a deleted file whose content reappears under a new name.
+  if (deletedFiles.length > 0 && created.length > 0) {
+    const bySize = new Map<number, LocalChange[]>();
+    for (const d of deletedFiles.sort((a, b) => comparePaths(a.path, b.path))) {
+      const list = bySize.get(d.index!.size);
+      if (list) list.push(d);
+      else bySize.set(d.index!.size, [d]);
+    }
+    const gone = new Set<LocalChange>();
+    for (const c of created.sort((a, b) => comparePaths(a.path, b.path))) {
+      const candidates = bySize.get(c.fs!.size);
+      if (!candidates || candidates.length === 0) continue;
+      c.hash ??= await hashOf(c.path);
+      const i = candidates.findIndex((d) => d.index!.hash === c.hash);
+      if (i < 0) continue;
+      const d = candidates.splice(i, 1)[0]!;
+      gone.add(d);
+      c.kind = 'rename';
+      c.fromPath = d.path;
+      c.fromBase = d.base;
+      c.fromIndex = d.index;
+    }
+    if (gone.size > 0) {
+      for (let i = changes.length - 1; i >= 0; i--) if (gone.has(changes[i]!)) changes.splice(i, 1);
+    }
+  }
+
+  let deleted = 0;
+  for (const c of changes) if (c.kind === 'delete' && c.index!.type === EntryType.FILE) deleted++;
+  return { changes: orderChanges(changes), skipped, tracked, deleted, refresh };
+}
+
+/** Which of the three phases (see scanChanges) a change belongs to. */
+function _phase(c: LocalChange): 0 | 1 | 2 {
+  if (c.kind === 'mkdir' || (c.kind === 'retype' && c.fs!.type === EntryType.DIR)) return 0;
+  if (c.kind === 'delete' || c.kind === 'rmdir' || (c.kind === 'retype' && c.index!.type === EntryType.DIR)) return 2;
+  return 1;
+}
+
+/** Sorts changes into an order that replays safely (see scanChanges). */
+export function orderChanges(changes: LocalChange[]): LocalChange[] {
+  const keyed = changes.map((c) => ({ c, phase: _phase(c), depth: depthOf(c.path) }));
+  keyed.sort((a, b) => {
+    if (a.phase !== b.phase) return a.phase - b.phase;
+    if (a.phase === 0 && a.depth !== b.depth) return a.depth - b.depth;
+    if (a.phase === 2 && a.depth !== b.depth) return b.depth - a.depth;
+    return comparePaths(a.c.path, b.c.path);
+  });
+  return keyed.map((k) => k.c);
+}
+
+/**
+ * False when a name (whose parent path already passed pathProblem) is
+ * certainly safe: no control character, and short enough in UTF-16 units
+ * that its UTF-8 form (at most 3 bytes a unit) fits NAME_MAX, and the path
+ * PATH_MAX. True sends it to the full check.
+ */
+function _mayBeUnsafe(name: string, rel: string): boolean {
+  return name.length > 85 || rel.length > 1365 || _CONTROL.test(name);
+}
+// eslint-disable-next-line no-control-regex
+const _CONTROL = /[\u0000-\u001f\u007f]/;
+
+/**
+ * When the index was last written: the later of .imz/HEAD's mtime and the
+ * mtime of .imz/index/ (renaming a bucket into place moves it), so a writer
+ * that flushes the index without touching HEAD is covered too.
+ */
+function _indexWriteTime(replica: Replica): number {
+  let t = 0;
+  for (const p of [join(replica.stateDir, 'HEAD'), join(replica.stateDir, 'index')]) {
+    const st = statSync(p, { throwIfNoEntry: false });
+    if (st && st.mtimeMs > t) t = st.mtimeMs;
+  }
+  return t;
+}
+
+/**
+ * Racily clean (git's term): the file's timestamps are not older than the
+ * index write, so a rewrite in the same clock tick as its stat was recorded
+ * could leave every stat fact equal. ctime counts too, as a write always
+ * moves it while mtime can be set back (cp -p, rsync -t, utimes). The
+ * millisecond of slack covers float rounding of the two clocks' readings.
+ */
+function _racy(fs: { mtimeMs: number; ctimeMs: number }, refTime: number): boolean {
+  return fs.mtimeMs >= refTime - 1 || fs.ctimeMs >= refTime - 1;
+}

@@ -1,0 +1,269 @@
+import { mkdir, rename } from 'node:fs/promises';
+import { extname, join } from 'node:path';
+import { Codes, ImzError } from '../protocol/errors.ts';
+import { type Entry, EntryType, Op, type Operation, OpKind, type OpResult, OpStatus } from '../protocol/messages.ts';
+import { type LocalChange, scanChanges } from './changes.ts';
+import { type ConflictRecord, blobPath, saveConflict } from './conflicts.ts';
+import { fetchFiles } from './fetcher.ts';
+import { fromHex, toHex } from './hash.ts';
+import { checkPath } from './paths.ts';
+import { reconcile } from './reconcile.ts';
+import { ReintLog } from './reint_log.ts';
+import type { LoggedOp } from './reint_log_model.ts';
+import { Remote } from './remote.ts';
+import { Replica } from './replica.ts';
+import { POLICIES, type Policy } from './server_apply.ts';
+import { statEntrySync } from './tree_scan.ts';
+import { uploadBlobs } from './uploader.ts';
+
+/** Options of push. */
+export interface PushOptions {
+  policy?: string;
+  allowMassDelete?: boolean;
+  onEvent?: (e: PushEvent) => void;
+}
+
+/** What push reports as it goes. */
+export type PushEvent =
+  | { type: 'op'; path: string; kind: string; status: 'applied' | 'duplicate' | 'same' | 'conflict' | 'rejected'; message?: string }
+  | { type: 'conflict'; conflict: ConflictRecord }
+  | { type: 'displaced'; path: string; displaced: string }
+  | { type: 'upload'; bytes: number; total: number };
+
+/** What a push did. */
+export interface PushSummary {
+  logged: number;
+  applied: number;
+  /** Conflicts left for a person (manual policy). */
+  conflicts: ConflictRecord[];
+  /** Conflicts a policy settled (the losing version kept and listed). */
+  settled: ConflictRecord[];
+  rejected: number;
+  offline: boolean;
+  uploadedBytes: number;
+}
+
+const KIND_NAMES: Record<number, string> = { 1: 'store', 2: 'mkdir', 3: 'symlink', 4: 'remove', 5: 'rmdir', 6: 'setattr', 7: 'move' };
+
+/** Checks a policy name; IMZ_USAGE otherwise. */
+export function checkPolicy(p: string): Policy {
+  if (!(POLICIES as readonly string[]).includes(p)) throw new ImzError(Codes.BAD_USAGE, `cannot use conflict policy ${JSON.stringify(p)}: choose one of ${POLICIES.join(', ')}`);
+  return p as Policy;
+}
+
+/** The name a server-wins conflict keeps the local version under (never pushed unless the user renames it). */
+export function conflictCopyName(path: string, replicaId: string, version: number): string {
+  const ext = extname(path);
+  const stem = ext && ext !== path ? path.slice(0, -ext.length) : path;
+  return `${stem}.imz-conflict-${replicaId.slice(0, 8)}-${version}${ext}`;
+}
+
+/**
+ * Reintegrates local changes: scans the replica against its index, logs the
+ * operations (durably, in .imz/log), uploads missing content by hash, sends
+ * the operations in order, and settles each answer (index update, or the
+ * conflict policy). Operations sent before an interruption are resent first
+ * with their original ids, so the server applies each exactly once. With the
+ * server unreachable the operations stay logged and IMZ_UNREACHABLE is thrown.
+ */
+export async function push(dir: string, opts: PushOptions = {}): Promise<PushSummary> {
+  const replica = await Replica.open(dir);
+  await replica.lock();
+  try {
+    await replica.sweepTemps();
+    let remote: Remote | undefined;
+    let unreachable: ImzError | undefined;
+    try {
+      remote = await Remote.connect(replica.config.remote, { replicaId: replica.config.replicaId, timeoutMs: 5000 });
+    } catch (err) {
+      if (!(err instanceof ImzError) || err.code !== Codes.UNREACHABLE) throw err;
+      unreachable = err;
+    }
+    try {
+      return await pushWith(replica, remote, opts, unreachable);
+    } finally {
+      remote?.close();
+    }
+  } finally {
+    await replica.unlock();
+  }
+}
+
+/** Push over an open, locked replica (sync reuses it); remote undefined means offline. */
+export async function pushWith(replica: Replica, remote: Remote | undefined, opts: PushOptions = {}, unreachable?: ImzError): Promise<PushSummary> {
+  const policy = checkPolicy(opts.policy ?? replica.config.policy ?? 'manual');
+  const log = await ReintLog.open(replica.stateDir);
+  const summary: PushSummary = { logged: 0, applied: 0, conflicts: [], settled: [], rejected: 0, offline: !remote, uploadedBytes: 0 };
+  if (remote && remote.info.serverId !== replica.head.serverId) {
+    throw new ImzError(Codes.IDENTITY, `cannot push: the server at ${remote.address} is not the one this replica follows; run \`imz pull --resync\` first`);
+  }
+
+  // 1. Operations that may have reached the server before an interruption: resend as they are.
+  const { sent } = log.pending();
+  if (remote && sent.length > 0) {
+    await _send(replica, remote, log, sent, policy, summary, opts, new Map());
+  }
+
+  // 2. A fresh scan supersedes operations that were logged but never sent.
+  const scan = await scanChanges(replica);
+  const deletedAll = scan.tracked > 0 && scan.deleted === scan.tracked;
+  if (!opts.allowMassDelete && scan.tracked >= 4 && (scan.deleted * 2 > scan.tracked || deletedAll)) {
+    throw new ImzError('IMZ_MASS_DELETE', `cannot push: ${scan.deleted} of ${scan.tracked} tracked files are deleted in ${replica.root}; if that is really what you want, push again with --allow-mass-delete`);
+  }
+  const changes = scan.changes;
+  const { unsent } = log.pending();
+  const records: import('./reint_log_model.ts').LogRecord[] = [];
+  if (unsent.length > 0) records.push({ t: 'drop', upto: unsent[unsent.length - 1]!.seq });
+  const byPath = new Map<string, LocalChange>();
+  let ops: LoggedOp[] = [];
+  if (changes.length > 0) {
+    const first = await log.reserve(changes.length);
+    ops = changes.map((c, i) => _opOf(c, first + i));
+    for (const c of changes) byPath.set(c.path, c);
+    for (const op of ops) records.push({ t: 'op', op });
+  }
+  await log.append(records);
+  summary.logged = ops.length;
+  if (!remote) {
+    if (ops.length === 0 && sent.length === 0) return summary;
+    throw new ImzError(Codes.UNREACHABLE, `${unreachable?.message ?? 'cannot reach the server'}; ${ops.length + sent.length} local changes stay logged (push again when it is back)`, { logged: ops.length + sent.length });
+  }
+  if (ops.length === 0) {
+    if (sent.length === 0) await log.clear();
+    return summary;
+  }
+
+  // 3. Content the server lacks, staged by hash (resumable), then the operations.
+  const stores = ops.filter((o) => o.kind === OpKind.STORE);
+  summary.uploadedBytes = await uploadBlobs(remote, stores.map((o) => ({ hash: o.state.hash, size: o.state.size, file: join(replica.root, o.path) })), (bytes, total) => opts.onEvent?.({ type: 'upload', bytes, total }));
+  await _send(replica, remote, log, ops, policy, summary, opts, byPath);
+  await log.clear();
+  return summary;
+}
+
+function _opOf(c: LocalChange, seq: number): LoggedOp {
+  const fs = c.fs;
+  const kind = c.kind === 'delete' ? OpKind.UNLINK : c.kind === 'rmdir' ? OpKind.REMOVEDIR : c.kind === 'mkdir' ? OpKind.MAKEDIR : c.kind === 'symlink' ? OpKind.LINK
+    : c.kind === 'meta' ? OpKind.SETATTR : c.kind === 'rename' ? OpKind.MOVE
+    : fs?.type === EntryType.DIR ? OpKind.MAKEDIR : fs?.type === EntryType.SYMLINK ? OpKind.LINK : OpKind.STORE;
+  return {
+    seq, kind, path: c.path, fromPath: c.fromPath ?? '', base: c.base, fromBase: c.fromBase ?? 0,
+    state: fs
+      ? { type: fs.type, size: fs.size, mode: fs.mode, mtimeMs: fs.mtimeMs, hash: c.hash ?? c.index?.hash ?? '', target: fs.target }
+      : { type: EntryType.NONE, size: 0, mode: 0, mtimeMs: 0, hash: '', target: '' },
+  };
+}
+
+function _wireOp(o: LoggedOp): Operation {
+  return {
+    seq: o.seq, kind: o.kind as Operation['kind'], path: o.path, fromPath: o.fromPath, base: o.base, fromBase: o.fromBase,
+    state: { path: o.path, type: o.state.type as Entry['type'], size: o.state.size, mode: o.state.mode, mtimeMs: o.state.mtimeMs, hash: o.state.hash ? fromHex(o.state.hash) : new Uint8Array(0), target: o.state.target, version: 0 },
+  };
+}
+
+const BATCH = 500;
+
+// Sends operations in batches (marking them sent first) and settles each result.
+async function _send(replica: Replica, remote: Remote, log: ReintLog, ops: LoggedOp[], policy: Policy, summary: PushSummary, opts: PushOptions, byPath: Map<string, LocalChange>): Promise<void> {
+  for (let i = 0; i < ops.length; i += BATCH) {
+    const batch = ops.slice(i, i + BATCH);
+    await log.append([{ t: 'sent', upto: batch[batch.length - 1]!.seq }]);
+    const env = await remote.session.request(Op.REINTEGRATE, { reintegrate: { replicaId: replica.config.replicaId, ops: batch.map(_wireOp), policy } });
+    const results = env.reintegrateReply?.results ?? [];
+    if (results.length !== batch.length) throw new ImzError(Codes.PROTOCOL, `cannot push: the server answered ${results.length} of ${batch.length} operations`);
+    const serverFetch: Entry[] = [];
+    for (let k = 0; k < batch.length; k++) await _settle(replica, remote, batch[k]!, results[k]!, policy, summary, opts, byPath.get(batch[k]!.path), serverFetch);
+    await replica.flushIndex();
+    if (serverFetch.length > 0) await reconcile(replica, remote, serverFetch);
+    await log.append([{ t: 'done', upto: batch[batch.length - 1]!.seq }]);
+  }
+}
+
+async function _settle(replica: Replica, remote: Remote, op: LoggedOp, r: OpResult, policy: Policy, summary: PushSummary, opts: PushOptions, change: LocalChange | undefined, serverFetch: Entry[]): Promise<void> {
+  const kind = KIND_NAMES[op.kind] ?? 'op';
+  const index = async (path: string, version: number) => {
+    if (op.state.type === EntryType.NONE) return replica.delete(path);
+    // Index what was scanned; a write made since then shows up at the next scan.
+    const fs = change?.path === path ? change.fs : undefined;
+    const now = fs ?? (() => { const e = statEntrySync(replica.root, path); return typeof e === 'string' ? undefined : e; })();
+    if (!now) return replica.delete(path);
+    await replica.set(path, { type: op.state.type as never, version, hash: op.state.hash, size: now.size, mode: now.mode, mtimeMs: now.mtimeMs, ctimeMs: now.ctimeMs, ino: now.ino, target: now.target });
+  };
+  if (r.status === OpStatus.APPLIED || r.status === OpStatus.DUPLICATE || r.status === OpStatus.SAME) {
+    if (op.kind === OpKind.MOVE) await replica.delete(op.fromPath);
+    await index(op.path, r.version);
+    summary.applied++;
+    opts.onEvent?.({ type: 'op', path: op.path, kind, status: r.status === OpStatus.APPLIED ? 'applied' : r.status === OpStatus.DUPLICATE ? 'duplicate' : 'same' });
+    if (r.displaced) {
+      // client-wins (or newest): the server kept the version ours replaced, in its state.
+      const c: ConflictRecord = {
+        path: op.path, class: (r.conflictClass || 'update/update') as ConflictRecord['class'], at: 'push', local: null,
+        server: r.server ? { type: r.server.type, version: r.server.version, hash: r.server.hash.length ? toHex(r.server.hash) : undefined, size: r.server.size, mtimeMs: r.server.mtimeMs } : null,
+        detected: new Date().toISOString(), resolvedBy: policy, serverDisplaced: r.displaced,
+      };
+      await saveConflict(replica.stateDir, c);
+      summary.settled.push(c);
+      opts.onEvent?.({ type: 'displaced', path: op.path, displaced: r.displaced });
+    }
+    return;
+  }
+  if (r.status === OpStatus.REJECTED) {
+    summary.rejected++;
+    opts.onEvent?.({ type: 'op', path: op.path, kind, status: 'rejected', message: r.error?.message });
+    return;
+  }
+  // A conflict: the policy decides what happens here; nothing is lost either way.
+  opts.onEvent?.({ type: 'op', path: op.path, kind, status: 'conflict' });
+  const server = r.server;
+  const c: ConflictRecord = {
+    path: op.path, class: (r.conflictClass || 'update/update') as ConflictRecord['class'], at: 'push',
+    local: op.state.type === EntryType.NONE ? null : { type: op.state.type, hash: op.state.hash || undefined, size: op.state.size, mtimeMs: op.state.mtimeMs, target: op.state.target || undefined, version: op.base },
+    server: server ? { type: server.type, version: server.version, hash: server.hash.length ? toHex(server.hash) : undefined, size: server.size, mtimeMs: server.mtimeMs, target: server.target || undefined } : null,
+    detected: new Date().toISOString(),
+  };
+  const abs = join(replica.root, op.path);
+  if (policy === 'keep-both' && r.keptAs) {
+    // The server stored our version beside its own: mirror that here, then take its version of the path.
+    checkPath(r.keptAs, 'keep both versions');
+    await rename(abs, join(replica.root, r.keptAs));
+    const moved = statEntrySync(replica.root, r.keptAs);
+    if (moved && typeof moved !== 'string') {
+      await replica.set(r.keptAs, { type: op.state.type as never, version: r.version, hash: op.state.hash, size: moved.size, mode: moved.mode, mtimeMs: moved.mtimeMs, ctimeMs: moved.ctimeMs, ino: moved.ino, target: moved.target });
+    }
+    await replica.delete(op.path);
+    if (server) serverFetch.push(server);
+    c.localCopy = r.keptAs;
+    c.resolvedBy = 'keep-both';
+    await saveConflict(replica.stateDir, c);
+    summary.settled.push(c);
+    opts.onEvent?.({ type: 'displaced', path: op.path, displaced: r.keptAs });
+    return;
+  }
+  if (policy === 'manual') {
+    if (server && server.type === EntryType.FILE) {
+      c.serverBlob = blobPath(toHex(server.hash));
+      await mkdir(join(replica.stateDir, 'conflicts', 'blobs'), { recursive: true });
+      await fetchFiles(remote, [{ entry: server, dest: join(replica.stateDir, c.serverBlob) }], async (b) => {
+        for (const f of b) await rename(f.tmp, f.item.dest);
+      });
+    }
+    await saveConflict(replica.stateDir, c);
+    summary.conflicts.push(c);
+    opts.onEvent?.({ type: 'conflict', conflict: c });
+    return;
+  }
+  // server-wins (and newest or keep-both when the server's side stays): keep
+  // the local version under a conflict name, never pushed, and take the server's.
+  const local = statEntrySync(replica.root, op.path);
+  if (local && typeof local !== 'string' && local.type !== EntryType.DIR) {
+    const copy = conflictCopyName(op.path, replica.config.replicaId, server?.version ?? r.version);
+    await rename(abs, join(replica.root, copy));
+    c.localCopy = copy;
+    c.resolvedBy = policy;
+    await saveConflict(replica.stateDir, c);
+    summary.settled.push(c);
+    opts.onEvent?.({ type: 'conflict', conflict: c });
+  }
+  await replica.delete(op.path);
+  if (server) serverFetch.push(server);
+}

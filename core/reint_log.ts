@@ -1,0 +1,74 @@
+import { open, readFile, truncate } from 'node:fs/promises';
+import { join } from 'node:path';
+import { writeFileAtomic } from './atomic_fs.ts';
+import { LOG_HEADER, type LogRecord, type LoggedOp, decodeLog, encodeLogRecord, pendingOps } from './reint_log_model.ts';
+
+/**
+ * The replica's reintegration log (Coda's CML) in .imz/log, plus the
+ * operation counter in .imz/opseq that never goes back (the server uses
+ * (replica id, seq) to apply each operation once). Appends are fsynced.
+ */
+export class ReintLog {
+  readonly file: string;
+  readonly seqFile: string;
+  private _records: LogRecord[];
+  private _nextSeq: number;
+
+  private constructor(file: string, seqFile: string, records: LogRecord[], nextSeq: number) {
+    this.file = file;
+    this.seqFile = seqFile;
+    this._records = records;
+    this._nextSeq = nextSeq;
+  }
+
+  /** Opens the log, cutting a torn tail left by a crash. */
+  static async open(stateDir: string): Promise<ReintLog> {
+    const file = join(stateDir, 'log');
+    const seqFile = join(stateDir, 'opseq');
+    let text = '';
+    try {
+      text = await readFile(file, 'utf8');
+    } catch { /* no log yet */ }
+    const dec = decodeLog(text);
+    if (dec.torn && dec.validBytes > 0) await truncate(file, dec.validBytes);
+    if (dec.validBytes === 0) await writeFileAtomic(file, `${LOG_HEADER}\n`);
+    let nextSeq = 1;
+    try {
+      nextSeq = Number(JSON.parse(await readFile(seqFile, 'utf8')).next) || 1;
+    } catch { /* first push */ }
+    for (const r of dec.records) if (r.t === 'op' && r.op.seq >= nextSeq) nextSeq = r.op.seq + 1;
+    return new ReintLog(file, seqFile, dec.records, nextSeq);
+  }
+
+  /** Operations possibly sent but not acknowledged, and never-sent ones. */
+  pending(): { sent: LoggedOp[]; unsent: LoggedOp[] } {
+    return pendingOps(this._records);
+  }
+
+  /** Reserves n operation sequence numbers durably; returns the first. */
+  async reserve(n: number): Promise<number> {
+    const first = this._nextSeq;
+    this._nextSeq += n;
+    await writeFileAtomic(this.seqFile, JSON.stringify({ next: this._nextSeq }) + '\n');
+    return first;
+  }
+
+  /** Appends records and fsyncs. */
+  async append(records: LogRecord[]): Promise<void> {
+    if (records.length === 0) return;
+    const fh = await open(this.file, 'a');
+    try {
+      await fh.write(records.map(encodeLogRecord).join(''));
+      await fh.datasync();
+    } finally {
+      await fh.close();
+    }
+    this._records.push(...records);
+  }
+
+  /** Empties the log once everything in it is acknowledged. */
+  async clear(): Promise<void> {
+    await writeFileAtomic(this.file, `${LOG_HEADER}\n`);
+    this._records = [];
+  }
+}

@@ -1,0 +1,77 @@
+import { crc32 } from './crc32.ts';
+
+/** A logged operation as stored in .imz/log (hash as hex). */
+export interface LoggedOp {
+  seq: number;
+  kind: number;
+  path: string;
+  fromPath: string;
+  base: number;
+  fromBase: number;
+  state: { type: number; size: number; mode: number; mtimeMs: number; hash: string; target: string };
+}
+
+/** One line of the reintegration log. */
+export type LogRecord =
+  | { t: 'op'; op: LoggedOp }
+  /** Operations up to this seq may have reached the server: they are resent as they are, never merged away. */
+  | { t: 'sent'; upto: number }
+  /** Operations up to this seq are acknowledged. */
+  | { t: 'done'; upto: number }
+  /** Unsent operations up to this seq were superseded by a newer scan. */
+  | { t: 'drop'; upto: number };
+
+export const LOG_HEADER = 'imz-log 1';
+const _enc = new TextEncoder();
+
+/** Encodes a record as one checksummed line: "<crc32 hex> <json>\n". */
+export function encodeLogRecord(r: LogRecord): string {
+  const json = JSON.stringify(r);
+  return `${crc32(_enc.encode(json)).toString(16).padStart(8, '0')} ${json}\n`;
+}
+
+/**
+ * Decodes the log text; stops at the first torn or damaged line (a crash
+ * mid-append) and says where the intact part ends, in bytes.
+ */
+export function decodeLog(text: string): { records: LogRecord[]; validBytes: number; torn: boolean } {
+  const records: LogRecord[] = [];
+  if (!text.startsWith(`${LOG_HEADER}\n`)) return { records, validBytes: 0, torn: text.length > 0 };
+  let off = LOG_HEADER.length + 1;
+  let bytes = _enc.encode(text.slice(0, off)).length;
+  while (off < text.length) {
+    const nl = text.indexOf('\n', off);
+    if (nl < 0) break;
+    const line = text.slice(off, nl);
+    const sp = line.indexOf(' ');
+    const json = line.slice(sp + 1);
+    if (sp !== 8 || parseInt(line.slice(0, 8), 16) !== crc32(_enc.encode(json))) break;
+    try {
+      records.push(JSON.parse(json));
+    } catch {
+      break;
+    }
+    off = nl + 1;
+    bytes += _enc.encode(line).length + 1;
+  }
+  return { records, validBytes: bytes, torn: off < text.length };
+}
+
+/** The operations still owed to the server, and which of them may already have been sent. */
+export function pendingOps(records: LogRecord[]): { sent: LoggedOp[]; unsent: LoggedOp[] } {
+  let sentUpto = 0;
+  let doneUpto = 0;
+  let dropUpto = 0;
+  const ops: LoggedOp[] = [];
+  for (const r of records) {
+    if (r.t === 'op') ops.push(r.op);
+    else if (r.t === 'sent') sentUpto = Math.max(sentUpto, r.upto);
+    else if (r.t === 'done') doneUpto = Math.max(doneUpto, r.upto);
+    else dropUpto = Math.max(dropUpto, r.upto);
+  }
+  const live = ops.filter((o) => o.seq > doneUpto);
+  return {
+    sent: live.filter((o) => o.seq <= sentUpto),
+    unsent: live.filter((o) => o.seq > sentUpto && o.seq > dropUpto),
+  };
+}

@@ -1,0 +1,355 @@
+import { createHash } from 'node:crypto';
+import { closeSync, constants as fsc, copyFileSync, fchmodSync, fsyncSync, futimesSync, lstatSync, mkdirSync, openSync, readSync, readdirSync, readlinkSync, renameSync, rmdirSync, symlinkSync, unlinkSync } from 'node:fs';
+import { chmod, mkdir, open, rename, rm, stat, utimes } from 'node:fs/promises';
+import { basename, dirname, extname, join } from 'node:path';
+import { Codes, ImzError } from '../protocol/errors.ts';
+import { Change, EntryType, type Operation, OpKind, type OpResult, OpStatus } from '../protocol/messages.ts';
+import { fsyncDir, tempNameFor } from './atomic_fs.ts';
+import { toHex } from './hash.ts';
+import { checkPath } from './paths.ts';
+import type { ServerScanner } from './server_scanner.ts';
+import { type PendingChange, type ServerState, type TableEntry, tableToEntry } from './server_state.ts';
+import { fsEntryFromStats, utimeSeconds } from './tree_scan.ts';
+
+/** Conflict resolution policies (DESIGN.md). */
+export const POLICIES = ['manual', 'server-wins', 'client-wins', 'newest', 'keep-both'] as const;
+export type Policy = (typeof POLICIES)[number];
+
+/** Largest blob staged through PUT_BLOB. */
+const MAX_BLOB = 1024 ** 4;
+
+/** The name a keep-both conflict stores the client's version under: name.imz-keep-<replica>-<version>.ext */
+export function keepName(path: string, replicaId: string, version: number): string {
+  const ext = extname(path);
+  const stem = ext && ext !== path ? path.slice(0, -ext.length) : path;
+  return `${stem}.imz-keep-${replicaId.slice(0, 8)}-${version}${ext}`;
+}
+
+/**
+ * The server side of disconnected operation: stages uploaded content by hash
+ * (PUT_BLOB), then applies a replica's operations in order (REINTEGRATE):
+ * each is checked against the path's current version, applied atomically
+ * (temp file, fsync, rename), journalled with its origin, and answered.
+ * A retried operation (same replica id and seq) is never applied twice.
+ */
+export class Reintegrator {
+  readonly root: string;
+  readonly state: ServerState;
+  readonly scanner: ServerScanner;
+  readonly stagingDir: string;
+  readonly displacedDir: string;
+  private _blobLocks = new Map<string, Promise<unknown>>();
+
+  constructor(root: string, state: ServerState, scanner: ServerScanner) {
+    this.root = root;
+    this.state = state;
+    this.scanner = scanner;
+    this.stagingDir = join(state.dir, 'staging');
+    this.displacedDir = join(state.dir, 'displaced');
+  }
+
+  /** Handles one PUT_BLOB piece (or query); pieces of one blob are serialised. */
+  putBlob(req: { hash: Uint8Array; size: number; offset: number; data: Uint8Array; last: boolean }): Promise<{ present: boolean; have: number }> {
+    if (req.hash.length !== 32) throw new ImzError(Codes.PROTOCOL, 'cannot stage content: the hash is not a SHA-256');
+    if (!(req.size >= 0 && req.size <= MAX_BLOB)) throw new ImzError(Codes.PROTOCOL, 'cannot stage content: bad size');
+    const hex = toHex(req.hash);
+    const prev = this._blobLocks.get(hex) ?? Promise.resolve();
+    const run = prev.then(() => this._putBlob(hex, req));
+    const tail = run.catch(() => {});
+    this._blobLocks.set(hex, tail);
+    void tail.then(() => { if (this._blobLocks.get(hex) === tail) this._blobLocks.delete(hex); });
+    return run;
+  }
+
+  private async _putBlob(hex: string, req: { size: number; offset: number; data: Uint8Array; last: boolean }): Promise<{ present: boolean; have: number }> {
+    await mkdir(this.stagingDir, { recursive: true });
+    const full = join(this.stagingDir, hex);
+    const part = `${full}.part`;
+    try {
+      await stat(full);
+      return { present: true, have: req.size };
+    } catch { /* not staged yet */ }
+    let have = 0;
+    try {
+      have = (await stat(part)).size;
+    } catch { /* nothing yet */ }
+    if (req.data.length === 0 && !req.last) return { present: false, have };
+    if (req.offset !== have) return { present: false, have }; // the client resends from `have`
+    if (have + req.data.length > req.size) throw new ImzError(Codes.PROTOCOL, 'cannot stage content: more bytes than the declared size');
+    const fh = await open(part, 'a');
+    try {
+      if (req.data.length > 0) await fh.write(req.data);
+      if (req.last) await fh.datasync();
+    } finally {
+      await fh.close();
+    }
+    have += req.data.length;
+    if (!req.last) return { present: false, have };
+    if (have !== req.size) throw new ImzError(Codes.PROTOCOL, `cannot stage content: ${have} bytes received, ${req.size} declared`);
+    const h = createHash('sha256');
+    const rf = await open(part, 'r');
+    try {
+      for await (const chunk of rf.createReadStream()) h.update(chunk as Buffer);
+    } finally {
+      await rf.close().catch(() => {});
+    }
+    if (h.digest('hex') !== hex) {
+      await rm(part, { force: true });
+      throw new ImzError(Codes.HASH_MISMATCH, 'cannot stage content: the bytes received do not match their SHA-256 (upload again)');
+    }
+    await rename(part, full);
+    return { present: true, have };
+  }
+
+  /** Applies operations in order; one result each. Serialised with the scanner. */
+  reintegrate(replicaId: string, ops: Operation[], policy: string): Promise<OpResult[]> {
+    if (!/^[0-9a-f-]{36}$/.test(replicaId)) throw new ImzError(Codes.PROTOCOL, 'cannot reintegrate: missing or malformed replica id');
+    const pol = (POLICIES as readonly string[]).includes(policy) ? (policy as Policy) : 'manual';
+    return this.scanner.exclusive(async () => {
+      const results: OpResult[] = [];
+      for (const op of ops) {
+        try {
+          results.push(await this._one(replicaId, op, pol));
+        } catch (err) {
+          const e = err instanceof ImzError ? err : new ImzError(Codes.IO, `cannot apply ${op.path}: ${(err as Error).message}`);
+          results.push(_result(op, OpStatus.REJECTED, this._version(op.path), { error: { code: e.code, message: e.message } }));
+        }
+      }
+      return results;
+    });
+  }
+
+  private _version(path: string): number {
+    return this.state.table.get(path)?.version ?? 0;
+  }
+
+  private async _one(replicaId: string, op: Operation, policy: Policy): Promise<OpResult> {
+    checkPath(op.path, 'reintegrate');
+    if (op.kind === OpKind.MOVE) checkPath(op.fromPath, 'reintegrate');
+    if ((this.state.origins.get(replicaId) ?? 0) >= op.seq) return _result(op, OpStatus.DUPLICATE, this._version(op.path));
+    const cur = this.state.table.get(op.path);
+    const curVersion = cur?.version ?? 0;
+    const baseOk = op.base === curVersion && (op.kind !== OpKind.MOVE || (this.state.table.get(op.fromPath)?.version ?? 0) === op.fromBase);
+    if (!baseOk) {
+      if (_sameResult(cur, op, this.state.table.get(op.fromPath))) return _result(op, OpStatus.SAME, curVersion);
+      const cls = _classify(cur, op);
+      const server = cur ? tableToEntry(op.path, cur) : null;
+      const clientNewer = op.state.type !== EntryType.NONE && cur !== undefined && op.state.mtimeMs > cur.mtimeMs;
+      if (policy === 'client-wins' || (policy === 'newest' && clientNewer)) {
+        const displaced = cur ? await this._displace(op.path, cur) : '';
+        const version = await this._apply(replicaId, op, true);
+        return _result(op, OpStatus.APPLIED, version, { conflictClass: cls, displaced, server });
+      }
+      if (policy === 'keep-both' && (op.kind === OpKind.STORE || op.kind === OpKind.LINK) && cur) {
+        const alt = keepName(op.path, replicaId, curVersion);
+        checkPath(alt, 'keep both versions');
+        const version = await this._apply(replicaId, { ...op, path: alt, base: this._version(alt) }, true);
+        return _result(op, OpStatus.CONFLICT, curVersion, { conflictClass: cls, keptAs: alt, server, altVersion: version });
+      }
+      return _result(op, OpStatus.CONFLICT, curVersion, { conflictClass: cls, server });
+    }
+    if (op.kind === OpKind.REMOVEDIR) {
+      // A directory the client removed, to which the server (or another replica) added entries.
+      const prefix = `${op.path}/`;
+      for (const p of this.state.table.keys()) {
+        if (p.startsWith(prefix)) return _result(op, OpStatus.CONFLICT, curVersion, { conflictClass: 'dir-removed', server: cur ? tableToEntry(op.path, cur) : null });
+      }
+    }
+    const version = await this._apply(replicaId, op, false);
+    return _result(op, OpStatus.APPLIED, version);
+  }
+
+  // Keeps the server's current version of a path before a client's change replaces it.
+  private async _displace(path: string, cur: TableEntry): Promise<string> {
+    if (cur.type !== EntryType.FILE) return '';
+    await mkdir(this.displacedDir, { recursive: true });
+    const name = `${cur.version}-${basename(path).slice(0, 100)}`;
+    const dest = join(this.displacedDir, name);
+    copyFileSync(join(this.root, path), dest);
+    await open(join(this.displacedDir, 'index.jsonl'), 'a').then(async (fh) => {
+      await fh.write(JSON.stringify({ path, version: cur.version, hash: toHex(new Uint8Array(Buffer.from(cur.hash, 'latin1'))), size: cur.size, mtimeMs: cur.mtimeMs, savedAs: name, time: new Date().toISOString() }) + '\n');
+      await fh.datasync();
+      await fh.close();
+    });
+    return `displaced/${name}`;
+  }
+
+  // Applies one operation to the tree, journals it, returns the new version.
+  private async _apply(replicaId: string, op: Operation, forced: boolean): Promise<number> {
+    const abs = join(this.root, op.path);
+    const changes: PendingChange[] = [];
+    const origin = { origin: replicaId, originSeq: op.seq };
+    await this._ensureParents(op.path, changes, origin);
+    const cur = this.state.table.get(op.path);
+    const onDisk = lstatSync(abs, { throwIfNoEntry: false });
+    // Something of another type in the way (a forced win, or a retype): clear it first.
+    const clear = () => {
+      if (!onDisk) return;
+      if (onDisk.isDirectory()) {
+        if (readdirSyncSafe(abs).length > 0) throw new ImzError(Codes.CONFLICT, `cannot replace directory ${op.path}: it is not empty`);
+        rmdirSync(abs);
+      } else unlinkSync(abs);
+    };
+    switch (op.kind) {
+      case OpKind.STORE: {
+        const hex = toHex(op.state.hash);
+        const blob = join(this.stagingDir, hex);
+        const tmp = tempNameFor(abs);
+        try {
+          copyFileSync(blob, tmp, fsc.COPYFILE_FICLONE);
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new ImzError(Codes.NOT_FOUND, `cannot store ${op.path}: its content was not uploaded (push again)`);
+          throw err;
+        }
+        const fd = openSync(tmp, 'r+');
+        try {
+          fchmodSync(fd, op.state.mode & 0o777);
+          futimesSync(fd, utimeSeconds(op.state.mtimeMs), utimeSeconds(op.state.mtimeMs));
+          fsyncSync(fd);
+        } finally {
+          closeSync(fd);
+        }
+        if (onDisk?.isDirectory()) clear();
+        renameSync(tmp, abs);
+        changes.push(this._change(op.path, cur ? (cur.type === EntryType.FILE ? Change.MODIFY : Change.RETYPE) : Change.CREATE, origin, op.state.hash));
+        break;
+      }
+      case OpKind.MAKEDIR:
+        if (onDisk && !onDisk.isDirectory()) clear();
+        if (!onDisk || !onDisk.isDirectory()) mkdirSync(abs, op.state.mode & 0o777);
+        changes.push(this._change(op.path, cur ? Change.RETYPE : Change.MKDIR, origin));
+        this.scanner.watchCreated(op.path);
+        break;
+      case OpKind.LINK: {
+        const tmp = tempNameFor(abs);
+        symlinkSync(op.state.target, tmp);
+        if (onDisk?.isDirectory()) clear();
+        renameSync(tmp, abs);
+        changes.push(this._change(op.path, cur && cur.type !== EntryType.SYMLINK ? Change.RETYPE : Change.SYMLINK, origin));
+        break;
+      }
+      case OpKind.UNLINK:
+        if (onDisk) clear();
+        changes.push({ change: Change.REMOVE, path: op.path, state: undefined, ...origin });
+        break;
+      case OpKind.REMOVEDIR:
+        if (onDisk) {
+          if (!onDisk.isDirectory()) unlinkSync(abs);
+          else rmdirSync(abs);
+        }
+        changes.push({ change: Change.RMDIR, path: op.path, state: undefined, ...origin });
+        break;
+      case OpKind.SETATTR:
+        if (!onDisk) throw new ImzError(Codes.NOT_FOUND, `cannot change ${op.path}: it does not exist on the server`);
+        await chmod(abs, op.state.mode & 0o777);
+        if (onDisk.isFile()) await utimes(abs, utimeSeconds(op.state.mtimeMs), utimeSeconds(op.state.mtimeMs));
+        changes.push(this._change(op.path, Change.META, origin));
+        break;
+      case OpKind.MOVE: {
+        const from = join(this.root, op.fromPath);
+        if (!lstatSync(from, { throwIfNoEntry: false })) throw new ImzError(Codes.NOT_FOUND, `cannot move ${op.fromPath}: it does not exist on the server`);
+        if (onDisk && forced) clear();
+        renameSync(from, abs);
+        changes.push({ change: Change.REMOVE, path: op.fromPath, state: undefined, ...origin });
+        changes.push(this._change(op.path, Change.CREATE, origin));
+        break;
+      }
+      default:
+        throw new ImzError(Codes.PROTOCOL, `cannot reintegrate: unknown operation kind ${op.kind}`);
+    }
+    await fsyncDir(dirname(abs));
+    if (op.kind === OpKind.MOVE) await fsyncDir(dirname(join(this.root, op.fromPath)));
+    const records = await this.state.commit(changes);
+    return records[records.length - 1]!.seq;
+  }
+
+  // The table state of a path as it is on disk now (after imz wrote it).
+  private _change(path: string, change: PendingChange['change'], origin: { origin: string; originSeq: number }, knownHash?: Uint8Array): PendingChange {
+    const abs = join(this.root, path);
+    const st = lstatSync(abs);
+    const fe = fsEntryFromStats(path, st, st.isSymbolicLink() ? readlinkSync(abs) : '');
+    if (typeof fe === 'string') throw new ImzError(Codes.IO, `cannot journal ${path}: it is a ${fe}`);
+    let hash = '';
+    if (fe.type === EntryType.FILE && knownHash) hash = Buffer.from(knownHash).toString('latin1'); // verified when staged
+    else if (fe.type === EntryType.FILE) {
+      const h = createHash('sha256');
+      const fd = openSync(abs, 'r');
+      try {
+        const buf = Buffer.allocUnsafe(1024 * 1024);
+        for (;;) {
+          const n = readSyncSafe(fd, buf);
+          if (n === 0) break;
+          h.update(buf.subarray(0, n));
+        }
+      } finally {
+        closeSync(fd);
+      }
+      hash = h.digest().toString('latin1');
+    }
+    return { change, path, state: { type: fe.type, size: fe.size, mode: fe.mode, mtimeMs: fe.mtimeMs, hash, target: fe.target, ino: fe.ino }, ...origin };
+  }
+
+  // Creates missing parent directories of path (journalled), refusing to go through anything but real directories.
+  private async _ensureParents(path: string, changes: PendingChange[], origin: { origin: string; originSeq: number }): Promise<void> {
+    const parts = path.split('/');
+    let cur = '';
+    for (let i = 0; i < parts.length - 1; i++) {
+      cur = cur === '' ? parts[i]! : `${cur}/${parts[i]}`;
+      const st = lstatSync(join(this.root, cur), { throwIfNoEntry: false });
+      if (!st) {
+        mkdirSync(join(this.root, cur), 0o755);
+        changes.push(this._change(cur, Change.MKDIR, origin));
+        this.scanner.watchCreated(cur);
+      } else if (!st.isDirectory()) {
+        throw new ImzError(Codes.CONFLICT, `cannot write ${path}: ${cur} on the server is not a directory`);
+      }
+    }
+  }
+}
+
+function readdirSyncSafe(abs: string): string[] {
+  try {
+    return readdirSync(abs);
+  } catch {
+    return [];
+  }
+}
+
+function readSyncSafe(fd: number, buf: Buffer): number {
+  return readSync(fd, buf, 0, buf.length, null);
+}
+
+function _result(op: Operation, status: OpResult['status'], version: number, extra: Partial<OpResult> & { altVersion?: number } = {}): OpResult {
+  const { altVersion, ...rest } = extra;
+  return { seq: op.seq, status, version: altVersion ?? version, server: null, conflictClass: '', keptAs: '', displaced: '', error: null, ...rest };
+}
+
+// True when the server already holds what the operation would produce.
+function _sameResult(cur: TableEntry | undefined, op: Operation, from: TableEntry | undefined): boolean {
+  switch (op.kind) {
+    case OpKind.UNLINK:
+    case OpKind.REMOVEDIR:
+      return cur === undefined;
+    case OpKind.MAKEDIR:
+      return cur?.type === EntryType.DIR;
+    case OpKind.LINK:
+      return cur?.type === EntryType.SYMLINK && cur.target === op.state.target;
+    case OpKind.STORE:
+    case OpKind.SETATTR:
+      return cur?.type === EntryType.FILE && cur.hash === Buffer.from(op.state.hash).toString('latin1') && (op.kind === OpKind.STORE || cur.mode === op.state.mode);
+    case OpKind.MOVE:
+      return from === undefined && cur?.type === EntryType.FILE && cur.hash === Buffer.from(op.state.hash).toString('latin1');
+    default:
+      return false;
+  }
+}
+
+function _classify(cur: TableEntry | undefined, op: Operation): string {
+  const removing = op.kind === OpKind.UNLINK || op.kind === OpKind.REMOVEDIR;
+  if (removing) return cur ? 'remove/update' : 'remove/remove';
+  if (!cur) return op.base === 0 ? 'create/create' : 'update/remove';
+  if (op.base === 0) return 'create/create';
+  if (op.state.type !== EntryType.NONE && op.state.type !== cur.type) return 'type-change';
+  return 'update/update';
+}
+

@@ -1,0 +1,91 @@
+import { ImzError } from '../protocol/errors.ts';
+import { type LocalChange, scanChanges } from './changes.ts';
+import { type ConflictRecord, listConflicts } from './conflicts.ts';
+import { Remote } from './remote.ts';
+import { Replica } from './replica.ts';
+import type { SkippedPath } from './tree_scan.ts';
+
+/** What the server said (or that it could not be asked). */
+export interface ServerStatus {
+  reachable: boolean;
+  address: string;
+  /** Journal records the replica has not replayed yet (when reachable and the same server). */
+  behind?: number;
+  serverId?: string;
+  /** Why behind is missing: unreachable, a different server, or a journal trimmed past the cursor. */
+  error?: string;
+  /** True when the server was not asked (offline option). */
+  skipped?: boolean;
+}
+
+/** Everything `imz status` reports. */
+export interface StatusReport {
+  root: string;
+  changes: LocalChange[];
+  skipped: SkippedPath[];
+  conflicts: ConflictRecord[];
+  server: ServerStatus;
+  /** The journal cursor in HEAD. */
+  cursor: number;
+  /** Index entries that are files, and how many of them were deleted. */
+  tracked: number;
+  deleted: number;
+}
+
+/** Options of status. */
+export interface StatusOptions {
+  /** How long to wait for the server's HELLO (default 2 s). */
+  timeoutMs?: number;
+  /** Do not contact the server. */
+  offline?: boolean;
+  onProgress?: (scanned: number) => void;
+}
+
+/**
+ * Local changes (a stat walk; hashing only what stat cannot settle),
+ * recorded conflicts, and how far the replica is behind its server. The
+ * server is asked in parallel with the scan; an unreachable server is a
+ * fact of the report, not an error. Read-only: no lock, nothing written.
+ */
+export async function status(dir: string, opts: StatusOptions = {}): Promise<StatusReport> {
+  const replica = await Replica.open(dir);
+  const address = replica.config.remote;
+  const serverP: Promise<ServerStatus> = opts.offline
+    ? Promise.resolve({ reachable: false, address, skipped: true })
+    : _askServer(replica, opts.timeoutMs ?? 2_000);
+  // Keep a rejected server promise from counting as unhandled while the scan runs.
+  serverP.catch(() => undefined);
+  const [scan, conflicts] = await Promise.all([
+    scanChanges(replica, { onProgress: opts.onProgress, contentHashes: false }),
+    listConflicts(replica.stateDir),
+  ]);
+  return {
+    root: replica.root, changes: scan.changes, skipped: scan.skipped, conflicts, server: await serverP, cursor: replica.head.cursor,
+    tracked: scan.tracked, deleted: scan.deleted,
+  };
+}
+
+async function _askServer(replica: Replica, timeoutMs: number): Promise<ServerStatus> {
+  const address = replica.config.remote;
+  let remote: Remote;
+  try {
+    remote = await Remote.connect(address, { replicaId: replica.config.replicaId, timeoutMs });
+  } catch (err) {
+    return { reachable: false, address, error: err instanceof ImzError ? err.message : String((err as Error)?.message ?? err) };
+  }
+  try {
+    const info = remote.info;
+    const head = replica.head;
+    const s: ServerStatus = { reachable: true, address, serverId: info.serverId };
+    if (head.serverId && info.serverId !== head.serverId) {
+      s.error = `the server at ${address} is not the one this replica follows (it is ${info.serverId}, the replica follows ${head.serverId}); \`imz pull --resync\` compares by hash`;
+    } else if (info.journalFirst > 0 && head.cursor + 1 < info.journalFirst) {
+      s.error = `the server's journal starts at record ${info.journalFirst} but this replica stopped at ${head.cursor}; \`imz pull --resync\` compares by hash`;
+    } else {
+      s.behind = Math.max(0, info.journalLast - head.cursor);
+    }
+    return s;
+  } finally {
+    remote.close();
+  }
+}
