@@ -5,7 +5,7 @@ import { fsyncDir } from './atomic_fs.ts';
 import { SEGMENT_HEADER_SIZE, decodeSegment, encodeJournalRecords, segmentHeader } from './journal_model.ts';
 
 /** Segment files rotate past this size. */
-const SEGMENT_LIMIT = 16 * 1024 * 1024;
+const SEGMENT_LIMIT = 4 * 1024 * 1024;
 /** Recent records kept in memory so followers and pulls rarely touch disk. */
 const RECENT_MAX = 20000;
 
@@ -56,8 +56,7 @@ export class JournalStore {
         const p = decodeSegment(new Uint8Array(await readFile(prev.file)), prev.file);
         if (p.records.length > 0) j._last = p.records[p.records.length - 1]!.seq;
       }
-      const first = decodeSegment(new Uint8Array(await readFile(j._segments[0]!.file)), j._segments[0]!.file);
-      j._first = first.records[0]?.seq ?? (j._last > 0 ? j._last : 0);
+      j._first = (await _firstSeq(j._segments[0]!.file)) ?? (j._last > 0 ? j._last : 0);
       j._fh = await open(lastSeg.file, 'a');
     }
     return j;
@@ -164,4 +163,16 @@ function _lowerBound(a: JournalRecord[], seq: number): number {
     else hi = mid;
   }
   return lo;
+}
+
+// The first record's seq, reading only the start of the segment.
+async function _firstSeq(file: string): Promise<number | undefined> {
+  const fh = await open(file, 'r');
+  try {
+    const buf = new Uint8Array(64 * 1024);
+    const { bytesRead } = await fh.read(buf, 0, buf.length, 0);
+    return decodeSegment(buf.subarray(0, bytesRead), file).records[0]?.seq;
+  } finally {
+    await fh.close();
+  }
 }

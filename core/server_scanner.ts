@@ -9,6 +9,9 @@ import { isReservedName, pathProblem } from './paths.ts';
 import type { PendingChange, ServerState, TableEntry } from './server_state.ts';
 import { type FsEntry, type IgnoreFn, type SkippedPath, statEntry, walkTree } from './tree_scan.ts';
 
+/** Changes journalled at once during a long scan. */
+const SCAN_CHUNK = 5000;
+
 /** Options of the scanner. */
 export interface ScannerOptions {
   /** Milliseconds to gather watcher events before scanning them (default 50). */
@@ -143,11 +146,23 @@ export class ServerScanner extends EventEmitter {
     const upserts: PendingChange[] = [];
     const retry: string[] = [];
     const onSkip = (s: SkippedPath) => this.emit('skipped', s);
+    let committed = 0;
     const consider = async (e: FsEntry) => {
       seen.add(e.path);
       const c = await this._diff(e);
       if (c === 'retry') retry.push(e.path);
       else if (c) upserts.push(c);
+      // A first scan of a big tree journals in chunks, so memory stays bounded.
+      // Type changes wait for the end: they must follow the removal of what they replace.
+      if (upserts.length >= SCAN_CHUNK) {
+        const now = upserts.filter((u) => u.change !== Change.RETYPE);
+        const later = upserts.filter((u) => u.change === Change.RETYPE);
+        upserts.length = 0;
+        upserts.push(...later);
+        await this.state.commit(now);
+        committed += now.length;
+        for (const u of now) if (u.state?.type === EntryType.DIR && this._watchers.size > 0) this._watchDir(u.path);
+      }
     };
     if (sub !== '') {
       const top = await statEntry(this.root, sub);
@@ -179,8 +194,8 @@ export class ServerScanner extends EventEmitter {
       for (const c of upserts) if (c.state?.type === EntryType.DIR) this._watchDir(c.path);
     }
     for (const p of retry) setTimeout(() => this._markDirty(p), 200).unref?.();
-    this.emit('scanned', changes.length);
-    return changes.length;
+    this.emit('scanned', committed + changes.length);
+    return committed + changes.length;
   }
 
   private _isIgnoredPath(p: string): boolean {

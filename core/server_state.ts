@@ -1,10 +1,10 @@
 import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import { mkdir, readFile } from 'node:fs/promises';
+import { mkdir, open, readFile, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Codes, ImzError } from '../protocol/errors.ts';
 import { type ChangeCode, type Entry, EntryType, type EntryTypeCode, type JournalRecord } from '../protocol/messages.ts';
-import { writeFileAtomic } from './atomic_fs.ts';
+import { fsyncDir, tempNameFor, writeFileAtomic } from './atomic_fs.ts';
 import { JournalStore } from './journal_store.ts';
 
 /**
@@ -131,7 +131,8 @@ export class ServerState extends EventEmitter {
       else this.table.delete(r.entry.path);
     }
     this._sinceCheckpoint += records.length;
-    if (this._sinceCheckpoint >= CHECKPOINT_EVERY) await this.checkpoint();
+    // Amortised: a checkpoint costs the table size, so wait for at least that many records.
+    if (this._sinceCheckpoint >= Math.max(CHECKPOINT_EVERY, this.table.size)) await this.checkpoint();
     this.emit('records', records);
     return records;
   }
@@ -145,12 +146,30 @@ export class ServerState extends EventEmitter {
   /** Writes the table to disk (atomically) so start-up replays only newer records. */
   async checkpoint(): Promise<void> {
     const seq = this.journal.last;
-    const lines: string[] = [JSON.stringify({ magic: TABLE_MAGIC, v: TABLE_VERSION, seq, count: this.table.size, origins: Object.fromEntries(this.origins) })];
-    for (const [p, t] of this.table) {
-      lines.push(JSON.stringify([p, t.type, t.size, t.mode, t.mtimeMs, t.hash ? Buffer.from(t.hash, 'latin1').toString('base64') : '', t.target, t.version, t.ino]));
+    // Written in pieces: one string for a million entries would cost more memory than the table.
+    const file = join(this.dir, 'table');
+    const tmp = tempNameFor(file);
+    const fh = await open(tmp, 'wx', 0o644);
+    try {
+      let buf: string[] = [JSON.stringify({ magic: TABLE_MAGIC, v: TABLE_VERSION, seq, count: this.table.size, origins: Object.fromEntries(this.origins) })];
+      for (const [p, t] of this.table) {
+        buf.push(JSON.stringify([p, t.type, t.size, t.mode, t.mtimeMs, t.hash ? Buffer.from(t.hash, 'latin1').toString('base64') : '', t.target, t.version, t.ino]));
+        if (buf.length >= 4096) {
+          await fh.write(buf.join('\n') + '\n');
+          buf = [];
+        }
+      }
+      buf.push(JSON.stringify({ end: this.table.size }));
+      await fh.write(buf.join('\n') + '\n');
+      await fh.datasync();
+    } catch (err) {
+      await fh.close().catch(() => {});
+      await rm(tmp, { force: true });
+      throw err;
     }
-    lines.push(JSON.stringify({ end: this.table.size }));
-    await writeFileAtomic(join(this.dir, 'table'), lines.join('\n') + '\n');
+    await fh.close();
+    await rename(tmp, file);
+    await fsyncDir(this.dir);
     this._sinceCheckpoint = 0;
   }
 
