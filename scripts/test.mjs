@@ -3,7 +3,10 @@
 // derive the plain line from those totals and keep uvu's exit status.
 import { spawn } from 'node:child_process';
 
-const args = ['node_modules/uvu/bin.js', '-r', 'tsx', 'test', ...process.argv.slice(2)];
+// Only *_test.ts files are suites (helpers and fixtures live beside them); a
+// pattern argument narrows the run, e.g. `npm test -- journal`.
+const pattern = process.argv[2] ? `${process.argv[2]}.*_test\\.ts$` : '_test\\.ts$';
+const args = ['node_modules/uvu/bin.js', '-r', 'tsx', 'test', pattern];
 const child = spawn(process.execPath, args, { env: { ...process.env, NO_COLOR: '1', FORCE_COLOR: '0' }, stdio: ['ignore', 'pipe', 'inherit'] });
 let out = '';
 child.stdout.on('data', (b) => { process.stdout.write(b); out += b.toString(); });
