@@ -75,6 +75,16 @@ export async function reconcile(replica: Replica, remote: Remote, targets: Entry
       plans.push({ kind: needsMeta ? 'meta' : 'index', t, local });
       continue;
     }
+    if (local.kind === 'modified' && idx && idx.type === EntryType.FILE && t.type === EntryType.FILE && local.fs?.type === EntryType.FILE && toHex(t.hash) === idx.hash) {
+      // The server changed only metadata and we changed content: both apply,
+      // no conflict. The index keeps the old content's facts, so the local
+      // content is still seen as a change to push.
+      await chmod(join(root, t.path), t.mode & 0o777);
+      await replica.set(t.path, { ...idx, version: t.version, mode: t.mode });
+      result.changed++;
+      onEvent?.({ type: 'change', path: t.path, action: 'meta' });
+      continue;
+    }
     if (local.kind === 'modified' || local.kind === 'deleted' || local.kind === 'created') {
       _conflict(result, onEvent, conflictFetch, replica, t, _classify(local, t), local);
       continue;

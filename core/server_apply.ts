@@ -132,6 +132,11 @@ export class Reintegrator {
     const baseOk = op.base === curVersion && (op.kind !== OpKind.MOVE || (this.state.table.get(op.fromPath)?.version ?? 0) === op.fromBase);
     if (!baseOk) {
       if (_sameResult(cur, op, this.state.table.get(op.fromPath))) return _result(op, OpStatus.SAME, curVersion);
+      if (op.kind === OpKind.SETATTR && cur && cur.type === op.state.type && cur.type === EntryType.FILE) {
+        // A mode change meets a content change made since: both apply, no conflict.
+        const version = await this._apply(replicaId, { ...op, state: { ...op.state, mtimeMs: cur.mtimeMs } }, false);
+        return _result(op, OpStatus.APPLIED, version, { conflictClass: 'meta/update' });
+      }
       const cls = _classify(cur, op);
       const server = cur ? tableToEntry(op.path, cur) : null;
       const clientNewer = op.state.type !== EntryType.NONE && cur !== undefined && op.state.mtimeMs > cur.mtimeMs;
