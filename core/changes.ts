@@ -214,7 +214,7 @@ export async function scanChanges(replica: Replica, opts: ScanChangesOptions = {
       if (!st) continue; // vanished mid-walk
       if (++scanned % PROGRESS_EVERY === 0) opts.onProgress?.(scanned);
       const idx = index.get(rel);
-      if (idx !== undefined && idx.type === EntryType.FILE && st.isFile() && st.size === idx.size && st.mtimeMs === idx.mtimeMs &&
+      if (idx !== undefined && idx.type === EntryType.FILE && st.isFile() && st.size === idx.size && sameMtime(st.mtimeMs, idx.mtimeMs) &&
         st.ctimeMs === idx.ctimeMs && st.ino === idx.ino && (st.mode & 0o7777) === idx.mode) {
         seen.push(rel);
         if (!_racy(st, refTime) || userIgnore?.(rel, false)) continue;

@@ -2,7 +2,7 @@ import { join } from 'node:path';
 import { EntryType } from '../protocol/messages.ts';
 import { hashFile, toHex } from './hash.ts';
 import type { IndexEntry } from './index_model.ts';
-import { type FsEntry, statEntrySync } from './tree_scan.ts';
+import { type FsEntry, sameMtime, statEntrySync } from './tree_scan.ts';
 
 /** How a replica path compares with what the index says was last synced. */
 export type LocalKind = 'clean' | 'modified' | 'deleted' | 'created' | 'absent' | 'unsupported';
@@ -17,7 +17,7 @@ export interface LocalState {
 
 /** True when lstat facts match the index exactly, so the content needs no hashing. */
 export function statMatches(fs: FsEntry, idx: IndexEntry): boolean {
-  return fs.type === idx.type && fs.size === idx.size && fs.mtimeMs === idx.mtimeMs && fs.ino === idx.ino && fs.mode === idx.mode && fs.ctimeMs === idx.ctimeMs &&
+  return fs.type === idx.type && fs.size === idx.size && sameMtime(fs.mtimeMs, idx.mtimeMs) && fs.ino === idx.ino && fs.mode === idx.mode && sameMtime(fs.ctimeMs, idx.ctimeMs) &&
     fs.target === idx.target;
 }
 

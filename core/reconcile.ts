@@ -290,7 +290,7 @@ async function _equivalent(root: string, local: LocalState, idx: IndexEntry | un
 
 function _sameFs(a: FsEntry | undefined, b: FsEntry | undefined): boolean {
   if (!a || !b) return !a && !b;
-  return a.type === b.type && a.size === b.size && a.mtimeMs === b.mtimeMs && a.ctimeMs === b.ctimeMs && a.ino === b.ino && a.target === b.target;
+  return a.type === b.type && a.size === b.size && sameMtime(a.mtimeMs, b.mtimeMs) && sameMtime(a.ctimeMs, b.ctimeMs) && a.ino === b.ino && a.target === b.target;
 }
 
 function _indexEntry(t: Entry, fs: FsEntry): IndexEntry {

@@ -13,6 +13,7 @@ import { SERVER_DIR, checkPath, comparePaths } from './paths.ts';
 import { Reintegrator } from './server_apply.ts';
 import { ServerScanner } from './server_scanner.ts';
 import { ServerState, type TableEntry, tableToEntry } from './server_state.ts';
+import { sameMtime } from './tree_scan.ts';
 import { VERSION } from './version.ts';
 
 /** Options of `imz serve`. */
@@ -188,7 +189,7 @@ export class ImzServer extends EventEmitter {
       throw err;
     }
     const st = await fh.stat();
-    if (!st.isFile() || st.size !== t.size || st.mtimeMs !== t.mtimeMs) {
+    if (!st.isFile() || st.size !== t.size || !sameMtime(st.mtimeMs, t.mtimeMs)) {
       await fh.close();
       throw new ImzError(Codes.STALE, `cannot ${action}: ${path} changed on the server (pull again)`);
     }
@@ -300,7 +301,7 @@ export class ImzServer extends EventEmitter {
       throw err;
     }
     const st = fstatSync(fd);
-    if (!st.isFile() || st.size !== t.size || st.mtimeMs !== t.mtimeMs) {
+    if (!st.isFile() || st.size !== t.size || !sameMtime(st.mtimeMs, t.mtimeMs)) {
       closeSync(fd);
       return undefined;
     }

@@ -7,7 +7,7 @@ import { hashFile } from './hash.ts';
 import { IGNORE_FILE, loadIgnore } from './ignore_rules.ts';
 import { isReservedName, pathProblem } from './paths.ts';
 import type { PendingChange, ServerState, TableEntry } from './server_state.ts';
-import { type FsEntry, type IgnoreFn, type SkippedPath, statEntry, walkTree } from './tree_scan.ts';
+import { type FsEntry, type IgnoreFn, type SkippedPath, sameMtime, statEntry, walkTree } from './tree_scan.ts';
 
 /** Changes journalled at once during a long scan. */
 const SCAN_CHUNK = 5000;
@@ -220,7 +220,7 @@ export class ServerScanner extends EventEmitter {
       if (t && t.type === EntryType.SYMLINK && t.target === e.target) return undefined;
       return { change: t && t.type !== EntryType.SYMLINK ? Change.RETYPE : Change.SYMLINK, path: e.path, state: _state(e, '') };
     }
-    if (t && t.type === EntryType.FILE && t.size === e.size && t.mtimeMs === e.mtimeMs && (t.ino === 0 || t.ino === e.ino)) {
+    if (t && t.type === EntryType.FILE && t.size === e.size && sameMtime(t.mtimeMs, e.mtimeMs) && (t.ino === 0 || t.ino === e.ino)) {
       if (t.mode === e.mode) {
         if (t.ino === 0) t.ino = e.ino; // learn the inode once, no record needed
         return undefined;
@@ -243,7 +243,7 @@ export class ServerScanner extends EventEmitter {
     }
     const h = Buffer.from(hash).toString('latin1');
     if (t && t.type === EntryType.FILE && t.hash === h) {
-      if (t.mode === e.mode && t.mtimeMs === e.mtimeMs) {
+      if (t.mode === e.mode && sameMtime(t.mtimeMs, e.mtimeMs)) {
         t.ino = e.ino;
         return undefined;
       }
