@@ -7,6 +7,7 @@ import { Exit } from './exit_codes.ts';
 import { cloneCommand } from './commands/clone.ts';
 import { pullCommand } from './commands/pull.ts';
 import { pushCommand } from './commands/push.ts';
+import { resolveCommand } from './commands/resolve.ts';
 import { syncCommand } from './commands/sync.ts';
 import { serveCommand } from './commands/serve.ts';
 import { statusCommand } from './commands/status.ts';
@@ -38,17 +39,20 @@ const cli = yargs(hideBin(process.argv))
   .command(statusCommand as never)
   .command(pushCommand as never)
   .command(syncCommand as never)
-  .demandCommand(1, 'imz needs a command: serve, clone, pull, push, sync or status')
+  .command(resolveCommand as never)
+  .demandCommand(1, 'imz needs a command: serve, clone, pull, push, sync, status or resolve')
   .strict()
   .version(VERSION)
   .help()
   .wrap(Math.min(100, process.stdout.columns || 100))
   .epilogue('Exit codes: 0 done; 1 failed; 2 bad usage; 3 done, but conflicts remain; 4 server unreachable.')
   .fail((msg, err, y) => {
-    if (err) throw err;
+    // Our own errors pass through to the command's handler; yargs' are usage errors.
+    if (err && (err as { code?: string }).code?.startsWith('IMZ_')) throw err;
     const argv = process.argv.slice(2);
     const json = argv.includes('--json');
-    const line = `cannot parse the command line: ${msg} (see imz --help)`;
+    const why = (msg || err?.message || 'invalid arguments').split('\n').join('; ');
+    const line = `cannot parse the command line: ${why} (see imz --help)`;
     if (json) process.stdout.write(JSON.stringify({ event: 'error', code: 'IMZ_USAGE', message: line }) + '\n');
     process.stderr.write(`imz: ${line}\n`);
     void y;

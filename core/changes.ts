@@ -215,7 +215,8 @@ export async function scanChanges(replica: Replica, opts: ScanChangesOptions = {
       if (++scanned % PROGRESS_EVERY === 0) opts.onProgress?.(scanned);
       const idx = index.get(rel);
       if (idx !== undefined && idx.type === EntryType.FILE && st.isFile() && st.size === idx.size && sameMtime(st.mtimeMs, idx.mtimeMs) &&
-        st.ctimeMs === idx.ctimeMs && st.ino === idx.ino && (st.mode & 0o7777) === idx.mode) {
+        sameMtime(st.ctimeMs, idx.ctimeMs) && st.ino === idx.ino && (st.mode & 0o7777) === idx.mode) {
+        // (the same facts statMatches compares, read from the Stats object)
         seen.push(rel);
         if (!_racy(st, refTime) || userIgnore?.(rel, false)) continue;
         // Racily clean: only the content can tell.
@@ -338,9 +339,15 @@ function _indexWriteTime(replica: Replica): number {
  * Racily clean (git's term): the file's timestamps are not older than the
  * index write, so a rewrite in the same clock tick as its stat was recorded
  * could leave every stat fact equal. ctime counts too, as a write always
- * moves it while mtime can be set back (cp -p, rsync -t, utimes). The
- * millisecond of slack covers float rounding of the two clocks' readings.
+ * moves it while mtime can be set back (cp -p, rsync -t, utimes). The slack
+ * is the timestamp's precision: a millisecond (float rounding of the two
+ * readings), or a whole second for a time read at second precision (Deno's
+ * ctimes), which sameMtime lets match anything in that second.
  */
 function _racy(fs: { mtimeMs: number; ctimeMs: number }, refTime: number): boolean {
-  return fs.mtimeMs >= refTime - 1 || fs.ctimeMs >= refTime - 1;
+  return fs.mtimeMs >= refTime - _slack(fs.mtimeMs) || fs.ctimeMs >= refTime - _slack(fs.ctimeMs);
+}
+
+function _slack(t: number): number {
+  return t % 1000 === 0 ? 1000 : 1;
 }

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { mkdir, readFile, readdir, rm } from 'node:fs/promises';
-import { join } from 'node:path';
+import { extname, join } from 'node:path';
 import { writeFileAtomic } from './atomic_fs.ts';
 
 /** Conflict classes, after Coda (local side first, server side second). */
@@ -81,4 +81,20 @@ export async function clearConflict(stateDir: string, path: string): Promise<voi
 /** Where the server's content of a conflicting file is kept, relative to .imz/. */
 export function blobPath(hashHex: string): string {
   return join('conflicts', 'blobs', hashHex);
+}
+
+function _withTag(path: string, tag: string): string {
+  const ext = extname(path);
+  const stem = ext && ext !== path && !path.endsWith(`/${ext}`) ? path.slice(0, -ext.length) : path;
+  return `${stem}${tag}${ext}`;
+}
+
+/** Where server-wins keeps the local version: name.imz-conflict-<replica8>-<version>.ext (never pushed unless renamed). */
+export function conflictCopyName(path: string, replicaId: string, version: number): string {
+  return _withTag(path, `.imz-conflict-${replicaId.slice(0, 8)}-${version}`);
+}
+
+/** Where keep-both stores the client's version: name.imz-keep-<replica8>-<version>.ext (replicated like any file). */
+export function keepName(path: string, replicaId: string, version: number): string {
+  return _withTag(path, `.imz-keep-${replicaId.slice(0, 8)}-${version}`);
 }

@@ -33,31 +33,33 @@ export function bucketOf(path: string): number {
   return (h >>> 0) % BUCKETS;
 }
 
-/** Encodes one bucket: a versioned header line, then one JSON array per path. */
+/**
+ * Encodes one bucket: a versioned header line with the entry count, then
+ * all entries as one JSON array (one parse per bucket when loading).
+ */
 export function encodeBucket(entries: Map<string, IndexEntry>): string {
-  const lines = [`${INDEX_MAGIC} ${INDEX_VERSION} ${entries.size}`];
-  for (const [p, e] of entries) lines.push(JSON.stringify([p, e.type, e.version, e.hash, e.size, e.mode, e.mtimeMs, e.ctimeMs, e.ino, e.target]));
-  return lines.join('\n') + '\n';
+  const rows: unknown[] = [];
+  for (const [p, e] of entries) rows.push([p, e.type, e.version, e.hash, e.size, e.mode, e.mtimeMs, e.ctimeMs, e.ino, e.target]);
+  return `${INDEX_MAGIC} ${INDEX_VERSION} ${entries.size}\n${JSON.stringify(rows)}\n`;
 }
 
-/** Decodes a bucket; throws IMZ_CORRUPT on a bad header, count or line. */
+/** Decodes a bucket; throws IMZ_CORRUPT on a bad header, count or body. */
 export function decodeBucket(text: string, name: string): Map<string, IndexEntry> {
-  const lines = text.split('\n');
-  if (lines[lines.length - 1] === '') lines.pop();
-  const head = /^imz-index (\d+) (\d+)$/.exec(lines[0] ?? '');
+  const nl = text.indexOf('\n');
+  const head = /^imz-index (\d+) (\d+)$/.exec(nl < 0 ? text : text.slice(0, nl));
   const bad = (why: string) => new ImzError(Codes.CORRUPT, `cannot read replica index: ${name} ${why} (run \`imz pull --resync\` to rebuild it)`);
   if (!head) throw bad('has no valid header');
   if (Number(head[1]) !== INDEX_VERSION) throw bad(`has format version ${head[1]}, this imz reads ${INDEX_VERSION}`);
-  if (Number(head[2]) !== lines.length - 1) throw bad('is truncated');
+  let rows: unknown;
+  try {
+    rows = JSON.parse(text.slice(nl + 1));
+  } catch {
+    throw bad('is truncated or damaged');
+  }
+  if (!Array.isArray(rows) || rows.length !== Number(head[2])) throw bad('is truncated');
   const out = new Map<string, IndexEntry>();
-  for (let i = 1; i < lines.length; i++) {
-    let a: unknown[];
-    try {
-      a = JSON.parse(lines[i]!);
-    } catch {
-      throw bad(`has a damaged line ${i + 1}`);
-    }
-    const [p, type, version, hash, size, mode, mtimeMs, ctimeMs, ino, target] = a as [string, EntryTypeCode, number, string, number, number, number, number, number, string];
+  for (const a of rows as [string, EntryTypeCode, number, string, number, number, number, number, number, string][]) {
+    const [p, type, version, hash, size, mode, mtimeMs, ctimeMs, ino, target] = a;
     out.set(p, { type, version, hash, size, mode, mtimeMs, ctimeMs, ino, target });
   }
   return out;

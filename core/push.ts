@@ -1,9 +1,9 @@
 import { mkdir, rename } from 'node:fs/promises';
-import { extname, join } from 'node:path';
+import { join } from 'node:path';
 import { Codes, ImzError } from '../protocol/errors.ts';
 import { type Entry, EntryType, Op, type Operation, OpKind, type OpResult, OpStatus } from '../protocol/messages.ts';
 import { type LocalChange, scanChanges } from './changes.ts';
-import { type ConflictRecord, blobPath, saveConflict } from './conflicts.ts';
+import { type ConflictRecord, blobPath, conflictCopyName, saveConflict } from './conflicts.ts';
 import { fetchFiles } from './fetcher.ts';
 import { fromHex, toHex } from './hash.ts';
 import { checkPath } from './paths.ts';
@@ -49,13 +49,6 @@ const KIND_NAMES: Record<number, string> = { 1: 'store', 2: 'mkdir', 3: 'symlink
 export function checkPolicy(p: string): Policy {
   if (!(POLICIES as readonly string[]).includes(p)) throw new ImzError(Codes.BAD_USAGE, `cannot use conflict policy ${JSON.stringify(p)}: choose one of ${POLICIES.join(', ')}`);
   return p as Policy;
-}
-
-/** The name a server-wins conflict keeps the local version under (never pushed unless the user renames it). */
-export function conflictCopyName(path: string, replicaId: string, version: number): string {
-  const ext = extname(path);
-  const stem = ext && ext !== path ? path.slice(0, -ext.length) : path;
-  return `${stem}.imz-conflict-${replicaId.slice(0, 8)}-${version}${ext}`;
 }
 
 /**
@@ -106,8 +99,15 @@ export async function pushWith(replica: Replica, remote: Remote | undefined, opt
 
   // 2. A fresh scan supersedes operations that were logged but never sent.
   const scan = await scanChanges(replica);
-  const deletedAll = scan.tracked > 0 && scan.deleted === scan.tracked;
-  if (!opts.allowMassDelete && scan.tracked >= 4 && (scan.deleted * 2 > scan.tracked || deletedAll)) {
+  // Content unchanged, stat facts moved (a copy back, a touch): remember the new facts so they are not hashed again.
+  for (const r of scan.refresh) {
+    const idx = await replica.get(r.path);
+    if (idx && idx.hash === r.hash) await replica.set(r.path, { ...idx, size: r.fs.size, mode: r.fs.mode, mtimeMs: r.fs.mtimeMs, ctimeMs: r.fs.ctimeMs, ino: r.fs.ino });
+  }
+  await replica.flushIndex();
+  // A wiped root (all tracked files gone, from 2 up) or more than half of a larger tree deleted.
+  const massDelete = (scan.tracked >= 2 && scan.deleted === scan.tracked) || (scan.tracked >= 4 && scan.deleted * 2 > scan.tracked);
+  if (!opts.allowMassDelete && massDelete) {
     throw new ImzError('IMZ_MASS_DELETE', `cannot push: ${scan.deleted} of ${scan.tracked} tracked files are deleted in ${replica.root}; if that is really what you want, push again with --allow-mass-delete`);
   }
   const changes = scan.changes;
@@ -217,8 +217,8 @@ async function _settle(replica: Replica, remote: Remote, op: LoggedOp, r: OpResu
   const server = r.server;
   const c: ConflictRecord = {
     path: op.path, class: (r.conflictClass || 'update/update') as ConflictRecord['class'], at: 'push',
-    local: op.state.type === EntryType.NONE ? null : { type: op.state.type, hash: op.state.hash || undefined, size: op.state.size, mtimeMs: op.state.mtimeMs, target: op.state.target || undefined, version: op.base },
-    server: server ? { type: server.type, version: server.version, hash: server.hash.length ? toHex(server.hash) : undefined, size: server.size, mtimeMs: server.mtimeMs, target: server.target || undefined } : null,
+    local: op.state.type === EntryType.NONE ? null : { type: op.state.type, hash: op.state.hash || undefined, size: op.state.size, mode: op.state.mode, mtimeMs: op.state.mtimeMs, target: op.state.target || undefined, version: op.base },
+    server: server ? { type: server.type, version: server.version, hash: server.hash.length ? toHex(server.hash) : undefined, size: server.size, mode: server.mode, mtimeMs: server.mtimeMs, target: server.target || undefined } : null,
     detected: new Date().toISOString(),
   };
   const abs = join(replica.root, op.path);

@@ -59,8 +59,17 @@ export async function reconcile(replica: Replica, remote: Remote, targets: Entry
   // Directories absent here: their contents are absent too, without a stat
   // each (targets come parents first, as the server lists them).
   const absentDirs = new Set<string>();
+  // Paths left in conflict as something other than a directory: what the
+  // server put under them waits for that conflict's resolution (resolve
+  // --take server fetches it), instead of failing the whole pull.
+  const blocked = new Set<string>();
+  const underBlocked = (p: string) => {
+    for (let i = p.indexOf('/'); i > 0; i = p.indexOf('/', i + 1)) if (blocked.has(p.slice(0, i))) return true;
+    return false;
+  };
   for (const t of targets) {
     checkPath(t.path, 'apply server change');
+    if (blocked.size > 0 && underBlocked(t.path)) continue;
     const idx = await replica.get(t.path);
     const parentAbsent = absentDirs.has(parentOf(t.path));
     const local: LocalState = parentAbsent && !idx ? { kind: 'absent' } : await localStateOf(root, t.path, idx);
@@ -87,6 +96,7 @@ export async function reconcile(replica: Replica, remote: Remote, targets: Entry
     }
     if (local.kind === 'modified' || local.kind === 'deleted' || local.kind === 'created') {
       _conflict(result, onEvent, conflictFetch, replica, t, _classify(local, t), local);
+      if (local.fs && local.fs.type !== EntryType.DIR) blocked.add(t.path);
       continue;
     }
     if (t.type === EntryType.NONE) plans.push({ kind: 'remove', t, local });
@@ -245,7 +255,7 @@ function _conflict(result: ReconcileResult, onEvent: ((e: ReconcileEvent) => voi
   const c: ConflictRecord = {
     path: t.path, class: cls, at: 'pull',
     local: local.fs ? _side(local.fs, local.hash) : null,
-    server: t.type === EntryType.NONE ? null : { type: t.type, version: t.version, hash: t.hash.length ? toHex(t.hash) : undefined, size: t.size, mtimeMs: t.mtimeMs, target: t.target || undefined },
+    server: t.type === EntryType.NONE ? null : { type: t.type, version: t.version, hash: t.hash.length ? toHex(t.hash) : undefined, size: t.size, mode: t.mode, mtimeMs: t.mtimeMs, target: t.target || undefined },
     detected: new Date().toISOString(),
   };
   if (t.type === EntryType.FILE) {
@@ -259,7 +269,7 @@ function _conflict(result: ReconcileResult, onEvent: ((e: ReconcileEvent) => voi
 }
 
 function _side(fs: FsEntry, hash?: string): ConflictSide {
-  return { type: fs.type, hash, size: fs.size, mtimeMs: fs.mtimeMs, target: fs.target || undefined };
+  return { type: fs.type, hash, size: fs.size, mode: fs.mode, mtimeMs: fs.mtimeMs, target: fs.target || undefined };
 }
 
 function _classify(local: LocalState, t: Entry): ConflictClass {

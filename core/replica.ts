@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { mkdir, open, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { Codes, ImzError } from '../protocol/errors.ts';
@@ -118,12 +119,15 @@ export class Replica {
     let m = this._buckets.get(b);
     if (m) return m;
     const name = join(this.stateDir, 'index', b.toString(16).padStart(2, '0'));
+    // A synchronous read: buckets are small, and 256 thread-pool round trips
+    // cost more than the reads when the whole index is loaded.
+    let text: string | undefined;
     try {
-      m = decodeBucket(await readFile(name, 'utf8'), name);
+      text = readFileSync(name, 'utf8');
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-      m = new Map();
     }
+    m = text === undefined ? new Map() : decodeBucket(text, name);
     this._buckets.set(b, m);
     return m;
   }

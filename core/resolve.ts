@@ -12,17 +12,15 @@ import { dirname, isAbsolute, join, posix, relative, resolve as resolvePath, sep
 import { Codes, ImzError } from '../protocol/errors.ts';
 import { type Entry, EntryType, type EntryTypeCode } from '../protocol/messages.ts';
 import { fsyncDir, tempNameFor } from './atomic_fs.ts';
-import { type ConflictRecord, type ConflictSide, blobPath, clearConflict, listConflicts } from './conflicts.ts';
+import { type ConflictRecord, type ConflictSide, blobPath, clearConflict, conflictCopyName, keepName, listConflicts } from './conflicts.ts';
 import { fetchFiles } from './fetcher.ts';
 import { hashFile, toHex } from './hash.ts';
 import type { IndexEntry } from './index_model.ts';
 import { MAX_DIFF_LINES, unifiedDiff } from './line_diff.ts';
 import { checkPath, depthOf } from './paths.ts';
-import { conflictCopyName } from './push.ts';
 import { reconcile } from './reconcile.ts';
 import { Remote } from './remote.ts';
 import { Replica } from './replica.ts';
-import { keepName } from './server_apply.ts';
 import { type FsEntry, statEntrySync, utimeSeconds } from './tree_scan.ts';
 
 /** Which version a resolution keeps at the conflicting path. */
@@ -426,7 +424,7 @@ async function _setAside(ctx: _Ctx, rel: string, c: ConflictRecord, res: Resolut
   if (!opts.copyFallback) {
     throw new ImzError(Codes.NOT_EMPTY, `cannot resolve ${c.path}: ${rel} is a directory that is not empty; move its contents away first`);
   }
-  const name = _freeName(replica.root, conflictCopyName(rel, replica.config.replicaId, c.server?.version ?? 0));
+  const name = _freeName(replica.root, conflictCopyName(rel, replica.config.replicaId, c.server?.version ?? (await replica.get(c.path))?.version ?? 0));
   renameSync(abs, join(replica.root, name));
   await fsyncDir(dirname(abs));
   res.kept.push({ from: rel, as: 'copy', where: name });

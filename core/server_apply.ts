@@ -1,10 +1,11 @@
 import { createHash } from 'node:crypto';
 import { closeSync, constants as fsc, copyFileSync, fchmodSync, fsyncSync, futimesSync, lstatSync, mkdirSync, openSync, readSync, readdirSync, readlinkSync, renameSync, rmdirSync, symlinkSync, unlinkSync } from 'node:fs';
 import { chmod, mkdir, open, rename, rm, stat, utimes } from 'node:fs/promises';
-import { basename, dirname, extname, join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { Codes, ImzError } from '../protocol/errors.ts';
 import { Change, EntryType, type Operation, OpKind, type OpResult, OpStatus } from '../protocol/messages.ts';
 import { fsyncDir, tempNameFor } from './atomic_fs.ts';
+import { keepName } from './conflicts.ts';
 import { toHex } from './hash.ts';
 import { checkPath } from './paths.ts';
 import type { ServerScanner } from './server_scanner.ts';
@@ -17,13 +18,6 @@ export type Policy = (typeof POLICIES)[number];
 
 /** Largest blob staged through PUT_BLOB. */
 const MAX_BLOB = 1024 ** 4;
-
-/** The name a keep-both conflict stores the client's version under: name.imz-keep-<replica>-<version>.ext */
-export function keepName(path: string, replicaId: string, version: number): string {
-  const ext = extname(path);
-  const stem = ext && ext !== path ? path.slice(0, -ext.length) : path;
-  return `${stem}.imz-keep-${replicaId.slice(0, 8)}-${version}${ext}`;
-}
 
 /**
  * The server side of disconnected operation: stages uploaded content by hash

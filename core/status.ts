@@ -27,6 +27,8 @@ export interface StatusReport {
   server: ServerStatus;
   /** The journal cursor in HEAD. */
   cursor: number;
+  /** True while the clone that made this replica has not finished. */
+  cloning: boolean;
   /** Index entries that are files, and how many of them were deleted. */
   tracked: number;
   deleted: number;
@@ -61,6 +63,7 @@ export async function status(dir: string, opts: StatusOptions = {}): Promise<Sta
   ]);
   return {
     root: replica.root, changes: scan.changes, skipped: scan.skipped, conflicts, server: await serverP, cursor: replica.head.cursor,
+    cloning: replica.head.cloning === true,
     tracked: scan.tracked, deleted: scan.deleted,
   };
 }

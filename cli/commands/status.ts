@@ -17,13 +17,13 @@ const CODES: Record<LocalChange['kind'], string> = {
 };
 
 const EPILOGUE = `Output, one line per change (like \`git status --short\`):
-  A  path         new file          A  dir/   new directory    A  link@   new symlink
-  M  path         content changed   M  link@  symlink retargeted
-  m  path         mode or mtime only changed
-  T  path         type changed (file, dir/ or link@ is the new type)
-  D  path         file deleted      D  dir/   directory removed D  link@   symlink removed
-  R  old -> new   renamed (same content found under a new name)
-  C  path (class) conflict left for \`imz resolve\`
+  A  path          new file          A  dir/   new directory       A  link@  new symlink
+  M  path          content changed   M  link@  symlink retargeted
+  m  path          mode or mtime only changed
+  T  path          type changed (dir/ or link@ shows the new type)
+  D  path          file deleted      D  dir/   directory removed   D  link@  symlink removed
+  R  old -> new    renamed (the same content found under a new name)
+  C  path (class)  conflict left for \`imz resolve\`
 then a summary: local changes, conflicts, and how many journal records the replica is behind its
 server ("offline" when the server cannot be reached within 2 s, or with --offline).
 --json prints {"event":"change",...} per change, {"event":"conflict",...} per conflict,
@@ -37,15 +37,18 @@ export const statusCommand: CommandModule<GlobalArgs, StatusArgs> = {
   builder: (y: Argv<GlobalArgs>) => y
     .option('short', { alias: 's', type: 'boolean', default: false, describe: 'change and conflict lines only, no summary' })
     .option('offline', { type: 'boolean', default: false, describe: 'do not contact the server' })
-    .example('imz status', 'what would `imz push` send, and what `imz pull` would bring')
+    .example('imz status', 'what `imz push` would send, and how much `imz pull` would replay')
     .example('imz status --json --offline', 'machine-readable, without touching the network')
     .epilogue(EPILOGUE) as unknown as Argv<StatusArgs>,
   handler: (args) => run(args, async (out) => {
     const { status } = await import('../../core/status.ts');
-    const r = await status(workDir(args), {
+    const r0 = await status(workDir(args), {
       offline: args.offline,
       onProgress: (n) => void out.progress(`scanning: ${n} entries`),
     });
+    // Conflicts a policy already settled stay listed (--json) but are not waiting for anyone.
+    const r = { ...r0, conflicts: r0.conflicts.filter((c) => !c.resolvedBy), settled: r0.conflicts.filter((c) => c.resolvedBy) };
+    for (const c of r.settled) out.event({ event: 'conflict', path: c.path, class: c.class, at: c.at, resolvedBy: c.resolvedBy, localCopy: c.localCopy });
     out.stopProgress();
     for (const c of r.changes) {
       const type = c.fs?.type ?? c.index?.type ?? 0;
@@ -57,8 +60,8 @@ export const statusCommand: CommandModule<GlobalArgs, StatusArgs> = {
       out.line(`${CODES[c.kind]} ${_shown(c)}`);
     }
     for (const c of r.conflicts) {
-      out.event({ event: 'conflict', path: c.path, class: c.class, at: c.at, localVersion: c.local?.version, serverVersion: c.server?.version, detected: c.detected });
-      out.line(`C  ${c.path} (${c.class})`);
+      out.event({ event: 'conflict', path: c.path, class: c.class, at: c.at, localVersion: c.local?.version, serverVersion: c.server?.version, detected: c.detected, ...(c.resolvedBy ? { resolvedBy: c.resolvedBy } : {}) });
+      if (!c.resolvedBy) out.line(`C  ${c.path} (${c.class})`);
     }
     for (const s of r.skipped) {
       out.event({ event: 'skipped', path: s.path, reason: s.reason });
@@ -69,7 +72,7 @@ export const statusCommand: CommandModule<GlobalArgs, StatusArgs> = {
     }
     const srv = r.server;
     out.event({
-      event: 'status', root: r.root, changes: r.changes.length, conflicts: r.conflicts.length, skipped: r.skipped.length, cursor: r.cursor,
+      event: 'status', root: r.root, cloning: r.cloning, changes: r.changes.length, conflicts: r.conflicts.length, skipped: r.skipped.length, cursor: r.cursor,
       tracked: r.tracked, deleted: r.deleted, server: srv.address, reachable: srv.reachable, ...(srv.behind !== undefined ? { behind: srv.behind } : {}),
       ...(srv.serverId ? { serverId: srv.serverId } : {}), ...(srv.error ? { error: srv.error } : {}), offline: !srv.reachable,
     });
@@ -81,6 +84,7 @@ export const statusCommand: CommandModule<GlobalArgs, StatusArgs> = {
       out.line(`${_n(r.changes.length, 'local change')}, ${_n(r.conflicts.length, 'conflict')}, ${where}`);
     }
     if (srv.reachable && srv.error) out.warn(srv.error);
+    if (r.cloning) out.warn(`the clone of ${srv.address} into ${r.root} has not finished: run the same \`imz clone\` again to resume it`);
     return r.conflicts.length > 0 ? Exit.CONFLICTS : Exit.OK;
   }),
 };
