@@ -6,7 +6,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { createReadStream, rmSync } from 'node:fs';
-import { access, cp, lstat, mkdir, mkdtemp, readFile, readdir, readlink, rm } from 'node:fs/promises';
+import { access, cp, lstat, mkdir, mkdtemp, readFile, readdir, readlink, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -376,3 +376,82 @@ process.once('exit', () => {
     } catch { /* best effort */ }
   }
 });
+
+// ---------- disconnected operation (push, sync) ----------
+
+/** Points a replica at another server address by editing "remote" in .imz/config (a restarted server listens on a new port). */
+export async function setRemote(replica: string, address: string): Promise<void> {
+  const cfgPath = join(replica, '.imz', 'config');
+  const cfg = JSON.parse(await readFile(cfgPath, 'utf8'));
+  cfg.remote = address;
+  await writeFile(cfgPath, JSON.stringify(cfg, null, 2) + '\n');
+}
+
+/** The replica id kept in .imz/config. */
+export async function replicaIdOf(replica: string): Promise<string> {
+  return String(JSON.parse(await readFile(join(replica, '.imz', 'config'), 'utf8')).replicaId);
+}
+
+/** One line of a replica's reintegration log (.imz/log), decoded. */
+export type LogLine = { t: 'op'; op: { seq: number; kind: number; path: string; fromPath: string; base: number } } | { t: 'sent' | 'done' | 'drop'; upto: number };
+
+/**
+ * The records of REPLICA/.imz/log ("imz-log 1" header, then one
+ * "<crc32 hex> <json>" line each); a torn last line is left out. [] when
+ * there is no log.
+ */
+export async function readReintLog(replica: string): Promise<LogLine[]> {
+  let text: string;
+  try {
+    text = await readFile(join(replica, '.imz', 'log'), 'utf8');
+  } catch {
+    return [];
+  }
+  const lines = text.split('\n');
+  const out: LogLine[] = [];
+  for (const l of lines.slice(1)) {
+    const m = /^[0-9a-f]{8} (.*)$/.exec(l);
+    if (!m) continue;
+    try {
+      out.push(JSON.parse(m[1]!));
+    } catch { /* torn */ }
+  }
+  return out;
+}
+
+/** One journal record as the tests look at it. */
+export interface JournalLine {
+  seq: number;
+  /** Change code (1 create, 2 modify, 3 meta, 4 remove, 5 mkdir, 6 rmdir, 7 symlink, 8 retype). */
+  change: number;
+  path: string;
+  /** Entry type after the change (0 none, 1 file, 2 dir, 3 symlink). */
+  type: number;
+  hash: string;
+  origin: string;
+  originSeq: number;
+}
+
+/**
+ * Every journal record of the server at address after `since`, read with a
+ * JOURNAL request (the same stream `imz pull` replays, before it coalesces
+ * records per path), so tests can count what the server applied.
+ */
+export async function readJournal(address: string, since = 0): Promise<JournalLine[]> {
+  const { Remote } = await import('../core/remote.ts');
+  const remote = await Remote.connect(address, { timeoutMs: 5_000 });
+  try {
+    const out: JournalLine[] = [];
+    for await (const batch of remote.journal(since)) {
+      for (const r of batch) {
+        out.push({
+          seq: Number(r.seq), change: r.change, path: r.entry.path, type: r.entry.type,
+          hash: Buffer.from(r.entry.hash).toString('hex'), origin: r.origin, originSeq: Number(r.originSeq),
+        });
+      }
+    }
+    return out;
+  } finally {
+    remote.close();
+  }
+}
