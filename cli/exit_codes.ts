@@ -5,7 +5,9 @@ export const Exit = { OK: 0, FAILED: 1, USAGE: 2, CONFLICTS: 3, UNREACHABLE: 4 }
 export function exitFor(code: string | undefined): number {
   switch (code) {
     case 'IMZ_USAGE': return Exit.USAGE;
-    case 'IMZ_UNREACHABLE': return Exit.UNREACHABLE;
+    case 'IMZ_UNREACHABLE':
+    case 'IMZ_CLOSED': // the server went away in the middle: the same advice, try again later
+      return Exit.UNREACHABLE;
     case 'IMZ_CONFLICT': return Exit.CONFLICTS;
     default: return Exit.FAILED;
   }

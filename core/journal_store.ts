@@ -26,6 +26,7 @@ export class JournalStore {
   private _recent: JournalRecord[] = [];
   private _queue: { records: JournalRecord[]; resolve: () => void; reject: (e: unknown) => void }[] = [];
   private _writing = false;
+  private _failed: Error | undefined;
   /** Bytes cut from a torn tail when the journal was opened (0 when clean). */
   tornBytes = 0;
 
@@ -100,6 +101,7 @@ export class JournalStore {
           this._size += bytes.length;
           for (const b of batch) b.resolve();
         } catch (err) {
+          this._failed = err as Error;
           for (const b of batch) b.reject(err);
         }
       }
@@ -143,6 +145,16 @@ export class JournalStore {
       const dec = decodeSegment(new Uint8Array(await readFile(seg.file)), seg.file);
       const recs = dec.records.filter((r) => r.seq > since);
       for (let k = 0; k < recs.length; k += batch) yield recs.slice(k, k + batch);
+    }
+  }
+
+  /** Resolves once every append made so far is durable (rejects if one failed). */
+  async flush(): Promise<void> {
+    while (this._writing || this._queue.length > 0) await new Promise((r) => setTimeout(r, 1));
+    if (this._failed) {
+      const e = this._failed;
+      this._failed = undefined;
+      throw e;
     }
   }
 

@@ -74,6 +74,13 @@ export async function push(dir: string, opts: PushOptions = {}): Promise<PushSum
     }
     try {
       return await pushWith(replica, remote, opts, unreachable);
+    } catch (err) {
+      // The server went away mid-push: what was logged stays logged, and the next push resends it.
+      if (err instanceof ImzError && err.code === Codes.CLOSED) {
+        const left = (await ReintLog.open(replica.stateDir)).pending();
+        throw new ImzError(Codes.UNREACHABLE, `cannot push: the connection to ${replica.config.remote} was lost (${err.message}); ${left.sent.length + left.unsent.length} changes stay logged (push again when it is back)`);
+      }
+      throw err;
     } finally {
       remote?.close();
     }
@@ -173,10 +180,13 @@ async function _send(replica: Replica, remote: Remote, log: ReintLog, ops: Logge
     if (results.length !== batch.length) throw new ImzError(Codes.PROTOCOL, `cannot push: the server answered ${results.length} of ${batch.length} operations`);
     const serverFetch: Entry[] = [];
     for (let k = 0; k < batch.length; k++) await _settle(replica, remote, batch[k]!, results[k]!, policy, summary, opts, byPath.get(batch[k]!.path), serverFetch);
-    await replica.flushIndex();
     if (serverFetch.length > 0) await reconcile(replica, remote, serverFetch);
-    await log.append([{ t: 'done', upto: batch[batch.length - 1]!.seq }]);
   }
+  // The index is written once for the whole push (each batch would rewrite
+  // most buckets); until then the log's 'sent' marks make a crash resend,
+  // which the server answers as duplicates.
+  await replica.flushIndex();
+  await log.append([{ t: 'done', upto: ops[ops.length - 1]!.seq }]);
 }
 
 async function _settle(replica: Replica, remote: Remote, op: LoggedOp, r: OpResult, policy: Policy, summary: PushSummary, opts: PushOptions, change: LocalChange | undefined, serverFetch: Entry[]): Promise<void> {
@@ -259,11 +269,12 @@ async function _settle(replica: Replica, remote: Remote, op: LoggedOp, r: OpResu
     const copy = conflictCopyName(op.path, replica.config.replicaId, server?.version ?? r.version);
     await rename(abs, join(replica.root, copy));
     c.localCopy = copy;
-    c.resolvedBy = policy;
-    await saveConflict(replica.stateDir, c);
-    summary.settled.push(c);
-    opts.onEvent?.({ type: 'conflict', conflict: c });
   }
+  // Recorded even when nothing local needed keeping (a removal that lost): the user sees what happened.
+  c.resolvedBy = policy;
+  await saveConflict(replica.stateDir, c);
+  summary.settled.push(c);
+  opts.onEvent?.({ type: 'conflict', conflict: c });
   await replica.delete(op.path);
   if (server) serverFetch.push(server);
 }

@@ -96,10 +96,14 @@ export class Replica {
         if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
       }
       let holder: { pid?: number; since?: string } = {};
+      let unreadable = false;
       try {
         holder = JSON.parse(await readFile(file, 'utf8'));
-      } catch { /* a lock being written right now: treat as held */ }
-      if (holder.pid && !_alive(holder.pid)) {
+      } catch {
+        unreadable = true; // being written right now, or a crash right after creating it
+      }
+      const age = unreadable ? Date.now() - (await stat(file).then((s) => s.mtimeMs, () => Date.now())) : 0;
+      if ((holder.pid && !_alive(holder.pid)) || (unreadable && age > 5000)) {
         await rm(file, { force: true }); // its owner died: a stale lock
         continue;
       }

@@ -33,6 +33,7 @@ export class Reintegrator {
   readonly stagingDir: string;
   readonly displacedDir: string;
   private _blobLocks = new Map<string, Promise<unknown>>();
+  private _dirsToSync = new Set<string>();
 
   constructor(root: string, state: ServerState, scanner: ServerScanner) {
     this.root = root;
@@ -68,6 +69,11 @@ export class Reintegrator {
       have = (await stat(part)).size;
     } catch { /* nothing yet */ }
     if (req.data.length === 0 && !req.last) return { present: false, have };
+    if (req.offset === 0 && req.last && have > 0) {
+      // A whole small blob sent in one piece over an unfinished earlier try: start again.
+      await rm(part, { force: true });
+      have = 0;
+    }
     if (req.offset !== have) return { present: false, have }; // the client resends from `have`
     if (have + req.data.length > req.size) throw new ImzError(Codes.PROTOCOL, 'cannot stage content: more bytes than the declared size');
     const fh = await open(part, 'a');
@@ -109,6 +115,10 @@ export class Reintegrator {
           results.push(_result(op, OpStatus.REJECTED, this._version(op.path), { error: { code: e.code, message: e.message } }));
         }
       }
+      // Nothing is acknowledged before its journal records are on disk.
+      await Promise.all([...this._dirsToSync].map(fsyncDir));
+      this._dirsToSync.clear();
+      await this.state.flush();
       return results;
     });
   }
@@ -134,7 +144,10 @@ export class Reintegrator {
       const cls = _classify(cur, op);
       const server = cur ? tableToEntry(op.path, cur) : null;
       const clientNewer = op.state.type !== EntryType.NONE && cur !== undefined && op.state.mtimeMs > cur.mtimeMs;
-      if (policy === 'client-wins' || (policy === 'newest' && clientNewer)) {
+      // A directory that still holds entries cannot be displaced as one
+      // version: the client's side loses, as under server-wins, and is told so.
+      const busyDir = cur?.type === EntryType.DIR && this._hasChildren(op.path);
+      if (!busyDir && (policy === 'client-wins' || (policy === 'newest' && clientNewer))) {
         const displaced = cur ? await this._displace(op.path, cur) : '';
         const version = await this._apply(replicaId, op, true);
         return _result(op, OpStatus.APPLIED, version, { conflictClass: cls, displaced, server });
@@ -147,30 +160,54 @@ export class Reintegrator {
       }
       return _result(op, OpStatus.CONFLICT, curVersion, { conflictClass: cls, server });
     }
-    if (op.kind === OpKind.REMOVEDIR) {
+    if (op.kind === OpKind.REMOVEDIR && this._hasChildren(op.path)) {
       // A directory the client removed, to which the server (or another replica) added entries.
+      if (policy !== 'client-wins') return _result(op, OpStatus.CONFLICT, curVersion, { conflictClass: 'dir-removed', server: cur ? tableToEntry(op.path, cur) : null });
+      // client-wins: the removal goes through; everything it takes away is displaced first.
       const prefix = `${op.path}/`;
-      for (const p of this.state.table.keys()) {
-        if (p.startsWith(prefix)) return _result(op, OpStatus.CONFLICT, curVersion, { conflictClass: 'dir-removed', server: cur ? tableToEntry(op.path, cur) : null });
+      const inside = [...this.state.table.keys()].filter((p) => p.startsWith(prefix)).sort((a, b) => (a < b ? 1 : -1));
+      const removals: PendingChange[] = [];
+      for (const p of inside) {
+        const t = this.state.table.get(p)!;
+        await this._displace(p, t);
+        const abs = join(this.root, p);
+        if (t.type === EntryType.DIR) rmdirSync(abs);
+        else unlinkSync(abs);
+        removals.push({ change: t.type === EntryType.DIR ? Change.RMDIR : Change.REMOVE, path: p, state: undefined, origin: replicaId, originSeq: op.seq });
       }
+      this._dirsToSync.add(join(this.root, op.path));
+      await this.state.commit(removals, { durable: false });
+      const version = await this._apply(replicaId, op, true);
+      return _result(op, OpStatus.APPLIED, version, { conflictClass: 'dir-removed', displaced: `displaced/index.jsonl (${inside.length} entries under ${op.path})` });
     }
     const version = await this._apply(replicaId, op, false);
     return _result(op, OpStatus.APPLIED, version);
   }
 
   // Keeps the server's current version of a path before a client's change replaces it.
+  private _hasChildren(path: string): boolean {
+    const prefix = `${path}/`;
+    for (const p of this.state.table.keys()) if (p.startsWith(prefix)) return true;
+    return false;
+  }
+
+  // Keeps the server's version of a path that a client's change replaces:
+  // a file's content is copied; a symlink's target and an empty directory
+  // are recorded in the index of displaced versions.
   private async _displace(path: string, cur: TableEntry): Promise<string> {
-    if (cur.type !== EntryType.FILE) return '';
     await mkdir(this.displacedDir, { recursive: true });
     const name = `${cur.version}-${basename(path).slice(0, 100)}`;
-    const dest = join(this.displacedDir, name);
-    copyFileSync(join(this.root, path), dest);
+    if (cur.type === EntryType.FILE) copyFileSync(join(this.root, path), join(this.displacedDir, name));
+    const kind = cur.type === EntryType.FILE ? 'file' : cur.type === EntryType.SYMLINK ? 'symlink' : 'dir';
     await open(join(this.displacedDir, 'index.jsonl'), 'a').then(async (fh) => {
-      await fh.write(JSON.stringify({ path, version: cur.version, hash: toHex(new Uint8Array(Buffer.from(cur.hash, 'latin1'))), size: cur.size, mtimeMs: cur.mtimeMs, savedAs: name, time: new Date().toISOString() }) + '\n');
+      await fh.write(JSON.stringify({
+        path, kind, version: cur.version, hash: cur.hash ? toHex(new Uint8Array(Buffer.from(cur.hash, 'latin1'))) : undefined, size: cur.size, mode: cur.mode,
+        mtimeMs: cur.mtimeMs, target: cur.target || undefined, savedAs: cur.type === EntryType.FILE ? name : undefined, time: new Date().toISOString(),
+      }) + '\n');
       await fh.datasync();
       await fh.close();
     });
-    return `displaced/${name}`;
+    return cur.type === EntryType.FILE ? `displaced/${name}` : `displaced/index.jsonl (${kind} ${path} v${cur.version})`;
   }
 
   // Applies one operation to the tree, journals it, returns the new version.
@@ -256,9 +293,10 @@ export class Reintegrator {
       default:
         throw new ImzError(Codes.PROTOCOL, `cannot reintegrate: unknown operation kind ${op.kind}`);
     }
-    await fsyncDir(dirname(abs));
-    if (op.kind === OpKind.MOVE) await fsyncDir(dirname(join(this.root, op.fromPath)));
-    const records = await this.state.commit(changes);
+    this._dirsToSync.add(dirname(abs));
+    if (op.kind === OpKind.MOVE) this._dirsToSync.add(dirname(join(this.root, op.fromPath)));
+    // Durable once per batch: reintegrate() flushes before answering.
+    const records = await this.state.commit(changes, { durable: false });
     return records[records.length - 1]!.seq;
   }
 

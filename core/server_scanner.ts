@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events';
 import { watch, type FSWatcher } from 'node:fs';
-import { lstat } from 'node:fs/promises';
+import { lstat, rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { Change, EntryType } from '../protocol/messages.ts';
 import { hashFile } from './hash.ts';
@@ -35,6 +35,7 @@ export class ServerScanner extends EventEmitter {
   private _ignore: IgnoreFn | undefined;
   private _watchers = new Map<string, FSWatcher>();
   private _watchFailed = false;
+  private _started = false;
   private _dirty = new Set<string>();
   private _timer: ReturnType<typeof setTimeout> | undefined;
   private _rescanTimer: ReturnType<typeof setInterval> | undefined;
@@ -174,16 +175,31 @@ export class ServerScanner extends EventEmitter {
         if (top.type === EntryType.DIR) for await (const e of walkTree(this.root, sub, { ignore: this._ignore, exclude: this._exclude, onSkip })) await consider(e);
       }
     } else {
-      for await (const e of walkTree(this.root, '', { ignore: this._ignore, exclude: this._exclude, onSkip })) await consider(e);
+      // At start-up nothing of ours is writing: temp files are a crash's leftovers.
+      const temps: string[] = [];
+      const onTemp = this._started ? undefined : (p: string) => temps.push(p);
+      for await (const e of walkTree(this.root, '', { ignore: this._ignore, exclude: this._exclude, onSkip, onTemp })) await consider(e);
+      for (const t of temps) await rm(join(this.root, t), { force: true, recursive: true }).catch(() => {});
+      this._started = true;
     }
     const retrySet = new Set(retry);
     const removals: PendingChange[] = [];
     const prefix = sub === '' ? '' : `${sub}/`;
-    for (const [p, t] of this.state.table) {
-      if (seen.has(p)) continue;
-      if (sub !== '' && p !== sub && !p.startsWith(prefix)) continue;
-      if (retrySet.has(p)) continue;
+    const considerRemoval = (p: string, t: TableEntry) => {
+      if (seen.has(p) || retrySet.has(p)) return;
       removals.push({ change: t.type === EntryType.DIR ? Change.RMDIR : Change.REMOVE, path: p, state: undefined });
+    };
+    const known = sub === '' ? undefined : this.state.table.get(sub);
+    if (sub !== '' && known?.type !== EntryType.DIR) {
+      // Not a known directory, so nothing tracked lies under it: only the path
+      // itself can have gone. (The common case, one watcher event per file
+      // written, never walks the whole table.)
+      if (known) considerRemoval(sub, known);
+    } else {
+      for (const [p, t] of this.state.table) {
+        if (sub !== '' && p !== sub && !p.startsWith(prefix)) continue;
+        considerRemoval(p, t);
+      }
     }
     // Deepest first, so a directory's contents go before it.
     removals.sort((a, b) => (a.path < b.path ? 1 : a.path > b.path ? -1 : 0));

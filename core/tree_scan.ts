@@ -3,7 +3,7 @@ import { lstatSync, readdirSync, readlinkSync } from 'node:fs';
 import { lstat, readlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { EntryType, type EntryTypeCode } from '../protocol/messages.ts';
-import { isReservedName, pathProblem } from './paths.ts';
+import { TMP_PREFIX, isReservedName, pathProblem } from './paths.ts';
 
 /** What a stat walk sees of one path (no content hash: hashing is the caller's choice). */
 export interface FsEntry {
@@ -32,6 +32,8 @@ export interface ScanOptions {
   /** Absolute paths never entered (a --state-dir inside the tree). */
   exclude?: Set<string>;
   onSkip?: (s: SkippedPath) => void;
+  /** Called with each temporary file of imz's (a crash's leftover when no imz is writing). */
+  onTemp?: (path: string) => void;
 }
 
 /**
@@ -136,7 +138,10 @@ export async function* walkTree(root: string, sub = '', opts: ScanOptions = {}):
     const subdirs: string[] = [];
     for (const name of names) {
       const rel = dir === '' ? name : `${dir}/${name}`;
-      if (isReservedName(name)) continue;
+      if (isReservedName(name)) {
+        if (name.startsWith(TMP_PREFIX)) opts.onTemp?.(dir === '' ? name : `${dir}/${name}`);
+        continue;
+      }
       const abs = join(root, rel);
       if (opts.exclude?.has(abs)) continue;
       // Node decodes invalid UTF-8 as U+FFFD; such a name cannot be named back.

@@ -1,4 +1,4 @@
-import { closeSync, openSync, readSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, readSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { Op } from '../protocol/messages.ts';
 import { fromHex } from './hash.ts';
@@ -44,6 +44,19 @@ export async function uploadBlobs(remote: Remote, items: BlobItem[], onProgress?
 
 async function _uploadOne(remote: Remote, it: BlobItem, onBytes: (n: number) => void): Promise<void> {
   const hash = fromHex(it.hash);
+  if (it.size <= PIECE) {
+    // Small content goes in one request (the server drops it if it has it already).
+    let data: Buffer;
+    try {
+      data = readFileSync(it.file);
+    } catch {
+      return; // gone since the scan: the operation will be rejected and rescanned
+    }
+    if (data.length !== it.size || createHash('sha256').update(data).digest('hex') !== it.hash) return; // changed since the scan
+    await remote.session.request(Op.PUT_BLOB, { putBlob: { hash, size: it.size, offset: 0, data, last: true } });
+    onBytes(data.length);
+    return;
+  }
   const q = await remote.session.request(Op.PUT_BLOB, { putBlob: { hash, size: it.size, offset: 0, data: new Uint8Array(0), last: false } });
   if (q.blobReply?.present) return;
   let offset = Number(q.blobReply?.have ?? 0);
