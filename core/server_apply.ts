@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { closeSync, constants as fsc, copyFileSync, fchmodSync, fsyncSync, futimesSync, lstatSync, mkdirSync, openSync, readSync, readdirSync, readlinkSync, renameSync, rmdirSync, symlinkSync, unlinkSync } from 'node:fs';
+import { closeSync, constants as fsc, copyFileSync, existsSync, fchmodSync, fdatasyncSync, fsyncSync, futimesSync, lstatSync, mkdirSync, openSync, readSync, readdirSync, readlinkSync, renameSync, rmSync, rmdirSync, symlinkSync, unlinkSync, writeSync } from 'node:fs';
 import { chmod, mkdir, open, rename, rm, stat, utimes } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { Codes, ImzError } from '../protocol/errors.ts';
@@ -34,6 +34,9 @@ export class Reintegrator {
   readonly displacedDir: string;
   private _blobLocks = new Map<string, Promise<unknown>>();
   private _dirsToSync = new Set<string>();
+  private _stagingReady = false;
+  /** Parent directories checked (real directories, not links) during the current batch. */
+  private _checkedDirs = new Set<string>();
 
   constructor(root: string, state: ServerState, scanner: ServerScanner) {
     this.root = root;
@@ -57,9 +60,32 @@ export class Reintegrator {
   }
 
   private async _putBlob(hex: string, req: { size: number; offset: number; data: Uint8Array; last: boolean }): Promise<{ present: boolean; have: number }> {
-    await mkdir(this.stagingDir, { recursive: true });
+    if (!this._stagingReady) {
+      await mkdir(this.stagingDir, { recursive: true });
+      this._stagingReady = true;
+    }
     const full = join(this.stagingDir, hex);
     const part = `${full}.part`;
+    if (req.offset === 0 && req.last && req.data.length === req.size) {
+      // Whole content in one piece (small files): checked in memory, written
+      // with synchronous calls; many thread-pool round trips per small blob
+      // would cost more than the work.
+      if (existsSync(full)) return { present: true, have: req.size };
+      if (createHash('sha256').update(req.data).digest('hex') !== hex) {
+        throw new ImzError(Codes.HASH_MISMATCH, 'cannot stage content: the bytes received do not match their SHA-256 (upload again)');
+      }
+      const tmp = tempNameFor(full);
+      const fd = openSync(tmp, 'w', 0o600);
+      try {
+        writeSync(fd, req.data);
+        fdatasyncSync(fd);
+      } finally {
+        closeSync(fd);
+      }
+      renameSync(tmp, full);
+      rmSync(part, { force: true });
+      return { present: true, have: req.size };
+    }
     try {
       await stat(full);
       return { present: true, have: req.size };
@@ -115,6 +141,7 @@ export class Reintegrator {
           results.push(_result(op, OpStatus.REJECTED, this._version(op.path), { error: { code: e.code, message: e.message } }));
         }
       }
+      this._checkedDirs.clear();
       // Nothing is acknowledged before its journal records are on disk.
       await Promise.all([...this._dirsToSync].map(fsyncDir));
       this._dirsToSync.clear();
@@ -215,6 +242,8 @@ export class Reintegrator {
     const abs = join(this.root, op.path);
     const changes: PendingChange[] = [];
     const origin = { origin: replicaId, originSeq: op.seq };
+    // Directories may go away or change type: forget what was checked.
+    if (op.kind === OpKind.REMOVEDIR || op.kind === OpKind.MOVE || op.kind === OpKind.UNLINK || forced) this._checkedDirs.clear();
     await this._ensureParents(op.path, changes, origin);
     const cur = this.state.table.get(op.path);
     const onDisk = lstatSync(abs, { throwIfNoEntry: false });
@@ -332,6 +361,7 @@ export class Reintegrator {
     let cur = '';
     for (let i = 0; i < parts.length - 1; i++) {
       cur = cur === '' ? parts[i]! : `${cur}/${parts[i]}`;
+      if (this._checkedDirs.has(cur)) continue;
       const st = lstatSync(join(this.root, cur), { throwIfNoEntry: false });
       if (!st) {
         mkdirSync(join(this.root, cur), 0o755);
@@ -340,6 +370,7 @@ export class Reintegrator {
       } else if (!st.isDirectory()) {
         throw new ImzError(Codes.CONFLICT, `cannot write ${path}: ${cur} on the server is not a directory`);
       }
+      this._checkedDirs.add(cur);
     }
   }
 }
