@@ -85,7 +85,9 @@ async function _uploadOne(remote: Remote, it: BlobItem, onBytes: (n: number) => 
       const last = offset + n >= it.size;
       if (last && h.digest('hex') !== it.hash) break;
       if (n === 0 && !last) break;
-      pending.push(remote.session.request(Op.PUT_BLOB, { putBlob: { hash, size: it.size, offset, data, last } }));
+      const req = remote.session.request(Op.PUT_BLOB, { putBlob: { hash, size: it.size, offset, data, last } });
+      req.catch(() => {}); // observed below, in order; a lost connection must not be an unhandled rejection
+      pending.push(req);
       offset += n;
       onBytes(n);
       if (pending.length >= 4) await pending.shift();
