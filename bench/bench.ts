@@ -11,7 +11,15 @@
 //   clone of the incremental tree          imz clone | rsync -a (setup, timed for information)
 //   pull after 10 changes                  imz pull | rsync -a --delete | ... --fsync (best of 3)
 //   no-op pull                             same, nothing changed (best of 3)
-// Every imz and rsync replica is checked against the served tree (paths, types,
+//   status, nothing changed                imz status --json | git status --porcelain on a git
+//                                          checkout of the same tree (best of 3, after 1 untimed run each)
+//   no-op push                             imz push | rsync -a --delete into a writable daemon module (best of 3)
+//   push of 10 changed files               same, fresh rewrites each round (best of 3, after 1 warm-up)
+//   push of 10,000 new small files         same, one new directory of 0-16 KiB files (1 run each)
+// The push cases run on the imz replica of the incremental tree after the pulls;
+// rsync pushes the same changes from its own copy into a separate writable
+// module (a copy of the tree), so the pull measurements are not disturbed.
+// Every imz and rsync replica (and, after a push, every server tree) is checked against the served tree (paths, types,
 // sizes, exec bits, mtimes, SHA-256 of a sample plus every changed file); a
 // wrong replica fails the bench. The progress log goes to stderr; the Markdown
 // table goes to stdout and the figures to bench/results-<root>.json.
@@ -31,6 +39,7 @@ import {
   stopAll,
   stopChild,
   useRegistry,
+  type RunResult,
   type Server,
 } from './proc.ts';
 import {
@@ -40,11 +49,15 @@ import {
   ensureTree,
   fmtBytes,
   incSpec,
+  layout,
   listTree,
+  newFilesSpec,
   planChanges,
+  planModifies,
   smallSpec,
   unshareFiles,
   verifyReplica,
+  writeFiles,
   type CachedTree,
   type ChangeSet,
 } from './trees.ts';
@@ -153,17 +166,20 @@ const best = (xs: number[]): number | null => (xs.length === 0 ? null : Math.min
 
 // ---------------------------------------------------------------- results
 
-type Tool = 'imz' | 'rsync' | 'rsyncFsync';
-const TOOL_NAMES: Record<Tool, string> = { imz: 'imz', rsync: 'rsync', rsyncFsync: 'rsync --fsync' };
+type Tool = 'imz' | 'rsync' | 'rsyncFsync' | 'git';
+const TOOL_NAMES: Record<Tool, string> = { imz: 'imz', rsync: 'rsync', rsyncFsync: 'rsync --fsync', git: 'git' };
+const noRuns = (): Record<Tool, number[]> => ({ imz: [], rsync: [], rsyncFsync: [], git: [] });
 
 interface Row {
   root: string;
   case: string;
-  kind: 'clone-files' | 'clone-big' | 'setup' | 'pull' | 'noop';
+  kind: 'clone-files' | 'clone-big' | 'setup' | 'pull' | 'noop' | 'status' | 'push-noop' | 'push' | 'push-new';
   /** Seconds (best of the runs for pull/no-op), null when not measured. */
   imz: number | null;
   rsync: number | null;
   rsyncFsync: number | null;
+  /** git status on a checkout of the same tree (status and no-op push rows). */
+  git: number | null;
   runs: Record<Tool, number[]>;
   /** Warm-up runs (not counted). */
   warmup?: Record<Tool, number[]>;
@@ -195,13 +211,14 @@ interface RootReport {
 }
 
 function newRow(report: RootReport, kind: Row['kind'], name: string): Row {
-  const row: Row = { root: report.root, case: name, kind, imz: null, rsync: null, rsyncFsync: null, runs: { imz: [], rsync: [], rsyncFsync: [] }, errors: [], commands: {} };
+  const row: Row = { root: report.root, case: name, kind, imz: null, rsync: null, rsyncFsync: null, git: null, runs: noRuns(), errors: [], commands: {} };
   report.rows.push(row);
   return row;
 }
 
 function evaluateTarget(row: Row): void {
   const r = row.imz !== null && row.rsync !== null && row.rsync > 0 ? row.imz / row.rsync : null;
+  const g = row.imz !== null && row.git !== null && row.git > 0 ? row.imz / row.git : null;
   switch (row.kind) {
     case 'clone-files':
       row.target = 'imz/rsync ≤ 1.0';
@@ -218,6 +235,19 @@ function evaluateTarget(row: Row): void {
     case 'noop':
       row.target = 'imz < 0.3 s';
       row.met = row.imz === null ? null : row.imz < 0.3;
+      break;
+    case 'status':
+    case 'push-noop':
+      row.target = 'imz/git status ≤ 1.5';
+      row.met = g === null ? null : g <= 1.5;
+      break;
+    case 'push':
+      row.target = 'imz/rsync ≤ 1/3';
+      row.met = r === null ? null : r <= 1 / 3;
+      break;
+    case 'push-new':
+      row.target = 'imz/rsync ≤ 1.0';
+      row.met = r === null ? null : r <= 1.0;
       break;
     default:
       row.target = '';
@@ -327,9 +357,17 @@ interface Ctx {
   logDir: string;
   rsyncPort: number;
   fsync: boolean;
+  /** The writable rsync module the push cases push into. */
+  pushModule?: PushModule;
 }
 
-async function startRsyncDaemon(ctx: Ctx, modules: CachedTree[]): Promise<{ stop: () => Promise<string> }> {
+/** A writable daemon module (the target of the rsync pushes). */
+interface PushModule {
+  name: string;
+  path: string;
+}
+
+async function startRsyncDaemon(ctx: Ctx, modules: CachedTree[], writable: PushModule[]): Promise<{ stop: () => Promise<string> }> {
   const dir = join(ctx.runDir, 'rsyncd');
   mkdirSync(dir, { recursive: true });
   const conf = join(dir, 'rsyncd.conf');
@@ -338,7 +376,7 @@ async function startRsyncDaemon(ctx: Ctx, modules: CachedTree[]): Promise<{ stop
   for (let attempt = 1; attempt <= 3; attempt++) {
     const port = await freePort();
     const lines = [
-      '# written by bench/bench.ts: read-only modules on 127.0.0.1 for the benchmark',
+      '# written by bench/bench.ts: modules on 127.0.0.1 for the benchmark (read-only ones to pull from, writable ones to push into)',
       `port = ${port}`,
       'address = 127.0.0.1',
       `pid file = ${join(dir, 'rsyncd.pid')}`,
@@ -352,13 +390,15 @@ async function startRsyncDaemon(ctx: Ctx, modules: CachedTree[]): Promise<{ stop
     for (const m of modules) {
       lines.push(`[${m.spec.name}]`, `    path = ${join(ctx.workDir, m.spec.name)}`, '    exclude = /.imz-server/', '');
     }
+    for (const w of writable) lines.push(`[${w.name}]`, `    path = ${w.path}`, '    read only = false', '');
     writeFileSync(conf, lines.join('\n'));
     rmSync(join(dir, 'rsyncd.pid'), { force: true });
     const child = startPlain('rsync', ['--daemon', '--no-detach', `--config=${conf}`], join(dir, 'rsyncd.out'), conf);
     const deadline = Date.now() + 10_000;
     while (Date.now() < deadline && child.exitCode === null && child.signalCode === null) {
       const probe = await run('rsync', [`rsync://127.0.0.1:${port}/`], { timeoutMs: 5000 });
-      if (probe.code === 0 && modules.every((m) => probe.stdout.includes(m.spec.name))) {
+      const listed = new Set(probe.stdout.split('\n').map((l) => l.split(/\s/)[0]));
+      if (probe.code === 0 && [...modules.map((m) => m.spec.name), ...writable.map((w) => w.name)].every((name) => listed.has(name))) {
         ctx.rsyncPort = port;
         log(`rsync daemon: pid ${child.pid}, 127.0.0.1:${port}, config ${conf}`);
         return { stop: () => stopChild(child) };
@@ -379,9 +419,13 @@ function rsyncUrl(ctx: Ctx, tree: CachedTree): string {
 }
 
 /** Run a timed step: flush dirty pages first (untimed) so an earlier step's writeback does not land in it. */
-async function timed(ctx: Ctx, cmd: string, args: string[]): Promise<number> {
+async function timedRun(ctx: Ctx, cmd: string, args: string[], cwd?: string): Promise<RunResult> {
   await runChecked('sync', [], { timeoutMs: ctx.opts.stepMs });
-  return (await runChecked(cmd, args, { timeoutMs: ctx.opts.stepMs })).seconds;
+  return runChecked(cmd, args, { timeoutMs: ctx.opts.stepMs, cwd });
+}
+
+async function timed(ctx: Ctx, cmd: string, args: string[]): Promise<number> {
+  return (await timedRun(ctx, cmd, args)).seconds;
 }
 
 const imzArgs = (ctx: Ctx, ...args: string[]): string[] => [ctx.opts.imzJs, ...args];
@@ -506,17 +550,17 @@ async function emptyServerRss(ctx: Ctx): Promise<number | null> {
 }
 
 /** The incremental tree: setup clones, rounds of 10 changes, no-op pulls, memory and state size. */
-async function incrementalCase(ctx: Ctx, tree: CachedTree, sets: ChangeSet[]): Promise<void> {
+async function incrementalCase(ctx: Ctx, tree: CachedTree, sets: ChangeSet[], pushSets: ChangeSet[]): Promise<void> {
   const N = n(tree.layout.files.length);
   const setup = newRow(ctx.report, 'setup', `clone ${N} files (setup)`);
   setup.files = tree.layout.files.length;
   setup.bytes = tree.layout.bytes;
   const pull = newRow(ctx.report, 'pull', `pull 10 changes, ${N} files`);
   const noop = newRow(ctx.report, 'noop', `no-op pull, ${N} files`);
-  pull.warmup = { imz: [], rsync: [], rsyncFsync: [] };
+  pull.warmup = noRuns();
   const m = ctx.report.metrics;
   const work = join(ctx.workDir, tree.spec.name);
-  const dest: Record<Tool, string> = {
+  const dest: Record<'imz' | 'rsync' | 'rsyncFsync', string> = {
     imz: join(ctx.repDir, `imz-${tree.spec.name}`),
     rsync: join(ctx.repDir, `rsync-${tree.spec.name}`),
     rsyncFsync: join(ctx.repDir, `rsyncFsync-${tree.spec.name}`),
@@ -634,7 +678,7 @@ async function incrementalCase(ctx: Ctx, tree: CachedTree, sets: ChangeSet[]): P
     }
     const srcList = listTree(work);
     const srcHashes = new Map<string, string>();
-    const finalTools: Tool[] = [...(imzOk ? (['imz'] as Tool[]) : []), ...rsyncTools.filter((t) => rsyncOk[t])];
+    const finalTools: Array<'imz' | 'rsync' | 'rsyncFsync'> = [...(imzOk ? (['imz'] as const) : []), ...rsyncTools.filter((t) => rsyncOk[t])];
     for (const tool of finalTools) {
       await attempt(ctx, noop, tool, async () => {
         await verifyReplica(`${TOOL_NAMES[tool]} after no-op pulls`, work, dest[tool], { sample: 50, seed: `${tree.spec.seed}:noop`, src: srcList, srcHashes });
@@ -643,6 +687,10 @@ async function incrementalCase(ctx: Ctx, tree: CachedTree, sets: ChangeSet[]): P
     noop.imz = best(noop.runs.imz);
     noop.rsync = best(noop.runs.rsync);
     noop.rsyncFsync = best(noop.runs.rsyncFsync);
+
+    // The push cases: on the same imz replica and the same served tree, against rsync pushing
+    // the same changes from its pull replica into a writable copy of the tree.
+    await pushCases(ctx, tree, srv, imzOk, rsyncOk.rsync, dest.imz, dest.rsync, pushSets);
 
     if (srv !== null) {
       m.imzServeRssEndKiB = procStatusKiB(srv.pid, 'VmRSS');
@@ -661,7 +709,227 @@ async function incrementalCase(ctx: Ctx, tree: CachedTree, sets: ChangeSet[]): P
     m.imzReplicaStateBytesPerFile = Math.round(m.imzReplicaStateBytesAfterClone / tree.layout.files.length);
   }
   for (const r of [setup, pull, noop]) evaluateTarget(r);
-  for (const d of Object.values(dest)) rmSync(d, { recursive: true, force: true });
+  if (!ctx.opts.keep) for (const d of Object.values(dest)) rmSync(d, { recursive: true, force: true });
+}
+
+/**
+ * The last JSON object on an `imz --json` stdout whose event is `event`. Every
+ * line must be JSON, except the first one, which may be cut (run() keeps the last 64 KiB).
+ */
+function lastEvent(stdout: string, event: string): Record<string, unknown> {
+  let found: Record<string, unknown> | undefined;
+  const lines = stdout.split('\n');
+  for (let i = 0; i < lines.length; i++) {
+    const t = lines[i]!.trim();
+    if (t === '') continue;
+    let o: unknown;
+    try {
+      o = JSON.parse(t);
+    } catch {
+      if (i === 0 && stdout.length >= 64 * 1024) continue;
+      throw new Error(`a stdout line of --json is not JSON: ${t.slice(0, 200)}`);
+    }
+    if (typeof o === 'object' && o !== null && (o as { event?: unknown }).event === event) found = o as Record<string, unknown>;
+  }
+  if (found === undefined) throw new Error(`no {"event":"${event}"} line on stdout:\n    ${stdout.trim().split('\n').slice(-5).join('\n    ')}`);
+  return found;
+}
+
+/**
+ * After a push (exit 0): the replica has nothing left to push and no conflict
+ * (`imz status --json --offline`, untimed), and its log is empty.
+ */
+async function checkPushedReplica(ctx: Ctx, rep: string): Promise<void> {
+  const r = await runChecked(process.execPath, imzArgs(ctx, 'status', '-C', rep, '--json', '--offline'), { timeoutMs: ctx.opts.stepMs });
+  const ev = lastEvent(r.stdout, 'status');
+  if (ev.changes !== 0 || ev.conflicts !== 0) throw new Error(`after imz push, imz status --offline still reports ${JSON.stringify(ev)}`);
+}
+
+const GIT_IDENTITY = ['-c', 'user.name=imz-bench', '-c', 'user.email=imz-bench@localhost'];
+
+/**
+ * Issue 3's cases, after the pull rounds, on the imz replica of the incremental tree:
+ *   status (nothing changed)   imz status --json            | git status --porcelain on a git checkout of the same tree
+ *   no-op push                 imz push                     | rsync -a --delete REP/ rsync://.../<tree>-push/ (for information)
+ *   push of 10 rewrites        imz push, then the server tree checked | the same rewrites in rsync's replica, pushed into the writable module
+ *   push of N new small files  the same, one new directory of 0-16 KiB files
+ * rsync pushes from its pull replica (now equal to the served tree) into a
+ * separate writable copy, so nothing the pulls measure is touched.
+ */
+async function pushCases(ctx: Ctx, tree: CachedTree, srv: Server | null, imzOkIn: boolean, rsyncOkIn: boolean, imzRep: string, rsyncRep: string, sets: ChangeSet[]): Promise<void> {
+  const N = n(tree.layout.files.length);
+  const newSpec = newFilesSpec(ctx.opts.quick ? 2_000 : 10_000);
+  const newLay = layout(newSpec);
+  const statusRow = newRow(ctx.report, 'status', `status, nothing changed, ${N} files`);
+  const noopRow = newRow(ctx.report, 'push-noop', `no-op push, ${N} files`);
+  const pushRow = newRow(ctx.report, 'push', `push 10 changed files, ${N} files`);
+  const newFilesRow = newRow(ctx.report, 'push-new', `push ${n(newLay.files.length)} new files (0-16 KiB), ${N} files`);
+  pushRow.warmup = noRuns();
+  newFilesRow.files = newLay.files.length;
+  newFilesRow.bytes = newLay.bytes;
+  const m = ctx.report.metrics;
+  const work = join(ctx.workDir, tree.spec.name);
+  const mod = ctx.pushModule!;
+  const pushUrl = `rsync://127.0.0.1:${ctx.rsyncPort}/${mod.name}/`;
+  const gitDir = join(ctx.repDir, `git-${tree.spec.name}`);
+  let imzOk = imzOkIn && srv !== null;
+  let rsyncOk = rsyncOkIn;
+  let gitOk = true;
+  const step = ctx.opts.stepMs;
+
+  const imzStatus = imzArgs(ctx, 'status', '-C', imzRep, '--json');
+  const imzPush = imzArgs(ctx, 'push', '-C', imzRep, '--quiet');
+  const rsyncPush = ['-a', '--delete', `${rsyncRep}/`, pushUrl];
+  const gitStatus = ['status', '--porcelain'];
+  statusRow.commands = { imz: `node ${imzStatus.join(' ')}`, git: `git ${gitStatus.join(' ')} (in ${gitDir})` };
+  for (const r of [noopRow, pushRow, newFilesRow]) r.commands = { imz: `node ${imzPush.join(' ')}`, rsync: `rsync ${rsyncPush.join(' ')}` };
+  noopRow.commands.git = `${statusRow.commands.git}: the status row's figure`;
+
+  log(`--- push cases on ${tree.spec.name}`);
+  // Untimed setup: the writable module (a copy of rsync's replica, mtimes kept) and the git checkout.
+  if (rsyncOk) {
+    rsyncOk = await attempt(ctx, pushRow, 'rsync', async () => {
+      mkdirSync(dirname(mod.path), { recursive: true });
+      const r = await runChecked('cp', ['-a', rsyncRep, mod.path], { timeoutMs: step });
+      log(`push module ${mod.name}: ${mod.path}, a copy of rsync's replica (${r.seconds.toFixed(1)} s, untimed)`);
+    });
+  }
+  gitOk = await attempt(ctx, statusRow, 'git', async () => {
+    const t = performance.now();
+    await runChecked('rsync', ['-a', '--exclude=/.imz-server/', `${work}/`, `${gitDir}/`], { timeoutMs: step });
+    const copied = performance.now();
+    await runChecked('git', ['init', '-q'], { cwd: gitDir, timeoutMs: step });
+    const add = await runChecked('git', ['add', '-A'], { cwd: gitDir, timeoutMs: step });
+    const commit = await runChecked('git', [...GIT_IDENTITY, 'commit', '-qm', 'x'], { cwd: gitDir, timeoutMs: step });
+    const warm = await runChecked('git', gitStatus, { cwd: gitDir, timeoutMs: step });
+    if (warm.stdout.trim() !== '') throw new Error(`git status is not clean after the commit:\n    ${warm.stdout.trim().split('\n').slice(0, 5).join('\n    ')}`);
+    m.gitAddSeconds = add.seconds;
+    m.gitCommitSeconds = commit.seconds;
+    log(
+      `git checkout ${gitDir}: copy ${((copied - t) / 1000).toFixed(1)} s, git add -A ${add.seconds.toFixed(1)} s, commit ${commit.seconds.toFixed(1)} s, first git status ${warm.seconds.toFixed(3)} s (all untimed)`,
+    );
+  });
+
+  // 1. Status with nothing changed: one untimed run each (git's was above), then best of 3.
+  if (imzOk) {
+    imzOk = await attempt(ctx, statusRow, 'imz', async () => {
+      const r = await timedRun(ctx, process.execPath, imzStatus);
+      const ev = lastEvent(r.stdout, 'status');
+      m.imzStatusFirstSeconds = r.seconds;
+      log(`imz status (untimed first run): ${r.seconds.toFixed(3)} s, ${JSON.stringify(ev)}`);
+    });
+  }
+  for (let i = 0; i < 3; i++) {
+    const parts: string[] = [];
+    if (imzOk) {
+      imzOk = await attempt(ctx, statusRow, 'imz', async () => {
+        const r = await timedRun(ctx, process.execPath, imzStatus);
+        const ev = lastEvent(r.stdout, 'status');
+        if (ev.changes !== 0 || ev.conflicts !== 0) throw new Error(`imz status should report no changes and no conflicts: ${JSON.stringify(ev)}`);
+        if (ev.reachable !== true) throw new Error(`imz status did not reach the server (it waits up to 2 s for it): ${JSON.stringify(ev)}`);
+        statusRow.runs.imz.push(r.seconds);
+        parts.push(`imz ${r.seconds.toFixed(3)} s (behind ${String(ev.behind)})`);
+      });
+    }
+    if (gitOk) {
+      gitOk = await attempt(ctx, statusRow, 'git', async () => {
+        const r = await timedRun(ctx, 'git', gitStatus, gitDir);
+        if (r.stdout.trim() !== '') throw new Error(`git status --porcelain should print nothing:\n    ${r.stdout.trim().split('\n').slice(0, 5).join('\n    ')}`);
+        statusRow.runs.git.push(r.seconds);
+        parts.push(`git ${r.seconds.toFixed(3)} s`);
+      });
+    }
+    log(`status ${i + 1}/3: ${parts.join(', ')}`);
+  }
+  statusRow.imz = best(statusRow.runs.imz);
+  statusRow.git = best(statusRow.runs.git);
+
+  // 2. No-op push, best of 3 (rsync's no-op push for information).
+  for (let i = 0; i < 3; i++) {
+    const parts: string[] = [];
+    if (imzOk) {
+      imzOk = await attempt(ctx, noopRow, 'imz', async () => {
+        const r = await timedRun(ctx, process.execPath, imzPush);
+        if (r.stdout.trim() !== '') throw new Error(`imz push --quiet printed:\n    ${r.stdout.trim().split('\n').slice(0, 5).join('\n    ')}`);
+        noopRow.runs.imz.push(r.seconds);
+        parts.push(`imz ${r.seconds.toFixed(3)} s`);
+      });
+    }
+    if (rsyncOk) {
+      rsyncOk = await attempt(ctx, noopRow, 'rsync', async () => {
+        const s = await timed(ctx, 'rsync', rsyncPush);
+        noopRow.runs.rsync.push(s);
+        parts.push(`rsync ${s.toFixed(3)} s`);
+      });
+    }
+    log(`no-op push ${i + 1}/3: ${parts.join(', ')}`);
+  }
+  noopRow.imz = best(noopRow.runs.imz);
+  noopRow.rsync = best(noopRow.runs.rsync);
+  noopRow.git = statusRow.git;
+
+  // 3. Rounds of 10 in-place rewrites, the same in both replicas; round 0 is a warm-up.
+  for (const cs of sets) {
+    const warm = cs.round === 0;
+    const rels = cs.modify.map((x) => x.rel);
+    if (imzOk) applyChanges(imzRep, tree.spec, cs);
+    if (rsyncOk) applyChanges(rsyncRep, tree.spec, cs);
+    const vopts = (who: string) => ({ sample: 20, seed: `${tree.spec.seed}:push${cs.round}:${who}`, mustHash: rels });
+    const parts: string[] = [];
+    if (imzOk) {
+      imzOk = await attempt(ctx, pushRow, 'imz', async () => {
+        const s = await timed(ctx, process.execPath, imzPush);
+        (warm ? pushRow.warmup! : pushRow.runs).imz.push(s);
+        await verifyReplica(`server tree after imz push (round ${cs.round})`, imzRep, work, vopts('imz'));
+        await checkPushedReplica(ctx, imzRep);
+        parts.push(`imz ${s.toFixed(3)} s`);
+      });
+    }
+    if (rsyncOk) {
+      rsyncOk = await attempt(ctx, pushRow, 'rsync', async () => {
+        const s = await timed(ctx, 'rsync', rsyncPush);
+        (warm ? pushRow.warmup! : pushRow.runs).rsync.push(s);
+        await verifyReplica(`rsync module after rsync push (round ${cs.round})`, rsyncRep, mod.path, vopts('rsync'));
+        parts.push(`rsync ${s.toFixed(3)} s`);
+      });
+    }
+    log(`push round ${cs.round}${warm ? ' (warm-up, not counted)' : ''}: ${parts.join(', ')}; server trees verified`);
+  }
+  pushRow.imz = best(pushRow.runs.imz);
+  pushRow.rsync = best(pushRow.runs.rsync);
+
+  // 4. A new directory of small files, 1 run each.
+  const t = performance.now();
+  if (imzOk) writeFiles(join(imzRep, newSpec.name), newSpec, newLay);
+  if (rsyncOk) writeFiles(join(rsyncRep, newSpec.name), newSpec, newLay);
+  log(`generated ${n(newLay.files.length)} new files (${fmtBytes(newLay.bytes)}) in ${newSpec.name}/ of each replica in ${((performance.now() - t) / 1000).toFixed(1)} s (untimed)`);
+  const newOpts = (who: string) => ({ sample: 200, seed: `${newSpec.seed}:${who}` });
+  if (imzOk) {
+    imzOk = await attempt(ctx, newFilesRow, 'imz', async () => {
+      const s = await timed(ctx, process.execPath, imzPush);
+      newFilesRow.runs.imz.push(s);
+      newFilesRow.imz = s;
+      await verifyReplica(`${newSpec.name}/ on the server after imz push`, join(imzRep, newSpec.name), join(work, newSpec.name), newOpts('imz'));
+      await verifyReplica('server tree after imz push of new files', imzRep, work, { sample: 20, seed: `${newSpec.seed}:imz-all` });
+      await checkPushedReplica(ctx, imzRep);
+      log(`${newFilesRow.case}: imz ${s.toFixed(3)} s, server tree verified`);
+    });
+  }
+  if (rsyncOk) {
+    rsyncOk = await attempt(ctx, newFilesRow, 'rsync', async () => {
+      const s = await timed(ctx, 'rsync', rsyncPush);
+      newFilesRow.runs.rsync.push(s);
+      newFilesRow.rsync = s;
+      await verifyReplica(`${newSpec.name}/ in the rsync module`, join(rsyncRep, newSpec.name), join(mod.path, newSpec.name), newOpts('rsync'));
+      await verifyReplica('rsync module after push of new files', rsyncRep, mod.path, { sample: 20, seed: `${newSpec.seed}:rsync-all` });
+      log(`${newFilesRow.case}: rsync ${s.toFixed(3)} s, module verified`);
+    });
+  }
+  for (const r of [statusRow, noopRow, pushRow, newFilesRow]) evaluateTarget(r);
+  if (!ctx.opts.keep) {
+    rmSync(gitDir, { recursive: true, force: true });
+    rmSync(mod.path, { recursive: true, force: true });
+  }
 }
 
 async function benchRoot(opts: Options, root: 'disk' | 'tmpfs', rsyncVersion: string, fsync: boolean): Promise<RootReport> {
@@ -728,14 +996,18 @@ async function benchRoot(opts: Options, root: 'disk' | 'tmpfs', rsyncVersion: st
   // state directories and the incremental changes never touch the cache).
   for (const t of trees) await runChecked('cp', ['-al', t.dir, join(ctx.workDir, t.spec.name)], { timeoutMs: opts.stepMs });
   const sets = planChanges(inc.spec, inc.layout, 4);
-  unshareFiles(join(ctx.workDir, inc.spec.name), sets);
+  // Push rounds of 10 rewrites (1 warm-up + 3), on files the pull rounds leave alone.
+  const pushSets = planModifies(inc.spec, inc.layout, 4, 10, new Set(sets.flatMap((cs) => [...cs.modify.map((x) => x.rel), ...cs.delete])));
+  // (the push sets too, in case the server ever rewrites a file in place)
+  unshareFiles(join(ctx.workDir, inc.spec.name), [...sets, ...pushSets]);
   await runChecked('sync', [], { timeoutMs: opts.stepMs });
+  ctx.pushModule = { name: `${inc.spec.name}-push`, path: join(runDir, 'push', inc.spec.name) };
 
-  const daemon = await startRsyncDaemon(ctx, trees);
+  const daemon = await startRsyncDaemon(ctx, trees, [ctx.pushModule]);
   try {
     await cloneCase(ctx, small, 'clone-files', `clone ${n(small.layout.files.length)} files`);
     await cloneCase(ctx, big, 'clone-big', `clone ${big.layout.bytes / MiB} MiB file`);
-    await incrementalCase(ctx, inc, sets);
+    await incrementalCase(ctx, inc, sets, pushSets);
   } finally {
     log(`rsync daemon: stopped (${await daemon.stop()})`);
     if (!opts.keep) {
@@ -756,8 +1028,8 @@ function table(reports: RootReport[]): string {
   const f = (x: number | null, d = 3): string => (x === null ? '—' : x.toFixed(d));
   const ratio = (a: number | null, b: number | null): string => (a === null || b === null || b <= 0 ? '—' : (a / b).toFixed(2));
   const lines = [
-    '| root | case | imz s | rsync s | rsync --fsync s | imz/rsync | imz/rsync--fsync | imz MB/s | rsync MB/s | rsync --fsync MB/s | target |',
-    '| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |',
+    '| root | case | imz s | rsync s | rsync --fsync s | git status s | imz/rsync | imz/rsync--fsync | imz/git | imz MB/s | rsync MB/s | rsync --fsync MB/s | target |',
+    '| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |',
   ];
   for (const rep of reports) {
     for (const r of rep.rows) {
@@ -766,7 +1038,7 @@ function table(reports: RootReport[]): string {
       const imzCell = r.imz === null && r.errors.some((e) => e.startsWith('imz')) ? 'FAILED' : f(r.imz);
       const tgt = r.target ? `${r.target} ${r.met === true ? '✓' : r.met === false ? '✗' : '?'}` : '';
       lines.push(
-        `| ${rep.root} | ${r.case} | ${imzCell} | ${f(r.rsync)} | ${f(r.rsyncFsync)} | ${ratio(r.imz, r.rsync)} | ${ratio(r.imz, r.rsyncFsync)} | ${rate(r.imz)} | ${rate(r.rsync)} | ${rate(r.rsyncFsync)} | ${tgt} |`,
+        `| ${rep.root} | ${r.case} | ${imzCell} | ${f(r.rsync)} | ${f(r.rsyncFsync)} | ${f(r.git ?? null)} | ${ratio(r.imz, r.rsync)} | ${ratio(r.imz, r.rsyncFsync)} | ${ratio(r.imz, r.git ?? null)} | ${rate(r.imz)} | ${rate(r.rsync)} | ${rate(r.rsyncFsync)} | ${tgt} |`,
       );
     }
   }
@@ -796,6 +1068,13 @@ function notes(reports: RootReport[]): string {
     out.push(`- ${r0.rsyncVersion}${r0.rsyncFsync ? '' : ' (no --fsync option: that column is empty)'}; rsync daemon on 127.0.0.1; node ${r0.host.node}; ${r0.host.cpus} × ${r0.host.cpu}; ${r0.host.memGiB} GiB RAM; kernel ${r0.host.kernel}`);
     out.push('- Clones: 1 run each, into an empty directory. Pulls: best of 3 rounds (after 1 warm-up round), each round a fresh set of 10 changes (5 files rewritten in place, 3 created, 2 deleted);');
     out.push(`  after each change set the bench waits ${r0.settleMs} ms for the imz server's watcher to journal it (no status command to poll yet), then times imz pull and rsync -a --delete.`);
+    out.push('- Status: `imz status --json` (it also asks the server how far behind the replica is) against `git status --porcelain` (git defaults) on a git checkout of the same tree');
+    out.push('  (copied, `git add -A`, committed, one untimed `git status` first; imz also gets one untimed run); best of 3. The no-op push row compares with the same git figure.');
+    out.push('- Pushes: `imz push --quiet` on the imz replica (exit 0; then, untimed, the server tree is compared with the replica: listing, sizes, modes, mtimes,');
+    out.push('  SHA-256 of every changed file plus a sample; and `imz status --offline` must find nothing left to push) against');
+    out.push('  `rsync -a --delete REPLICA/ rsync://127.0.0.1:PORT/<tree>-push/` from rsync\'s replica into a writable');
+    out.push('  daemon module holding a separate copy of the tree (checked the same way). 10 changed files: 10 in-place rewrites that change the size, a fresh set each round,');
+    out.push('  best of 3 after 1 warm-up. New files: one new directory of small files (0-16 KiB, spread over subdirectories), 1 run each.');
     out.push('- Every timed step starts after `sync`; the page cache is warm (not dropped). imz times include starting node.');
   }
   return out.join('\n');

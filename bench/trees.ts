@@ -164,14 +164,25 @@ export function ensureTree(srcRoot: string, spec: TreeSpec, log: (s: string) => 
       closeSync(fd);
     }
   } else {
-    for (const d of lay.dirs) mkdirSync(join(dir, d), { recursive: true });
-    for (const f of lay.files) writeFileSync(join(dir, f.rel), contentBytes(key, 0, f.index, f.size), { mode: f.mode });
+    writeFiles(dir, spec, lay);
   }
   const seconds = (performance.now() - t0) / 1000;
   const manifest: Manifest = { generator: GENERATOR_VERSION, spec, files: lay.files.length, bytes: lay.bytes, generatedAt: new Date().toISOString(), seconds };
   writeFileSync(manifestPath, `${JSON.stringify(manifest, null, 2)}\n`);
   log(`tree ${spec.name}: generated in ${seconds.toFixed(1)} s`);
   return { spec, dir, layout: lay, reused: false };
+}
+
+/** Write the small files of a layout below `dir` (directories first). */
+export function writeFiles(dir: string, spec: TreeSpec, lay: Layout): void {
+  const key = contentKey(spec.seed);
+  for (const d of lay.dirs) mkdirSync(join(dir, d), { recursive: true });
+  for (const f of lay.files) writeFileSync(join(dir, f.rel), contentBytes(key, 0, f.index, f.size), { mode: f.mode });
+}
+
+/** A new directory of small files (0-16 KiB) to push into an existing tree; generated in place, not cached. */
+export function newFilesSpec(files: number): TreeSpec {
+  return { name: `new-${files}`, kind: 'files', seed: `imz-bench:new:${files}`, files, dirs: Math.max(2, Math.round(files / 100)), minSize: 0, maxSize: 16 * 1024, bigBytes: 0 };
 }
 
 // ---------------------------------------------------------------- listings
@@ -311,6 +322,8 @@ export async function verifyReplica(label: string, srcDir: string, repDir: strin
 
 export interface ChangeSet {
   round: number;
+  /** Content generation of the rewrites (default 100 + round). */
+  tag?: number;
   modify: Array<{ rel: string; size: number; index: number }>;
   create: Array<{ rel: string; size: number; index: number }>;
   delete: string[];
@@ -352,6 +365,30 @@ export function planChanges(spec: TreeSpec, lay: Layout, rounds: number): Change
 }
 
 /**
+ * `rounds` disjoint sets of `count` in-place rewrites (no creates, no deletes)
+ * for the push cases, avoiding `avoid` (paths another plan touches) and
+ * always changing the size; content generation 200 + round.
+ */
+export function planModifies(spec: TreeSpec, lay: Layout, rounds: number, count: number, avoid: Set<string>): ChangeSet[] {
+  const rng = new Rng(`${spec.seed}:push-changes`);
+  const used = new Set<number>();
+  const sets: ChangeSet[] = [];
+  for (let r = 0; r < rounds; r++) {
+    const cs: ChangeSet = { round: r, tag: 200 + r, modify: [], create: [], delete: [] };
+    while (cs.modify.length < count) {
+      const f = lay.files[rng.below(lay.files.length)]!;
+      if (used.has(f.index) || avoid.has(f.rel)) continue;
+      used.add(f.index);
+      let size = rng.range(spec.minSize, spec.maxSize);
+      if (size === f.size) size = f.size + 1;
+      cs.modify.push({ rel: f.rel, size, index: f.index });
+    }
+    sets.push(cs);
+  }
+  return sets;
+}
+
+/**
  * The served work tree is a hard-linked copy of the cached tree. Files that
  * will be modified in place get their own inode first, so the cache stays intact.
  */
@@ -369,7 +406,7 @@ export function unshareFiles(workDir: string, sets: ChangeSet[]): void {
 /** Apply one change set to the served tree (in-place rewrites, new files, unlinks). */
 export function applyChanges(workDir: string, spec: TreeSpec, cs: ChangeSet): void {
   const key = contentKey(spec.seed);
-  for (const m of cs.modify) writeFileSync(join(workDir, m.rel), contentBytes(key, 100 + cs.round, m.index, m.size));
+  for (const m of cs.modify) writeFileSync(join(workDir, m.rel), contentBytes(key, cs.tag ?? 100 + cs.round, m.index, m.size));
   for (const c of cs.create) writeFileSync(join(workDir, c.rel), contentBytes(key, 1000, c.index, c.size), { mode: 0o644 });
   for (const d of cs.delete) unlinkSync(join(workDir, d));
 }
