@@ -107,6 +107,7 @@ export class ImzServer extends EventEmitter {
         case Op.SNAPSHOT: return this._snapshot(req, reply);
         case Op.PUT_BLOB: {
           if (!req.putBlob) throw new ImzError(Codes.PROTOCOL, 'cannot stage content: PUT_BLOB without a body');
+          if (req.putBlob.query && req.putBlob.query.length > 0) return reply.send({ blobReply: { present: false, have: 0, held: this.reintegrator.holds(req.putBlob.query) } }, true);
           return reply.send({ blobReply: await this.reintegrator.putBlob(req.putBlob) }, true);
         }
         case Op.REINTEGRATE: {

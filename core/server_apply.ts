@@ -127,6 +127,35 @@ export class Reintegrator {
     return { present: true, have };
   }
 
+  /** Which of these contents the server holds already, staged or somewhere in the tree. */
+  holds(hashes: Uint8Array[]): boolean[] {
+    if (hashes.length > 10000) throw new ImzError(Codes.PROTOCOL, 'cannot answer: more than 10000 hashes in one query');
+    return hashes.map((h) => h.length === 32 && (existsSync(join(this.stagingDir, toHex(h))) || this.state.pathWithHash(Buffer.from(h).toString('latin1')) !== undefined));
+  }
+
+  // Copies content the tree already holds into tmp, checking it on the way
+  // (the file may have changed since it was journalled). False if it cannot.
+  private _copyFromTree(hash: Uint8Array, tmp: string): boolean {
+    const src = this.state.pathWithHash(Buffer.from(hash).toString('latin1'));
+    if (src === undefined) return false;
+    try {
+      copyFileSync(join(this.root, src), tmp, fsc.COPYFILE_FICLONE);
+    } catch {
+      return false;
+    }
+    const h = createHash('sha256');
+    const fd = openSync(tmp, 'r');
+    try {
+      const buf = Buffer.allocUnsafe(1024 * 1024);
+      for (let n = readSync(fd, buf, 0, buf.length, null); n > 0; n = readSync(fd, buf, 0, buf.length, null)) h.update(buf.subarray(0, n));
+    } finally {
+      closeSync(fd);
+    }
+    if (h.digest('hex') === toHex(hash)) return true;
+    rmSync(tmp, { force: true });
+    return false;
+  }
+
   /** Applies operations in order; one result each. Serialised with the scanner. */
   reintegrate(replicaId: string, ops: Operation[], policy: string): Promise<OpResult[]> {
     if (!/^[0-9a-f-]{36}$/.test(replicaId)) throw new ImzError(Codes.PROTOCOL, 'cannot reintegrate: missing or malformed replica id');
@@ -263,8 +292,8 @@ export class Reintegrator {
         try {
           copyFileSync(blob, tmp, fsc.COPYFILE_FICLONE);
         } catch (err) {
-          if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new ImzError(Codes.NOT_FOUND, `cannot store ${op.path}: its content was not uploaded (push again)`);
-          throw err;
+          if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+          if (!this._copyFromTree(op.state.hash, tmp)) throw new ImzError(Codes.NOT_FOUND, `cannot store ${op.path}: its content was not uploaded (push again)`);
         }
         const fd = openSync(tmp, 'r+');
         try {

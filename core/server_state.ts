@@ -60,6 +60,26 @@ export class ServerState extends EventEmitter {
   readonly id: string;
   readonly journal: JournalStore;
   readonly table = new Map<string, TableEntry>();
+  private _byHash: Map<string, string> | undefined;
+
+  /**
+   * A path holding each content hash (files only), built on first use and
+   * then kept up to date by commits: lets PUT_BLOB skip content the tree
+   * already holds (a copy, a file moved between replicas).
+   */
+  pathWithHash(hash: string): string | undefined {
+    if (!this._byHash) {
+      this._byHash = new Map();
+      for (const [p, t] of this.table) if (t.type === EntryType.FILE && t.hash) this._byHash.set(t.hash, p);
+    }
+    const p = this._byHash.get(hash);
+    if (p !== undefined && this.table.get(p)?.hash !== hash) {
+      this._byHash.delete(hash);
+      return undefined;
+    }
+    return p;
+  }
+
   /** Highest operation seq applied per replica id: a retried push is applied once. */
   readonly origins = new Map<string, number>();
   private _sinceCheckpoint = 0;
@@ -141,6 +161,7 @@ export class ServerState extends EventEmitter {
       const st = changes[i]!.state;
       if (st) this.table.set(r.entry.path, { ...st, version: r.seq });
       else this.table.delete(r.entry.path);
+      if (this._byHash && st?.type === EntryType.FILE && st.hash) this._byHash.set(st.hash, r.entry.path);
     }
     this._sinceCheckpoint += records.length;
     // Amortised: a checkpoint costs the table size, so wait for at least that many records.

@@ -13,6 +13,7 @@ export interface BlobItem {
 
 const PIECE = 1024 * 1024;
 const IN_FLIGHT = 32;
+const QUERY_BATCH = 5000;
 
 /**
  * Uploads the content of files the server does not hold yet, staged there
@@ -25,7 +26,16 @@ const IN_FLIGHT = 32;
 export async function uploadBlobs(remote: Remote, items: BlobItem[], onProgress?: (bytes: number, total: number) => void): Promise<number> {
   const unique = new Map<string, BlobItem>();
   for (const it of items) if (!unique.has(it.hash)) unique.set(it.hash, it);
-  const list = [...unique.values()];
+  // Ask first, in batches: content the server holds (staged by an earlier
+  // try, or anywhere in its tree) is never sent again.
+  const all = [...unique.values()];
+  const list: BlobItem[] = [];
+  for (let i = 0; i < all.length; i += QUERY_BATCH) {
+    const part = all.slice(i, i + QUERY_BATCH);
+    const env = await remote.session.request(Op.PUT_BLOB, { putBlob: { hash: new Uint8Array(0), size: 0, offset: 0, data: new Uint8Array(0), last: false, query: part.map((b) => fromHex(b.hash)) } });
+    const held = env.blobReply?.held ?? [];
+    part.forEach((b, k) => { if (held[k] !== true) list.push(b); });
+  }
   const total = list.reduce((n, i) => n + i.size, 0);
   let sent = 0;
   let next = 0;
@@ -45,7 +55,7 @@ export async function uploadBlobs(remote: Remote, items: BlobItem[], onProgress?
 async function _uploadOne(remote: Remote, it: BlobItem, onBytes: (n: number) => void): Promise<void> {
   const hash = fromHex(it.hash);
   if (it.size <= PIECE) {
-    // Small content goes in one request (the server drops it if it has it already).
+    // Small content goes in one request (the query above said the server lacks it).
     let data: Buffer;
     try {
       data = readFileSync(it.file);

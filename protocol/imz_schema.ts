@@ -443,6 +443,11 @@ export const schema = {
       "last": {
        "type": "bool",
        "id": 5
+      },
+      "query": {
+       "rule": "repeated",
+       "type": "bytes",
+       "id": 6
       }
      }
     },
@@ -455,6 +460,11 @@ export const schema = {
       "have": {
        "type": "double",
        "id": 2
+      },
+      "held": {
+       "rule": "repeated",
+       "type": "bool",
+       "id": 3
       }
      }
     },

@@ -93,8 +93,8 @@ export interface Envelope {
   snapshot?: { paths: string[] };
   snapshotReply?: { tar: Uint8Array };
   list?: { prefix: string };
-  putBlob?: { hash: Uint8Array; size: number; offset: number; data: Uint8Array; last: boolean };
-  blobReply?: { present: boolean; have: number };
+  putBlob?: { hash: Uint8Array; size: number; offset: number; data: Uint8Array; last: boolean; query?: Uint8Array[] };
+  blobReply?: { present: boolean; have: number; held?: boolean[] };
   reintegrate?: { replicaId: string; ops: Operation[]; policy: string };
   reintegrateReply?: { results: OpResult[] };
 }
@@ -145,7 +145,7 @@ function _fillEntries(env: Envelope): Envelope {
   }
   if (env.putBlob) {
     const b = env.putBlob;
-    env.putBlob = { hash: bytesOf(b.hash), size: Number(b.size ?? 0), offset: Number(b.offset ?? 0), data: bytesOf(b.data), last: b.last === true };
+    env.putBlob = { hash: bytesOf(b.hash), size: Number(b.size ?? 0), offset: Number(b.offset ?? 0), data: bytesOf(b.data), last: b.last === true, query: (b.query ?? []).map(bytesOf) };
   }
   if (env.journalReply) {
     env.journalReply.records = (env.journalReply.records ?? []).map(fillRecord);
