@@ -222,6 +222,17 @@ T('large content the server already holds is not uploaded again; an edit identic
   assert.equal((await readdir(join(b, '.imz', 'conflicts'))).filter((n) => n.endsWith('.json')), []);
 });
 
+T('small content the server holds anywhere in its tree is not uploaded again (a copy, a retried push)', async () => {
+  const { srv, replicas: [a] } = await world(1);
+  const before = await readFile(join(a, 'docs', 'kml.txt'));
+  await writeFile(join(a, 'copy-of-kml.txt'), before);
+  await writeFile(join(a, 'brand-new.txt'), 'new bytes\n');
+  const r = await imz(['push', '-C', a, '--json']);
+  assert.is(r.code, 0, out(r));
+  assert.is(event(r, 'pushed').uploadedBytes, 'new bytes\n'.length, `only the new content travels: ${r.stdout}`);
+  assert.equal(await readFile(join(srv, 'copy-of-kml.txt')), before);
+});
+
 // ---------- two replicas at once ----------
 
 T('two replicas pushing at the same time, different files: the server serialises them and both land', async () => {
