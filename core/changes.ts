@@ -1,13 +1,13 @@
-import { lstatSync, readdirSync, readlinkSync, statSync } from 'node:fs';
+import { readlinkSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { EntryType } from '../protocol/messages.ts';
 import { hashFile, toHex } from './hash.ts';
 import { loadIgnore } from './ignore_rules.ts';
 import type { IndexEntry } from './index_model.ts';
 import { statMatches } from './local_state.ts';
-import { comparePaths, depthOf, isReservedName, pathProblem } from './paths.ts';
+import { comparePaths, depthOf } from './paths.ts';
 import type { Replica } from './replica.ts';
-import { type FsEntry, type IgnoreFn, type SkippedPath, fsEntryFromStats, sameMtime } from './tree_scan.ts';
+import { type FsEntry, type IgnoreFn, type SkippedPath, fsEntryFromStats, listDir, sameMtime } from './tree_scan.ts';
 
 /** One local change of the working tree against the index (what the last sync left). */
 export interface LocalChange {
@@ -171,12 +171,12 @@ export async function scanChanges(replica: Replica, opts: ScanChangesOptions = {
     else refresh.push({ path, fs, hash });
   };
 
-  // The walk: what walkTree(root) yields (same rules: reserved names, bad
-  // names, special files, ignore), specialised for speed, as this is the
-  // whole cost of `imz status` on a large clean tree. A tracked file whose
-  // lstat matches its index entry is settled from the Stats object, without
-  // building an FsEntry or asking the ignore rules. Directory order does not
-  // matter here: the result is sorted at the end.
+  // The walk: the same directory listing as walkTree (listDir: reserved and
+  // bad names, vanished entries), but a tracked file whose lstat matches its
+  // index entry is settled from the Stats object, without building an
+  // FsEntry or asking the ignore rules: this is the whole cost of `imz
+  // status` on a large clean tree. Directory order does not matter here:
+  // the result is sorted at the end.
   const rootSlash = root.endsWith('/') ? root : `${root}/`;
   const stack: string[] = [''];
   let scanned = 0;
@@ -188,30 +188,9 @@ export async function scanChanges(replica: Replica, opts: ScanChangesOptions = {
       dirsSinceYield = 0;
       await new Promise<void>((r) => setImmediate(r));
     }
-    let names: string[];
-    try {
-      names = readdirSync(dir === '' ? root : rootSlash + dir);
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      if (code === 'ENOENT' || code === 'ENOTDIR') continue;
-      throw err;
-    }
-    for (const name of names) {
-      if (isReservedName(name)) continue;
-      const rel = dir === '' ? name : `${dir}/${name}`;
-      if (name.includes('\uFFFD')) {
-        skipped.push({ path: rel, reason: 'name is not valid UTF-8' });
-        continue;
-      }
-      if (_mayBeUnsafe(name, rel)) {
-        const problem = pathProblem(rel);
-        if (problem) {
-          skipped.push({ path: rel, reason: problem });
-          continue;
-        }
-      }
-      const st = lstatSync(rootSlash + rel, { throwIfNoEntry: false });
-      if (!st) continue; // vanished mid-walk
+    const entries = listDir(root, dir, { onSkip: (x) => skipped.push(x) });
+    if (!entries) continue;
+    for (const { rel, st } of entries) {
       if (++scanned % PROGRESS_EVERY === 0) opts.onProgress?.(scanned);
       const idx = index.get(rel);
       if (idx !== undefined && idx.type === EntryType.FILE && st.isFile() && st.size === idx.size && sameMtime(st.mtimeMs, idx.mtimeMs) &&
@@ -309,17 +288,6 @@ export function orderChanges(changes: LocalChange[]): LocalChange[] {
   return keyed.map((k) => k.c);
 }
 
-/**
- * False when a name (whose parent path already passed pathProblem) is
- * certainly safe: no control character, and short enough in UTF-16 units
- * that its UTF-8 form (at most 3 bytes a unit) fits NAME_MAX, and the path
- * PATH_MAX. True sends it to the full check.
- */
-function _mayBeUnsafe(name: string, rel: string): boolean {
-  return name.length > 85 || rel.length > 1365 || _CONTROL.test(name);
-}
-// eslint-disable-next-line no-control-regex
-const _CONTROL = /[\u0000-\u001f\u007f]/;
 
 /**
  * When the index was last written: the later of .imz/HEAD's mtime and the

@@ -108,6 +108,66 @@ export function statEntrySync(root: string, path: string): FsEntry | string | un
   return fsEntryFromStats(path, st, st.isSymbolicLink() ? readlinkSync(join(root, path)) : '');
 }
 
+/** One entry of a directory listing, lstat'ed. */
+export interface DirStat {
+  rel: string;
+  name: string;
+  st: Stats;
+}
+
+/**
+ * Lists one directory of the tree with lstat, synchronously (a thread-pool
+ * round trip per lstat costs ten times the call). Drops imz's reserved names
+ * (reporting its temp files to onTemp), excluded directories, names that are
+ * not valid UTF-8 or not safe paths (to onSkip), and entries that vanished.
+ * Ignore rules are the caller's: they differ between the server and the
+ * replica scans. Undefined when the directory itself is gone.
+ */
+export function listDir(root: string, dir: string, opts: ScanOptions = {}, sorted = false): DirStat[] | undefined {
+  const rootSlash = root.endsWith('/') ? root : `${root}/`;
+  let names: string[];
+  try {
+    names = readdirSync(dir === '' ? root : rootSlash + dir);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENOTDIR') return undefined;
+    throw err;
+  }
+  if (sorted) names.sort();
+  const out: DirStat[] = [];
+  for (const name of names) {
+    const rel = dir === '' ? name : `${dir}/${name}`;
+    if (isReservedName(name)) {
+      if (name.startsWith(TMP_PREFIX)) opts.onTemp?.(rel);
+      continue;
+    }
+    if (opts.exclude?.has(rootSlash + rel)) continue;
+    // Node decodes invalid UTF-8 as U+FFFD; such a name cannot be named back.
+    if (name.includes('\uFFFD')) {
+      opts.onSkip?.({ path: rel, reason: 'name is not valid UTF-8' });
+      continue;
+    }
+    if (_mayBeUnsafe(name, rel)) {
+      const problem = pathProblem(rel);
+      if (problem) {
+        opts.onSkip?.({ path: rel, reason: problem });
+        continue;
+      }
+    }
+    const st = lstatSync(rootSlash + rel, { throwIfNoEntry: false });
+    if (st) out.push({ rel, name, st }); // else it vanished mid-walk
+  }
+  return out;
+}
+
+// Cheap pre-check: only long names or control characters can fail
+// pathProblem for a name read from a directory (no '/', never '' or '.').
+function _mayBeUnsafe(name: string, rel: string): boolean {
+  return name.length > 85 || rel.length > 1365 || _CONTROL.test(name);
+}
+// eslint-disable-next-line no-control-regex
+const _CONTROL = /[\u0000-\u001f\u007f]/;
+
 /**
  * Walks the tree under root/sub (sub "" for all), lstat only, never following
  * symlinks. Yields parents before their children. Reserved names (.imz,
@@ -119,48 +179,20 @@ export async function* walkTree(root: string, sub = '', opts: ScanOptions = {}):
   let dirsSinceYield = 0;
   while (stack.length > 0) {
     const dir = stack.pop()!;
-    // Synchronous calls per directory: a thread-pool round trip per lstat
-    // costs ten times the call itself. Yield to the event loop between
-    // directories so a server keeps answering during a long scan.
+    // Yield to the event loop between directories so a server keeps answering during a long scan.
     if (++dirsSinceYield >= 16) {
       dirsSinceYield = 0;
       await new Promise<void>((r) => setImmediate(r));
     }
-    let names: string[];
-    try {
-      names = readdirSync(join(root, dir));
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      if (code === 'ENOENT' || code === 'ENOTDIR') continue;
-      throw err;
-    }
-    names.sort();
+    const entries = listDir(root, dir, opts, true);
+    if (!entries) continue;
     const subdirs: string[] = [];
-    for (const name of names) {
-      const rel = dir === '' ? name : `${dir}/${name}`;
-      if (isReservedName(name)) {
-        if (name.startsWith(TMP_PREFIX)) opts.onTemp?.(dir === '' ? name : `${dir}/${name}`);
-        continue;
-      }
-      const abs = join(root, rel);
-      if (opts.exclude?.has(abs)) continue;
-      // Node decodes invalid UTF-8 as U+FFFD; such a name cannot be named back.
-      if (name.includes('\uFFFD')) {
-        opts.onSkip?.({ path: rel, reason: 'name is not valid UTF-8' });
-        continue;
-      }
-      const problem = pathProblem(rel);
-      if (problem) {
-        opts.onSkip?.({ path: rel, reason: problem });
-        continue;
-      }
-      const st = lstatSync(abs, { throwIfNoEntry: false });
-      if (!st) continue; // vanished mid-walk
+    for (const { rel, st } of entries) {
       if (opts.ignore?.(rel, st.isDirectory())) continue;
       let target = '';
       if (st.isSymbolicLink()) {
         try {
-          target = readlinkSync(abs);
+          target = readlinkSync(join(root, rel));
         } catch {
           continue;
         }
