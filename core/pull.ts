@@ -15,7 +15,7 @@ export interface PullOptions {
 }
 
 /** Progress and findings of a pull. */
-export type PullEvent = ReconcileEvent | { type: 'connected'; serverId: string; behind: number } | { type: 'resync'; reason: string };
+export type PullEvent = ReconcileEvent | { type: 'connected'; serverId: string; behind: number } | { type: 'resync'; reason: string } | { type: 'skipped'; path: string; reason: string };
 
 /** What a pull did. */
 export interface PullSummary extends ReconcileResult {
@@ -77,6 +77,8 @@ export async function pullWith(replica: Replica, remote: Remote, opts: PullOptio
     for await (const b of remote.list('')) {
       listed.push(...b.entries);
       cursor = b.cursor;
+      // What the server cannot replicate (special files, bad names): said, not silently missing.
+      for (const s of b.skipped) opts.onEvent?.({ type: 'skipped', path: String(s.path).slice(0, 300), reason: String(s.reason).slice(0, 200) });
     }
     const seen = new Set(listed.map((e) => e.path));
     const targets = listed;

@@ -75,9 +75,9 @@ export class Remote {
   }
 
   /** Streams the namespace: batches of entries, with the cursor they reflect. */
-  async *list(prefix = ''): AsyncGenerator<{ entries: Entry[]; cursor: number }> {
+  async *list(prefix = ''): AsyncGenerator<{ entries: Entry[]; cursor: number; skipped: { path: string; reason: string }[] }> {
     for await (const env of this.session.stream(Op.LIST, { list: { prefix } })) {
-      yield { entries: env.entries?.entries ?? [], cursor: Number(env.entries?.cursor) || 0 };
+      yield { entries: env.entries?.entries ?? [], cursor: Number(env.entries?.cursor) || 0, skipped: env.entries?.skipped ?? [] };
     }
   }
 

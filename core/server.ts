@@ -10,6 +10,7 @@ import { type Entry, EntryType, type Envelope, Op, PROTOCOL_VERSION } from '../p
 import { type ReplyChannel, Session } from '../protocol/session.ts';
 import { toHex } from './hash.ts';
 import { SERVER_DIR, checkPath, comparePaths } from './paths.ts';
+import type { SkippedPath } from './tree_scan.ts';
 import { Reintegrator } from './server_apply.ts';
 import { ServerScanner } from './server_scanner.ts';
 import { ServerState, type TableEntry, tableToEntry } from './server_state.ts';
@@ -47,6 +48,8 @@ export class ImzServer extends EventEmitter {
   state!: ServerState;
   scanner!: ServerScanner;
   reintegrator!: Reintegrator;
+  /** Paths the scanner saw but cannot replicate (special files, bad names), with the reason. */
+  readonly skipped = new Map<string, string>();
   private _net: Server | undefined;
   private _sessions = new Set<Session>();
   private _opts: ServeOptions;
@@ -63,7 +66,11 @@ export class ImzServer extends EventEmitter {
     const stateDir = resolve(this._opts.stateDir ?? join(this.root, SERVER_DIR));
     this.state = await ServerState.open(stateDir);
     this.scanner = new ServerScanner(this.root, this.state, { debounceMs: this._opts.debounceMs, rescanMs: this._opts.rescanMs });
-    this.scanner.on('skipped', (s) => this.emit('skipped', s));
+    this.scanner.on('skipped', (s: SkippedPath) => {
+      // Remembered (bounded) so clones can say what they will not get.
+      if (this.skipped.size < 1000 || this.skipped.has(s.path)) this.skipped.set(s.path, s.reason);
+      this.emit('skipped', s);
+    });
     this.scanner.on('error', (e) => this.emit('warning', e));
     await this.scanner.start();
     this.reintegrator = new Reintegrator(this.root, this.state, this.scanner);
@@ -168,15 +175,16 @@ export class ImzServer extends EventEmitter {
       if (prefix === '' || p === prefix || p.startsWith(`${prefix}/`)) out.push(tableToEntry(p, t));
     }
     out.sort((a, b) => comparePaths(a.path, b.path));
-    await this._sendEntries(reply, out, cursor);
+    const skipped = [...this.skipped].filter(([p]) => prefix === '' || p === prefix || p.startsWith(`${prefix}/`)).map(([path, reason]) => ({ path, reason }));
+    await this._sendEntries(reply, out, cursor, skipped);
   }
 
-  private async _sendEntries(reply: ReplyChannel, out: Entry[], cursor: number): Promise<void> {
-    if (out.length === 0) return reply.send({ entries: { entries: [], cursor, skipped: [] } }, true);
+  private async _sendEntries(reply: ReplyChannel, out: Entry[], cursor: number, skipped: { path: string; reason: string }[] = []): Promise<void> {
+    if (out.length === 0) return reply.send({ entries: { entries: [], cursor, skipped } }, true);
     for (let i = 0; i < out.length; i += LIST_BATCH) {
       if (reply.closed) return;
       const last = i + LIST_BATCH >= out.length;
-      await reply.send({ entries: { entries: out.slice(i, i + LIST_BATCH), cursor, skipped: [] } }, last);
+      await reply.send({ entries: { entries: out.slice(i, i + LIST_BATCH), cursor, skipped: i === 0 ? skipped : [] } }, last);
     }
   }
 

@@ -14,6 +14,9 @@ export function pullEventPrinter(out: Output, verbose: boolean): (e: PullEvent) 
     } else if (e.type === 'conflict') {
       out.event({ event: 'conflict', path: e.conflict.path, class: e.conflict.class });
       out.warn(`conflict (${e.conflict.class}) on ${e.conflict.path}: your version is left as it is; the server's is kept in .imz/${e.conflict.serverBlob ?? 'conflicts/'}`);
+    } else if (e.type === 'skipped') {
+      out.event({ event: 'skipped', path: e.path, reason: e.reason });
+      out.warn(`not replicated: ${e.path} (${e.reason}, on the server)`);
     } else if (e.type === 'resync') {
       if (e.reason !== 'clone') out.warn(`resynchronising by hash (${e.reason})`);
     }

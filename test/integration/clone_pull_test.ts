@@ -172,7 +172,11 @@ T('a FIFO on the server is skipped and reported; server and clone carry on', asy
     await run('mkfifo', [join(srv, 'docs', 'pipe2')]);
   });
   const replica = join(tmp, 'replica');
-  await cloneOk(server, replica);
+  const cloned = await cloneOk(server, replica);
+  // The clone says what it did not get, as JSON events and a warning line.
+  const skippedEvents = jsonLines(cloned.stdout).filter((e) => e.event === 'skipped').map((e) => e.path).sort();
+  assert.equal(skippedEvents, ['docs/pipe2', 'pipe']);
+  assert.match(cloned.stderr, /not replicated: pipe \(named pipe/);
   assert.not.ok(existsSync(join(replica, 'pipe')), 'the FIFO is not replicated');
   assert.not.ok(existsSync(join(replica, 'docs', 'pipe2')), 'the nested FIFO is not replicated');
   assertSame(filterTree(await snapshotTree(srv), (_p, e) => e.type !== 'other'), await snapshotTree(replica), 'after clone');
