@@ -74,6 +74,7 @@ export class ImzServer extends EventEmitter {
     this.scanner.on('error', (e) => this.emit('warning', e));
     await this.scanner.start();
     this.reintegrator = new Reintegrator(this.root, this.state, this.scanner);
+    await this.reintegrator.sweepStaging();
     this._net = createServer((socket) => this._onConnection(socket));
     await new Promise<void>((res, rej) => {
       this._net!.once('error', rej);

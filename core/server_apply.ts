@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { closeSync, constants as fsc, copyFileSync, existsSync, fchmodSync, fdatasyncSync, fsyncSync, futimesSync, lstatSync, mkdirSync, openSync, readSync, readdirSync, readlinkSync, renameSync, rmSync, rmdirSync, symlinkSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, constants as fsc, copyFileSync, existsSync, fchmodSync, fsyncSync, futimesSync, lstatSync, mkdirSync, openSync, readSync, readdirSync, readlinkSync, renameSync, rmSync, rmdirSync, symlinkSync, unlinkSync, writeSync } from 'node:fs';
 import { chmod, mkdir, open, rename, rm, stat, utimes } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { Codes, ImzError } from '../protocol/errors.ts';
@@ -46,6 +46,27 @@ export class Reintegrator {
     this.displacedDir = join(state.dir, 'displaced');
   }
 
+  /** Removes staged uploads nobody finished or used for a week (an abandoned push). */
+  async sweepStaging(maxAgeMs = 7 * 24 * 3600 * 1000): Promise<number> {
+    let names: string[];
+    try {
+      names = readdirSync(this.stagingDir);
+    } catch {
+      return 0;
+    }
+    let n = 0;
+    const now = Date.now();
+    for (const name of names) {
+      const f = join(this.stagingDir, name);
+      const st = lstatSync(f, { throwIfNoEntry: false });
+      if (st && now - st.mtimeMs > maxAgeMs) {
+        rmSync(f, { force: true });
+        n++;
+      }
+    }
+    return n;
+  }
+
   /** Handles one PUT_BLOB piece (or query); pieces of one blob are serialised. */
   putBlob(req: { hash: Uint8Array; size: number; offset: number; data: Uint8Array; last: boolean }): Promise<{ present: boolean; have: number }> {
     if (req.hash.length !== 32) throw new ImzError(Codes.PROTOCOL, 'cannot stage content: the hash is not a SHA-256');
@@ -74,11 +95,12 @@ export class Reintegrator {
       if (createHash('sha256').update(req.data).digest('hex') !== hex) {
         throw new ImzError(Codes.HASH_MISMATCH, 'cannot stage content: the bytes received do not match their SHA-256 (upload again)');
       }
+      // Not fsynced here: a staged blob is checked against its hash again when
+      // it is applied (a crash can tear it), and the applied file is fsynced.
       const tmp = tempNameFor(full);
       const fd = openSync(tmp, 'w', 0o600);
       try {
         writeSync(fd, req.data);
-        fdatasyncSync(fd);
       } finally {
         closeSync(fd);
       }
@@ -143,15 +165,7 @@ export class Reintegrator {
     } catch {
       return false;
     }
-    const h = createHash('sha256');
-    const fd = openSync(tmp, 'r');
-    try {
-      const buf = Buffer.allocUnsafe(1024 * 1024);
-      for (let n = readSync(fd, buf, 0, buf.length, null); n > 0; n = readSync(fd, buf, 0, buf.length, null)) h.update(buf.subarray(0, n));
-    } finally {
-      closeSync(fd);
-    }
-    if (h.digest('hex') === toHex(hash)) return true;
+    if (_hashIs(tmp, hash)) return true;
     rmSync(tmp, { force: true });
     return false;
   }
@@ -289,12 +303,20 @@ export class Reintegrator {
         const hex = toHex(op.state.hash);
         const blob = join(this.stagingDir, hex);
         const tmp = tempNameFor(abs);
+        let staged = true;
         try {
           copyFileSync(blob, tmp, fsc.COPYFILE_FICLONE);
         } catch (err) {
           if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-          if (!this._copyFromTree(op.state.hash, tmp)) throw new ImzError(Codes.NOT_FOUND, `cannot store ${op.path}: its content was not uploaded (push again)`);
+          staged = false;
         }
+        if (staged && !_hashIs(tmp, op.state.hash)) {
+          // A staged blob torn by a crash: drop it, and fall back on the tree or a new upload.
+          rmSync(tmp, { force: true });
+          rmSync(blob, { force: true });
+          staged = false;
+        }
+        if (!staged && !this._copyFromTree(op.state.hash, tmp)) throw new ImzError(Codes.NOT_FOUND, `cannot store ${op.path}: its content was not uploaded (push again)`);
         const fd = openSync(tmp, 'r+');
         try {
           fchmodSync(fd, op.state.mode & 0o777);
@@ -306,6 +328,9 @@ export class Reintegrator {
         if (onDisk?.isDirectory()) clear();
         renameSync(tmp, abs);
         changes.push(this._change(op.path, cur ? (cur.type === EntryType.FILE ? Change.MODIFY : Change.RETYPE) : Change.CREATE, origin, op.state.hash));
+        // The content now lives in the tree (where later uploads of it are
+        // found): the staged copy is not needed any more.
+        rmSync(blob, { force: true });
         break;
       }
       case OpKind.MAKEDIR:
@@ -450,3 +475,16 @@ function _classify(cur: TableEntry | undefined, op: Operation): string {
   return 'update/update';
 }
 
+
+// True when the file's content has this SHA-256.
+function _hashIs(file: string, hash: Uint8Array): boolean {
+  const h = createHash('sha256');
+  const fd = openSync(file, 'r');
+  try {
+    const buf = Buffer.allocUnsafe(1024 * 1024);
+    for (let n = readSync(fd, buf, 0, buf.length, null); n > 0; n = readSync(fd, buf, 0, buf.length, null)) h.update(buf.subarray(0, n));
+  } finally {
+    closeSync(fd);
+  }
+  return h.digest('hex') === toHex(hash);
+}

@@ -231,6 +231,9 @@ T('small content the server holds anywhere in its tree is not uploaded again (a 
   assert.is(r.code, 0, out(r));
   assert.is(event(r, 'pushed').uploadedBytes, 'new bytes\n'.length, `only the new content travels: ${r.stdout}`);
   assert.equal(await readFile(join(srv, 'copy-of-kml.txt')), before);
+  // Applied content lives in the tree: nothing stays behind in the staging area.
+  const staged = await readdir(join(srv, '.imz-server', 'staging')).catch(() => [] as string[]);
+  assert.equal(staged, [], 'the staging area is empty after the push');
 });
 
 // ---------- two replicas at once ----------
