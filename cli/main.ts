@@ -6,6 +6,7 @@ import { VERSION } from '../core/version.ts';
 import { Exit } from './exit_codes.ts';
 import { cloneCommand } from './commands/clone.ts';
 import { pullCommand } from './commands/pull.ts';
+import { displacedCommand } from './commands/displaced.ts';
 import { pushCommand } from './commands/push.ts';
 import { resolveCommand } from './commands/resolve.ts';
 import { syncCommand } from './commands/sync.ts';
@@ -39,8 +40,9 @@ const cli = yargs(hideBin(process.argv))
   .command(statusCommand as never)
   .command(pushCommand as never)
   .command(syncCommand as never)
+  .command(displacedCommand as never)
   .command(resolveCommand as never)
-  .demandCommand(1, 'imz needs a command: serve, clone, pull, push, sync, status or resolve')
+  .demandCommand(1, 'imz needs a command: serve, clone, pull, push, sync, status, resolve or displaced')
   .strict()
   .version(VERSION)
   .help()
