@@ -6,7 +6,7 @@ import { join, resolve } from 'node:path';
 import { pack as tarPack } from 'tar-stream';
 import { Codes, ImzError } from '../protocol/errors.ts';
 import { DEFAULT_MAX_FRAME } from '../protocol/frame_codec.ts';
-import { type Entry, EntryType, type Envelope, Op, PROTOCOL_VERSION } from '../protocol/messages.ts';
+import { type Entry, EntryType, type Envelope, type JournalRecord, Op, PROTOCOL_VERSION } from '../protocol/messages.ts';
 import { type ReplyChannel, Session } from '../protocol/session.ts';
 import { toHex } from './hash.ts';
 import { SERVER_DIR, checkPath, comparePaths } from './paths.ts';
@@ -36,6 +36,10 @@ const SNAPSHOT_FRAME = 512 * 1024;
 const SNAPSHOT_AHEAD = 4 * 1024 * 1024;
 /** Files up to this size are packed from one buffer. */
 const PACK_WHOLE = 256 * 1024;
+/** Bytes a subscriber's socket may have queued before it is told to catch up by itself. */
+const SUBSCRIBER_BACKLOG = 8 * 1024 * 1024;
+/** Records a subscriber may have waiting for its socket before it is dropped as lagging. */
+const SUBSCRIBER_QUEUE = 50_000;
 /** Largest READ reply payload. */
 const READ_MAX = 4 * 1024 * 1024;
 
@@ -87,8 +91,11 @@ export class ImzServer extends EventEmitter {
 
   /** Stops listening, closes sessions, flushes the journal and checkpoints the table. */
   async close(): Promise<void> {
-    await new Promise<void>((r) => (this._net ? this._net.close(() => r()) : r()));
+    // Stop accepting, and close open sessions now: net.Server.close() waits
+    // for every connection to end, and a follower never ends by itself.
+    const closed = new Promise<void>((r) => (this._net ? this._net.close(() => r()) : r()));
     for (const s of this._sessions) s.close();
+    await closed;
     await this.scanner?.close();
     await this.state?.close();
   }
@@ -112,6 +119,7 @@ export class ImzServer extends EventEmitter {
         case Op.LIST: return this._list(req, reply);
         case Op.READ: return this._read(req, reply);
         case Op.JOURNAL: return this._journal(req, reply);
+        case Op.SUBSCRIBE: return this._subscribe(session, req, reply);
         case Op.SNAPSHOT: return this._snapshot(req, reply);
         case Op.PUT_BLOB: {
           if (!req.putBlob) throw new ImzError(Codes.PROTOCOL, 'cannot stage content: PUT_BLOB without a body');
@@ -249,6 +257,55 @@ export class ImzServer extends EventEmitter {
     }
     const more = limit > 0 && sent >= limit && (pending?.[pending.length - 1]?.seq ?? since) < last;
     await reply.send({ journalReply: { records: pending ?? [], last, more } }, true);
+  }
+
+  // SUBSCRIBE: the backlog since the cursor, then every record as it is
+  // committed, on this request's xid, until the client goes away. A
+  // subscriber that cannot keep up (its socket backs up past a bound) is
+  // told IMZ_LAGGING and dropped: it catches up with JOURNAL and subscribes
+  // again, so one slow follower never holds the server's memory or others.
+  private async _subscribe(session: Session, req: Envelope, reply: ReplyChannel): Promise<void> {
+    let since = Math.max(0, Number(req.journal?.since) || 0);
+    let queue: JournalRecord[] = [];
+    let lagging = false;
+    let wake: (() => void) | undefined;
+    const onRecords = (records: JournalRecord[]) => {
+      if (lagging) return;
+      queue.push(...records);
+      // Bounded per subscriber: past this, it is told to catch up by itself.
+      if (queue.length > SUBSCRIBER_QUEUE) {
+        lagging = true;
+        queue = [];
+      }
+      wake?.();
+    };
+    this.state.on('records', onRecords);
+    const closed = new Promise<void>((r) => session.once('close', () => r()));
+    try {
+      for await (const batch of this.state.journal.readSince(since, 1000)) {
+        if (reply.closed) return;
+        await reply.send({ journalReply: { records: batch, last: this.state.journal.last, more: false } }, false);
+        since = batch[batch.length - 1]!.seq;
+      }
+      for (;;) {
+        if (reply.closed || session.closed) return;
+        if (queue.length === 0 && !lagging) {
+          await Promise.race([new Promise<void>((r) => { wake = r; }), closed]);
+          wake = undefined;
+          continue;
+        }
+        const batch = queue.filter((r) => r.seq > since);
+        queue = [];
+        if (batch.length === 0 && !lagging) continue;
+        if (lagging || session.socket.writableLength > SUBSCRIBER_BACKLOG) {
+          throw new ImzError('IMZ_LAGGING', 'cannot keep streaming: this subscriber fell too far behind (catch up with a pull, then subscribe again)');
+        }
+        await reply.send({ journalReply: { records: batch, last: this.state.journal.last, more: false } }, false);
+        since = batch[batch.length - 1]!.seq;
+      }
+    } finally {
+      this.state.off('records', onRecords);
+    }
   }
 
   private async _snapshot(req: Envelope, reply: ReplyChannel): Promise<void> {

@@ -17,13 +17,33 @@ export const pullCommand: CommandModule<GlobalArgs, PullArgs> = {
   builder: (y: Argv<GlobalArgs>) => y
     .option('resync', { type: 'boolean', default: false, describe: 'compare the whole tree by hash (after the server was replaced or its journal trimmed)' })
     .option('verbose', { alias: 'v', type: 'boolean', default: false, describe: 'print every change' })
-    .option('follow', { type: 'boolean', default: false, describe: 'keep following the server (not yet supported)' })
+    .option('follow', { type: 'boolean', default: false, describe: 'keep following the server: replay each change as it happens, reconnect when it goes away (Ctrl-C stops)' })
     .example('imz pull', 'catch up the replica in the current directory')
-    .example('imz pull -C ~/tree --quiet', 'from cron: silent unless something needs attention') as unknown as Argv<PullArgs>,
+    .example('imz pull -C ~/tree --quiet', 'from cron: silent unless something needs attention')
+    .example('imz pull --follow --json', 'stay live: one JSON line per change') as unknown as Argv<PullArgs>,
   handler: (args) => run(args, async (out) => {
     if (args.follow) {
-      const { ImzError } = await import('../../protocol/errors.ts');
-      throw new ImzError('IMZ_USAGE', 'cannot follow: `imz pull --follow` is not supported by this imz yet (run `imz pull` from cron meanwhile)');
+      const { follow } = await import('../../core/follow.ts');
+      const stop = new AbortController();
+      process.once('SIGINT', () => stop.abort());
+      process.once('SIGTERM', () => stop.abort());
+      const printer = pullEventPrinter(out, true);
+      const r = await follow(workDir(args), {
+        signal: stop.signal,
+        onEvent: (e) => {
+          if (e.type === 'following') {
+            out.event({ event: 'following', address: e.address, cursor: e.cursor });
+            out.line(`following ${e.address} from journal record ${e.cursor}`);
+          } else if (e.type === 'applied') out.event({ event: 'applied', records: e.records, cursor: e.cursor });
+          else if (e.type === 'disconnected') {
+            out.event({ event: 'disconnected', message: e.message, retryInMs: e.retryInMs });
+            out.warn(`${e.message}; retrying in ${(e.retryInMs / 1000).toFixed(1)} s`);
+          } else printer(e);
+        },
+      });
+      out.event({ event: 'stopped', cursor: r.cursor });
+      out.line(`stopped at journal record ${r.cursor}`);
+      return Exit.OK;
     }
     const { pull } = await import('../../core/pull.ts');
     const r = await pull(workDir(args), { resync: args.resync, onEvent: pullEventPrinter(out, args.verbose) });

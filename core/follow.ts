@@ -1,0 +1,133 @@
+import { Codes, ImzError } from '../protocol/errors.ts';
+import { type Entry, Op } from '../protocol/messages.ts';
+import { type PullEvent, pullWith } from './pull.ts';
+import { reconcile } from './reconcile.ts';
+import { Remote } from './remote.ts';
+import { Replica } from './replica.ts';
+
+/** Options of follow. */
+export interface FollowOptions {
+  onEvent?: (e: FollowEvent) => void;
+  /** Aborting stops following after the batch being applied (state saved). */
+  signal?: AbortSignal;
+  /** Heartbeat period: a peer silent for this long (plus the same again to answer) is dead. Default 5 s. */
+  heartbeatMs?: number;
+  /** Cap of the reconnect backoff. Default 30 s. */
+  maxBackoffMs?: number;
+}
+
+/** What follow reports, beyond pull's events. */
+export type FollowEvent =
+  | PullEvent
+  | { type: 'following'; address: string; cursor: number }
+  | { type: 'applied'; records: number; cursor: number }
+  | { type: 'disconnected'; message: string; retryInMs: number };
+
+/**
+ * `imz pull --follow`: catches up, subscribes to the server's journal and
+ * replays each record as it is committed, under the same rules as pull
+ * (atomic apply, local changes never overwritten). When the server goes
+ * away or the link goes silent (heartbeats), it reconnects with capped
+ * exponential backoff and jitter and catches up from its cursor. The replica
+ * lock is held per applied batch only, so cron pushes still get their turn.
+ */
+export async function follow(dir: string, opts: FollowOptions = {}): Promise<{ cursor: number }> {
+  const heartbeat = opts.heartbeatMs ?? (Number(process.env.IMZ_HEARTBEAT_MS) || 5000);
+  const maxBackoff = opts.maxBackoffMs ?? 30_000;
+  const stopped = () => opts.signal?.aborted === true;
+  let attempt = 0;
+  let cursor = 0;
+  while (!stopped()) {
+    let remote: Remote | undefined;
+    let timer: ReturnType<typeof setInterval> | undefined;
+    const onAbort = () => remote?.close();
+    opts.signal?.addEventListener('abort', onAbort);
+    try {
+      const first = await Replica.open(dir); // re-read each time: the address may have been changed
+      remote = await Remote.connect(first.config.remote, { replicaId: first.config.replicaId, timeoutMs: Math.max(2000, heartbeat) });
+      const r = remote;
+      await _locked(dir, opts.signal, (replica) => pullWith(replica, r, { onEvent: opts.onEvent }).then((s) => { cursor = s.cursor; }));
+      attempt = 0;
+      opts.onEvent?.({ type: 'following', address: r.address, cursor });
+      // Heartbeats: a ping unanswered within a period means a dead peer or a half-open link.
+      timer = setInterval(() => {
+        let answered = false;
+        const t = setTimeout(() => { if (!answered) r.close(); }, heartbeat);
+        r.session.request(Op.PING).then(() => { answered = true; clearTimeout(t); }, () => { clearTimeout(t); });
+      }, heartbeat);
+      for await (const env of r.session.stream(Op.SUBSCRIBE, { journal: { since: cursor, limit: 0 } })) {
+        const records = env.journalReply?.records ?? [];
+        if (records.length === 0) continue;
+        const finalState = new Map<string, Entry>();
+        let last = cursor;
+        for (const rec of records) {
+          if (rec.seq <= cursor) continue;
+          finalState.set(rec.entry.path, rec.entry);
+          last = Math.max(last, rec.seq);
+        }
+        if (finalState.size === 0) continue;
+        await _locked(dir, undefined, async (replica) => {
+          await reconcile(replica, r, [...finalState.values()], opts.onEvent);
+          replica.head = { serverId: r.info.serverId, cursor: last };
+          await replica.saveHead();
+        });
+        cursor = last;
+        opts.onEvent?.({ type: 'applied', records: records.length, cursor });
+        if (stopped()) break;
+      }
+      if (!stopped()) throw new ImzError(Codes.CLOSED, 'cannot follow: the server ended the stream');
+    } catch (err) {
+      if (stopped()) break;
+      const e = err instanceof ImzError ? err : new ImzError(Codes.INTERNAL, (err as Error).message);
+      // Not something a retry fixes: a different server, a trimmed journal, a broken replica.
+      if (e.code === Codes.IDENTITY || e.code === Codes.CURSOR_GONE || e.code === Codes.NOT_REPLICA || e.code === Codes.CORRUPT) throw e;
+      const lagging = e.code === 'IMZ_LAGGING';
+      const base = Math.min(maxBackoff, 250 * 2 ** attempt);
+      const delay = lagging ? 0 : Math.round(base * (0.5 + Math.random() * 0.5));
+      if (!lagging) attempt++;
+      opts.onEvent?.({ type: 'disconnected', message: e.message, retryInMs: delay });
+      await _sleep(delay, opts.signal);
+    } finally {
+      if (timer) clearInterval(timer);
+      opts.signal?.removeEventListener('abort', onAbort);
+      remote?.close();
+    }
+  }
+  return { cursor };
+}
+
+// Runs fn with the replica locked, waiting while another imz holds the lock.
+async function _locked(dir: string, signal: AbortSignal | undefined, fn: (r: Replica) => Promise<void>): Promise<void> {
+  for (;;) {
+    const replica = await Replica.open(dir); // fresh index and HEAD: a push may have run meanwhile
+    try {
+      await replica.lock();
+    } catch (err) {
+      if (err instanceof ImzError && err.code === Codes.LOCKED && signal?.aborted !== true) {
+        await _sleep(200, signal);
+        continue;
+      }
+      throw err;
+    }
+    try {
+      await replica.sweepTemps();
+      await fn(replica);
+      return;
+    } finally {
+      await replica.unlock();
+    }
+  }
+}
+
+function _sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal?.aborted) return resolve();
+    const t = setTimeout(done, ms);
+    function done() {
+      clearTimeout(t);
+      signal?.removeEventListener('abort', done);
+      resolve();
+    }
+    signal?.addEventListener('abort', done);
+  });
+}
