@@ -1,11 +1,11 @@
 import { EventEmitter } from 'node:events';
-import { watch, type FSWatcher } from 'node:fs';
 import { lstat, rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { Change, EntryType } from '../protocol/messages.ts';
+import { DirWatcher, topmostPaths } from './dir_watcher.ts';
 import { hashFile } from './hash.ts';
 import { IGNORE_FILE, loadIgnore } from './ignore_rules.ts';
-import { isReservedName, pathProblem } from './paths.ts';
+import { pathProblem } from './paths.ts';
 import type { PendingChange, ServerState, TableEntry } from './server_state.ts';
 import { type FsEntry, type IgnoreFn, type SkippedPath, sameMtime, statEntry, walkTree } from './tree_scan.ts';
 
@@ -33,11 +33,8 @@ export class ServerScanner extends EventEmitter {
   readonly state: ServerState;
   private _exclude: Set<string>;
   private _ignore: IgnoreFn | undefined;
-  private _watchers = new Map<string, FSWatcher>();
-  private _watchFailed = false;
+  private _dw: DirWatcher;
   private _started = false;
-  private _dirty = new Set<string>();
-  private _timer: ReturnType<typeof setTimeout> | undefined;
   private _rescanTimer: ReturnType<typeof setInterval> | undefined;
   private _chain: Promise<unknown> = Promise.resolve();
   private _closed = false;
@@ -50,6 +47,9 @@ export class ServerScanner extends EventEmitter {
     this.state = state;
     this._exclude = new Set([resolve(state.dir)]);
     this._debounceMs = opts.debounceMs ?? 50;
+    this._dw = new DirWatcher(this.root, { debounceMs: this._debounceMs });
+    this._dw.on('dirty', (paths: string[]) => this._onDirty(paths));
+    this._dw.on('error', (e: Error) => this.emit('error', e));
     this._rescanMs = opts.rescanMs ?? 60_000;
   }
 
@@ -65,69 +65,18 @@ export class ServerScanner extends EventEmitter {
     return n;
   }
 
-  // One non-recursive watch per directory (libuv shares one inotify
-  // descriptor among them). Node 20's recursive mode tracks every file and
-  // costs far more memory and start-up time on large trees.
   private _watchAll(): void {
-    this._watchDir('');
-    for (const [p, t] of this.state.table) if (t.type === EntryType.DIR) this._watchDir(p);
-  }
-
-  private _watchDir(rel: string): void {
-    if (this._closed || this._watchers.has(rel) || this._watchFailed) return;
-    try {
-      const w = watch(rel === '' ? this.root : join(this.root, rel), (_event, filename) => {
-        if (filename === null || filename === undefined) return this._markDirty(rel);
-        const name = String(filename);
-        if (isReservedName(name)) return;
-        this._markDirty(rel === '' ? name : `${rel}/${name}`);
-      });
-      w.on('error', () => {
-        // The directory went away (its removal is seen by the parent's watch) or the watch broke.
-        this._unwatchDir(rel);
-        this._markDirty(rel);
-      });
-      this._watchers.set(rel, w);
-    } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      if (code === 'ENOENT' || code === 'ENOTDIR') return;
-      // Out of inotify watches (ENOSPC) or similar: the periodic rescan covers the rest.
-      this._watchFailed = true;
-      this.emit('error', new Error(`cannot watch ${rel || '.'}: ${(err as Error).message}; changes are found by the periodic rescan only`));
-    }
-  }
-
-  private _unwatchDir(rel: string): void {
-    const w = this._watchers.get(rel);
-    if (w) {
-      w.close();
-      this._watchers.delete(rel);
-    }
+    this._dw.watch('');
+    for (const [p, t] of this.state.table) if (t.type === EntryType.DIR) this._dw.watch(p);
   }
 
   private _markDirty(rel: string): void {
-    if (this._closed) return;
-    this._dirty.add(rel);
-    if (!this._timer) this._timer = setTimeout(() => this._flushDirty(), this._debounceMs);
+    this._dw.mark(rel);
   }
 
-  private _flushDirty(): void {
-    this._timer = undefined;
-    const paths = [...this._dirty];
-    this._dirty.clear();
+  private _onDirty(paths: string[]): void {
     // Scan each dirty path once: an ancestor's scan covers its descendants.
-    const set = new Set(paths);
-    const roots = paths.filter((p) => {
-      if (p === '') return true;
-      if (set.has('')) return false;
-      let i = p.lastIndexOf('/');
-      while (i > 0) {
-        if (set.has(p.slice(0, i))) return false;
-        i = p.lastIndexOf('/', i - 1);
-      }
-      return true;
-    });
-    for (const p of roots) void this.scan(p).catch((e) => this.emit('error', e));
+    for (const p of topmostPaths(paths)) void this.scan(p).catch((e) => this.emit('error', e));
   }
 
   /** Compares root/sub (and everything under it) with the table; journals the differences. */
@@ -162,7 +111,7 @@ export class ServerScanner extends EventEmitter {
         upserts.push(...later);
         await this.state.commit(now);
         committed += now.length;
-        for (const u of now) if (u.state?.type === EntryType.DIR && this._watchers.size > 0) this._watchDir(u.path);
+        for (const u of now) if (u.state?.type === EntryType.DIR && this._dw.size > 0) this._dw.watch(u.path);
       }
     };
     if (sub !== '') {
@@ -205,9 +154,9 @@ export class ServerScanner extends EventEmitter {
     removals.sort((a, b) => (a.path < b.path ? 1 : a.path > b.path ? -1 : 0));
     const changes = [...removals, ...upserts];
     if (changes.length > 0) await this.state.commit(changes);
-    if (this._watchers.size > 0 || sub !== '') {
-      for (const c of removals) if (this._watchers.has(c.path)) this._unwatchDir(c.path);
-      for (const c of upserts) if (c.state?.type === EntryType.DIR) this._watchDir(c.path);
+    if (this._dw.size > 0 || sub !== '') {
+      for (const c of removals) if (this._dw.has(c.path)) this._dw.unwatch(c.path);
+      for (const c of upserts) if (c.state?.type === EntryType.DIR) this._dw.watch(c.path);
     }
     for (const p of retry) setTimeout(() => this._markDirty(p), 200).unref?.();
     this.emit('scanned', committed + changes.length);
@@ -281,7 +230,7 @@ export class ServerScanner extends EventEmitter {
 
   /** Starts watching a directory the server itself created. */
   watchCreated(rel: string): void {
-    if (this._watchers.size > 0) this._watchDir(rel);
+    if (this._dw.size > 0) this._dw.watch(rel);
   }
 
   /** Waits for scans in progress and queued ones. */
@@ -289,19 +238,16 @@ export class ServerScanner extends EventEmitter {
     for (;;) {
       const c = this._chain;
       await c;
-      if (c === this._chain && !this._timer) return;
-      if (this._timer) await new Promise((r) => setTimeout(r, this._debounceMs));
+      if (c === this._chain && !this._dw.pending) return;
+      if (this._dw.pending) await new Promise((r) => setTimeout(r, this._debounceMs));
     }
   }
 
   /** Stops watching; a scan in progress finishes. */
   async close(): Promise<void> {
     this._closed = true;
-    if (this._timer) clearTimeout(this._timer);
-    this._timer = undefined;
     if (this._rescanTimer) clearInterval(this._rescanTimer);
-    for (const w of this._watchers.values()) w.close();
-    this._watchers.clear();
+    this._dw.close();
     await this._chain;
   }
 }
