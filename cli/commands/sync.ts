@@ -9,6 +9,7 @@ interface SyncArgs extends GlobalArgs {
   policy?: string;
   allowMassDelete: boolean;
   verbose: boolean;
+  watch: boolean;
 }
 
 /** `imz sync`: pull then push, the command cron and CI call. */
@@ -19,8 +20,44 @@ export const syncCommand: CommandModule<GlobalArgs, SyncArgs> = {
     .option('policy', { type: 'string', describe: 'conflict policy for the push (default from .imz/config)' })
     .option('allow-mass-delete', { type: 'boolean', default: false, describe: 'push even when more than half of the tracked files are deleted' })
     .option('verbose', { alias: 'v', type: 'boolean', default: false, describe: 'print every change' })
+    .option('watch', { type: 'boolean', default: false, describe: 'keep going: push local writes as they happen and follow the server live (Ctrl-C stops)' })
+    .example('imz sync --watch -C ~/tree', 'continuous two-way sync; works offline and catches up when the server returns')
     .example('*/5 * * * * imz sync -C ~/tree --quiet', 'crontab line: exit 3 means conflicts to resolve, 4 the server was away') as unknown as Argv<SyncArgs>,
   handler: (args) => run(args, async (out) => {
+    if (args.watch) {
+      const { watchSync } = await import('../../core/watch_sync.ts');
+      const stop = new AbortController();
+      process.once('SIGINT', () => stop.abort());
+      process.once('SIGTERM', () => stop.abort());
+      const pulls = pullEventPrinter(out, true);
+      const pushes = pushEventPrinter(out, true);
+      const r = await watchSync(workDir(args), {
+        policy: args.policy, allowMassDelete: args.allowMassDelete, signal: stop.signal,
+        onEvent: (e) => {
+          if (e.type === 'pushed') {
+            out.event({ event: 'pushed', logged: e.summary.logged, applied: e.summary.applied, conflicts: e.summary.conflicts.length });
+            out.line(`pushed ${e.summary.applied} of ${e.summary.logged} changes`);
+            for (const c of [...e.summary.conflicts, ...e.summary.settled]) pushes({ type: 'conflict', conflict: c });
+          } else if (e.type === 'push-offline') {
+            out.event({ event: 'push-offline', message: e.message });
+            out.warn(e.message);
+          } else if (e.type === 'push-error' || e.type === 'watch-degraded') {
+            out.event({ event: e.type, message: e.message });
+            out.warn(e.message);
+          } else if (e.type === 'following') {
+            out.event({ event: 'following', address: e.address, cursor: e.cursor });
+            out.line(`following ${e.address} from journal record ${e.cursor}`);
+          } else if (e.type === 'disconnected') {
+            out.event({ event: 'disconnected', message: e.message, retryInMs: e.retryInMs });
+            out.warn(`${e.message}; retrying in ${(e.retryInMs / 1000).toFixed(1)} s`);
+          } else if (e.type === 'applied') out.event({ event: 'applied', records: e.records, cursor: e.cursor });
+          else pulls(e);
+        },
+      });
+      out.event({ event: 'stopped', cursor: r.cursor });
+      out.line(`stopped at journal record ${r.cursor}`);
+      return Exit.OK;
+    }
     const { sync } = await import('../../core/sync.ts');
     const r = await sync(workDir(args), { policy: args.policy, allowMassDelete: args.allowMassDelete, onPull: pullEventPrinter(out, args.verbose), onPush: pushEventPrinter(out, args.verbose) });
     out.stopProgress();
