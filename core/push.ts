@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { Codes, ImzError } from '../protocol/errors.ts';
 import { type Entry, EntryType, Op, type Operation, OpKind, type OpResult, OpStatus } from '../protocol/messages.ts';
 import { type LocalChange, scanChanges } from './changes.ts';
-import { type ConflictRecord, blobPath, conflictCopyName, saveConflict } from './conflicts.ts';
+import { type ConflictRecord, blobPath, clearConflict, conflictCopyName, listConflicts, outstanding, saveConflict } from './conflicts.ts';
 import { fetchFiles } from './fetcher.ts';
 import { fromHex, toHex } from './hash.ts';
 import { checkPath } from './paths.ts';
@@ -172,6 +172,7 @@ const BATCH = 500;
 
 // Sends operations in batches (marking them sent first) and settles each result.
 async function _send(replica: Replica, remote: Remote, log: ReintLog, ops: LoggedOp[], policy: Policy, summary: PushSummary, opts: PushOptions, byPath: Map<string, LocalChange>): Promise<void> {
+  const openConflicts = new Set(outstanding(await listConflicts(replica.stateDir)).map((c) => c.path));
   for (let i = 0; i < ops.length; i += BATCH) {
     const batch = ops.slice(i, i + BATCH);
     await log.append([{ t: 'sent', upto: batch[batch.length - 1]!.seq }]);
@@ -179,7 +180,7 @@ async function _send(replica: Replica, remote: Remote, log: ReintLog, ops: Logge
     const results = env.reintegrateReply?.results ?? [];
     if (results.length !== batch.length) throw new ImzError(Codes.PROTOCOL, `cannot push: the server answered ${results.length} of ${batch.length} operations`);
     const serverFetch: Entry[] = [];
-    for (let k = 0; k < batch.length; k++) await _settle(replica, remote, batch[k]!, results[k]!, policy, summary, opts, byPath.get(batch[k]!.path), serverFetch);
+    for (let k = 0; k < batch.length; k++) await _settle(replica, remote, batch[k]!, results[k]!, policy, summary, opts, byPath.get(batch[k]!.path), serverFetch, openConflicts);
     if (serverFetch.length > 0) await reconcile(replica, remote, serverFetch);
   }
   // The index is written once for the whole push (each batch would rewrite
@@ -189,7 +190,7 @@ async function _send(replica: Replica, remote: Remote, log: ReintLog, ops: Logge
   await log.append([{ t: 'done', upto: ops[ops.length - 1]!.seq }]);
 }
 
-async function _settle(replica: Replica, remote: Remote, op: LoggedOp, r: OpResult, policy: Policy, summary: PushSummary, opts: PushOptions, change: LocalChange | undefined, serverFetch: Entry[]): Promise<void> {
+async function _settle(replica: Replica, remote: Remote, op: LoggedOp, r: OpResult, policy: Policy, summary: PushSummary, opts: PushOptions, change: LocalChange | undefined, serverFetch: Entry[], openConflicts: Set<string>): Promise<void> {
   const kind = KIND_NAMES[op.kind] ?? 'op';
   const index = async (path: string, version: number) => {
     if (op.state.type === EntryType.NONE) return replica.delete(path);
@@ -202,6 +203,8 @@ async function _settle(replica: Replica, remote: Remote, op: LoggedOp, r: OpResu
   if (r.status === OpStatus.APPLIED || r.status === OpStatus.DUPLICATE || r.status === OpStatus.SAME) {
     if (op.kind === OpKind.MOVE) await replica.delete(op.fromPath);
     await index(op.path, r.version);
+    // An open conflict on this path is settled by this push going through.
+    if (openConflicts.delete(op.path)) await clearConflict(replica.stateDir, op.path);
     summary.applied++;
     opts.onEvent?.({ type: 'op', path: op.path, kind, status: r.status === OpStatus.APPLIED ? 'applied' : r.status === OpStatus.DUPLICATE ? 'duplicate' : 'same' });
     if (r.displaced) {

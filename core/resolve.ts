@@ -12,7 +12,7 @@ import { dirname, isAbsolute, join, posix, relative, resolve as resolvePath, sep
 import { Codes, ImzError } from '../protocol/errors.ts';
 import { type Entry, EntryType, type EntryTypeCode } from '../protocol/messages.ts';
 import { fsyncDir, tempNameFor } from './atomic_fs.ts';
-import { type ConflictRecord, type ConflictSide, blobPath, clearConflict, conflictCopyName, keepName, listConflicts } from './conflicts.ts';
+import { type ConflictRecord, type ConflictSide, blobPath, clearConflict, conflictCopyName, keepName, listConflicts, outstanding } from './conflicts.ts';
 import { fetchFiles } from './fetcher.ts';
 import { hashFile, toHex } from './hash.ts';
 import type { IndexEntry } from './index_model.ts';
@@ -173,7 +173,7 @@ export async function resolveConflict(dir: string, opts: ResolveOptions): Promis
         summary.failed.push({ path: c.path, code: typeof e.code === 'string' && e.code.startsWith('IMZ_') ? e.code : Codes.INTERNAL, message: e.message ?? String(err) });
       }
     }
-    summary.remaining = (await listConflicts(replica.stateDir)).length;
+    summary.remaining = outstanding(await listConflicts(replica.stateDir)).length;
     return summary;
   } finally {
     ctx.close();
@@ -227,6 +227,13 @@ async function _resolveOne(ctx: _Ctx, c: ConflictRecord, take: Take): Promise<Re
   if (c.localCopy) checkPath(c.localCopy, 'resolve a conflict');
   const res: Resolution = { path: c.path, class: c.class, take, serverVersion: c.server?.version ?? 0, fetched: false, next: 'nothing', kept: [] };
   const copyFs = c.localCopy ? _fsOf(replica.root, c.localCopy) : undefined;
+  if (c.resolvedBy && c.resolvedBy !== 'server-wins') {
+    // A policy already kept both versions in place (keep-both's copy is a
+    // replicated file; client-wins' loser is on the server): settling it
+    // only takes the record off the list, nothing is moved.
+    await clearConflict(replica.stateDir, c.path);
+    return res;
+  }
 
   if (take === 'local') {
     if (copyFs) {

@@ -76,8 +76,9 @@ export const resolveCommand: CommandModule<GlobalArgs, ResolveArgs> = {
     const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
     for (const r of rows) out.line(r.map((cell, i) => (i === r.length - 1 ? cell : cell.padEnd(widths[i]!))).join('  ').trimEnd());
     out.line('');
-    out.line(`${list.length} conflict${list.length === 1 ? '' : 's'}: \`imz resolve PATH\` shows one, \`imz resolve PATH --take local|server|both\` settles it`);
-    return Exit.CONFLICTS;
+    const open = list.filter((c) => !(c as { resolvedBy?: string }).resolvedBy).length;
+    out.line(`${list.length} conflict${list.length === 1 ? '' : 's'} (${list.length - open} already settled by a policy): \`imz resolve PATH\` shows one, \`imz resolve PATH --take local|server|both\` settles it`);
+    return open > 0 ? Exit.CONFLICTS : Exit.OK;
   }),
 };
 
