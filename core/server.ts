@@ -26,6 +26,8 @@ export interface ServeOptions {
   maxFrame?: number;
   debounceMs?: number;
   rescanMs?: number;
+  /** Close connections silent this long (default 60 s, or IMZ_IDLE_MS). */
+  idleMs?: number;
 }
 
 /** Entries per LIST/READDIR frame. */
@@ -57,6 +59,7 @@ export class ImzServer extends EventEmitter {
   private _net: Server | undefined;
   private _sessions = new Set<Session>();
   private _opts: ServeOptions;
+  private _idleTimer: ReturnType<typeof setInterval> | undefined;
 
   constructor(opts: ServeOptions) {
     super();
@@ -85,6 +88,16 @@ export class ImzServer extends EventEmitter {
       this._net!.listen(this._opts.port ?? 0, host, () => res());
     });
     this._net.on('error', (e) => this.emit('warning', e));
+    // A peer silent for this long is gone (a follower pings every few
+    // seconds; a half-open connection never will): close it.
+    const idleMs = this._opts.idleMs ?? (Number(process.env.IMZ_IDLE_MS) || 60_000);
+    this._idleTimer = setInterval(() => {
+      const now = Date.now();
+      for (const s of this._sessions) {
+        if (now - s.lastReceived > idleMs) s.abort(new ImzError(Codes.TIMEOUT, `cannot keep the connection: nothing received for ${Math.round(idleMs / 1000)} s`));
+      }
+    }, Math.min(5000, idleMs));
+    this._idleTimer.unref?.();
     const addr = this._net.address() as AddressInfo;
     return { host: addr.address, port: addr.port };
   }
@@ -93,6 +106,7 @@ export class ImzServer extends EventEmitter {
   async close(): Promise<void> {
     // Stop accepting, and close open sessions now: net.Server.close() waits
     // for every connection to end, and a follower never ends by itself.
+    if (this._idleTimer) clearInterval(this._idleTimer);
     const closed = new Promise<void>((r) => (this._net ? this._net.close(() => r()) : r()));
     for (const s of this._sessions) s.close();
     await closed;

@@ -94,7 +94,7 @@ export async function watchSync(dir: string, opts: WatchSyncOptions = {}): Promi
   });
   await watchTree('');
 
-  const verify = setInterval(pushRound, opts.verifyMs ?? 60_000);
+  const verify = setInterval(pushRound, opts.verifyMs ?? (Number(process.env.IMZ_VERIFY_MS) || 60_000));
   pushRound(); // what changed while nothing was watching
   try {
     return await follow(dir, {

@@ -222,8 +222,12 @@ export class Session extends EventEmitter {
     return ok;
   }
 
+  /** When the peer last sent anything (ms since the epoch): idle and dead-peer checks read it. */
+  lastReceived = Date.now();
+
   private _onData(chunk: Uint8Array): void {
     if (this._closed) return;
+    this.lastReceived = Date.now();
     let frames: Uint8Array[];
     try {
       frames = this._decoder.push(chunk);

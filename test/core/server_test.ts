@@ -124,4 +124,20 @@ test('a request before HELLO gets an error and the server keeps serving', async 
   r.close();
 });
 
+test('a connection silent past the idle limit is closed; the server keeps serving', async () => {
+  const idle = new ImzServer({ dir: root, rescanMs: 0, idleMs: 300, stateDir: join(root, '..', 'idle-state') });
+  const { port } = await idle.start();
+  try {
+    const r = await Remote.connect(`127.0.0.1:${port}`);
+    const t0 = Date.now();
+    const closedAt = await new Promise<number>((res) => r.session.once('close', () => res(Date.now())));
+    assert.ok(closedAt - t0 < 3000, `closed after ${closedAt - t0} ms`);
+    const again = await Remote.connect(`127.0.0.1:${port}`);
+    assert.is((await again.stat('dir/a.txt')).size, 5);
+    again.close();
+  } finally {
+    await idle.close();
+  }
+});
+
 test.run();
