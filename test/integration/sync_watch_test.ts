@@ -88,4 +88,23 @@ T('while the server is away local writes are logged, and pushed when it returns'
   assert.is((await w.done).code, 0);
 });
 
+T('thousands of files created at once still converge (watch events plus the verification push)', async () => {
+  const tmp = await makeTmp();
+  const srv = join(tmp, 'srv');
+  await copyFixture('sample', srv);
+  const server = await startServer(srv);
+  const a = join(tmp, 'a');
+  assert.is((await imz(['clone', server.address, a])).code, 0);
+  const w = await spawnImz(['sync', '--watch', '-C', a], { timeoutMs: 90_000, env: { ...process.env, IMZ_VERIFY_MS: '2000' } });
+  await new Promise((r) => setTimeout(r, 1000));
+  // A burst far beyond what one debounce window sees file by file.
+  for (let d = 0; d < 10; d++) {
+    await mkdir(join(a, 'burst', `d${d}`), { recursive: true });
+    await Promise.all(Array.from({ length: 400 }, (_, i) => writeFile(join(a, 'burst', `d${d}`, `f${i}.txt`), `${d}/${i}\n`)));
+  }
+  await waitFor(async () => diffTrees(await snapshotTree(a), await snapshotTree(srv)).length === 0, 40_000, 'the burst to reach the server', 500);
+  w.proc.kill('SIGINT');
+  assert.is((await w.done).code, 0);
+});
+
 T.run();
