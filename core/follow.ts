@@ -1,5 +1,5 @@
 import { Codes, ImzError } from '../protocol/errors.ts';
-import { type Entry, Op } from '../protocol/messages.ts';
+import { type Entry, type JournalRecord, Op } from '../protocol/messages.ts';
 import { type PullEvent, pullWith } from './pull.ts';
 import { reconcile } from './reconcile.ts';
 import { Remote } from './remote.ts';
@@ -8,7 +8,7 @@ import { Replica } from './replica.ts';
 /** Options of follow. */
 export interface FollowOptions {
   onEvent?: (e: FollowEvent) => void;
-  /** Aborting stops following after the batch being applied (state saved). */
+  /** Aborting stops following at once: the connection closes, a batch being applied is dropped whole (its records come again next time), and state stays consistent. */
   signal?: AbortSignal;
   /** Heartbeat period: a peer silent for this long (plus the same again to answer) is dead. Default 5 s. */
   heartbeatMs?: number;
@@ -40,41 +40,59 @@ export async function follow(dir: string, opts: FollowOptions = {}): Promise<{ c
   while (!stopped()) {
     let remote: Remote | undefined;
     let timer: ReturnType<typeof setInterval> | undefined;
+    let applying: Promise<void> | undefined;
     const onAbort = () => remote?.close();
     opts.signal?.addEventListener('abort', onAbort);
     try {
       const first = await Replica.open(dir); // re-read each time: the address may have been changed
       remote = await Remote.connect(first.config.remote, { replicaId: first.config.replicaId, timeoutMs: Math.max(2000, heartbeat) });
       const r = remote;
-      await _locked(dir, opts.signal, (replica) => pullWith(replica, r, { onEvent: opts.onEvent }).then((s) => { cursor = s.cursor; }));
-      attempt = 0;
-      opts.onEvent?.({ type: 'following', address: r.address, cursor });
-      // Heartbeats: a ping unanswered within a period means a dead peer or a half-open link.
+      // Heartbeats from the start (the catch-up too): a ping unanswered
+      // within a period means a dead peer or a half-open link.
       timer = setInterval(() => {
         let answered = false;
         const t = setTimeout(() => { if (!answered) r.close(); }, heartbeat);
         r.session.request(Op.PING).then(() => { answered = true; clearTimeout(t); }, () => { clearTimeout(t); });
       }, heartbeat);
+      await _locked(dir, opts.signal, (replica) => pullWith(replica, r, { onEvent: opts.onEvent }).then((s) => { cursor = s.cursor; }));
+      attempt = 0;
+      opts.onEvent?.({ type: 'following', address: r.address, cursor });
+      // Frames are read as they come and applied in batches: whatever
+      // arrived while one batch was being applied goes in the next one.
+      const waiting: JournalRecord[] = [];
+      let failed: unknown;
+      const drain = async () => {
+        while (waiting.length > 0 && failed === undefined) {
+          const records = waiting.splice(0);
+          const finalState = new Map<string, Entry>();
+          let last = cursor;
+          for (const rec of records) {
+            if (rec.seq <= cursor) continue;
+            finalState.set(rec.entry.path, rec.entry);
+            last = Math.max(last, rec.seq);
+          }
+          if (finalState.size === 0) continue;
+          await _locked(dir, undefined, async (replica) => {
+            await reconcile(replica, r, [...finalState.values()], opts.onEvent);
+            replica.head = { serverId: r.info.serverId, cursor: last };
+            await replica.saveHead();
+          });
+          cursor = last;
+          opts.onEvent?.({ type: 'applied', records: records.length, cursor });
+        }
+      };
       for await (const env of r.session.stream(Op.SUBSCRIBE, { journal: { since: cursor, limit: 0 } })) {
         const records = env.journalReply?.records ?? [];
         if (records.length === 0) continue;
-        const finalState = new Map<string, Entry>();
-        let last = cursor;
-        for (const rec of records) {
-          if (rec.seq <= cursor) continue;
-          finalState.set(rec.entry.path, rec.entry);
-          last = Math.max(last, rec.seq);
-        }
-        if (finalState.size === 0) continue;
-        await _locked(dir, undefined, async (replica) => {
-          await reconcile(replica, r, [...finalState.values()], opts.onEvent);
-          replica.head = { serverId: r.info.serverId, cursor: last };
-          await replica.saveHead();
-        });
-        cursor = last;
-        opts.onEvent?.({ type: 'applied', records: records.length, cursor });
+        waiting.push(...records);
+        if (!applying) applying = drain().catch((e) => { failed = e; r.close(); }).finally(() => { applying = undefined; });
+        // Bounded: past this, stop reading and let TCP push back on the server.
+        if (waiting.length > 10_000) await applying;
+        if (failed !== undefined) throw failed;
         if (stopped()) break;
       }
+      await applying;
+      if (failed !== undefined) throw failed;
       if (!stopped()) throw new ImzError(Codes.CLOSED, 'cannot follow: the server ended the stream');
     } catch (err) {
       if (stopped()) break;
@@ -91,6 +109,8 @@ export async function follow(dir: string, opts: FollowOptions = {}): Promise<{ c
       if (timer) clearInterval(timer);
       opts.signal?.removeEventListener('abort', onAbort);
       remote?.close();
+      // Never return while a batch still holds the replica lock.
+      await applying?.catch(() => {});
     }
   }
   return { cursor };

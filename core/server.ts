@@ -90,7 +90,8 @@ export class ImzServer extends EventEmitter {
     this._net.on('error', (e) => this.emit('warning', e));
     // A peer silent for this long is gone (a follower pings every few
     // seconds; a half-open connection never will): close it.
-    const idleMs = this._opts.idleMs ?? (Number(process.env.IMZ_IDLE_MS) || 60_000);
+    const hb = Number(process.env.IMZ_HEARTBEAT_MS);
+    const idleMs = this._opts.idleMs ?? (Number(process.env.IMZ_IDLE_MS) || (hb > 0 ? 3 * hb : 60_000));
     this._idleTimer = setInterval(() => {
       const now = Date.now();
       for (const s of this._sessions) {

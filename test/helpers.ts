@@ -6,7 +6,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { createReadStream, rmSync } from 'node:fs';
-import { access, cp, lstat, mkdir, mkdtemp, readFile, readdir, readlink, rm, writeFile } from 'node:fs/promises';
+import { access, cp, lstat, mkdir, mkdtemp, readFile, readdir, readlink, rename, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -384,7 +384,10 @@ export async function setRemote(replica: string, address: string): Promise<void>
   const cfgPath = join(replica, '.imz', 'config');
   const cfg = JSON.parse(await readFile(cfgPath, 'utf8'));
   cfg.remote = address;
-  await writeFile(cfgPath, JSON.stringify(cfg, null, 2) + '\n');
+  // Atomically, as imz itself writes it: a follower may re-read it at any moment.
+  const tmp = `${cfgPath}.test-${process.pid}`;
+  await writeFile(tmp, JSON.stringify(cfg, null, 2) + '\n');
+  await rename(tmp, cfgPath);
 }
 
 /** The replica id kept in .imz/config. */
