@@ -1,3 +1,4 @@
+import type { FollowEvent } from '../../core/follow.ts';
 import type { PullEvent } from '../../core/pull.ts';
 import { type Output, formatBytes } from '../output.ts';
 
@@ -21,4 +22,27 @@ export function pullEventPrinter(out: Output, verbose: boolean): (e: PullEvent) 
       if (e.reason !== 'clone') out.warn(`resynchronising by hash (${e.reason})`);
     }
   };
+}
+
+/** Prints follow events (live pull): connection state lines, then each change as pullEventPrinter does. */
+export function followEventPrinter(out: Output): (e: FollowEvent) => void {
+  const changes = pullEventPrinter(out, true);
+  return (e) => {
+    if (e.type === 'following') {
+      out.event({ event: 'following', address: e.address, cursor: e.cursor });
+      out.line(`following ${e.address} from journal record ${e.cursor}`);
+    } else if (e.type === 'applied') out.event({ event: 'applied', records: e.records, cursor: e.cursor });
+    else if (e.type === 'disconnected') {
+      out.event({ event: 'disconnected', message: e.message, retryInMs: e.retryInMs });
+      out.warn(`${e.message}; retrying in ${(e.retryInMs / 1000).toFixed(1)} s`);
+    } else changes(e);
+  };
+}
+
+/** Stops on SIGINT or SIGTERM: the signal aborts, and the command saves its state and returns. */
+export function stopOnSignals(): AbortSignal {
+  const stop = new AbortController();
+  process.once('SIGINT', () => stop.abort());
+  process.once('SIGTERM', () => stop.abort());
+  return stop.signal;
 }

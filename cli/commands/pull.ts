@@ -2,7 +2,7 @@ import type { Argv, CommandModule } from 'yargs';
 import { Exit } from '../exit_codes.ts';
 import { type GlobalArgs, formatBytes } from '../output.ts';
 import { run, workDir } from '../run.ts';
-import { pullEventPrinter } from './progress.ts';
+import { followEventPrinter, pullEventPrinter, stopOnSignals } from './progress.ts';
 
 interface PullArgs extends GlobalArgs {
   resync: boolean;
@@ -24,23 +24,7 @@ export const pullCommand: CommandModule<GlobalArgs, PullArgs> = {
   handler: (args) => run(args, async (out) => {
     if (args.follow) {
       const { follow } = await import('../../core/follow.ts');
-      const stop = new AbortController();
-      process.once('SIGINT', () => stop.abort());
-      process.once('SIGTERM', () => stop.abort());
-      const printer = pullEventPrinter(out, true);
-      const r = await follow(workDir(args), {
-        signal: stop.signal,
-        onEvent: (e) => {
-          if (e.type === 'following') {
-            out.event({ event: 'following', address: e.address, cursor: e.cursor });
-            out.line(`following ${e.address} from journal record ${e.cursor}`);
-          } else if (e.type === 'applied') out.event({ event: 'applied', records: e.records, cursor: e.cursor });
-          else if (e.type === 'disconnected') {
-            out.event({ event: 'disconnected', message: e.message, retryInMs: e.retryInMs });
-            out.warn(`${e.message}; retrying in ${(e.retryInMs / 1000).toFixed(1)} s`);
-          } else printer(e);
-        },
-      });
+      const r = await follow(workDir(args), { signal: stopOnSignals(), onEvent: followEventPrinter(out) });
       out.event({ event: 'stopped', cursor: r.cursor });
       out.line(`stopped at journal record ${r.cursor}`);
       return Exit.OK;

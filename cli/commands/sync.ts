@@ -2,7 +2,7 @@ import type { Argv, CommandModule } from 'yargs';
 import { Exit } from '../exit_codes.ts';
 import type { GlobalArgs } from '../output.ts';
 import { run, workDir } from '../run.ts';
-import { pullEventPrinter } from './progress.ts';
+import { followEventPrinter, pullEventPrinter, stopOnSignals } from './progress.ts';
 import { pushEventPrinter } from './push_events.ts';
 
 interface SyncArgs extends GlobalArgs {
@@ -26,32 +26,19 @@ export const syncCommand: CommandModule<GlobalArgs, SyncArgs> = {
   handler: (args) => run(args, async (out) => {
     if (args.watch) {
       const { watchSync } = await import('../../core/watch_sync.ts');
-      const stop = new AbortController();
-      process.once('SIGINT', () => stop.abort());
-      process.once('SIGTERM', () => stop.abort());
-      const pulls = pullEventPrinter(out, true);
+      const follows = followEventPrinter(out);
       const pushes = pushEventPrinter(out, true);
       const r = await watchSync(workDir(args), {
-        policy: args.policy, allowMassDelete: args.allowMassDelete, signal: stop.signal,
+        policy: args.policy, allowMassDelete: args.allowMassDelete, signal: stopOnSignals(),
         onEvent: (e) => {
           if (e.type === 'pushed') {
             out.event({ event: 'pushed', logged: e.summary.logged, applied: e.summary.applied, conflicts: e.summary.conflicts.length });
             out.line(`pushed ${e.summary.applied} of ${e.summary.logged} changes`);
             for (const c of [...e.summary.conflicts, ...e.summary.settled]) pushes({ type: 'conflict', conflict: c });
-          } else if (e.type === 'push-offline') {
-            out.event({ event: 'push-offline', message: e.message });
-            out.warn(e.message);
-          } else if (e.type === 'push-error' || e.type === 'watch-degraded') {
+          } else if (e.type === 'push-offline' || e.type === 'push-error' || e.type === 'watch-degraded') {
             out.event({ event: e.type, message: e.message });
             out.warn(e.message);
-          } else if (e.type === 'following') {
-            out.event({ event: 'following', address: e.address, cursor: e.cursor });
-            out.line(`following ${e.address} from journal record ${e.cursor}`);
-          } else if (e.type === 'disconnected') {
-            out.event({ event: 'disconnected', message: e.message, retryInMs: e.retryInMs });
-            out.warn(`${e.message}; retrying in ${(e.retryInMs / 1000).toFixed(1)} s`);
-          } else if (e.type === 'applied') out.event({ event: 'applied', records: e.records, cursor: e.cursor });
-          else pulls(e);
+          } else follows(e);
         },
       });
       out.event({ event: 'stopped', cursor: r.cursor });

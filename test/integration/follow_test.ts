@@ -19,6 +19,7 @@ import { Op } from '../../protocol/messages.ts';
 import {
   type RunResult, type ServerHandle, type SnapEntry,
   cleanupAll, copyFixture, diffTrees, findTemps, imz, makeTmp, readJournal, snapshotTree, spawnImz, startServer,
+  setRemote,
 } from '../helpers.ts';
 
 const T = suite('follow');
@@ -65,20 +66,6 @@ async function world(n: number, opts: { extend?: (srv: string) => Promise<void>;
     replicas.push(d);
   }
   return { tmp, srv, server, replicas };
-}
-
-/**
- * Points a replica at another address like helpers' setRemote, but through a
- * rename: a running follower re-reads .imz/config on every reconnect and must
- * never see it half written (it would take that for a corrupt replica).
- */
-async function setRemoteAtomic(replica: string, address: string): Promise<void> {
-  const cfgPath = join(replica, '.imz', 'config');
-  const cfg = JSON.parse(await readFile(cfgPath, 'utf8'));
-  cfg.remote = address;
-  const tmp = `${cfgPath}.test-${process.pid}`;
-  await writeFile(tmp, JSON.stringify(cfg, null, 2) + '\n');
-  await rename(tmp, cfgPath);
 }
 
 async function readHead(replica: string): Promise<{ serverId: string; cursor: number }> {
@@ -330,7 +317,7 @@ T('a follower survives the server being killed (SIGKILL) and restarted, and catc
 
   const again = await startServer(srv); // same state dir, new port
   assert.is(again.serverId, server.serverId, 'the restarted server has the same identity');
-  await setRemoteAtomic(a!, again.address);
+  await setRemote(a!, again.address);
   const t0 = Date.now();
   await f.waitOutput('stdout', new RegExp(`^following ${again.address.replace(/\./g, '\\.')} from journal record \\d+$`, 'm'), 15_000, 'following the restarted server');
   report(`server down ${t0 - tKill} ms: ${retries} retry warnings before the restart; following again ${Date.now() - t0} ms after re-pointing`);
@@ -358,7 +345,7 @@ T('a follower over a link that goes silent detects it with heartbeats, reconnect
   const env = { IMZ_HEARTBEAT_MS: '500' };
   const { srv, server, replicas: [a] } = await world(1, { env });
   const proxy = await new LinkProxy(server.port).start();
-  await setRemoteAtomic(a!, proxy.address);
+  await setRemote(a!, proxy.address);
   const f = await startFollower(a!, { env });
   const fol = await f.waitEvent((e) => e.event === 'following', 10_000, 'the following event');
   assert.is(fol.e.address, proxy.address, 'it follows through the proxy');
@@ -402,7 +389,7 @@ T('a link that goes silent right after HELLO (during the catch-up, before SUBSCR
   await writeFile(join(srv, 'behind.txt'), 'the follower starts behind\n'); // so the catch-up has work
   const proxy = await new LinkProxy(server.port).start();
   proxy.mode = 'hello-only';
-  await setRemoteAtomic(a!, proxy.address);
+  await setRemote(a!, proxy.address);
   const f = await startFollower(a!, { env });
   await waitForLinks(proxy, 1, 5_000);
   await sleep(300); // HELLO answered, the catch-up's JOURNAL request is in the void
@@ -433,7 +420,7 @@ T('the server side closes a follower\'s connection that went silent within a bou
   const env = { IMZ_HEARTBEAT_MS: '500' };
   const { server, replicas: [a] } = await world(1, { env });
   const proxy = await new LinkProxy(server.port).start();
-  await setRemoteAtomic(a!, proxy.address);
+  await setRemote(a!, proxy.address);
   const f = await startFollower(a!, { env });
   await f.waitEvent((e) => e.event === 'following', 10_000, 'the following event');
   const link = proxy.links[proxy.links.length - 1]!;
