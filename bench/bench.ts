@@ -3,6 +3,7 @@
 //   npm run bench                      build, then both roots (real disk, then tmpfs)
 //   npx tsx bench/bench.ts --quick     smaller trees, for a fast check
 //   npx tsx bench/bench.ts --only disk|tmpfs
+//   npx tsx bench/bench.ts --fanout    also the fan-out bench (bench/fanout.ts) at the end
 //   npx tsx bench/bench.ts --help      all options
 //
 // Cases (each on the real disk and on tmpfs):
@@ -79,6 +80,7 @@ const USAGE = `usage: npx tsx bench/bench.ts [options]      (npm run bench build
   --skip-imz          measure rsync only (to work on the bench while the CLI is unfinished)
   --clean             delete the cached source trees first
   --keep              keep work trees and replicas after the run (for inspection)
+  --fanout            at the end, run the fan-out bench (1, 10, 50 \`imz pull --follow\`; bench/fanout.ts)
   -h, --help`;
 
 interface Options {
@@ -92,6 +94,7 @@ interface Options {
   skipImz: boolean;
   clean: boolean;
   keep: boolean;
+  fanout: boolean;
 }
 
 function parseOptions(): Options {
@@ -109,6 +112,7 @@ function parseOptions(): Options {
         'skip-imz': { type: 'boolean', default: false },
         clean: { type: 'boolean', default: false },
         keep: { type: 'boolean', default: false },
+        fanout: { type: 'boolean', default: false },
         help: { type: 'boolean', short: 'h', default: false },
       },
       allowPositionals: false,
@@ -145,6 +149,7 @@ function parseOptions(): Options {
     skipImz: v['skip-imz'],
     clean: v.clean,
     keep: v.keep,
+    fanout: v.fanout,
   };
 }
 
@@ -1121,6 +1126,22 @@ async function main(): Promise<number> {
     console.log(`\n## imz vs rsync${opts.quick ? ' (--quick: smaller trees)' : ''}\n`);
     console.log(table(reports));
     console.log(`\n${notes(reports)}\n`);
+  }
+  if (opts.fanout && !opts.skipImz) {
+    log('===== fan-out (bench/fanout.ts)');
+    try {
+      const { runFanout, defaultFanoutOptions } = await import('./fanout.ts');
+      const f = await runFanout({ ...defaultFanoutOptions(), imzJs: opts.imzJs, stepMs: opts.stepMs, keep: opts.keep });
+      console.log('\n## imz fan-out: one server, N `imz pull --follow` followers\n');
+      console.log(f.table);
+      console.log(`\n${f.notes}\n`);
+      fatal.push(...f.errors.map((e) => `[fan-out] ${e}`));
+    } catch (e) {
+      fatal.push(`[fan-out] ${(e as Error).stack ?? String(e)}`);
+      loud(`[fan-out] aborted: ${(e as Error).message}`);
+    } finally {
+      await stopAll();
+    }
   }
   const errors = [...reports.flatMap((r) => r.errors.map((e) => `[${r.root}] ${e}`)), ...fatal];
   if (errors.length > 0) {

@@ -274,3 +274,51 @@ export function startPlain(cmd: string, args: string[], logPath: string, marker:
   });
   return child;
 }
+
+export interface LineChild {
+  child: ChildProcess;
+  pid: number;
+  label: string;
+  /** The last stderr output (for error messages). */
+  stderrTail: () => string;
+}
+
+/**
+ * Start a long-lived child that reports on stdout one line at a time:
+ * `onLine` gets each complete line with performance.now() taken when this
+ * process read it. Both streams are also copied to `logPath`. The child is
+ * tracked (stopped on exit/error/signal) and written to the registry with `marker`.
+ */
+export function startLines(
+  cmd: string,
+  args: string[],
+  logPath: string,
+  marker: string,
+  onLine: (line: string, at: number) => void,
+  env?: NodeJS.ProcessEnv,
+): LineChild {
+  const label = [cmd, ...args].join(' ');
+  const log = createWriteStream(logPath);
+  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], env: env ?? process.env });
+  track(child, label, marker);
+  const err = new Tail(4096);
+  let buf = '';
+  child.stdout!.on('data', (b: Buffer) => {
+    const at = performance.now();
+    log.write(b);
+    buf += b.toString('utf8');
+    let nl: number;
+    while ((nl = buf.indexOf('\n')) >= 0) {
+      const line = buf.slice(0, nl);
+      buf = buf.slice(nl + 1);
+      if (line.trim() !== '') onLine(line, at);
+    }
+  });
+  child.stderr!.on('data', (b: Buffer) => {
+    log.write(b);
+    err.push(b);
+  });
+  child.once('error', (e) => err.push(Buffer.from(`cannot start: ${e.message}\n`)));
+  child.once('close', () => log.end());
+  return { child, pid: child.pid ?? -1, label, stderrTail: () => err.toString() };
+}
