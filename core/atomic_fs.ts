@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import { open, rename, rm, type FileHandle } from 'node:fs/promises';
+import { closeSync, fdatasyncSync, fsyncSync, openSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { open, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { TMP_PREFIX } from './paths.ts';
 
@@ -26,28 +27,43 @@ export function tempNameFor(path: string): string {
   return join(dirname(path), `${TMP_PREFIX}${_tag}${(_counter++).toString(36)}-${basename(path).slice(0, 40)}`);
 }
 
+/** fsyncs a directory synchronously (for small state writes, where a thread-pool round trip costs more). */
+export function fsyncDirSync(dir: string): void {
+  let fd: number | undefined;
+  try {
+    fd = openSync(dir, 'r');
+    fsyncSync(fd);
+  } catch {
+    // Some file systems refuse fsync on directories; the rename is still atomic.
+  } finally {
+    if (fd !== undefined) closeSync(fd);
+  }
+}
+
 /**
  * Writes a small state file atomically: temp file in the same directory,
  * fsync, rename, fsync the directory. Readers see the old or the new bytes.
+ * Synchronous calls: state files are small, and a follower writes one per
+ * applied batch, where thread-pool round trips would dominate.
  */
 export async function writeFileAtomic(path: string, data: Uint8Array | string, opts: { durable?: boolean } = {}): Promise<void> {
   const durable = opts.durable ?? true;
   const tmp = tempNameFor(path);
-  const fh = await open(tmp, 'wx', 0o644);
+  const fd = openSync(tmp, 'wx', 0o644);
   try {
-    await fh.writeFile(data);
-    if (durable) await fh.datasync();
+    writeFileSync(fd, data);
+    if (durable) fdatasyncSync(fd);
   } catch (err) {
-    await fh.close().catch(() => {});
-    await rm(tmp, { force: true });
+    closeSync(fd);
+    rmSync(tmp, { force: true });
     throw err;
   }
-  await fh.close();
+  closeSync(fd);
   try {
-    await rename(tmp, path);
+    renameSync(tmp, path);
   } catch (err) {
-    await rm(tmp, { force: true });
+    rmSync(tmp, { force: true });
     throw err;
   }
-  if (durable) await fsyncDir(dirname(path));
+  if (durable) fsyncDirSync(dirname(path));
 }

@@ -1,9 +1,9 @@
 import { randomUUID } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { closeSync, existsSync, fdatasyncSync, openSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { mkdir, open, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { Codes, ImzError } from '../protocol/errors.ts';
-import { fsyncDir, tempNameFor, writeFileAtomic } from './atomic_fs.ts';
+import { fsyncDir, fsyncDirSync, tempNameFor, writeFileAtomic } from './atomic_fs.ts';
 import { BUCKETS, type IndexEntry, bucketOf, decodeBucket, encodeBucket } from './index_model.ts';
 import { REPLICA_DIR, TMP_PREFIX } from './paths.ts';
 
@@ -87,9 +87,12 @@ export class Replica {
     const file = join(this.stateDir, 'lock');
     for (let attempt = 0; attempt < 2; attempt++) {
       try {
-        const fh = await open(file, 'wx');
-        await fh.writeFile(JSON.stringify({ pid: process.pid, since: new Date().toISOString() }));
-        await fh.close();
+        const fd = openSync(file, 'wx');
+        try {
+          writeFileSync(fd, JSON.stringify({ pid: process.pid, since: new Date().toISOString() }));
+        } finally {
+          closeSync(fd);
+        }
         this._locked = true;
         return;
       } catch (err) {
@@ -116,7 +119,7 @@ export class Replica {
   async unlock(): Promise<void> {
     if (!this._locked) return;
     this._locked = false;
-    await rm(join(this.stateDir, 'lock'), { force: true });
+    rmSync(join(this.stateDir, 'lock'), { force: true });
   }
 
   private async _bucket(b: number): Promise<Map<string, IndexEntry>> {
@@ -166,6 +169,24 @@ export class Replica {
   async flushIndex(): Promise<void> {
     if (this._dirty.size === 0) return;
     const dir = join(this.stateDir, 'index');
+    if (this._dirty.size <= 4) {
+      // A few buckets (a pull or a followed change): synchronous calls are cheaper.
+      for (const b of this._dirty) {
+        const name = join(dir, b.toString(16).padStart(2, '0'));
+        const tmp = tempNameFor(name);
+        const fd = openSync(tmp, 'wx', 0o644);
+        try {
+          writeFileSync(fd, encodeBucket(this._buckets.get(b)!));
+          fdatasyncSync(fd);
+        } finally {
+          closeSync(fd);
+        }
+        renameSync(tmp, name);
+      }
+      fsyncDirSync(dir);
+      this._dirty.clear();
+      return;
+    }
     const work = [...this._dirty].map(async (b) => {
       const name = join(dir, b.toString(16).padStart(2, '0'));
       const tmp = tempNameFor(name);
@@ -197,12 +218,13 @@ export class Replica {
 
   /** Forgets the temp-file directories once a run has renamed or removed all its temp files. */
   async clearTempDirs(): Promise<void> {
-    await rm(join(this.stateDir, 'inflight'), { force: true });
+    rmSync(join(this.stateDir, 'inflight'), { force: true });
   }
 
   /** Removes temp files left by an interrupted run, then clears the list. */
   async sweepTemps(): Promise<number> {
     const file = join(this.stateDir, 'inflight');
+    if (!existsSync(file)) return 0; // the common case, without an exception
     let dirs: string[];
     try {
       dirs = JSON.parse(await readFile(file, 'utf8'));
