@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
-import { mkdir, readFile, readdir, rm } from 'node:fs/promises';
+import { readFileSync, readdirSync } from 'node:fs';
+import { mkdir, rm } from 'node:fs/promises';
 import { extname, join } from 'node:path';
 import { writeFileAtomic } from './atomic_fs.ts';
 
@@ -52,9 +53,10 @@ export async function saveConflict(stateDir: string, c: ConflictRecord): Promise
 /** Lists the recorded conflicts, by path. */
 export async function listConflicts(stateDir: string): Promise<ConflictRecord[]> {
   const dir = join(stateDir, 'conflicts');
+  // Synchronous: usually an empty directory, read at every pull and followed batch.
   let names: string[];
   try {
-    names = await readdir(dir);
+    names = readdirSync(dir);
   } catch {
     return [];
   }
@@ -62,7 +64,7 @@ export async function listConflicts(stateDir: string): Promise<ConflictRecord[]>
   for (const n of names) {
     if (!n.endsWith('.json')) continue;
     try {
-      out.push(JSON.parse(await readFile(join(dir, n), 'utf8')));
+      out.push(JSON.parse(readFileSync(join(dir, n), 'utf8')));
     } catch { /* a record being written: skip */ }
   }
   return out.sort((a, b) => (a.path < b.path ? -1 : 1));

@@ -3,7 +3,7 @@ import { chmod, mkdir, utimes } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { Codes, ImzError } from '../protocol/errors.ts';
 import { type Entry, EntryType } from '../protocol/messages.ts';
-import { fsyncDir, tempNameFor } from './atomic_fs.ts';
+import { fsyncDir, fsyncDirSync, tempNameFor } from './atomic_fs.ts';
 import { type ConflictClass, type ConflictRecord, type ConflictSide, blobPath, clearConflict, listConflicts, outstanding, saveConflict } from './conflicts.ts';
 import { type FetchItem, type FetchProgress, fetchFiles, tempDirsOf } from './fetcher.ts';
 import { hashFile, toHex } from './hash.ts';
@@ -244,7 +244,9 @@ export async function reconcile(replica: Replica, remote: Remote, targets: Entry
   }
   // One fsync per directory touched, once all renames are done, before the index moves.
   for (const d of dirsTouched) renamedIn.add(join(root, d));
-  await _inParallel([...renamedIn], 32, fsyncDir);
+  // A few (a followed change): synchronously; many (a clone): in parallel.
+  if (renamedIn.size <= 4) for (const d of renamedIn) fsyncDirSync(d);
+  else await _inParallel([...renamedIn], 32, fsyncDir);
   for (const c of result.conflicts) await saveConflict(replica.stateDir, c);
   await replica.flushIndex();
   await replica.clearTempDirs();

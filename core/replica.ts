@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { closeSync, existsSync, fdatasyncSync, openSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, fdatasyncSync, openSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { mkdir, open, readFile, readdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { Codes, ImzError } from '../protocol/errors.ts';
@@ -59,17 +59,16 @@ export class Replica {
   static async open(dir: string): Promise<Replica> {
     let cur = resolve(dir);
     for (;;) {
-      try {
-        if ((await stat(join(cur, REPLICA_DIR))).isDirectory()) break;
-      } catch { /* keep looking upwards */ }
+      if (statSync(join(cur, REPLICA_DIR), { throwIfNoEntry: false })?.isDirectory()) break;
       const up = dirname(cur);
       if (up === cur) throw new ImzError(Codes.NOT_REPLICA, `cannot find a replica: ${resolve(dir)} is not inside an imz replica (run \`imz clone HOST:PORT DIR\`, or pass -C DIR)`);
       cur = up;
     }
     const r = new Replica(cur);
     try {
-      r.config = JSON.parse(await readFile(join(r.stateDir, 'config'), 'utf8'));
-      r.head = JSON.parse(await readFile(join(r.stateDir, 'HEAD'), 'utf8'));
+      // Small files, read synchronously: a follower opens the replica for every batch.
+      r.config = JSON.parse(readFileSync(join(r.stateDir, 'config'), 'utf8'));
+      r.head = JSON.parse(readFileSync(join(r.stateDir, 'HEAD'), 'utf8'));
     } catch (err) {
       throw new ImzError(Codes.CORRUPT, `cannot open replica ${cur}: .imz/config or .imz/HEAD is unreadable (${(err as Error).message})`);
     }
@@ -210,10 +209,10 @@ export class Replica {
     const file = join(this.stateDir, 'inflight');
     let cur: string[] = [];
     try {
-      cur = JSON.parse(await readFile(file, 'utf8'));
-    } catch { /* none yet */ }
+      if (existsSync(file)) cur = JSON.parse(readFileSync(file, 'utf8'));
+    } catch { /* damaged: start a new list */ }
     const set = new Set([...cur, ...dirs]);
-    await writeFile(file, JSON.stringify([...set]));
+    writeFileSync(file, JSON.stringify([...set]));
   }
 
   /** Forgets the temp-file directories once a run has renamed or removed all its temp files. */
