@@ -75,7 +75,7 @@ export async function reconcile(replica: Replica, remote: Remote, targets: Entry
     const local: LocalState = parentAbsent && !idx ? { kind: 'absent' } : await localStateOf(root, t.path, idx);
     if (local.kind === 'absent' && t.type === EntryType.DIR) absentDirs.add(t.path);
     if (local.kind === 'unsupported') {
-      _conflict(result, onEvent, conflictFetch, replica, t, 'type-change', local);
+      _conflict(result, onEvent, conflictFetch, t, 'type-change', local);
       continue;
     }
     if (await _equivalent(root, local, idx, t)) {
@@ -95,7 +95,7 @@ export async function reconcile(replica: Replica, remote: Remote, targets: Entry
       continue;
     }
     if (local.kind === 'modified' || local.kind === 'deleted' || local.kind === 'created') {
-      _conflict(result, onEvent, conflictFetch, replica, t, _classify(local, t), local);
+      _conflict(result, onEvent, conflictFetch, t, _classify(local, t), local);
       if (local.fs && local.fs.type !== EntryType.DIR) blocked.add(t.path);
       continue;
     }
@@ -127,7 +127,7 @@ export async function reconcile(replica: Replica, remote: Remote, targets: Entry
       const code = (err as NodeJS.ErrnoException).code;
       if (code === 'ENOTEMPTY' || code === 'EEXIST') {
         // The server removed a directory to which this replica added files.
-        _conflict(result, onEvent, conflictFetch, replica, p.t, 'dir-removed', p.local);
+        _conflict(result, onEvent, conflictFetch, p.t, 'dir-removed', p.local);
         p.kind = 'index';
         (p as { skip?: boolean }).skip = true;
         continue;
@@ -224,7 +224,7 @@ export async function reconcile(replica: Replica, remote: Remote, targets: Entry
         if (!_sameFs(typeof seen === 'string' ? undefined : seen, p.local.fs)) {
           const now = await localStateOf(root, p.t.path, await replica.get(p.t.path));
           // Keep the server's version beside the conflict record instead.
-          const c = _conflict(result, onEvent, undefined, replica, p.t, _classify(now, p.t), now);
+          const c = _conflict(result, onEvent, undefined, p.t, _classify(now, p.t), now);
           renameSync(tmp, join(replica.stateDir, c.serverBlob!));
           renamedIn.add(blobDir);
           continue;
@@ -253,7 +253,7 @@ export async function reconcile(replica: Replica, remote: Remote, targets: Entry
   return result;
 }
 
-function _conflict(result: ReconcileResult, onEvent: ((e: ReconcileEvent) => void) | undefined, fetchList: { t: Entry; c: ConflictRecord }[] | undefined, replica: Replica, t: Entry, cls: ConflictClass, local: LocalState): ConflictRecord {
+function _conflict(result: ReconcileResult, onEvent: ((e: ReconcileEvent) => void) | undefined, fetchList: { t: Entry; c: ConflictRecord }[] | undefined, t: Entry, cls: ConflictClass, local: LocalState): ConflictRecord {
   const c: ConflictRecord = {
     path: t.path, class: cls, at: 'pull',
     local: local.fs ? _side(local.fs, local.hash) : null,
@@ -266,7 +266,6 @@ function _conflict(result: ReconcileResult, onEvent: ((e: ReconcileEvent) => voi
   }
   result.conflicts.push(c);
   onEvent?.({ type: 'conflict', conflict: c });
-  void replica;
   return c;
 }
 
