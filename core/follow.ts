@@ -73,7 +73,7 @@ export async function follow(dir: string, opts: FollowOptions = {}): Promise<{ c
           }
           if (finalState.size === 0) continue;
           await _locked(dir, undefined, async (replica) => {
-            await reconcile(replica, r, [...finalState.values()], opts.onEvent);
+            await reconcile(replica, r, [...finalState.values()], opts.onEvent, replica.config.policy ?? 'manual');
             replica.head = { serverId: r.info.serverId, cursor: last };
             await replica.saveHead();
           });

@@ -1,6 +1,7 @@
 import { Codes, ImzError } from '../protocol/errors.ts';
 import { type Entry, EntryType } from '../protocol/messages.ts';
 import { listConflicts, outstanding } from './conflicts.ts';
+import { checkPolicy } from './policy.ts';
 import { type ReconcileEvent, type ReconcileResult, reconcile } from './reconcile.ts';
 import { Remote } from './remote.ts';
 import { Replica } from './replica.ts';
@@ -10,6 +11,8 @@ export interface PullOptions {
   /** Compare the whole tree by hash instead of replaying the journal (server replaced, or journal trimmed). */
   resync?: boolean;
   onEvent?: (e: PullEvent) => void;
+  /** Conflict policy (default from .imz/config): manual leaves conflicts for resolve; the others settle them. */
+  policy?: string;
   /** Retry rounds for files that changed on the server while being fetched. */
   staleRounds?: number;
 }
@@ -52,6 +55,7 @@ export async function pull(dir: string, opts: PullOptions = {}): Promise<PullSum
 export async function pullWith(replica: Replica, remote: Remote, opts: PullOptions = {}): Promise<PullSummary> {
   const info = remote.info;
   const head = replica.head;
+  const policy = checkPolicy(opts.policy ?? replica.config.policy ?? 'manual');
   let resync = opts.resync === true || head.cloning === true;
   if (!resync && head.serverId !== info.serverId) {
     throw new ImzError(Codes.IDENTITY, `cannot pull: the server at ${remote.address} is not the one this replica follows (it is ${info.serverId}, the replica follows ${head.serverId || 'none'}); if it replaced that server, run \`imz pull --resync\` to compare by hash and fetch what differs (local changes are kept)`);
@@ -91,7 +95,7 @@ export async function pullWith(replica: Replica, remote: Remote, opts: PullOptio
       // A different server: what it lacks stays here as local files, untracked.
       for (const [p] of await replica.all()) if (!seen.has(p)) await replica.delete(p);
     }
-    merge(await reconcile(replica, remote, targets, opts.onEvent));
+    merge(await reconcile(replica, remote, targets, opts.onEvent, policy));
     replica.head = { serverId: info.serverId, cursor };
     await replica.saveHead();
     total.cursor = cursor;
@@ -122,7 +126,7 @@ export async function pullWith(replica: Replica, remote: Remote, opts: PullOptio
       }
     }
     total.records += n;
-    const r = await reconcile(replica, remote, targets, opts.onEvent);
+    const r = await reconcile(replica, remote, targets, opts.onEvent, policy);
     merge(r);
     replica.head = { serverId: info.serverId, cursor: last };
     await replica.saveHead();

@@ -12,7 +12,7 @@ import { ReintLog } from './reint_log.ts';
 import type { LoggedOp } from './reint_log_model.ts';
 import { Remote } from './remote.ts';
 import { Replica } from './replica.ts';
-import { POLICIES, type Policy } from './server_apply.ts';
+import { type Policy, checkPolicy } from './policy.ts';
 import { statEntrySync } from './tree_scan.ts';
 import { uploadBlobs } from './uploader.ts';
 
@@ -44,12 +44,6 @@ export interface PushSummary {
 }
 
 const KIND_NAMES: Record<number, string> = { 1: 'store', 2: 'mkdir', 3: 'symlink', 4: 'remove', 5: 'rmdir', 6: 'setattr', 7: 'move' };
-
-/** Checks a policy name; IMZ_USAGE otherwise. */
-export function checkPolicy(p: string): Policy {
-  if (!(POLICIES as readonly string[]).includes(p)) throw new ImzError(Codes.BAD_USAGE, `cannot use conflict policy ${JSON.stringify(p)}: choose one of ${POLICIES.join(', ')}`);
-  return p as Policy;
-}
 
 /**
  * Reintegrates local changes: scans the replica against its index, logs the

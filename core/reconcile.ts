@@ -4,7 +4,7 @@ import { dirname, join } from 'node:path';
 import { Codes, ImzError } from '../protocol/errors.ts';
 import { type Entry, EntryType } from '../protocol/messages.ts';
 import { fsyncDir, fsyncDirSync, tempNameFor } from './atomic_fs.ts';
-import { type ConflictClass, type ConflictRecord, type ConflictSide, blobPath, clearConflict, listConflicts, outstanding, saveConflict } from './conflicts.ts';
+import { type ConflictClass, type ConflictRecord, type ConflictSide, blobPath, clearConflict, conflictCopyName, keepName, listConflicts, outstanding, saveConflict } from './conflicts.ts';
 import { type FetchItem, type FetchProgress, fetchFiles, tempDirsOf } from './fetcher.ts';
 import { hashFile, toHex } from './hash.ts';
 import type { IndexEntry } from './index_model.ts';
@@ -45,7 +45,7 @@ type _Plan =
  * temp files, verified, fsynced and renamed into place; the index is updated
  * only after the data is durable. The caller saves HEAD afterwards.
  */
-export async function reconcile(replica: Replica, remote: Remote, targets: Entry[], onEvent?: (e: ReconcileEvent) => void): Promise<ReconcileResult> {
+export async function reconcile(replica: Replica, remote: Remote, targets: Entry[], onEvent?: (e: ReconcileEvent) => void, policy = 'manual'): Promise<ReconcileResult> {
   const root = replica.root;
   const result: ReconcileResult = { changed: 0, conflicts: [], stale: [], files: 0, bytes: 0 };
   const plans: _Plan[] = [];
@@ -95,7 +95,23 @@ export async function reconcile(replica: Replica, remote: Remote, targets: Entry
       continue;
     }
     if (local.kind === 'modified' || local.kind === 'deleted' || local.kind === 'created') {
-      _conflict(result, onEvent, conflictFetch, t, _classify(local, t), local);
+      const cls = _classify(local, t);
+      const localWins = policy === 'client-wins' || (policy === 'newest' && local.fs !== undefined && local.fs.mtimeMs > t.mtimeMs);
+      const asideName = policy === 'keep-both' ? keepName : conflictCopyName;
+      if (policy !== 'manual' && !localWins && local.fs && local.fs.type !== EntryType.DIR && t.type !== EntryType.NONE) {
+        // The policy gives the path to the server's version: ours moves aside
+        // (a conflict copy, never pushed; under keep-both a name that is).
+        const aside = asideName(t.path, replica.config.replicaId, t.version);
+        checkPath(aside, 'keep the local version');
+        renameSync(join(root, t.path), join(root, aside));
+        _conflict(result, onEvent, undefined, t, cls, local, { localCopy: aside, resolvedBy: policy });
+        await replica.delete(t.path);
+        const moved: LocalState = { kind: 'absent' };
+        plans.push({ kind: t.type === EntryType.DIR ? 'mkdir' : t.type === EntryType.SYMLINK ? 'symlink' : 'file', t, local: moved });
+        continue;
+      }
+      // Under client-wins (or newest, ours newer) ours stays: the next push sends it under the same policy.
+      _conflict(result, onEvent, localWins ? undefined : conflictFetch, t, cls, local, localWins ? { resolvedBy: policy } : undefined);
       if (local.fs && local.fs.type !== EntryType.DIR) blocked.add(t.path);
       continue;
     }
@@ -253,7 +269,7 @@ export async function reconcile(replica: Replica, remote: Remote, targets: Entry
   return result;
 }
 
-function _conflict(result: ReconcileResult, onEvent: ((e: ReconcileEvent) => void) | undefined, fetchList: { t: Entry; c: ConflictRecord }[] | undefined, t: Entry, cls: ConflictClass, local: LocalState): ConflictRecord {
+function _conflict(result: ReconcileResult, onEvent: ((e: ReconcileEvent) => void) | undefined, fetchList: { t: Entry; c: ConflictRecord }[] | undefined, t: Entry, cls: ConflictClass, local: LocalState, settled?: Partial<ConflictRecord>): ConflictRecord {
   const c: ConflictRecord = {
     path: t.path, class: cls, at: 'pull',
     local: local.fs ? _side(local.fs, local.hash) : null,
@@ -263,6 +279,11 @@ function _conflict(result: ReconcileResult, onEvent: ((e: ReconcileEvent) => voi
   if (t.type === EntryType.FILE) {
     c.serverBlob = blobPath(toHex(t.hash));
     fetchList?.push({ t, c });
+  }
+  if (settled) {
+    // A policy settled it: the server's version is not kept as a blob (it goes to the path, or ours stays).
+    delete c.serverBlob;
+    Object.assign(c, settled);
   }
   result.conflicts.push(c);
   onEvent?.({ type: 'conflict', conflict: c });

@@ -6,15 +6,12 @@ import { Codes, ImzError } from '../protocol/errors.ts';
 import { Change, EntryType, type Operation, OpKind, type OpResult, OpStatus } from '../protocol/messages.ts';
 import { fsyncDir, tempNameFor } from './atomic_fs.ts';
 import { keepName } from './conflicts.ts';
+import { POLICIES, type Policy } from './policy.ts';
 import { toHex } from './hash.ts';
 import { checkPath } from './paths.ts';
 import type { ServerScanner } from './server_scanner.ts';
 import { type PendingChange, type ServerState, type TableEntry, tableToEntry } from './server_state.ts';
 import { fsEntryFromStats, utimeSeconds } from './tree_scan.ts';
-
-/** Conflict resolution policies (DESIGN.md). */
-export const POLICIES = ['manual', 'server-wins', 'client-wins', 'newest', 'keep-both'] as const;
-export type Policy = (typeof POLICIES)[number];
 
 /** Largest blob staged through PUT_BLOB. */
 const MAX_BLOB = 1024 ** 4;

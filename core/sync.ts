@@ -31,7 +31,7 @@ export async function sync(dir: string, opts: SyncOptions = {}): Promise<{ pull:
       throw err;
     }
     try {
-      const pulled = await pullWith(replica, remote, { onEvent: opts.onPull });
+      const pulled = await pullWith(replica, remote, { policy: opts.policy, onEvent: opts.onPull });
       const pushed = await pushWith(replica, remote, { policy: opts.policy, allowMassDelete: opts.allowMassDelete, onEvent: opts.onPush });
       return { pull: pulled, push: pushed, outstanding: outstanding(await listConflicts(replica.stateDir)).length };
     } finally {

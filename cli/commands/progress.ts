@@ -13,8 +13,13 @@ export function pullEventPrinter(out: Output, verbose: boolean): (e: PullEvent) 
       out.event({ event: 'change', path: e.path, action: e.action });
       if (verbose) out.line(`${e.action.padEnd(7)} ${e.path}`);
     } else if (e.type === 'conflict') {
-      out.event({ event: 'conflict', path: e.conflict.path, class: e.conflict.class });
-      out.warn(`conflict (${e.conflict.class}) on ${e.conflict.path}: your version is left as it is; the server's is kept in .imz/${e.conflict.serverBlob ?? 'conflicts/'}`);
+      const c = e.conflict;
+      out.event({ event: 'conflict', path: c.path, class: c.class, ...(c.resolvedBy ? { resolvedBy: c.resolvedBy } : {}), ...(c.localCopy ? { localCopy: c.localCopy } : {}) });
+      out.warn(c.localCopy
+        ? `conflict (${c.class}) on ${c.path}: the server's version is in place (${c.resolvedBy}); yours is kept as ${c.localCopy}`
+        : c.resolvedBy
+          ? `conflict (${c.class}) on ${c.path}: your version stays (${c.resolvedBy}); the next push sends it`
+          : `conflict (${c.class}) on ${c.path}: your version is left as it is; the server's is kept in .imz/${c.serverBlob ?? 'conflicts/'}`);
     } else if (e.type === 'skipped') {
       out.event({ event: 'skipped', path: e.path, reason: e.reason });
       out.warn(`not replicated: ${e.path} (${e.reason}, on the server)`);

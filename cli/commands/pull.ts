@@ -6,6 +6,7 @@ import { followEventPrinter, pullEventPrinter, stopOnSignals } from './progress.
 
 interface PullArgs extends GlobalArgs {
   resync: boolean;
+  policy?: string;
   verbose: boolean;
   follow: boolean;
 }
@@ -17,6 +18,7 @@ export const pullCommand: CommandModule<GlobalArgs, PullArgs> = {
   builder: (y: Argv<GlobalArgs>) => y
     .option('resync', { type: 'boolean', default: false, describe: 'compare the whole tree by hash (after the server was replaced or its journal trimmed)' })
     .option('verbose', { alias: 'v', type: 'boolean', default: false, describe: 'print every change' })
+    .option('policy', { type: 'string', describe: 'when a server change meets a local one: manual (keep yours, record it), server-wins (yours moves to a conflict copy), client-wins (keep yours, push wins later), newest, keep-both (default from .imz/config)' })
     .option('follow', { type: 'boolean', default: false, describe: 'keep following the server: replay each change as it happens, reconnect when it goes away (Ctrl-C stops)' })
     .example('imz pull', 'catch up the replica in the current directory')
     .example('imz pull -C ~/tree --quiet', 'from cron: silent unless something needs attention')
@@ -30,13 +32,14 @@ export const pullCommand: CommandModule<GlobalArgs, PullArgs> = {
       return Exit.OK;
     }
     const { pull } = await import('../../core/pull.ts');
-    const r = await pull(workDir(args), { resync: args.resync, onEvent: pullEventPrinter(out, args.verbose) });
+    const r = await pull(workDir(args), { resync: args.resync, policy: args.policy, onEvent: pullEventPrinter(out, args.verbose) });
     out.stopProgress();
     out.event({ event: 'pulled', changed: r.changed, files: r.files, bytes: r.bytes, records: r.records, cursor: r.cursor, conflicts: r.conflicts.length, outstanding: r.outstanding, stale: r.stale.length, resynced: r.resynced });
     if (r.changed === 0 && r.conflicts.length === 0) out.line(`already up to date (journal at ${r.cursor})`);
     else out.line(`pulled ${r.records} records: ${r.changed} changes, ${r.files} files, ${formatBytes(r.bytes)} (journal at ${r.cursor})`);
     if (r.stale.length > 0) out.warn(`${r.stale.length} files kept changing on the server; run \`imz pull\` again to fetch them`);
-    if (r.conflicts.length > 0) out.warn(`${r.conflicts.length} new conflicts: local changes were kept and not overwritten`);
+    const open = r.conflicts.filter((c) => !c.resolvedBy).length;
+    if (open > 0) out.warn(`${open} new conflicts: local changes were kept and not overwritten`);
     if (r.outstanding > 0) {
       out.warn(`${r.outstanding} conflicts remain (details in .imz/conflicts/)`);
       return Exit.CONFLICTS;
