@@ -42,6 +42,8 @@ import {
   useRegistry,
   type RunResult,
   type Server,
+  log,
+  loud,
 } from './proc.ts';
 import {
   MiB,
@@ -155,14 +157,6 @@ function parseOptions(): Options {
 
 // ---------------------------------------------------------------- output
 
-const t0 = performance.now();
-function log(s: string): void {
-  const t = ((performance.now() - t0) / 1000).toFixed(1).padStart(6);
-  process.stderr.write(`[${t}s] ${s}\n`);
-}
-function loud(s: string): void {
-  process.stderr.write(`\n!!! ${s.replaceAll('\n', '\n!!! ')}\n\n`);
-}
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const n = (x: number): string => x.toLocaleString('en-US');

@@ -27,7 +27,7 @@ import os from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { killAllSync, runChecked, startJsonServer, startLines, stopAll, stopChild, useRegistry, type LineChild, type Server } from './proc.ts';
+import { killAllSync, log, loud, runChecked, startedAt, startJsonServer, startLines, stopAll, stopChild, useRegistry, type LineChild, type Server } from './proc.ts';
 import { Rng, contentBytes, contentKey } from './rng.ts';
 import { ensureTree, listTree, smallSpec, verifyReplica } from './trees.ts';
 
@@ -131,14 +131,6 @@ function parseOptions(): FanoutOptions {
 
 // ---------------------------------------------------------------- output
 
-const t0 = performance.now();
-function log(s: string): void {
-  const t = ((performance.now() - t0) / 1000).toFixed(1).padStart(6);
-  process.stderr.write(`[${t}s] ${s}\n`);
-}
-function loud(s: string): void {
-  process.stderr.write(`\n!!! ${s.replaceAll('\n', '\n!!! ')}\n\n`);
-}
 
 /** Set on SIGINT/SIGTERM/SIGHUP: children stopping then is expected, not an error. */
 let aborting = false;
@@ -649,7 +641,7 @@ export async function runFanout(opts: FanoutOptions): Promise<{ results: FanoutR
       loud(`[${N} followers] aborted: ${(e as Error).message}`);
     }
   }
-  const report = { startedAt: new Date(Date.now() - (performance.now() - t0)).toISOString(), finishedAt: new Date().toISOString(), options: opts, loadAverage: load, results, errors };
+  const report = { startedAt: startedAt(), finishedAt: new Date().toISOString(), options: opts, loadAverage: load, results, errors };
   const out = join(HERE, 'results-fanout.json');
   writeFileSync(out, `${JSON.stringify(report, null, 2)}\n`);
   log(`results written to ${out}`);

@@ -322,3 +322,21 @@ export function startLines(
   child.once('close', () => log.end());
   return { child, pid: child.pid ?? -1, label, stderrTail: () => err.toString() };
 }
+
+const _t0 = performance.now();
+
+/** When the bench started (wall clock), for reports. */
+export function startedAt(): string {
+  return new Date(Date.now() - (performance.now() - _t0)).toISOString();
+}
+
+/** A progress line on stderr, stamped with the seconds since the bench started. */
+export function log(s: string): void {
+  const t = ((performance.now() - _t0) / 1000).toFixed(1).padStart(6);
+  process.stderr.write(`[${t}s] ${s}\n`);
+}
+
+/** A problem worth seeing in a long log, set off on stderr. */
+export function loud(s: string): void {
+  process.stderr.write(`\n!!! ${s.replaceAll('\n', '\n!!! ')}\n\n`);
+}

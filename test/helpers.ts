@@ -458,3 +458,23 @@ export async function readJournal(address: string, since = 0): Promise<JournalLi
     remote.close();
   }
 }
+
+/**
+ * fixtures/sample (plus extend) served from a fresh temp dir, and n replicas
+ * cloned from it (named replica0, replica1, ...). Throws if a clone fails.
+ */
+export async function sampleWorld(n: number, extend?: (srv: string) => Promise<void>): Promise<{ tmp: string; srv: string; server: ServerHandle; replicas: string[] }> {
+  const tmp = await makeTmp();
+  const srv = join(tmp, 'srv');
+  await copyFixture('sample', srv);
+  if (extend) await extend(srv);
+  const server = await startServer(srv);
+  const replicas: string[] = [];
+  for (let i = 0; i < n; i++) {
+    const d = join(tmp, `replica${i}`);
+    const r = await imz(['clone', server.address, d, '--json']);
+    if (r.code !== 0) throw new Error(`clone exited ${r.code}\nstdout: ${r.stdout}\nstderr: ${r.stderr}`);
+    replicas.push(d);
+  }
+  return { tmp, srv, server, replicas };
+}

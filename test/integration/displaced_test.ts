@@ -4,20 +4,15 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { cleanupAll, copyFixture, imz, jsonLines, makeTmp, startServer, waitFor } from '../helpers.ts';
+import { cleanupAll, imz, jsonLines, sampleWorld, waitFor } from '../helpers.ts';
 
 const T = suite('displaced versions');
 T.after.each(cleanupAll);
 T.after(cleanupAll);
 
 T('client-wins keeps the server version; imz displaced lists it and --restore puts it back, and replicas pull it', async () => {
-  const tmp = await makeTmp();
-  const srv = join(tmp, 'srv');
-  await copyFixture('sample', srv);
-  const server = await startServer(srv);
-  const a = join(tmp, 'a');
-  const b = join(tmp, 'b');
-  for (const d of [a, b]) assert.is((await imz(['clone', server.address, d])).code, 0);
+  const { srv, replicas } = await sampleWorld(2);
+  const [a, b] = replicas as [string, string];
   await writeFile(join(a, 'docs', 'kml.txt'), 'from a\n');
   assert.is((await imz(['push', '-C', a])).code, 0);
   await writeFile(join(b, 'docs', 'kml.txt'), 'from b\n');

@@ -13,7 +13,7 @@ import { appendFile, chmod, mkdir, readFile, readdir, rename, rm, symlink, unlin
 import { join } from 'node:path';
 import {
   type LogLine, type RunResult, type ServerHandle, type SnapEntry,
-  REPO, cleanupAll, copyFixture, diffTrees, imz, jsonLines, makeTmp, readJournal, readReintLog, replicaIdOf, setRemote, snapshotTree, spawnImz, startServer, waitFor,
+  REPO, cleanupAll, copyFixture, diffTrees, imz, jsonLines, makeTmp, readJournal, readReintLog, replicaIdOf, sampleWorld, setRemote, snapshotTree, spawnImz, startServer, waitFor,
 } from '../helpers.ts';
 
 const T = suite('push');
@@ -25,22 +25,7 @@ const SAMPLE = join(REPO, 'fixtures', 'sample');
 const out = (r: RunResult) => `exit ${r.code} (signal ${r.signal})\nstdout: ${r.stdout}\nstderr: ${r.stderr}`;
 type Tree = Record<string, SnapEntry>;
 
-/** fixtures/sample (plus extend) served from a fresh temp dir, and n replicas cloned from it. */
-async function world(n: number, extend?: (srv: string) => Promise<void>): Promise<{ tmp: string; srv: string; server: ServerHandle; replicas: string[] }> {
-  const tmp = await makeTmp();
-  const srv = join(tmp, 'srv');
-  await copyFixture('sample', srv);
-  if (extend) await extend(srv);
-  const server = await startServer(srv);
-  const replicas: string[] = [];
-  for (let i = 0; i < n; i++) {
-    const d = join(tmp, `replica${i}`);
-    const r = await imz(['clone', server.address, d, '--json']);
-    assert.is(r.code, 0, `clone: ${out(r)}`);
-    replicas.push(d);
-  }
-  return { tmp, srv, server, replicas };
-}
+const world = sampleWorld;
 
 function assertSame(a: Tree, b: Tree, what: string, names?: string[]): void {
   const d = diffTrees(a, b, names);

@@ -5,7 +5,7 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { cleanupAll, copyFixture, diffTrees, imz, makeTmp, readJournal, snapshotTree, spawnImz, startServer, waitFor } from '../helpers.ts';
+import { cleanupAll, diffTrees, readJournal, sampleWorld, snapshotTree, spawnImz, startServer, waitFor } from '../helpers.ts';
 
 const T = suite('sync --watch');
 T.after.each(cleanupAll);
@@ -19,13 +19,8 @@ function cpuSeconds(pid: number): Promise<number> {
 }
 
 T('two replicas converge after a burst of edits on both, each change journalled once, idle CPU near zero', async () => {
-  const tmp = await makeTmp();
-  const srv = join(tmp, 'srv');
-  await copyFixture('sample', srv);
-  const server = await startServer(srv);
-  const a = join(tmp, 'a');
-  const b = join(tmp, 'b');
-  for (const d of [a, b]) assert.is((await imz(['clone', server.address, d])).code, 0);
+  const { srv, server, replicas } = await sampleWorld(2);
+  const [a, b] = replicas as [string, string];
   const before = (await readJournal(server.address)).length;
   const wa = await spawnImz(['sync', '--watch', '-C', a, '--json'], { timeoutMs: 60_000 });
   const wb = await spawnImz(['sync', '--watch', '-C', b, '--json'], { timeoutMs: 60_000 });
@@ -70,12 +65,10 @@ T('two replicas converge after a burst of edits on both, each change journalled 
 });
 
 T('while the server is away local writes are logged, and pushed when it returns', async () => {
-  const tmp = await makeTmp();
-  const srv = join(tmp, 'srv');
-  await copyFixture('sample', srv);
-  let server = await startServer(srv);
-  const a = join(tmp, 'a');
-  assert.is((await imz(['clone', server.address, a])).code, 0);
+  const world = await sampleWorld(1);
+  const { srv } = world;
+  let server = world.server;
+  const a = world.replicas[0]!;
   const port = server.address.split(':')[1]!;
   const w = await spawnImz(['sync', '--watch', '-C', a], { timeoutMs: 60_000, env: { ...process.env, IMZ_HEARTBEAT_MS: '500' } });
   await new Promise((r) => setTimeout(r, 1000));
@@ -89,13 +82,8 @@ T('while the server is away local writes are logged, and pushed when it returns'
 });
 
 T('thousands of files created at once still converge (watch events plus the verification push)', async () => {
-  const tmp = await makeTmp();
-  const srv = join(tmp, 'srv');
-  await copyFixture('sample', srv);
-  const server = await startServer(srv);
-  const a = join(tmp, 'a');
-  assert.is((await imz(['clone', server.address, a])).code, 0);
-  const w = await spawnImz(['sync', '--watch', '-C', a], { timeoutMs: 90_000, env: { ...process.env, IMZ_VERIFY_MS: '2000' } });
+  const { srv, replicas: [a] } = await sampleWorld(1);
+  const w = await spawnImz(['sync', '--watch', '-C', a!], { timeoutMs: 90_000, env: { ...process.env, IMZ_VERIFY_MS: '2000' } });
   await new Promise((r) => setTimeout(r, 1000));
   // A burst far beyond what one debounce window sees file by file.
   for (let d = 0; d < 10; d++) {
