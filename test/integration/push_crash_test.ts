@@ -14,7 +14,7 @@ import { mkdir, readFile, readdir, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
   type JournalLine, type RunResult, type SnapEntry,
-  cleanupAll, copyFixture, diffTrees, findTemps, imz, jsonLines, makeTmp, readJournal, readReintLog, setRemote, snapshotTree, spawnImz, startServer, waitFor,
+  cleanupAll, diffTrees, findTemps, imz, jsonLines, readJournal, readReintLog, sampleWorld, setRemote, snapshotTree, spawnImz, startServer, waitFor,
 } from '../helpers.ts';
 
 const T = suite('push: crashes');
@@ -68,12 +68,7 @@ async function killPushWhen(replica: string, args: string[], when: () => Promise
 }
 
 T('client killed (SIGKILL) mid-upload, right after logging "sent", and during a later batch: re-runs apply every change once, nothing lost', async () => {
-  const tmp = await makeTmp();
-  const srv = join(tmp, 'srv');
-  await copyFixture('sample', srv);
-  const server = await startServer(srv);
-  const a = join(tmp, 'a');
-  assert.is((await imz(['clone', server.address, a])).code, 0);
+  const { srv, server, replicas: [a] } = await sampleWorld(1);
   const start = (await readJournal(server.address)).length;
   // client-wins: an operation applied twice would go through silently (displacing
   // the first application), so only the journal and the displaced dir tell.
@@ -128,12 +123,7 @@ T('client killed (SIGKILL) mid-upload, right after logging "sent", and during a 
 });
 
 T('server killed (SIGKILL) during the reintegration of 300 files: after a restart the re-run push applies each once', async () => {
-  const tmp = await makeTmp();
-  const srv = join(tmp, 'srv');
-  await copyFixture('sample', srv);
-  const server = await startServer(srv);
-  const a = join(tmp, 'a');
-  assert.is((await imz(['clone', server.address, a])).code, 0);
+  const { tmp, srv, server, replicas: [a] } = await sampleWorld(1);
   const start = (await readJournal(server.address)).length;
   const files = await manyFiles(a, 'many', 300, 'many');
   await writeFile(join(a, 'README.txt'), 'edited in the same push\n');
@@ -183,38 +173,23 @@ T('server killed (SIGKILL) during the reintegration of 300 files: after a restar
 // about one run in three). The restarted server must sweep it. Here the
 // leftover is made directly, as such a crash leaves it.
 T('a temp file left in the served tree by a killed server is removed when the server restarts', async () => {
-  const tmp = await makeTmp();
-  const srv = join(tmp, 'srv');
-  await copyFixture('sample', srv);
-  const leftover = join(srv, 'docs', '.imz-tmp-0123456789-kml.txt');
-  await writeFile(leftover, 'half of a pushed file, from a server killed mid-copy');
-  const server = await startServer(srv);
-  const a = join(tmp, 'a');
-  assert.is((await imz(['clone', server.address, a])).code, 0);
+  let leftover = '';
+  const { srv, server, replicas: [a] } = await sampleWorld(1, async (srv) => {
+    leftover = join(srv, 'docs', '.imz-tmp-0123456789-kml.txt');
+    await writeFile(leftover, 'half of a pushed file, from a server killed mid-copy');
+  });
   await writeFile(join(a, 'docs', 'kml.txt'), 'pushed after the restart\n');
   assert.is((await imz(['push', '-C', a])).code, 0);
   await server.stop();
   assert.equal(await findTemps(srv), [], 'the restarted server swept the leftover temp file');
 });
 
-// A server that goes away during the upload of a large file: the client
-// dies of unhandled promise rejections. core/uploader.ts _uploadOne keeps up
-// to 4 PUT_BLOB requests in `pending`; when the connection drops,
-// protocol/session.ts close() rejects them all, `await pending.shift()`
-// throws for one, and the other 3 are rejected with nobody listening. Node
-// then prints a raw stack trace ("ImzError: cannot talk to peer: write
-// EPIPE" / ECONNRESET) and exits 1: no JSON error event, no "imz: cannot"
-// line, not exit 4. (Run with NODE_OPTIONS=--unhandled-rejections=warn, the
-// same push ends properly: exit 4, IMZ_UNREACHABLE, "changes stay logged",
-// plus three UnhandledPromiseRejectionWarnings.) A drop during REINTEGRATE
-// (the 300-file test above) is handled.
+// A server that goes away during the upload of a large file: every PUT_BLOB
+// piece in flight is rejected at once; none may become an unhandled
+// rejection (a raw stack trace, exit 1). The push must end like any lost
+// connection: one error line, exit 4, the changes still logged.
 T('a server killed mid-upload: push ends cleanly (one error line, JSON error event) with exit 4, changes stay logged', async () => {
-  const tmp = await makeTmp();
-  const srv = join(tmp, 'srv');
-  await copyFixture('sample', srv);
-  const server = await startServer(srv);
-  const a = join(tmp, 'a');
-  assert.is((await imz(['clone', server.address, a])).code, 0);
+  const { srv, server, replicas: [a] } = await sampleWorld(1);
   const big = Buffer.alloc(24 << 20);
   for (let i = 0; i < big.length; i += 4096) big.writeUInt32LE(i ^ 0x1234, i);
   await writeFile(join(a, 'big.bin'), big);
