@@ -30,7 +30,6 @@ import { createServer } from 'node:net';
 import os from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
 import {
   killAllSync,
   run,
@@ -44,6 +43,7 @@ import {
   type Server,
   log,
   loud,
+  parseCli,
 } from './proc.ts';
 import {
   MiB,
@@ -100,33 +100,20 @@ interface Options {
 }
 
 function parseOptions(): Options {
-  let v;
-  try {
-    v = parseArgs({
-      options: {
-        only: { type: 'string' },
-        quick: { type: 'boolean', default: false },
-        'disk-dir': { type: 'string' },
-        'tmpfs-dir': { type: 'string' },
-        imz: { type: 'string' },
-        'settle-ms': { type: 'string' },
-        'timeout-min': { type: 'string' },
-        'skip-imz': { type: 'boolean', default: false },
-        clean: { type: 'boolean', default: false },
-        keep: { type: 'boolean', default: false },
-        fanout: { type: 'boolean', default: false },
-        help: { type: 'boolean', short: 'h', default: false },
-      },
-      allowPositionals: false,
-    }).values;
-  } catch (e) {
-    console.error(`${(e as Error).message}\n\n${USAGE}`);
-    process.exit(2);
-  }
-  if (v.help) {
-    console.log(USAGE);
-    process.exit(0);
-  }
+  const v = parseCli({
+    only: { type: 'string' },
+    quick: { type: 'boolean', default: false },
+    'disk-dir': { type: 'string' },
+    'tmpfs-dir': { type: 'string' },
+    imz: { type: 'string' },
+    'settle-ms': { type: 'string' },
+    'timeout-min': { type: 'string' },
+    'skip-imz': { type: 'boolean', default: false },
+    clean: { type: 'boolean', default: false },
+    keep: { type: 'boolean', default: false },
+    fanout: { type: 'boolean', default: false },
+    help: { type: 'boolean', short: 'h', default: false },
+  }, USAGE);
   if (v.only !== undefined && v.only !== 'disk' && v.only !== 'tmpfs') {
     console.error(`--only must be disk or tmpfs, not ${v.only}\n\n${USAGE}`);
     process.exit(2);

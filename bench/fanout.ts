@@ -26,8 +26,7 @@ import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node
 import os from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
-import { killAllSync, log, loud, runChecked, startedAt, startJsonServer, startLines, stopAll, stopChild, useRegistry, type LineChild, type Server } from './proc.ts';
+import { killAllSync, log, loud, parseCli, runChecked, startedAt, startJsonServer, startLines, stopAll, stopChild, useRegistry, type LineChild, type Server } from './proc.ts';
 import { Rng, contentBytes, contentKey } from './rng.ts';
 import { ensureTree, listTree, smallSpec, verifyReplica } from './trees.ts';
 
@@ -78,32 +77,19 @@ export const defaultFanoutOptions = (): FanoutOptions => ({
 });
 
 function parseOptions(): FanoutOptions {
-  let v;
-  try {
-    v = parseArgs({
-      options: {
-        followers: { type: 'string' },
-        files: { type: 'string' },
-        writes: { type: 'string' },
-        'interval-ms': { type: 'string' },
-        batch: { type: 'string' },
-        dir: { type: 'string' },
-        imz: { type: 'string' },
-        'cpu-prof': { type: 'boolean', default: false },
-        'timeout-min': { type: 'string' },
-        keep: { type: 'boolean', default: false },
-        help: { type: 'boolean', short: 'h', default: false },
-      },
-      allowPositionals: false,
-    }).values;
-  } catch (e) {
-    console.error(`${(e as Error).message}\n\n${USAGE}`);
-    process.exit(2);
-  }
-  if (v.help) {
-    console.log(USAGE);
-    process.exit(0);
-  }
+  const v = parseCli({
+    followers: { type: 'string' },
+    files: { type: 'string' },
+    writes: { type: 'string' },
+    'interval-ms': { type: 'string' },
+    batch: { type: 'string' },
+    dir: { type: 'string' },
+    imz: { type: 'string' },
+    'cpu-prof': { type: 'boolean', default: false },
+    'timeout-min': { type: 'string' },
+    keep: { type: 'boolean', default: false },
+    help: { type: 'boolean', short: 'h', default: false },
+  }, USAGE);
   const num = (s: string | undefined, def: number, name: string, min = 0): number => {
     if (s === undefined) return def;
     const x = Number(s);

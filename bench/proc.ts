@@ -1,6 +1,7 @@
 // Child processes for the benchmark: every child is tracked, every run is
 // bounded by a timeout, and everything still alive is stopped on exit,
 // on error and on SIGINT/SIGTERM/SIGHUP.
+import { type ParseArgsConfig, parseArgs } from 'node:util';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream, existsSync, readFileSync, writeFileSync, type WriteStream } from 'node:fs';
 
@@ -321,6 +322,28 @@ export function startLines(
   child.once('error', (e) => err.push(Buffer.from(`cannot start: ${e.message}\n`)));
   child.once('close', () => log.end());
   return { child, pid: child.pid ?? -1, label, stderrTail: () => err.toString() };
+}
+
+/**
+ * Parses a bench script's command line (node:util parseArgs, no positionals):
+ * a bad option prints the message and the usage and exits 2; --help prints
+ * the usage and exits 0.
+ */
+type _Values<T extends ParseArgsConfig['options']> = ReturnType<typeof parseArgs<{ options: T; allowPositionals: false }>>['values'];
+
+export function parseCli<T extends ParseArgsConfig['options']>(options: T, usage: string): _Values<T> {
+  let v: _Values<T>;
+  try {
+    v = parseArgs({ options, allowPositionals: false }).values as _Values<T>;
+  } catch (e) {
+    console.error(`${(e as Error).message}\n\n${usage}`);
+    process.exit(2);
+  }
+  if ((v as { help?: boolean }).help) {
+    console.log(usage);
+    process.exit(0);
+  }
+  return v;
 }
 
 const _t0 = performance.now();
