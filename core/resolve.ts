@@ -7,7 +7,7 @@
 // that log. No terminal output here: the CLI prints what comes back.
 import { createHash } from 'node:crypto';
 import { lstatSync, mkdirSync, readdirSync, renameSync, rmdirSync, symlinkSync, unlinkSync } from 'node:fs';
-import { chmod, mkdir, open, readFile, rename, rm, stat } from 'node:fs/promises';
+import { chmod, mkdir, open, readFile, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import { dirname, isAbsolute, join, posix, relative, resolve as resolvePath, sep } from 'node:path';
 import { Codes, ImzError } from '../protocol/errors.ts';
 import { type Entry, EntryType, type EntryTypeCode } from '../protocol/messages.ts';
@@ -463,15 +463,7 @@ async function _keepFile(replica: Replica, rel: string): Promise<KeptVersion> {
     const st = await src.stat();
     const dst = await open(tmp, 'wx', 0o600);
     try {
-      const h = createHash('sha256');
-      const buf = Buffer.allocUnsafe(1024 * 1024);
-      for (;;) {
-        const { bytesRead } = await src.read(buf, 0, buf.length, null);
-        if (bytesRead === 0) break;
-        h.update(buf.subarray(0, bytesRead));
-        await dst.write(buf, 0, bytesRead);
-      }
-      hex = h.digest('hex');
+      hex = await _copyHashing(src, dst);
       await dst.chmod(st.mode & 0o777);
       await dst.utimes(utimeSeconds(st.mtimeMs), utimeSeconds(st.mtimeMs));
       await dst.datasync();
@@ -493,6 +485,19 @@ async function _keepFile(replica: Replica, rel: string): Promise<KeptVersion> {
   return { from: rel, as: 'blob', where: blobPath(hex), hash: hex };
 }
 
+/** Copies an open file into another in chunks; returns the hex SHA-256 of what was copied. */
+async function _copyHashing(src: FileHandle, dst: FileHandle): Promise<string> {
+  const h = createHash('sha256');
+  const buf = Buffer.allocUnsafe(1024 * 1024);
+  for (;;) {
+    const { bytesRead } = await src.read(buf, 0, buf.length, null);
+    if (bytesRead === 0) break;
+    h.update(buf.subarray(0, bytesRead));
+    await dst.write(buf, 0, bytesRead);
+  }
+  return h.digest('hex');
+}
+
 /** Copies src to a new file tmp, checking its SHA-256; false (and no tmp) when it does not match or src is gone. */
 async function _copyVerified(src: string, tmp: string, hashHex: string, mode: number, mtimeMs: number | undefined): Promise<boolean> {
   let s;
@@ -506,15 +511,7 @@ async function _copyVerified(src: string, tmp: string, hashHex: string, mode: nu
   try {
     const d = await open(tmp, 'wx', mode & 0o777);
     try {
-      const h = createHash('sha256');
-      const buf = Buffer.allocUnsafe(1024 * 1024);
-      for (;;) {
-        const { bytesRead } = await s.read(buf, 0, buf.length, null);
-        if (bytesRead === 0) break;
-        h.update(buf.subarray(0, bytesRead));
-        await d.write(buf, 0, bytesRead);
-      }
-      ok = h.digest('hex') === hashHex;
+      ok = (await _copyHashing(s, d)) === hashHex;
       if (ok) {
         await d.chmod(mode & 0o777);
         if (mtimeMs !== undefined) await d.utimes(utimeSeconds(mtimeMs), utimeSeconds(mtimeMs));
