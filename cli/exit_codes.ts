@@ -7,6 +7,7 @@ export function exitFor(code: string | undefined): number {
     case 'IMZ_USAGE': return Exit.USAGE;
     case 'IMZ_UNREACHABLE':
     case 'IMZ_CLOSED': // the server went away in the middle: the same advice, try again later
+    case 'IMZ_BUSY': // too many connections there: try again later
       return Exit.UNREACHABLE;
     case 'IMZ_CONFLICT': return Exit.CONFLICTS;
     default: return Exit.FAILED;

@@ -6,6 +6,9 @@ export interface GlobalArgs {
   json?: boolean;
   quiet?: boolean;
   tokenFile?: string;
+  tls?: boolean;
+  tlsCa?: string;
+  tlsFingerprint?: string;
 }
 
 /**

@@ -1,3 +1,4 @@
+import type { SecurityOptions } from '../core/credentials.ts';
 import { exitFor } from './exit_codes.ts';
 import { type GlobalArgs, Output } from './output.ts';
 
@@ -20,6 +21,11 @@ export async function run(args: GlobalArgs, body: (out: Output) => Promise<numbe
     if (process.env.IMZ_DEBUG && err instanceof Error) process.stderr.write(`${err.stack}\n`);
     process.exitCode = exitFor(code);
   }
+}
+
+/** Token and TLS settings from the global options and IMZ_TOKEN, for core calls that connect. */
+export function securityOf(args: GlobalArgs): SecurityOptions {
+  return { tokenFile: args.tokenFile, token: process.env.IMZ_TOKEN || undefined, tls: args.tls, tlsCa: args.tlsCa, tlsFingerprint: args.tlsFingerprint };
 }
 
 /** The directory a command operates on: -C DIR, or the current one. */

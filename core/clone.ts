@@ -3,6 +3,7 @@ import { resolve } from 'node:path';
 import { Codes, ImzError } from '../protocol/errors.ts';
 import { REPLICA_DIR } from './paths.ts';
 import { type PullEvent, type PullSummary, pullWith } from './pull.ts';
+import { type SecurityOptions, resolveSecurity, securityToSave } from './credentials.ts';
 import { Remote, parseAddress } from './remote.ts';
 import { Replica } from './replica.ts';
 
@@ -10,6 +11,8 @@ import { Replica } from './replica.ts';
 export interface CloneOptions {
   onDemand?: boolean;
   onEvent?: (e: PullEvent) => void;
+  /** Token and TLS settings; clone saves them (never the token itself) for later runs. */
+  security?: SecurityOptions;
 }
 
 /**
@@ -37,11 +40,11 @@ export async function clone(address: string, dir: string, opts: CloneOptions = {
   } else if (names.length > 0) {
     throw new ImzError(Codes.NOT_EMPTY, `cannot clone into ${root}: the directory is not empty (choose a new or empty directory)`);
   }
-  const remote = await Remote.connect(address);
+  const remote = await Remote.connect(address, resolveSecurity(opts.security, replica?.config));
   try {
     if (!replica) {
       await mkdir(root, { recursive: true });
-      replica = await Replica.init(root, address, 'full');
+      replica = await Replica.init(root, address, 'full', securityToSave(opts.security));
     }
     await replica.lock();
     try {

@@ -2,12 +2,15 @@ import { Codes, ImzError } from '../protocol/errors.ts';
 import { type Entry, type JournalRecord, Op } from '../protocol/messages.ts';
 import { type PullEvent, pullWith } from './pull.ts';
 import { reconcile } from './reconcile.ts';
-import { Remote } from './remote.ts';
+import { type SecurityOptions, connectReplica } from './credentials.ts';
+import type { Remote } from './remote.ts';
 import { Replica } from './replica.ts';
 
 /** Options of follow. */
 export interface FollowOptions {
   onEvent?: (e: FollowEvent) => void;
+  /** Token and TLS settings from the command line (over those saved at clone). */
+  security?: SecurityOptions;
   /** Aborting stops following at once: the connection closes, a batch being applied is dropped whole (its records come again next time), and state stays consistent. */
   signal?: AbortSignal;
   /** Heartbeat period: a peer silent for this long (plus the same again to answer) is dead. Default 5 s. */
@@ -45,7 +48,7 @@ export async function follow(dir: string, opts: FollowOptions = {}): Promise<{ c
     opts.signal?.addEventListener('abort', onAbort);
     try {
       const first = await Replica.open(dir); // re-read each time: the address may have been changed
-      remote = await Remote.connect(first.config.remote, { replicaId: first.config.replicaId, timeoutMs: Math.max(2000, heartbeat) });
+      remote = await connectReplica(first, opts.security, { timeoutMs: Math.max(2000, heartbeat) });
       const r = remote;
       // Heartbeats from the start (the catch-up too): a ping unanswered
       // within a period means a dead peer or a half-open link.

@@ -3,13 +3,17 @@ import { type Entry, EntryType } from '../protocol/messages.ts';
 import { listConflicts, outstanding } from './conflicts.ts';
 import { checkPolicy } from './policy.ts';
 import { type ReconcileEvent, type ReconcileResult, reconcile } from './reconcile.ts';
-import { Remote } from './remote.ts';
+import { type SecurityOptions, connectReplica } from './credentials.ts';
+import type { Remote } from './remote.ts';
 import { Replica } from './replica.ts';
+import { explainFsError } from './atomic_fs.ts';
 
 /** Options of pull. */
 export interface PullOptions {
   /** Compare the whole tree by hash instead of replaying the journal (server replaced, or journal trimmed). */
   resync?: boolean;
+  /** Token and TLS settings from the command line (over those saved at clone). */
+  security?: SecurityOptions;
   onEvent?: (e: PullEvent) => void;
   /** Conflict policy (default from .imz/config): manual leaves conflicts for resolve; the others settle them. */
   policy?: string;
@@ -36,11 +40,18 @@ export interface PullSummary extends ReconcileResult {
  * oldest record is refused unless resync is asked for.
  */
 export async function pull(dir: string, opts: PullOptions = {}): Promise<PullSummary> {
+  // A full disk or a refused write becomes one line that says where and what to do.
+  return _pull(dir, opts).catch((err) => {
+    throw explainFsError(err, 'pull', dir);
+  });
+}
+
+async function _pull(dir: string, opts: PullOptions = {}): Promise<PullSummary> {
   const replica = await Replica.open(dir);
   await replica.lock();
   try {
     await replica.sweepTemps();
-    const remote = await Remote.connect(replica.config.remote, { replicaId: replica.config.replicaId });
+    const remote = await connectReplica(replica, opts.security);
     try {
       return await pullWith(replica, remote, opts);
     } finally {
@@ -53,6 +64,14 @@ export async function pull(dir: string, opts: PullOptions = {}): Promise<PullSum
 
 /** Pull over an open, locked replica and a connected remote (clone and sync reuse it). */
 export async function pullWith(replica: Replica, remote: Remote, opts: PullOptions = {}): Promise<PullSummary> {
+  // A full disk or a refused write becomes one line that says where and what to do.
+  const action = replica.head.cloning ? 'clone' : 'pull';
+  return _pullWith(replica, remote, opts).catch((err) => {
+    throw explainFsError(err, action, replica.root);
+  });
+}
+
+async function _pullWith(replica: Replica, remote: Remote, opts: PullOptions = {}): Promise<PullSummary> {
   const info = remote.info;
   const head = replica.head;
   const policy = checkPolicy(opts.policy ?? replica.config.policy ?? 'manual');

@@ -10,8 +10,10 @@ import { checkPath } from './paths.ts';
 import { reconcile } from './reconcile.ts';
 import { ReintLog } from './reint_log.ts';
 import type { LoggedOp } from './reint_log_model.ts';
-import { Remote } from './remote.ts';
+import { type SecurityOptions, connectReplica } from './credentials.ts';
+import type { Remote } from './remote.ts';
 import { Replica } from './replica.ts';
+import { explainFsError } from './atomic_fs.ts';
 import { type Policy, checkPolicy } from './policy.ts';
 import { statEntrySync } from './tree_scan.ts';
 import { uploadBlobs } from './uploader.ts';
@@ -19,6 +21,8 @@ import { uploadBlobs } from './uploader.ts';
 /** Options of push. */
 export interface PushOptions {
   policy?: string;
+  /** Token and TLS settings from the command line (over those saved at clone). */
+  security?: SecurityOptions;
   allowMassDelete?: boolean;
   onEvent?: (e: PushEvent) => void;
 }
@@ -54,6 +58,13 @@ const KIND_NAMES: Record<number, string> = { 1: 'store', 2: 'mkdir', 3: 'symlink
  * server unreachable the operations stay logged and IMZ_UNREACHABLE is thrown.
  */
 export async function push(dir: string, opts: PushOptions = {}): Promise<PushSummary> {
+  // A full disk or a refused write becomes one line that says where and what to do.
+  return _push(dir, opts).catch((err) => {
+    throw explainFsError(err, 'push', dir);
+  });
+}
+
+async function _push(dir: string, opts: PushOptions = {}): Promise<PushSummary> {
   const replica = await Replica.open(dir);
   await replica.lock();
   try {
@@ -61,7 +72,7 @@ export async function push(dir: string, opts: PushOptions = {}): Promise<PushSum
     let remote: Remote | undefined;
     let unreachable: ImzError | undefined;
     try {
-      remote = await Remote.connect(replica.config.remote, { replicaId: replica.config.replicaId, timeoutMs: 5000 });
+      remote = await connectReplica(replica, opts.security, { timeoutMs: 5000 });
     } catch (err) {
       if (!(err instanceof ImzError) || err.code !== Codes.UNREACHABLE) throw err;
       unreachable = err;
@@ -85,11 +96,21 @@ export async function push(dir: string, opts: PushOptions = {}): Promise<PushSum
 
 /** Push over an open, locked replica (sync reuses it); remote undefined means offline. */
 export async function pushWith(replica: Replica, remote: Remote | undefined, opts: PushOptions = {}, unreachable?: ImzError): Promise<PushSummary> {
+  // A full disk or a refused write becomes one line that says where and what to do.
+  return _pushWith(replica, remote, opts, unreachable).catch((err) => {
+    throw explainFsError(err, 'push', replica.root);
+  });
+}
+
+async function _pushWith(replica: Replica, remote: Remote | undefined, opts: PushOptions = {}, unreachable?: ImzError): Promise<PushSummary> {
   const policy = checkPolicy(opts.policy ?? replica.config.policy ?? 'manual');
   const log = await ReintLog.open(replica.stateDir);
   const summary: PushSummary = { logged: 0, applied: 0, conflicts: [], settled: [], rejected: 0, offline: !remote, uploadedBytes: 0 };
   if (remote && remote.info.serverId !== replica.head.serverId) {
     throw new ImzError(Codes.IDENTITY, `cannot push: the server at ${remote.address} is not the one this replica follows; run \`imz pull --resync\` first`);
+  }
+  if (remote && remote.info.access !== 'read-write') {
+    throw new ImzError(Codes.READ_ONLY, `cannot push: the token gives read-only access to ${remote.address}; local changes stay as they are (push with a read-write token)`);
   }
 
   // 1. Operations that may have reached the server before an interruption: resend as they are.

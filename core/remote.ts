@@ -1,8 +1,10 @@
-import { connect as netConnect, type Socket } from 'node:net';
+import { connect as netConnect, isIP, type Socket } from 'node:net';
+import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { Codes, ImzError } from '../protocol/errors.ts';
 import { DEFAULT_MAX_FRAME } from '../protocol/frame_codec.ts';
-import { type Entry, type Envelope, type JournalRecord, Op, PROTOCOL_VERSION } from '../protocol/messages.ts';
+import { Access, type AccessCode, type Entry, type Envelope, type JournalRecord, Op, PROTOCOL_VERSION } from '../protocol/messages.ts';
 import { Session } from '../protocol/session.ts';
+import { NONCE_BYTES, clientProof, newNonce, sameProof, serverProof } from './auth.ts';
 import { VERSION } from './version.ts';
 
 /** What HELLO told us about the server. */
@@ -12,6 +14,26 @@ export interface ServerInfo {
   journalLast: number;
   version: number;
   maxFrame: number;
+  /** What this session may do. */
+  access: 'read-write' | 'read-only';
+  /** True when both sides proved knowledge of the token. */
+  authenticated: boolean;
+  /** SHA-256 fingerprint of the server's certificate ("AB:CD:..."), when over TLS. */
+  tlsFingerprint?: string;
+}
+
+/** How to reach a server safely: a token, and TLS settings. */
+export interface Security {
+  /** Token proved in AUTH when the server asks for one. */
+  token?: string;
+  /** Connect over TLS: trust the system CAs, or ca (PEM), or only a certificate with this SHA-256 fingerprint. */
+  tls?: { ca?: string | Uint8Array; fingerprint?: string };
+}
+
+/** Options of Remote.connect. */
+export interface ConnectOptions extends Security {
+  replicaId?: string;
+  timeoutMs?: number;
 }
 
 /** Parses "HOST:PORT" (IPv6 as "[::1]:PORT"); throws IMZ_USAGE when malformed. */
@@ -36,42 +58,55 @@ export class Remote {
     this.address = address;
   }
 
-  /** Connects and says HELLO; an unreachable server is IMZ_UNREACHABLE. */
-  static async connect(address: string, opts: { replicaId?: string; timeoutMs?: number } = {}): Promise<Remote> {
+  /**
+   * Connects (over TLS when asked), says HELLO and, when the server asks
+   * for it, proves the token and checks the server's proof. An unreachable
+   * server is IMZ_UNREACHABLE; a refused token IMZ_AUTH; a certificate that
+   * fails verification or its pin IMZ_TLS.
+   */
+  static async connect(address: string, opts: ConnectOptions = {}): Promise<Remote> {
     const { host, port } = parseAddress(address);
     const timeoutMs = opts.timeoutMs ?? 10_000;
-    const socket = await new Promise<Socket>((resolve, reject) => {
-      const s = netConnect({ host, port });
-      const timer = setTimeout(() => {
-        s.destroy();
-        reject(new ImzError(Codes.UNREACHABLE, `cannot reach server ${address}: no answer within ${timeoutMs / 1000} s`));
-      }, timeoutMs);
-      s.once('connect', () => { clearTimeout(timer); resolve(s); });
-      s.once('error', (err: NodeJS.ErrnoException) => {
-        clearTimeout(timer);
-        reject(new ImzError(Codes.UNREACHABLE, `cannot reach server ${address}: ${err.code === 'ECONNREFUSED' ? 'connection refused (is `imz serve` running there?)' : err.message}`));
-      });
-    });
+    const socket = await _open(address, host, port, opts, timeoutMs);
     const session = new Session(socket, { maxFrame: DEFAULT_MAX_FRAME });
-    let reply: Envelope;
+    const nonce = newNonce();
+    const greet = async (): Promise<ServerInfo> => {
+      const reply: Envelope = await session.request(Op.HELLO, {
+        hello: { version: PROTOCOL_VERSION, maxFrame: DEFAULT_MAX_FRAME, client: `imz/${VERSION}`, replicaId: opts.replicaId ?? '', nonce },
+      });
+      const h = reply.helloReply;
+      if (!h || !h.serverId) throw new ImzError(Codes.PROTOCOL, `cannot greet server ${address}: it did not answer HELLO like an imz server`);
+      let access = h.access ?? Access.READ_WRITE;
+      let authenticated = false;
+      // An older server sends no access field: it reads as NONE (0) only when a nonce came too.
+      if (access === Access.NONE && (h.nonce?.length ?? 0) === 0) access = Access.READ_WRITE;
+      if (access === Access.NONE) {
+        if (!opts.token) throw new ImzError(Codes.AUTH, `cannot connect to ${address}: the server requires a token (give --token-file FILE or set IMZ_TOKEN)`);
+        if (h.nonce!.length !== NONCE_BYTES) throw new ImzError(Codes.PROTOCOL, `cannot authenticate to ${address}: the server sent a ${h.nonce!.length}-byte nonce`);
+        const a = await session.request(Op.AUTH, { auth: { proof: clientProof(opts.token, h.nonce!, nonce, h.serverId) } });
+        const expected = serverProof(opts.token, h.nonce!, nonce, h.serverId);
+        if (!a.authReply || !sameProof(a.authReply.proof, expected)) {
+          throw new ImzError(Codes.AUTH, `cannot trust ${address}: it accepted the token without proving it knows it (an impostor?)`);
+        }
+        access = a.authReply.access;
+        authenticated = true;
+      }
+      if (access !== Access.READ_WRITE && access !== Access.READ_ONLY) throw new ImzError(Codes.PROTOCOL, `cannot greet server ${address}: it granted unknown access ${access}`);
+      session.maxFrame = h.maxFrame || DEFAULT_MAX_FRAME;
+      return {
+        serverId: h.serverId, journalFirst: Number(h.journalFirst) || 0, journalLast: Number(h.journalLast) || 0, version: h.version, maxFrame: session.maxFrame,
+        access: access === Access.READ_WRITE ? 'read-write' : 'read-only', authenticated,
+        tlsFingerprint: opts.tls ? (socket as TLSSocket).getPeerCertificate?.()?.fingerprint256 : undefined,
+      };
+    };
     try {
-      reply = await _withTimeout(session.request(Op.HELLO, {
-        hello: { version: PROTOCOL_VERSION, maxFrame: DEFAULT_MAX_FRAME, client: `imz/${VERSION}`, replicaId: opts.replicaId ?? '' },
-      }), timeoutMs, () => new ImzError(Codes.UNREACHABLE, `cannot greet server ${address}: no HELLO reply within ${timeoutMs / 1000} s`));
+      const info = await _withTimeout(greet(), timeoutMs, () => new ImzError(Codes.UNREACHABLE, `cannot greet server ${address}: no HELLO reply within ${timeoutMs / 1000} s`));
+      return new Remote(session, info, address);
     } catch (err) {
       session.close();
-      if (err instanceof ImzError && err.code === Codes.CLOSED) throw new ImzError(Codes.UNREACHABLE, `cannot greet server ${address}: it closed the connection`);
+      if (err instanceof ImzError && err.code === Codes.CLOSED) throw new ImzError(Codes.UNREACHABLE, `cannot greet server ${address}: it closed the connection${opts.tls ? '' : ' (does it expect TLS? give --tls)'}`);
       throw err;
     }
-    const h = reply.helloReply;
-    if (!h || !h.serverId) {
-      session.close();
-      throw new ImzError(Codes.PROTOCOL, `cannot greet server ${address}: it did not answer HELLO like an imz server`);
-    }
-    session.maxFrame = h.maxFrame || DEFAULT_MAX_FRAME;
-    return new Remote(session, {
-      serverId: h.serverId, journalFirst: Number(h.journalFirst) || 0, journalLast: Number(h.journalLast) || 0, version: h.version, maxFrame: session.maxFrame,
-    }, address);
   }
 
   /** Streams the namespace: batches of entries, with the cursor they reflect. */
@@ -113,6 +148,51 @@ export class Remote {
   close(): void {
     this.session.close();
   }
+}
+
+// Opens the TCP (or TLS) connection; failures are IMZ_UNREACHABLE or IMZ_TLS.
+function _open(address: string, host: string, port: number, opts: Security, timeoutMs: number): Promise<Socket> {
+  return new Promise<Socket>((resolve, reject) => {
+    const tls = opts.tls;
+    const pin = tls?.fingerprint ? _normFingerprint(tls.fingerprint) : undefined;
+    const s: Socket = tls
+      ? tlsConnect({
+        host, port, ca: tls.ca ? Buffer.from(tls.ca) : undefined, minVersion: 'TLSv1.2',
+        // SNI is for names only; an IP address is checked against the certificate's IP entries.
+        servername: isIP(host) ? undefined : host,
+        // With a pin, the fingerprint is the whole check (a self-signed certificate is fine).
+        rejectUnauthorized: !pin,
+      })
+      : netConnect({ host, port });
+    const timer = setTimeout(() => {
+      s.destroy();
+      reject(new ImzError(Codes.UNREACHABLE, `cannot reach server ${address}: no answer within ${timeoutMs / 1000} s`));
+    }, timeoutMs);
+    s.once(tls ? 'secureConnect' : 'connect', () => {
+      clearTimeout(timer);
+      if (pin) {
+        const got = _normFingerprint((s as TLSSocket).getPeerCertificate()?.fingerprint256 ?? '');
+        if (got !== pin) {
+          s.destroy();
+          reject(new ImzError(Codes.TLS, `cannot trust server ${address}: its certificate fingerprint is ${got || 'missing'}, not the pinned ${pin}`));
+          return;
+        }
+      }
+      resolve(s);
+    });
+    s.once('error', (err: NodeJS.ErrnoException) => {
+      clearTimeout(timer);
+      if (err.code === 'ECONNREFUSED') reject(new ImzError(Codes.UNREACHABLE, `cannot reach server ${address}: connection refused (is \`imz serve\` running there?)`));
+      else if (tls && (err.code?.startsWith('ERR_SSL') || err.code?.startsWith('ERR_TLS') || /certificate|SSL|TLS/i.test(err.message) || err.code === 'DEPTH_ZERO_SELF_SIGNED_CERT' || err.code === 'SELF_SIGNED_CERT_IN_CHAIN' || err.code === 'UNABLE_TO_VERIFY_LEAF_SIGNATURE' || err.code === 'CERT_HAS_EXPIRED')) {
+        reject(new ImzError(Codes.TLS, `cannot set up TLS with ${address}: ${err.message} (check --tls-ca or --tls-fingerprint)`));
+      } else reject(new ImzError(Codes.UNREACHABLE, `cannot reach server ${address}: ${err.message}`));
+    });
+  });
+}
+
+// "ab:CD:..." or "abcd..." → "ABCD..." (hex only).
+function _normFingerprint(f: string): string {
+  return f.replace(/^sha256[:=]/i, '').replace(/[^0-9a-f]/gi, '').toUpperCase();
 }
 
 function _withTimeout<T>(p: Promise<T>, ms: number, err: () => Error): Promise<T> {

@@ -14,6 +14,10 @@ export interface ReplicaConfig {
   mode: 'full' | 'on-demand';
   policy: string;
   replicaId: string;
+  /** Token file given at clone (absolute); the token itself is never stored here. */
+  tokenFile?: string;
+  /** TLS settings given at clone: present means connect over TLS. */
+  tls?: { ca?: string; fingerprint?: string };
 }
 
 /** `.imz/HEAD`: which server this replica follows and how far it has replayed. */
@@ -44,11 +48,11 @@ export class Replica {
   }
 
   /** Creates .imz/ in root (which must exist). */
-  static async init(root: string, remote: string, mode: ReplicaConfig['mode']): Promise<Replica> {
+  static async init(root: string, remote: string, mode: ReplicaConfig['mode'], extra: Partial<Pick<ReplicaConfig, 'tokenFile' | 'tls'>> = {}): Promise<Replica> {
     const r = new Replica(root);
     await mkdir(join(r.stateDir, 'index'), { recursive: true });
     await mkdir(join(r.stateDir, 'conflicts'), { recursive: true });
-    r.config = { format: 1, remote, mode, policy: 'manual', replicaId: randomUUID() };
+    r.config = { format: 1, remote, mode, policy: 'manual', replicaId: randomUUID(), ...extra };
     r.head = { serverId: '', cursor: 0, cloning: true };
     await writeFileAtomic(join(r.stateDir, 'config'), JSON.stringify(r.config, null, 2) + '\n');
     await r.saveHead();

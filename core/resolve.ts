@@ -19,7 +19,8 @@ import type { IndexEntry } from './index_model.ts';
 import { MAX_DIFF_LINES, unifiedDiff } from './line_diff.ts';
 import { checkPath, depthOf } from './paths.ts';
 import { reconcile } from './reconcile.ts';
-import { Remote } from './remote.ts';
+import { type SecurityOptions, connectReplica } from './credentials.ts';
+import type { Remote } from './remote.ts';
 import { Replica } from './replica.ts';
 import { type FsEntry, statEntrySync, utimeSeconds } from './tree_scan.ts';
 
@@ -77,6 +78,8 @@ export interface ResolveOptions {
   /** Every recorded conflict (for cron and CI). */
   all?: boolean;
   take: Take;
+  /** Token and TLS settings from the command line (over those saved at clone). */
+  security?: SecurityOptions;
 }
 
 const RESOLVED_LOG = 'resolved.jsonl';
@@ -156,7 +159,7 @@ export async function resolveConflict(dir: string, opts: ResolveOptions): Promis
   if (!opts.all === (opts.path === undefined)) throw new ImzError(Codes.BAD_USAGE, 'cannot resolve: name one PATH, or pass --all');
   const replica = await Replica.open(dir);
   await replica.lock();
-  const ctx = new _Ctx(replica);
+  const ctx = new _Ctx(replica, opts.security);
   try {
     await replica.sweepTemps();
     const records = await listConflicts(replica.stateDir);
@@ -187,15 +190,17 @@ export async function resolveConflict(dir: string, opts: ResolveOptions): Promis
 class _Ctx {
   readonly replica: Replica;
   private _remote: Remote | undefined;
+  private _security: SecurityOptions | undefined;
 
-  constructor(replica: Replica) {
+  constructor(replica: Replica, security: SecurityOptions | undefined) {
     this.replica = replica;
+    this._security = security;
   }
 
   /** The server, connected on first use (only when content is not kept here). */
   async remote(): Promise<Remote> {
     if (this._remote) return this._remote;
-    const r = await Remote.connect(this.replica.config.remote, { replicaId: this.replica.config.replicaId });
+    const r = await connectReplica(this.replica, this._security);
     if (r.info.serverId !== this.replica.head.serverId) {
       r.close();
       throw new ImzError(Codes.IDENTITY, `cannot fetch the server's version: the server at ${r.address} is not the one this replica follows; run \`imz pull --resync\` first`);

@@ -1,17 +1,21 @@
 import { EventEmitter } from 'node:events';
 import { closeSync, constants as fsc, fstatSync, openSync, readSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
+import { X509Certificate } from 'node:crypto';
 import { type AddressInfo, createServer, isIPv4, type Server, type Socket } from 'node:net';
+import { createServer as createTlsServer, type TLSSocket } from 'node:tls';
 import { join, resolve } from 'node:path';
 import { pack as tarPack } from 'tar-stream';
 import { Codes, ImzError } from '../protocol/errors.ts';
-import { DEFAULT_MAX_FRAME } from '../protocol/frame_codec.ts';
-import { type Entry, EntryType, type Envelope, type JournalRecord, Op, PROTOCOL_VERSION } from '../protocol/messages.ts';
+import { DEFAULT_MAX_FRAME, encodeFrame } from '../protocol/frame_codec.ts';
+import { Access, type AccessCode, type Entry, EntryType, type Envelope, type JournalRecord, Op, PROTOCOL_VERSION, encodeEnvelope } from '../protocol/messages.ts';
 import { type ReplyChannel, Session } from '../protocol/session.ts';
+import { NONCE_BYTES, newNonce } from './auth.ts';
 import { toHex } from './hash.ts';
 import { SERVER_DIR, checkPath, comparePaths } from './paths.ts';
 import type { SkippedPath } from './tree_scan.ts';
 import { Reintegrator } from './server_apply.ts';
+import { ServerAuth, type ServerTokens } from './server_auth.ts';
 import { ServerScanner } from './server_scanner.ts';
 import { ServerState, type TableEntry, tableToEntry } from './server_state.ts';
 import { sameMtime } from './tree_scan.ts';
@@ -28,6 +32,33 @@ export interface ServeOptions {
   rescanMs?: number;
   /** Close connections silent this long (default 60 s, or IMZ_IDLE_MS). */
   idleMs?: number;
+  /** Tokens sessions must prove (none: every session may read and write, loopback only). */
+  tokens?: ServerTokens;
+  /** Serve over TLS with this certificate and key (PEM). */
+  tls?: { cert: string | Uint8Array; key: string | Uint8Array };
+  /** Allow a non-loopback host without tokens. */
+  insecure?: boolean;
+  /** Most connections at once (default 1000). */
+  maxConnections?: number;
+  /** Most connections at once from one address (default 100). */
+  maxConnectionsPerAddress?: number;
+  /** Close a connection that has not finished HELLO (and AUTH) this long after connecting (default 10 s, or IMZ_HANDSHAKE_MS). */
+  handshakeMs?: number;
+}
+
+/** Where a started server listens, and the SHA-256 fingerprint of its TLS certificate. */
+export interface Listening {
+  host: string;
+  port: number;
+  tlsFingerprint?: string;
+}
+
+/** A failed authentication, for the log. */
+export interface AuthFailure {
+  address: string;
+  reason: string;
+  /** True when this failure put the address over the limit: it is refused for a while. */
+  blocked: boolean;
 }
 
 /** Entries per LIST/READDIR frame. */
@@ -44,10 +75,27 @@ const SUBSCRIBER_BACKLOG = 8 * 1024 * 1024;
 const SUBSCRIBER_QUEUE = 50_000;
 /** Largest READ reply payload. */
 const READ_MAX = 4 * 1024 * 1024;
+/** Largest frame before the handshake is done: a stranger cannot make the server buffer more. */
+const HANDSHAKE_MAX_FRAME = 64 * 1024;
+/** Pause before answering a failed AUTH, so guessing is slow even below the rate limit. */
+const AUTH_FAIL_DELAY_MS = 200;
+
+// Per-connection handshake state.
+interface _Peer {
+  address: string;
+  hello: boolean;
+  access: AccessCode;
+  serverNonce: Uint8Array;
+  clientNonce: Uint8Array;
+  maxFrame: number;
+  /** Ends the handshake deadline. */
+  done: () => void;
+}
 
 /**
  * An imz server: the master copy of a tree, its journal, and the network
- * front. Events: 'connection' (address), 'skipped' (SkippedPath), 'warning' (Error).
+ * front. Events: 'connection' (address), 'skipped' (SkippedPath), 'warning'
+ * (Error), 'auth-failed' (AuthFailure), 'refused' ({ address, reason }).
  */
 export class ImzServer extends EventEmitter {
   readonly root: string;
@@ -58,6 +106,11 @@ export class ImzServer extends EventEmitter {
   readonly skipped = new Map<string, string>();
   private _net: Server | undefined;
   private _sessions = new Set<Session>();
+  private _auth: ServerAuth;
+  private _connections = 0;
+  private _perAddress = new Map<string, number>();
+  // Connections still in their handshake, by "address:port": the deadline, and the session once there is one.
+  private _handshakes = new Map<string, { timer: ReturnType<typeof setTimeout>; session?: Session }>();
   private _opts: ServeOptions;
   private _idleTimer: ReturnType<typeof setInterval> | undefined;
 
@@ -65,11 +118,33 @@ export class ImzServer extends EventEmitter {
     super();
     this._opts = opts;
     this.root = resolve(opts.dir);
+    this._auth = new ServerAuth(opts.tokens);
+  }
+
+  /** True when sessions must authenticate with a token. */
+  get authRequired(): boolean {
+    return this._auth.required;
+  }
+
+  /** Connections open now. */
+  get connectionCount(): number {
+    return this._connections;
   }
 
   /** Opens the state, scans the tree, starts watching and listening. */
-  async start(): Promise<{ host: string; port: number }> {
+  async start(): Promise<Listening> {
     const host = this._opts.host ?? '127.0.0.1';
+    if (!isLoopback(host) && !this._auth.required && !this._opts.insecure) {
+      throw new ImzError(Codes.BAD_USAGE, `cannot listen on ${host}: without tokens imz serves only loopback addresses (give --token-file, use --host 127.0.0.1, or --insecure to expose the tree to anyone who can connect)`);
+    }
+    let tlsFingerprint: string | undefined;
+    if (this._opts.tls) {
+      try {
+        tlsFingerprint = new X509Certificate(this._opts.tls.cert).fingerprint256;
+      } catch (err) {
+        throw new ImzError(Codes.BAD_USAGE, `cannot use the TLS certificate: ${(err as Error).message}`);
+      }
+    }
     const stateDir = resolve(this._opts.stateDir ?? join(this.root, SERVER_DIR));
     this.state = await ServerState.open(stateDir);
     this.scanner = new ServerScanner(this.root, this.state, { debounceMs: this._opts.debounceMs, rescanMs: this._opts.rescanMs });
@@ -82,7 +157,23 @@ export class ImzServer extends EventEmitter {
     await this.scanner.start();
     this.reintegrator = new Reintegrator(this.root, this.state, this.scanner);
     await this.reintegrator.sweepStaging();
-    this._net = createServer((socket) => this._onConnection(socket));
+    const handshakeMs = this._handshakeMs();
+    if (this._opts.tls) {
+      const tls = this._opts.tls;
+      let net: Server;
+      try {
+        net = createTlsServer({ cert: Buffer.from(tls.cert), key: Buffer.from(tls.key), minVersion: 'TLSv1.2', handshakeTimeout: handshakeMs }, (s: TLSSocket) => this._onSecure(s));
+      } catch (err) {
+        throw new ImzError(Codes.BAD_USAGE, `cannot use the TLS certificate and key: ${(err as Error).message}`);
+      }
+      // Admission on the raw connection, before any TLS work is spent on it.
+      net.on('connection', (raw: Socket) => { this._admit(raw, false); });
+      // A failed TLS handshake (a scanner, a plain-TCP client) costs nothing more than this.
+      net.on('tlsClientError', () => {});
+      this._net = net;
+    } else {
+      this._net = createServer((socket) => { if (this._admit(socket, true)) this._onSecure(socket); });
+    }
     await new Promise<void>((res, rej) => {
       this._net!.once('error', rej);
       this._net!.listen(this._opts.port ?? 0, host, () => res());
@@ -100,7 +191,57 @@ export class ImzServer extends EventEmitter {
     }, Math.min(5000, idleMs));
     this._idleTimer.unref?.();
     const addr = this._net.address() as AddressInfo;
-    return { host: addr.address, port: addr.port };
+    return { host: addr.address, port: addr.port, tlsFingerprint };
+  }
+
+  private _handshakeMs(): number {
+    return this._opts.handshakeMs ?? (Number(process.env.IMZ_HANDSHAKE_MS) || 10_000);
+  }
+
+  // Counts a new connection against the limits; refuses it (false) when over.
+  private _admit(socket: Socket, plain: boolean): boolean {
+    const address = socket.remoteAddress ?? '?';
+    const total = this._opts.maxConnections ?? 1000;
+    const per = this._opts.maxConnectionsPerAddress ?? 100;
+    const mine = this._perAddress.get(address) ?? 0;
+    const why = this._connections >= total ? `the server has ${total} connections, its limit`
+      : mine >= per ? `${address} has ${per} connections, the limit per address` : undefined;
+    if (why) {
+      this.emit('refused', { address, reason: why });
+      if (plain) {
+        const err = encodeFrame(encodeEnvelope({ xid: 0, op: Op.ERROR, last: true, error: { code: Codes.BUSY, message: `cannot accept the connection: ${why} (try again later)` } }));
+        socket.end(err);
+        setTimeout(() => socket.destroy(), 1000).unref?.();
+      } else {
+        socket.destroy();
+      }
+      return false;
+    }
+    this._connections++;
+    this._perAddress.set(address, mine + 1);
+    socket.once('close', () => {
+      this._connections--;
+      const n = (this._perAddress.get(address) ?? 1) - 1;
+      if (n <= 0) this._perAddress.delete(address);
+      else this._perAddress.set(address, n);
+    });
+    // Until the handshake is done, a connection gets a short deadline (TLS
+    // sockets have the TLS server's handshakeTimeout for their first part).
+    const key = `${address}:${socket.remotePort}`;
+    const pending: { timer: ReturnType<typeof setTimeout>; session?: Session } = {
+      timer: setTimeout(() => {
+        this._handshakes.delete(key);
+        if (pending.session) pending.session.abort(new ImzError(Codes.TIMEOUT, `cannot greet: no handshake within ${this._handshakeMs() / 1000} s`));
+        else socket.destroy();
+      }, this._handshakeMs()),
+    };
+    pending.timer.unref?.();
+    this._handshakes.set(key, pending);
+    socket.once('close', () => {
+      clearTimeout(pending.timer);
+      if (this._handshakes.get(key) === pending) this._handshakes.delete(key);
+    });
+    return true;
   }
 
   /** Stops listening, closes sessions, flushes the journal and checkpoints the table. */
@@ -115,20 +256,32 @@ export class ImzServer extends EventEmitter {
     await this.state?.close();
   }
 
-  private _onConnection(socket: Socket): void {
-    const session = new Session(socket, { maxFrame: this._opts.maxFrame ?? DEFAULT_MAX_FRAME });
+  private _onSecure(socket: Socket): void {
+    const session = new Session(socket, { maxFrame: HANDSHAKE_MAX_FRAME });
+    const address = socket.remoteAddress ?? '?';
+    const key = `${address}:${socket.remotePort}`;
+    const pending = this._handshakes.get(key);
+    if (pending) pending.session = session;
     this._sessions.add(session);
-    this.emit('connection', `${socket.remoteAddress}:${socket.remotePort}`);
+    this.emit('connection', `${address}:${socket.remotePort}`);
     session.on('close', () => this._sessions.delete(session));
-    let helloDone = false;
+    const peer: _Peer = { address, hello: false, access: Access.NONE, serverNonce: newNonce(), clientNonce: new Uint8Array(0), maxFrame: HANDSHAKE_MAX_FRAME, done: () => {
+      if (pending) clearTimeout(pending.timer);
+      if (this._handshakes.get(key) === pending) this._handshakes.delete(key);
+    } };
     session.handle(async (req, reply) => {
-      if (req.op === Op.HELLO) {
-        helloDone = true;
-        return this._hello(session, req, reply);
+      if (req.op === Op.HELLO) return this._hello(session, peer, req, reply);
+      if (!peer.hello) throw new ImzError(Codes.PROTOCOL, 'cannot serve request: HELLO must come first');
+      if (req.op === Op.AUTH) return this._authenticate(session, peer, req, reply);
+      if (req.op === Op.PING) return reply.send({}, true);
+      if (peer.access === Access.NONE) {
+        session.abort(new ImzError(Codes.AUTH, 'cannot serve request: this server requires a token (give --token-file FILE or set IMZ_TOKEN)'));
+        return;
       }
-      if (!helloDone) throw new ImzError(Codes.PROTOCOL, 'cannot serve request: HELLO must come first');
+      if ((req.op === Op.PUT_BLOB || req.op === Op.REINTEGRATE) && peer.access !== Access.READ_WRITE) {
+        throw new ImzError(Codes.READ_ONLY, 'cannot change the server: this token gives read-only access (use a read-write token)');
+      }
       switch (req.op) {
-        case Op.PING: return reply.send({}, true);
         case Op.STAT: return this._stat(req, reply);
         case Op.READDIR: return this._readdir(req, reply);
         case Op.LIST: return this._list(req, reply);
@@ -151,18 +304,51 @@ export class ImzServer extends EventEmitter {
     });
   }
 
-  private async _hello(session: Session, req: Envelope, reply: ReplyChannel): Promise<void> {
+  private async _hello(session: Session, peer: _Peer, req: Envelope, reply: ReplyChannel): Promise<void> {
     const h = req.hello;
+    if (peer.hello) throw new ImzError(Codes.PROTOCOL, 'cannot greet: HELLO was already said on this connection');
     if (!h || !h.version) throw new ImzError(Codes.PROTOCOL, 'cannot greet: HELLO without a version');
+    peer.hello = true;
+    peer.clientNonce = h.nonce ?? new Uint8Array(0);
     const ours = this._opts.maxFrame ?? DEFAULT_MAX_FRAME;
-    const maxFrame = Math.max(64 * 1024, Math.min(ours, h.maxFrame || DEFAULT_MAX_FRAME));
+    peer.maxFrame = Math.max(64 * 1024, Math.min(ours, h.maxFrame || DEFAULT_MAX_FRAME));
+    if (!this._auth.required) peer.access = Access.READ_WRITE;
     await reply.send({
       helloReply: {
-        version: Math.min(PROTOCOL_VERSION, h.version), maxFrame, serverId: this.state.id, journalFirst: this.state.journal.first,
-        journalLast: this.state.journal.last, server: `imz/${VERSION}`,
+        version: Math.min(PROTOCOL_VERSION, h.version), maxFrame: peer.maxFrame, serverId: this.state.id, journalFirst: this.state.journal.first,
+        journalLast: this.state.journal.last, server: `imz/${VERSION}`, nonce: peer.serverNonce, access: peer.access,
       },
     }, true);
-    session.maxFrame = maxFrame;
+    if (peer.access !== Access.NONE) this._handshakeDone(session, peer);
+  }
+
+  private _handshakeDone(session: Session, peer: _Peer): void {
+    peer.done();
+    session.maxFrame = peer.maxFrame;
+  }
+
+  // AUTH: one attempt per connection; a failure is logged, counted against
+  // the peer's address, answered after a pause, and ends the connection.
+  private async _authenticate(session: Session, peer: _Peer, req: Envelope, reply: ReplyChannel): Promise<void> {
+    if (!this._auth.required) return reply.send({ authReply: { proof: new Uint8Array(0), access: peer.access } }, true);
+    if (peer.access !== Access.NONE) throw new ImzError(Codes.PROTOCOL, 'cannot authenticate: this connection already did');
+    const wait = this._auth.blockedFor(peer.address);
+    if (wait > 0) {
+      session.abort(new ImzError(Codes.AUTH, `cannot authenticate: too many failed attempts from ${peer.address}; try again in ${Math.ceil(wait / 1000)} s`));
+      return;
+    }
+    const ok = this._auth.verify(req.auth?.proof ?? new Uint8Array(0), peer.serverNonce, peer.clientNonce, this.state.id);
+    if (!ok) {
+      const blocked = this._auth.recordFailure(peer.address);
+      const reason = peer.clientNonce.length !== NONCE_BYTES ? 'no valid client nonce in HELLO' : 'the proof matches no token';
+      this.emit('auth-failed', { address: peer.address, reason, blocked } satisfies AuthFailure);
+      await new Promise((r) => setTimeout(r, AUTH_FAIL_DELAY_MS));
+      session.abort(new ImzError(Codes.AUTH, 'cannot authenticate: the server did not accept the token (check --token-file or IMZ_TOKEN)'));
+      return;
+    }
+    peer.access = ok.access;
+    await reply.send({ authReply: { proof: ok.proof, access: ok.access } }, true);
+    this._handshakeDone(session, peer);
   }
 
   private _lookup(path: string, action: string): TableEntry {

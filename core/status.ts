@@ -1,7 +1,8 @@
 import { ImzError } from '../protocol/errors.ts';
 import { type LocalChange, scanChanges } from './changes.ts';
 import { type ConflictRecord, listConflicts } from './conflicts.ts';
-import { Remote } from './remote.ts';
+import { type SecurityOptions, connectReplica } from './credentials.ts';
+import type { Remote } from './remote.ts';
 import { Replica } from './replica.ts';
 import type { SkippedPath } from './tree_scan.ts';
 
@@ -38,6 +39,8 @@ export interface StatusReport {
 export interface StatusOptions {
   /** How long to wait for the server's HELLO (default 2 s). */
   timeoutMs?: number;
+  /** Token and TLS settings from the command line (over those saved at clone). */
+  security?: SecurityOptions;
   /** Do not contact the server. */
   offline?: boolean;
   onProgress?: (scanned: number) => void;
@@ -54,7 +57,7 @@ export async function status(dir: string, opts: StatusOptions = {}): Promise<Sta
   const address = replica.config.remote;
   const serverP: Promise<ServerStatus> = opts.offline
     ? Promise.resolve({ reachable: false, address, skipped: true })
-    : _askServer(replica, opts.timeoutMs ?? 2_000);
+    : _askServer(replica, opts.timeoutMs ?? 2_000, opts.security);
   // Keep a rejected server promise from counting as unhandled while the scan runs.
   serverP.catch(() => undefined);
   const [scan, conflicts] = await Promise.all([
@@ -68,11 +71,11 @@ export async function status(dir: string, opts: StatusOptions = {}): Promise<Sta
   };
 }
 
-async function _askServer(replica: Replica, timeoutMs: number): Promise<ServerStatus> {
+async function _askServer(replica: Replica, timeoutMs: number, security: SecurityOptions | undefined): Promise<ServerStatus> {
   const address = replica.config.remote;
   let remote: Remote;
   try {
-    remote = await Remote.connect(address, { replicaId: replica.config.replicaId, timeoutMs });
+    remote = await connectReplica(replica, security, { timeoutMs });
   } catch (err) {
     return { reachable: false, address, error: err instanceof ImzError ? err.message : String((err as Error)?.message ?? err) };
   }

@@ -2,12 +2,15 @@ import { Codes, ImzError } from '../protocol/errors.ts';
 import { listConflicts, outstanding } from './conflicts.ts';
 import { type PullEvent, type PullSummary, pullWith } from './pull.ts';
 import { type PushEvent, type PushSummary, pushWith } from './push.ts';
-import { Remote } from './remote.ts';
+import { type SecurityOptions, connectReplica } from './credentials.ts';
+import type { Remote } from './remote.ts';
 import { Replica } from './replica.ts';
 
 /** Options of sync. */
 export interface SyncOptions {
   policy?: string;
+  /** Token and TLS settings from the command line (over those saved at clone). */
+  security?: SecurityOptions;
   allowMassDelete?: boolean;
   onPull?: (e: PullEvent) => void;
   onPush?: (e: PushEvent) => void;
@@ -25,7 +28,7 @@ export async function sync(dir: string, opts: SyncOptions = {}): Promise<{ pull:
     await replica.sweepTemps();
     let remote: Remote;
     try {
-      remote = await Remote.connect(replica.config.remote, { replicaId: replica.config.replicaId, timeoutMs: 5000 });
+      remote = await connectReplica(replica, opts.security, { timeoutMs: 5000 });
     } catch (err) {
       if (err instanceof ImzError && err.code === Codes.UNREACHABLE) await pushWith(replica, undefined, { policy: opts.policy, allowMassDelete: opts.allowMassDelete }, err);
       throw err;

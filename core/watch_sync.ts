@@ -2,6 +2,7 @@ import { lstat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Codes, ImzError } from '../protocol/errors.ts';
 import { EntryType } from '../protocol/messages.ts';
+import type { SecurityOptions } from './credentials.ts';
 import { DirWatcher } from './dir_watcher.ts';
 import { type FollowEvent, follow } from './follow.ts';
 import { type PushSummary, push } from './push.ts';
@@ -11,6 +12,8 @@ import { walkTree } from './tree_scan.ts';
 /** Options of sync --watch. */
 export interface WatchSyncOptions {
   policy?: string;
+  /** Token and TLS settings from the command line (over those saved at clone). */
+  security?: SecurityOptions;
   allowMassDelete?: boolean;
   signal?: AbortSignal;
   onEvent?: (e: WatchSyncEvent) => void;
@@ -59,7 +62,7 @@ export async function watchSync(dir: string, opts: WatchSyncOptions = {}): Promi
       do {
         again = false;
         try {
-          const summary = await push(dir, { policy: opts.policy, allowMassDelete: opts.allowMassDelete });
+          const summary = await push(dir, { policy: opts.policy, allowMassDelete: opts.allowMassDelete, security: opts.security });
           if (summary.logged > 0 || summary.applied > 0) opts.onEvent?.({ type: 'pushed', summary });
         } catch (err) {
           const e = err instanceof ImzError ? err : new ImzError(Codes.INTERNAL, (err as Error).message);
@@ -98,6 +101,7 @@ export async function watchSync(dir: string, opts: WatchSyncOptions = {}): Promi
   pushRound(); // what changed while nothing was watching
   try {
     return await follow(dir, {
+      security: opts.security,
       signal: opts.signal,
       heartbeatMs: opts.heartbeatMs,
       onEvent: (e) => {

@@ -39,6 +39,10 @@ export const Codes = {
   IO: 'IMZ_IO',
   NO_SPACE: 'IMZ_NO_SPACE',
   INTERNAL: 'IMZ_INTERNAL',
+  AUTH: 'IMZ_AUTH',
+  READ_ONLY: 'IMZ_READ_ONLY',
+  BUSY: 'IMZ_BUSY',
+  TLS: 'IMZ_TLS',
 } as const;
 
 /** Wraps any thrown value as an ImzError, keeping an ImzError as it is. */

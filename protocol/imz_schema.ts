@@ -41,7 +41,9 @@ export const schema = {
         "putBlob",
         "blobReply",
         "reintegrate",
-        "reintegrateReply"
+        "reintegrateReply",
+        "auth",
+        "authReply"
        ]
       }
      },
@@ -141,6 +143,15 @@ export const schema = {
        "type": "ReintegrateReply",
        "id": 26,
        "protoName": "reintegrate_reply"
+      },
+      "auth": {
+       "type": "AuthRequest",
+       "id": 27
+      },
+      "authReply": {
+       "type": "AuthReply",
+       "id": 28,
+       "protoName": "auth_reply"
       }
      }
     },
@@ -220,7 +231,18 @@ export const schema = {
        "type": "string",
        "id": 4,
        "protoName": "replica_id"
+      },
+      "nonce": {
+       "type": "bytes",
+       "id": 5
       }
+     }
+    },
+    "Access": {
+     "values": {
+      "ACCESS_NONE": 0,
+      "READ_ONLY": 1,
+      "READ_WRITE": 2
      }
     },
     "HelloReply": {
@@ -252,6 +274,34 @@ export const schema = {
       "server": {
        "type": "string",
        "id": 6
+      },
+      "nonce": {
+       "type": "bytes",
+       "id": 7
+      },
+      "access": {
+       "type": "Access",
+       "id": 8
+      }
+     }
+    },
+    "AuthRequest": {
+     "fields": {
+      "proof": {
+       "type": "bytes",
+       "id": 1
+      }
+     }
+    },
+    "AuthReply": {
+     "fields": {
+      "proof": {
+       "type": "bytes",
+       "id": 1
+      },
+      "access": {
+       "type": "Access",
+       "id": 2
       }
      }
     },

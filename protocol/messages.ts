@@ -16,6 +16,10 @@ export type OpCode = (typeof Op)[keyof typeof Op];
 export const EntryType = { NONE: 0, FILE: 1, DIR: 2, SYMLINK: 3 } as const;
 export type EntryTypeCode = (typeof EntryType)[keyof typeof EntryType];
 
+/** What a session may do (mirror of enum Access). */
+export const Access = { NONE: 0, READ_ONLY: 1, READ_WRITE: 2 } as const;
+export type AccessCode = (typeof Access)[keyof typeof Access];
+
 /** Change kinds (mirror of enum Change). */
 export const Change = { CREATE: 1, MODIFY: 2, META: 3, REMOVE: 4, MKDIR: 5, RMDIR: 6, SYMLINK: 7, RETYPE: 8 } as const;
 export type ChangeCode = (typeof Change)[keyof typeof Change];
@@ -80,8 +84,10 @@ export interface Envelope {
   reply?: boolean;
   last?: boolean;
   error?: WireError | null;
-  hello?: { version: number; maxFrame: number; client: string; replicaId: string };
-  helloReply?: { version: number; maxFrame: number; serverId: string; journalFirst: number; journalLast: number; server: string };
+  hello?: { version: number; maxFrame: number; client: string; replicaId: string; nonce?: Uint8Array };
+  helloReply?: { version: number; maxFrame: number; serverId: string; journalFirst: number; journalLast: number; server: string; nonce?: Uint8Array; access?: AccessCode };
+  auth?: { proof: Uint8Array };
+  authReply?: { proof: Uint8Array; access: AccessCode };
   stat?: { path: string };
   statReply?: Entry;
   readdir?: { path: string };
@@ -153,6 +159,16 @@ function _fillEntries(env: Envelope): Envelope {
   if (env.read) env.read.hash = bytesOf(env.read.hash);
   if (env.readReply) env.readReply.data = bytesOf(env.readReply.data);
   if (env.snapshotReply) env.snapshotReply.tar = bytesOf(env.snapshotReply.tar);
+  if (env.hello) env.hello.nonce = bytesOf(env.hello.nonce);
+  if (env.helloReply) {
+    env.helloReply.nonce = bytesOf(env.helloReply.nonce);
+    env.helloReply.access = (env.helloReply.access ?? 0) as AccessCode;
+  }
+  if (env.auth) env.auth.proof = bytesOf(env.auth.proof);
+  if (env.authReply) {
+    env.authReply.proof = bytesOf(env.authReply.proof);
+    env.authReply.access = (env.authReply.access ?? 0) as AccessCode;
+  }
   return env;
 }
 

@@ -1,7 +1,7 @@
 import type { Argv, CommandModule } from 'yargs';
 import { Exit } from '../exit_codes.ts';
 import { type GlobalArgs, formatBytes } from '../output.ts';
-import { run } from '../run.ts';
+import { run, securityOf } from '../run.ts';
 import { pullEventPrinter } from './progress.ts';
 
 interface CloneArgs extends GlobalArgs {
@@ -25,7 +25,7 @@ export const cloneCommand: CommandModule<GlobalArgs, CloneArgs> = {
   handler: (args) => run(args, async (out) => {
     const { clone } = await import('../../core/clone.ts');
     const t0 = Date.now();
-    const r = await clone(args.address, args.dir, { onDemand: args.onDemand, onEvent: pullEventPrinter(out, args.verbose) });
+    const r = await clone(args.address, args.dir, { onDemand: args.onDemand, security: securityOf(args), onEvent: pullEventPrinter(out, args.verbose) });
     const secs = (Date.now() - t0) / 1000;
     out.stopProgress();
     out.event({ event: 'cloned', dir: r.dir, changed: r.changed, files: r.files, bytes: r.bytes, cursor: r.cursor, conflicts: r.conflicts.length, stale: r.stale.length, seconds: secs });

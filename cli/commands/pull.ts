@@ -1,7 +1,7 @@
 import type { Argv, CommandModule } from 'yargs';
 import { Exit } from '../exit_codes.ts';
 import { type GlobalArgs, formatBytes } from '../output.ts';
-import { run, workDir } from '../run.ts';
+import { run, securityOf, workDir } from '../run.ts';
 import { followEventPrinter, pullEventPrinter, stopOnSignals } from './progress.ts';
 
 interface PullArgs extends GlobalArgs {
@@ -26,13 +26,13 @@ export const pullCommand: CommandModule<GlobalArgs, PullArgs> = {
   handler: (args) => run(args, async (out) => {
     if (args.follow) {
       const { follow } = await import('../../core/follow.ts');
-      const r = await follow(workDir(args), { signal: stopOnSignals(), onEvent: followEventPrinter(out) });
+      const r = await follow(workDir(args), { signal: stopOnSignals(), security: securityOf(args), onEvent: followEventPrinter(out) });
       out.event({ event: 'stopped', cursor: r.cursor });
       out.line(`stopped at journal record ${r.cursor}`);
       return Exit.OK;
     }
     const { pull } = await import('../../core/pull.ts');
-    const r = await pull(workDir(args), { resync: args.resync, policy: args.policy, onEvent: pullEventPrinter(out, args.verbose) });
+    const r = await pull(workDir(args), { resync: args.resync, policy: args.policy, security: securityOf(args), onEvent: pullEventPrinter(out, args.verbose) });
     out.stopProgress();
     out.event({ event: 'pulled', changed: r.changed, files: r.files, bytes: r.bytes, records: r.records, cursor: r.cursor, conflicts: r.conflicts.length, outstanding: r.outstanding, stale: r.stale.length, resynced: r.resynced });
     if (r.changed === 0 && r.conflicts.length === 0) out.line(`already up to date (journal at ${r.cursor})`);

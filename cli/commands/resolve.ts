@@ -2,7 +2,7 @@ import type { Argv, CommandModule } from 'yargs';
 import type { ConflictDetails, Resolution, Take } from '../../core/resolve.ts';
 import { Exit, exitFor } from '../exit_codes.ts';
 import { type GlobalArgs, type Output, formatBytes } from '../output.ts';
-import { run, workDir } from '../run.ts';
+import { run, securityOf, workDir } from '../run.ts';
 
 interface ResolveArgs extends GlobalArgs {
   path?: string;
@@ -36,7 +36,7 @@ export const resolveCommand: CommandModule<GlobalArgs, ResolveArgs> = {
     const dir = workDir(args);
 
     if (args.take) {
-      const r = await core.resolveConflict(dir, { path: args.path, all: args.all, take: args.take });
+      const r = await core.resolveConflict(dir, { path: args.path, all: args.all, take: args.take, security: securityOf(args) });
       for (const res of r.resolved) {
         out.event({ event: 'resolved', path: res.path, class: res.class, take: res.take, serverVersion: res.serverVersion, fetched: res.fetched, next: res.next, kept: res.kept });
         out.line(_resolutionLine(res));

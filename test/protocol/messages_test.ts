@@ -3,7 +3,7 @@ import * as assert from 'uvu/assert';
 import { fileURLToPath } from 'node:url';
 import protobuf from 'protobufjs';
 import {
-  Change, EntryType, Op, PROTOCOL_VERSION,
+  Access, Change, EntryType, Op, PROTOCOL_VERSION,
   type Entry, type Envelope, type JournalRecord,
   decodeEntry, decodeEnvelope, decodeRecord, encodeEntry, encodeEnvelope, encodeRecord,
 } from '../../protocol/messages.ts';
@@ -306,6 +306,18 @@ test('the Op, EntryType and Change constants mirror the schema enums', () => {
   assert.equal({ ...Op }, withoutZero(nested.Op!.values!));
   assert.equal({ ...EntryType }, nested.EntryType!.values);
   assert.equal({ ...Change }, withoutZero(nested.Change!.values!));
+  assert.equal({ ...Access }, { NONE: 0, READ_ONLY: nested.Access!.values!.READ_ONLY, READ_WRITE: nested.Access!.values!.READ_WRITE });
+  assert.is(nested.Access!.values!.ACCESS_NONE, 0);
+});
+
+test('hello nonces and auth proofs round trip as bytes', () => {
+  const nonce = bytes(32, 9);
+  checkRoundTrip({ xid: 1, op: Op.HELLO, hello: { version: 1, maxFrame: 65536, client: 'c', replicaId: '', nonce } });
+  const r = roundTrip({ xid: 1, op: Op.HELLO, reply: true, last: true, helloReply: { version: 1, maxFrame: 65536, serverId: 'x', journalFirst: 0, journalLast: 0, server: 's', nonce, access: Access.NONE } });
+  assert.equal([...r.helloReply!.nonce!], [...nonce]);
+  assert.is(r.helloReply!.access, Access.NONE);
+  checkRoundTrip({ xid: 2, op: Op.AUTH, auth: { proof: bytes(32, 3) } });
+  checkRoundTrip({ xid: 2, op: Op.AUTH, reply: true, last: true, authReply: { proof: bytes(32, 4), access: Access.READ_ONLY } });
 });
 
 test.run();
