@@ -14,6 +14,7 @@ interface ServeArgs extends GlobalArgs {
   tlsKey?: string;
   maxConnections: number;
   maxConnectionsPerAddress: number;
+  handshakeTimeout: number;
 }
 
 /** `imz serve DIR`: serve a tree and journal its changes. */
@@ -31,6 +32,7 @@ export const serveCommand: CommandModule<GlobalArgs, ServeArgs> = {
     .option('tls-key', { type: 'string', requiresArg: true, describe: 'private key of --tls-cert (PEM)' })
     .option('max-connections', { type: 'number', default: 1000, describe: 'most connections at once' })
     .option('max-connections-per-address', { type: 'number', default: 100, describe: 'most connections at once from one address' })
+    .option('handshake-timeout', { type: 'number', default: 10, describe: 'seconds a new connection has to finish HELLO (and AUTH)' })
     .option('rescan-interval', { type: 'number', default: 60, describe: 'seconds between full verification scans (0: off)' })
     .example('imz serve /srv/data --port 0 --json', 'serve on a free port; the first line says which')
     .example('imz serve ~/tree --port 7070', 'serve ~/tree on 127.0.0.1:7070')
@@ -41,6 +43,12 @@ export const serveCommand: CommandModule<GlobalArgs, ServeArgs> = {
       process.once('SIGINT', () => resolve());
       process.once('SIGTERM', () => resolve());
     });
+    for (const [name, v] of [['--max-connections', args.maxConnections], ['--max-connections-per-address', args.maxConnectionsPerAddress], ['--handshake-timeout', args.handshakeTimeout]] as const) {
+      if (!(v > 0)) {
+        const { ImzError } = await import('../../protocol/errors.ts');
+        throw new ImzError('IMZ_USAGE', `cannot serve: ${name} must be a positive number, not ${v}`);
+      }
+    }
     const { serve, loadServeSecurity } = await import('../../core/serve.ts');
     const { isLoopback } = await import('../../core/server.ts');
     const sec = loadServeSecurity({ tokenFile: args.tokenFile, readOnlyTokenFiles: args.readOnlyTokenFile, tlsCert: args.tlsCert, tlsKey: args.tlsKey });
@@ -52,6 +60,7 @@ export const serveCommand: CommandModule<GlobalArgs, ServeArgs> = {
     const server = await serve({
       dir: args.dir, host: args.host, port: args.port, stateDir: args.stateDir, rescanMs: args.rescanInterval * 1000, insecure: args.insecure,
       tokens: sec.tokens, tls: sec.tls, maxConnections: args.maxConnections, maxConnectionsPerAddress: args.maxConnectionsPerAddress,
+      handshakeMs: process.env.IMZ_HANDSHAKE_MS ? undefined : args.handshakeTimeout * 1000,
     }, {
       onSkip: (s) => out.warn(`skipped ${s.path}: ${s.reason}`),
       onWarning: (e) => out.warn(e.message),
