@@ -408,7 +408,9 @@ export class ImzServer extends EventEmitter {
       throw err;
     }
     const st = await fh.stat();
-    if (!st.isFile() || st.size !== t.size || !sameMtime(st.mtimeMs, t.mtimeMs)) {
+    // The inode check also defeats a parent directory swapped for a symlink
+    // after the scan: whatever that open reached is not the file we listed.
+    if (!st.isFile() || st.size !== t.size || !sameMtime(st.mtimeMs, t.mtimeMs) || (t.ino > 0 && st.ino !== t.ino)) {
       await fh.close();
       throw new ImzError(Codes.STALE, `cannot ${action}: ${path} changed on the server (pull again)`);
     }
@@ -569,7 +571,7 @@ export class ImzServer extends EventEmitter {
       throw err;
     }
     const st = fstatSync(fd);
-    if (!st.isFile() || st.size !== t.size || !sameMtime(st.mtimeMs, t.mtimeMs)) {
+    if (!st.isFile() || st.size !== t.size || !sameMtime(st.mtimeMs, t.mtimeMs) || (t.ino > 0 && st.ino !== t.ino)) {
       closeSync(fd);
       return undefined;
     }
