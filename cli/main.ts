@@ -12,6 +12,10 @@ import { resolveCommand } from './commands/resolve.ts';
 import { syncCommand } from './commands/sync.ts';
 import { serveCommand } from './commands/serve.ts';
 import { statusCommand } from './commands/status.ts';
+import { catCommand } from './commands/cat.ts';
+import { evictCommand } from './commands/evict.ts';
+import { getCommand } from './commands/get.ts';
+import { lsCommand } from './commands/ls.ts';
 import type { GlobalArgs } from './output.ts';
 
 // More threads let batched fsyncs of many small files overlap (read by libuv
@@ -45,7 +49,11 @@ const cli = yargs(hideBin(process.argv))
   .command(syncCommand as never)
   .command(displacedCommand as never)
   .command(resolveCommand as never)
-  .demandCommand(1, 'imz needs a command: serve, clone, pull, push, sync, status, resolve or displaced')
+  .command(lsCommand as never)
+  .command(getCommand as never)
+  .command(catCommand as never)
+  .command(evictCommand as never)
+  .demandCommand(1, 'imz needs a command: serve, clone, pull, push, sync, status, resolve, displaced, ls, get, cat or evict')
   .strict()
   .version(VERSION)
   .help()

@@ -1,3 +1,4 @@
+import { ImzError } from '../protocol/errors.ts';
 import type { ChalkInstance } from 'chalk';
 
 /** Options every command takes. */
@@ -96,6 +97,14 @@ export class Output {
       this._spinner = undefined;
     }
   }
+}
+
+/** Parses a size such as 512K, 100M, 2G or 1.5GiB (powers of 1024; a bare number is bytes); IMZ_USAGE when malformed. */
+export function parseSize(text: string, option: string): number {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$/i.exec(text);
+  if (!m) throw new ImzError('IMZ_USAGE', `cannot parse ${option} ${JSON.stringify(text)}: expected a size such as 500M or 2G`);
+  const mult = { '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3, t: 1024 ** 4 }[m[2]!.toLowerCase() as '' | 'k' | 'm' | 'g' | 't'];
+  return Math.floor(Number(m[1]) * mult);
 }
 
 /** Human-readable byte count. */

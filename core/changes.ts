@@ -107,7 +107,7 @@ export async function scanChanges(replica: Replica, opts: ScanChangesOptions = {
   const skipped: SkippedPath[] = [];
 
   let tracked = 0;
-  for (const e of index.values()) if (e.type === EntryType.FILE) tracked++;
+  for (const e of index.values()) if (e.type === EntryType.FILE && !e.remote) tracked++;
 
   const hashOf = async (path: string): Promise<string> => toHex(await hashFile(join(root, path)));
 
@@ -230,6 +230,8 @@ export async function scanChanges(replica: Replica, opts: ScanChangesOptions = {
     for (const s of skipped) met.add(s.path);
     for (const [path, idx] of index) {
       if (met.has(path)) continue;
+      // On demand: a file whose content was never fetched is absent by design, not deleted.
+      if (idx.remote) continue;
       if (userIgnore?.(path, idx.type === EntryType.DIR)) continue;
       const c: LocalChange = { kind: idx.type === EntryType.DIR ? 'rmdir' : 'delete', path, base: idx.version, index: idx };
       changes.push(c);

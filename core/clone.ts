@@ -9,7 +9,10 @@ import { Replica } from './replica.ts';
 
 /** Options of clone. */
 export interface CloneOptions {
+  /** Fetch the namespace only; content comes with get and cat. */
   onDemand?: boolean;
+  /** On-demand: most bytes of fetched content to keep (least recently fetched evicted first). */
+  maxCache?: number;
   onEvent?: (e: PullEvent) => void;
   /** Token and TLS settings; clone saves them (never the token itself) for later runs. */
   security?: SecurityOptions;
@@ -22,7 +25,6 @@ export interface CloneOptions {
  */
 export async function clone(address: string, dir: string, opts: CloneOptions = {}): Promise<PullSummary & { dir: string }> {
   parseAddress(address);
-  if (opts.onDemand) throw new ImzError(Codes.UNSUPPORTED, 'cannot clone on demand: this imz does not support --on-demand yet');
   const root = resolve(dir);
   let replica: Replica | undefined;
   let names: string[] = [];
@@ -44,7 +46,7 @@ export async function clone(address: string, dir: string, opts: CloneOptions = {
   try {
     if (!replica) {
       await mkdir(root, { recursive: true });
-      replica = await Replica.init(root, address, 'full', securityToSave(opts.security));
+      replica = await Replica.init(root, address, opts.onDemand ? 'on-demand' : 'full', { ...securityToSave(opts.security), ...(opts.maxCache ? { maxCache: opts.maxCache } : {}) });
     }
     await replica.lock();
     try {

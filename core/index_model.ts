@@ -16,6 +16,13 @@ export interface IndexEntry {
   ctimeMs: number;
   ino: number;
   target: string;
+  /**
+   * On-demand replicas: true when the file's content is not here (only its
+   * server facts are known; size, mtime and mode are the server's then).
+   */
+  remote?: boolean;
+  /** On-demand replicas: when the content was fetched (ms), for least-recently-fetched eviction. */
+  fetchedMs?: number;
 }
 
 export const INDEX_MAGIC = 'imz-index';
@@ -39,7 +46,13 @@ export function bucketOf(path: string): number {
  */
 export function encodeBucket(entries: Map<string, IndexEntry>): string {
   const rows: unknown[] = [];
-  for (const [p, e] of entries) rows.push([p, e.type, e.version, e.hash, e.size, e.mode, e.mtimeMs, e.ctimeMs, e.ino, e.target]);
+  for (const [p, e] of entries) {
+    const row: unknown[] = [p, e.type, e.version, e.hash, e.size, e.mode, e.mtimeMs, e.ctimeMs, e.ino, e.target];
+    // An eleventh column only in on-demand replicas: -1 content not here, else when it was fetched.
+    if (e.remote) row.push(-1);
+    else if (e.fetchedMs) row.push(e.fetchedMs);
+    rows.push(row);
+  }
   return `${INDEX_MAGIC} ${INDEX_VERSION} ${entries.size}\n${JSON.stringify(rows)}\n`;
 }
 
@@ -58,9 +71,24 @@ export function decodeBucket(text: string, name: string): Map<string, IndexEntry
   }
   if (!Array.isArray(rows) || rows.length !== Number(head[2])) throw bad('is truncated');
   const out = new Map<string, IndexEntry>();
-  for (const a of rows as [string, EntryTypeCode, number, string, number, number, number, number, number, string][]) {
-    const [p, type, version, hash, size, mode, mtimeMs, ctimeMs, ino, target] = a;
-    out.set(p, { type, version, hash, size, mode, mtimeMs, ctimeMs, ino, target });
+  for (const a of rows as unknown[]) {
+    // A damaged row must not reach callers as an entry of the wrong shape (they would crash later, far from here).
+    if (!_wellFormedRow(a)) throw bad('has a damaged entry');
+    const [p, type, version, hash, size, mode, mtimeMs, ctimeMs, ino, target, cache] = a;
+    const e: IndexEntry = { type, version, hash, size, mode, mtimeMs, ctimeMs, ino, target };
+    if (cache === -1) e.remote = true;
+    else if (cache !== undefined && cache > 0) e.fetchedMs = cache;
+    out.set(p, e);
   }
   return out;
+}
+
+type _Row = [string, EntryTypeCode, number, string, number, number, number, number, number, string, number?];
+
+function _wellFormedRow(a: unknown): a is _Row {
+  if (!Array.isArray(a) || (a.length !== 10 && a.length !== 11)) return false;
+  const [p, type, version, hash, size, mode, mtimeMs, ctimeMs, ino, target, cache] = a as unknown[];
+  if (a.length === 11 && typeof cache !== 'number') return false;
+  return typeof p === 'string' && (type === 0 || type === 1 || type === 2 || type === 3) && typeof hash === 'string' && typeof target === 'string' &&
+    typeof version === 'number' && typeof size === 'number' && typeof mode === 'number' && typeof mtimeMs === 'number' && typeof ctimeMs === 'number' && typeof ino === 'number';
 }

@@ -124,7 +124,7 @@ async function _pushWith(replica: Replica, remote: Remote | undefined, opts: Pus
   // Content unchanged, stat facts moved (a copy back, a touch): remember the new facts so they are not hashed again.
   for (const r of scan.refresh) {
     const idx = await replica.get(r.path);
-    if (idx && idx.hash === r.hash) await replica.set(r.path, { ...idx, size: r.fs.size, mode: r.fs.mode, mtimeMs: r.fs.mtimeMs, ctimeMs: r.fs.ctimeMs, ino: r.fs.ino });
+    if (idx && idx.hash === r.hash) await replica.set(r.path, { ...idx, size: r.fs.size, mode: r.fs.mode, mtimeMs: r.fs.mtimeMs, ctimeMs: r.fs.ctimeMs, ino: r.fs.ino, remote: undefined });
   }
   await replica.flushIndex();
   // A wiped root (all tracked files gone, from 2 up) or more than half of a larger tree deleted.

@@ -16,7 +16,7 @@ import { type FsEntry, fsEntryFromStats, sameMtime, statEntrySync, utimeSeconds 
 
 /** Something reconcile did or found, for progress output. */
 export type ReconcileEvent =
-  | { type: 'change'; path: string; action: 'create' | 'update' | 'remove' | 'mkdir' | 'rmdir' | 'symlink' | 'meta' }
+  | { type: 'change'; path: string; action: 'create' | 'update' | 'remove' | 'mkdir' | 'rmdir' | 'symlink' | 'meta' | 'remote' }
   | { type: 'conflict'; conflict: ConflictRecord }
   | { type: 'progress'; files: number; bytes: number; totalFiles: number; totalBytes: number };
 
@@ -36,7 +36,14 @@ type _Plan =
   | { kind: 'symlink'; t: Entry; local: LocalState }
   | { kind: 'file'; t: Entry; local: LocalState }
   | { kind: 'meta'; t: Entry; local: LocalState }
-  | { kind: 'index'; t: Entry; local: LocalState };
+  | { kind: 'index'; t: Entry; local: LocalState }
+  | { kind: 'remote'; t: Entry; local: LocalState };
+
+/** Options of reconcile. */
+export interface ReconcileOptions {
+  /** On-demand replicas: fetch these files' content (others only get their namespace entry). */
+  fetch?: Set<string>;
+}
 
 /**
  * Brings replica paths to the server states in targets (type NONE = removed)
@@ -45,8 +52,9 @@ type _Plan =
  * temp files, verified, fsynced and renamed into place; the index is updated
  * only after the data is durable. The caller saves HEAD afterwards.
  */
-export async function reconcile(replica: Replica, remote: Remote, targets: Entry[], onEvent?: (e: ReconcileEvent) => void, policy = 'manual'): Promise<ReconcileResult> {
+export async function reconcile(replica: Replica, remote: Remote, targets: Entry[], onEvent?: (e: ReconcileEvent) => void, policy = 'manual', opts: ReconcileOptions = {}): Promise<ReconcileResult> {
   const root = replica.root;
+  const onDemand = replica.config.mode === 'on-demand';
   const result: ReconcileResult = { changed: 0, conflicts: [], stale: [], files: 0, bytes: 0 };
   const plans: _Plan[] = [];
   const conflictFetch: { t: Entry; c: ConflictRecord }[] = [];
@@ -67,19 +75,51 @@ export async function reconcile(replica: Replica, remote: Remote, targets: Entry
     for (let i = p.indexOf('/'); i > 0; i = p.indexOf('/', i + 1)) if (blocked.has(p.slice(0, i))) return true;
     return false;
   };
+  // Everything from the wire is checked before anything is written (Invariant 3).
+  for (const t of targets) _checkEntry(t);
+  _checkNesting(targets);
+  // Whether every existing parent of a path is a real directory: a symlink
+  // is a leaf of the replica, nothing lies under it here, and lstat must
+  // never look (let alone write) through it.
+  const parentOk = new Map<string, boolean>([['', true]]);
+  const parentsAreDirs = (p: string): boolean => {
+    const dir = parentOf(p);
+    let ok = parentOk.get(dir);
+    if (ok === undefined) {
+      ok = parentsAreDirs(dir) && _dirOrAbsent(join(root, dir));
+      parentOk.set(dir, ok);
+    }
+    return ok;
+  };
   for (const t of targets) {
-    checkPath(t.path, 'apply server change');
     if (blocked.size > 0 && underBlocked(t.path)) continue;
-    const idx = await replica.get(t.path);
+    let idx = await replica.get(t.path);
     const parentAbsent = absentDirs.has(parentOf(t.path));
-    const local: LocalState = parentAbsent && !idx ? { kind: 'absent' } : await localStateOf(root, t.path, idx);
+    if ((onDemand && t.type === EntryType.FILE && (!idx || idx.remote)) || idx?.remote) {
+      // Content not here, by design: while nothing sits at the path, only the namespace moves.
+      const nothingHere = (parentAbsent && (!idx || idx.remote)) || !parentsAreDirs(t.path) || !lstatSync(join(root, t.path), { throwIfNoEntry: false });
+      if (nothingHere) {
+        const local: LocalState = { kind: 'absent' };
+        if (t.type === EntryType.FILE && onDemand && !opts.fetch?.has(t.path)) plans.push({ kind: 'remote', t, local });
+        else if (t.type === EntryType.NONE) plans.push({ kind: 'index', t, local });
+        else plans.push({ kind: t.type === EntryType.DIR ? 'mkdir' : t.type === EntryType.SYMLINK ? 'symlink' : 'file', t, local });
+        if (t.type === EntryType.DIR) absentDirs.add(t.path);
+        continue;
+      }
+      // Something was made at a path whose content we never had: compare it with the server's facts.
+      if (idx?.remote) idx = { ...idx, ctimeMs: -1, ino: -1 };
+    }
+    const local: LocalState = parentAbsent && !idx ? { kind: 'absent' }
+      : !parentsAreDirs(t.path) ? { kind: idx ? 'deleted' : 'absent' }
+      : await localStateOf(root, t.path, idx);
     if (local.kind === 'absent' && t.type === EntryType.DIR) absentDirs.add(t.path);
     if (local.kind === 'unsupported') {
       _conflict(result, onEvent, conflictFetch, t, 'type-change', local);
       continue;
     }
     if (await _equivalent(root, local, idx, t)) {
-      const needsMeta = t.type !== EntryType.NONE && (local.kind === 'clean' || local.kind === 'absent') && local.fs &&
+      // A symlink has no mode of its own here: chmod would follow it, maybe out of the replica.
+      const needsMeta = (t.type === EntryType.FILE || t.type === EntryType.DIR) && (local.kind === 'clean' || local.kind === 'absent') && local.fs &&
         (local.fs.mode !== t.mode || (t.type === EntryType.FILE && !sameMtime(local.fs.mtimeMs, t.mtimeMs)));
       plans.push({ kind: needsMeta ? 'meta' : 'index', t, local });
       continue;
@@ -126,7 +166,10 @@ export async function reconcile(replica: Replica, remote: Remote, targets: Entry
   const indexFrom = async (t: Entry) => {
     const st = lstatSync(join(root, t.path));
     const fs = fsEntryFromStats(t.path, st, t.type === EntryType.SYMLINK ? t.target : '') as FsEntry;
-    await replica.set(t.path, _indexEntry(t, fs));
+    const e = _indexEntry(t, fs);
+    // On demand, fetched content is remembered with its time, for least-recently-fetched eviction.
+    if (onDemand && t.type === EntryType.FILE) e.fetchedMs = Date.now();
+    await replica.set(t.path, e);
   };
 
   // 1. Removals, deepest first, so directories are empty when their turn comes.
@@ -137,8 +180,11 @@ export async function reconcile(replica: Replica, remote: Remote, targets: Entry
     const abs = join(root, p.t.path);
     ensureParents(p.t.path);
     try {
-      if (p.local.fs?.type === EntryType.DIR) rmdirSync(abs);
-      else if (p.local.fs) unlinkSync(abs);
+      if (p.local.fs?.type === EntryType.DIR) {
+        rmdirSync(abs);
+        // No longer a directory: what is made at this name later is checked again before anything goes under it.
+        safeDirs.delete(p.t.path);
+      } else if (p.local.fs) unlinkSync(abs);
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
       if (code === 'ENOTEMPTY' || code === 'EEXIST') {
@@ -188,6 +234,7 @@ export async function reconcile(replica: Replica, remote: Remote, targets: Entry
     const tmp = tempNameFor(abs);
     symlinkSync(p.t.target, tmp);
     renameSync(tmp, abs);
+    safeDirs.delete(p.t.path);
     dirsTouched.add(parentOf(p.t.path));
     await indexFrom(p.t);
     result.changed++;
@@ -203,6 +250,11 @@ export async function reconcile(replica: Replica, remote: Remote, targets: Entry
       await indexFrom(p.t);
       result.changed++;
       onEvent?.({ type: 'change', path: p.t.path, action: 'meta' });
+    } else if (p.kind === 'remote') {
+      await replica.set(p.t.path, remoteEntry(p.t));
+      await settle(p.t.path);
+      result.changed++;
+      onEvent?.({ type: 'change', path: p.t.path, action: 'remote' });
     } else if (p.kind === 'index' && !(p as { skip?: boolean }).skip) {
       if (p.t.type === EntryType.NONE) await replica.delete(p.t.path);
       else await indexFrom(p.t);
@@ -325,11 +377,68 @@ function _sameFs(a: FsEntry | undefined, b: FsEntry | undefined): boolean {
   return a.type === b.type && a.size === b.size && sameMtime(a.mtimeMs, b.mtimeMs) && sameMtime(a.ctimeMs, b.ctimeMs) && a.ino === b.ino && a.target === b.target;
 }
 
+/** The index entry of a file whose content is not here: the server's facts, flagged remote. */
+export function remoteEntry(t: Entry): IndexEntry {
+  return { type: EntryType.FILE, version: t.version, hash: toHex(t.hash), size: t.size, mode: t.mode, mtimeMs: t.mtimeMs, ctimeMs: 0, ino: 0, target: '', remote: true };
+}
+
 function _indexEntry(t: Entry, fs: FsEntry): IndexEntry {
   return {
     type: t.type, version: t.version, hash: t.type === EntryType.FILE ? toHex(t.hash) : '', size: fs.size, mode: fs.mode, mtimeMs: fs.mtimeMs,
     ctimeMs: fs.ctimeMs, ino: fs.ino, target: fs.target,
   };
+}
+
+/** Largest link target accepted from the wire, in bytes (Linux PATH_MAX). */
+const MAX_TARGET_BYTES = 4095;
+
+// Checks the facts of one server entry before any of them reaches the disk:
+// a safe path, a known type, numbers that are whole and in range (a forged
+// size must not drive an allocation or an endless fetch), a SHA-256 for a
+// file, and a link target that the file system can hold.
+function _checkEntry(t: Entry): void {
+  checkPath(t.path, 'apply server change');
+  const bad = (what: string) => new ImzError(Codes.PROTOCOL, `cannot apply server change: the server sent ${what} for ${JSON.stringify(t.path)}`);
+  const whole = (n: number) => Number.isSafeInteger(n) && n >= 0;
+  if (t.type !== EntryType.NONE && t.type !== EntryType.FILE && t.type !== EntryType.DIR && t.type !== EntryType.SYMLINK) throw bad(`an unknown entry type (${String(t.type)})`);
+  if (!whole(t.version)) throw bad(`an invalid version (${t.version})`);
+  if (t.type === EntryType.NONE) return;
+  if (!Number.isFinite(t.mtimeMs)) throw bad(`an invalid modification time (${t.mtimeMs})`);
+  if (t.type === EntryType.FILE) {
+    if (!whole(t.size)) throw bad(`an invalid size (${t.size})`);
+    if (t.hash.length !== 32) throw bad(`a ${t.hash.length}-byte content hash instead of a SHA-256`);
+  }
+  if (t.type === EntryType.SYMLINK && (t.target === '' || t.target.includes('\0') || Buffer.byteLength(t.target) > MAX_TARGET_BYTES)) {
+    throw bad('a link target that cannot be stored (empty, with NUL, or too long)');
+  }
+}
+
+// A server's state never holds something under a file or a symlink: such a
+// batch can only be forged, to make a write go through a link it also sends.
+function _checkNesting(targets: Entry[]): void {
+  const leaves = new Map<string, number>();
+  for (const t of targets) if (t.type === EntryType.FILE || t.type === EntryType.SYMLINK) leaves.set(t.path, t.type);
+  if (leaves.size === 0) return;
+  for (const t of targets) {
+    if (t.type === EntryType.NONE) continue;
+    for (let i = t.path.indexOf('/'); i > 0; i = t.path.indexOf('/', i + 1)) {
+      const kind = leaves.get(t.path.slice(0, i));
+      if (kind !== undefined) {
+        throw new ImzError(Codes.BAD_PATH, `cannot apply server change: ${t.path} lies under ${t.path.slice(0, i)}, which the server sends as a ${kind === EntryType.SYMLINK ? 'symlink' : 'file'}; imz never writes through it`);
+      }
+    }
+  }
+}
+
+// True when abs is a real directory or does not exist (then nothing lies under it either).
+function _dirOrAbsent(abs: string): boolean {
+  try {
+    return lstatSync(abs).isDirectory();
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENOTDIR') return true;
+    throw err;
+  }
 }
 
 // Makes sure every parent of p inside the replica is a real directory (never

@@ -18,6 +18,8 @@ export interface ReplicaConfig {
   tokenFile?: string;
   /** TLS settings given at clone: present means connect over TLS. */
   tls?: { ca?: string; fingerprint?: string };
+  /** On-demand replicas: most bytes of fetched content kept; least recently fetched files are evicted beyond it. */
+  maxCache?: number;
 }
 
 /** `.imz/HEAD`: which server this replica follows and how far it has replayed. */
@@ -48,7 +50,7 @@ export class Replica {
   }
 
   /** Creates .imz/ in root (which must exist). */
-  static async init(root: string, remote: string, mode: ReplicaConfig['mode'], extra: Partial<Pick<ReplicaConfig, 'tokenFile' | 'tls'>> = {}): Promise<Replica> {
+  static async init(root: string, remote: string, mode: ReplicaConfig['mode'], extra: Partial<Pick<ReplicaConfig, 'tokenFile' | 'tls' | 'maxCache'>> = {}): Promise<Replica> {
     const r = new Replica(root);
     await mkdir(join(r.stateDir, 'index'), { recursive: true });
     await mkdir(join(r.stateDir, 'conflicts'), { recursive: true });
@@ -57,6 +59,11 @@ export class Replica {
     await writeFileAtomic(join(r.stateDir, 'config'), JSON.stringify(r.config, null, 2) + '\n');
     await r.saveHead();
     return r;
+  }
+
+  /** Writes .imz/config (atomically) after a change of mode or settings. */
+  async saveConfig(): Promise<void> {
+    await writeFileAtomic(join(this.stateDir, 'config'), JSON.stringify(this.config, null, 2) + '\n');
   }
 
   /** Opens the replica at dir, or the nearest ancestor holding .imz/ (as git does). */
