@@ -1,10 +1,10 @@
 import { Codes, ImzError } from '../protocol/errors.ts';
 import { type Entry, type JournalRecord, Op } from '../protocol/messages.ts';
-import { type PullEvent, pullWith } from './pull.ts';
+import { type PullEvent, checkSeq, pullWith } from './pull.ts';
 import { reconcile } from './reconcile.ts';
 import { type SecurityOptions, connectReplica } from './credentials.ts';
 import type { Remote } from './remote.ts';
-import { Replica } from './replica.ts';
+import { Replica, withReplicaLock } from './replica.ts';
 
 /** Options of follow. */
 export interface FollowOptions {
@@ -57,7 +57,7 @@ export async function follow(dir: string, opts: FollowOptions = {}): Promise<{ c
         const t = setTimeout(() => { if (!answered) r.close(); }, heartbeat);
         r.session.request(Op.PING).then(() => { answered = true; clearTimeout(t); }, () => { clearTimeout(t); });
       }, heartbeat);
-      await _locked(dir, opts.signal, (replica) => pullWith(replica, r, { onEvent: opts.onEvent }).then((s) => { cursor = s.cursor; }));
+      await withReplicaLock(dir, opts.signal, (replica) => pullWith(replica, r, { onEvent: opts.onEvent }).then((s) => { cursor = s.cursor; }));
       attempt = 0;
       opts.onEvent?.({ type: 'following', address: r.address, cursor });
       // Frames are read as they come and applied in batches: whatever
@@ -70,12 +70,13 @@ export async function follow(dir: string, opts: FollowOptions = {}): Promise<{ c
           const finalState = new Map<string, Entry>();
           let last = cursor;
           for (const rec of records) {
+            checkSeq(rec.seq, 'journal record number');
             if (rec.seq <= cursor) continue;
             finalState.set(rec.entry.path, rec.entry);
             last = Math.max(last, rec.seq);
           }
           if (finalState.size === 0) continue;
-          await _locked(dir, undefined, async (replica) => {
+          await withReplicaLock(dir, undefined, async (replica) => {
             await reconcile(replica, r, [...finalState.values()], opts.onEvent, replica.config.policy ?? 'manual');
             replica.head = { serverId: r.info.serverId, cursor: last };
             await replica.saveHead();
@@ -84,15 +85,21 @@ export async function follow(dir: string, opts: FollowOptions = {}): Promise<{ c
           opts.onEvent?.({ type: 'applied', records: records.length, cursor });
         }
       };
-      for await (const env of r.session.stream(Op.SUBSCRIBE, { journal: { since: cursor, limit: 0 } })) {
-        const records = env.journalReply?.records ?? [];
-        if (records.length === 0) continue;
-        waiting.push(...records);
-        if (!applying) applying = drain().catch((e) => { failed = e; r.close(); }).finally(() => { applying = undefined; });
-        // Bounded: past this, stop reading and let TCP push back on the server.
-        if (waiting.length > 10_000) await applying;
-        if (failed !== undefined) throw failed;
-        if (stopped()) break;
+      try {
+        for await (const env of r.session.stream(Op.SUBSCRIBE, { journal: { since: cursor, limit: 0 } })) {
+          const records = env.journalReply?.records ?? [];
+          if (records.length === 0) continue;
+          waiting.push(...records);
+          if (!applying) applying = drain().catch((e) => { failed = e; r.close(); }).finally(() => { applying = undefined; });
+          // Bounded: past this, stop reading and let TCP push back on the server.
+          if (waiting.length > 10_000) await applying;
+          if (failed !== undefined) throw failed;
+          if (stopped()) break;
+        }
+      } catch (err) {
+        // A batch that failed closed the connection to stop the stream: report why it failed, not the close.
+        await applying;
+        throw failed ?? err;
       }
       await applying;
       if (failed !== undefined) throw failed;
@@ -120,28 +127,6 @@ export async function follow(dir: string, opts: FollowOptions = {}): Promise<{ c
 }
 
 // Runs fn with the replica locked, waiting while another imz holds the lock.
-async function _locked(dir: string, signal: AbortSignal | undefined, fn: (r: Replica) => Promise<void>): Promise<void> {
-  for (;;) {
-    const replica = await Replica.open(dir); // fresh index and HEAD: a push may have run meanwhile
-    try {
-      await replica.lock();
-    } catch (err) {
-      if (err instanceof ImzError && err.code === Codes.LOCKED && signal?.aborted !== true) {
-        await _sleep(200, signal);
-        continue;
-      }
-      throw err;
-    }
-    try {
-      await replica.sweepTemps();
-      await fn(replica);
-      return;
-    } finally {
-      await replica.unlock();
-    }
-  }
-}
-
 function _sleep(ms: number, signal?: AbortSignal): Promise<void> {
   return new Promise((resolve) => {
     if (signal?.aborted) return resolve();

@@ -110,7 +110,9 @@ async function _pushWith(replica: Replica, remote: Remote | undefined, opts: Pus
     throw new ImzError(Codes.IDENTITY, `cannot push: the server at ${remote.address} is not the one this replica follows; run \`imz pull --resync\` first`);
   }
   if (remote && remote.info.access !== 'read-write') {
-    throw new ImzError(Codes.READ_ONLY, `cannot push: the token gives read-only access to ${remote.address}; local changes stay as they are (push with a read-write token)`);
+    throw new ImzError(Codes.READ_ONLY, remote.info.upstream
+      ? `cannot push: ${remote.address} is a read-only mirror of ${remote.info.upstream.address}; local changes stay as they are (push to a server that takes writes)`
+      : `cannot push: the token gives read-only access to ${remote.address}; local changes stay as they are (push with a read-write token)`);
   }
 
   // 1. Operations that may have reached the server before an interruption: resend as they are.

@@ -16,7 +16,7 @@ import { type FsEntry, fsEntryFromStats, sameMtime, statEntrySync, utimeSeconds 
 
 /** Something reconcile did or found, for progress output. */
 export type ReconcileEvent =
-  | { type: 'change'; path: string; action: 'create' | 'update' | 'remove' | 'mkdir' | 'rmdir' | 'symlink' | 'meta' | 'remote' }
+  | { type: 'change'; path: string; action: 'create' | 'update' | 'remove' | 'mkdir' | 'rmdir' | 'symlink' | 'meta' | 'remote'; entry?: Entry; wasRemote?: boolean }
   | { type: 'conflict'; conflict: ConflictRecord }
   | { type: 'progress'; files: number; bytes: number; totalFiles: number; totalBytes: number };
 
@@ -101,7 +101,7 @@ export async function reconcile(replica: Replica, remote: Remote, targets: Entry
       if (nothingHere) {
         const local: LocalState = { kind: 'absent' };
         if (t.type === EntryType.FILE && onDemand && !opts.fetch?.has(t.path)) plans.push({ kind: 'remote', t, local });
-        else if (t.type === EntryType.NONE) plans.push({ kind: 'index', t, local });
+        else if (t.type === EntryType.NONE) plans.push({ kind: idx?.remote ? 'remote' : 'index', t, local });
         else plans.push({ kind: t.type === EntryType.DIR ? 'mkdir' : t.type === EntryType.SYMLINK ? 'symlink' : 'file', t, local });
         if (t.type === EntryType.DIR) absentDirs.add(t.path);
         continue;
@@ -251,10 +251,12 @@ export async function reconcile(replica: Replica, remote: Remote, targets: Entry
       result.changed++;
       onEvent?.({ type: 'change', path: p.t.path, action: 'meta' });
     } else if (p.kind === 'remote') {
-      await replica.set(p.t.path, remoteEntry(p.t));
+      // Namespace only: a file whose content stays on the server (or its removal there).
+      if (p.t.type === EntryType.NONE) await replica.delete(p.t.path);
+      else await replica.set(p.t.path, remoteEntry(p.t));
       await settle(p.t.path);
       result.changed++;
-      onEvent?.({ type: 'change', path: p.t.path, action: 'remote' });
+      onEvent?.({ type: 'change', path: p.t.path, action: p.t.type === EntryType.NONE ? 'remove' : 'remote', entry: p.t, wasRemote: true });
     } else if (p.kind === 'index' && !(p as { skip?: boolean }).skip) {
       if (p.t.type === EntryType.NONE) await replica.delete(p.t.path);
       else await indexFrom(p.t);

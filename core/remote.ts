@@ -20,6 +20,8 @@ export interface ServerInfo {
   authenticated: boolean;
   /** SHA-256 fingerprint of the server's certificate ("AB:CD:..."), when over TLS. */
   tlsFingerprint?: string;
+  /** A mirror: the server it mirrors, and whether it is following it now. */
+  upstream?: { address: string; reachable: boolean };
 }
 
 /** How to reach a server safely: a token, and TLS settings. */
@@ -97,6 +99,7 @@ export class Remote {
         serverId: h.serverId, journalFirst: Number(h.journalFirst) || 0, journalLast: Number(h.journalLast) || 0, version: h.version, maxFrame: session.maxFrame,
         access: access === Access.READ_WRITE ? 'read-write' : 'read-only', authenticated,
         tlsFingerprint: opts.tls ? (socket as TLSSocket).getPeerCertificate?.()?.fingerprint256 : undefined,
+        upstream: h.upstream ? { address: h.upstream, reachable: h.upstreamReachable === true } : undefined,
       };
     };
     try {

@@ -262,6 +262,32 @@ export class Replica {
   }
 }
 
+/**
+ * Runs fn on a freshly opened replica under its lock (fresh index and HEAD:
+ * another run may have changed them), waiting while another holder has it.
+ */
+export async function withReplicaLock(dir: string, signal: AbortSignal | undefined, fn: (r: Replica) => Promise<void>, pollMs = 200): Promise<void> {
+  for (;;) {
+    const replica = await Replica.open(dir);
+    try {
+      await replica.lock();
+    } catch (err) {
+      if (err instanceof ImzError && err.code === Codes.LOCKED && signal?.aborted !== true) {
+        await new Promise((r) => setTimeout(r, pollMs));
+        continue;
+      }
+      throw err;
+    }
+    try {
+      await replica.sweepTemps();
+      await fn(replica);
+      return;
+    } finally {
+      await replica.unlock();
+    }
+  }
+}
+
 function _alive(pid: number): boolean {
   try {
     process.kill(pid, 0);

@@ -44,6 +44,14 @@ export interface ServeOptions {
   maxConnectionsPerAddress?: number;
   /** Close a connection that has not finished HELLO (and AUTH) this long after connecting (default 10 s, or IMZ_HANDSHAKE_MS). */
   handshakeMs?: number;
+  /** Refuse every write, whatever the token (a read-only mirror). */
+  readOnly?: boolean;
+  /** A mirror: where its content comes from, told to clients in HELLO. */
+  upstream?: { address: string; reachable: () => boolean };
+  /** An on-demand mirror: files listed but not here yet. */
+  virtual?: (path: string) => boolean;
+  /** An on-demand mirror: brings the content of these listed files here (called before serving them). */
+  materialize?: (paths: string[]) => Promise<void>;
 }
 
 /** Where a started server listens, and the SHA-256 fingerprint of its TLS certificate. */
@@ -147,7 +155,7 @@ export class ImzServer extends EventEmitter {
     }
     const stateDir = resolve(this._opts.stateDir ?? join(this.root, SERVER_DIR));
     this.state = await ServerState.open(stateDir);
-    this.scanner = new ServerScanner(this.root, this.state, { debounceMs: this._opts.debounceMs, rescanMs: this._opts.rescanMs });
+    this.scanner = new ServerScanner(this.root, this.state, { debounceMs: this._opts.debounceMs, rescanMs: this._opts.rescanMs, virtual: this._opts.virtual });
     this.scanner.on('skipped', (s: SkippedPath) => {
       // Remembered (bounded) so clones can say what they will not get.
       if (this.skipped.size < 1000 || this.skipped.has(s.path)) this.skipped.set(s.path, s.reason);
@@ -279,7 +287,9 @@ export class ImzServer extends EventEmitter {
         return;
       }
       if ((req.op === Op.PUT_BLOB || req.op === Op.REINTEGRATE) && peer.access !== Access.READ_WRITE) {
-        throw new ImzError(Codes.READ_ONLY, 'cannot change the server: this token gives read-only access (use a read-write token)');
+        throw new ImzError(Codes.READ_ONLY, this._opts.readOnly
+          ? 'cannot change the server: it is a read-only mirror (push to its upstream instead)'
+          : 'cannot change the server: this token gives read-only access (use a read-write token)');
       }
       switch (req.op) {
         case Op.STAT: return this._stat(req, reply);
@@ -312,11 +322,12 @@ export class ImzServer extends EventEmitter {
     peer.clientNonce = h.nonce ?? new Uint8Array(0);
     const ours = this._opts.maxFrame ?? DEFAULT_MAX_FRAME;
     peer.maxFrame = Math.max(64 * 1024, Math.min(ours, h.maxFrame || DEFAULT_MAX_FRAME));
-    if (!this._auth.required) peer.access = Access.READ_WRITE;
+    if (!this._auth.required) peer.access = this._opts.readOnly ? Access.READ_ONLY : Access.READ_WRITE;
     await reply.send({
       helloReply: {
         version: Math.min(PROTOCOL_VERSION, h.version), maxFrame: peer.maxFrame, serverId: this.state.id, journalFirst: this.state.journal.first,
         journalLast: this.state.journal.last, server: `imz/${VERSION}`, nonce: peer.serverNonce, access: peer.access,
+        upstream: this._opts.upstream?.address ?? '', upstreamReachable: this._opts.upstream?.reachable() ?? false,
       },
     }, true);
     if (peer.access !== Access.NONE) this._handshakeDone(session, peer);
@@ -346,9 +357,17 @@ export class ImzServer extends EventEmitter {
       session.abort(new ImzError(Codes.AUTH, 'cannot authenticate: the server did not accept the token (check --token-file or IMZ_TOKEN)'));
       return;
     }
-    peer.access = ok.access;
-    await reply.send({ authReply: { proof: ok.proof, access: ok.access } }, true);
+    peer.access = this._opts.readOnly ? Access.READ_ONLY : ok.access;
+    await reply.send({ authReply: { proof: ok.proof, access: peer.access } }, true);
     this._handshakeDone(session, peer);
+  }
+
+  // An on-demand mirror fetches listed files from its upstream before serving them.
+  private async _materialize(paths: string[]): Promise<void> {
+    const virtual = this._opts.virtual;
+    if (!virtual || !this._opts.materialize) return;
+    const absent = paths.filter((p) => this.state.table.get(p)?.type === EntryType.FILE && virtual(p));
+    if (absent.length > 0) await this._opts.materialize(absent);
   }
 
   private _lookup(path: string, action: string): TableEntry {
@@ -427,6 +446,7 @@ export class ImzServer extends EventEmitter {
     }
     const offset = Math.max(0, Number(r!.offset) || 0);
     const want = Math.min(r!.length || READ_MAX, READ_MAX);
+    await this._materialize([path]);
     const fh = await this._openChecked(path, t, 'read');
     try {
       const buf = Buffer.allocUnsafe(Math.max(0, Math.min(want, t.size - offset)));
@@ -517,6 +537,7 @@ export class ImzServer extends EventEmitter {
       paths = [...this.state.table].filter(([, t]) => t.type === EntryType.FILE).map(([p]) => p).sort(comparePaths);
     }
     for (const p of paths) checkPath(p, 'make snapshot');
+    await this._materialize(paths);
     const pack = tarPack();
     // Bytes handed to the packer but not yet sent: bounds memory per request.
     let ahead = 0;

@@ -18,6 +18,8 @@ export interface ScannerOptions {
   debounceMs?: number;
   /** Milliseconds between full verification rescans (default 60 s; 0 turns them off). */
   rescanMs?: number;
+  /** Paths whose content is deliberately absent (an on-demand mirror): never journalled as removed for being missing. */
+  virtual?: (path: string) => boolean;
 }
 
 /**
@@ -40,6 +42,7 @@ export class ServerScanner extends EventEmitter {
   private _closed = false;
   private _debounceMs: number;
   private _rescanMs: number;
+  private _virtual: ((path: string) => boolean) | undefined;
 
   constructor(root: string, state: ServerState, opts: ScannerOptions = {}) {
     super();
@@ -51,6 +54,7 @@ export class ServerScanner extends EventEmitter {
     this._dw.on('dirty', (paths: string[]) => this._onDirty(paths));
     this._dw.on('error', (e: Error) => this.emit('error', e));
     this._rescanMs = opts.rescanMs ?? 60_000;
+    this._virtual = opts.virtual;
   }
 
   /** Runs the start-up scan, then watches. Resolves after the first scan is journalled. */
@@ -136,6 +140,7 @@ export class ServerScanner extends EventEmitter {
     const prefix = sub === '' ? '' : `${sub}/`;
     const considerRemoval = (p: string, t: TableEntry) => {
       if (seen.has(p) || retrySet.has(p)) return;
+      if (t.type === EntryType.FILE && this._virtual?.(p)) return;
       removals.push({ change: t.type === EntryType.DIR ? Change.RMDIR : Change.REMOVE, path: p, state: undefined });
     };
     const known = sub === '' ? undefined : this.state.table.get(sub);

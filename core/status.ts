@@ -17,6 +17,10 @@ export interface ServerStatus {
   error?: string;
   /** True when the server was not asked (offline option). */
   skipped?: boolean;
+  /** The server is a mirror: what it mirrors, and whether it follows it now. */
+  upstream?: { address: string; reachable: boolean };
+  /** What this replica may do there. */
+  access?: 'read-write' | 'read-only';
 }
 
 /** Everything `imz status` reports. */
@@ -82,7 +86,7 @@ async function _askServer(replica: Replica, timeoutMs: number, security: Securit
   try {
     const info = remote.info;
     const head = replica.head;
-    const s: ServerStatus = { reachable: true, address, serverId: info.serverId };
+    const s: ServerStatus = { reachable: true, address, serverId: info.serverId, access: info.access, ...(info.upstream ? { upstream: info.upstream } : {}) };
     if (head.serverId && info.serverId !== head.serverId) {
       s.error = `the server at ${address} is not the one this replica follows (it is ${info.serverId}, the replica follows ${head.serverId}); \`imz pull --resync\` compares by hash`;
     } else if (info.journalFirst > 0 && head.cursor + 1 < info.journalFirst) {

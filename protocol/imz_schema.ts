@@ -282,6 +282,15 @@ export const schema = {
       "access": {
        "type": "Access",
        "id": 8
+      },
+      "upstream": {
+       "type": "string",
+       "id": 9
+      },
+      "upstreamReachable": {
+       "type": "bool",
+       "id": 10,
+       "protoName": "upstream_reachable"
       }
      }
     },

@@ -85,7 +85,7 @@ export interface Envelope {
   last?: boolean;
   error?: WireError | null;
   hello?: { version: number; maxFrame: number; client: string; replicaId: string; nonce?: Uint8Array };
-  helloReply?: { version: number; maxFrame: number; serverId: string; journalFirst: number; journalLast: number; server: string; nonce?: Uint8Array; access?: AccessCode };
+  helloReply?: { version: number; maxFrame: number; serverId: string; journalFirst: number; journalLast: number; server: string; nonce?: Uint8Array; access?: AccessCode; upstream?: string; upstreamReachable?: boolean };
   auth?: { proof: Uint8Array };
   authReply?: { proof: Uint8Array; access: AccessCode };
   stat?: { path: string };

@@ -76,14 +76,16 @@ export const statusCommand: CommandModule<GlobalArgs, StatusArgs> = {
       event: 'status', root: r.root, cloning: r.cloning, changes: r.changes.length, conflicts: r.conflicts.length, skipped: r.skipped.length, cursor: r.cursor,
       tracked: r.tracked, deleted: r.deleted, server: srv.address, reachable: srv.reachable, ...(srv.behind !== undefined ? { behind: srv.behind } : {}),
       ...(srv.serverId ? { serverId: srv.serverId } : {}), ...(srv.error ? { error: srv.error } : {}), offline: !srv.reachable,
+      ...(srv.access ? { access: srv.access } : {}), ...(srv.upstream ? { upstream: srv.upstream.address, upstreamReachable: srv.upstream.reachable } : {}),
     });
     if (!args.short) {
       let where: string;
       if (!srv.reachable) where = `server ${srv.address} offline`;
-      else if (srv.behind !== undefined) where = `${_n(srv.behind, 'record')} behind server ${srv.address}`;
+      else if (srv.behind !== undefined) where = `${_n(srv.behind, 'record')} behind server ${srv.address}${srv.access === 'read-only' ? ' (read-only)' : ''}`;
       else where = `server ${srv.address}: ${srv.error ?? 'unknown state'}`;
       out.line(`${_n(r.changes.length, 'local change')}, ${_n(r.conflicts.length, 'conflict')}, ${where}`);
     }
+    if (srv.upstream) out.line(`  (a mirror of ${srv.upstream.address}${srv.upstream.reachable ? '' : ', which it cannot reach now: it serves what it has'})`);
     if (srv.reachable && srv.error) out.warn(srv.error);
     if (r.cloning) out.warn(`the clone of ${srv.address} into ${r.root} has not finished: run the same \`imz clone\` again to resume it`);
     return r.conflicts.length > 0 ? Exit.CONFLICTS : Exit.OK;
