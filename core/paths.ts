@@ -43,7 +43,8 @@ export function pathProblem(p: unknown, allowRoot = false): string | undefined {
 /** Throws IMZ_BAD_PATH unless p is a safe relative path (see pathProblem). */
 export function checkPath(p: unknown, action: string, allowRoot = false): string {
   const why = pathProblem(p, allowRoot);
-  if (why) throw new ImzError(Codes.BAD_PATH, `cannot ${action}: unsafe path ${JSON.stringify(String(p)).slice(0, 200)} (${why})`);
+  // Only a string is quoted: String() of an arbitrary value can throw (an object without a prototype).
+  if (why) throw new ImzError(Codes.BAD_PATH, `cannot ${action}: unsafe path ${typeof p === 'string' ? JSON.stringify(p).slice(0, 200) : `(${typeof p})`} (${why})`);
   return p as string;
 }
 

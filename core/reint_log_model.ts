@@ -46,15 +46,31 @@ export function decodeLog(text: string): { records: LogRecord[]; validBytes: num
     const sp = line.indexOf(' ');
     const json = line.slice(sp + 1);
     if (sp !== 8 || parseInt(line.slice(0, 8), 16) !== crc32(_enc.encode(json))) break;
+    let rec: unknown;
     try {
-      records.push(JSON.parse(json));
+      rec = JSON.parse(json);
     } catch {
       break;
     }
+    // A line of the wrong shape (not written by this imz) is damage too: callers must never see it.
+    if (!_wellShaped(rec)) break;
+    records.push(rec);
     off = nl + 1;
     bytes += _enc.encode(line).length + 1;
   }
   return { records, validBytes: bytes, torn: off < text.length };
+}
+
+// The fields pendingOps and push rely on, with their types.
+function _wellShaped(r: unknown): r is LogRecord {
+  if (r === null || typeof r !== 'object') return false;
+  const x = r as Record<string, unknown>;
+  if (x.t === 'sent' || x.t === 'done' || x.t === 'drop') return typeof x.upto === 'number';
+  if (x.t !== 'op' || x.op === null || typeof x.op !== 'object') return false;
+  const o = x.op as Record<string, unknown>;
+  const st = o.state as Record<string, unknown> | null;
+  return typeof o.seq === 'number' && typeof o.kind === 'number' && typeof o.path === 'string' && typeof o.fromPath === 'string' &&
+    st !== null && typeof st === 'object' && typeof st.type === 'number' && typeof st.hash === 'string' && typeof st.target === 'string';
 }
 
 /** The operations still owed to the server, and which of them may already have been sent. */
