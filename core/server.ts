@@ -85,6 +85,8 @@ const SUBSCRIBER_QUEUE = 50_000;
 const READ_MAX = 4 * 1024 * 1024;
 /** Largest frame before the handshake is done: a stranger cannot make the server buffer more. */
 const HANDSHAKE_MAX_FRAME = 64 * 1024;
+/** READ and SNAPSHOT requests served at once per connection (each may hold a few MiB): the rest wait their turn. */
+const HEAVY_PER_SESSION = 8;
 /** Pause before answering a failed AUTH, so guessing is slow even below the rate limit. */
 const AUTH_FAIL_DELAY_MS = 200;
 
@@ -98,6 +100,9 @@ interface _Peer {
   maxFrame: number;
   /** Ends the handshake deadline. */
   done: () => void;
+  /** READ and SNAPSHOT requests running, and those waiting for a turn. */
+  heavy: number;
+  waiting: (() => void)[];
 }
 
 /**
@@ -276,7 +281,7 @@ export class ImzServer extends EventEmitter {
     const peer: _Peer = { address, hello: false, access: Access.NONE, serverNonce: newNonce(), clientNonce: new Uint8Array(0), maxFrame: HANDSHAKE_MAX_FRAME, done: () => {
       if (pending) clearTimeout(pending.timer);
       if (this._handshakes.get(key) === pending) this._handshakes.delete(key);
-    } };
+    }, heavy: 0, waiting: [] };
     session.handle(async (req, reply) => {
       if (req.op === Op.HELLO) return this._hello(session, peer, req, reply);
       if (!peer.hello) throw new ImzError(Codes.PROTOCOL, 'cannot serve request: HELLO must come first');
@@ -295,10 +300,10 @@ export class ImzServer extends EventEmitter {
         case Op.STAT: return this._stat(req, reply);
         case Op.READDIR: return this._readdir(req, reply);
         case Op.LIST: return this._list(req, reply);
-        case Op.READ: return this._read(req, reply);
+        case Op.READ: return this._heavy(peer, () => this._read(req, reply));
         case Op.JOURNAL: return this._journal(req, reply);
         case Op.SUBSCRIBE: return this._subscribe(session, req, reply);
-        case Op.SNAPSHOT: return this._snapshot(req, reply);
+        case Op.SNAPSHOT: return this._heavy(peer, () => this._snapshot(req, reply));
         case Op.PUT_BLOB: {
           if (!req.putBlob) throw new ImzError(Codes.PROTOCOL, 'cannot stage content: PUT_BLOB without a body');
           if (req.putBlob.query && req.putBlob.query.length > 0) return reply.send({ blobReply: { present: false, have: 0, held: this.reintegrator.holds(req.putBlob.query) } }, true);
@@ -331,6 +336,19 @@ export class ImzServer extends EventEmitter {
       },
     }, true);
     if (peer.access !== Access.NONE) this._handshakeDone(session, peer);
+  }
+
+  // Bounds the memory one connection's pipelined reads can hold: a peer
+  // that sends 256 READs and never reads the replies gets 8 served at once.
+  private async _heavy(peer: _Peer, fn: () => Promise<void>): Promise<void> {
+    while (peer.heavy >= HEAVY_PER_SESSION) await new Promise<void>((r) => peer.waiting.push(r));
+    peer.heavy++;
+    try {
+      await fn();
+    } finally {
+      peer.heavy--;
+      peer.waiting.shift()?.();
+    }
   }
 
   private _handshakeDone(session: Session, peer: _Peer): void {

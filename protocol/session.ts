@@ -281,6 +281,11 @@ export class Session extends EventEmitter {
         this.close(new ImzError(env.error.code || Codes.PROTOCOL, env.error.message || 'the peer closed the connection'));
         return;
       }
+      // Only a server sends unsolicited messages: to the serving side, xid 0 is a request nobody could answer.
+      if (this._handler) {
+        this.abort(new ImzError(Codes.PROTOCOL, 'cannot accept request: xid 0 is reserved for unsolicited messages'));
+        return;
+      }
       this.emit('message', env);
       return;
     }
