@@ -1,4 +1,4 @@
-import { open, readFile, truncate } from 'node:fs/promises';
+import { copyFile, open, readFile, truncate } from 'node:fs/promises';
 import { join } from 'node:path';
 import { writeFileAtomic } from './atomic_fs.ts';
 import { LOG_HEADER, type LogRecord, type LoggedOp, decodeLog, encodeLogRecord, pendingOps } from './reint_log_model.ts';
@@ -30,6 +30,13 @@ export class ReintLog {
       text = await readFile(file, 'utf8');
     } catch { /* no log yet */ }
     const dec = decodeLog(text);
+    // A torn last line is a crash's leftover; damage before it is not: keep
+    // a copy of the whole file before cutting (the working tree still holds
+    // every change, and the next scan logs it again).
+    const rest = text.slice(dec.validBytes);
+    if (dec.torn && rest.indexOf('\n') >= 0 && rest.indexOf('\n') < rest.length - 1) {
+      await copyFile(file, join(stateDir, `log.damaged-${Date.now()}`));
+    }
     if (dec.torn && dec.validBytes > 0) await truncate(file, dec.validBytes);
     if (dec.validBytes === 0) await writeFileAtomic(file, `${LOG_HEADER}\n`);
     let nextSeq = 1;

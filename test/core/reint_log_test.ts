@@ -1,0 +1,46 @@
+// The reintegration log on disk: a torn last line (a crash) is cut quietly;
+// damage before the end is cut too, but the damaged file is kept aside first.
+import { readdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { ReintLog } from '../../core/reint_log.ts';
+import { LOG_HEADER, encodeLogRecord } from '../../core/reint_log_model.ts';
+import { cleanupAll, makeTmp } from '../helpers.ts';
+
+test.after(cleanupAll);
+
+const good = (upto: number) => encodeLogRecord({ t: 'done', upto });
+
+test('a torn last line is cut without a copy', async () => {
+  const dir = await makeTmp('imz-log-');
+  const text = `${LOG_HEADER}\n${good(1)}${good(2)}{"torn`;
+  await writeFile(join(dir, 'log'), text);
+  const log = await ReintLog.open(dir);
+  assert.is(log.pending().sent.length + log.pending().unsent.length, 0);
+  assert.is(await readFile(join(dir, 'log'), 'utf8'), `${LOG_HEADER}\n${good(1)}${good(2)}`);
+  assert.equal((await readdir(dir)).filter((n) => n.startsWith('log.damaged')), []);
+});
+
+test('damage before the last line: the whole file is kept aside before the cut', async () => {
+  const dir = await makeTmp('imz-log-');
+  const text = `${LOG_HEADER}\n${good(1)}garbage line\n${good(3)}`;
+  await writeFile(join(dir, 'log'), text);
+  await ReintLog.open(dir);
+  const copies = (await readdir(dir)).filter((n) => n.startsWith('log.damaged'));
+  assert.is(copies.length, 1);
+  assert.is(await readFile(join(dir, copies[0]!), 'utf8'), text);
+  assert.is(await readFile(join(dir, 'log'), 'utf8'), `${LOG_HEADER}\n${good(1)}`);
+});
+
+test('a damaged header: the old file is kept aside, a fresh log starts', async () => {
+  const dir = await makeTmp('imz-log-');
+  const text = `imz-log 99\n${good(1)}${good(2)}`;
+  await writeFile(join(dir, 'log'), text);
+  await ReintLog.open(dir);
+  const copies = (await readdir(dir)).filter((n) => n.startsWith('log.damaged'));
+  assert.is(copies.length, 1);
+  assert.is(await readFile(join(dir, 'log'), 'utf8'), `${LOG_HEADER}\n`);
+});
+
+test.run();
