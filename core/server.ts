@@ -380,8 +380,8 @@ export class ImzServer extends EventEmitter {
     this._handshakeDone(session, peer);
   }
 
-  // An on-demand mirror fetches listed files from its upstream before serving them.
-  private async _materialize(paths: string[]): Promise<void> {
+  /** An on-demand mirror fetches listed files from its upstream before serving them (elsewhere: nothing to do). */
+  async materialize(paths: string[]): Promise<void> {
     const virtual = this._opts.virtual;
     if (!virtual || !this._opts.materialize) return;
     const absent = paths.filter((p) => this.state.table.get(p)?.type === EntryType.FILE && virtual(p));
@@ -464,7 +464,7 @@ export class ImzServer extends EventEmitter {
     }
     const offset = Math.max(0, Number(r!.offset) || 0);
     const want = Math.min(r!.length || READ_MAX, READ_MAX);
-    await this._materialize([path]);
+    await this.materialize([path]);
     const fh = await this._openChecked(path, t, 'read');
     try {
       const buf = Buffer.allocUnsafe(Math.max(0, Math.min(want, t.size - offset)));
@@ -555,7 +555,7 @@ export class ImzServer extends EventEmitter {
       paths = [...this.state.table].filter(([, t]) => t.type === EntryType.FILE).map(([p]) => p).sort(comparePaths);
     }
     for (const p of paths) checkPath(p, 'make snapshot');
-    await this._materialize(paths);
+    await this.materialize(paths);
     const pack = tarPack();
     // Bytes handed to the packer but not yet sent: bounds memory per request.
     let ahead = 0;

@@ -154,6 +154,26 @@ test('fifty concurrent readers of a hot file through an on-demand mirror: the up
   await p.stop();
 });
 
+test('the HTTP view of an on-demand mirror fetches a file from upstream when it is first asked for', async () => {
+  const tmp = await makeTmp('imz-mirror-http-');
+  const { server: p } = await primary(tmp);
+  const m = await startServer(join(tmp, 'm'), ['--upstream', p.address, '--on-demand', '--read-only', '--http', '0']);
+  const listening = jsonLines(m.output().stdout)[0]!;
+  const base = `http://127.0.0.1:${listening.httpPort as number}`;
+  assert.not.ok(existsSync(join(tmp, 'm', 'c.txt')));
+  const r = await fetch(`${base}/c.txt`);
+  assert.is(r.status, 200);
+  assert.is(await r.text(), 'gamma\n');
+  assert.ok(existsSync(join(tmp, 'm', 'c.txt')), 'kept by the mirror');
+  assert.not.ok(existsSync(join(tmp, 'm', 'docs/a.txt')), 'nothing else fetched');
+  const list = await (await fetch(`${base}/docs/?format=json`)).json() as { entries: { name: string }[] };
+  assert.equal(list.entries.map((e) => e.name).sort(), ['a.txt', 'deep']);
+  await p.stop();
+  const gone = await fetch(`${base}/docs/a.txt`);
+  assert.is(gone.status, 502);
+  await m.stop();
+});
+
 test('--on-demand without --upstream, and a mirror directory holding other files, are refused clearly', async () => {
   const tmp = await makeTmp('imz-mirror-usage-');
   const { server: p } = await primary(tmp);
