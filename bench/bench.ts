@@ -4,6 +4,7 @@
 //   npx tsx bench/bench.ts --quick     smaller trees, for a fast check
 //   npx tsx bench/bench.ts --only disk|tmpfs
 //   npx tsx bench/bench.ts --fanout    also the fan-out bench (bench/fanout.ts) at the end
+//   npx tsx bench/bench.ts --section on-demand   only the on-demand rows (below), on the cached incremental tree
 //   npx tsx bench/bench.ts --help      all options
 //
 // Cases (each on the real disk and on tmpfs):
@@ -17,6 +18,13 @@
 //   no-op push                             imz push | rsync -a --delete into a writable daemon module (best of 3)
 //   push of 10 changed files               same, fresh rewrites each round (best of 3, after 1 warm-up)
 //   push of 10,000 new small files         same, one new directory of 0-16 KiB files (1 run each)
+// On demand (issue 6; its own table), on a hard-linked copy of the incremental tree:
+//   on-demand clone of the 100,000 files   imz clone --on-demand against imz clone from the same server
+//                                          (best of 2 against 1 run; target ≤ 1/3)
+//   imz cat of a small remote file         time to its first stdout byte minus the CLI's start-up (the first
+//                                          byte of \`imz --version\`), medians of 7, each cat a different file
+//   the same through one mirror            an \`imz serve --upstream --on-demand\` mirror of that server, cold:
+//                                          each cat makes the mirror fetch the file from the upstream
 // The push cases run on the imz replica of the incremental tree after the pulls;
 // rsync pushes the same changes from its own copy into a separate writable
 // module (a copy of the tree), so the pull measurements are not disturbed.
@@ -34,6 +42,7 @@ import {
   killAllSync,
   run,
   runChecked,
+  runFirstByte,
   startJsonServer,
   startPlain,
   stopAll,
@@ -83,6 +92,8 @@ const USAGE = `usage: npx tsx bench/bench.ts [options]      (npm run bench build
   --clean             delete the cached source trees first
   --keep              keep work trees and replicas after the run (for inspection)
   --fanout            at the end, run the fan-out bench (1, 10, 50 \`imz pull --follow\`; bench/fanout.ts)
+  --section S         all (default), or on-demand: only the on-demand rows (incremental tree only,
+                      figures to bench/results-<root>-on-demand.json)
   -h, --help`;
 
 interface Options {
@@ -97,6 +108,7 @@ interface Options {
   clean: boolean;
   keep: boolean;
   fanout: boolean;
+  section: 'all' | 'on-demand';
 }
 
 function parseOptions(): Options {
@@ -112,10 +124,15 @@ function parseOptions(): Options {
     clean: { type: 'boolean', default: false },
     keep: { type: 'boolean', default: false },
     fanout: { type: 'boolean', default: false },
+    section: { type: 'string', default: 'all' },
     help: { type: 'boolean', short: 'h', default: false },
   }, USAGE);
   if (v.only !== undefined && v.only !== 'disk' && v.only !== 'tmpfs') {
     console.error(`--only must be disk or tmpfs, not ${v.only}\n\n${USAGE}`);
+    process.exit(2);
+  }
+  if (v.section !== 'all' && v.section !== 'on-demand') {
+    console.error(`--section must be all or on-demand, not ${v.section}\n\n${USAGE}`);
     process.exit(2);
   }
   const num = (s: string | undefined, def: number, name: string): number => {
@@ -139,6 +156,7 @@ function parseOptions(): Options {
     clean: v.clean,
     keep: v.keep,
     fanout: v.fanout,
+    section: v.section as 'all' | 'on-demand',
   };
 }
 
@@ -192,6 +210,8 @@ interface RootReport {
   pageCache: string;
   trees: Array<{ name: string; files: number; bytes: number; cached: boolean }>;
   rows: Row[];
+  /** The on-demand section (its own table). */
+  onDemand?: OdRow[];
   metrics: Record<string, number | string | null>;
   errors: string[];
 }
@@ -918,6 +938,228 @@ async function pushCases(ctx: Ctx, tree: CachedTree, srv: Server | null, imzOkIn
   }
 }
 
+// ---------------------------------------------------------------- on demand (issue 6)
+
+/** One row of the on-demand table: imz against another imz figure, or a latency net of the CLI's start-up. */
+interface OdRow {
+  root: string;
+  case: string;
+  kind: 'od-clone' | 'full-clone' | 'cat' | 'cat-mirror';
+  /** Seconds: the clone (best run), or the cat's first byte net of the start-up (medians). */
+  imz: number | null;
+  /** The full clone (od-clone rows). */
+  ref: number | null;
+  /** Cat rows: median seconds from spawn to the first stdout byte, and the same for `imz --version`. */
+  raw?: number | null;
+  startup?: number | null;
+  runs: number[];
+  startupRuns?: number[];
+  target: string;
+  met: boolean | null;
+  errors: string[];
+  commands: string[];
+}
+
+/** Runs of `imz cat` (and of `imz --version`) per latency figure, after one untimed run each. */
+const CAT_RUNS = 7;
+
+function median(xs: number[]): number | null {
+  if (xs.length === 0) return null;
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 === 1 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
+async function odAttempt(ctx: Ctx, row: OdRow, fn: () => Promise<void>): Promise<boolean> {
+  try {
+    await fn();
+    return true;
+  } catch (e) {
+    const msg = `imz: ${(e as Error).message}`;
+    row.errors.push(msg);
+    ctx.report.errors.push(`${row.case}: ${msg}`);
+    loud(`[${ctx.report.root}] ${row.case}: ${msg}`);
+    return false;
+  }
+}
+
+/**
+ * First-byte latency of `imz cat` on files that are not in the replica (one
+ * untimed run, then CAT_RUNS, each a different file, content checked), and of
+ * `imz --version` (the CLI's start-up). Fills row.raw, row.startup, row.imz.
+ */
+async function catLatency(ctx: Ctx, row: OdRow, rep: string, files: string[], srcDir: string, startup: number[]): Promise<void> {
+  const step = ctx.opts.stepMs;
+  row.commands.push(`node ${imzArgs(ctx, 'cat', '-C', rep, 'FILE').join(' ')} (a different remote file each run)`, `node ${imzArgs(ctx, '--version').join(' ')} (start-up)`);
+  await odAttempt(ctx, row, async () => {
+    for (let i = 0; i < files.length; i++) {
+      const rel = files[i]!;
+      await runChecked('sync', [], { timeoutMs: step });
+      const r = await runFirstByte(process.execPath, imzArgs(ctx, 'cat', '-C', rep, rel), { timeoutMs: step });
+      if (r.code !== 0) throw new Error(`imz cat ${rel} failed (exit ${r.code}): ${r.stderr.trim().split('\n').slice(-3).join(' / ')}`);
+      const want = readFileSync(join(srcDir, rel));
+      if (!r.bytes.equals(want)) throw new Error(`imz cat ${rel} printed ${r.bytes.length} bytes that differ from the served file (${want.length} bytes)`);
+      if (!readFileSync(join(rep, rel)).equals(want)) throw new Error(`imz cat ${rel} did not keep the file in the replica`);
+      if (i > 0) row.runs.push(r.firstByte!);
+    }
+  });
+  row.startupRuns = startup;
+  row.raw = median(row.runs);
+  row.startup = median(startup);
+  row.imz = row.raw !== null && row.startup !== null ? row.raw - row.startup : null;
+  const ms = (x: number | null | undefined) => (x == null ? '?' : (x * 1000).toFixed(1));
+  log(`${row.case}: first byte ${ms(row.raw)} ms (runs ${row.runs.map((x) => ms(x)).join(', ')}), start-up ${ms(row.startup)} ms → ${ms(row.imz)} ms after the CLI started`);
+}
+
+/**
+ * Issue 6's figures on a hard-linked copy of the incremental tree, served by
+ * its own `imz serve`: on-demand clone against full clone, `imz cat` of a small
+ * remote file (first byte after start-up), and the same through an on-demand
+ * mirror of that server.
+ */
+async function onDemandCase(ctx: Ctx, tree: CachedTree): Promise<void> {
+  const N = n(tree.layout.files.length);
+  const rows: OdRow[] = (ctx.report.onDemand ??= []);
+  const mk = (kind: OdRow['kind'], name: string, target: string): OdRow => {
+    const r: OdRow = { root: ctx.report.root, case: name, kind, imz: null, ref: null, runs: [], target, met: null, errors: [], commands: [] };
+    rows.push(r);
+    return r;
+  };
+  const od = mk('od-clone', `on-demand clone, ${N} files`, 'on-demand/full ≤ 1/3');
+  const full = mk('full-clone', `full clone, ${N} files`, '');
+  const cat = mk('cat', 'imz cat, small remote file: first byte after CLI start', '< 50 ms');
+  const viaMirror = mk('cat-mirror', 'imz cat through one on-demand mirror (cold): first byte after CLI start', '< 100 ms');
+  const m = ctx.report.metrics;
+  const step = ctx.opts.stepMs;
+  const dirName = `${tree.spec.name}-od`;
+  const work = join(ctx.workDir, dirName);
+  const mirrorDir = join(ctx.workDir, `${dirName}-mirror`);
+  const odRep = join(ctx.repDir, `imz-od-${tree.spec.name}`);
+  const mirrorRep = join(ctx.repDir, `imz-od-mirror-${tree.spec.name}`);
+  const fullRep = join(ctx.repDir, `imz-full-${tree.spec.name}`);
+  for (const d of [work, mirrorDir, odRep, mirrorRep, fullRep]) rmSync(d, { recursive: true, force: true });
+
+  log(`--- on demand, ${tree.spec.name}`);
+  await runChecked('cp', ['-al', tree.dir, work], { timeoutMs: step });
+  const srcList = listTree(work);
+  const srcDirs = [...srcList.values()].filter((e) => e.type === 'dir').length;
+  // Small files spread over the tree: 2 × (1 untimed + CAT_RUNS), none read twice.
+  const files = tree.layout.files;
+  const picks = Array.from({ length: 2 * (CAT_RUNS + 1) }, (_, i) => files[Math.floor(((i + 0.5) * files.length) / (2 * (CAT_RUNS + 1)))]!.rel);
+
+  await withImzServer(ctx, dirName, null, async (srv) => {
+    if (srv === null) {
+      od.errors.push('imz serve did not start');
+      return;
+    }
+    const addr = `127.0.0.1:${srv.port}`;
+    // 1. On-demand clone (best of 2, each into a new directory), then a full clone (1 run).
+    const odArgs = imzArgs(ctx, 'clone', '--on-demand', addr, odRep, '--quiet');
+    od.commands.push(`node ${odArgs.join(' ')}`);
+    for (let i = 0; i < 2; i++) {
+      rmSync(odRep, { recursive: true, force: true });
+      const ok = await odAttempt(ctx, od, async () => {
+        const s = await timed(ctx, process.execPath, odArgs);
+        const got = listTree(odRep);
+        const fileCount = [...got.values()].filter((e) => e.type === 'file').length;
+        const dirCount = [...got.values()].filter((e) => e.type === 'dir').length;
+        if (fileCount !== 0 || dirCount !== srcDirs) throw new Error(`the on-demand replica holds ${fileCount} files and ${dirCount} directories (expected 0 and ${srcDirs})`);
+        const st = lastEvent((await runChecked(process.execPath, imzArgs(ctx, 'status', '-C', odRep, '--json', '--offline'), { timeoutMs: step })).stdout, 'status');
+        if (st.changes !== 0) throw new Error(`imz status finds ${String(st.changes)} changes in the fresh on-demand replica`);
+        od.runs.push(s);
+        log(`${od.case}: ${s.toFixed(3)} s (run ${i + 1}/2), namespace verified (${n(dirCount)} directories, no file content)`);
+      });
+      if (!ok) break;
+    }
+    od.imz = best(od.runs);
+    m.imzOnDemandReplicaStateBytes = await duBytes(join(odRep, '.imz'));
+    m.imzOnDemandReplicaBytes = await duBytes(odRep);
+    const fullArgs = imzArgs(ctx, 'clone', addr, fullRep, '--quiet');
+    full.commands.push(`node ${fullArgs.join(' ')}`);
+    await odAttempt(ctx, full, async () => {
+      const s = await timed(ctx, process.execPath, fullArgs);
+      await verifyReplica('imz full clone (on-demand section)', work, fullRep, { sample: 200, seed: `${tree.spec.seed}:od-full`, src: srcList });
+      full.runs.push(s);
+      full.imz = s;
+      log(`${full.case}: ${s.toFixed(3)} s, replica verified`);
+    });
+    rmSync(fullRep, { recursive: true, force: true });
+    od.ref = full.imz;
+    od.met = od.imz !== null && full.imz !== null ? od.imz / full.imz <= 1 / 3 : null;
+
+    // 2. The CLI's start-up, then imz cat of small remote files.
+    const startup: number[] = [];
+    await odAttempt(ctx, cat, async () => {
+      for (let i = 0; i <= CAT_RUNS; i++) {
+        const r = await runFirstByte(process.execPath, imzArgs(ctx, '--version'), { timeoutMs: step });
+        if (r.code !== 0 || r.firstByte === null) throw new Error(`imz --version failed (exit ${r.code})`);
+        if (i > 0) startup.push(r.firstByte);
+      }
+    });
+    await catLatency(ctx, cat, odRep, picks.slice(0, CAT_RUNS + 1), work, startup);
+    cat.met = cat.imz === null ? null : cat.imz < 0.05;
+
+    // 3. Through a mirror: imz serve --upstream --on-demand, and an on-demand replica of the mirror.
+    let mirror: Server | null = null;
+    await odAttempt(ctx, viaMirror, async () => {
+      const t = performance.now();
+      const args = imzArgs(ctx, 'serve', mirrorDir, '--upstream', addr, '--on-demand', '--port', '0', '--json');
+      viaMirror.commands.push(`node ${args.join(' ')}`);
+      mirror = await startJsonServer(process.execPath, args, join(ctx.logDir, `imz-mirror-${dirName}.log`), mirrorDir, step);
+      log(`imz mirror of ${addr}: pid ${mirror.pid}, listening on ${mirror.host}:${mirror.port} after ${((performance.now() - t) / 1000).toFixed(2)} s`);
+      const c = await timed(ctx, process.execPath, imzArgs(ctx, 'clone', '--on-demand', `127.0.0.1:${mirror.port}`, mirrorRep, '--quiet'));
+      log(`on-demand clone of the mirror: ${c.toFixed(3)} s (for information)`);
+    });
+    try {
+      if (mirror !== null) {
+        await catLatency(ctx, viaMirror, mirrorRep, picks.slice(CAT_RUNS + 1), work, startup);
+        viaMirror.met = viaMirror.imz === null ? null : viaMirror.imz < 0.1;
+      }
+    } finally {
+      if (mirror !== null) {
+        const mm = mirror as Server;
+        log(`imz mirror: stopped (${await stopChild(mm.child)})`);
+        mm.log.end();
+      }
+    }
+  });
+  if (!ctx.opts.keep) for (const d of [work, mirrorDir, odRep, mirrorRep, fullRep]) rmSync(d, { recursive: true, force: true });
+}
+
+function odTable(reports: RootReport[]): string {
+  const ms = (x: number | null | undefined): string => (x == null ? '—' : `${(x * 1000).toFixed(1)} ms`);
+  const s = (x: number | null | undefined): string => (x == null ? '—' : `${x.toFixed(3)} s`);
+  const lines = ['| root | case | imz | compared with | ratio | target |', '| --- | --- | ---: | --- | ---: | --- |'];
+  for (const rep of reports) {
+    for (const r of rep.onDemand ?? []) {
+      const failed = r.errors.length > 0 && r.imz === null;
+      const tgt = r.target ? `${r.target} ${r.met === true ? '✓' : r.met === false ? '✗' : '?'}` : '(reference)';
+      if (r.kind === 'od-clone' || r.kind === 'full-clone') {
+        const ratio = r.kind === 'od-clone' && r.imz !== null && r.ref !== null && r.ref > 0 ? (r.imz / r.ref).toFixed(3) : '';
+        lines.push(`| ${rep.root} | ${r.case} | ${failed ? 'FAILED' : s(r.imz)} | ${r.kind === 'od-clone' ? `full clone ${s(r.ref)}` : ''} | ${ratio} | ${tgt} |`);
+      } else {
+        lines.push(`| ${rep.root} | ${r.case} | ${failed ? 'FAILED' : ms(r.imz)} | raw first byte ${ms(r.raw)} − start-up ${ms(r.startup)} (\`imz --version\`) | | ${tgt} |`);
+      }
+    }
+  }
+  return lines.join('\n');
+}
+
+function odNotes(reports: RootReport[]): string {
+  const out: string[] = [];
+  for (const rep of reports) {
+    const m = rep.metrics;
+    if (m.imzOnDemandReplicaBytes === undefined) continue;
+    const b = (x: unknown) => (typeof x === 'number' ? fmtBytes(x) : '?');
+    out.push(`- ${rep.root}: the on-demand replica takes ${b(m.imzOnDemandReplicaBytes)} on disk (du), of which .imz/ ${b(m.imzOnDemandReplicaStateBytes)}.`);
+  }
+  out.push(`- Clones: \`imz clone --on-demand\` best of 2 and \`imz clone\` 1 run, from one \`imz serve\` of a hard-linked copy of the incremental tree, after \`sync\`; the on-demand replica is checked to hold every directory and no file content.`);
+  out.push(`- Cat: time from spawning \`imz cat -C REPLICA FILE\` to its first stdout byte, median of ${CAT_RUNS} (after 1 untimed run), each a different 1-4 KiB file whose content is not in the replica (kept afterwards, checked);`);
+  out.push(`  minus the median time to the first stdout byte of \`imz --version\` (node starting, the bundle loading, yargs): what remains is imz's own work (open the replica, lock, connect, HELLO, READ).`);
+  out.push('  Through a mirror: the same on an on-demand replica of an `imz serve --upstream --on-demand` mirror of that server; each file is cold on the mirror, which fetches it from the upstream.');
+  return out.join('\n');
+}
+
 async function benchRoot(opts: Options, root: 'disk' | 'tmpfs', rsyncVersion: string, fsync: boolean): Promise<RootReport> {
   const base = root === 'disk' ? opts.diskDir : opts.tmpfsDir;
   const report: RootReport = {
@@ -973,6 +1215,21 @@ async function benchRoot(opts: Options, root: 'disk' | 'tmpfs', rsyncVersion: st
   for (const d of [srcRoot, ctx.workDir, ctx.repDir, ctx.logDir]) mkdirSync(d, { recursive: true });
 
   const q = opts.quick;
+  if (opts.section === 'on-demand') {
+    // Only issue 6's rows: the incremental tree, no rsync.
+    const inc = ensureTree(srcRoot, incSpec(q ? 20_000 : 100_000), log);
+    await runChecked('sync', [], { timeoutMs: opts.stepMs });
+    report.trees.push({ name: inc.spec.name, files: inc.layout.files.length, bytes: inc.layout.bytes, cached: inc.reused });
+    try {
+      await onDemandCase(ctx, inc);
+    } finally {
+      if (!opts.keep) {
+        rmSync(ctx.workDir, { recursive: true, force: true });
+        rmSync(ctx.repDir, { recursive: true, force: true });
+      }
+    }
+    return finishRoot(report, `results-${root}-on-demand.json`);
+  }
   const trees = [smallSpec(q ? 2_000 : 10_000), bigSpec((q ? 64 : 512) * MiB), incSpec(q ? 20_000 : 100_000)].map((s) => ensureTree(srcRoot, s, log));
   await runChecked('sync', [], { timeoutMs: opts.stepMs });
   for (const t of trees) report.trees.push({ name: t.spec.name, files: t.layout.files.length, bytes: t.layout.bytes, cached: t.reused });
@@ -994,6 +1251,7 @@ async function benchRoot(opts: Options, root: 'disk' | 'tmpfs', rsyncVersion: st
     await cloneCase(ctx, small, 'clone-files', `clone ${n(small.layout.files.length)} files`);
     await cloneCase(ctx, big, 'clone-big', `clone ${big.layout.bytes / MiB} MiB file`);
     await incrementalCase(ctx, inc, sets, pushSets);
+    await onDemandCase(ctx, inc);
   } finally {
     log(`rsync daemon: stopped (${await daemon.stop()})`);
     if (!opts.keep) {
@@ -1001,8 +1259,12 @@ async function benchRoot(opts: Options, root: 'disk' | 'tmpfs', rsyncVersion: st
       rmSync(ctx.repDir, { recursive: true, force: true });
     }
   }
+  return finishRoot(report, `results-${root}.json`);
+}
+
+function finishRoot(report: RootReport, file: string): RootReport {
   report.finishedAt = new Date().toISOString();
-  const out = join(HERE, `results-${root}.json`);
+  const out = join(HERE, file);
   writeFileSync(out, `${JSON.stringify(report, null, 2)}\n`);
   log(`results written to ${out}`);
   return report;
@@ -1103,10 +1365,15 @@ async function main(): Promise<number> {
   } finally {
     await stopAll();
   }
-  if (reports.length > 0) {
+  if (reports.some((r) => r.rows.length > 0)) {
     console.log(`\n## imz vs rsync${opts.quick ? ' (--quick: smaller trees)' : ''}\n`);
     console.log(table(reports));
     console.log(`\n${notes(reports)}\n`);
+  }
+  if (reports.some((r) => (r.onDemand ?? []).length > 0)) {
+    console.log(`\n## imz on demand${opts.quick ? ' (--quick: smaller trees)' : ''}\n`);
+    console.log(odTable(reports));
+    console.log(`\n${odNotes(reports)}\n`);
   }
   if (opts.fanout && !opts.skipImz) {
     log('===== fan-out (bench/fanout.ts)');

@@ -171,6 +171,60 @@ export function run(cmd: string, args: string[], opts: RunOptions): Promise<RunR
   });
 }
 
+export interface FirstByteResult extends RunResult {
+  /** Seconds from spawn to the first stdout bytes read here (null: it printed nothing). */
+  firstByte: number | null;
+  /** All of stdout (for small outputs: checked by the caller). */
+  bytes: Buffer;
+}
+
+/**
+ * Run a command to completion (bounded by a timeout), timing when its first
+ * stdout bytes arrive as well as its exit: latency to first byte of a CLI
+ * that streams (imz cat). Stdout is kept whole, so keep it small.
+ */
+export function runFirstByte(cmd: string, args: string[], opts: RunOptions): Promise<FirstByteResult> {
+  return new Promise((resolve, reject) => {
+    const label = [cmd, ...args].join(' ');
+    const t0 = process.hrtime.bigint();
+    let t1 = t0;
+    let first: bigint | null = null;
+    const child = spawn(cmd, args, { cwd: opts.cwd, env: opts.env ?? process.env, stdio: ['ignore', 'pipe', 'pipe'] });
+    track(child, label);
+    const chunks: Buffer[] = [];
+    const err = new Tail(64 * 1024);
+    child.stdout!.on('data', (b: Buffer) => {
+      first ??= process.hrtime.bigint();
+      chunks.push(b);
+    });
+    child.stderr!.on('data', (b: Buffer) => err.push(b));
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      child.kill('SIGKILL');
+    }, opts.timeoutMs);
+    child.once('error', (e) => {
+      clearTimeout(timer);
+      reject(new Error(`cannot run ${label}: ${e.message}`));
+    });
+    child.once('exit', () => {
+      t1 = process.hrtime.bigint();
+    });
+    child.once('close', (code, signal) => {
+      clearTimeout(timer);
+      if (timedOut) {
+        reject(new Error(`timed out after ${opts.timeoutMs / 1000} s (killed): ${label}\n${err.toString().trim()}`));
+        return;
+      }
+      const bytes = Buffer.concat(chunks);
+      resolve({
+        code, signal, seconds: Number(t1 - t0) / 1e9, firstByte: first === null ? null : Number(first - t0) / 1e9,
+        stdout: bytes.subarray(-64 * 1024).toString('utf8'), stderr: err.toString(), bytes,
+      });
+    });
+  });
+}
+
 /** Like run(), but a non-zero exit is an error carrying the command's stderr. */
 export async function runChecked(cmd: string, args: string[], opts: RunOptions): Promise<RunResult> {
   const r = await run(cmd, args, opts);

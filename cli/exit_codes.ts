@@ -8,6 +8,7 @@ export function exitFor(code: string | undefined): number {
     case 'IMZ_UNREACHABLE':
     case 'IMZ_CLOSED': // the server went away in the middle: the same advice, try again later
     case 'IMZ_BUSY': // too many connections there: try again later
+    case 'IMZ_TIMEOUT': // the server or the network stalled: try again later
       return Exit.UNREACHABLE;
     case 'IMZ_CONFLICT': return Exit.CONFLICTS;
     default: return Exit.FAILED;

@@ -1,7 +1,8 @@
 import { randomBytes } from 'node:crypto';
-import { closeSync, fdatasyncSync, fsyncSync, openSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, fdatasyncSync, fsyncSync, openSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
+import { Codes, ImzError } from '../protocol/errors.ts';
 import { TMP_PREFIX } from './paths.ts';
 
 /** fsyncs a directory so a rename or create in it is durable. */
@@ -66,4 +67,65 @@ export async function writeFileAtomic(path: string, data: Uint8Array | string, o
     throw err;
   }
   if (durable) fsyncDirSync(dirname(path));
+}
+
+/**
+ * A file-system error met while `action` wrote under `where` (a replica
+ * root), as one line that says what failed, where, and what to do: a full
+ * disk or quota (IMZ_NO_SPACE), a read-only file system or a permission
+ * refused (IMZ_IO). Any other error, and an ImzError, comes back unchanged.
+ * The message promises a resumable re-run: state advances only after the
+ * data it describes is on disk, so an interrupted run resumes.
+ */
+export function explainFsError(err: unknown, action: string, where: string): unknown {
+  if (err instanceof ImzError || typeof err !== 'object' || err === null) return err;
+  const e = err as NodeJS.ErrnoException & { dest?: string };
+  const at = fsErrorPlace(e, where);
+  const again = 'run the command again (it resumes where it stopped)';
+  switch (e.code) {
+    case 'ENOSPC':
+    case 'EDQUOT':
+      return new ImzError(Codes.NO_SPACE, `cannot ${action}: no space left on device (${e.code === 'EDQUOT' ? 'disk quota exceeded' : 'the disk is full'}) writing ${at}; free some space there, then ${again}`, { path: at, errno: e.code }, { cause: err });
+    case 'EROFS':
+      return new ImzError(Codes.IO, `cannot ${action}: ${at} is on a read-only file system; remount it read-write, then ${again}`, { path: at, errno: e.code }, { cause: err });
+    case 'EACCES':
+    case 'EPERM':
+      return new ImzError(Codes.IO, `cannot ${action}: permission denied on ${at}${e.syscall ? ` (${e.syscall})` : ''}; fix its permissions (or run imz as its owner), then ${again}`, { path: at, errno: e.code }, { cause: err });
+    default:
+      return err;
+  }
+}
+
+/**
+ * Where a file-system error happened, for a message: the path it names (for
+ * a temp file of ours, the directory it was being written in), or fallback
+ * when it names none (a write on an open file).
+ */
+export function fsErrorPlace(e: NodeJS.ErrnoException & { dest?: string }, fallback: string): string {
+  // A rename or copy names both ends; the temp file's directory is the one written to.
+  const p = typeof e.dest === 'string' && basename(e.dest).startsWith(TMP_PREFIX) ? e.dest : e.path;
+  if (typeof p !== 'string' || p === '') return fallback;
+  return basename(p).startsWith(TMP_PREFIX) ? `directory ${dirname(p)}` : p;
+}
+
+const _swept = new Set<string>();
+
+/**
+ * Removes the temp files (TMP_PREFIX) that a process killed in the middle
+ * of writing a state file (index bucket, HEAD, conflict record) left in
+ * dirs. Call it only under the lock that serialises the writers of those
+ * dirs; each dir is swept once per process.
+ */
+export function sweepStateTemps(dirs: string[]): void {
+  for (const d of dirs) {
+    if (_swept.has(d)) continue;
+    _swept.add(d);
+    let names: string[];
+    try {
+      names = readdirSync(d);
+    } catch {
+      continue;
+    }
+    for (const n of names) if (n.startsWith(TMP_PREFIX)) rmSync(join(d, n), { force: true, recursive: true });
+  }
 }

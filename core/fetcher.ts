@@ -213,6 +213,8 @@ function _finishMeta(fd: number, e: Entry): void {
 async function _fetchLarge(remote: Remote, item: FetchItem, onBytes: (n: number) => void): Promise<{ tmp: string; fd: number } | undefined> {
   const e = item.entry;
   const chunk = Math.min(CHUNK, remote.info.maxFrame - 4096);
+  // A frame limit this small (a server's HELLO says it) would mean empty or negative reads: an endless loop.
+  if (!(chunk >= 4096)) throw new ImzError(Codes.PROTOCOL, `cannot fetch ${e.path}: the server allows frames of only ${remote.info.maxFrame} bytes`);
   const tmp = tempNameFor(item.dest);
   const fh = await open(tmp, 'wx', 0o600);
   const h = createHash('sha256');

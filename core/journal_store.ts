@@ -1,4 +1,4 @@
-import { mkdir, open, readdir, readFile, rename, truncate, type FileHandle } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, rename, rm, truncate, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { JournalRecord } from '../protocol/messages.ts';
 import { fsyncDir } from './atomic_fs.ts';
@@ -27,6 +27,13 @@ export class JournalStore {
   private _queue: { records: JournalRecord[]; resolve: () => void; reject: (e: unknown) => void }[] = [];
   private _writing = false;
   private _failed: Error | undefined;
+  /**
+   * Records whose write failed (a full disk): already handed out (sequence
+   * numbers, the table, followers), so they are written again, first, at the
+   * next append or flush instead of leaving a hole the next records would
+   * hide behind.
+   */
+  private _unwritten: JournalRecord[] = [];
   /** Bytes cut from a torn tail when the journal was opened (0 when clean). */
   tornBytes = 0;
 
@@ -89,20 +96,29 @@ export class JournalStore {
   private async _flush(): Promise<void> {
     this._writing = true;
     try {
-      while (this._queue.length > 0) {
+      while (this._queue.length > 0 || this._unwritten.length > 0) {
         const batch = this._queue;
         this._queue = [];
+        const all = [...this._unwritten, ...batch.flatMap((b) => b.records)];
         try {
-          const all = batch.flatMap((b) => b.records);
           if (!this._fh || this._size >= SEGMENT_LIMIT) await this._rotate(all[0]!.seq);
           const bytes = encodeJournalRecords(all);
-          await this._fh!.write(bytes);
+          await _writeAll(this._fh!, bytes);
           await this._fh!.datasync();
           this._size += bytes.length;
+          this._unwritten = [];
           for (const b of batch) b.resolve();
         } catch (err) {
+          // Cut what a short write left (a torn record would hide every later
+          // one when the journal is next opened) and keep the records for the
+          // next attempt; the commits waiting on them fail now.
+          await this._fh?.truncate(this._size).catch(() => {});
+          const later = this._queue;
+          this._queue = [];
+          this._unwritten = [...all, ...later.flatMap((b) => b.records)];
           this._failed = err as Error;
-          for (const b of batch) b.reject(err);
+          for (const b of [...batch, ...later]) b.reject(err);
+          break;
         }
       }
     } finally {
@@ -111,15 +127,24 @@ export class JournalStore {
   }
 
   private async _rotate(firstSeq: number): Promise<void> {
-    await this._fh?.close();
     const name = join(this.dir, `${String(firstSeq).padStart(20, '0')}.seg`);
     const tmp = `${name}.tmp`;
-    const fh = await open(tmp, 'w');
-    await fh.write(segmentHeader());
-    await fh.datasync();
-    await fh.close();
-    await rename(tmp, name);
+    try {
+      const fh = await open(tmp, 'w');
+      try {
+        await fh.write(segmentHeader());
+        await fh.datasync();
+      } finally {
+        await fh.close();
+      }
+      await rename(tmp, name);
+    } catch (err) {
+      // The current segment stays open and in use: appends go on there.
+      await rm(tmp, { force: true }).catch(() => {});
+      throw err;
+    }
     await fsyncDir(this.dir);
+    await this._fh?.close();
     this._segments.push({ firstSeq, file: name });
     this._fh = await open(name, 'a');
     this._size = SEGMENT_HEADER_SIZE;
@@ -150,7 +175,13 @@ export class JournalStore {
 
   /** Resolves once every append made so far is durable (rejects if one failed). */
   async flush(): Promise<void> {
+    // Records a failed write left behind: try them again (the disk may have room now).
+    if (!this._writing && this._unwritten.length > 0) {
+      this._failed = undefined;
+      void this._flush();
+    }
     while (this._writing || this._queue.length > 0) await new Promise((r) => setTimeout(r, 1));
+    if (this._unwritten.length > 0 && !this._failed) this._failed = new Error('journal records could not be written');
     if (this._failed) {
       const e = this._failed;
       this._failed = undefined;
@@ -160,9 +191,20 @@ export class JournalStore {
 
   /** Closes the segment file (pending appends finish first). */
   async close(): Promise<void> {
+    if (!this._writing && this._unwritten.length > 0) void this._flush(); // a last try
     while (this._writing || this._queue.length > 0) await new Promise((r) => setTimeout(r, 5));
     await this._fh?.close();
     this._fh = undefined;
+  }
+}
+
+// Writes all of bytes: a write to a nearly full disk can be short.
+async function _writeAll(fh: FileHandle, bytes: Uint8Array): Promise<void> {
+  let off = 0;
+  while (off < bytes.length) {
+    const { bytesWritten } = await fh.write(bytes, off, bytes.length - off);
+    if (bytesWritten === 0) throw Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' });
+    off += bytesWritten;
   }
 }
 

@@ -64,6 +64,8 @@ export async function startMirror(opts: ServeOptions, m: MirrorOptions, hooks: S
   let server: RunningServer | undefined;
   let upstream: Remote | undefined;
   const inflight = new Map<string, Promise<void>>();
+  // Files this mirror fetched for its clients: not local writes to push upstream.
+  const fetched = new Map<string, number>();
   const stop = new AbortController();
 
   // The mirror's own journal learns of listed-only files from the follower, not from its disk.
@@ -80,6 +82,7 @@ export async function startMirror(opts: ServeOptions, m: MirrorOptions, hooks: S
         if (e?.remote) targets.push({ path: p, type: EntryType.FILE, size: e.size, mode: e.mode, mtimeMs: e.mtimeMs, hash: fromHex(e.hash), target: '', version: e.version });
       }
       if (targets.length === 0) return;
+      for (const t of targets) fetched.set(t.path, Date.now());
       if (!upstream || upstream.session.closed) {
         upstream = await connectReplica(replica, m.upstreamSecurity, { timeoutMs: 5000 }).catch((err) => {
           throw new ImzError(Codes.UNREACHABLE, `cannot serve ${paths[0]}${paths.length > 1 ? ` and ${paths.length - 1} more` : ''}: this mirror does not have it yet and its upstream ${m.upstream} is unreachable (${(err as Error).message})`);
@@ -149,7 +152,7 @@ export async function startMirror(opts: ServeOptions, m: MirrorOptions, hooks: S
   };
   const link = m.readOnly
     ? follow(dir, { signal: stop.signal, security: m.upstreamSecurity, onEvent })
-    : watchSync(dir, { signal: stop.signal, security: m.upstreamSecurity, onEvent });
+    : watchSync(dir, { signal: stop.signal, security: m.upstreamSecurity, onEvent, applied: fetched });
   link.catch((err) => hooks.onWarning?.(err as Error));
 
   return {

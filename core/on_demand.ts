@@ -69,10 +69,11 @@ const CAT_IN_FLIGHT = 4;
 export async function listReplica(dir: string, path = ''): Promise<LsEntry[]> {
   const replica = await Replica.open(dir);
   const rel = _relPath(replica, dir, path, 'list');
-  const all = await replica.all();
-  const self = all.get(rel);
+  // One index bucket for a path; the whole index only to list a directory (its children are in every bucket).
+  const self = rel === '' ? undefined : await replica.get(rel);
   if (rel !== '' && !self) throw new ImzError(Codes.NOT_FOUND, `cannot list ${path}: no such path in the replica (run \`imz pull\` to refresh it)`);
   if (self && self.type !== EntryType.DIR) return [_lsEntry(rel, self)];
+  const all = await replica.all();
   const out: LsEntry[] = [];
   for (const [p, e] of all) if (p !== rel && parentOf(p) === rel) out.push(_lsEntry(p, e));
   return out.sort((a, b) => comparePaths(a.path, b.path));
@@ -282,19 +283,13 @@ async function* _readPipelined(remote: Remote, e: Entry): AsyncGenerator<Uint8Ar
   }
 }
 
-async function _evict(replica: Replica, paths: string[], out: EvictSummary): Promise<void> {
+// Drops the content of paths (those in verified were just checked by _whyKept, not hashed again).
+async function _evict(replica: Replica, paths: string[], out: EvictSummary, verified?: Set<string>): Promise<void> {
   const dirs = new Set<string>();
   for (const p of paths) {
     const idx = (await replica.get(p))!;
     const abs = join(replica.root, p);
-    let why: string | undefined;
-    if (!_parentsAreDirs(replica.root, p)) why = 'a parent is not a directory here';
-    else {
-      const st = lstatSync(abs, { throwIfNoEntry: false });
-      if (!st) why = 'deleted here (push or pull first)';
-      else if (!st.isFile()) why = 'no longer a file here';
-      else if ((st.mode & 0o7777) !== idx.mode || st.size !== idx.size || toHex(await hashFile(abs)) !== idx.hash) why = 'it has local changes (push them first)';
-    }
+    const why = verified?.has(p) ? undefined : await _whyKept(replica, p, idx);
     if (why) {
       out.kept.push({ path: p, reason: why });
       continue;
@@ -307,6 +302,17 @@ async function _evict(replica: Replica, paths: string[], out: EvictSummary): Pro
   }
   for (const d of dirs) fsyncDirSync(d);
   await replica.flushIndex();
+}
+
+// Why a file's local content must stay (undefined: it is exactly what was fetched, verified by hash).
+async function _whyKept(replica: Replica, p: string, idx: IndexEntry): Promise<string | undefined> {
+  if (!_parentsAreDirs(replica.root, p)) return 'a parent is not a directory here';
+  const abs = join(replica.root, p);
+  const st = lstatSync(abs, { throwIfNoEntry: false });
+  if (!st) return 'deleted here (push or pull first)';
+  if (!st.isFile()) return 'no longer a file here';
+  if ((st.mode & 0o7777) !== idx.mode || st.size !== idx.size || toHex(await hashFile(abs)) !== idx.hash) return 'it has local changes (push them first)';
+  return undefined;
 }
 
 // Evicts least recently fetched, unchanged files until the fetched content
@@ -327,12 +333,13 @@ async function _enforceCacheLimit(replica: Replica, protect: Set<string>): Promi
   const picked: string[] = [];
   for (const [p, e] of cached) {
     if (total <= max) break;
-    if (protect.has(p)) continue;
+    // A file with local changes never goes, and does not count as freed: the next one does.
+    if (protect.has(p) || (await _whyKept(replica, p, e))) continue;
     picked.push(p);
     total -= e.size;
   }
   const out: EvictSummary = { evicted: [], bytes: 0, kept: [] };
-  await _evict(replica, picked, out);
+  await _evict(replica, picked, out, new Set(picked));
   return out.evicted;
 }
 

@@ -30,7 +30,7 @@ export function pathProblem(p: unknown, allowRoot = false): string | undefined {
   if (_encoder.encode(p).length > MAX_PATH_BYTES) return 'path too long';
   if (p.startsWith('/')) return 'absolute path';
   // eslint-disable-next-line no-control-regex
-  if (/[\u0000-\u001f\u007f]/.test(p)) return 'control character in path';
+  if (/[\u0000-\u001f\u007f-\u009f]/.test(p)) return 'control character in path';
   for (const seg of p.split('/')) {
     if (seg === '') return 'empty path segment';
     if (seg === '.' || seg === '..') return `'${seg}' segment`;
@@ -44,8 +44,14 @@ export function pathProblem(p: unknown, allowRoot = false): string | undefined {
 export function checkPath(p: unknown, action: string, allowRoot = false): string {
   const why = pathProblem(p, allowRoot);
   // Only a string is quoted: String() of an arbitrary value can throw (an object without a prototype).
-  if (why) throw new ImzError(Codes.BAD_PATH, `cannot ${action}: unsafe path ${typeof p === 'string' ? JSON.stringify(p).slice(0, 200) : `(${typeof p})`} (${why})`);
+  if (why) throw new ImzError(Codes.BAD_PATH, `cannot ${action}: unsafe path ${typeof p === 'string' ? printable(JSON.stringify(p).slice(0, 200)) : `(${typeof p})`} (${why})`);
   return p as string;
+}
+
+/** Text from the wire made safe to show: DEL, C1 controls and bidirectional overrides escaped (JSON.stringify leaves them). */
+export function printable(s: string): string {
+  // eslint-disable-next-line no-control-regex
+  return s.replace(/[\u0000-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
 }
 
 /** Parent of a relative path ("" for top-level names). */

@@ -1,3 +1,4 @@
+import { join } from 'node:path';
 import { Codes, ImzError } from '../protocol/errors.ts';
 import { type Entry, EntryType } from '../protocol/messages.ts';
 import { listConflicts, outstanding } from './conflicts.ts';
@@ -5,8 +6,9 @@ import { checkPolicy } from './policy.ts';
 import { type ReconcileEvent, type ReconcileResult, reconcile } from './reconcile.ts';
 import { type SecurityOptions, connectReplica } from './credentials.ts';
 import type { Remote } from './remote.ts';
+import { printable } from './paths.ts';
 import { Replica } from './replica.ts';
-import { explainFsError } from './atomic_fs.ts';
+import { explainFsError, sweepStateTemps } from './atomic_fs.ts';
 
 /** Options of pull. */
 export interface PullOptions {
@@ -72,6 +74,8 @@ export async function pullWith(replica: Replica, remote: Remote, opts: PullOptio
 }
 
 async function _pullWith(replica: Replica, remote: Remote, opts: PullOptions = {}): Promise<PullSummary> {
+  // State files a killed run was writing (Replica.sweepTemps covers only the tree's fetch dirs).
+  sweepStateTemps(['', 'index', 'conflicts', 'conflicts/blobs'].map((d) => join(replica.stateDir, d)));
   const info = remote.info;
   const head = replica.head;
   const policy = checkPolicy(opts.policy ?? replica.config.policy ?? 'manual');
@@ -99,9 +103,10 @@ async function _pullWith(replica: Replica, remote: Remote, opts: PullOptions = {
     let cursor = 0;
     for await (const b of remote.list('')) {
       listed.push(...b.entries);
-      cursor = b.cursor;
+      cursor = checkSeq(b.cursor, 'journal cursor');
       // What the server cannot replicate (special files, bad names): said, not silently missing.
-      for (const s of b.skipped) opts.onEvent?.({ type: 'skipped', path: String(s.path).slice(0, 300), reason: String(s.reason).slice(0, 200) });
+      // The names come from the wire: control characters are shown escaped, never sent to the terminal.
+      for (const s of b.skipped) opts.onEvent?.({ type: 'skipped', path: printable(String(s.path).slice(0, 300)), reason: printable(String(s.reason).slice(0, 200)) });
     }
     const seen = new Set(listed.map((e) => e.path));
     const targets = listed;
@@ -115,7 +120,9 @@ async function _pullWith(replica: Replica, remote: Remote, opts: PullOptions = {
       for (const [p] of await replica.all()) if (!seen.has(p)) await replica.delete(p);
     }
     merge(await reconcile(replica, remote, targets, opts.onEvent, policy));
-    replica.head = { serverId: info.serverId, cursor };
+    // A clone stays marked unfinished until the journal replay below is done
+    // too: killed in between, the same `imz clone` resumes it.
+    replica.head = { serverId: info.serverId, cursor, ...(head.cloning ? { cloning: true } : {}) };
     await replica.saveHead();
     total.cursor = cursor;
   }
@@ -128,6 +135,7 @@ async function _pullWith(replica: Replica, remote: Remote, opts: PullOptions = {
     let n = 0;
     for await (const batch of remote.journal(replica.head.cursor)) {
       for (const r of batch) {
+        checkSeq(r.seq, 'journal record number');
         finalState.set(r.entry.path, r.entry);
         if (r.seq > last) last = r.seq;
         n++;
@@ -147,12 +155,27 @@ async function _pullWith(replica: Replica, remote: Remote, opts: PullOptions = {
     total.records += n;
     const r = await reconcile(replica, remote, targets, opts.onEvent, policy);
     merge(r);
-    replica.head = { serverId: info.serverId, cursor: last };
+    replica.head = { serverId: info.serverId, cursor: last, ...(head.cloning ? { cloning: true } : {}) };
     await replica.saveHead();
     total.cursor = last;
     if (r.stale.length === 0) break;
     await new Promise((res) => setTimeout(res, 100 * (round + 1)));
   }
+  if (replica.head.cloning) {
+    replica.head = { serverId: info.serverId, cursor: replica.head.cursor };
+    await replica.saveHead();
+  }
   total.outstanding = outstanding(await listConflicts(replica.stateDir)).length;
   return total;
 }
+
+/**
+ * A journal sequence number from the wire, checked before it can reach HEAD:
+ * a whole number, not negative, exactly representable (a forged NaN or 2^60
+ * would be saved as null or as a cursor no real journal ever reaches).
+ */
+export function checkSeq(n: number, what: string): number {
+  if (!Number.isSafeInteger(n) || n < 0) throw new ImzError(Codes.PROTOCOL, `cannot pull: the server sent an invalid ${what} (${n})`);
+  return n;
+}
+

@@ -1,3 +1,4 @@
+import { lstatSync } from 'node:fs';
 import { mkdir, rename } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Codes, ImzError } from '../protocol/errors.ts';
@@ -6,14 +7,14 @@ import { type LocalChange, scanChanges } from './changes.ts';
 import { type ConflictRecord, blobPath, clearConflict, conflictCopyName, listConflicts, outstanding, saveConflict } from './conflicts.ts';
 import { fetchFiles } from './fetcher.ts';
 import { fromHex, toHex } from './hash.ts';
-import { checkPath } from './paths.ts';
+import { checkPath, parentOf } from './paths.ts';
 import { reconcile } from './reconcile.ts';
 import { ReintLog } from './reint_log.ts';
 import type { LoggedOp } from './reint_log_model.ts';
 import { type SecurityOptions, connectReplica } from './credentials.ts';
 import type { Remote } from './remote.ts';
 import { Replica } from './replica.ts';
-import { explainFsError } from './atomic_fs.ts';
+import { explainFsError, sweepStateTemps } from './atomic_fs.ts';
 import { type Policy, checkPolicy } from './policy.ts';
 import { statEntrySync } from './tree_scan.ts';
 import { uploadBlobs } from './uploader.ts';
@@ -103,6 +104,8 @@ export async function pushWith(replica: Replica, remote: Remote | undefined, opt
 }
 
 async function _pushWith(replica: Replica, remote: Remote | undefined, opts: PushOptions = {}, unreachable?: ImzError): Promise<PushSummary> {
+  // State files a killed run was writing (Replica.sweepTemps covers only the tree's fetch dirs).
+  sweepStateTemps(['', 'index', 'conflicts', 'conflicts/blobs'].map((d) => join(replica.stateDir, d)));
   const policy = checkPolicy(opts.policy ?? replica.config.policy ?? 'manual');
   const log = await ReintLog.open(replica.stateDir);
   const summary: PushSummary = { logged: 0, applied: 0, conflicts: [], settled: [], rejected: 0, offline: !remote, uploadedBytes: 0 };
@@ -255,6 +258,10 @@ async function _settle(replica: Replica, remote: Remote, op: LoggedOp, r: OpResu
   if (policy === 'keep-both' && r.keptAs) {
     // The server stored our version beside its own: mirror that here, then take its version of the path.
     checkPath(r.keptAs, 'keep both versions');
+    // The keep name lies beside the path (never through another directory, which could be a link out of the replica) and is new.
+    if (parentOf(r.keptAs) !== parentOf(op.path) || r.keptAs === op.path || lstatSync(join(replica.root, r.keptAs), { throwIfNoEntry: false })) {
+      throw new ImzError(Codes.PROTOCOL, `cannot keep both versions of ${op.path}: the server named the copy ${JSON.stringify(r.keptAs).slice(0, 200)}, which is not a new name beside it`);
+    }
     await rename(abs, join(replica.root, r.keptAs));
     const moved = statEntrySync(replica.root, r.keptAs);
     if (moved && typeof moved !== 'string') {

@@ -36,6 +36,8 @@ export interface Security {
 export interface ConnectOptions extends Security {
   replicaId?: string;
   timeoutMs?: number;
+  /** Give up (IMZ_TIMEOUT) when requests wait this long with nothing received at all (default 60 s, or IMZ_REPLY_TIMEOUT_MS). */
+  replyTimeoutMs?: number;
 }
 
 /** Parses "HOST:PORT" (IPv6 as "[::1]:PORT"); throws IMZ_USAGE when malformed. */
@@ -78,6 +80,11 @@ export class Remote {
       });
       const h = reply.helloReply;
       if (!h || !h.serverId) throw new ImzError(Codes.PROTOCOL, `cannot greet server ${address}: it did not answer HELLO like an imz server`);
+      // Shown to people and kept in HEAD: a UUID-like identity only.
+      if (!/^[0-9A-Za-z-]{1,64}$/.test(h.serverId)) throw new ImzError(Codes.PROTOCOL, `cannot greet server ${address}: its identity is not a valid server id`);
+      // Never more than we offered (a larger frame would let the server make us buffer it), never uselessly small.
+      const maxFrame = Math.min(h.maxFrame || DEFAULT_MAX_FRAME, DEFAULT_MAX_FRAME);
+      if (maxFrame < 64 * 1024) throw new ImzError(Codes.PROTOCOL, `cannot greet server ${address}: it offers frames of only ${h.maxFrame} bytes`);
       let access = h.access ?? Access.READ_WRITE;
       let authenticated = false;
       // An older server sends no access field: it reads as NONE (0) only when a nonce came too.
@@ -94,7 +101,7 @@ export class Remote {
         authenticated = true;
       }
       if (access !== Access.READ_WRITE && access !== Access.READ_ONLY) throw new ImzError(Codes.PROTOCOL, `cannot greet server ${address}: it granted unknown access ${access}`);
-      session.maxFrame = h.maxFrame || DEFAULT_MAX_FRAME;
+      session.maxFrame = maxFrame;
       return {
         serverId: h.serverId, journalFirst: Number(h.journalFirst) || 0, journalLast: Number(h.journalLast) || 0, version: h.version, maxFrame: session.maxFrame,
         access: access === Access.READ_WRITE ? 'read-write' : 'read-only', authenticated,
@@ -104,7 +111,9 @@ export class Remote {
     };
     try {
       const info = await _withTimeout(greet(), timeoutMs, () => new ImzError(Codes.UNREACHABLE, `cannot greet server ${address}: no HELLO reply within ${timeoutMs / 1000} s`));
-      return new Remote(session, info, address);
+      const remote = new Remote(session, info, address);
+      remote._watchReplies(opts.replyTimeoutMs ?? (Number(process.env.IMZ_REPLY_TIMEOUT_MS) || 60_000));
+      return remote;
     } catch (err) {
       session.close();
       if (err instanceof ImzError && err.code === Codes.CLOSED) throw new ImzError(Codes.UNREACHABLE, `cannot greet server ${address}: it closed the connection${opts.tls ? '' : ' (does it expect TLS? give --tls)'}`);
@@ -149,7 +158,25 @@ export class Remote {
 
   /** Closes the connection. */
   close(): void {
+    if (this._replyTimer) clearInterval(this._replyTimer);
     this.session.close();
+  }
+
+  private _replyTimer: ReturnType<typeof setInterval> | undefined;
+
+  // A server that stalls (half a frame, or no answer) while we wait for it
+  // would otherwise hold a clone or a push forever.
+  private _watchReplies(ms: number): void {
+    this._replyTimer = setInterval(() => {
+      if (this.session.closed) {
+        clearInterval(this._replyTimer);
+        return;
+      }
+      if (this.session.pending > 0 && Date.now() - this.session.lastReceived > ms) {
+        this.session.close(new ImzError(Codes.TIMEOUT, `cannot finish talking to ${this.address}: nothing received for ${Math.round(ms / 1000)} s (the server or the network stalled; run the command again)`));
+      }
+    }, Math.min(1000, ms));
+    this._replyTimer.unref?.();
   }
 }
 

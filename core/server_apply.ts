@@ -4,14 +4,14 @@ import { chmod, mkdir, open, rename, rm, stat, utimes } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { Codes, ImzError } from '../protocol/errors.ts';
 import { Change, EntryType, type Operation, OpKind, type OpResult, OpStatus } from '../protocol/messages.ts';
-import { fsyncDir, tempNameFor } from './atomic_fs.ts';
+import { fsErrorPlace, fsyncDir, tempNameFor } from './atomic_fs.ts';
 import { keepName } from './conflicts.ts';
 import { POLICIES, type Policy } from './policy.ts';
 import { toHex } from './hash.ts';
 import { checkPath } from './paths.ts';
 import type { ServerScanner } from './server_scanner.ts';
 import { type PendingChange, type ServerState, type TableEntry, tableToEntry } from './server_state.ts';
-import { fsEntryFromStats, utimeSeconds } from './tree_scan.ts';
+import { fsEntryFromStats, sameMtime, utimeSeconds } from './tree_scan.ts';
 
 /** Largest blob staged through PUT_BLOB. */
 const MAX_BLOB = 1024 ** 4;
@@ -70,7 +70,9 @@ export class Reintegrator {
     if (!(req.size >= 0 && req.size <= MAX_BLOB)) throw new ImzError(Codes.PROTOCOL, 'cannot stage content: bad size');
     const hex = toHex(req.hash);
     const prev = this._blobLocks.get(hex) ?? Promise.resolve();
-    const run = prev.then(() => this._putBlob(hex, req));
+    const run = prev.then(() => this._putBlob(hex, req)).catch((err) => {
+      throw this._fsError(err, 'stage the upload', 'push again');
+    });
     const tail = run.catch(() => {});
     this._blobLocks.set(hex, tail);
     void tail.then(() => { if (this._blobLocks.get(hex) === tail) this._blobLocks.delete(hex); });
@@ -97,10 +99,14 @@ export class Reintegrator {
       const tmp = tempNameFor(full);
       const fd = openSync(tmp, 'w', 0o600);
       try {
-        writeSync(fd, req.data);
-      } finally {
+        _writeAllSync(fd, req.data);
+      } catch (err) {
+        // A full disk: no temp file is left behind.
         closeSync(fd);
+        rmSync(tmp, { force: true });
+        throw err;
       }
+      closeSync(fd);
       renameSync(tmp, full);
       rmSync(part, { force: true });
       return { present: true, have: req.size };
@@ -123,8 +129,18 @@ export class Reintegrator {
     if (have + req.data.length > req.size) throw new ImzError(Codes.PROTOCOL, 'cannot stage content: more bytes than the declared size');
     const fh = await open(part, 'a');
     try {
-      if (req.data.length > 0) await fh.write(req.data);
+      let off = 0;
+      while (off < req.data.length) {
+        const { bytesWritten } = await fh.write(req.data, off, req.data.length - off);
+        if (bytesWritten === 0) throw Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' });
+        off += bytesWritten;
+      }
       if (req.last) await fh.datasync();
+    } catch (err) {
+      // A piece written in part (a full disk): cut it, so the staged length
+      // stays what the client was told and the upload resumes from there.
+      await fh.truncate(have).catch(() => {});
+      throw err;
     } finally {
       await fh.close();
     }
@@ -177,7 +193,7 @@ export class Reintegrator {
         try {
           results.push(await this._one(replicaId, op, pol));
         } catch (err) {
-          const e = err instanceof ImzError ? err : new ImzError(Codes.IO, `cannot apply ${op.path}: ${(err as Error).message}`);
+          const e = this._fsError(err, `apply ${op.path}`, 'push again');
           results.push(_result(op, OpStatus.REJECTED, this._version(op.path), { error: { code: e.code, message: e.message } }));
         }
       }
@@ -185,9 +201,59 @@ export class Reintegrator {
       // Nothing is acknowledged before its journal records are on disk.
       await Promise.all([...this._dirsToSync].map(fsyncDir));
       this._dirsToSync.clear();
-      await this.state.flush();
+      try {
+        await this.state.flush();
+      } catch (err) {
+        // Unacknowledged: the client keeps the operations logged and resends
+        // them; the journal writes its records again once there is room.
+        throw this._fsError(err, 'journal the changes', 'push again (the changes stay logged)');
+      }
       return results;
     });
+  }
+
+  // A file-system error as one line for the client: what failed, where in
+  // the served tree (or the server's state), and what to do.
+  private _fsError(err: unknown, action: string, then: string): ImzError {
+    if (err instanceof ImzError) return err;
+    const e = err as NodeJS.ErrnoException & { dest?: string };
+    // Server paths are told relative to the served tree or the state dir.
+    const at = fsErrorPlace(e, '').replace(`${this.state.dir}/`, 'server state ').replace(`${this.root}/`, '').replace(this.root, 'the served tree');
+    if (e.code === 'ENOSPC' || e.code === 'EDQUOT') {
+      return new ImzError(Codes.NO_SPACE, `cannot ${action}: no space left on the server's disk${e.code === 'EDQUOT' ? ' (quota exceeded)' : ''}; free space on the server, then ${then}`);
+    }
+    if (e.code === 'EACCES' || e.code === 'EPERM' || e.code === 'EROFS') {
+      const why = e.code === 'EROFS' ? 'read-only file system' : 'permission denied';
+      return new ImzError(Codes.IO, `cannot ${action}: the server may not write there (${why}${at ? ` on ${at}` : ''}); fix that on the server, then ${then}`);
+    }
+    return new ImzError(Codes.IO, `cannot ${action}: ${(err as Error)?.message ?? String(err)}`);
+  }
+
+  // Journals a path whose state on disk is not the table's (a direct write
+  // not journalled yet). Refuses the operation while the path keeps changing.
+  private async _catchUp(path: string): Promise<void> {
+    if (this._agrees(path)) return;
+    await this.scanner.scanNow(path);
+    if (this.state.table.has(path) && !this._agrees(path)) {
+      throw new ImzError(Codes.STALE, `cannot apply ${path}: it is being changed on the server right now (push again)`);
+    }
+  }
+
+  // True when the path on disk is what the table says (by lstat, as the scanner tells a change).
+  private _agrees(path: string): boolean {
+    const t = this.state.table.get(path);
+    let st;
+    try {
+      st = lstatSync(join(this.root, path), { throwIfNoEntry: false });
+    } catch {
+      return true; // a parent is not a directory: applying says so
+    }
+    // An untracked directory holds no version of its own: applying handles it (and refuses to replace one that is not empty).
+    if (!t && st?.isDirectory()) return true;
+    if (!t || !st) return !t && !st;
+    if (st.isDirectory()) return t.type === EntryType.DIR;
+    if (st.isSymbolicLink()) return t.type === EntryType.SYMLINK;
+    return st.isFile() && t.type === EntryType.FILE && t.size === st.size && sameMtime(t.mtimeMs, st.mtimeMs) && (t.ino === 0 || t.ino === st.ino);
   }
 
   private _version(path: string): number {
@@ -197,7 +263,14 @@ export class Reintegrator {
   private async _one(replicaId: string, op: Operation, policy: Policy): Promise<OpResult> {
     checkPath(op.path, 'reintegrate');
     if (op.kind === OpKind.MOVE) checkPath(op.fromPath, 'reintegrate');
+    const bad = _numbersProblem(op);
+    if (bad) throw new ImzError(Codes.PROTOCOL, `cannot reintegrate ${op.path}: ${bad}`);
     if ((this.state.origins.get(replicaId) ?? 0) >= op.seq) return _result(op, OpStatus.DUPLICATE, this._version(op.path));
+    // A local program may have just written the path, and the watcher not
+    // reported it yet: journal what is really there first, so the operation
+    // is checked against it and never replaces a version nobody saw.
+    await this._catchUp(op.path);
+    if (op.kind === OpKind.MOVE) await this._catchUp(op.fromPath);
     const cur = this.state.table.get(op.path);
     const curVersion = cur?.version ?? 0;
     const baseOk = op.base === curVersion && (op.kind !== OpKind.MOVE || (this.state.table.get(op.fromPath)?.version ?? 0) === op.fromBase);
@@ -287,6 +360,8 @@ export class Reintegrator {
     await this._ensureParents(op.path, changes, origin);
     const cur = this.state.table.get(op.path);
     const onDisk = lstatSync(abs, { throwIfNoEntry: false });
+    // A directory about to be replaced (by a file or a link): what was checked under it no longer holds.
+    if (onDisk?.isDirectory() && (op.kind === OpKind.STORE || op.kind === OpKind.LINK)) this._checkedDirs.clear();
     // Something of another type in the way (a forced win, or a retype): clear it first.
     const clear = () => {
       if (!onDisk) return;
@@ -314,16 +389,22 @@ export class Reintegrator {
           staged = false;
         }
         if (!staged && !this._copyFromTree(op.state.hash, tmp)) throw new ImzError(Codes.NOT_FOUND, `cannot store ${op.path}: its content was not uploaded (push again)`);
-        const fd = openSync(tmp, 'r+');
         try {
-          fchmodSync(fd, op.state.mode & 0o777);
-          futimesSync(fd, utimeSeconds(op.state.mtimeMs), utimeSeconds(op.state.mtimeMs));
-          fsyncSync(fd);
-        } finally {
-          closeSync(fd);
+          const fd = openSync(tmp, 'r+');
+          try {
+            fchmodSync(fd, op.state.mode & 0o777);
+            futimesSync(fd, utimeSeconds(op.state.mtimeMs), utimeSeconds(op.state.mtimeMs));
+            fsyncSync(fd);
+          } finally {
+            closeSync(fd);
+          }
+          if (onDisk?.isDirectory()) clear();
+          renameSync(tmp, abs);
+        } catch (err) {
+          // Refused (a directory in the way that is not empty, a time out of range): no copy is left in the tree.
+          rmSync(tmp, { force: true });
+          throw err;
         }
-        if (onDisk?.isDirectory()) clear();
-        renameSync(tmp, abs);
         changes.push(this._change(op.path, cur ? (cur.type === EntryType.FILE ? Change.MODIFY : Change.RETYPE) : Change.CREATE, origin, op.state.hash));
         // The content now lives in the tree (where later uploads of it are
         // found): the staged copy is not needed any more.
@@ -339,8 +420,13 @@ export class Reintegrator {
       case OpKind.LINK: {
         const tmp = tempNameFor(abs);
         symlinkSync(op.state.target, tmp);
-        if (onDisk?.isDirectory()) clear();
-        renameSync(tmp, abs);
+        try {
+          if (onDisk?.isDirectory()) clear();
+          renameSync(tmp, abs);
+        } catch (err) {
+          rmSync(tmp, { force: true });
+          throw err;
+        }
         changes.push(this._change(op.path, cur && cur.type !== EntryType.SYMLINK ? Change.RETYPE : Change.SYMLINK, origin));
         break;
       }
@@ -357,13 +443,17 @@ export class Reintegrator {
         break;
       case OpKind.SETATTR:
         if (!onDisk) throw new ImzError(Codes.NOT_FOUND, `cannot change ${op.path}: it does not exist on the server`);
-        await chmod(abs, op.state.mode & 0o777);
+        // chmod follows a symlink (there is no lchmod): it would change what the link points at, maybe outside the tree.
+        if (onDisk.isSymbolicLink()) throw new ImzError(Codes.PROTOCOL, `cannot change ${op.path}: it is a symlink, whose mode is not replicated`);
+        // Times first: if they are refused, nothing has changed yet.
         if (onDisk.isFile()) await utimes(abs, utimeSeconds(op.state.mtimeMs), utimeSeconds(op.state.mtimeMs));
+        await chmod(abs, op.state.mode & 0o777);
         changes.push(this._change(op.path, Change.META, origin));
         break;
       case OpKind.MOVE: {
         const from = join(this.root, op.fromPath);
-        if (!lstatSync(from, { throwIfNoEntry: false })) throw new ImzError(Codes.NOT_FOUND, `cannot move ${op.fromPath}: it does not exist on the server`);
+        // The source's parents must be real directories: through a symlink, the source could lie outside the tree.
+        if (!_underRealDirs(this.root, op.fromPath) || !lstatSync(from, { throwIfNoEntry: false })) throw new ImzError(Codes.NOT_FOUND, `cannot move ${op.fromPath}: it does not exist on the server`);
         if (onDisk && forced) clear();
         renameSync(from, abs);
         changes.push({ change: Change.REMOVE, path: op.fromPath, state: undefined, ...origin });
@@ -424,6 +514,37 @@ export class Reintegrator {
       this._checkedDirs.add(cur);
     }
   }
+}
+
+// Writes all of data: a write to a nearly full disk can be short.
+function _writeAllSync(fd: number, data: Uint8Array): void {
+  let off = 0;
+  while (off < data.length) {
+    const n = writeSync(fd, data, off, data.length - off);
+    if (n === 0) throw Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' });
+    off += n;
+  }
+}
+
+// Numbers an imz client always sends well formed. A NaN or huge seq would
+// spoil retry detection for the replica (every later seq compared as a
+// duplicate, or none); a time utimes refuses would fail half-way through.
+function _numbersProblem(op: Operation): string | undefined {
+  if (!Number.isSafeInteger(op.seq) || op.seq < 1) return `operation seq ${op.seq} is not a positive integer`;
+  if (!Number.isSafeInteger(op.base) || op.base < 0 || !Number.isSafeInteger(op.fromBase) || op.fromBase < 0) return 'its base version is not a version';
+  if (!Number.isFinite(op.state.mtimeMs) || Math.abs(op.state.mtimeMs) > 8.64e15) return `modification time ${op.state.mtimeMs} is out of range`;
+  return undefined;
+}
+
+// True when every parent of path (relative to root) is a real directory, not a symlink or a file.
+function _underRealDirs(root: string, path: string): boolean {
+  const parts = path.split('/');
+  let cur = root;
+  for (let i = 0; i < parts.length - 1; i++) {
+    cur = join(cur, parts[i]!);
+    if (!lstatSync(cur, { throwIfNoEntry: false })?.isDirectory()) return false;
+  }
+  return true;
 }
 
 function readdirSyncSafe(abs: string): string[] {

@@ -233,6 +233,15 @@ export class ServerScanner extends EventEmitter {
     return run;
   }
 
+  /**
+   * Scans one path at once, not queued behind other scans: only for a caller
+   * running inside exclusive() (the reintegrator, about to change a path
+   * that a local program changed and the watcher has not reported yet).
+   */
+  scanNow(sub: string): Promise<number> {
+    return this._scan(sub);
+  }
+
   /** Starts watching a directory the server itself created. */
   watchCreated(rel: string): void {
     if (this._dw.size > 0) this._dw.watch(rel);

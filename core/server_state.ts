@@ -109,7 +109,14 @@ export class ServerState extends EventEmitter {
     }
     const journal = await JournalStore.open(join(dir, 'journal'));
     const s = new ServerState(dir, id, journal);
-    const ckptSeq = await s._loadCheckpoint();
+    let ckptSeq = await s._loadCheckpoint();
+    if (ckptSeq > journal.last) {
+      // The checkpoint describes records the journal never got to disk (a
+      // crash or a full disk right after it): the journal is the truth.
+      s.table.clear();
+      s.origins.clear();
+      ckptSeq = 0;
+    }
     for await (const batch of journal.readSince(ckptSeq)) {
       for (const r of batch) s._applyToTable(r);
     }
@@ -154,7 +161,9 @@ export class ServerState extends EventEmitter {
     });
     const appended = this.journal.append(records);
     if (durable) await appended;
-    else appended.catch((err) => this.emit('error', err));
+    // flush() reports a failed write to whoever acknowledges the batch; an
+    // 'error' event nobody listens to would crash the whole server instead.
+    else appended.catch((err) => { if (this.listenerCount('error') > 0) this.emit('error', err); });
     for (let i = 0; i < records.length; i++) {
       const r = records[i]!;
       if (r.origin) this.origins.set(r.origin, Math.max(this.origins.get(r.origin) ?? 0, r.originSeq));

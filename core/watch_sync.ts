@@ -17,6 +17,8 @@ export interface WatchSyncOptions {
   allowMassDelete?: boolean;
   signal?: AbortSignal;
   onEvent?: (e: WatchSyncEvent) => void;
+  /** Paths written by imz itself (path → when), not to be pushed back: shared with a mirror's fetches. */
+  applied?: Map<string, number>;
   /** Quiet time gathering local writes before a push (default 300 ms). */
   debounceMs?: number;
   /** Period of the verification push (a full scan) that catches what watches miss (default 60 s). */
@@ -46,7 +48,7 @@ const ECHO_MS = 2000;
 export async function watchSync(dir: string, opts: WatchSyncOptions = {}): Promise<{ cursor: number }> {
   const root = (await Replica.open(dir)).root;
   const stopped = () => opts.signal?.aborted === true;
-  const applied = new Map<string, number>();
+  const applied = opts.applied ?? new Map<string, number>();
   const dw = new DirWatcher(root, { debounceMs: opts.debounceMs ?? 300 });
   dw.on('error', (e: Error) => opts.onEvent?.({ type: 'watch-degraded', message: e.message }));
 

@@ -145,6 +145,11 @@ export class Session extends EventEmitter {
     return this._write({ xid: 0, op, ...body, ...(error ? { error } : {}) });
   }
 
+  /** Requests sent and not yet fully answered. */
+  get pending(): number {
+    return this._pending.size;
+  }
+
   /** Closes the session; pending requests fail with err (or IMZ_CLOSED). */
   close(err?: ImzError): void {
     if (this._closed) return;
@@ -253,7 +258,7 @@ export class Session extends EventEmitter {
     if (env.reply) {
       const p = this._pending.get(env.xid);
       if (!p) return; // a reply to a request we gave up on: ignore
-      const err = env.error && env.error.code ? new ImzError(env.error.code, env.error.message) : undefined;
+      const err = env.error && env.error.code ? wireError(env.error) : undefined;
       if (p.resolve) {
         this._pending.delete(env.xid);
         if (err) p.reject!(err);
@@ -278,7 +283,7 @@ export class Session extends EventEmitter {
     }
     if (env.xid === 0) {
       if (env.op === Op.ERROR && env.error) {
-        this.close(new ImzError(env.error.code || Codes.PROTOCOL, env.error.message || 'the peer closed the connection'));
+        this.close(wireError(env.error));
         return;
       }
       // Only a server sends unsolicited messages: to the serving side, xid 0 is a request nobody could answer.
@@ -341,4 +346,23 @@ export class Session extends EventEmitter {
       .catch(() => {})
       .finally(() => { this._inFlight--; });
   }
+}
+
+// Codes whose meaning is local (they pick exit statuses such as "bad usage"
+// or "conflicts remain"): from a peer they only say it misbehaved.
+const _LOCAL_CODES = new Set([Codes.BAD_USAGE, Codes.CONFLICT, Codes.LOCKED, Codes.NOT_REPLICA, Codes.NOT_EMPTY]);
+
+/**
+ * An error frame's content as an ImzError fit to show: a well-formed code
+ * (local-only ones become IMZ_PROTOCOL), and one line of text without
+ * control characters, worded "cannot ...".
+ */
+export function wireError(e: { code?: string; message?: string }): ImzError {
+  let code = typeof e.code === 'string' && /^IMZ_[A-Z_]{1,40}$/.test(e.code) ? e.code : Codes.PROTOCOL;
+  if (_LOCAL_CODES.has(code as never)) code = Codes.PROTOCOL;
+  // eslint-disable-next-line no-control-regex
+  let message = String(e.message ?? '').replace(/[\u0000-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]+/g, ' ').trim().slice(0, 500);
+  if (message === '') message = 'the peer closed the connection';
+  if (!message.startsWith('cannot ')) message = `cannot talk to peer: ${message}`;
+  return new ImzError(code, message);
 }
