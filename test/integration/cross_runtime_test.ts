@@ -107,4 +107,24 @@ T('a server under Deno serves a clone and a pull made by Node', async () => {
   assert.is(stopped.code, 0, `the deno server stops cleanly on SIGTERM (code ${stopped.code}, signal ${stopped.signal})\n${server.output().stderr}`);
 });
 
+T('under Deno: an on-demand clone, cat and get, against a Node server that requires a token', async () => {
+  const tmp = await makeTmp();
+  const srv = await richTree(tmp);
+  await writeFile(join(tmp, 'tokens'), 'cross-runtime-token-0123456789\n');
+  const server = await startServer(srv, ['--token-file', join(tmp, 'tokens')]);
+  const replica = join(tmp, 'replica');
+  const env = { IMZ_TOKEN: 'cross-runtime-token-0123456789' };
+  const c = await imz(['clone', '--on-demand', server.address, replica], { runtime: 'deno', env, timeoutMs: DENO_MS });
+  assert.is(c.code, 0, c.stderr);
+  assert.not.ok(existsSync(join(replica, 'run.sh')), 'no content yet');
+  const cat = await imz(['cat', 'run.sh'], { cwd: replica, runtime: 'deno', env, timeoutMs: DENO_MS });
+  assert.is(cat.stdout, '#!/bin/sh\necho hi\n');
+  const get = await imz(['get', '--all'], { cwd: replica, runtime: 'deno', env, timeoutMs: DENO_MS });
+  assert.is(get.code, 0, get.stderr);
+  assertSame(await snapshotTree(srv), await snapshotTree(replica), 'deno on-demand replica made full');
+  const wrong = await imz(['pull'], { cwd: replica, runtime: 'deno', env: { IMZ_TOKEN: 'a-wrong-token-0123456789' }, timeoutMs: DENO_MS });
+  assert.is(wrong.code, 1);
+  assert.match(wrong.stderr, /did not accept the token/);
+});
+
 T.run();
