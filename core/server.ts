@@ -158,18 +158,7 @@ export class ImzServer extends EventEmitter {
         throw new ImzError(Codes.BAD_USAGE, `cannot use the TLS certificate: ${(err as Error).message}`);
       }
     }
-    const stateDir = resolve(this._opts.stateDir ?? join(this.root, SERVER_DIR));
-    this.state = await ServerState.open(stateDir);
-    this.scanner = new ServerScanner(this.root, this.state, { debounceMs: this._opts.debounceMs, rescanMs: this._opts.rescanMs, virtual: this._opts.virtual });
-    this.scanner.on('skipped', (s: SkippedPath) => {
-      // Remembered (bounded) so clones can say what they will not get.
-      if (this.skipped.size < 1000 || this.skipped.has(s.path)) this.skipped.set(s.path, s.reason);
-      this.emit('skipped', s);
-    });
-    this.scanner.on('error', (e) => this.emit('warning', e));
-    await this.scanner.start();
-    this.reintegrator = new Reintegrator(this.root, this.state, this.scanner);
-    await this.reintegrator.sweepStaging();
+    // The listener first: a certificate and key that do not fit fail before any state is opened.
     const handshakeMs = this._handshakeMs();
     if (this._opts.tls) {
       const tls = this._opts.tls;
@@ -177,7 +166,7 @@ export class ImzServer extends EventEmitter {
       try {
         net = createTlsServer({ cert: Buffer.from(tls.cert), key: Buffer.from(tls.key), minVersion: 'TLSv1.2', handshakeTimeout: handshakeMs }, (s: TLSSocket) => this._onSecure(s));
       } catch (err) {
-        throw new ImzError(Codes.BAD_USAGE, `cannot use the TLS certificate and key: ${(err as Error).message}`);
+        throw new ImzError(Codes.BAD_USAGE, `cannot use the TLS certificate and key: ${_firstLine((err as Error).message)}`);
       }
       // Admission on the raw connection, before any TLS work is spent on it.
       net.on('connection', (raw: Socket) => { this._admit(raw, false); });
@@ -187,10 +176,33 @@ export class ImzServer extends EventEmitter {
     } else {
       this._net = createServer((socket) => { if (this._admit(socket, true)) this._onSecure(socket); });
     }
-    await new Promise<void>((res, rej) => {
-      this._net!.once('error', rej);
-      this._net!.listen(this._opts.port ?? 0, host, () => res());
-    });
+    try {
+      const stateDir = resolve(this._opts.stateDir ?? join(this.root, SERVER_DIR));
+      this.state = await ServerState.open(stateDir);
+      this.scanner = new ServerScanner(this.root, this.state, { debounceMs: this._opts.debounceMs, rescanMs: this._opts.rescanMs, virtual: this._opts.virtual });
+      this.scanner.on('skipped', (s: SkippedPath) => {
+        // Remembered (bounded) so clones can say what they will not get.
+        if (this.skipped.size < 1000 || this.skipped.has(s.path)) this.skipped.set(s.path, s.reason);
+        this.emit('skipped', s);
+      });
+      this.scanner.on('error', (e) => this.emit('warning', e));
+      await this.scanner.start();
+      this.reintegrator = new Reintegrator(this.root, this.state, this.scanner);
+      await this.reintegrator.sweepStaging();
+      await new Promise<void>((res, rej) => {
+        this._net!.once('error', rej);
+        this._net!.listen(this._opts.port ?? 0, host, () => res());
+      });
+    } catch (err) {
+      // Nothing left running: the process can report the error and exit.
+      await this.scanner?.close().catch(() => {});
+      await this.state?.close().catch(() => {});
+      const e = err as NodeJS.ErrnoException;
+      if (e.code === 'EADDRINUSE') throw new ImzError(Codes.BAD_USAGE, `cannot listen on ${host}:${this._opts.port}: the port is in use (choose another --port, or 0 for a free one)`);
+      if (e.code === 'EADDRNOTAVAIL') throw new ImzError(Codes.BAD_USAGE, `cannot listen on ${host}: no such address on this machine`);
+      if (e.code === 'EACCES') throw new ImzError(Codes.BAD_USAGE, `cannot listen on ${host}:${this._opts.port}: permission denied (ports below 1024 need privileges)`);
+      throw err;
+    }
     this._net.on('error', (e) => this.emit('warning', e));
     // A peer silent for this long is gone (a follower pings every few
     // seconds; a half-open connection never will): close it.
@@ -650,6 +662,10 @@ async function _packFile(pack: ReturnType<typeof tarPack>, path: string, t: Tabl
       (entry as unknown as { end(): void }).end();
     })().catch(rej);
   });
+}
+
+function _firstLine(s: string): string {
+  return s.split('\n').map((l) => l.trim()).filter(Boolean)[0] ?? s;
 }
 
 /** True for an address that only this machine can reach. */

@@ -1,4 +1,4 @@
-import { ImzError } from '../protocol/errors.ts';
+import { Codes, ImzError } from '../protocol/errors.ts';
 import { type LocalChange, scanChanges } from './changes.ts';
 import { type ConflictRecord, listConflicts } from './conflicts.ts';
 import { type SecurityOptions, connectReplica } from './credentials.ts';
@@ -19,6 +19,8 @@ export interface ServerStatus {
   skipped?: boolean;
   /** The server is a mirror: what it mirrors, and whether it follows it now. */
   upstream?: { address: string; reachable: boolean };
+  /** Why it could not be asked (an error code), when it could not. */
+  code?: string;
   /** What this replica may do there. */
   access?: 'read-write' | 'read-only';
 }
@@ -81,7 +83,7 @@ async function _askServer(replica: Replica, timeoutMs: number, security: Securit
   try {
     remote = await connectReplica(replica, security, { timeoutMs });
   } catch (err) {
-    return { reachable: false, address, error: err instanceof ImzError ? err.message : String((err as Error)?.message ?? err) };
+    return { reachable: false, address, error: err instanceof ImzError ? err.message : String((err as Error)?.message ?? err), code: err instanceof ImzError ? err.code : Codes.INTERNAL };
   }
   try {
     const info = remote.info;

@@ -80,7 +80,10 @@ export const statusCommand: CommandModule<GlobalArgs, StatusArgs> = {
     });
     if (!args.short) {
       let where: string;
-      if (!srv.reachable) where = `server ${srv.address} offline`;
+      // Offline means it could not be reached; a server that answered and refused us says why.
+      const away = !srv.code || ['IMZ_UNREACHABLE', 'IMZ_CLOSED', 'IMZ_TIMEOUT', 'IMZ_BUSY'].includes(srv.code);
+      if (!srv.reachable && away) where = `server ${srv.address} offline`;
+      else if (!srv.reachable) where = `server ${srv.address} not asked: ${srv.error}`;
       else if (srv.behind !== undefined) where = `${_n(srv.behind, 'record')} behind server ${srv.address}${srv.access === 'read-only' ? ' (read-only)' : ''}`;
       else where = `server ${srv.address}: ${srv.error ?? 'unknown state'}`;
       out.line(`${_n(r.changes.length, 'local change')}, ${_n(r.conflicts.length, 'conflict')}, ${where}`);
