@@ -1,31 +1,13 @@
-import { createHash } from 'node:crypto';
-import { closeSync, constants as fsc, fchmodSync, fsyncSync, futimesSync, lstatSync, openSync, renameSync, unlinkSync, writeSync } from 'node:fs';
-import { open } from 'node:fs/promises';
-import { dirname, join, relative, resolve } from 'node:path';
+import { relative, resolve } from 'node:path';
 import { Codes, ImzError } from '../protocol/errors.ts';
 import { type Entry, EntryType } from '../protocol/messages.ts';
-import { fsyncDirSync, tempNameFor } from './atomic_fs.ts';
 import { type SecurityOptions, connectReplica } from './credentials.ts';
-import { fromHex, hashFile, toHex } from './hash.ts';
-import type { IndexEntry } from './index_model.ts';
-import { checkPath, comparePaths, parentOf } from './paths.ts';
+import { comparePaths } from './paths.ts';
 import { type PullEvent, pullWith } from './pull.ts';
 import { reconcile } from './reconcile.ts';
 import type { Remote } from './remote.ts';
 import { Replica } from './replica.ts';
-import { fsEntryFromStats, type FsEntry, utimeSeconds } from './tree_scan.ts';
-
-/** One entry as `imz ls` shows it. */
-export interface LsEntry {
-  path: string;
-  type: 'file' | 'dir' | 'symlink';
-  size: number;
-  version: number;
-  mtimeMs: number;
-  /** False for a file whose content is not in the replica (on demand). */
-  local: boolean;
-  target?: string;
-}
+import { type EvictSummary, enforceCacheLimit, entryOf, evictPaths } from './replica_cache.ts';
 
 /** Options of the commands that may reach the server. */
 export interface OnDemandOptions {
@@ -45,38 +27,6 @@ export interface GetSummary {
   full: boolean;
   /** Conflicts still open after the pull that refreshed the namespace. */
   outstanding: number;
-}
-
-/** What evict did. */
-export interface EvictSummary {
-  evicted: string[];
-  bytes: number;
-  /** Files left as they are, with why (local changes are never dropped). */
-  kept: { path: string; reason: string }[];
-}
-
-const TYPE_NAMES: Record<number, LsEntry['type']> = { [EntryType.FILE]: 'file', [EntryType.DIR]: 'dir', [EntryType.SYMLINK]: 'symlink' };
-/** Bytes per READ when streaming a file (cat). */
-const CAT_CHUNK = 1024 * 1024;
-/** READs in flight while streaming. */
-const CAT_IN_FLIGHT = 4;
-
-/**
- * Lists a directory of the replica from its index (no server needed): each
- * child's type, size, version, and whether its content is here. A file
- * path lists that file.
- */
-export async function listReplica(dir: string, path = ''): Promise<LsEntry[]> {
-  const replica = await Replica.open(dir);
-  const rel = _relPath(replica, dir, path, 'list');
-  // One index bucket for a path; the whole index only to list a directory (its children are in every bucket).
-  const self = rel === '' ? undefined : await replica.get(rel);
-  if (rel !== '' && !self) throw new ImzError(Codes.NOT_FOUND, `cannot list ${path}: no such path in the replica (run \`imz pull\` to refresh it)`);
-  if (self && self.type !== EntryType.DIR) return [_lsEntry(rel, self)];
-  const all = await replica.all();
-  const out: LsEntry[] = [];
-  for (const [p, e] of all) if (p !== rel && parentOf(p) === rel) out.push(_lsEntry(p, e));
-  return out.sort((a, b) => comparePaths(a.path, b.path));
 }
 
 /**
@@ -105,7 +55,7 @@ export async function getFiles(dir: string, patterns: string[], opts: OnDemandOp
       for (const [p, e] of all) {
         if (e.type !== EntryType.FILE || !match(p)) continue;
         matched++;
-        if (e.remote) targets.push(_entryOf(p, e));
+        if (e.remote) targets.push(entryOf(p, e));
         else if (first) summary.already++;
       }
       if (first && matched === 0 && !opts.all) {
@@ -129,7 +79,7 @@ export async function getFiles(dir: string, patterns: string[], opts: OnDemandOp
         summary.full = true;
       }
     }
-    summary.evicted = await _enforceCacheLimit(replica, wanted);
+    summary.evicted = await enforceCacheLimit(replica, wanted);
     return summary;
   } finally {
     remote?.close();
@@ -158,222 +108,11 @@ export async function evictFiles(dir: string, patterns: string[], opts: { all?: 
       replica.config.mode = 'on-demand';
       await replica.saveConfig();
     }
-    await _evict(replica, picked.sort(comparePaths), out);
+    await evictPaths(replica, picked.sort(comparePaths), out);
     return out;
   } finally {
     await replica.unlock();
   }
-}
-
-/**
- * Streams a file's content: from the replica when it is here, else from the
- * server (verified against its SHA-256 as it goes; a mismatch is thrown at
- * the end), keeping it in the replica unless keep is false.
- */
-export async function* catFile(dir: string, path: string, opts: OnDemandOptions & { keep?: boolean } = {}): AsyncGenerator<Uint8Array> {
-  const replica = await Replica.open(dir);
-  const rel = _relPath(replica, dir, path, 'cat');
-  if (rel === '') throw new ImzError(Codes.BAD_USAGE, `cannot cat ${path}: it is the replica's root directory`);
-  const idx = await replica.get(rel);
-  if (!idx) throw new ImzError(Codes.NOT_FOUND, `cannot cat ${path}: no such file in the replica (run \`imz pull\` to refresh it)`);
-  if (idx.type !== EntryType.FILE) throw new ImzError(Codes.NOT_FOUND, `cannot cat ${path}: it is a ${TYPE_NAMES[idx.type] ?? 'special entry'}, not a file`);
-  if (!idx.remote) {
-    // Here already (perhaps with local changes, which is what the user expects to read).
-    const fh = await open(join(replica.root, rel), fsc.O_RDONLY | fsc.O_NOFOLLOW);
-    try {
-      for await (const chunk of fh.createReadStream({ highWaterMark: 256 * 1024 })) yield chunk as Uint8Array;
-    } finally {
-      await fh.close();
-    }
-    return;
-  }
-  let keep = opts.keep !== false;
-  let locked = false;
-  if (keep) {
-    try {
-      await replica.lock();
-      locked = true;
-    } catch {
-      keep = false; // another imz works here: stream only
-    }
-  }
-  let remote: Remote | undefined;
-  let tmp: string | undefined;
-  let fd: number | undefined;
-  try {
-    remote = await connectReplica(replica, opts.security);
-    let entry = _entryOf(rel, idx);
-    const dest = join(replica.root, rel);
-    if (keep && !_parentsAreDirs(replica.root, rel)) keep = false;
-    if (keep) {
-      tmp = tempNameFor(dest);
-      await replica.noteTempDirs([parentOf(rel)]);
-      fd = openSync(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, 0o600);
-    }
-    let chunks: AsyncGenerator<Uint8Array>;
-    let firstChunk: IteratorResult<Uint8Array>;
-    try {
-      chunks = _readPipelined(remote, entry);
-      firstChunk = await chunks.next();
-    } catch (err) {
-      if (!(err instanceof ImzError) || err.code !== Codes.STALE) throw err;
-      // Changed on the server since our last pull: serve its current version, without keeping it.
-      entry = await remote.stat(rel);
-      if (entry.type !== EntryType.FILE) throw new ImzError(Codes.NOT_FOUND, `cannot cat ${path}: it is no longer a file on the server (run \`imz pull\`)`);
-      keep = false;
-      chunks = _readPipelined(remote, entry);
-      firstChunk = await chunks.next();
-    }
-    const h = createHash('sha256');
-    for (let r = firstChunk; !r.done; r = await chunks.next()) {
-      h.update(r.value);
-      if (keep && fd !== undefined) _writeAll(fd, r.value);
-      yield r.value;
-    }
-    if (toHex(new Uint8Array(h.digest())) !== toHex(entry.hash)) {
-      throw new ImzError(Codes.HASH_MISMATCH, `cannot cat ${path}: the content received does not match its SHA-256 (what was printed is damaged; run again)`);
-    }
-    if (keep && fd !== undefined && tmp) {
-      fchmodSync(fd, entry.mode & 0o777);
-      futimesSync(fd, utimeSeconds(entry.mtimeMs), utimeSeconds(entry.mtimeMs));
-      fsyncSync(fd);
-      closeSync(fd);
-      fd = undefined;
-      // The user may have created the file meanwhile: never overwrite that.
-      if (lstatSync(dest, { throwIfNoEntry: false })) return;
-      renameSync(tmp, dest);
-      tmp = undefined;
-      fsyncDirSync(dirname(dest));
-      const fs = fsEntryFromStats(rel, lstatSync(dest), '') as FsEntry;
-      await replica.set(rel, { ...idx, size: fs.size, mode: fs.mode, mtimeMs: fs.mtimeMs, ctimeMs: fs.ctimeMs, ino: fs.ino, remote: undefined, fetchedMs: Date.now() });
-      await replica.flushIndex();
-      await _enforceCacheLimit(replica, new Set([rel]));
-    }
-  } finally {
-    if (fd !== undefined) closeSync(fd);
-    if (tmp) try { unlinkSync(tmp); } catch { /* not made */ }
-    remote?.close();
-    if (locked) {
-      await replica.clearTempDirs().catch(() => {});
-      await replica.unlock().catch(() => {});
-    }
-  }
-}
-
-// Yields a file's content in order, with several READs in flight.
-async function* _readPipelined(remote: Remote, e: Entry): AsyncGenerator<Uint8Array> {
-  const inFlight: Promise<Uint8Array>[] = [];
-  let next = 0;
-  const issue = () => {
-    const off = next;
-    const len = Math.min(CAT_CHUNK, e.size - off);
-    next += len;
-    const p = remote.read(e.path, e.hash, off, len);
-    p.catch(() => {}); // awaited below in order; no unhandled rejection meanwhile
-    inFlight.push(p);
-  };
-  while (next < e.size && inFlight.length < CAT_IN_FLIGHT) issue();
-  let got = 0;
-  while (inFlight.length > 0) {
-    const data = await inFlight.shift()!;
-    if (data.length === 0 && got < e.size) throw new ImzError(Codes.STALE, `cannot read ${e.path}: it shrank on the server while being read (pull again)`);
-    got += data.length;
-    if (next < e.size) issue();
-    yield data;
-  }
-}
-
-// Drops the content of paths (those in verified were just checked by _whyKept, not hashed again).
-async function _evict(replica: Replica, paths: string[], out: EvictSummary, verified?: Set<string>): Promise<void> {
-  const dirs = new Set<string>();
-  for (const p of paths) {
-    const idx = (await replica.get(p))!;
-    const abs = join(replica.root, p);
-    const why = verified?.has(p) ? undefined : await _whyKept(replica, p, idx);
-    if (why) {
-      out.kept.push({ path: p, reason: why });
-      continue;
-    }
-    unlinkSync(abs);
-    dirs.add(dirname(abs));
-    await replica.set(p, { ...idx, ctimeMs: 0, ino: 0, remote: true, fetchedMs: undefined });
-    out.evicted.push(p);
-    out.bytes += idx.size;
-  }
-  for (const d of dirs) fsyncDirSync(d);
-  await replica.flushIndex();
-}
-
-// Why a file's local content must stay (undefined: it is exactly what was fetched, verified by hash).
-async function _whyKept(replica: Replica, p: string, idx: IndexEntry): Promise<string | undefined> {
-  if (!_parentsAreDirs(replica.root, p)) return 'a parent is not a directory here';
-  const abs = join(replica.root, p);
-  const st = lstatSync(abs, { throwIfNoEntry: false });
-  if (!st) return 'deleted here (push or pull first)';
-  if (!st.isFile()) return 'no longer a file here';
-  if ((st.mode & 0o7777) !== idx.mode || st.size !== idx.size || toHex(await hashFile(abs)) !== idx.hash) return 'it has local changes (push them first)';
-  return undefined;
-}
-
-// Evicts least recently fetched, unchanged files until the fetched content
-// fits the replica's cache limit (maxCache in .imz/config); never those in protect.
-async function _enforceCacheLimit(replica: Replica, protect: Set<string>): Promise<string[]> {
-  const max = replica.config.maxCache;
-  if (!max || max <= 0) return [];
-  const cached: [string, IndexEntry][] = [];
-  let total = 0;
-  for (const [p, e] of await replica.all()) {
-    if (e.type === EntryType.FILE && !e.remote && e.fetchedMs) {
-      cached.push([p, e]);
-      total += e.size;
-    }
-  }
-  if (total <= max) return [];
-  cached.sort((a, b) => a[1].fetchedMs! - b[1].fetchedMs! || comparePaths(a[0], b[0]));
-  const picked: string[] = [];
-  for (const [p, e] of cached) {
-    if (total <= max) break;
-    // A file with local changes never goes, and does not count as freed: the next one does.
-    if (protect.has(p) || (await _whyKept(replica, p, e))) continue;
-    picked.push(p);
-    total -= e.size;
-  }
-  const out: EvictSummary = { evicted: [], bytes: 0, kept: [] };
-  await _evict(replica, picked, out, new Set(picked));
-  return out.evicted;
-}
-
-function _parentsAreDirs(root: string, rel: string): boolean {
-  let cur = '';
-  for (const seg of rel.split('/').slice(0, -1)) {
-    cur = cur === '' ? seg : `${cur}/${seg}`;
-    if (!lstatSync(join(root, cur), { throwIfNoEntry: false })?.isDirectory()) return false;
-  }
-  return true;
-}
-
-function _writeAll(fd: number, data: Uint8Array): void {
-  let off = 0;
-  while (off < data.length) off += writeSync(fd, data, off, data.length - off);
-}
-
-function _entryOf(path: string, e: IndexEntry): Entry {
-  return { path, type: e.type, size: e.size, mode: e.mode, mtimeMs: e.mtimeMs, hash: e.type === EntryType.FILE ? fromHex(e.hash) : new Uint8Array(0), target: e.target, version: e.version };
-}
-
-function _lsEntry(path: string, e: IndexEntry): LsEntry {
-  const out: LsEntry = { path, type: TYPE_NAMES[e.type] ?? 'file', size: e.type === EntryType.FILE ? e.size : 0, version: e.version, mtimeMs: e.mtimeMs, local: !e.remote };
-  if (e.type === EntryType.SYMLINK) out.target = e.target;
-  return out;
-}
-
-// A path given on the command line, relative to where the command runs, as a replica path.
-function _relPath(replica: Replica, dir: string, path: string, action: string): string {
-  const abs = resolve(dir, path);
-  const rel = relative(replica.root, abs).split('\\').join('/');
-  if (rel === '') return '';
-  if (rel.startsWith('..')) throw new ImzError(Codes.BAD_PATH, `cannot ${action} ${path}: it is outside the replica ${replica.root}`);
-  return checkPath(rel, action);
 }
 
 // Patterns (paths, directories, globs) as a test on replica paths.

@@ -1,8 +1,8 @@
 import { connect as netConnect, isIP, type Socket } from 'node:net';
-import { connect as tlsConnect, type TLSSocket } from 'node:tls';
+import type { TLSSocket } from 'node:tls';
 import { Codes, ImzError } from '../protocol/errors.ts';
 import { DEFAULT_MAX_FRAME } from '../protocol/frame_codec.ts';
-import { Access, type AccessCode, type Entry, type Envelope, type JournalRecord, Op, PROTOCOL_VERSION } from '../protocol/messages.ts';
+import { Access, type Entry, type Envelope, type JournalRecord, Op, PROTOCOL_VERSION } from '../protocol/messages.ts';
 import { Session } from '../protocol/session.ts';
 import { NONCE_BYTES, clientProof, newNonce, sameProof, serverProof } from './auth.ts';
 import { VERSION } from './version.ts';
@@ -71,7 +71,9 @@ export class Remote {
   static async connect(address: string, opts: ConnectOptions = {}): Promise<Remote> {
     const { host, port } = parseAddress(address);
     const timeoutMs = opts.timeoutMs ?? 10_000;
-    const socket = await _open(address, host, port, opts, timeoutMs);
+    // node:tls costs a few ms to load: only when asked for.
+    const tlsConnect = opts.tls ? (await import('node:tls')).connect : undefined;
+    const socket = await _open(address, host, port, opts, timeoutMs, tlsConnect);
     const session = new Session(socket, { maxFrame: DEFAULT_MAX_FRAME });
     const nonce = newNonce();
     const greet = async (): Promise<ServerInfo> => {
@@ -181,11 +183,11 @@ export class Remote {
 }
 
 // Opens the TCP (or TLS) connection; failures are IMZ_UNREACHABLE or IMZ_TLS.
-function _open(address: string, host: string, port: number, opts: Security, timeoutMs: number): Promise<Socket> {
+function _open(address: string, host: string, port: number, opts: Security, timeoutMs: number, tlsConnect?: typeof import('node:tls').connect): Promise<Socket> {
   return new Promise<Socket>((resolve, reject) => {
     const tls = opts.tls;
     const pin = tls?.fingerprint ? _normFingerprint(tls.fingerprint) : undefined;
-    const s: Socket = tls
+    const s: Socket = tls && tlsConnect
       ? tlsConnect({
         host, port, ca: tls.ca ? Buffer.from(tls.ca) : undefined, minVersion: 'TLSv1.2',
         // SNI is for names only; an IP address is checked against the certificate's IP entries.

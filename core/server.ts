@@ -11,7 +11,6 @@ import { DEFAULT_MAX_FRAME, encodeFrame } from '../protocol/frame_codec.ts';
 import { Access, type AccessCode, type Entry, EntryType, type Envelope, type JournalRecord, Op, PROTOCOL_VERSION, encodeEnvelope } from '../protocol/messages.ts';
 import { type ReplyChannel, Session } from '../protocol/session.ts';
 import { NONCE_BYTES, newNonce } from './auth.ts';
-import { toHex } from './hash.ts';
 import { SERVER_DIR, checkPath, comparePaths } from './paths.ts';
 import type { SkippedPath } from './tree_scan.ts';
 import { Reintegrator } from './server_apply.ts';

@@ -1,5 +1,4 @@
-import protobuf from 'protobufjs/light.js';
-import { schema } from './imz_schema.ts';
+import { imz } from './imz_codec.ts';
 import { Codes, ImzError } from './errors.ts';
 
 /** Protocol version spoken by this build. */
@@ -108,19 +107,24 @@ export interface Envelope {
 /** Body fields that a caller may put in an outgoing envelope. */
 export type Body = Omit<Partial<Envelope>, 'xid' | 'op' | 'reply' | 'last' | 'error'>;
 
-const root = protobuf.Root.fromJSON(schema as unknown as protobuf.INamespace);
-const EnvelopeType = root.lookupType('imz.Envelope');
-const RecordType = root.lookupType('imz.Record');
-const EntryMsg = root.lookupType('imz.Entry');
+// The generated static codec (scripts/gen-schema.mjs), seen through the little we use of it.
+interface _Codec {
+  encode(message: object): { finish(): Uint8Array };
+  decode(bytes: Uint8Array): object;
+}
+const _codec = imz as unknown as { Envelope: _Codec; Record: _Codec; Entry: _Codec };
+const EnvelopeType = _codec.Envelope;
+const RecordType = _codec.Record;
+const EntryMsg = _codec.Entry;
 
 /** Encodes an envelope to protobuf bytes. */
 export function encodeEnvelope(env: Partial<Envelope>): Uint8Array {
-  return EnvelopeType.encode(env as unknown as protobuf.Message).finish();
+  return EnvelopeType.encode(env).finish();
 }
 
 /** Decodes protobuf bytes to an envelope; undecodable input is IMZ_PROTOCOL. */
 export function decodeEnvelope(bytes: Uint8Array): Envelope {
-  let msg: protobuf.Message;
+  let msg: object;
   try {
     msg = EnvelopeType.decode(bytes);
   } catch (err) {
@@ -199,7 +203,7 @@ export function fillRecord(r: Partial<JournalRecord>): JournalRecord {
 
 /** Encodes a journal record (the on-disk journal uses the wire format). */
 export function encodeRecord(r: JournalRecord): Uint8Array {
-  return RecordType.encode(r as unknown as protobuf.Message).finish();
+  return RecordType.encode(r).finish();
 }
 
 /** Decodes a journal record; bad bytes are IMZ_CORRUPT. */
@@ -213,7 +217,7 @@ export function decodeRecord(bytes: Uint8Array): JournalRecord {
 
 /** Encodes a table entry (the server's version table checkpoint uses it). */
 export function encodeEntry(e: Entry): Uint8Array {
-  return EntryMsg.encode(e as unknown as protobuf.Message).finish();
+  return EntryMsg.encode(e).finish();
 }
 
 /** Decodes an entry. */

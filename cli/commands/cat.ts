@@ -17,7 +17,7 @@ export const catCommand: CommandModule<GlobalArgs, CatArgs> = {
     .example('imz cat notes/todo.txt | less', 'read a file, fetching it if needed')
     .example('imz cat --no-keep big.iso | sha256sum', 'stream without filling the replica') as unknown as Argv<CatArgs>,
   handler: (args) => run(args, async () => {
-    const { catFile } = await import('../../core/on_demand.ts');
+    const { catFile } = await import('../../core/cat.ts');
     for await (const chunk of catFile(workDir(args), args.path, { keep: args.keep, security: securityOf(args) })) {
       if (!process.stdout.write(chunk)) await new Promise<void>((r) => process.stdout.once('drain', () => r()));
     }

@@ -15,7 +15,7 @@ export const lsCommand: CommandModule<GlobalArgs, LsArgs> = {
     .example('imz ls', 'the current directory of the replica')
     .example('imz ls docs --json', 'one JSON line per entry') as unknown as Argv<LsArgs>,
   handler: (args) => run(args, async (out) => {
-    const { listReplica } = await import('../../core/on_demand.ts');
+    const { listReplica } = await import('../../core/ls.ts');
     const entries = await listReplica(workDir(args), args.path ?? '');
     for (const e of entries) {
       out.event({ event: 'entry', ...e });

@@ -1,5 +1,6 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import protobuf from 'protobufjs';
 import {
@@ -297,6 +298,12 @@ test('protocol/imz_schema.ts is in sync with protocol/imz.proto (run npm run pro
   const fromProto = JSON.parse(JSON.stringify(root.toJSON()));
   assert.equal(JSON.parse(JSON.stringify(schema)), fromProto);
   assert.ok(fromProto.nested.imz.nested.Envelope, 'the .proto defines imz.Envelope');
+});
+
+test('protocol/imz_codec.ts (the static codec) is what scripts/gen-schema.mjs makes of protocol/imz.proto', () => {
+  const script = fileURLToPath(new URL('../../scripts/gen-schema.mjs', import.meta.url));
+  const r = spawnSync(process.execPath, [script, '--check'], { encoding: 'utf8' });
+  assert.is(r.status, 0, r.stderr);
 });
 
 test('the Op, EntryType and Change constants mirror the schema enums', () => {
