@@ -138,37 +138,7 @@ export interface RunOptions {
 
 /** Run a command to completion (bounded by a timeout); time it from spawn to exit. */
 export function run(cmd: string, args: string[], opts: RunOptions): Promise<RunResult> {
-  return new Promise((resolve, reject) => {
-    const label = [cmd, ...args].join(' ');
-    const t0 = process.hrtime.bigint();
-    let t1 = t0;
-    const child = spawn(cmd, args, { cwd: opts.cwd, env: opts.env ?? process.env, stdio: ['ignore', 'pipe', 'pipe'] });
-    track(child, label);
-    const out = new Tail(64 * 1024);
-    const err = new Tail(64 * 1024);
-    child.stdout!.on('data', (b: Buffer) => out.push(b));
-    child.stderr!.on('data', (b: Buffer) => err.push(b));
-    let timedOut = false;
-    const timer = setTimeout(() => {
-      timedOut = true;
-      child.kill('SIGKILL');
-    }, opts.timeoutMs);
-    child.once('error', (e) => {
-      clearTimeout(timer);
-      reject(new Error(`cannot run ${label}: ${e.message}`));
-    });
-    child.once('exit', () => {
-      t1 = process.hrtime.bigint();
-    });
-    child.once('close', (code, signal) => {
-      clearTimeout(timer);
-      if (timedOut) {
-        reject(new Error(`timed out after ${opts.timeoutMs / 1000} s (killed): ${label}\n${err.toString().trim()}`));
-        return;
-      }
-      resolve({ code, signal, seconds: Number(t1 - t0) / 1e9, stdout: out.toString(), stderr: err.toString() });
-    });
-  });
+  return _run(cmd, args, opts, false);
 }
 
 export interface FirstByteResult extends RunResult {
@@ -184,6 +154,11 @@ export interface FirstByteResult extends RunResult {
  * that streams (imz cat). Stdout is kept whole, so keep it small.
  */
 export function runFirstByte(cmd: string, args: string[], opts: RunOptions): Promise<FirstByteResult> {
+  return _run(cmd, args, opts, true) as Promise<FirstByteResult>;
+}
+
+// One runner for both: the tail of stdout, or (whole) all of it with the first byte's time.
+function _run(cmd: string, args: string[], opts: RunOptions, whole: boolean): Promise<RunResult | FirstByteResult> {
   return new Promise((resolve, reject) => {
     const label = [cmd, ...args].join(' ');
     const t0 = process.hrtime.bigint();
@@ -191,11 +166,13 @@ export function runFirstByte(cmd: string, args: string[], opts: RunOptions): Pro
     let first: bigint | null = null;
     const child = spawn(cmd, args, { cwd: opts.cwd, env: opts.env ?? process.env, stdio: ['ignore', 'pipe', 'pipe'] });
     track(child, label);
+    const out = new Tail(64 * 1024);
     const chunks: Buffer[] = [];
     const err = new Tail(64 * 1024);
     child.stdout!.on('data', (b: Buffer) => {
       first ??= process.hrtime.bigint();
-      chunks.push(b);
+      if (whole) chunks.push(b);
+      else out.push(b);
     });
     child.stderr!.on('data', (b: Buffer) => err.push(b));
     let timedOut = false;
@@ -216,9 +193,14 @@ export function runFirstByte(cmd: string, args: string[], opts: RunOptions): Pro
         reject(new Error(`timed out after ${opts.timeoutMs / 1000} s (killed): ${label}\n${err.toString().trim()}`));
         return;
       }
+      const seconds = Number(t1 - t0) / 1e9;
+      if (!whole) {
+        resolve({ code, signal, seconds, stdout: out.toString(), stderr: err.toString() });
+        return;
+      }
       const bytes = Buffer.concat(chunks);
       resolve({
-        code, signal, seconds: Number(t1 - t0) / 1e9, firstByte: first === null ? null : Number(first - t0) / 1e9,
+        code, signal, seconds, firstByte: first === null ? null : Number(first - t0) / 1e9,
         stdout: bytes.subarray(-64 * 1024).toString('utf8'), stderr: err.toString(), bytes,
       });
     });

@@ -10,6 +10,7 @@ import { access, cp, lstat, mkdir, mkdtemp, readFile, readdir, readlink, rename,
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { request } from 'node:http';
 
 /** Root of the repository. */
 export const REPO = resolve(fileURLToPath(new URL('..', import.meta.url)));
@@ -98,9 +99,11 @@ export async function copyFixture(name: string, dest: string): Promise<void> {
 }
 
 /** Spawns a process, registers it for cleanup, collects its output. */
-function spawnTracked(argv: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv }): ChildProcess & { out: { stdout: string; stderr: string } } {
+function spawnTracked(argv: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv; uid?: number; gid?: number }): ChildProcess & { out: { stdout: string; stderr: string } } {
   const p = spawn(argv[0], argv.slice(1), {
     cwd: opts.cwd ?? REPO,
+    ...(opts.uid !== undefined ? { uid: opts.uid } : {}),
+    ...(opts.gid !== undefined ? { gid: opts.gid } : {}),
     env: { ...process.env, NO_COLOR: '1', FORCE_COLOR: '0', ...opts.env },
     stdio: ['ignore', 'pipe', 'pipe'],
     detached: false,
@@ -143,12 +146,12 @@ export interface ServerHandle {
  * Starts `imz serve DIR --port 0 --json [extraArgs]` and waits for its
  * listening line (first line of stdout).
  */
-export async function startServer(dir: string, extraArgs: string[] = [], opts: { runtime?: Runtime; timeoutMs?: number; env?: NodeJS.ProcessEnv } = {}): Promise<ServerHandle> {
+export async function startServer(dir: string, extraArgs: string[] = [], opts: { runtime?: Runtime; timeoutMs?: number; env?: NodeJS.ProcessEnv; uid?: number; gid?: number } = {}): Promise<ServerHandle> {
   const runtime = opts.runtime ?? 'node';
   const timeoutMs = opts.timeoutMs ?? (runtime === 'deno' ? 30_000 : 10_000);
   const hasPort = extraArgs.includes('--port');
   const argv = await imzArgv(['serve', dir, ...(hasPort ? [] : ['--port', '0']), '--json', ...extraArgs], runtime);
-  const p = spawnTracked(argv, { env: opts.env });
+  const p = spawnTracked(argv, { env: opts.env, uid: opts.uid, gid: opts.gid });
   const listening = await new Promise<Record<string, unknown>>((res, rej) => {
     const fail = (why: string) => {
       cleanup();
@@ -214,6 +217,9 @@ export interface ImzOptions {
   env?: NodeJS.ProcessEnv;
   timeoutMs?: number;
   runtime?: Runtime;
+  /** Run as this user and group (the test process must be root): permission tests, since root ignores mode bits. */
+  uid?: number;
+  gid?: number;
 }
 
 /**
@@ -221,7 +227,7 @@ export interface ImzOptions {
  * process is registered for cleanup. `done` resolves at its exit.
  */
 export async function spawnImz(args: string[], opts: ImzOptions = {}): Promise<{ proc: ChildProcess; done: Promise<RunResult> }> {
-  const p = spawnTracked(await imzArgv(args, opts.runtime), { cwd: opts.cwd, env: opts.env });
+  const p = spawnTracked(await imzArgv(args, opts.runtime), { cwd: opts.cwd, env: opts.env, uid: opts.uid, gid: opts.gid });
   const done = new Promise<RunResult>((res) => {
     p.once('error', (err) => res({ code: null, signal: null, stdout: p.out.stdout, stderr: p.out.stderr + String(err) }));
     p.once('close', (code, signal) => res({ code, signal, stdout: p.out.stdout, stderr: p.out.stderr }));
@@ -477,4 +483,21 @@ export async function sampleWorld(n: number, extend?: (srv: string) => Promise<v
     replicas.push(d);
   }
   return { tmp, srv, server, replicas };
+}
+
+/** An HTTP answer, read whole. */
+export interface HttpReply { status: number; headers: Record<string, string | string[] | undefined>; body: Buffer; complete: boolean }
+
+/** One HTTP request to 127.0.0.1:port over a fresh connection, the target sent exactly as given (no URL normalising). */
+export function httpRequest(port: number, method: string, path: string, headers: Record<string, string> = {}): Promise<HttpReply> {
+  return new Promise((resolve, reject) => {
+    const req = request({ host: '127.0.0.1', port, method, path, headers, agent: false }, (res) => {
+      const parts: Buffer[] = [];
+      res.on('data', (b: Buffer) => parts.push(b));
+      res.on('error', () => {});
+      res.on('close', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(parts), complete: res.complete }));
+    });
+    req.on('error', reject);
+    req.end();
+  });
 }

@@ -11,7 +11,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { type HttpView, contentTypeOf, parseRange, parseTarget, startHttpView } from '../../core/http_view.ts';
 import { ImzServer } from '../../core/server.ts';
-import { cleanupAll, makeTmp } from '../helpers.ts';
+import { type HttpReply, cleanupAll, httpRequest, makeTmp } from '../helpers.ts';
 
 let server: ImzServer;
 let view: HttpView;
@@ -19,20 +19,11 @@ let srv = '';
 const big = Buffer.from(new Uint8Array(300 * 1024 + 7).map((_, i) => (i * 13 + 5) & 0xff));
 const sha = (b: string | Buffer) => createHash('sha256').update(b).digest('hex');
 
-interface Reply { status: number; headers: Record<string, string | string[] | undefined>; body: Buffer; complete: boolean }
+type Reply = HttpReply;
 
 /** One request over a fresh connection, target sent as given. */
 function http(method: string, path: string, headers: Record<string, string> = {}): Promise<Reply> {
-  return new Promise((resolve, reject) => {
-    const req = request({ host: '127.0.0.1', port: view.port, method, path, headers, agent: false }, (res) => {
-      const parts: Buffer[] = [];
-      res.on('data', (b: Buffer) => parts.push(b));
-      res.on('error', () => {});
-      res.on('close', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(parts), complete: res.complete }));
-    });
-    req.on('error', reject);
-    req.end();
-  });
+  return httpRequest(view.port, method, path, headers);
 }
 
 test.before(async () => {

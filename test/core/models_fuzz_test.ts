@@ -15,21 +15,13 @@ import { MAX_RECORD, SEGMENT_HEADER_SIZE, decodeSegment, encodeJournalRecords, s
 import { LOG_HEADER, type LogRecord, decodeLog, encodeLogRecord, pendingOps } from '../../core/reint_log_model.ts';
 import { crc32 } from '../../core/crc32.ts';
 import { FuzzSuite } from '../fuzz_config.ts';
+import { concat } from '../protocol/frame_fixtures.ts';
 
 const suite = new FuzzSuite('on-disk models');
 test.after(() => suite.report());
 
 // ---------- helpers ----------
 
-function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let off = 0;
-  for (const p of parts) {
-    out.set(p, off);
-    off += p.length;
-  }
-  return out;
-}
 
 /** Runs fn; returns its value, or undefined after checking it threw ImzError IMZ_CORRUPT. */
 function orCorrupt<T>(fn: () => T): T | undefined {

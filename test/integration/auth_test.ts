@@ -8,6 +8,7 @@
 // settings before it listens; and that no token ever shows up in any output or
 // under .imz/. Only loopback addresses are ever listened on.
 import { suite } from 'uvu';
+import { TokenTranscript } from '../token_transcript.ts';
 import * as assert from 'uvu/assert';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
@@ -15,7 +16,7 @@ import { appendFile, mkdir, readFile, readdir, writeFile } from 'node:fs/promise
 import { join } from 'node:path';
 import {
   type ImzOptions, type RunResult, type ServerHandle, type SnapEntry,
-  cleanupAll, copyFixture, diffTrees, imz, jsonLines, makeTmp, snapshotTree, spawnImz, startServer, waitFor,
+  cleanupAll, copyFixture, diffTrees, jsonLines, makeTmp, snapshotTree, spawnImz, startServer, waitFor,
 } from '../helpers.ts';
 
 const T = suite('auth');
@@ -31,31 +32,14 @@ const newToken = () => randomBytes(24).toString('hex');
 
 // ---------- every process output of a test, to check that no token leaks ----------
 
-const transcripts: string[] = [];
-const secrets = new Set<string>();
+const tt = new TokenTranscript();
+const { transcripts, secrets } = tt;
+const cli = tt.cli.bind(tt);
+const assertNoLeak = tt.assertNoLeak.bind(tt);
 
-/**
- * Runs `imz <args>`, recording its output. IMZ_TOKEN is cleared unless
- * opts.env sets it, so the test process's environment cannot help a run.
- */
-async function cli(args: string[], opts: ImzOptions = {}): Promise<RunResult> {
-  const r = await imz(args, { timeoutMs: 15_000, ...opts, env: { IMZ_TOKEN: '', ...opts.env } });
-  transcripts.push(`imz ${args.join(' ')}\n${r.stdout}\n${r.stderr}`);
-  return r;
-}
 
-/** Fails when a token of this test appears in any client or server output. */
-function assertNoLeak(...servers: ServerHandle[]): void {
-  const all = [...transcripts, ...servers.map((s) => `${s.output().stdout}\n${s.output().stderr}`)];
-  for (const t of secrets) {
-    for (const text of all) assert.not.ok(text.includes(t), `a token appears in process output:\n${text}`);
-  }
-}
 
-T.before.each(() => {
-  transcripts.length = 0;
-  secrets.clear();
-});
+T.before.each(() => tt.reset());
 
 // ---------- local helpers ----------
 

@@ -7,10 +7,9 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { createHash } from 'node:crypto';
-import { request } from 'node:http';
 import { mkdir, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { type ServerHandle, cleanupAll, imz, makeTmp, startServer, waitFor } from '../helpers.ts';
+import { type HttpReply, type ServerHandle, cleanupAll, httpRequest, imz, makeTmp, startServer, waitFor } from '../helpers.ts';
 
 const T = suite('http view');
 
@@ -20,20 +19,11 @@ let srv = '';
 const big = Buffer.from(new Uint8Array(200 * 1024 + 3).map((_, i) => (i * 31 + 7) & 0xff));
 const sha = (b: string | Buffer) => createHash('sha256').update(b).digest('hex');
 
-interface Reply { status: number; headers: Record<string, string | string[] | undefined>; body: Buffer; complete: boolean }
+type Reply = HttpReply;
 
 /** One request over a fresh connection, target sent as given. */
 function http(method: string, path: string, headers: Record<string, string> = {}, port = httpPort): Promise<Reply> {
-  return new Promise((resolve, reject) => {
-    const req = request({ host: '127.0.0.1', port, method, path, headers, agent: false }, (res) => {
-      const parts: Buffer[] = [];
-      res.on('data', (b: Buffer) => parts.push(b));
-      res.on('error', () => {});
-      res.on('close', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(parts), complete: res.complete }));
-    });
-    req.on('error', reject);
-    req.end();
-  });
+  return httpRequest(port, method, path, headers);
 }
 
 function listening(h: ServerHandle): Record<string, unknown> {

@@ -9,6 +9,7 @@
 // before anything is written or any token is proved, and that mixing up TLS
 // and plain TCP fails fast with one clear line.
 import { suite } from 'uvu';
+import { TokenTranscript } from '../token_transcript.ts';
 import * as assert from 'uvu/assert';
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -17,8 +18,8 @@ import { appendFile, mkdir, readFile, readdir, writeFile } from 'node:fs/promise
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import {
-  type ImzOptions, type RunResult, type ServerHandle, type SnapEntry,
-  cleanupAll, copyFixture, diffTrees, imz, jsonLines, makeTmp, setRemote, snapshotTree, spawnImz, startServer, waitFor,
+  type RunResult, type ServerHandle, type SnapEntry,
+  cleanupAll, copyFixture, diffTrees, jsonLines, makeTmp, setRemote, snapshotTree, spawnImz, startServer, waitFor,
 } from '../helpers.ts';
 
 const execFileP = promisify(execFile);
@@ -33,27 +34,14 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 // ---------- every process output of a test, to check that no token leaks ----------
 
-const transcripts: string[] = [];
-const secrets = new Set<string>();
+const tt = new TokenTranscript();
+const { secrets } = tt;
+const cli = tt.cli.bind(tt);
+const assertNoLeak = tt.assertNoLeak.bind(tt);
 
-T.before.each(() => {
-  transcripts.length = 0;
-  secrets.clear();
-});
+T.before.each(() => tt.reset());
 
-/** Runs `imz <args>` (IMZ_TOKEN cleared unless given), recording its output. */
-async function cli(args: string[], opts: ImzOptions = {}): Promise<RunResult> {
-  const r = await imz(args, { timeoutMs: 15_000, ...opts, env: { IMZ_TOKEN: '', ...opts.env } });
-  transcripts.push(`imz ${args.join(' ')}\n${r.stdout}\n${r.stderr}`);
-  return r;
-}
 
-function assertNoLeak(...servers: ServerHandle[]): void {
-  const all = [...transcripts, ...servers.map((s) => `${s.output().stdout}\n${s.output().stderr}`)];
-  for (const t of secrets) {
-    for (const text of all) assert.not.ok(text.includes(t), `a token appears in process output:\n${text}`);
-  }
-}
 
 // ---------- certificates ----------
 

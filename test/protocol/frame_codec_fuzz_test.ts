@@ -9,27 +9,14 @@ import * as assert from 'uvu/assert';
 import { Codes, ImzError } from '../../protocol/errors.ts';
 import { DEFAULT_MAX_FRAME, FrameDecoder, HEADER_SIZE, encodeFrame } from '../../protocol/frame_codec.ts';
 import { FuzzSuite } from '../fuzz_config.ts';
+import { concat, header } from './frame_fixtures.ts';
 
 const suite = new FuzzSuite('frame decoder');
 test.after(() => suite.report());
 
 // ---------- helpers ----------
 
-function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let off = 0;
-  for (const p of parts) {
-    out.set(p, off);
-    off += p.length;
-  }
-  return out;
-}
 
-function header(len: number): Uint8Array {
-  const h = new Uint8Array(HEADER_SIZE);
-  new DataView(h.buffer).setUint32(0, len, false);
-  return h;
-}
 
 /** Cuts bytes at the given positions (taken modulo length+1, sorted; repeats give empty pieces). */
 function cut(bytes: Uint8Array, cuts: number[]): Uint8Array[] {

@@ -2,6 +2,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { DEFAULT_MAX_FRAME, FrameDecoder, HEADER_SIZE, encodeFrame } from '../../protocol/frame_codec.ts';
 import { Codes, ImzError } from '../../protocol/errors.ts';
+import { concat, header } from './frame_fixtures.ts';
 
 // ---------- helpers ----------
 
@@ -12,23 +13,7 @@ function body(n: number, seed: number): Uint8Array {
   return b;
 }
 
-function concat(parts: Uint8Array[]): Uint8Array {
-  const total = parts.reduce((s, p) => s + p.length, 0);
-  const out = new Uint8Array(total);
-  let off = 0;
-  for (const p of parts) {
-    out.set(p, off);
-    off += p.length;
-  }
-  return out;
-}
 
-/** A 4-byte big-endian length prefix with no body. */
-function header(len: number): Uint8Array {
-  const h = new Uint8Array(HEADER_SIZE);
-  new DataView(h.buffer).setUint32(0, len, false);
-  return h;
-}
 
 /** Plain arrays so assert.equal compares content, not Uint8Array identity or offsets. */
 function arrays(frames: Uint8Array[]): number[][] {
