@@ -210,6 +210,29 @@ async function _send(replica: Replica, remote: Remote, log: ReintLog, ops: Logge
   await log.append([{ t: 'done', upto: ops[ops.length - 1]!.seq }]);
 }
 
+// True when the server's path holds what the operation would have made of it.
+async function _serverHolds(remote: Remote, op: LoggedOp): Promise<boolean> {
+  let e: Entry | undefined;
+  try {
+    e = await remote.stat(op.path);
+  } catch (err) {
+    if (!(err instanceof ImzError) || err.code !== Codes.NOT_FOUND) throw err;
+  }
+  switch (op.kind) {
+    case OpKind.UNLINK:
+    case OpKind.REMOVEDIR:
+      return e === undefined;
+    case OpKind.MAKEDIR:
+      return e?.type === EntryType.DIR;
+    case OpKind.LINK:
+      return e?.type === EntryType.SYMLINK && e.target === op.state.target;
+    case OpKind.SETATTR:
+      return e !== undefined && (e.mode & 0o777) === (op.state.mode & 0o777);
+    default: // STORE, MOVE
+      return e?.type === EntryType.FILE && toHex(e.hash) === op.state.hash;
+  }
+}
+
 async function _settle(replica: Replica, remote: Remote, op: LoggedOp, r: OpResult, policy: Policy, summary: PushSummary, opts: PushOptions, change: LocalChange | undefined, serverFetch: Entry[], openConflicts: Set<string>): Promise<void> {
   const kind = KIND_NAMES[op.kind] ?? 'op';
   const index = async (path: string, version: number) => {
@@ -220,6 +243,13 @@ async function _settle(replica: Replica, remote: Remote, op: LoggedOp, r: OpResu
     if (!now) return replica.delete(path);
     await replica.set(path, { type: op.state.type as never, version, hash: op.state.hash, size: now.size, mode: now.mode, mtimeMs: now.mtimeMs, ctimeMs: now.ctimeMs, ino: now.ino, target: now.target });
   };
+  if (r.status === OpStatus.DUPLICATE && !(await _serverHolds(remote, op))) {
+    // The server counts this operation done (an interrupted push sent it),
+    // but does not hold its result: that try met a conflict, or the path
+    // changed since. Left unindexed, so the fresh scan of this same push
+    // sends it again as a new operation, checked like any other.
+    return;
+  }
   if (r.status === OpStatus.APPLIED || r.status === OpStatus.DUPLICATE || r.status === OpStatus.SAME) {
     if (op.kind === OpKind.MOVE) await replica.delete(op.fromPath);
     await index(op.path, r.version);

@@ -8,7 +8,7 @@ import { fsErrorPlace, fsyncDir, tempNameFor } from './atomic_fs.ts';
 import { keepName } from './conflicts.ts';
 import { POLICIES, type Policy } from './policy.ts';
 import { toHex } from './hash.ts';
-import { checkPath } from './paths.ts';
+import { TMP_PREFIX, checkPath } from './paths.ts';
 import type { ServerScanner } from './server_scanner.ts';
 import { type PendingChange, type ServerState, type TableEntry, tableToEntry } from './server_state.ts';
 import { fsEntryFromStats, sameMtime, utimeSeconds } from './tree_scan.ts';
@@ -43,7 +43,10 @@ export class Reintegrator {
     this.displacedDir = join(state.dir, 'displaced');
   }
 
-  /** Removes staged uploads nobody finished or used for a week (an abandoned push). */
+  /**
+   * Removes staged uploads nobody finished or used for a week (an abandoned
+   * push), and temp files a killed server left. Runs before serving.
+   */
   async sweepStaging(maxAgeMs = 7 * 24 * 3600 * 1000): Promise<number> {
     let names: string[];
     try {
@@ -56,7 +59,8 @@ export class Reintegrator {
     for (const name of names) {
       const f = join(this.stagingDir, name);
       const st = lstatSync(f, { throwIfNoEntry: false });
-      if (st && now - st.mtimeMs > maxAgeMs) {
+      // A temp file (a small upload being written) is what a killed server left: the sweep runs before serving.
+      if (st && (name.startsWith(TMP_PREFIX) || now - st.mtimeMs > maxAgeMs)) {
         rmSync(f, { force: true });
         n++;
       }
@@ -119,7 +123,16 @@ export class Reintegrator {
     try {
       have = (await stat(part)).size;
     } catch { /* nothing yet */ }
-    if (req.data.length === 0 && !req.last) return { present: false, have };
+    if (req.data.length === 0 && !req.last) {
+      // Every byte is there but the part was never checked and renamed (a
+      // server killed right after the last piece): finish it now, since the
+      // client, told it has nothing left to send, sends no last piece.
+      if (have === req.size && have > 0) {
+        if (await this._finishPart(hex, part, full)) return { present: true, have };
+        return { present: false, have: 0 };
+      }
+      return { present: false, have };
+    }
     if (req.offset === 0 && req.last && have > 0) {
       // A whole small blob sent in one piece over an unfinished earlier try: start again.
       await rm(part, { force: true });
@@ -147,19 +160,29 @@ export class Reintegrator {
     have += req.data.length;
     if (!req.last) return { present: false, have };
     if (have !== req.size) throw new ImzError(Codes.PROTOCOL, `cannot stage content: ${have} bytes received, ${req.size} declared`);
+    if (!(await this._finishPart(hex, part, full))) {
+      throw new ImzError(Codes.HASH_MISMATCH, 'cannot stage content: the bytes received do not match their SHA-256 (upload again)');
+    }
+    return { present: true, have };
+  }
+
+  // Checks a complete part against its hash: renamed into place (durable) when
+  // it matches, removed when it does not. True when it matched.
+  private async _finishPart(hex: string, part: string, full: string): Promise<boolean> {
     const h = createHash('sha256');
     const rf = await open(part, 'r');
     try {
-      for await (const chunk of rf.createReadStream()) h.update(chunk as Buffer);
+      for await (const chunk of rf.createReadStream({ autoClose: false })) h.update(chunk as Buffer);
+      await rf.datasync();
     } finally {
       await rf.close().catch(() => {});
     }
     if (h.digest('hex') !== hex) {
       await rm(part, { force: true });
-      throw new ImzError(Codes.HASH_MISMATCH, 'cannot stage content: the bytes received do not match their SHA-256 (upload again)');
+      return false;
     }
     await rename(part, full);
-    return { present: true, have };
+    return true;
   }
 
   /** Which of these contents the server holds already, staged or somewhere in the tree. */

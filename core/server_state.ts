@@ -4,7 +4,7 @@ import { mkdir, open, readFile, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Codes, ImzError } from '../protocol/errors.ts';
 import { type ChangeCode, type Entry, EntryType, type EntryTypeCode, type JournalRecord } from '../protocol/messages.ts';
-import { fsyncDir, tempNameFor, writeFileAtomic } from './atomic_fs.ts';
+import { fsyncDir, sweepStateTemps, tempNameFor, writeFileAtomic } from './atomic_fs.ts';
 import { JournalStore } from './journal_store.ts';
 
 /**
@@ -107,6 +107,8 @@ export class ServerState extends EventEmitter {
       id = randomUUID();
       await writeFileAtomic(idFile, JSON.stringify({ id, created: new Date().toISOString() }) + '\n');
     }
+    // Temp files of a state write (the table checkpoint) that a killed server left.
+    sweepStateTemps([dir]);
     const journal = await JournalStore.open(join(dir, 'journal'));
     const s = new ServerState(dir, id, journal);
     let ckptSeq = await s._loadCheckpoint();
