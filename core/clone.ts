@@ -1,5 +1,6 @@
-import { mkdir, readdir, stat } from 'node:fs/promises';
-import { resolve } from 'node:path';
+import { existsSync } from 'node:fs';
+import { mkdir, readdir, rm, stat } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
 import { Codes, ImzError } from '../protocol/errors.ts';
 import { REPLICA_DIR } from './paths.ts';
 import { type PullEvent, type PullSummary, pullWith } from './pull.ts';
@@ -33,6 +34,11 @@ export async function clone(address: string, dir: string, opts: CloneOptions = {
     names = await readdir(root);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
+  if (names.length === 1 && names[0] === REPLICA_DIR && !existsSync(join(root, REPLICA_DIR, 'config'))) {
+    // A clone killed before it wrote its config: nothing but our own beginnings, start over.
+    await rm(join(root, REPLICA_DIR), { recursive: true, force: true });
+    names = [];
   }
   if (names.includes(REPLICA_DIR)) {
     const existing = await Replica.open(root);

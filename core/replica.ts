@@ -100,9 +100,13 @@ export class Replica {
         const fd = openSync(file, 'wx');
         try {
           writeFileSync(fd, JSON.stringify({ pid: process.pid, since: new Date().toISOString() }));
-        } finally {
+        } catch (err) {
+          // A full disk: an empty lock would make every run wait for it to go stale.
           closeSync(fd);
+          rmSync(file, { force: true });
+          throw err;
         }
+        closeSync(fd);
         this._locked = true;
         return;
       } catch (err) {
@@ -188,9 +192,13 @@ export class Replica {
         try {
           writeFileSync(fd, encodeBucket(this._buckets.get(b)!));
           fdatasyncSync(fd);
-        } finally {
+        } catch (err) {
+          // A full disk: no half-written bucket is left behind.
           closeSync(fd);
+          rmSync(tmp, { force: true });
+          throw err;
         }
+        closeSync(fd);
         renameSync(tmp, name);
       }
       fsyncDirSync(dir);
@@ -204,12 +212,22 @@ export class Replica {
       try {
         await fh.writeFile(encodeBucket(this._buckets.get(b)!));
         await fh.datasync();
-      } finally {
+      } catch (err) {
         await fh.close();
+        await rm(tmp, { force: true });
+        throw err;
       }
+      await fh.close();
       return { tmp, name };
     });
-    const done = await Promise.all(work);
+    const settled = await Promise.allSettled(work);
+    const failed = settled.find((r) => r.status === 'rejected');
+    if (failed) {
+      // The buckets that were written are not renamed in: remove them too.
+      for (const r of settled) if (r.status === 'fulfilled') await rm(r.value.tmp, { force: true });
+      throw (failed as PromiseRejectedResult).reason;
+    }
+    const done = settled.map((r) => (r as PromiseFulfilledResult<{ tmp: string; name: string }>).value);
     for (const { tmp, name } of done) await rename(tmp, name);
     await fsyncDir(dir);
     this._dirty.clear();

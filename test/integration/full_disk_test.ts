@@ -34,7 +34,6 @@ T.after(teardown);
 
 const sha = (b: string | Buffer) => createHash('sha256').update(b).digest('hex');
 const out = (r: RunResult) => `exit ${r.code} (signal ${r.signal})\nstdout: ${r.stdout.slice(-2000)}\nstderr: ${r.stderr}`;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 let skipNoted = false;
 /** Mounts a tmpfs, or says once that this process may not and returns false (the test then skips). */
@@ -281,11 +280,8 @@ T('(c) a replica whose .imz state cannot be written: pull and push fail with one
   assert.equal(headOf(rep), head, 'HEAD did not move');
   assert.equal(await indexAhead(rep, idx), [], 'the index is not ahead of the disk');
   assert.equal(await visibleTemps(rep), [], 'no temp file in the tree');
-  // BUG (core/replica.ts, Replica.flushIndex): a bucket whose write fails
-  // (ENOSPC) leaves its temp file in .imz/index/ (the `finally` closes it but
-  // does not remove it); the next pull or push sweeps it. Listed, not failed.
-  const stateTemps = (await findTemps(rep)).filter((p) => p.startsWith('.imz/'));
-  if (stateTemps.length > 0) process.stderr.write(`full disk (c): known bug, temp files left in .imz until the next run: ${stateTemps.join(', ')}\n`);
+  // A bucket whose write fails (ENOSPC) leaves no temp file in .imz/index/.
+  assert.equal((await findTemps(rep)).filter((p) => p.startsWith('.imz/index/')), [], 'no bucket temp file left');
   resizeTmpfs(rep, '16m');
   const r2 = await imz(['pull', '-C', rep]);
   assert.is(r2.code, 0, `pull re-run with room: ${out(r2)}`);
@@ -319,13 +315,8 @@ T('(c) a replica whose .imz state cannot be written: pull and push fail with one
   assert.is(r5.code, 1, out(r5));
   assertOneLine(r5, /^imz: cannot pull: no space left on device \(the disk is full\) writing .+; free some space there, then run the command again/, 'pull (no lock)');
   resizeTmpfs(rep, '16m');
-  // BUG (core/replica.ts, Replica.lock): when writing the lock's contents
-  // fails (ENOSPC), the empty lock file stays; until it is 5 s old every run
-  // says "another imz (pid ?, since ?) is working". Waited out here.
-  if (existsSync(join(rep, '.imz', 'lock'))) {
-    process.stderr.write('full disk (c): known bug, an empty .imz/lock was left by the failed run; waiting for it to go stale\n');
-    await sleep(5_200);
-  }
+  // The lock that could not be written is not left behind (no 5 s wait for it to go stale).
+  assert.not.ok(existsSync(join(rep, '.imz', 'lock')), 'no empty lock left');
   const r6 = await imz(['pull', '-C', rep]);
   assert.is(r6.code, 0, `pull re-run with room: ${out(r6)}`);
   assert.is(await readFile(join(rep, 'f4.txt'), 'utf8'), 'file 4, edited on the server\n');
