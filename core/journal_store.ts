@@ -23,6 +23,8 @@ export class JournalStore {
   private _size = 0;
   private _first = 0;
   private _last = 0;
+  // The newest record known to be on disk (datasync'd): only those are served.
+  private _durable = 0;
   private _recent: JournalRecord[] = [];
   private _queue: { records: JournalRecord[]; resolve: () => void; reject: (e: unknown) => void }[] = [];
   private _writing = false;
@@ -65,6 +67,7 @@ export class JournalStore {
         if (p.records.length > 0) j._last = p.records[p.records.length - 1]!.seq;
       }
       j._first = (await _firstSeq(j._segments[0]!.file)) ?? (j._last > 0 ? j._last : 0);
+      j._durable = j._last;
       j._fh = await open(lastSeg.file, 'a');
     }
     return j;
@@ -107,6 +110,7 @@ export class JournalStore {
           await this._fh!.datasync();
           this._size += bytes.length;
           this._unwritten = [];
+          this._durable = all[all.length - 1]!.seq;
           for (const b of batch) b.resolve();
         } catch (err) {
           // Cut what a short write left (a torn record would hide every later
@@ -150,15 +154,25 @@ export class JournalStore {
     this._size = SEGMENT_HEADER_SIZE;
   }
 
-  /** Yields records with seq > since, in order, in batches. */
+  /** The newest sequence number on disk: what a crash cannot take back. */
+  get durableLast(): number {
+    return this._durable;
+  }
+
+  /**
+   * Yields durable records with seq > since, in order, in batches (a record
+   * not yet on disk could vanish in a crash and its number be reused).
+   */
   async *readSince(since: number, batch = 1000): AsyncGenerator<JournalRecord[]> {
-    if (since >= this._last) return;
+    const upto = this._durable;
+    if (since >= upto) return;
     const recentFirst = this._recent[0]?.seq ?? Infinity;
     if (since + 1 >= recentFirst) {
       const snap = this._recent; // records are appended; a slice is a stable view
       let i = _lowerBound(snap, since + 1);
-      while (i < snap.length) {
-        yield snap.slice(i, i + batch);
+      const end = _lowerBound(snap, upto + 1);
+      while (i < end) {
+        yield snap.slice(i, Math.min(i + batch, end));
         i += batch;
       }
       return;
@@ -168,7 +182,7 @@ export class JournalStore {
     for (let i = idx; i < this._segments.length; i++) {
       const seg = this._segments[i]!;
       const dec = decodeSegment(new Uint8Array(await readFile(seg.file)), seg.file);
-      const recs = dec.records.filter((r) => r.seq > since);
+      const recs = dec.records.filter((r) => r.seq > since && r.seq <= upto);
       for (let k = 0; k < recs.length; k += batch) yield recs.slice(k, k + batch);
     }
   }

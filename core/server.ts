@@ -342,7 +342,7 @@ export class ImzServer extends EventEmitter {
     await reply.send({
       helloReply: {
         version: Math.min(PROTOCOL_VERSION, h.version), maxFrame: peer.maxFrame, serverId: this.state.id, journalFirst: this.state.journal.first,
-        journalLast: this.state.journal.last, server: `imz/${VERSION}`, nonce: peer.serverNonce, access: peer.access,
+        journalLast: this.state.journal.durableLast, server: `imz/${VERSION}`, nonce: peer.serverNonce, access: peer.access,
         upstream: this._opts.upstream?.address ?? '', upstreamReachable: this._opts.upstream?.reachable() ?? false,
       },
     }, true);
@@ -426,6 +426,8 @@ export class ImzServer extends EventEmitter {
 
   private async _list(req: Envelope, reply: ReplyChannel): Promise<void> {
     const prefix = checkPath(req.list?.prefix ?? '', 'list', true);
+    // The table can run ahead of the disk during a reintegration batch: list only a durable state.
+    for (let i = 0; i < 100 && this.state.journal.durableLast < this.state.lastSeq; i++) await this.state.flush();
     // Snapshot the table at one sequence number: entries are replaced, never mutated in place by commits.
     const cursor = this.state.lastSeq;
     const out: Entry[] = [];
@@ -495,7 +497,7 @@ export class ImzServer extends EventEmitter {
   private async _journal(req: Envelope, reply: ReplyChannel): Promise<void> {
     const since = Math.max(0, Number(req.journal?.since) || 0);
     const limit = req.journal?.limit || 0;
-    const last = this.state.journal.last;
+    const last = this.state.journal.durableLast;
     let sent = 0;
     let pending: import('../protocol/messages.ts').JournalRecord[] | undefined;
     for await (const batch of this.state.journal.readSince(since, 1000)) {
@@ -536,7 +538,7 @@ export class ImzServer extends EventEmitter {
     try {
       for await (const batch of this.state.journal.readSince(since, 1000)) {
         if (reply.closed) return;
-        await reply.send({ journalReply: { records: batch, last: this.state.journal.last, more: false } }, false);
+        await reply.send({ journalReply: { records: batch, last: this.state.journal.durableLast, more: false } }, false);
         since = batch[batch.length - 1]!.seq;
       }
       for (;;) {
@@ -552,7 +554,7 @@ export class ImzServer extends EventEmitter {
         if (lagging || session.socket.writableLength > SUBSCRIBER_BACKLOG) {
           throw new ImzError('IMZ_LAGGING', 'cannot keep streaming: this subscriber fell too far behind (catch up with a pull, then subscribe again)');
         }
-        await reply.send({ journalReply: { records: batch, last: this.state.journal.last, more: false } }, false);
+        await reply.send({ journalReply: { records: batch, last: this.state.journal.durableLast, more: false } }, false);
         since = batch[batch.length - 1]!.seq;
       }
     } finally {

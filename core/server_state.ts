@@ -163,9 +163,11 @@ export class ServerState extends EventEmitter {
     });
     const appended = this.journal.append(records);
     if (durable) await appended;
-    // flush() reports a failed write to whoever acknowledges the batch; an
-    // 'error' event nobody listens to would crash the whole server instead.
-    else appended.catch((err) => { if (this.listenerCount('error') > 0) this.emit('error', err); });
+    // Followers hear of records once they are on disk (a crash must not take
+    // back what they applied). flush() reports a failed write to whoever
+    // acknowledges the batch; an 'error' event nobody listens to would crash
+    // the whole server instead.
+    else appended.then(() => this.emit('records', records), (err) => { if (this.listenerCount('error') > 0) this.emit('error', err); });
     for (let i = 0; i < records.length; i++) {
       const r = records[i]!;
       if (r.origin) this.origins.set(r.origin, Math.max(this.origins.get(r.origin) ?? 0, r.originSeq));
@@ -177,7 +179,7 @@ export class ServerState extends EventEmitter {
     this._sinceCheckpoint += records.length;
     // Amortised: a checkpoint costs the table size, so wait for at least that many records.
     if (this._sinceCheckpoint >= Math.max(CHECKPOINT_EVERY, this.table.size)) await this.checkpoint();
-    this.emit('records', records);
+    if (durable) this.emit('records', records);
     return records;
   }
 

@@ -81,6 +81,24 @@ test('a segment with a wrong magic is refused with IMZ_CORRUPT', () => {
   }
 });
 
+test('records are served only once they are on disk (a crash cannot take back what a reader got)', async () => {
+  const d = await tmp();
+  const j = await JournalStore.open(d);
+  await j.append([rec(1)]);
+  const pending = j.append([rec(2), rec(3)]);
+  assert.is(j.last, 3, 'numbers are handed out at once');
+  assert.is(j.durableLast, 1);
+  const early: number[] = [];
+  for await (const b of j.readSince(0)) early.push(...b.map((r) => r.seq));
+  assert.equal(early, [1], 'not yet durable: not served');
+  await pending;
+  assert.is(j.durableLast, 3);
+  const late: number[] = [];
+  for await (const b of j.readSince(0)) late.push(...b.map((r) => r.seq));
+  assert.equal(late, [1, 2, 3]);
+  await j.close();
+});
+
 test('the store appends durably, reopens, and reads since a cursor', async () => {
   const d = await tmp();
   const j = await JournalStore.open(d);
