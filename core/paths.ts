@@ -1,4 +1,4 @@
-import { Codes, ImzError } from '../protocol/errors.ts';
+import { Codes, ImzError, UNSAFE_TEXT } from '../protocol/errors.ts';
 
 /** Name of the replica's state directory. */
 export const REPLICA_DIR = '.imz';
@@ -50,8 +50,7 @@ export function checkPath(p: unknown, action: string, allowRoot = false): string
 
 /** Text from the wire made safe to show: DEL, C1 controls and bidirectional overrides escaped (JSON.stringify leaves them). */
 export function printable(s: string): string {
-  // eslint-disable-next-line no-control-regex
-  return s.replace(/[\u0000-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+  return s.replace(UNSAFE_TEXT, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
 }
 
 /** Parent of a relative path ("" for top-level names). */

@@ -1,6 +1,6 @@
 import { connect as netConnect, isIP, type Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
-import { Codes, ImzError } from '../protocol/errors.ts';
+import { Codes, ImzError, firstLine } from '../protocol/errors.ts';
 import { DEFAULT_MAX_FRAME } from '../protocol/frame_codec.ts';
 import { Access, type Entry, type Envelope, type JournalRecord, Op, PROTOCOL_VERSION } from '../protocol/messages.ts';
 import { Session } from '../protocol/session.ts';
@@ -218,7 +218,7 @@ function _open(address: string, host: string, port: number, opts: Security, time
       else if (tls && (err.code?.startsWith('ERR_SSL') || err.code?.startsWith('ERR_TLS') || /certificate|SSL|TLS/i.test(err.message) || err.code === 'DEPTH_ZERO_SELF_SIGNED_CERT' || err.code === 'SELF_SIGNED_CERT_IN_CHAIN' || err.code === 'UNABLE_TO_VERIFY_LEAF_SIGNATURE' || err.code === 'CERT_HAS_EXPIRED')) {
         const why = /wrong version number|packet length too long|unexpected eof|ECONNRESET/i.test(err.message)
           ? 'the server did not answer TLS (is it serving plain TCP? then drop the TLS options)'
-          : `${err.message.split('\n').map((l) => l.trim()).filter(Boolean)[0] ?? err.code} (check --tls-ca or --tls-fingerprint)`;
+          : `${firstLine(err.message) || err.code} (check --tls-ca or --tls-fingerprint)`;
         reject(new ImzError(Codes.TLS, `cannot set up TLS with ${address}: ${why}`));
       } else reject(new ImzError(Codes.UNREACHABLE, `cannot reach server ${address}: ${err.message}`));
     });

@@ -6,7 +6,7 @@ import { type AddressInfo, createServer, isIPv4, type Server, type Socket } from
 import { createServer as createTlsServer, type TLSSocket } from 'node:tls';
 import { join, resolve } from 'node:path';
 import { pack as tarPack } from 'tar-stream';
-import { Codes, ImzError } from '../protocol/errors.ts';
+import { Codes, ImzError, firstLine } from '../protocol/errors.ts';
 import { DEFAULT_MAX_FRAME, encodeFrame } from '../protocol/frame_codec.ts';
 import { Access, type AccessCode, type Entry, EntryType, type Envelope, type JournalRecord, Op, PROTOCOL_VERSION, encodeEnvelope } from '../protocol/messages.ts';
 import { type ReplyChannel, Session } from '../protocol/session.ts';
@@ -165,7 +165,7 @@ export class ImzServer extends EventEmitter {
       try {
         net = createTlsServer({ cert: Buffer.from(tls.cert), key: Buffer.from(tls.key), minVersion: 'TLSv1.2', handshakeTimeout: handshakeMs }, (s: TLSSocket) => this._onSecure(s));
       } catch (err) {
-        throw new ImzError(Codes.BAD_USAGE, `cannot use the TLS certificate and key: ${_firstLine((err as Error).message)}`);
+        throw new ImzError(Codes.BAD_USAGE, `cannot use the TLS certificate and key: ${firstLine((err as Error).message)}`);
       }
       // Admission on the raw connection, before any TLS work is spent on it.
       net.on('connection', (raw: Socket) => { this._admit(raw, false); });
@@ -663,10 +663,6 @@ async function _packFile(pack: ReturnType<typeof tarPack>, path: string, t: Tabl
       (entry as unknown as { end(): void }).end();
     })().catch(rej);
   });
-}
-
-function _firstLine(s: string): string {
-  return s.split('\n').map((l) => l.trim()).filter(Boolean)[0] ?? s;
 }
 
 /** True for an address that only this machine can reach. */

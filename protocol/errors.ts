@@ -54,3 +54,12 @@ export function toImzError(err: unknown, action: string): ImzError {
   const msg = e && typeof e.message === 'string' ? e.message : String(err);
   return new ImzError(Codes.INTERNAL, `cannot ${action}: ${msg}`, undefined, { cause: err });
 }
+
+/** Characters never shown as a peer sent them: C0 and C1 controls, DEL, bidirectional overrides. */
+// eslint-disable-next-line no-control-regex
+export const UNSAFE_TEXT = /[\u0000-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/g;
+
+/** The first non-blank line of a message (an OpenSSL error spans several), trimmed. */
+export function firstLine(s: string): string {
+  return s.split('\n').map((l) => l.trim()).filter(Boolean)[0] ?? s.trim();
+}

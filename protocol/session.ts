@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events';
 import type { Socket } from 'node:net';
-import { Codes, ImzError, toImzError } from './errors.ts';
+import { Codes, ImzError, toImzError, UNSAFE_TEXT } from './errors.ts';
 import { DEFAULT_MAX_FRAME, FrameDecoder, HEADER_SIZE, encodeFrame } from './frame_codec.ts';
 import { type Body, type Envelope, Op, decodeEnvelope, encodeEnvelope } from './messages.ts';
 
@@ -350,6 +350,7 @@ export class Session extends EventEmitter {
 
 // Codes whose meaning is local (they pick exit statuses such as "bad usage"
 // or "conflicts remain"): from a peer they only say it misbehaved.
+const _UNSAFE_RUNS = new RegExp(`${UNSAFE_TEXT.source}+`, 'g');
 const _LOCAL_CODES = new Set([Codes.BAD_USAGE, Codes.CONFLICT, Codes.LOCKED, Codes.NOT_REPLICA, Codes.NOT_EMPTY]);
 
 /**
@@ -360,8 +361,7 @@ const _LOCAL_CODES = new Set([Codes.BAD_USAGE, Codes.CONFLICT, Codes.LOCKED, Cod
 export function wireError(e: { code?: string; message?: string }): ImzError {
   let code = typeof e.code === 'string' && /^IMZ_[A-Z_]{1,40}$/.test(e.code) ? e.code : Codes.PROTOCOL;
   if (_LOCAL_CODES.has(code as never)) code = Codes.PROTOCOL;
-  // eslint-disable-next-line no-control-regex
-  let message = String(e.message ?? '').replace(/[\u0000-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]+/g, ' ').trim().slice(0, 500);
+  let message = String(e.message ?? '').replace(_UNSAFE_RUNS, ' ').trim().slice(0, 500);
   if (message === '') message = 'the peer closed the connection';
   if (!message.startsWith('cannot ')) message = `cannot talk to peer: ${message}`;
   return new ImzError(code, message);
