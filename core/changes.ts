@@ -1,13 +1,16 @@
-import { readlinkSync, statSync } from 'node:fs';
+import { type Stats, lstatSync, readdirSync, readlinkSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { EntryType } from '../protocol/messages.ts';
 import { hashFile, toHex } from './hash.ts';
-import { loadIgnore } from './ignore_rules.ts';
+import { loadIgnoreKeyed } from './ignore_rules.ts';
 import type { IndexEntry } from './index_model.ts';
 import { statMatches } from './local_state.ts';
-import { comparePaths, depthOf } from './paths.ts';
+import { comparePaths, depthOf, isReservedName } from './paths.ts';
 import type { Replica } from './replica.ts';
-import { type FsEntry, type IgnoreFn, type SkippedPath, fsEntryFromStats, listDir, sameMtime } from './tree_scan.ts';
+import { LISTING_SLACK_MS, ScanCache, isRemoteRow } from './scan_cache.ts';
+import { typeOfFacts } from './scan_cache_model.ts';
+import { CHECK, GONE, LIST, NOT_DIR, lstatOrNot, racy, runPass } from './scan_pass.ts';
+import { type FsEntry, type IgnoreFn, type SkippedPath, fsEntryFromStats, listDir, listedEntry, sameMtime, statEntrySync } from './tree_scan.ts';
 
 /** One local change of the working tree against the index (what the last sync left). */
 export interface LocalChange {
@@ -96,32 +99,31 @@ const PROGRESS_EVERY = 4096;
  *      in path order, parents before children;
  *   3. delete, rmdir and retypes of a directory into something else,
  *      deepest first.
- * Read-only: takes no lock and writes nothing.
+ * Takes no lock and writes nothing but the scan cache (.imz/scan-cache, a
+ * derived file; see core/scan_cache.ts).
  */
 export async function scanChanges(replica: Replica, opts: ScanChangesOptions = {}): Promise<ChangeScan> {
   const root = replica.root;
+  const rootSlash = root.endsWith('/') ? root : `${root}/`;
   const wantHashes = opts.contentHashes !== false;
-  const index = await replica.all();
   const refTime = _indexWriteTime(replica);
-  const userIgnore = await loadIgnore(root);
+  const { ignore: userIgnore, key: ignoreKey } = await loadIgnoreKeyed(root);
+  const cache = ScanCache.load(replica, ignoreKey);
+  const { paths, facts, targets } = cache.data;
+  const n = paths.length;
   const skipped: SkippedPath[] = [];
-
-  let tracked = 0;
-  for (const e of index.values()) if (e.type === EntryType.FILE && !e.remote) tracked++;
+  const tracked = cache.trackedFiles();
 
   const hashOf = async (path: string): Promise<string> => toHex(await hashFile(join(root, path)));
-
   const ignore: IgnoreFn = (p, isDir) => {
     if (userIgnore?.(p, isDir)) return true;
     // Untracked conflict copies (and anything inside one) are never picked up.
-    return isConflictCopy(p) && isConflictCopy(p.slice(p.lastIndexOf('/') + 1)) && !index.has(p);
+    return isConflictCopy(p) && isConflictCopy(p.slice(p.lastIndexOf('/') + 1)) && cache.lookup(p) < 0;
   };
 
   const changes: LocalChange[] = [];
   const created: LocalChange[] = [];
   const refresh: RefreshHint[] = [];
-  // Tracked paths met in the walk; the others were deleted.
-  const seen: string[] = [];
 
   const visit = async (fs: FsEntry, idx: IndexEntry | undefined): Promise<void> => {
     const path = fs.path;
@@ -154,7 +156,7 @@ export async function scanChanges(replica: Replica, opts: ScanChangesOptions = {
     }
     // A regular file, tracked as one.
     if (statMatches(fs, idx)) {
-      if (!_racy(fs, refTime)) return;
+      if (!racy(fs, refTime)) return;
       const hash = await hashOf(path);
       if (hash !== idx.hash) changes.push({ kind: 'modify', path, base, fs, hash, index: idx });
       return;
@@ -171,35 +173,115 @@ export async function scanChanges(replica: Replica, opts: ScanChangesOptions = {
     else refresh.push({ path, fs, hash });
   };
 
-  // The walk: the same directory listing as walkTree (listDir: reserved and
-  // bad names, vanished entries), but a tracked file whose lstat matches its
-  // index entry is settled from the Stats object, without building an
-  // FsEntry or asking the ignore rules: this is the whole cost of `imz
-  // status` on a large clean tree. Directory order does not matter here:
-  // the result is sorted at the end.
-  const rootSlash = root.endsWith('/') ? root : `${root}/`;
-  const stack: string[] = [''];
-  let scanned = 0;
+  // 1. One lstat per tracked path, compared with the cached index facts:
+  // the whole cost of `imz status` on a large clean tree (core/scan_pass.ts).
+  // A tracked file whose facts match (and is not racily clean) is settled
+  // there; the rest is looked at closely below. A directory is listed only
+  // when its mtime moved since a listing found nothing new in it.
+  const state = await runPass({ rootSlash, paths, facts, targets, refTime }, {
+    onProgress: opts.onProgress, encoded: () => cache.encoded(), workerMin: _workerMin(),
+  });
+
+  // lstat follows symlinks in the middle of a path: below a directory that
+  // is gone or is no longer one, what lstat found is not the tracked path.
+  const gone = new Set<string>();
+  for (let i = 0; i < n; i++) if (state[i]! & (GONE | NOT_DIR) && typeOfFacts(facts, i) === EntryType.DIR) gone.add(paths[i]!);
+  if (gone.size > 0) {
+    for (let i = 0; i < n; i++) {
+      const p = paths[i]!;
+      for (let s = p.lastIndexOf('/'); s > 0; s = p.lastIndexOf('/', s - 1)) {
+        if (gone.has(p.slice(0, s))) {
+          state[i] = isRemoteRow(facts, i) ? 0 : GONE;
+          break;
+        }
+      }
+    }
+  }
+
+  // 2. A close look at what stat could not settle.
+  const newDirs: string[] = [];
+  const listDirs: Array<{ dir: string; st: Stats | undefined }> = [];
+  const rootSt = lstatSync(root);
+  if (rootSt.mtimeMs !== cache.data.rootListed[0] || rootSt.ctimeMs !== cache.data.rootListed[1]) listDirs.push({ dir: '', st: rootSt });
+  const missing: string[] = [];
+  for (let i = 0; i < n; i++) {
+    const s = state[i]!;
+    if (s === 0) continue;
+    const path = paths[i]!;
+    if (s & GONE) {
+      missing.push(path);
+      continue;
+    }
+    if (s & CHECK) {
+      const fs = statEntrySync(root, path);
+      if (fs === undefined) {
+        if (!isRemoteRow(facts, i)) missing.push(path); // vanished since
+        continue;
+      }
+      if (typeof fs === 'string') {
+        skipped.push({ path, reason: fs });
+        continue;
+      }
+      if (ignore(path, fs.type === EntryType.DIR)) continue;
+      const idx = await replica.get(path);
+      await visit(fs, idx);
+      if (fs.type === EntryType.DIR && (!idx || idx.type !== EntryType.DIR)) {
+        newDirs.push(path); // a file or link that became a directory: everything in it is new
+        continue;
+      }
+    }
+    if (s & LIST) listDirs.push({ dir: path, st: undefined });
+  }
+
+  // 3. Directories whose listing may hold something new: names not tracked
+  // are new (or ignored). A listing that finds nothing new marks the
+  // directory with the mtime it had before the listing.
+  const listStart = Date.now();
+  for (const { dir, st: known } of listDirs) {
+    // The mtime before the listing: a change during it then shows next time.
+    const st = known ?? lstatOrNot(rootSlash + dir);
+    if (!st?.isDirectory()) continue;
+    let names: string[];
+    try {
+      names = readdirSync(dir === '' ? root : rootSlash + dir);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT' || code === 'ENOTDIR') continue;
+      throw err;
+    }
+    let clean = true;
+    for (const name of names) {
+      if (isReservedName(name)) continue;
+      const rel = dir === '' ? name : `${dir}/${name}`;
+      if (cache.lookup(rel) >= 0) continue;
+      const fs = listedEntry(root, rel, name);
+      if (fs === undefined) continue;
+      if (typeof fs === 'string') {
+        skipped.push({ path: rel, reason: fs });
+        clean = false;
+        continue;
+      }
+      if (ignore(rel, fs.type === EntryType.DIR)) continue;
+      clean = false;
+      await visit(fs, undefined);
+      if (fs.type === EntryType.DIR) newDirs.push(rel);
+    }
+    if (clean && st.mtimeMs < listStart - LISTING_SLACK_MS && st.ctimeMs < listStart - LISTING_SLACK_MS) cache.setMark(dir, st.mtimeMs, st.ctimeMs);
+  }
+
+  // 4. New directories: everything under them is new.
+  const stack = newDirs;
   let dirsSinceYield = 0;
   while (stack.length > 0) {
     const dir = stack.pop()!;
     if (++dirsSinceYield >= 64) {
-      // Let the event loop breathe (a status asks the server meanwhile).
       dirsSinceYield = 0;
       await new Promise<void>((r) => setImmediate(r));
     }
     const entries = listDir(root, dir, { onSkip: (x) => skipped.push(x) });
     if (!entries) continue;
     for (const { rel, st } of entries) {
-      if (++scanned % PROGRESS_EVERY === 0) opts.onProgress?.(scanned);
-      const idx = index.get(rel);
-      if (idx !== undefined && idx.type === EntryType.FILE && st.isFile() && st.size === idx.size && sameMtime(st.mtimeMs, idx.mtimeMs) &&
-        sameMtime(st.ctimeMs, idx.ctimeMs) && st.ino === idx.ino && (st.mode & 0o7777) === idx.mode) {
-        // (the same facts statMatches compares, read from the Stats object)
-        seen.push(rel);
-        if (!_racy(st, refTime) || userIgnore?.(rel, false)) continue;
-        // Racily clean: only the content can tell.
-      }
+      if (cache.lookup(rel) >= 0) continue; // tracked below a new directory: settled by the lstat pass
       const isDir = st.isDirectory();
       if (ignore(rel, isDir)) continue;
       let target = '';
@@ -215,28 +297,22 @@ export async function scanChanges(replica: Replica, opts: ScanChangesOptions = {
         skipped.push({ path: rel, reason: fs });
         continue;
       }
-      if (idx !== undefined && seen[seen.length - 1] !== rel) seen.push(rel);
-      await visit(fs, idx);
+      await visit(fs, undefined);
       if (isDir) stack.push(rel);
     }
   }
-  opts.onProgress?.(scanned);
   skipped.sort((a, b) => comparePaths(a.path, b.path));
+  cache.save(replica);
 
-  // What the walk did not meet was deleted, unless it is now ignored or unsupported.
+  // What the scan did not meet was deleted, unless it is now ignored.
   const deletedFiles: LocalChange[] = [];
-  if (seen.length !== index.size) {
-    const met = new Set(seen);
-    for (const s of skipped) met.add(s.path);
-    for (const [path, idx] of index) {
-      if (met.has(path)) continue;
-      // On demand: a file whose content was never fetched is absent by design, not deleted.
-      if (idx.remote) continue;
-      if (userIgnore?.(path, idx.type === EntryType.DIR)) continue;
-      const c: LocalChange = { kind: idx.type === EntryType.DIR ? 'rmdir' : 'delete', path, base: idx.version, index: idx };
-      changes.push(c);
-      if (idx.type === EntryType.FILE) deletedFiles.push(c);
-    }
+  for (const path of missing) {
+    const idx = await replica.get(path);
+    if (!idx || idx.remote) continue;
+    if (userIgnore?.(path, idx.type === EntryType.DIR)) continue;
+    const c: LocalChange = { kind: idx.type === EntryType.DIR ? 'rmdir' : 'delete', path, base: idx.version, index: idx };
+    changes.push(c);
+    if (idx.type === EntryType.FILE) deletedFiles.push(c);
   }
 
   // Renames: a deleted file whose content reappears under a new name.
@@ -305,19 +381,8 @@ function _indexWriteTime(replica: Replica): number {
   return t;
 }
 
-/**
- * Racily clean (git's term): the file's timestamps are not older than the
- * index write, so a rewrite in the same clock tick as its stat was recorded
- * could leave every stat fact equal. ctime counts too, as a write always
- * moves it while mtime can be set back (cp -p, rsync -t, utimes). The slack
- * is the timestamp's precision: a millisecond (float rounding of the two
- * readings), or a whole second for a time read at second precision (Deno's
- * ctimes), which sameMtime lets match anything in that second.
- */
-function _racy(fs: { mtimeMs: number; ctimeMs: number }, refTime: number): boolean {
-  return fs.mtimeMs >= refTime - _slack(fs.mtimeMs) || fs.ctimeMs >= refTime - _slack(fs.ctimeMs);
-}
-
-function _slack(t: number): number {
-  return t % 1000 === 0 ? 1000 : 1;
+/** IMZ_SCAN_WORKER_MIN: from how many tracked paths a worker thread shares the lstat pass (tests set 0 to use it on small trees). */
+function _workerMin(): number | undefined {
+  const v = Number(process.env.IMZ_SCAN_WORKER_MIN);
+  return process.env.IMZ_SCAN_WORKER_MIN && Number.isInteger(v) && v >= 0 ? v : undefined;
 }

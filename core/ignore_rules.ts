@@ -1,4 +1,5 @@
 import ignore from 'ignore';
+import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { IgnoreFn } from './tree_scan.ts';
@@ -8,13 +9,18 @@ export const IGNORE_FILE = '.imzignore';
 
 /** Loads root/.imzignore; returns undefined when there is none. */
 export async function loadIgnore(root: string): Promise<IgnoreFn | undefined> {
+  return (await loadIgnoreKeyed(root)).ignore;
+}
+
+/** root/.imzignore's predicate (undefined without one) and a key that changes whenever its text does ('' without one). */
+export async function loadIgnoreKeyed(root: string): Promise<{ ignore?: IgnoreFn; key: string }> {
   let text: string;
   try {
     text = await readFile(join(root, IGNORE_FILE), 'utf8');
   } catch {
-    return undefined;
+    return { key: '' };
   }
-  return ignoreFromText(text);
+  return { ignore: ignoreFromText(text), key: createHash('sha256').update(text).digest('hex') };
 }
 
 /** Builds an ignore predicate from gitignore-syntax text. */

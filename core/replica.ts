@@ -139,7 +139,7 @@ export class Replica {
   private async _bucket(b: number): Promise<Map<string, IndexEntry>> {
     let m = this._buckets.get(b);
     if (m) return m;
-    const name = join(this.stateDir, 'index', b.toString(16).padStart(2, '0'));
+    const name = this.bucketFile(b);
     // A synchronous read: buckets are small, and 256 thread-pool round trips
     // cost more than the reads when the whole index is loaded.
     let text: string | undefined;
@@ -151,6 +151,24 @@ export class Replica {
     m = text === undefined ? new Map() : decodeBucket(text, name);
     this._buckets.set(b, m);
     return m;
+  }
+
+  /** The file that holds index bucket b. */
+  bucketFile(b: number): string {
+    return join(this.stateDir, 'index', b.toString(16).padStart(2, '0'));
+  }
+
+  /** Bucket b as held in memory when it has changes flushIndex has not written yet (its file then lags behind). */
+  unflushedBucket(b: number): Map<string, IndexEntry> | undefined {
+    return this._dirty.has(b) ? this._buckets.get(b) : undefined;
+  }
+
+  /**
+   * Hands over a bucket just read from its file by someone else (the scan
+   * cache), so it is not parsed twice; ignored once the bucket is loaded.
+   */
+  adoptBucket(b: number, m: Map<string, IndexEntry>): void {
+    if (!this._buckets.has(b)) this._buckets.set(b, m);
   }
 
   /** The index entry of a path. */

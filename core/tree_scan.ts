@@ -5,6 +5,8 @@ import { join } from 'node:path';
 import { EntryType, type EntryTypeCode } from '../protocol/messages.ts';
 import { TMP_PREFIX, isReservedName, pathProblem } from './paths.ts';
 
+export { sameMtime } from './file_times.ts';
+
 /** What a stat walk sees of one path (no content hash: hashing is the caller's choice). */
 export interface FsEntry {
   path: string;
@@ -34,23 +36,6 @@ export interface ScanOptions {
   onSkip?: (s: SkippedPath) => void;
   /** Called with each temporary file of imz's (a crash's leftover when no imz is writing). */
   onTemp?: (path: string) => void;
-}
-
-/**
- * True when two file times (ms) are the same instant as far as the runtimes
- * can tell: within a microsecond (setting a time goes through a double of
- * seconds), or equal to the millisecond when one side only has whole
- * milliseconds (Deno's mtimes), or to the second when one side only has
- * whole seconds (Deno's ctimes). So a replica or server used under both
- * Node and Deno does not see every file as changed.
- */
-export function sameMtime(a: number, b: number): boolean {
-  if (Math.abs(a - b) < 0.001) return true;
-  if (Number.isInteger(a) || Number.isInteger(b)) {
-    if (Math.floor(a) === Math.floor(b)) return true;
-    if ((a % 1000 === 0 || b % 1000 === 0) && Math.floor(a / 1000) === Math.floor(b / 1000)) return true;
-  }
-  return false;
 }
 
 /**
@@ -142,22 +127,30 @@ export function listDir(root: string, dir: string, opts: ScanOptions = {}, sorte
       continue;
     }
     if (opts.exclude?.has(rootSlash + rel)) continue;
-    // Node decodes invalid UTF-8 as U+FFFD; such a name cannot be named back.
-    if (name.includes('\uFFFD')) {
-      opts.onSkip?.({ path: rel, reason: 'name is not valid UTF-8' });
+    const problem = nameProblem(name, rel);
+    if (problem) {
+      opts.onSkip?.({ path: rel, reason: problem });
       continue;
-    }
-    if (_mayBeUnsafe(name, rel)) {
-      const problem = pathProblem(rel);
-      if (problem) {
-        opts.onSkip?.({ path: rel, reason: problem });
-        continue;
-      }
     }
     const st = lstatSync(rootSlash + rel, { throwIfNoEntry: false });
     if (st) out.push({ rel, name, st }); // else it vanished mid-walk
   }
   return out;
+}
+
+/** Why a name read from directory listing cannot be replicated (rel is its path), or undefined. */
+export function nameProblem(name: string, rel: string): string | undefined {
+  // Node decodes invalid UTF-8 as U+FFFD; such a name cannot be named back.
+  if (name.includes('\uFFFD')) return 'name is not valid UTF-8';
+  return _mayBeUnsafe(name, rel) ? pathProblem(rel) : undefined;
+}
+
+/**
+ * One name met in a listing of the tree (not a reserved name): its FsEntry,
+ * a reason to skip it, or undefined when it vanished.
+ */
+export function listedEntry(root: string, rel: string, name: string): FsEntry | string | undefined {
+  return nameProblem(name, rel) ?? statEntrySync(root, rel);
 }
 
 // Cheap pre-check: only long names or control characters can fail

@@ -6,7 +6,11 @@ import { chmodSync, rmSync } from 'node:fs';
 const out = new URL('../dist/', import.meta.url).pathname;
 rmSync(out, { recursive: true, force: true });
 await build({
-  entryPoints: { imz: new URL('../cli/main.ts', import.meta.url).pathname },
+  entryPoints: {
+    imz: new URL('../cli/main.ts', import.meta.url).pathname,
+    // The second thread of a scan's lstat pass (core/scan_pass.ts finds it beside imz.js).
+    scan_worker: new URL('../core/scan_worker.ts', import.meta.url).pathname,
+  },
   outdir: out,
   bundle: true,
   splitting: true,

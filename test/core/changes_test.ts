@@ -299,16 +299,19 @@ T('the root emptied: every tracked file deleted (the mass-delete guard reads tra
   assert.ok((await stat(join(dir, '.imz'))).isDirectory());
 });
 
-T('progress is reported and the scan writes nothing', async () => {
+T('progress is reported and the scan writes nothing but its cache', async () => {
   const dir = await cloned();
   await writeFile(join(dir, 'new.txt'), 'x');
-  const before = execFileSync('sh', ['-c', `cd '${dir}/.imz' && find . -printf '%p %s %T@\\n' | sort`]).toString();
+  // The scan cache (.imz/scan-cache) is derived; everything else stays as it was.
+  const list = `cd '${dir}/.imz' && find . -mindepth 1 ! -name scan-cache -printf '%p %s %T@\\n' | sort`;
+  const before = execFileSync('sh', ['-c', list]).toString();
   const seen: number[] = [];
   const s = await scanChanges(await Replica.open(dir), { onProgress: (k) => seen.push(k) });
   assert.equal(brief(s), ['create new.txt']);
   assert.ok(seen.length >= 1 && seen[seen.length - 1]! >= 15, `progress calls: ${seen}`);
-  const after = execFileSync('sh', ['-c', `cd '${dir}/.imz' && find . -printf '%p %s %T@\\n' | sort`]).toString();
+  const after = execFileSync('sh', ['-c', list]).toString();
   assert.is(after, before, '.imz/ unchanged');
+  assert.ok(lstatSync(join(dir, '.imz', 'scan-cache')).isFile(), 'the scan cache is written');
 });
 
 T('contentHashes: false hashes only what classification needs', async () => {

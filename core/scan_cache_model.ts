@@ -1,0 +1,178 @@
+import type { EntryTypeCode } from '../protocol/messages.ts';
+import { BUCKETS, type IndexEntry } from './index_model.ts';
+
+/**
+ * The scan cache (.imz/scan-cache): a binary copy of the index's stat facts,
+ * derived from the bucket files and checked against their identity, plus
+ * what git calls the untracked cache: for each directory, the mtime and
+ * ctime at which a listing found nothing new in it. With it, `imz status`
+ * is one lstat per tracked path, with no JSON to parse and no readdir of an
+ * unchanged directory. It is only ever a cache: anything that does not
+ * validate is rebuilt from the index.
+ */
+export interface ScanCacheData {
+  /** Per index bucket, the identity of the bucket file its entries were derived from. */
+  sections: BucketSection[];
+  /** Every index path, in string order (lstat in that order finds the kernel's directory entries warm: ~30% faster). */
+  paths: string[];
+  /** FACTS numbers per entry (see the F_ offsets). */
+  facts: Float64Array;
+  /** Symlink targets by entry ('' for the rest). */
+  targets: string[];
+  /** Identity of the .imzignore the listing marks were made under ('' without one). */
+  ignoreKey: string;
+  /** The listing mark of the tree's root (mtime, ctime; 0 = unknown). */
+  rootListed: [number, number];
+}
+
+/** A bucket file's identity (lstat facts; size -1 when it did not exist, -2 never to be trusted). */
+export interface BucketSection {
+  ino: number;
+  size: number;
+  mtimeMs: number;
+  ctimeMs: number;
+}
+
+export const SCAN_CACHE_MAGIC = 'imz-scan-cache 1'; // 16 bytes, the version in it
+export const FACTS = 8;
+export const F_TYPE = 0; // type code, plus REMOTE_FLAG, plus the bucket << BUCKET_SHIFT
+export const F_SIZE = 1;
+export const F_MODE = 2;
+export const F_MTIME = 3;
+export const F_CTIME = 4;
+export const F_INO = 5;
+export const F_LISTED_MTIME = 6; // directories: the mark (0 = list it)
+export const F_LISTED_CTIME = 7;
+export const REMOTE_FLAG = 16;
+export const BUCKET_SHIFT = 8;
+
+const _SECTION_F64 = 4;
+const _HEAD = 56;
+const _BODY = _HEAD + BUCKETS * _SECTION_F64 * 8;
+
+/** The facts row of an index entry of bucket b (no listing mark yet). */
+export function factsOf(e: IndexEntry, b: number, out: Float64Array, at: number): void {
+  out[at + F_TYPE] = e.type | (e.remote ? REMOTE_FLAG : 0) | (b << BUCKET_SHIFT);
+  out[at + F_SIZE] = e.size;
+  out[at + F_MODE] = e.mode;
+  out[at + F_MTIME] = e.mtimeMs;
+  out[at + F_CTIME] = e.ctimeMs;
+  out[at + F_INO] = e.ino;
+  out[at + F_LISTED_MTIME] = 0;
+  out[at + F_LISTED_CTIME] = 0;
+}
+
+/** The entry type stored in a facts row. */
+export function typeOfFacts(facts: Float64Array, i: number): EntryTypeCode {
+  return (facts[i * FACTS + F_TYPE]! & 15) as EntryTypeCode;
+}
+
+/** The index bucket of a facts row. */
+export function bucketOfFacts(facts: Float64Array, i: number): number {
+  return facts[i * FACTS + F_TYPE]! >>> BUCKET_SHIFT;
+}
+
+/** Encodes the cache: a fixed header and section table, the facts, then paths, targets and the ignore key as NUL-separated UTF-8. */
+export function encodeScanCache(d: ScanCacheData): Uint8Array {
+  const enc = new TextEncoder();
+  const n = d.paths.length;
+  const paths = enc.encode(d.paths.join('\0'));
+  const links: string[] = [];
+  for (let i = 0; i < n; i++) if ((d.facts[i * FACTS + F_TYPE]! & 15) === 3) links.push(d.targets[i] ?? '');
+  const targets = enc.encode(links.join('\0'));
+  const key = enc.encode(d.ignoreKey);
+  const factsBytes = n * FACTS * 8;
+  const total = _BODY + factsBytes + paths.length + targets.length + key.length;
+  const buf = new ArrayBuffer(total + ((8 - (total % 8)) % 8));
+  const bytes = new Uint8Array(buf, 0, total);
+  const view = new DataView(buf);
+  bytes.set(enc.encode(SCAN_CACHE_MAGIC), 0);
+  view.setUint32(24, n, true);
+  view.setUint32(28, paths.length, true);
+  view.setUint32(32, targets.length, true);
+  view.setUint32(36, key.length, true);
+  const f64 = new Float64Array(buf, 40, (_BODY - 40) / 8);
+  f64[0] = d.rootListed[0];
+  f64[1] = d.rootListed[1];
+  for (let b = 0; b < BUCKETS; b++) {
+    const s = d.sections[b]!;
+    f64.set([s.ino, s.size, s.mtimeMs, s.ctimeMs], 2 + b * _SECTION_F64);
+  }
+  new Float64Array(buf, _BODY, n * FACTS).set(d.facts.subarray(0, n * FACTS));
+  let at = _BODY + factsBytes;
+  bytes.set(paths, at);
+  at += paths.length;
+  bytes.set(targets, at);
+  at += targets.length;
+  bytes.set(key, at);
+  view.setUint32(16, checksum(bytes, 20), true);
+  return bytes;
+}
+
+/**
+ * Decodes the cache; undefined when it is not one, is of another version,
+ * or does not check out (it is then rebuilt). verify false skips the
+ * checksum, for bytes that never left memory.
+ */
+export function decodeScanCache(input: Uint8Array, verify = true): ScanCacheData | undefined {
+  if (input.length < _BODY) return undefined;
+  if (new TextDecoder().decode(input.subarray(0, 16)) !== SCAN_CACHE_MAGIC) return undefined;
+  // Float64Array views need an 8-aligned offset.
+  const bytes = input.byteOffset % 8 === 0 ? input : input.slice();
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.length);
+  if (verify && view.getUint32(16, true) !== checksum(bytes, 20)) return undefined;
+  const n = view.getUint32(24, true);
+  const pathBytes = view.getUint32(28, true);
+  const targetBytes = view.getUint32(32, true);
+  const keyBytes = view.getUint32(36, true);
+  const factsBytes = n * FACTS * 8;
+  if (_BODY + factsBytes + pathBytes + targetBytes + keyBytes !== bytes.length) return undefined;
+  const head = new Float64Array(bytes.buffer, bytes.byteOffset + 40, (_BODY - 40) / 8);
+  const sections: BucketSection[] = [];
+  for (let b = 0; b < BUCKETS; b++) {
+    const o = 2 + b * _SECTION_F64;
+    sections.push({ ino: head[o]!, size: head[o + 1]!, mtimeMs: head[o + 2]!, ctimeMs: head[o + 3]! });
+  }
+  const facts = new Float64Array(n * FACTS);
+  facts.set(new Float64Array(bytes.buffer, bytes.byteOffset + _BODY, n * FACTS));
+  const dec = new TextDecoder();
+  let at = _BODY + factsBytes;
+  const paths = n === 0 ? [] : dec.decode(bytes.subarray(at, at + pathBytes)).split('\0');
+  at += pathBytes;
+  const links = dec.decode(bytes.subarray(at, at + targetBytes)).split('\0');
+  at += targetBytes;
+  const ignoreKey = dec.decode(bytes.subarray(at, at + keyBytes));
+  if (paths.length !== n) return undefined;
+  const targets: string[] = new Array(n).fill('');
+  let li = 0;
+  for (let i = 0; i < n; i++) {
+    const t = facts[i * FACTS + F_TYPE]!;
+    if (!(Number.isInteger(t) && t >= 0 && t < BUCKETS << BUCKET_SHIFT)) return undefined;
+    if ((t & 15) === 3) {
+      if (li >= links.length) return undefined;
+      targets[i] = links[li++]!;
+    }
+  }
+  // ''.split gives [''], so no symlinks means no targets.
+  if (li !== (li === 0 && targetBytes === 0 ? 0 : links.length)) return undefined;
+  return { sections, paths, facts, targets, ignoreKey, rootListed: [head[0]!, head[1]!] };
+}
+
+/**
+ * A 32-bit checksum of bytes[from..]: FNV-style mixing of 32-bit words (a
+ * few ms for a 100,000-path cache, where a table CRC takes tens). It guards
+ * against a torn or foreign file, not an adversary: the cache only ever
+ * decides which paths need a closer look.
+ */
+export function checksum(bytes: Uint8Array, from: number): number {
+  // Words need a 4-aligned offset; the sum must not depend on where the bytes sit.
+  if ((bytes.byteOffset + from) % 4 !== 0) return checksum(bytes.slice(from), 0);
+  let h = 0x811c9dc5 ^ (bytes.length - from);
+  const end = bytes.length;
+  let i = from;
+  const words = new Uint32Array(bytes.buffer, bytes.byteOffset + i, (end - i) >>> 2);
+  for (let w = 0; w < words.length; w++) h = Math.imul(h ^ words[w]!, 0x01000193) ^ (h >>> 15);
+  i += words.length * 4;
+  for (; i < end; i++) h = Math.imul(h ^ bytes[i]!, 0x01000193) ^ (h >>> 15);
+  return h >>> 0;
+}

@@ -1,0 +1,187 @@
+import { lstatSync, readlinkSync, type Stats } from 'node:fs';
+import { Worker } from 'node:worker_threads';
+import { sameMtime } from './file_times.ts';
+import { F_CTIME, F_INO, F_LISTED_CTIME, F_LISTED_MTIME, F_MODE, F_MTIME, F_SIZE, F_TYPE, FACTS, REMOTE_FLAG } from './scan_cache_model.ts';
+
+/** What the lstat pass says of an entry: 0 clean, else these bits. */
+export const CHECK = 1; // stat cannot settle it: a close look
+export const LIST = 2; // a directory whose listing may hold something new
+export const GONE = 4; // not there (and not an on-demand file whose content was never fetched)
+export const NOT_DIR = 8; // a tracked directory that is something else now
+
+// EntryType codes (protocol/messages.ts), written out so the worker does not load the protocol codec.
+const _FILE = 1;
+const _DIR = 2;
+const _SYMLINK = 3;
+
+/** The tracked paths and their index facts (a scan cache), and what a pass needs to judge them. */
+export interface PassInput {
+  rootSlash: string;
+  paths: string[];
+  facts: Float64Array;
+  targets: string[];
+  /** When the index was last written (racily clean files need hashing). */
+  refTime: number;
+}
+
+/**
+ * lstat of entries [from, to), each compared with its index facts; writes
+ * the verdicts into state. A tracked file is clean when every stat fact
+ * matches and it is not racily clean; a directory when its mode matches
+ * (and it needs no listing when its mtime and ctime are those of its
+ * listing mark); a symlink when its target matches.
+ */
+export function checkRange(inp: PassInput, from: number, to: number, state: Uint8Array): void {
+  const { rootSlash, paths, facts, targets, refTime } = inp;
+  for (let i = from; i < to; i++) {
+    const o = i * FACTS;
+    const t = facts[o + F_TYPE]!;
+    const type = t & 15;
+    const st = lstatOrNot(rootSlash + paths[i]!);
+    if (!st) {
+      // On demand: a file whose content was never fetched is absent by design, not deleted.
+      state[i] = t & REMOTE_FLAG ? 0 : GONE;
+      continue;
+    }
+    let s = 0;
+    if (type === _FILE) {
+      if (!(st.isFile() && st.size === facts[o + F_SIZE] && sameMtime(st.mtimeMs, facts[o + F_MTIME]!) && sameMtime(st.ctimeMs, facts[o + F_CTIME]!) &&
+        st.ino === facts[o + F_INO] && (st.mode & 0o7777) === facts[o + F_MODE] && !racy(st, refTime) && !(t & REMOTE_FLAG))) s = CHECK;
+    } else if (type === _DIR) {
+      if (!st.isDirectory()) s = CHECK | NOT_DIR;
+      else {
+        if ((st.mode & 0o7777) !== facts[o + F_MODE]) s = CHECK;
+        if (st.mtimeMs !== facts[o + F_LISTED_MTIME] || st.ctimeMs !== facts[o + F_LISTED_CTIME]) s |= LIST;
+      }
+    } else if (type === _SYMLINK) {
+      let target: string | undefined;
+      try {
+        target = st.isSymbolicLink() ? readlinkSync(rootSlash + paths[i]!) : undefined;
+      } catch {
+        target = undefined;
+      }
+      if (target !== targets[i]) s = CHECK;
+    } else {
+      s = CHECK;
+    }
+    state[i] = s;
+  }
+}
+
+/**
+ * Racily clean (git's term): the file's timestamps are not older than the
+ * index write, so a rewrite in the same clock tick as its stat was recorded
+ * could leave every stat fact equal. ctime counts too, as a write always
+ * moves it while mtime can be set back (cp -p, rsync -t, utimes). The slack
+ * is the timestamp's precision: a millisecond (float rounding of the two
+ * readings), or a whole second for a time read at second precision (Deno's
+ * ctimes), which sameMtime lets match anything in that second.
+ */
+export function racy(fs: { mtimeMs: number; ctimeMs: number }, refTime: number): boolean {
+  return fs.mtimeMs >= refTime - _slack(fs.mtimeMs) || fs.ctimeMs >= refTime - _slack(fs.ctimeMs);
+}
+
+function _slack(t: number): number {
+  return t % 1000 === 0 ? 1000 : 1;
+}
+
+/** lstat without throwing for a path that is not there (ENOENT, or ENOTDIR: a parent is not a directory). */
+export function lstatOrNot(p: string): Stats | undefined {
+  try {
+    return lstatSync(p, { throwIfNoEntry: false });
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOTDIR') return undefined;
+    throw err;
+  }
+}
+
+/** Entries per claim: large enough that claiming costs nothing, small enough that the two threads finish together. */
+export const CHUNK = 1024;
+
+/** Options of runPass. */
+export interface RunPassOptions {
+  onProgress?: (done: number) => void;
+  /** From how many entries a second thread helps (its start-up costs ~30 ms of the other core). */
+  workerMin?: number;
+  /** The scan cache as bytes, for the worker to decode (called only when a worker is started). */
+  encoded: () => Uint8Array;
+}
+
+/**
+ * The lstat pass over every tracked path, shared with a worker thread on
+ * a large tree: both claim chunks of CHUNK entries from a shared counter,
+ * so the main thread starts at once and the worker joins when it is up.
+ * lstat is a system call per path (the kernel's path walk is most of it),
+ * so two threads nearly halve the pass on two cores. When the worker
+ * cannot start or dies, the main thread does what it left.
+ */
+export async function runPass(inp: PassInput, opts: RunPassOptions): Promise<Uint8Array> {
+  const n = inp.paths.length;
+  const chunks = Math.ceil(n / CHUNK);
+  const shared = typeof SharedArrayBuffer === 'function';
+  const state = new Uint8Array(shared ? new SharedArrayBuffer(Math.max(1, n)) : new ArrayBuffer(Math.max(1, n)), 0, n);
+  const ctl = new Int32Array(shared ? new SharedArrayBuffer(4) : new ArrayBuffer(4));
+  const done = new Uint8Array(shared ? new SharedArrayBuffer(Math.max(1, chunks)) : new ArrayBuffer(Math.max(1, chunks)));
+  let worker: Worker | undefined;
+  let workerGone = false;
+  if (shared && n >= (opts.workerMin ?? 20_000)) {
+    try {
+      const bytes = opts.encoded();
+      const sab = new SharedArrayBuffer(bytes.length);
+      new Uint8Array(sab).set(bytes);
+      worker = new Worker(_workerUrl(), {
+        workerData: { rootSlash: inp.rootSlash, refTime: inp.refTime, bytes: sab, state: state.buffer, ctl: ctl.buffer, done: done.buffer },
+      });
+      worker.unref();
+      worker.on('error', () => (workerGone = true));
+      worker.on('exit', () => (workerGone = true));
+    } catch {
+      worker = undefined;
+    }
+  }
+  const runChunk = (c: number): void => {
+    checkRange(inp, c * CHUNK, Math.min(n, (c + 1) * CHUNK), state);
+    Atomics.store(done, c, 1);
+  };
+  try {
+    let sinceYield = 0;
+    for (;;) {
+      const c = Atomics.add(ctl, 0, 1);
+      if (c >= chunks) break;
+      runChunk(c);
+      if (++sinceYield >= 16) {
+        // Let the event loop breathe (a status asks the server meanwhile).
+        sinceYield = 0;
+        opts.onProgress?.(Math.min(n, (c + 1) * CHUNK));
+        await new Promise<void>((r) => setImmediate(r));
+      }
+    }
+    // The worker's last chunks; should it die, the main thread does them.
+    for (;;) {
+      let missing = -1;
+      for (let c = 0; c < chunks; c++) {
+        if (Atomics.load(done, c) === 0) {
+          missing = c;
+          break;
+        }
+      }
+      if (missing < 0) break;
+      if (!worker || workerGone) {
+        for (let c = missing; c < chunks; c++) if (Atomics.load(done, c) === 0) runChunk(c);
+        break;
+      }
+      await new Promise<void>((r) => setTimeout(r, 1));
+    }
+  } finally {
+    void worker?.terminate();
+  }
+  opts.onProgress?.(n);
+  return state;
+}
+
+function _workerUrl(): URL {
+  const here = import.meta.url;
+  // From source (Deno, tsx) the worker is a .ts module beside this one; in the bundle (dist/), an entry of its own.
+  if (here.endsWith('.ts')) return new URL('./scan_worker.ts', here);
+  return new URL(`${here.includes('/chunks/') ? '../' : ''}scan_worker.js`, here);
+}

@@ -1,0 +1,160 @@
+// The scan cache (core/scan_cache.ts, core/scan_cache_model.ts) and the
+// lstat pass (core/scan_pass.ts): the cache must never hide a change. Real
+// replicas cloned from a real server (the bundled CLI, dist/imz.js), then
+// direct calls of scanChanges, and the CLI with and without the worker.
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { readFileSync } from 'node:fs';
+import { appendFile, cp, mkdir, rename, symlink, utimes, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { type ChangeScan, scanChanges } from '../../core/changes.ts';
+import { Replica } from '../../core/replica.ts';
+import { SCAN_CACHE_FILE } from '../../core/scan_cache.ts';
+import { FACTS, F_LISTED_MTIME, decodeScanCache, encodeScanCache, typeOfFacts } from '../../core/scan_cache_model.ts';
+import { type ServerHandle, cleanupAll, copyFixture, imz, makeTmp, startServer } from '../helpers.ts';
+
+const T = suite('scan_cache');
+
+let server: ServerHandle;
+let tmp: string;
+let n = 0;
+
+T.before(async () => {
+  tmp = await makeTmp('imz-scan-cache-');
+  const srv = join(tmp, 'srv');
+  await copyFixture('sample', srv);
+  for (let i = 0; i < 30; i++) await writeFile(join(srv, 'docs', `page-${i}.txt`), `page ${i}\n`);
+  server = await startServer(srv);
+});
+T.after(cleanupAll);
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const brief = (s: ChangeScan) => s.changes.map((c) => (c.kind === 'rename' ? `rename ${c.fromPath} -> ${c.path}` : `${c.kind} ${c.path}`));
+const scan = async (dir: string) => scanChanges(await Replica.open(dir));
+const cacheOf = (dir: string) => decodeScanCache(readFileSync(join(dir, '.imz', SCAN_CACHE_FILE)));
+
+/**
+ * A fresh clone whose directories are old enough to be marked (a listing
+ * marks a directory only when its mtime and ctime are a second older than
+ * the listing), scanned once so the cache holds the marks.
+ */
+async function marked(): Promise<string> {
+  const dir = join(tmp, `replica-${++n}`);
+  const r = await imz(['clone', server.address, dir, '--json']);
+  assert.is(r.code, 0, `clone exited ${r.code}\n${r.stderr}`);
+  await sleep(1100);
+  assert.equal(brief(await scan(dir)), []);
+  const c = cacheOf(dir)!;
+  assert.ok(c, 'a cache was written');
+  let dirs = 0;
+  let marks = 0;
+  for (let i = 0; i < c.paths.length; i++) {
+    if (typeOfFacts(c.facts, i) !== 2) continue;
+    dirs++;
+    if (c.facts[i * FACTS + F_LISTED_MTIME] !== 0) marks++;
+  }
+  assert.ok(dirs >= 5 && marks === dirs, `every directory marked (${marks} of ${dirs})`);
+  assert.ok(c.rootListed[0] > 0, 'the root marked');
+  return dir;
+}
+
+T('the model round-trips, and a damaged or foreign file is refused (then rebuilt)', async () => {
+  const dir = await marked();
+  const bytes = readFileSync(join(dir, '.imz', SCAN_CACHE_FILE));
+  const d = decodeScanCache(bytes)!;
+  assert.equal(decodeScanCache(encodeScanCache(d)), d);
+  assert.ok(d.paths.includes('docs/page-7.txt') && d.paths.includes('src/lib'));
+  assert.equal([...d.paths], [...d.paths].sort(), 'paths in string order');
+  for (const at of [20, 30, 100, bytes.length - 1, Math.floor(bytes.length / 2)]) {
+    const bad = Buffer.from(bytes);
+    bad[at] ^= 0x40;
+    assert.is(decodeScanCache(bad), undefined, `a flipped byte at ${at}`);
+  }
+  assert.is(decodeScanCache(bytes.subarray(0, bytes.length - 3)), undefined, 'truncated');
+  assert.is(decodeScanCache(Buffer.from('imz-index 1 0\n[]\n')), undefined, 'foreign');
+  // Garbage in place of the cache: the scan still sees every change.
+  await writeFile(join(dir, '.imz', SCAN_CACHE_FILE), Buffer.alloc(bytes.length, 7));
+  await writeFile(join(dir, 'docs', 'new.txt'), 'new\n');
+  await appendFile(join(dir, 'README.txt'), 'more\n');
+  assert.equal(brief(await scan(dir)), ['create docs/new.txt', 'modify README.txt'].sort((a, b) => (a.split(' ')[1]! < b.split(' ')[1]! ? -1 : 1)));
+  assert.ok(cacheOf(dir), 'rebuilt');
+});
+
+T('a marked directory that gains a name is listed again', async () => {
+  const dir = await marked();
+  await writeFile(join(dir, 'src', 'lib', 'added.js'), 'x\n');
+  await mkdir(join(dir, 'docs', 'notes', 'deeper', 'deepest'), { recursive: true });
+  await writeFile(join(dir, 'docs', 'notes', 'deeper', 'deepest', 'f'), 'f\n');
+  await writeFile(join(dir, 'top.txt'), 'top\n');
+  assert.equal(brief(await scan(dir)), ['mkdir docs/notes/deeper', 'mkdir docs/notes/deeper/deepest', 'create docs/notes/deeper/deepest/f', 'create src/lib/added.js', 'create top.txt']);
+});
+
+T('a same-size rewrite with the mtime put back is caught by its ctime', async () => {
+  const dir = await marked();
+  const f = join(dir, 'docs', 'page-3.txt');
+  const old = (await import('node:fs')).statSync(f);
+  await writeFile(f, 'PAGE 3\n');
+  await utimes(f, old.atime, old.mtime);
+  assert.equal(brief(await scan(dir)), ['modify docs/page-3.txt']);
+});
+
+T('a path the index forgets is found again, though its directory did not change', async () => {
+  const dir = await marked();
+  const r = await Replica.open(dir);
+  await r.lock();
+  await r.delete('docs/page-5.txt');
+  await r.flushIndex();
+  await r.unlock();
+  assert.equal(brief(await scan(dir)), ['create docs/page-5.txt']);
+  // And at the root (no parent directory entry holds the mark there).
+  const r2 = await Replica.open(dir);
+  await r2.lock();
+  await r2.delete('README.txt');
+  await r2.flushIndex();
+  await r2.unlock();
+  assert.equal(brief(await scan(dir)), ['create README.txt', 'create docs/page-5.txt']);
+});
+
+T('a new .imzignore lets in what the old one kept out, in a marked directory', async () => {
+  const dir = await marked();
+  const original = readFileSync(join(dir, '.imzignore'), 'utf8');
+  await writeFile(join(dir, '.imzignore'), `${original}*.draft\n`);
+  // Created while ignored, in a directory then marked again as holding nothing new.
+  await writeFile(join(dir, 'docs', 'notes.draft'), 'draft\n');
+  assert.equal(brief(await scan(dir)), ['modify .imzignore']);
+  await utimes(join(dir, 'docs'), new Date(Date.now() - 5000), new Date(Date.now() - 5000));
+  await sleep(1100); // the ctime that utimes moved must be a second old too
+  await scan(dir);
+  const docs = cacheOf(dir)!.paths.indexOf('docs');
+  assert.ok(cacheOf(dir)!.facts[docs * FACTS + F_LISTED_MTIME]! > 0, 'docs/ marked with notes.draft ignored in it');
+  await writeFile(join(dir, '.imzignore'), `${original}# nothing more ignored\n`);
+  assert.equal(brief(await scan(dir)), ['modify .imzignore', 'create docs/notes.draft']);
+});
+
+T('a directory swapped for a symlink: what lstat finds through the link is not the tracked path', async () => {
+  const dir = await marked();
+  await cp(join(dir, 'src'), join(tmp, `elsewhere-${n}`), { recursive: true });
+  await rename(join(dir, 'src'), join(tmp, `moved-${n}`));
+  await symlink(join(tmp, `elsewhere-${n}`), join(dir, 'src'));
+  const s = await scan(dir);
+  assert.equal(brief(s).filter((x) => x.includes('src')).sort(), ['delete src/blob.bin', 'delete src/lib/math.js', 'delete src/main.js', 'retype src', 'rmdir src/lib'].sort());
+});
+
+T('the CLI gives the same answer with the worker thread as without', async () => {
+  const dir = await marked();
+  await writeFile(join(dir, 'docs', 'page-9.txt'), 'changed, same size?\n');
+  await writeFile(join(dir, 'new-top.txt'), 'n\n');
+  await mkdir(join(dir, 'docs', 'sub'));
+  await (await import('node:fs/promises')).rm(join(dir, 'docs', 'page-11.txt'));
+  await (await import('node:fs/promises')).rm(join(dir, 'bin'), { recursive: true });
+  const answers: string[] = [];
+  for (const min of ['0', '1000000']) {
+    const r = await imz(['status', '-C', dir, '--json', '--offline'], { env: { ...process.env, IMZ_SCAN_WORKER_MIN: min } });
+    assert.is(r.code, 0, r.stderr);
+    answers.push(r.stdout.split('\n').filter((l) => l.includes('"change"') || l.includes('"path"')).sort().join('\n'));
+  }
+  assert.ok(answers[0]!.includes('docs/page-11.txt') && answers[0]!.includes('bin/hello.sh') && answers[0]!.includes('new-top.txt'), answers[0]);
+  assert.is(answers[0], answers[1]);
+});
+
+T.run();
