@@ -208,6 +208,8 @@ interface RootReport {
   imz: string;
   settleMs: number;
   pageCache: string;
+  /** What the children's environment differs in from the shell's. */
+  env: string;
   trees: Array<{ name: string; files: number; bytes: number; cached: boolean }>;
   rows: Row[];
   /** The on-demand section (its own table). */
@@ -1174,6 +1176,7 @@ async function benchRoot(opts: Options, root: 'disk' | 'tmpfs', rsyncVersion: st
     imz: opts.skipImz ? '(skipped: --skip-imz)' : opts.imzJs,
     settleMs: opts.settleMs,
     pageCache: 'warm: the page cache is not dropped; the imz server reads every file when it starts, rsync reads the same cached data',
+    env: EXTRA_CA_UNSET ? 'NODE_EXTRA_CA_CERTS was set here and is unset for every child (node reads that CA file at each start)' : 'as given',
     trees: [],
     rows: [],
     metrics: {},
@@ -1314,6 +1317,7 @@ function notes(reports: RootReport[]): string {
   const r0 = reports[0];
   if (r0 !== undefined) {
     out.push(`- ${r0.rsyncVersion}${r0.rsyncFsync ? '' : ' (no --fsync option: that column is empty)'}; rsync daemon on 127.0.0.1; node ${r0.host.node}; ${r0.host.cpus} × ${r0.host.cpu}; ${r0.host.memGiB} GiB RAM; kernel ${r0.host.kernel}`);
+    if (EXTRA_CA_UNSET) out.push('- NODE_EXTRA_CA_CERTS, set on this machine for its proxy, is unset for every child: node reads that CA file at each start (~50 ms here).');
     out.push('- Clones: 1 run each, into an empty directory. Pulls: best of 3 rounds (after 1 warm-up round), each round a fresh set of 10 changes (5 files rewritten in place, 3 created, 2 deleted);');
     out.push(`  after each change set the bench waits ${r0.settleMs} ms for the imz server's watcher to journal it (no status command to poll yet), then times imz pull and rsync -a --delete.`);
     out.push('- Status: `imz status --json` (it also asks the server how far behind the replica is) against `git status --porcelain` (git defaults) on a git checkout of the same tree');
@@ -1340,6 +1344,12 @@ for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
   });
 }
 process.on('exit', killAllSync);
+
+// This machine sets NODE_EXTRA_CA_CERTS for its proxy; node then reads the CA
+// bundle at every start (~50 ms here), which users' machines do not pay and
+// git and rsync never do. Every child (imz above all) runs without it.
+const EXTRA_CA_UNSET = process.env.NODE_EXTRA_CA_CERTS !== undefined;
+delete process.env.NODE_EXTRA_CA_CERTS;
 
 async function main(): Promise<number> {
   const opts = parseOptions();

@@ -9,7 +9,7 @@ import { comparePaths, depthOf, isReservedName } from './paths.ts';
 import type { Replica } from './replica.ts';
 import { LISTING_SLACK_MS, ScanCache, isRemoteRow } from './scan_cache.ts';
 import { typeOfFacts } from './scan_cache_model.ts';
-import { CHECK, GONE, LIST, NOT_DIR, lstatOrNot, racy, runPass } from './scan_pass.ts';
+import { CHECK, GONE, LIST, NOT_DIR, PassWorker, lstatOrNot, racy, runPass } from './scan_pass.ts';
 import { type FsEntry, type IgnoreFn, type SkippedPath, fsEntryFromStats, listDir, listedEntry, sameMtime, statEntrySync } from './tree_scan.ts';
 
 /** One local change of the working tree against the index (what the last sync left). */
@@ -106,9 +106,18 @@ export async function scanChanges(replica: Replica, opts: ScanChangesOptions = {
   const root = replica.root;
   const rootSlash = root.endsWith('/') ? root : `${root}/`;
   const wantHashes = opts.contentHashes !== false;
+  // A worker for the lstat pass, started first so its start-up overlaps loading the cache (sized by the last cache).
+  const workerMin = _workerMin();
+  let worker = PassWorker.take() ?? (ScanCache.sizeHint(replica) >= workerMin ? PassWorker.start() : undefined);
   const refTime = _indexWriteTime(replica);
   const { ignore: userIgnore, key: ignoreKey } = await loadIgnoreKeyed(root);
-  const cache = ScanCache.load(replica, ignoreKey);
+  let cache: ScanCache;
+  try {
+    cache = ScanCache.load(replica, ignoreKey);
+  } catch (err) {
+    worker?.stop();
+    throw err;
+  }
   const { paths, facts, targets } = cache.data;
   const n = paths.length;
   const skipped: SkippedPath[] = [];
@@ -178,9 +187,11 @@ export async function scanChanges(replica: Replica, opts: ScanChangesOptions = {
   // A tracked file whose facts match (and is not racily clean) is settled
   // there; the rest is looked at closely below. A directory is listed only
   // when its mtime moved since a listing found nothing new in it.
-  const state = await runPass({ rootSlash, paths, facts, targets, refTime }, {
-    onProgress: opts.onProgress, encoded: () => cache.encoded(), workerMin: _workerMin(),
-  });
+  if (worker && n < workerMin) {
+    worker.stop();
+    worker = undefined;
+  }
+  const state = await runPass({ rootSlash, paths, facts, targets, refTime }, { onProgress: opts.onProgress, pathBlob: () => cache.pathBlob(), worker });
 
   // lstat follows symlinks in the middle of a path: below a directory that
   // is gone or is no longer one, what lstat found is not the tracked path.
@@ -381,8 +392,12 @@ function _indexWriteTime(replica: Replica): number {
   return t;
 }
 
-/** IMZ_SCAN_WORKER_MIN: from how many tracked paths a worker thread shares the lstat pass (tests set 0 to use it on small trees). */
-function _workerMin(): number | undefined {
+/**
+ * From how many tracked paths a worker thread shares the lstat pass: below
+ * that its start-up costs more than it saves. IMZ_SCAN_WORKER_MIN
+ * overrides it (tests set 0 to use it on small trees).
+ */
+function _workerMin(): number {
   const v = Number(process.env.IMZ_SCAN_WORKER_MIN);
-  return process.env.IMZ_SCAN_WORKER_MIN && Number.isInteger(v) && v >= 0 ? v : undefined;
+  return process.env.IMZ_SCAN_WORKER_MIN && Number.isInteger(v) && v >= 0 ? v : 20_000;
 }

@@ -15,6 +15,7 @@ import {
   decodeScanCache,
   encodeScanCache,
   factsOf,
+  newFacts,
 } from './scan_cache_model.ts';
 
 /** The cache's file in the replica's state directory. */
@@ -35,26 +36,23 @@ export class ScanCache {
   /** True when the file on disk no longer matches data. */
   changed: boolean;
   private _byPath: Map<string, number> | undefined;
-  private _raw: Uint8Array | undefined;
 
-  private constructor(data: ScanCacheData, changed: boolean, raw?: Uint8Array) {
+  private constructor(data: ScanCacheData, changed: boolean) {
     this.data = data;
     this.changed = changed;
-    this._raw = raw;
   }
 
-  /** The cache encoded (the file's bytes while nothing changed). */
-  encoded(): Uint8Array {
-    return this._raw && !this.changed ? this._raw : encodeScanCache(this.data);
+  /** The paths joined by NUL (as decoded, or joined after a rebuild). */
+  pathBlob(): string {
+    this.data.pathBlob ??= this.data.paths.join('\0');
+    return this.data.pathBlob;
   }
 
   /** Loads .imz/scan-cache and brings it up to date with the index (and with the .imzignore identified by ignoreKey). */
   static load(replica: Replica, ignoreKey: string): ScanCache {
     let old: ScanCacheData | undefined;
-    let raw: Uint8Array | undefined;
     try {
-      raw = readFileSync(join(replica.stateDir, SCAN_CACHE_FILE));
-      old = decodeScanCache(raw);
+      old = decodeScanCache(readFileSync(join(replica.stateDir, SCAN_CACHE_FILE)));
     } catch {
       old = undefined; // none yet, or unreadable: rebuilt
     }
@@ -86,7 +84,7 @@ export class ScanCache {
       stale.set(b, entries);
     }
     const sameIgnore = old !== undefined && old.ignoreKey === ignoreKey;
-    if (stale.size === 0 && old && sameIgnore) return new ScanCache(old, false, raw);
+    if (stale.size === 0 && old && sameIgnore) return new ScanCache(old, false);
 
     // Kept rows (still in path order), and the rebuilt buckets' entries, sorted, merged into one path order.
     const kept: number[] = [];
@@ -111,7 +109,7 @@ export class ScanCache {
     added.sort((x, y) => (x.p < y.p ? -1 : x.p > y.p ? 1 : 0));
 
     const n = kept.length + added.length;
-    const data: ScanCacheData = { sections, paths: new Array(n), facts: new Float64Array(n * FACTS), targets: new Array(n), ignoreKey, rootListed: [0, 0] };
+    const data: ScanCacheData = { sections, paths: new Array(n), facts: newFacts(n), targets: new Array(n), ignoreKey, rootListed: [0, 0] };
     let k = 0;
     let a = 0;
     for (let at = 0; at < n; at++) {
@@ -141,6 +139,13 @@ export class ScanCache {
       for (let i = 0; i < n; i++) data.facts[i * FACTS + F_LISTED_MTIME] = data.facts[i * FACTS + F_LISTED_CTIME] = 0;
     }
     return cache;
+  }
+
+  /** About how many paths the replica's cache file held when last written (0 without one): a hint, read before loading. */
+  static sizeHint(replica: Replica): number {
+    const st = lstatSync(join(replica.stateDir, SCAN_CACHE_FILE), { throwIfNoEntry: false });
+    // A row is FACTS numbers and a path: ~90 bytes for typical paths.
+    return st ? Math.floor(st.size / 90) : 0;
   }
 
   /** The entry number of a tracked path, or -1. */

@@ -15,8 +15,10 @@ export interface ScanCacheData {
   sections: BucketSection[];
   /** Every index path, in string order (lstat in that order finds the kernel's directory entries warm: ~30% faster). */
   paths: string[];
-  /** FACTS numbers per entry (see the F_ offsets). */
+  /** FACTS numbers per entry (see the F_ offsets), in shared memory where there is any (a pass worker reads them in place). */
   facts: Float64Array;
+  /** paths joined by NUL, when decoded from a file (what a pass worker is handed). */
+  pathBlob?: string;
   /** Symlink targets by entry ('' for the rest). */
   targets: string[];
   /** Identity of the .imzignore the listing marks were made under ('' without one). */
@@ -49,6 +51,12 @@ export const BUCKET_SHIFT = 8;
 const _SECTION_F64 = 4;
 const _HEAD = 56;
 const _BODY = _HEAD + BUCKETS * _SECTION_F64 * 8;
+
+/** Room for n facts rows, in shared memory where the runtime has it. */
+export function newFacts(n: number): Float64Array {
+  const bytes = Math.max(8, n * FACTS * 8);
+  return new Float64Array(typeof SharedArrayBuffer === 'function' ? new SharedArrayBuffer(bytes) : new ArrayBuffer(bytes), 0, n * FACTS);
+}
 
 /** The facts row of an index entry of bucket b (no listing mark yet). */
 export function factsOf(e: IndexEntry, b: number, out: Float64Array, at: number): void {
@@ -133,11 +141,12 @@ export function decodeScanCache(input: Uint8Array, verify = true): ScanCacheData
     const o = 2 + b * _SECTION_F64;
     sections.push({ ino: head[o]!, size: head[o + 1]!, mtimeMs: head[o + 2]!, ctimeMs: head[o + 3]! });
   }
-  const facts = new Float64Array(n * FACTS);
+  const facts = newFacts(n);
   facts.set(new Float64Array(bytes.buffer, bytes.byteOffset + _BODY, n * FACTS));
   const dec = new TextDecoder();
   let at = _BODY + factsBytes;
-  const paths = n === 0 ? [] : dec.decode(bytes.subarray(at, at + pathBytes)).split('\0');
+  const pathBlob = dec.decode(bytes.subarray(at, at + pathBytes));
+  const paths = n === 0 ? [] : pathBlob.split('\0');
   at += pathBytes;
   const links = dec.decode(bytes.subarray(at, at + targetBytes)).split('\0');
   at += targetBytes;
@@ -155,7 +164,7 @@ export function decodeScanCache(input: Uint8Array, verify = true): ScanCacheData
   }
   // ''.split gives [''], so no symlinks means no targets.
   if (li !== (li === 0 && targetBytes === 0 ? 0 : links.length)) return undefined;
-  return { sections, paths, facts, targets, ignoreKey, rootListed: [head[0]!, head[1]!] };
+  return { sections, paths, facts, pathBlob, targets, ignoreKey, rootListed: [head[0]!, head[1]!] };
 }
 
 /**

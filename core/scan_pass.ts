@@ -98,13 +98,83 @@ export function lstatOrNot(p: string): Stats | undefined {
 /** Entries per claim: large enough that claiming costs nothing, small enough that the two threads finish together. */
 export const CHUNK = 1024;
 
+/** What a pass worker is sent: where the tree is, the tracked paths and their facts, and the shared claim counter and verdicts. */
+export interface PassJob {
+  rootSlash: string;
+  refTime: number;
+  /** The paths joined by NUL (one string: cloning it is a copy, not 100,000 strings). */
+  pathBlob: string;
+  /** The facts rows, read in place. */
+  facts: SharedArrayBuffer;
+  /** Symlink targets by entry number (the only non-empty ones). */
+  links: Array<[number, string]>;
+  state: SharedArrayBuffer;
+  ctl: SharedArrayBuffer;
+  done: SharedArrayBuffer;
+}
+
+/**
+ * A worker thread started before the scan knows what to give it: a
+ * thread's start-up (30-60 ms here) then overlaps loading the cache.
+ * Unref'd, so an unused one never keeps the process alive.
+ */
+export class PassWorker {
+  gone = false;
+  private readonly _w: Worker;
+
+  private constructor(w: Worker) {
+    this._w = w;
+    w.unref();
+    w.on('error', () => (this.gone = true));
+    w.on('exit', () => (this.gone = true));
+  }
+
+  /** Starts one; undefined where threads or shared memory are not to be had. */
+  static start(): PassWorker | undefined {
+    if (typeof SharedArrayBuffer !== 'function') return undefined;
+    try {
+      return new PassWorker(new Worker(_workerUrl()));
+    } catch {
+      return undefined;
+    }
+  }
+
+  private static _warm: PassWorker | undefined;
+
+  /**
+   * Starts one now for the next scan of this process to take: a CLI about
+   * to scan calls this first thing, so the thread is up when the pass starts.
+   */
+  static warmUp(): void {
+    PassWorker._warm ??= PassWorker.start();
+  }
+
+  /** The worker warmUp started, if any and still alive (each is taken once). */
+  static take(): PassWorker | undefined {
+    const w = PassWorker._warm;
+    PassWorker._warm = undefined;
+    return w && !w.gone ? w : undefined;
+  }
+
+  /** Hands it the job (it then claims chunks until none are left). */
+  send(job: PassJob): void {
+    this._w.postMessage(job);
+  }
+
+  /** Stops it (it may be mid-chunk: runPass has waited for what it claimed). */
+  stop(): void {
+    this.gone = true;
+    void this._w.terminate();
+  }
+}
+
 /** Options of runPass. */
 export interface RunPassOptions {
   onProgress?: (done: number) => void;
-  /** From how many entries a second thread helps (its start-up costs ~30 ms of the other core). */
-  workerMin?: number;
-  /** The scan cache as bytes, for the worker to decode (called only when a worker is started). */
-  encoded: () => Uint8Array;
+  /** A worker started early (PassWorker.start); runPass stops it when done. Without one, none is used. */
+  worker?: PassWorker;
+  /** The paths joined by NUL, for the worker (called only when there is one). */
+  pathBlob: () => string;
 }
 
 /**
@@ -118,26 +188,18 @@ export interface RunPassOptions {
 export async function runPass(inp: PassInput, opts: RunPassOptions): Promise<Uint8Array> {
   const n = inp.paths.length;
   const chunks = Math.ceil(n / CHUNK);
-  const shared = typeof SharedArrayBuffer === 'function';
-  const state = new Uint8Array(shared ? new SharedArrayBuffer(Math.max(1, n)) : new ArrayBuffer(Math.max(1, n)), 0, n);
-  const ctl = new Int32Array(shared ? new SharedArrayBuffer(4) : new ArrayBuffer(4));
-  const done = new Uint8Array(shared ? new SharedArrayBuffer(Math.max(1, chunks)) : new ArrayBuffer(Math.max(1, chunks)));
-  let worker: Worker | undefined;
-  let workerGone = false;
-  if (shared && n >= (opts.workerMin ?? 20_000)) {
-    try {
-      const bytes = opts.encoded();
-      const sab = new SharedArrayBuffer(bytes.length);
-      new Uint8Array(sab).set(bytes);
-      worker = new Worker(_workerUrl(), {
-        workerData: { rootSlash: inp.rootSlash, refTime: inp.refTime, bytes: sab, state: state.buffer, ctl: ctl.buffer, done: done.buffer },
-      });
-      worker.unref();
-      worker.on('error', () => (workerGone = true));
-      worker.on('exit', () => (workerGone = true));
-    } catch {
-      worker = undefined;
-    }
+  const worker = opts.worker && !opts.worker.gone && inp.facts.buffer instanceof SharedArrayBuffer ? opts.worker : undefined;
+  const mem = (size: number) => (worker ? new SharedArrayBuffer(Math.max(1, size)) : new ArrayBuffer(Math.max(1, size)));
+  const state = new Uint8Array(mem(n), 0, n);
+  const ctl = new Int32Array(mem(4));
+  const done = new Uint8Array(mem(chunks));
+  if (worker) {
+    const links: Array<[number, string]> = [];
+    for (let i = 0; i < n; i++) if ((inp.facts[i * FACTS + F_TYPE]! & 15) === _SYMLINK) links.push([i, inp.targets[i]!]);
+    worker.send({
+      rootSlash: inp.rootSlash, refTime: inp.refTime, pathBlob: opts.pathBlob(), facts: inp.facts.buffer as SharedArrayBuffer, links,
+      state: state.buffer as SharedArrayBuffer, ctl: ctl.buffer as SharedArrayBuffer, done: done.buffer as SharedArrayBuffer,
+    });
   }
   const runChunk = (c: number): void => {
     checkRange(inp, c * CHUNK, Math.min(n, (c + 1) * CHUNK), state);
@@ -166,14 +228,14 @@ export async function runPass(inp: PassInput, opts: RunPassOptions): Promise<Uin
         }
       }
       if (missing < 0) break;
-      if (!worker || workerGone) {
+      if (!worker || worker.gone) {
         for (let c = missing; c < chunks; c++) if (Atomics.load(done, c) === 0) runChunk(c);
         break;
       }
       await new Promise<void>((r) => setTimeout(r, 1));
     }
   } finally {
-    void worker?.terminate();
+    opts.worker?.stop();
   }
   opts.onProgress?.(n);
   return state;

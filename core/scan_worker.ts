@@ -1,19 +1,20 @@
 // The second thread of a scan's lstat pass (core/scan_pass.ts runPass):
-// decodes the scan cache it was handed, then claims chunks of entries from
-// the shared counter until none are left. Loads no more than the pass needs.
-import { parentPort, workerData } from 'node:worker_threads';
-import { decodeScanCache } from './scan_cache_model.ts';
-import { CHECK, CHUNK, checkRange } from './scan_pass.ts';
+// waits for its job, then claims chunks of entries from the shared counter
+// until none are left. Loads no more than the pass needs.
+import { parentPort } from 'node:worker_threads';
+import { CHECK, CHUNK, type PassJob, checkRange } from './scan_pass.ts';
 
-const d = workerData as { rootSlash: string; refTime: number; bytes: SharedArrayBuffer; state: SharedArrayBuffer; ctl: SharedArrayBuffer; done: SharedArrayBuffer };
-// A copy: TextDecoder refuses views of shared memory.
-const data = decodeScanCache(new Uint8Array(d.bytes).slice(), false);
-if (data) {
-  const inp = { rootSlash: d.rootSlash, paths: data.paths, facts: data.facts, targets: data.targets, refTime: d.refTime };
+parentPort?.once('message', (d: PassJob) => {
+  // Nothing but native calls before the first claim: this thread's code is not compiled yet.
+  const paths = d.pathBlob === '' ? [] : d.pathBlob.split('\0');
+  const facts = new Float64Array(d.facts);
+  const targets: string[] = [];
+  for (const [i, t] of d.links) targets[i] = t;
+  const inp = { rootSlash: d.rootSlash, paths, facts, targets, refTime: d.refTime };
   const state = new Uint8Array(d.state);
   const ctl = new Int32Array(d.ctl);
   const done = new Uint8Array(d.done);
-  const n = data.paths.length;
+  const n = paths.length;
   const chunks = Math.ceil(n / CHUNK);
   for (;;) {
     const c = Atomics.add(ctl, 0, 1);
@@ -28,5 +29,4 @@ if (data) {
     }
     Atomics.store(done, c, 1);
   }
-}
-parentPort?.postMessage('done');
+});
