@@ -1,5 +1,6 @@
 import { lstatSync, readlinkSync, type Stats } from 'node:fs';
 import { Worker } from 'node:worker_threads';
+import { type StatFacts, lstatFacts } from './fast_lstat.ts';
 import { sameMtime } from './file_times.ts';
 import { F_CTIME, F_INO, F_LISTED_CTIME, F_LISTED_MTIME, F_MODE, F_MTIME, F_SIZE, F_TYPE, FACTS, REMOTE_FLAG } from './scan_cache_model.ts';
 
@@ -33,22 +34,23 @@ export interface PassInput {
  */
 export function checkRange(inp: PassInput, from: number, to: number, state: Uint8Array): void {
   const { rootSlash, paths, facts, targets, refTime } = inp;
+  const st = _facts;
   for (let i = from; i < to; i++) {
     const o = i * FACTS;
     const t = facts[o + F_TYPE]!;
     const type = t & 15;
-    const st = lstatOrNot(rootSlash + paths[i]!);
-    if (!st) {
+    if (!_lstatFacts(rootSlash + paths[i]!, st)) {
       // On demand: a file whose content was never fetched is absent by design, not deleted.
       state[i] = t & REMOTE_FLAG ? 0 : GONE;
       continue;
     }
+    const fmt = st.mode & _S_IFMT;
     let s = 0;
     if (type === _FILE) {
-      if (!(st.isFile() && st.size === facts[o + F_SIZE] && sameMtime(st.mtimeMs, facts[o + F_MTIME]!) && sameMtime(st.ctimeMs, facts[o + F_CTIME]!) &&
+      if (!(fmt === _S_IFREG && st.size === facts[o + F_SIZE] && sameMtime(st.mtimeMs, facts[o + F_MTIME]!) && sameMtime(st.ctimeMs, facts[o + F_CTIME]!) &&
         st.ino === facts[o + F_INO] && (st.mode & 0o7777) === facts[o + F_MODE] && !racy(st, refTime) && !(t & REMOTE_FLAG))) s = CHECK;
     } else if (type === _DIR) {
-      if (!st.isDirectory()) s = CHECK | NOT_DIR;
+      if (fmt !== _S_IFDIR) s = CHECK | NOT_DIR;
       else {
         if ((st.mode & 0o7777) !== facts[o + F_MODE]) s = CHECK;
         if (st.mtimeMs !== facts[o + F_LISTED_MTIME] || st.ctimeMs !== facts[o + F_LISTED_CTIME]) s |= LIST;
@@ -56,7 +58,7 @@ export function checkRange(inp: PassInput, from: number, to: number, state: Uint
     } else if (type === _SYMLINK) {
       let target: string | undefined;
       try {
-        target = st.isSymbolicLink() ? readlinkSync(rootSlash + paths[i]!) : undefined;
+        target = fmt === _S_IFLNK ? readlinkSync(rootSlash + paths[i]!) : undefined;
       } catch {
         target = undefined;
       }
@@ -65,6 +67,22 @@ export function checkRange(inp: PassInput, from: number, to: number, state: Uint
       s = CHECK;
     }
     state[i] = s;
+  }
+}
+
+const _S_IFMT = 0o170000;
+const _S_IFREG = 0o100000;
+const _S_IFDIR = 0o040000;
+const _S_IFLNK = 0o120000;
+const _facts: StatFacts = { mode: 0, ino: 0, size: 0, mtimeMs: 0, ctimeMs: 0 };
+
+/** lstatFacts, with ENOTDIR (a parent is not a directory) as "not there". */
+function _lstatFacts(p: string, out: StatFacts): boolean {
+  try {
+    return lstatFacts(p, out);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOTDIR') return false;
+    throw err;
   }
 }
 
