@@ -77,6 +77,12 @@ const cli = yargs(hideBin(process.argv))
     process.exit(Exit.USAGE);
   });
 
+// yargs lays out the whole help text after starting every command, in case
+// that command fails and help is to be shown (17 ms of every run here). Ours
+// report their own failures in one line and never show it: skip the layout.
+const usage = (cli as unknown as { getInternalMethods?: () => { getUsageInstance?: () => { cacheHelpMessage?: () => void } } }).getInternalMethods?.().getUsageInstance?.();
+if (typeof usage?.cacheHelpMessage === 'function') usage.cacheHelpMessage = () => {};
+
 await cli.parseAsync();
 
 export type { GlobalArgs };
