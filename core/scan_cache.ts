@@ -1,4 +1,4 @@
-import { closeSync, fdatasyncSync, lstatSync, openSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, fdatasyncSync, fstatSync, lstatSync, openSync, readFileSync, readSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { tempNameFor } from './atomic_fs.ts';
 import { BUCKETS, type IndexEntry, decodeBucket } from './index_model.ts';
@@ -52,7 +52,8 @@ export class ScanCache {
   static load(replica: Replica, ignoreKey: string): ScanCache {
     let old: ScanCacheData | undefined;
     try {
-      old = decodeScanCache(readFileSync(join(replica.stateDir, SCAN_CACHE_FILE)));
+      const bytes = _readScanCache(join(replica.stateDir, SCAN_CACHE_FILE));
+      old = bytes && decodeScanCache(bytes);
     } catch {
       old = undefined; // none yet, or unreadable: rebuilt
     }
@@ -219,4 +220,29 @@ function _identity(file: string): BucketSection {
   const st = lstatSync(file, { throwIfNoEntry: false });
   if (!st) return { ino: 0, size: -1, mtimeMs: 0, ctimeMs: 0 };
   return { ino: st.ino, size: st.size, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs };
+}
+
+/**
+ * Reads a cache file into shared memory (where the runtime has it), so its
+ * facts serve the scan and its worker in place; undefined when there is none.
+ */
+function _readScanCache(file: string): Uint8Array | undefined {
+  let fd: number;
+  try {
+    fd = openSync(file, 'r');
+  } catch {
+    return undefined;
+  }
+  try {
+    const size = fstatSync(fd).size;
+    const bytes = new Uint8Array(typeof SharedArrayBuffer === 'function' ? new SharedArrayBuffer(size) : new ArrayBuffer(size));
+    for (let off = 0; off < size;) {
+      const k = readSync(fd, bytes, off, size - off, off);
+      if (k === 0) return bytes.subarray(0, off); // shrank meanwhile: the checksum will say so
+      off += k;
+    }
+    return bytes;
+  } finally {
+    closeSync(fd);
+  }
 }

@@ -141,16 +141,20 @@ export function decodeScanCache(input: Uint8Array, verify = true): ScanCacheData
     const o = 2 + b * _SECTION_F64;
     sections.push({ ino: head[o]!, size: head[o + 1]!, mtimeMs: head[o + 2]!, ctimeMs: head[o + 3]! });
   }
-  const facts = newFacts(n);
-  facts.set(new Float64Array(bytes.buffer, bytes.byteOffset + _BODY, n * FACTS));
-  const dec = new TextDecoder();
+  // Bytes already in shared memory (readScanCache) are used in place; others are copied there.
+  let facts: Float64Array;
+  if (bytes.buffer instanceof SharedArrayBuffer) facts = new Float64Array(bytes.buffer, bytes.byteOffset + _BODY, n * FACTS);
+  else {
+    facts = newFacts(n);
+    facts.set(new Float64Array(bytes.buffer, bytes.byteOffset + _BODY, n * FACTS));
+  }
   let at = _BODY + factsBytes;
-  const pathBlob = dec.decode(bytes.subarray(at, at + pathBytes));
+  const pathBlob = _utf8(bytes.subarray(at, at + pathBytes));
   const paths = n === 0 ? [] : pathBlob.split('\0');
   at += pathBytes;
-  const links = dec.decode(bytes.subarray(at, at + targetBytes)).split('\0');
+  const links = _utf8(bytes.subarray(at, at + targetBytes)).split('\0');
   at += targetBytes;
-  const ignoreKey = dec.decode(bytes.subarray(at, at + keyBytes));
+  const ignoreKey = _utf8(bytes.subarray(at, at + keyBytes));
   if (paths.length !== n) return undefined;
   const targets: string[] = new Array(n).fill('');
   let li = 0;
@@ -165,6 +169,13 @@ export function decodeScanCache(input: Uint8Array, verify = true): ScanCacheData
   // ''.split gives [''], so no symlinks means no targets.
   if (li !== (li === 0 && targetBytes === 0 ? 0 : links.length)) return undefined;
   return { sections, paths, facts, pathBlob, targets, ignoreKey, rootListed: [head[0]!, head[1]!] };
+}
+
+const _decoder = new TextDecoder();
+
+function _utf8(bytes: Uint8Array): string {
+  // TextDecoder refuses views of shared memory: those are copied first.
+  return _decoder.decode(bytes.buffer instanceof SharedArrayBuffer ? bytes.slice() : bytes);
 }
 
 /**
