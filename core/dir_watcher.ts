@@ -3,6 +3,15 @@ import { type FSWatcher, watch } from 'node:fs';
 import { join } from 'node:path';
 import { isReservedName } from './paths.ts';
 
+/** How long an announced event is waited for: past that, the next event on the path marks it again. */
+const EXPECT_MS = 5000;
+/**
+ * Where one write makes exactly one event per name (inotify: a rename or
+ * mkdir into a watched directory). Elsewhere (FSEvents coalesces, Deno maps
+ * events its own way) nothing is announced and every event is scanned.
+ */
+const EXACT_EVENTS = process.platform === 'linux' && typeof (globalThis as { Deno?: unknown }).Deno === 'undefined';
+
 /**
  * Watches a tree with one non-recursive watch per directory (libuv shares
  * one inotify descriptor among them; Node 20's recursive mode keeps state
@@ -20,6 +29,8 @@ export class DirWatcher extends EventEmitter {
   private _failed = false;
   private _closed = false;
   private _debounceMs: number;
+  /** Events the owner caused itself and announced, per relative path, with the time they stop being waited for. */
+  private _expected = new Map<string, { n: number; until: number }>();
 
   constructor(root: string, opts: { debounceMs?: number } = {}) {
     super();
@@ -50,7 +61,9 @@ export class DirWatcher extends EventEmitter {
         if (filename === null || filename === undefined) return this.mark(rel);
         const name = String(filename);
         if (isReservedName(name)) return;
-        this.mark(rel === '' ? name : `${rel}/${name}`);
+        const path = rel === '' ? name : `${rel}/${name}`;
+        if (this._expected.size > 0 && this._consume(path)) return;
+        this.mark(path);
       });
       w.on('error', () => {
         // The directory went away (its parent's watch sees that) or the watch broke.
@@ -69,6 +82,8 @@ export class DirWatcher extends EventEmitter {
   /** Stops watching one directory. */
   unwatch(rel: string): void {
     const w = this._watchers.get(rel);
+    // Announced events under it will not come through this watch.
+    if (w && this._expected.size > 0) for (const p of this._expected.keys()) if (p.startsWith(`${rel}/`) || rel === '') this._expected.delete(p);
     if (w) {
       w.close();
       this._watchers.delete(rel);
@@ -78,6 +93,42 @@ export class DirWatcher extends EventEmitter {
   /** True when the directory is watched. */
   has(rel: string): boolean {
     return this._watchers.has(rel);
+  }
+
+  /**
+   * Announces that the owner has just made one change to rel itself (a
+   * rename or mkdir that yields exactly one event): that event is dropped
+   * instead of marking rel, which the owner already knows the state of. Any
+   * other event on rel, and this one if it comes too late, marks it as usual.
+   */
+  expect(rel: string): void {
+    if (!EXACT_EVENTS || this._closed || this._failed) return;
+    const slash = rel.lastIndexOf('/');
+    if (!this._watchers.has(slash < 0 ? '' : rel.slice(0, slash))) return;
+    const until = Date.now() + EXPECT_MS;
+    const e = this._expected.get(rel);
+    if (e) {
+      e.n++;
+      e.until = until;
+    } else {
+      if (this._expected.size >= 100_000) this._forgetExpired();
+      this._expected.set(rel, { n: 1, until });
+    }
+  }
+
+  // True (and one fewer expected) when an event on path was announced and is still waited for.
+  private _consume(path: string): boolean {
+    const e = this._expected.get(path);
+    if (!e) return false;
+    if (--e.n <= 0) this._expected.delete(path);
+    return e.until >= Date.now();
+  }
+
+  private _forgetExpired(): void {
+    const now = Date.now();
+    for (const [p, e] of this._expected) if (e.until < now) this._expected.delete(p);
+    // Announced events that never came (a watch lost in between): past a bound, every event marks again.
+    if (this._expected.size >= 100_000) this._expected.clear();
   }
 
   /** Marks a path changed (as a watch event would). */
@@ -101,6 +152,7 @@ export class DirWatcher extends EventEmitter {
     this._timer = undefined;
     for (const w of this._watchers.values()) w.close();
     this._watchers.clear();
+    this._expected.clear();
   }
 }
 

@@ -160,13 +160,35 @@ async function _pushWith(replica: Replica, remote: Remote | undefined, opts: Pus
     return summary;
   }
 
-  // 3. Content the server lacks, staged by hash (resumable), then the operations.
-  const stores = ops.filter((o) => o.kind === OpKind.STORE);
-  summary.uploadedBytes = await uploadBlobs(remote, stores.map((o) => ({ hash: o.state.hash, size: o.state.size, file: join(replica.root, o.path) })), (bytes, total) => opts.onEvent?.({ type: 'upload', bytes, total }));
-  await _send(replica, remote, log, ops, policy, summary, opts, byPath);
+  // 3. Content the server lacks, staged by hash (resumable), then the
+  // operations, group by group: a group's operations go out while the next
+  // group's content uploads, so neither side waits for the other. Groups
+  // are sent in order, each only once all its content is staged.
+  let sending: Promise<void> = Promise.resolve();
+  for (let g = 0; g < ops.length; g += _GROUP) {
+    const group = ops.slice(g, g + _GROUP);
+    const stores = group.filter((o) => o.kind === OpKind.STORE);
+    const before = summary.uploadedBytes;
+    try {
+      summary.uploadedBytes += await uploadBlobs(remote, stores.map((o) => ({ hash: o.state.hash, size: o.state.size, file: join(replica.root, o.path) })),
+        (bytes, total) => opts.onEvent?.({ type: 'upload', bytes: before + bytes, total: before + total }));
+    } catch (err) {
+      await sending.catch(() => undefined); // settle what is in flight before giving up
+      throw err;
+    }
+    await sending;
+    sending = _send(replica, remote, log, group, policy, summary, opts, byPath, false);
+    // Awaited at the next group or below; until then its failure must not count as unhandled.
+    sending.catch(() => undefined);
+  }
+  await sending;
+  await _finish(replica, log, ops);
   await log.clear();
   return summary;
 }
+
+/** Operations per upload-then-send group (see _pushWith). */
+const _GROUP = 2000;
 
 function _opOf(c: LocalChange, seq: number): LoggedOp {
   const fs = c.fs;
@@ -191,7 +213,7 @@ function _wireOp(o: LoggedOp): Operation {
 const BATCH = 500;
 
 // Sends operations in batches (marking them sent first) and settles each result.
-async function _send(replica: Replica, remote: Remote, log: ReintLog, ops: LoggedOp[], policy: Policy, summary: PushSummary, opts: PushOptions, byPath: Map<string, LocalChange>): Promise<void> {
+async function _send(replica: Replica, remote: Remote, log: ReintLog, ops: LoggedOp[], policy: Policy, summary: PushSummary, opts: PushOptions, byPath: Map<string, LocalChange>, finish = true): Promise<void> {
   const openConflicts = new Set(outstanding(await listConflicts(replica.stateDir)).map((c) => c.path));
   for (let i = 0; i < ops.length; i += BATCH) {
     const batch = ops.slice(i, i + BATCH);
@@ -203,9 +225,13 @@ async function _send(replica: Replica, remote: Remote, log: ReintLog, ops: Logge
     for (let k = 0; k < batch.length; k++) await _settle(replica, remote, batch[k]!, results[k]!, policy, summary, opts, byPath.get(batch[k]!.path), serverFetch, openConflicts);
     if (serverFetch.length > 0) await reconcile(replica, remote, serverFetch);
   }
-  // The index is written once for the whole push (each batch would rewrite
-  // most buckets); until then the log's 'sent' marks make a crash resend,
-  // which the server answers as duplicates.
+  if (finish) await _finish(replica, log, ops);
+}
+
+// The index is written once for the whole push (each batch would rewrite
+// most buckets); until then the log's 'sent' marks make a crash resend,
+// which the server answers as duplicates.
+async function _finish(replica: Replica, log: ReintLog, ops: LoggedOp[]): Promise<void> {
   await replica.flushIndex();
   await log.append([{ t: 'done', upto: ops[ops.length - 1]!.seq }]);
 }

@@ -302,7 +302,7 @@ export class ImzServer extends EventEmitter {
         session.abort(new ImzError(Codes.AUTH, 'cannot serve request: this server requires a token (give --token-file FILE or set IMZ_TOKEN)'));
         return;
       }
-      if ((req.op === Op.PUT_BLOB || req.op === Op.REINTEGRATE) && peer.access !== Access.READ_WRITE) {
+      if ((req.op === Op.PUT_BLOB || req.op === Op.PUT_BLOBS || req.op === Op.REINTEGRATE) && peer.access !== Access.READ_WRITE) {
         throw new ImzError(Codes.READ_ONLY, this._opts.readOnly
           ? 'cannot change the server: it is a read-only mirror (push to its upstream instead)'
           : 'cannot change the server: this token gives read-only access (use a read-write token)');
@@ -319,6 +319,10 @@ export class ImzServer extends EventEmitter {
           if (!req.putBlob) throw new ImzError(Codes.PROTOCOL, 'cannot stage content: PUT_BLOB without a body');
           if (req.putBlob.query && req.putBlob.query.length > 0) return reply.send({ blobReply: { present: false, have: 0, held: this.reintegrator.holds(req.putBlob.query) } }, true);
           return reply.send({ blobReply: await this.reintegrator.putBlob(req.putBlob) }, true);
+        }
+        case Op.PUT_BLOBS: {
+          if (!req.putBlobs) throw new ImzError(Codes.PROTOCOL, 'cannot stage content: PUT_BLOBS without a body');
+          return reply.send({ blobsReply: { replies: await this.reintegrator.putBlobs(req.putBlobs.blobs) } }, true);
         }
         case Op.REINTEGRATE: {
           const r = req.reintegrate;

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { closeSync, constants as fsc, copyFileSync, existsSync, fchmodSync, fsyncSync, futimesSync, lstatSync, mkdirSync, openSync, readSync, readdirSync, readlinkSync, renameSync, rmSync, rmdirSync, symlinkSync, unlinkSync, writeSync } from 'node:fs';
+import { type Stats, closeSync, constants as fsc, copyFileSync, existsSync, fchmodSync, fstatSync, fsyncSync, futimesSync, lstatSync, mkdirSync, openSync, readSync, readdirSync, readlinkSync, renameSync, rmSync, rmdirSync, statSync, symlinkSync, unlinkSync, writeSync } from 'node:fs';
 import { chmod, mkdir, open, rename, rm, stat, utimes } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { Codes, ImzError } from '../protocol/errors.ts';
@@ -15,6 +15,8 @@ import { fsEntryFromStats, sameMtime, utimeSeconds } from './tree_scan.ts';
 
 /** Largest blob staged through PUT_BLOB. */
 const MAX_BLOB = 1024 ** 4;
+/** Most blobs in one PUT_BLOBS request (as many as one query may ask about). */
+const MAX_BATCH = 10000;
 
 /**
  * The server side of disconnected operation: stages uploaded content by hash
@@ -34,6 +36,23 @@ export class Reintegrator {
   private _stagingReady = false;
   /** Parent directories checked (real directories, not links) during the current batch. */
   private _checkedDirs = new Set<string>();
+  /**
+   * Staged blobs this process wrote and checked against their hash: only a
+   * crash can tear them, and a crash empties this set, so they are moved
+   * into the tree without being read again. Others are checked when used.
+   */
+  private _verified = new Set<string>();
+  /**
+   * What the staging directory holds, read once and then kept up to date
+   * (only this server writes there): saves a probe per blob. A name missing
+   * here means the content is sent again at worst; a name present is still
+   * checked on disk.
+   */
+  private _listing: { staged: Set<string>; parts: Set<string> } | undefined;
+  /** Whether staged blobs can be renamed into the tree (the state dir on the same file system). */
+  private _sameFs: boolean | undefined;
+  /** The lstat _agrees made last, reused by _apply for the same path. */
+  private _seen: { path: string; st: Stats | undefined } | undefined;
 
   constructor(root: string, state: ServerState, scanner: ServerScanner) {
     this.root = root;
@@ -56,6 +75,7 @@ export class Reintegrator {
     }
     let n = 0;
     const now = Date.now();
+    this._listing = undefined;
     for (const name of names) {
       const f = join(this.stagingDir, name);
       const st = lstatSync(f, { throwIfNoEntry: false });
@@ -91,28 +111,10 @@ export class Reintegrator {
     const full = join(this.stagingDir, hex);
     const part = `${full}.part`;
     if (req.offset === 0 && req.last && req.data.length === req.size) {
-      // Whole content in one piece (small files): checked in memory, written
-      // with synchronous calls; many thread-pool round trips per small blob
-      // would cost more than the work.
-      if (existsSync(full)) return { present: true, have: req.size };
       if (createHash('sha256').update(req.data).digest('hex') !== hex) {
         throw new ImzError(Codes.HASH_MISMATCH, 'cannot stage content: the bytes received do not match their SHA-256 (upload again)');
       }
-      // Not fsynced here: a staged blob is checked against its hash again when
-      // it is applied (a crash can tear it), and the applied file is fsynced.
-      const tmp = tempNameFor(full);
-      const fd = openSync(tmp, 'w', 0o600);
-      try {
-        _writeAllSync(fd, req.data);
-      } catch (err) {
-        // A full disk: no temp file is left behind.
-        closeSync(fd);
-        rmSync(tmp, { force: true });
-        throw err;
-      }
-      closeSync(fd);
-      renameSync(tmp, full);
-      rmSync(part, { force: true });
+      this._stageWhole(hex, req.data);
       return { present: true, have: req.size };
     }
     try {
@@ -136,10 +138,12 @@ export class Reintegrator {
     if (req.offset === 0 && req.last && have > 0) {
       // A whole small blob sent in one piece over an unfinished earlier try: start again.
       await rm(part, { force: true });
+      this._staging().parts.delete(hex);
       have = 0;
     }
     if (req.offset !== have) return { present: false, have }; // the client resends from `have`
     if (have + req.data.length > req.size) throw new ImzError(Codes.PROTOCOL, 'cannot stage content: more bytes than the declared size');
+    this._staging().parts.add(hex);
     const fh = await open(part, 'a');
     try {
       let off = 0;
@@ -166,6 +170,67 @@ export class Reintegrator {
     return { present: true, have };
   }
 
+  /**
+   * Handles PUT_BLOBS: whole contents, each staged as a one-piece PUT_BLOB.
+   * All are checked before any is written: a malformed or mismatching blob
+   * fails the request and stages nothing.
+   */
+  async putBlobs(blobs: { hash: Uint8Array; size: number; offset: number; data: Uint8Array; last: boolean; query?: Uint8Array[] }[]): Promise<{ present: boolean; have: number }[]> {
+    if (blobs.length > MAX_BATCH) throw new ImzError(Codes.PROTOCOL, `cannot stage content: more than ${MAX_BATCH} blobs in one request`);
+    const hexes: string[] = [];
+    for (const b of blobs) {
+      if (b.hash.length !== 32) throw new ImzError(Codes.PROTOCOL, 'cannot stage content: the hash is not a SHA-256');
+      if (b.offset !== 0 || !b.last || b.size !== b.data.length || (b.query?.length ?? 0) > 0) throw new ImzError(Codes.PROTOCOL, 'cannot stage content: PUT_BLOBS takes whole contents only (offset 0, last, size bytes of data)');
+      const hex = toHex(b.hash);
+      if (createHash('sha256').update(b.data).digest('hex') !== hex) {
+        throw new ImzError(Codes.HASH_MISMATCH, 'cannot stage content: the bytes received do not match their SHA-256 (upload again)');
+      }
+      hexes.push(hex);
+    }
+    try {
+      if (!this._stagingReady) {
+        await mkdir(this.stagingDir, { recursive: true });
+        this._stagingReady = true;
+      }
+      for (let i = 0; i < blobs.length; i++) {
+        const hex = hexes[i]!;
+        // A piece-wise upload of the same content in progress: wait for it, in order.
+        if (this._blobLocks.has(hex)) await this.putBlob(blobs[i]!);
+        else this._stageWhole(hex, blobs[i]!.data);
+      }
+    } catch (err) {
+      throw this._fsError(err, 'stage the upload', 'push again');
+    }
+    return blobs.map((b) => ({ present: true, have: b.size }));
+  }
+
+  // Stages a whole content already checked against its hash, with
+  // synchronous calls: many thread-pool round trips per small blob would
+  // cost more than the work. Not fsynced: a blob staged by an earlier
+  // process is checked again when it is applied (a crash can tear it), and
+  // the applied file is fsynced.
+  private _stageWhole(hex: string, data: Uint8Array): void {
+    this._staging(); // read before the first write, so it sees what earlier processes left
+    // Content staged already is written again: the same bytes, renamed over it, cost less than a probe per blob.
+    const full = join(this.stagingDir, hex);
+    const tmp = tempNameFor(full);
+    const fd = openSync(tmp, 'w', 0o600);
+    try {
+      _writeAllSync(fd, data);
+    } catch (err) {
+      // A full disk: no temp file is left behind.
+      closeSync(fd);
+      rmSync(tmp, { force: true });
+      throw err;
+    }
+    closeSync(fd);
+    renameSync(tmp, full);
+    const listing = this._staging();
+    listing.staged.add(hex);
+    if (listing.parts.delete(hex)) _unlinkQuiet(`${full}.part`);
+    this._trust(hex);
+  }
+
   // Checks a complete part against its hash: renamed into place (durable) when
   // it matches, removed when it does not. True when it matched.
   private async _finishPart(hex: string, part: string, full: string): Promise<boolean> {
@@ -179,16 +244,61 @@ export class Reintegrator {
     }
     if (h.digest('hex') !== hex) {
       await rm(part, { force: true });
+      this._staging().parts.delete(hex);
       return false;
     }
     await rename(part, full);
+    const listing = this._staging();
+    listing.parts.delete(hex);
+    listing.staged.add(hex);
+    this._trust(hex);
     return true;
+  }
+
+  // The staging directory's contents (blobs and unfinished parts), read on first use.
+  private _staging(): { staged: Set<string>; parts: Set<string> } {
+    if (this._listing) return this._listing;
+    const staged = new Set<string>();
+    const parts = new Set<string>();
+    let names: string[] = [];
+    try {
+      names = readdirSync(this.stagingDir);
+    } catch { /* nothing staged yet */ }
+    for (const n of names) {
+      if (/^[0-9a-f]{64}$/.test(n)) staged.add(n);
+      else if (/^[0-9a-f]{64}\.part$/.test(n)) parts.add(n.slice(0, 64));
+    }
+    this._listing = { staged, parts };
+    return this._listing;
+  }
+
+  // True when staging and the served tree share a file system (a rename between them works).
+  private _sameFileSystem(): boolean {
+    if (this._sameFs === undefined) {
+      try {
+        this._sameFs = statSync(this.stagingDir).dev === statSync(this.root).dev;
+      } catch {
+        return false;
+      }
+    }
+    return this._sameFs;
+  }
+
+  // Remembers a staged blob as checked (bounded: an unused one is only checked again when applied).
+  private _trust(hex: string): void {
+    if (this._verified.size >= 1_000_000) this._verified.clear();
+    this._verified.add(hex);
   }
 
   /** Which of these contents the server holds already, staged or somewhere in the tree. */
   holds(hashes: Uint8Array[]): boolean[] {
     if (hashes.length > 10000) throw new ImzError(Codes.PROTOCOL, 'cannot answer: more than 10000 hashes in one query');
-    return hashes.map((h) => h.length === 32 && (existsSync(join(this.stagingDir, toHex(h))) || this.state.pathWithHash(Buffer.from(h).toString('latin1')) !== undefined));
+    const staged = this._staging().staged;
+    return hashes.map((h) => {
+      if (h.length !== 32) return false;
+      const hex = toHex(h);
+      return (staged.has(hex) && existsSync(join(this.stagingDir, hex))) || this.state.pathWithHash(Buffer.from(h).toString('latin1')) !== undefined;
+    });
   }
 
   // Copies content the tree already holds into tmp, checking it on the way
@@ -198,8 +308,12 @@ export class Reintegrator {
     if (src === undefined) return false;
     try {
       copyFileSync(join(this.root, src), tmp, fsc.COPYFILE_FICLONE);
-    } catch {
-      return false;
+    } catch (err) {
+      // The source went away meanwhile: the content is to be uploaded again. A full disk or a refusal is the error.
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT' || code === 'ENOTDIR' || code === 'EISDIR') return false;
+      _unlinkQuiet(tmp);
+      throw err;
     }
     if (_hashIs(tmp, hash)) return true;
     rmSync(tmp, { force: true });
@@ -271,6 +385,7 @@ export class Reintegrator {
     } catch {
       return true; // a parent is not a directory: applying says so
     }
+    this._seen = { path, st };
     // An untracked directory holds no version of its own: applying handles it (and refuses to replace one that is not empty).
     if (!t && st?.isDirectory()) return true;
     if (!t || !st) return !t && !st;
@@ -284,6 +399,7 @@ export class Reintegrator {
   }
 
   private async _one(replicaId: string, op: Operation, policy: Policy): Promise<OpResult> {
+    this._seen = undefined;
     checkPath(op.path, 'reintegrate');
     if (op.kind === OpKind.MOVE) checkPath(op.fromPath, 'reintegrate');
     const bad = _numbersProblem(op);
@@ -382,7 +498,10 @@ export class Reintegrator {
     if (op.kind === OpKind.REMOVEDIR || op.kind === OpKind.MOVE || op.kind === OpKind.UNLINK || forced) this._checkedDirs.clear();
     await this._ensureParents(op.path, changes, origin);
     const cur = this.state.table.get(op.path);
-    const onDisk = lstatSync(abs, { throwIfNoEntry: false });
+    // What _catchUp just saw of this path (only reads happened since; a forced win may have displaced things).
+    const seen = this._seen;
+    this._seen = undefined;
+    const onDisk = !forced && seen?.path === op.path ? seen.st : lstatSync(abs, { throwIfNoEntry: false });
     // A directory about to be replaced (by a file or a link): what was checked under it no longer holds.
     if (onDisk?.isDirectory() && (op.kind === OpKind.STORE || op.kind === OpKind.LINK)) this._checkedDirs.clear();
     // Something of another type in the way (a forced win, or a retype): clear it first.
@@ -397,6 +516,41 @@ export class Reintegrator {
       case OpKind.STORE: {
         const hex = toHex(op.state.hash);
         const blob = join(this.stagingDir, hex);
+        const mode = op.state.mode & 0o777;
+        const time = utimeSeconds(op.state.mtimeMs);
+        // A blob this process staged and checked is finished where it lies
+        // and renamed into place: no copy, no second read. A later operation
+        // with the same content copies it from the tree.
+        // (Not over a directory: that path clears it first, which the copy below does in its own order.)
+        if (this._verified.has(hex) && !onDisk?.isDirectory() && this._sameFileSystem()) {
+          let st: Stats | undefined;
+          let fd: number | undefined;
+          try {
+            fd = openSync(blob, 'r+');
+          } catch (err) {
+            if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+            this._verified.delete(hex);
+          }
+          if (fd !== undefined) {
+            // What the path holds once renamed (a rename keeps all of it but the ctime).
+            st = _finishFile(fd, mode, time);
+            let moved = true;
+            try {
+              renameSync(blob, abs);
+            } catch {
+              // Refused (a directory we may not write, another file system): the copy below
+              // tries the same through a temp file beside the target, and names the right place if it fails too.
+              moved = false;
+            }
+            if (moved) {
+              this._verified.delete(hex);
+              this._staging().staged.delete(hex);
+              this.scanner.expectWrite(op.path); // one event for the watcher
+              changes.push(this._change(op.path, cur ? (cur.type === EntryType.FILE ? Change.MODIFY : Change.RETYPE) : Change.CREATE, origin, op.state.hash, st));
+              break;
+            }
+          }
+        }
         const tmp = tempNameFor(abs);
         let staged = true;
         try {
@@ -407,36 +561,34 @@ export class Reintegrator {
         }
         if (staged && !_hashIs(tmp, op.state.hash)) {
           // A staged blob torn by a crash: drop it, and fall back on the tree or a new upload.
-          rmSync(tmp, { force: true });
-          rmSync(blob, { force: true });
+          _unlinkQuiet(tmp);
+          _unlinkQuiet(blob);
           staged = false;
         }
         if (!staged && !this._copyFromTree(op.state.hash, tmp)) throw new ImzError(Codes.NOT_FOUND, `cannot store ${op.path}: its content was not uploaded (push again)`);
+        let st: Stats;
         try {
-          const fd = openSync(tmp, 'r+');
-          try {
-            fchmodSync(fd, op.state.mode & 0o777);
-            futimesSync(fd, utimeSeconds(op.state.mtimeMs), utimeSeconds(op.state.mtimeMs));
-            fsyncSync(fd);
-          } finally {
-            closeSync(fd);
-          }
+          st = _finishFile(openSync(tmp, 'r+'), mode, time);
           if (onDisk?.isDirectory()) clear();
           renameSync(tmp, abs);
+          if (!onDisk?.isDirectory()) this.scanner.expectWrite(op.path);
         } catch (err) {
           // Refused (a directory in the way that is not empty, a time out of range): no copy is left in the tree.
-          rmSync(tmp, { force: true });
+          _unlinkQuiet(tmp);
           throw err;
         }
-        changes.push(this._change(op.path, cur ? (cur.type === EntryType.FILE ? Change.MODIFY : Change.RETYPE) : Change.CREATE, origin, op.state.hash));
         // The content now lives in the tree (where later uploads of it are
         // found): the staged copy is not needed any more.
-        rmSync(blob, { force: true });
+        _unlinkQuiet(blob);
+        this._verified.delete(hex);
+        this._staging().staged.delete(hex);
+        changes.push(this._change(op.path, cur ? (cur.type === EntryType.FILE ? Change.MODIFY : Change.RETYPE) : Change.CREATE, origin, op.state.hash, st));
         break;
       }
       case OpKind.MAKEDIR:
         if (onDisk && !onDisk.isDirectory()) clear();
         if (!onDisk || !onDisk.isDirectory()) mkdirSync(abs, op.state.mode & 0o777);
+        if (!onDisk) this.scanner.expectWrite(op.path);
         changes.push(this._change(op.path, cur ? Change.RETYPE : Change.MKDIR, origin));
         this.scanner.watchCreated(op.path);
         break;
@@ -446,6 +598,7 @@ export class Reintegrator {
         try {
           if (onDisk?.isDirectory()) clear();
           renameSync(tmp, abs);
+          if (!onDisk?.isDirectory()) this.scanner.expectWrite(op.path);
         } catch (err) {
           rmSync(tmp, { force: true });
           throw err;
@@ -494,27 +647,15 @@ export class Reintegrator {
   }
 
   // The table state of a path as it is on disk now (after imz wrote it).
-  private _change(path: string, change: PendingChange['change'], origin: { origin: string; originSeq: number }, knownHash?: Uint8Array): PendingChange {
+  private _change(path: string, change: PendingChange['change'], origin: { origin: string; originSeq: number }, knownHash?: Uint8Array, known?: Stats): PendingChange {
     const abs = join(this.root, path);
-    const st = lstatSync(abs);
+    const st = known ?? lstatSync(abs);
     const fe = fsEntryFromStats(path, st, st.isSymbolicLink() ? readlinkSync(abs) : '');
     if (typeof fe === 'string') throw new ImzError(Codes.IO, `cannot journal ${path}: it is a ${fe}`);
     let hash = '';
     if (fe.type === EntryType.FILE && knownHash) hash = Buffer.from(knownHash).toString('latin1'); // verified when staged
     else if (fe.type === EntryType.FILE) {
-      const h = createHash('sha256');
-      const fd = openSync(abs, 'r');
-      try {
-        const buf = Buffer.allocUnsafe(1024 * 1024);
-        for (;;) {
-          const n = readSyncSafe(fd, buf);
-          if (n === 0) break;
-          h.update(buf.subarray(0, n));
-        }
-      } finally {
-        closeSync(fd);
-      }
-      hash = h.digest().toString('latin1');
+      hash = Buffer.from(_hashOf(abs)).toString('latin1');
     }
     return { change, path, state: { type: fe.type, size: fe.size, mode: fe.mode, mtimeMs: fe.mtimeMs, hash, target: fe.target, ino: fe.ino }, ...origin };
   }
@@ -529,6 +670,7 @@ export class Reintegrator {
       const st = lstatSync(join(this.root, cur), { throwIfNoEntry: false });
       if (!st) {
         mkdirSync(join(this.root, cur), 0o755);
+        this.scanner.expectWrite(cur);
         changes.push(this._change(cur, Change.MKDIR, origin));
         this.scanner.watchCreated(cur);
       } else if (!st.isDirectory()) {
@@ -578,8 +720,25 @@ function readdirSyncSafe(abs: string): string[] {
   }
 }
 
-function readSyncSafe(fd: number, buf: Buffer): number {
-  return readSync(fd, buf, 0, buf.length, null);
+// Gives a file about to be renamed into the tree its mode and time, makes it durable, closes it; returns its stat.
+function _finishFile(fd: number, mode: number, time: number): Stats {
+  try {
+    fchmodSync(fd, mode);
+    futimesSync(fd, time, time);
+    fsyncSync(fd);
+    return fstatSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+// Removes a file if it is there (rmSync's extra lstat and option handling cost more, per small file, than the unlink).
+function _unlinkQuiet(file: string): void {
+  try {
+    unlinkSync(file);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
 }
 
 function _result(op: Operation, status: OpResult['status'], version: number, extra: Partial<OpResult> & { altVersion?: number } = {}): OpResult {
@@ -617,15 +776,23 @@ function _classify(cur: TableEntry | undefined, op: Operation): string {
 }
 
 
-// True when the file's content has this SHA-256.
-function _hashIs(file: string, hash: Uint8Array): boolean {
+// One read buffer for the synchronous hashing below (a fresh MiB per small file kept the collector busy).
+let _readBuf: Buffer | undefined;
+
+// The SHA-256 of a file's content.
+function _hashOf(file: string): Buffer {
   const h = createHash('sha256');
+  const buf = (_readBuf ??= Buffer.allocUnsafe(1024 * 1024));
   const fd = openSync(file, 'r');
   try {
-    const buf = Buffer.allocUnsafe(1024 * 1024);
     for (let n = readSync(fd, buf, 0, buf.length, null); n > 0; n = readSync(fd, buf, 0, buf.length, null)) h.update(buf.subarray(0, n));
   } finally {
     closeSync(fd);
   }
-  return h.digest('hex') === toHex(hash);
+  return h.digest();
+}
+
+// True when the file's content has this SHA-256.
+function _hashIs(file: string, hash: Uint8Array): boolean {
+  return _hashOf(file).equals(hash);
 }

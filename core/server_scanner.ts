@@ -242,6 +242,14 @@ export class ServerScanner extends EventEmitter {
     return this._scan(sub);
   }
 
+  /**
+   * Tells the watcher that the server itself just created or replaced rel
+   * (one rename or mkdir, journalled already): its event is not scanned.
+   */
+  expectWrite(rel: string): void {
+    if (this._dw.size > 0) this._dw.expect(rel);
+  }
+
   /** Starts watching a directory the server itself created. */
   watchCreated(rel: string): void {
     if (this._dw.size > 0) this._dw.watch(rel);

@@ -1,6 +1,7 @@
 import { closeSync, openSync, readFileSync, readSync } from 'node:fs';
 import { createHash } from 'node:crypto';
-import { Op } from '../protocol/messages.ts';
+import { Codes, ImzError } from '../protocol/errors.ts';
+import { type BlobPiece, Op } from '../protocol/messages.ts';
 import { fromHex } from './hash.ts';
 import type { Remote } from './remote.ts';
 
@@ -14,6 +15,14 @@ export interface BlobItem {
 const PIECE = 1024 * 1024;
 const IN_FLIGHT = 32;
 const QUERY_BATCH = 5000;
+/** Bytes of whole contents gathered into one PUT_BLOBS request (bounded by the frame size too). */
+const BATCH_BYTES = 1024 * 1024;
+/** Most contents in one PUT_BLOBS request (the server takes up to 10000). */
+const BATCH_COUNT = 2000;
+/** PUT_BLOBS requests in flight: the next batch is read while the server stages one. */
+const BATCHES_IN_FLIGHT = 4;
+/** Protobuf bytes around each content in a PUT_BLOBS request (hash, size, flags, lengths), rounded up. */
+const PER_BLOB_OVERHEAD = 96;
 
 /**
  * Uploads the content of files the server does not hold yet, staged there
@@ -38,31 +47,73 @@ export async function uploadBlobs(remote: Remote, items: BlobItem[], onProgress?
   }
   const total = list.reduce((n, i) => n + i.size, 0);
   let sent = 0;
+  const onBytes = (n: number) => {
+    sent += n;
+    onProgress?.(sent, total);
+  };
+  // Small contents go many to a request: one round trip per file costs more than the file.
+  const budget = Math.min(BATCH_BYTES, remote.session.maxFrame - 4096);
+  const small = list.filter((it) => it.size + PER_BLOB_OVERHEAD <= budget);
+  const rest = list.filter((it) => it.size + PER_BLOB_OVERHEAD > budget);
+  const unbatched = await _uploadBatched(remote, small, budget, onBytes);
+  rest.push(...unbatched);
   let next = 0;
   const worker = async () => {
-    while (next < list.length) {
-      const it = list[next++]!;
-      await _uploadOne(remote, it, (n) => {
-        sent += n;
-        onProgress?.(sent, total);
-      });
-    }
+    while (next < rest.length) await _uploadOne(remote, rest[next++]!, onBytes);
   };
-  await Promise.all(Array.from({ length: Math.min(IN_FLIGHT, list.length) }, worker));
+  await Promise.all(Array.from({ length: Math.min(IN_FLIGHT, rest.length) }, worker));
   return sent;
+}
+
+// Sends whole small contents in PUT_BLOBS batches, several in flight.
+// Returns the items left to send one by one (all of them from where a
+// server that predates PUT_BLOBS said so).
+async function _uploadBatched(remote: Remote, items: BlobItem[], budget: number, onBytes: (n: number) => void): Promise<BlobItem[]> {
+  const inFlight: Promise<void>[] = [];
+  let unsupported: BlobItem[] | undefined;
+  let batch: { piece: BlobPiece; item: BlobItem }[] = [];
+  let bytes = 0;
+  const send = (b: typeof batch) => {
+    const req = remote.session.request(Op.PUT_BLOBS, { putBlobs: { blobs: b.map((x) => x.piece) } }).then(
+      () => { for (const x of b) onBytes(x.piece.data.length); },
+      (err) => {
+        if (err instanceof ImzError && err.code === Codes.UNSUPPORTED) {
+          (unsupported ??= []).push(...b.map((x) => x.item));
+          return;
+        }
+        throw err;
+      },
+    );
+    req.catch(() => {}); // observed below, in order; a lost connection must not be an unhandled rejection
+    inFlight.push(req);
+  };
+  let i = 0;
+  for (; i < items.length && !unsupported; i++) {
+    const it = items[i]!;
+    const data = _readAsScanned(it);
+    if (!data) continue;
+    if (batch.length > 0 && (bytes + data.length + PER_BLOB_OVERHEAD > budget || batch.length >= BATCH_COUNT)) {
+      send(batch);
+      batch = [];
+      bytes = 0;
+      if (inFlight.length >= BATCHES_IN_FLIGHT) await inFlight.shift();
+    }
+    batch.push({ piece: { hash: fromHex(it.hash), size: it.size, offset: 0, data, last: true }, item: it });
+    bytes += data.length + PER_BLOB_OVERHEAD;
+  }
+  if (batch.length > 0 && !unsupported) send(batch);
+  else if (batch.length > 0) unsupported!.push(...batch.map((x) => x.item));
+  await Promise.all(inFlight);
+  if (unsupported) unsupported.push(...items.slice(i));
+  return unsupported ?? [];
 }
 
 async function _uploadOne(remote: Remote, it: BlobItem, onBytes: (n: number) => void): Promise<void> {
   const hash = fromHex(it.hash);
   if (it.size <= PIECE) {
     // Small content goes in one request (the query above said the server lacks it).
-    let data: Buffer;
-    try {
-      data = readFileSync(it.file);
-    } catch {
-      return; // gone since the scan: the operation will be rejected and rescanned
-    }
-    if (data.length !== it.size || createHash('sha256').update(data).digest('hex') !== it.hash) return; // changed since the scan
+    const data = _readAsScanned(it);
+    if (!data) return;
     await remote.session.request(Op.PUT_BLOB, { putBlob: { hash, size: it.size, offset: 0, data, last: true } });
     onBytes(data.length);
     return;
@@ -107,4 +158,16 @@ async function _uploadOne(remote: Remote, it: BlobItem, onBytes: (n: number) => 
   } finally {
     closeSync(fd);
   }
+}
+
+// A small file's content as the scan hashed it; undefined when it is gone or
+// changed since (its operation is then rejected, and the next push rescans it).
+function _readAsScanned(it: BlobItem): Buffer | undefined {
+  let data: Buffer;
+  try {
+    data = readFileSync(it.file);
+  } catch {
+    return undefined;
+  }
+  return data.length === it.size && createHash('sha256').update(data).digest('hex') === it.hash ? data : undefined;
 }

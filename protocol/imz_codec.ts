@@ -27,6 +27,7 @@ export const imz = $root.imz = (() => {
         values[valuesById[11] = "LIST"] = 11;
         values[valuesById[12] = "PING"] = 12;
         values[valuesById[13] = "ERROR"] = 13;
+        values[valuesById[14] = "PUT_BLOBS"] = 14;
         return values;
     })();
 
@@ -63,11 +64,13 @@ export const imz = $root.imz = (() => {
         Envelope.prototype.reintegrateReply = null;
         Envelope.prototype.auth = null;
         Envelope.prototype.authReply = null;
+        Envelope.prototype.putBlobs = null;
+        Envelope.prototype.blobsReply = null;
 
         let $oneOfFields;
 
         $Object.defineProperty(Envelope.prototype, "body", {
-            get: $util.oneOfGetter($oneOfFields = ["hello", "helloReply", "stat", "statReply", "readdir", "entries", "read", "readReply", "journal", "journalReply", "snapshot", "snapshotReply", "list", "putBlob", "blobReply", "reintegrate", "reintegrateReply", "auth", "authReply"]),
+            get: $util.oneOfGetter($oneOfFields = ["hello", "helloReply", "stat", "statReply", "readdir", "entries", "read", "readReply", "journal", "journalReply", "snapshot", "snapshotReply", "list", "putBlob", "blobReply", "reintegrate", "reintegrateReply", "auth", "authReply", "putBlobs", "blobsReply"]),
             set: $util.oneOfSetter($oneOfFields)
         });
 
@@ -126,6 +129,10 @@ export const imz = $root.imz = (() => {
                 $root.imz.AuthRequest.encode(message.auth, writer.uint32(218).fork(), _depth + 1).ldelim();
             if (message.authReply != null && $Object.hasOwnProperty.call(message, "authReply"))
                 $root.imz.AuthReply.encode(message.authReply, writer.uint32(226).fork(), _depth + 1).ldelim();
+            if (message.putBlobs != null && $Object.hasOwnProperty.call(message, "putBlobs"))
+                $root.imz.BlobsRequest.encode(message.putBlobs, writer.uint32(234).fork(), _depth + 1).ldelim();
+            if (message.blobsReply != null && $Object.hasOwnProperty.call(message, "blobsReply"))
+                $root.imz.BlobsReply.encode(message.blobsReply, writer.uint32(242).fork(), _depth + 1).ldelim();
             if (message.$unknowns != null && $Object.hasOwnProperty.call(message, "$unknowns"))
                 for (let i = 0; i < message.$unknowns.length; ++i)
                     writer.raw(message.$unknowns[i]);
@@ -332,6 +339,20 @@ export const imz = $root.imz = (() => {
                             break;
                         message.authReply = $root.imz.AuthReply.decode(reader, reader.size(), $undefined, _depth + 1, message.authReply);
                         message.body = "authReply";
+                        continue;
+                    }
+                case 29: {
+                        if (wireType !== 2)
+                            break;
+                        message.putBlobs = $root.imz.BlobsRequest.decode(reader, reader.size(), $undefined, _depth + 1, message.putBlobs);
+                        message.body = "putBlobs";
+                        continue;
+                    }
+                case 30: {
+                        if (wireType !== 2)
+                            break;
+                        message.blobsReply = $root.imz.BlobsReply.decode(reader, reader.size(), $undefined, _depth + 1, message.blobsReply);
+                        message.body = "blobsReply";
                         continue;
                     }
                 }
@@ -2477,6 +2498,172 @@ export const imz = $root.imz = (() => {
         };
 
         return BlobReply;
+    })();
+
+    imz.BlobsRequest = (function() {
+
+        const BlobsRequest = function (properties) {
+            this.blobs = [];
+            if (properties)
+                for (let keys = $Object.keys(properties), i = 0; i < keys.length; ++i)
+                    if (properties[keys[i]] != null && keys[i] !== "__proto__")
+                        this[keys[i]] = properties[keys[i]];
+        };
+
+        BlobsRequest.prototype.blobs = $util.emptyArray;
+
+        BlobsRequest.encode = function (message, writer, _depth) {
+            if (!writer)
+                writer = $Writer.create();
+            if (_depth === $undefined)
+                _depth = 0;
+            if (_depth > $util.recursionLimit)
+                throw $Error("max depth exceeded");
+            if (message.blobs != null && message.blobs.length)
+                for (let i = 0; i < message.blobs.length; ++i)
+                    $root.imz.BlobRequest.encode(message.blobs[i], writer.uint32(10).fork(), _depth + 1).ldelim();
+            if (message.$unknowns != null && $Object.hasOwnProperty.call(message, "$unknowns"))
+                for (let i = 0; i < message.$unknowns.length; ++i)
+                    writer.raw(message.$unknowns[i]);
+            return writer;
+        };
+
+        BlobsRequest.decode = function (reader, length, _end, _depth, _target) {
+            if (!(reader instanceof $Reader))
+                reader = $Reader.create(reader);
+            if (_depth === $undefined)
+                _depth = 0;
+            if (_depth > $Reader.recursionLimit)
+                throw $Error("max depth exceeded");
+            let end, message;
+            if (length === $undefined)
+                end = reader.len;
+            else {
+                end = reader.pos + length;
+                if (end > reader.len)
+                    throw $RangeError("index out of range");
+                length = reader.len;
+                reader.len = end;
+            }
+            message = _target || new $root.imz.BlobsRequest();
+            while (reader.pos < end) {
+                let start = reader.pos;
+                let tag = reader.tag();
+                if (tag === _end) {
+                    _end = $undefined;
+                    break;
+                }
+                let wireType = tag & 7;
+                switch (tag >>>= 3) {
+                case 1: {
+                        if (wireType !== 2)
+                            break;
+                        if (!(message.blobs && message.blobs.length))
+                            message.blobs = [];
+                        message.blobs.push($root.imz.BlobRequest.decode(reader, reader.size(), $undefined, _depth + 1));
+                        continue;
+                    }
+                }
+                reader.skipType(wireType, _depth, tag);
+                if (!reader.discardUnknown) {
+                    $util.makeProp(message, "$unknowns", false);
+                    (message.$unknowns || (message.$unknowns = [])).push(reader.raw(start, reader.pos));
+                }
+            }
+            if (length !== $undefined) {
+                if (reader.pos !== end)
+                    throw $RangeError("index out of range");
+                reader.len = length;
+            }
+            if (_end !== $undefined)
+                throw $Error("missing end group");
+            return message;
+        };
+
+        return BlobsRequest;
+    })();
+
+    imz.BlobsReply = (function() {
+
+        const BlobsReply = function (properties) {
+            this.replies = [];
+            if (properties)
+                for (let keys = $Object.keys(properties), i = 0; i < keys.length; ++i)
+                    if (properties[keys[i]] != null && keys[i] !== "__proto__")
+                        this[keys[i]] = properties[keys[i]];
+        };
+
+        BlobsReply.prototype.replies = $util.emptyArray;
+
+        BlobsReply.encode = function (message, writer, _depth) {
+            if (!writer)
+                writer = $Writer.create();
+            if (_depth === $undefined)
+                _depth = 0;
+            if (_depth > $util.recursionLimit)
+                throw $Error("max depth exceeded");
+            if (message.replies != null && message.replies.length)
+                for (let i = 0; i < message.replies.length; ++i)
+                    $root.imz.BlobReply.encode(message.replies[i], writer.uint32(10).fork(), _depth + 1).ldelim();
+            if (message.$unknowns != null && $Object.hasOwnProperty.call(message, "$unknowns"))
+                for (let i = 0; i < message.$unknowns.length; ++i)
+                    writer.raw(message.$unknowns[i]);
+            return writer;
+        };
+
+        BlobsReply.decode = function (reader, length, _end, _depth, _target) {
+            if (!(reader instanceof $Reader))
+                reader = $Reader.create(reader);
+            if (_depth === $undefined)
+                _depth = 0;
+            if (_depth > $Reader.recursionLimit)
+                throw $Error("max depth exceeded");
+            let end, message;
+            if (length === $undefined)
+                end = reader.len;
+            else {
+                end = reader.pos + length;
+                if (end > reader.len)
+                    throw $RangeError("index out of range");
+                length = reader.len;
+                reader.len = end;
+            }
+            message = _target || new $root.imz.BlobsReply();
+            while (reader.pos < end) {
+                let start = reader.pos;
+                let tag = reader.tag();
+                if (tag === _end) {
+                    _end = $undefined;
+                    break;
+                }
+                let wireType = tag & 7;
+                switch (tag >>>= 3) {
+                case 1: {
+                        if (wireType !== 2)
+                            break;
+                        if (!(message.replies && message.replies.length))
+                            message.replies = [];
+                        message.replies.push($root.imz.BlobReply.decode(reader, reader.size(), $undefined, _depth + 1));
+                        continue;
+                    }
+                }
+                reader.skipType(wireType, _depth, tag);
+                if (!reader.discardUnknown) {
+                    $util.makeProp(message, "$unknowns", false);
+                    (message.$unknowns || (message.$unknowns = [])).push(reader.raw(start, reader.pos));
+                }
+            }
+            if (length !== $undefined) {
+                if (reader.pos !== end)
+                    throw $RangeError("index out of range");
+                reader.len = length;
+            }
+            if (_end !== $undefined)
+                throw $Error("missing end group");
+            return message;
+        };
+
+        return BlobsReply;
     })();
 
     imz.OpKind = (function() {

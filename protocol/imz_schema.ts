@@ -18,7 +18,8 @@ export const schema = {
       "SNAPSHOT": 10,
       "LIST": 11,
       "PING": 12,
-      "ERROR": 13
+      "ERROR": 13,
+      "PUT_BLOBS": 14
      }
     },
     "Envelope": {
@@ -43,7 +44,9 @@ export const schema = {
         "reintegrate",
         "reintegrateReply",
         "auth",
-        "authReply"
+        "authReply",
+        "putBlobs",
+        "blobsReply"
        ]
       }
      },
@@ -152,6 +155,16 @@ export const schema = {
        "type": "AuthReply",
        "id": 28,
        "protoName": "auth_reply"
+      },
+      "putBlobs": {
+       "type": "BlobsRequest",
+       "id": 29,
+       "protoName": "put_blobs"
+      },
+      "blobsReply": {
+       "type": "BlobsReply",
+       "id": 30,
+       "protoName": "blobs_reply"
       }
      }
     },
@@ -524,6 +537,24 @@ export const schema = {
        "rule": "repeated",
        "type": "bool",
        "id": 3
+      }
+     }
+    },
+    "BlobsRequest": {
+     "fields": {
+      "blobs": {
+       "rule": "repeated",
+       "type": "BlobRequest",
+       "id": 1
+      }
+     }
+    },
+    "BlobsReply": {
+     "fields": {
+      "replies": {
+       "rule": "repeated",
+       "type": "BlobReply",
+       "id": 1
       }
      }
     },

@@ -7,7 +7,7 @@ export const PROTOCOL_VERSION = 1;
 /** Operation numbers (mirror of enum Op in imz.proto). */
 export const Op = {
   HELLO: 1, AUTH: 2, STAT: 3, READDIR: 4, READ: 5, JOURNAL: 6, SUBSCRIBE: 7,
-  PUT_BLOB: 8, REINTEGRATE: 9, SNAPSHOT: 10, LIST: 11, PING: 12, ERROR: 13,
+  PUT_BLOB: 8, REINTEGRATE: 9, SNAPSHOT: 10, LIST: 11, PING: 12, ERROR: 13, PUT_BLOBS: 14,
 } as const;
 export type OpCode = (typeof Op)[keyof typeof Op];
 
@@ -100,8 +100,21 @@ export interface Envelope {
   list?: { prefix: string };
   putBlob?: { hash: Uint8Array; size: number; offset: number; data: Uint8Array; last: boolean; query?: Uint8Array[] };
   blobReply?: { present: boolean; have: number; held?: boolean[] };
+  putBlobs?: { blobs: BlobPiece[] };
+  blobsReply?: { replies: { present: boolean; have: number; held?: boolean[] }[] };
   reintegrate?: { replicaId: string; ops: Operation[]; policy: string };
   reintegrateReply?: { results: OpResult[] };
+}
+
+/** One piece of content for PUT_BLOB (PUT_BLOBS carries several whole ones). */
+export interface BlobPiece {
+  hash: Uint8Array;
+  size: number;
+  offset: number;
+  data: Uint8Array;
+  last: boolean;
+  /** Unused in PUT_BLOBS (the message is shared with PUT_BLOB's queries). */
+  query?: Uint8Array[];
 }
 
 /** Body fields that a caller may put in an outgoing envelope. */
@@ -156,6 +169,12 @@ function _fillEntries(env: Envelope): Envelope {
   if (env.putBlob) {
     const b = env.putBlob;
     env.putBlob = { hash: bytesOf(b.hash), size: Number(b.size ?? 0), offset: Number(b.offset ?? 0), data: bytesOf(b.data), last: b.last === true, query: (b.query ?? []).map(bytesOf) };
+  }
+  if (env.putBlobs) {
+    env.putBlobs.blobs = (env.putBlobs.blobs ?? []).map((b) => ({ hash: bytesOf(b.hash), size: Number(b.size ?? 0), offset: Number(b.offset ?? 0), data: bytesOf(b.data), last: b.last === true, query: (b.query ?? []).map(bytesOf) }));
+  }
+  if (env.blobsReply) {
+    env.blobsReply.replies = (env.blobsReply.replies ?? []).map((r) => ({ present: r.present === true, have: Number(r.have ?? 0), held: r.held ?? [] }));
   }
   if (env.journalReply) {
     env.journalReply.records = (env.journalReply.records ?? []).map(fillRecord);

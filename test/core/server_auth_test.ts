@@ -123,6 +123,8 @@ test('a read-only session may read but every write is IMZ_READ_ONLY, and the ses
   const ro = await Remote.connect(addr, { token: RO });
   const put = ro.session.request(Op.PUT_BLOB, { putBlob: { hash: new Uint8Array(32), size: 1, offset: 0, data: new Uint8Array([1]), last: true } });
   assert.is(await codeOf(put), 'IMZ_READ_ONLY');
+  const puts = ro.session.request(Op.PUT_BLOBS, { putBlobs: { blobs: [{ hash: new Uint8Array(32), size: 1, offset: 0, data: new Uint8Array([1]), last: true }] } });
+  assert.is(await codeOf(puts), 'IMZ_READ_ONLY');
   const reint = ro.session.request(Op.REINTEGRATE, { reintegrate: { replicaId: 'x', ops: [], policy: 'manual' } });
   assert.is(await codeOf(reint), 'IMZ_READ_ONLY');
   assert.is((await ro.stat('a.txt')).size, 5);

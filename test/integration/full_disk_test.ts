@@ -170,6 +170,7 @@ T('(b) a served tree on a full disk: a push bigger than the space fails with one
 
   const big = randomBytes(3 << 20);
   await writeFile(join(rep, 'big.bin'), big);
+  await writeFile(join(rep, 'big2.bin'), big); // the same content: uploaded once, placed twice
   await writeFile(join(rep, 'a.txt'), 'a, edited in the replica\n');
   await writeFile(join(rep, 'c.txt'), 'c, new in the replica\n');
   await rm(join(rep, 'b.txt'));
@@ -185,13 +186,15 @@ T('(b) a served tree on a full disk: a push bigger than the space fails with one
   assert.equal(await findTemps(srv), [], 'no temp file on the server (tree or state dir)');
   assert.ok((await readReintLog(rep)).some((l) => l.t === 'op' && l.op.path === 'big.bin'), 'the operations stay logged');
 
-  // 2. Room for the upload but not for the copy into the tree: that one
-  // operation is refused, the others go through, nothing is half-applied.
+  // 2. Room for one copy of the content, not two: the staged upload is
+  // renamed into place as big.bin; big2.bin, the same content, needs a copy,
+  // which is refused; the others go through, nothing is half-applied.
   resizeTmpfs(srv, '4m');
   const r2 = await imz(['push', '-C', rep]);
-  assert.is(r2.code, 1, `push with room to stage only: ${out(r2)}`);
-  assertOneLine(r2, /^warning: store big\.bin was refused: cannot apply big\.bin: no space left on the server's disk; free space on the server, then push again$/, 'push (apply)');
-  assert.not.ok(existsSync(join(srv, 'big.bin')), 'big.bin is not on the server');
+  assert.is(r2.code, 1, `push with room for one copy only: ${out(r2)}`);
+  assertOneLine(r2, /^warning: store big2\.bin was refused: cannot apply big2\.bin: no space left on the server's disk; free space on the server, then push again$/, 'push (apply)');
+  assert.is(sha(await readFile(join(srv, 'big.bin'))), sha(big), 'big.bin was placed from the staged upload');
+  assert.not.ok(existsSync(join(srv, 'big2.bin')), 'big2.bin is not on the server');
   assert.is(await readFile(join(srv, 'a.txt'), 'utf8'), 'a, edited in the replica\n', 'the other operations were applied');
   assert.is(await readFile(join(srv, 'c.txt'), 'utf8'), 'c, new in the replica\n');
   assert.not.ok(existsSync(join(srv, 'b.txt')));
@@ -202,7 +205,7 @@ T('(b) a served tree on a full disk: a push bigger than the space fails with one
   resizeTmpfs(srv, '16m');
   const r3 = await imz(['push', '-C', rep]);
   assert.is(r3.code, 0, `push re-run with room: ${out(r3)}`);
-  assert.is(sha(await readFile(join(srv, 'big.bin'))), sha(big), 'big.bin arrived whole');
+  assert.is(sha(await readFile(join(srv, 'big2.bin'))), sha(big), 'big2.bin arrived whole');
   assert.equal(diffTrees(await snapshotTree(srv), await snapshotTree(rep)), []);
   await server.stop('SIGKILL');
   server = await serve(srv);

@@ -404,13 +404,14 @@ test('requests before HELLO are refused with IMZ_PROTOCOL and change nothing', a
       [Op.READ, { read: { path: 'dir/a.txt', hash: new Uint8Array(0), offset: 0, length: 5 } }], [Op.JOURNAL, { journal: { since: 0, limit: 0 } }],
       [Op.SUBSCRIBE, { journal: { since: 0, limit: 0 } }], [Op.SNAPSHOT, { snapshot: { paths: [] } }], [Op.PING, {}], [Op.AUTH, { auth: { proof: new Uint8Array(32) } }],
       [Op.PUT_BLOB, { putBlob: { hash: sha(content), size: content.length, offset: 0, data: content, last: true } }],
+      [Op.PUT_BLOBS, { putBlobs: { blobs: [{ hash: sha(content), size: content.length, offset: 0, data: content, last: true }] } }],
       [Op.REINTEGRATE, { reintegrate: { replicaId: randomUUID(), ops: [op(1, OpKind.MAKEDIR, 'pre-hello-dir')], policy: 'client-wins' } }],
     ];
     for (const [o, body] of requests) {
       if (p.closed) break;
       const r = await p.call(o, body);
       if (r.done) assertReplyError(r, ['IMZ_PROTOCOL'], `op ${o} before HELLO`);
-      assert.not.ok(r.frames.some((f) => f.statReply || f.entries || f.readReply || f.journalReply || f.snapshotReply || f.blobReply || f.reintegrateReply), `op ${o} before HELLO was served`);
+      assert.not.ok(r.frames.some((f) => f.statReply || f.entries || f.readReply || f.journalReply || f.snapshotReply || f.blobReply || f.blobsReply || f.reintegrateReply), `op ${o} before HELLO was served`);
     }
     p.destroy();
     assert.not.ok(await exists(join(root, 'pre-hello-dir')));
@@ -793,6 +794,56 @@ test('a symlink pushed by a client cannot be written through by later operations
     r.frames[0]!.reintegrateReply!.results.slice(0, 6).forEach((x, i) => assert.is.not(x.status, OpStatus.APPLIED, `${ops[i]!.path} applied through the pushed link`));
     assert.ok(await exists(join(root, 'dir', 'a.txt')), 'dir/a.txt moved out');
     assert.not.ok(await exists(join(root, 'through-moved.txt')));
+    p.destroy();
+  }, 'may-change');
+});
+
+test('PUT_BLOBS with one lying or malformed blob among honest ones is refused whole and stages nothing', async () => {
+  await attack(async () => {
+    const p = await RawPeer.greeted();
+    const honest = [new TextEncoder().encode('honest one'), new TextEncoder().encode('honest two'), new Uint8Array(0)];
+    const piece = (data: Uint8Array) => ({ hash: sha(data), size: data.length, offset: 0, data, last: true });
+    const bad: [string, Partial<ReturnType<typeof piece>> & { query?: Uint8Array[] }, string][] = [
+      ['a hash that does not match', { hash: sha('other bytes') }, 'IMZ_HASH_MISMATCH'],
+      ['a 31-byte hash', { hash: sha('x').subarray(0, 31) }, 'IMZ_PROTOCOL'], ['no hash', { hash: new Uint8Array(0) }, 'IMZ_PROTOCOL'],
+      ['offset 5', { offset: 5 }, 'IMZ_PROTOCOL'], ['a piece that is not the last', { last: false }, 'IMZ_PROTOCOL'],
+      ['size larger than the data', { size: 999 }, 'IMZ_PROTOCOL'], ['size NaN', { size: NaN }, 'IMZ_PROTOCOL'], ['size -1', { size: -1 }, 'IMZ_PROTOCOL'],
+      ['a query inside', { query: [new Uint8Array(32)] }, 'IMZ_PROTOCOL'],
+    ];
+    const liar = new TextEncoder().encode('the liar');
+    for (const [what, over, code] of bad) {
+      const r = await p.call(Op.PUT_BLOBS, { putBlobs: { blobs: [piece(honest[0]!), { ...piece(liar), ...over }, piece(honest[1]!)] } });
+      assertReplyError(r, [code], `PUT_BLOBS with ${what}`);
+    }
+    assertReplyError(await p.call(Op.PUT_BLOBS, { putBlobs: { blobs: Array.from({ length: 10_001 }, () => piece(honest[2]!)) } }), ['IMZ_PROTOCOL'], 'PUT_BLOBS of 10001 blobs');
+    p.destroy();
+    await assertNotStaged([...honest, liar].map((d) => sha(d)), 'a PUT_BLOBS request with a bad blob');
+  }, 'may-change'); // the staging directory may now exist (empty)
+});
+
+test('PUT_BLOBS sent a byte at a time stages every blob; REINTEGRATE stores them, the same content twice too', async () => {
+  await attack(async () => {
+    const p = await RawPeer.greeted();
+    const blobs = [new TextEncoder().encode('batched one'), new Uint8Array(randomBytes(70_000)), new Uint8Array(0), new TextEncoder().encode('batched one')];
+    const bytes = frame({ xid: 7, op: Op.PUT_BLOBS, putBlobs: { blobs: blobs.map((data) => ({ hash: sha(data), size: data.length, offset: 0, data, last: true })) } });
+    for (let i = 0; i < bytes.length; i += 1 + (i % 997)) {
+      p.write(bytes.subarray(i, Math.min(bytes.length, i + 1 + (i % 997))));
+      if (i % 50 === 0) await new Promise((r) => setImmediate(r));
+    }
+    const r = await p.reply(7, 10_000);
+    assert.ok(r.done && !r.error, `PUT_BLOBS answered: ${JSON.stringify(r.error)}`);
+    assert.equal(r.frames[0]!.blobsReply!.replies.map((x) => [x.present, x.have]), blobs.map((b) => [true, b.length]));
+    const held = await p.call(Op.PUT_BLOB, { putBlob: { hash: new Uint8Array(0), size: 0, offset: 0, data: new Uint8Array(0), last: false, query: blobs.map((b) => sha(b)) } });
+    assert.equal(held.frames[0]!.blobReply!.held, [true, true, true, true]);
+    const ops = blobs.map((b, i) => op(i + 1, OpKind.STORE, `batched/f${i}`, {}, { hash: sha(b), size: b.length, mode: 0o640 }));
+    const rr = await p.call(Op.REINTEGRATE, { reintegrate: { replicaId: randomUUID(), ops, policy: 'manual' } }, 10_000);
+    assert.ok(rr.done && !rr.error, `REINTEGRATE answered: ${JSON.stringify(rr.error)}`);
+    assert.equal(rr.frames[0]!.reintegrateReply!.results.map((x) => x.status), blobs.map(() => OpStatus.APPLIED));
+    for (let i = 0; i < blobs.length; i++) {
+      assert.ok(Buffer.from(await readFile(join(root, 'batched', `f${i}`))).equals(blobs[i]!), `batched/f${i} holds its content`);
+      assert.is((await stat(join(root, 'batched', `f${i}`))).mode & 0o777, 0o640);
+      assert.is(server.state.table.get(`batched/f${i}`)?.hash, Buffer.from(sha(blobs[i]!)).toString('latin1'));
+    }
     p.destroy();
   }, 'may-change');
 });

@@ -89,7 +89,8 @@ async function outsideState(b: Box): Promise<Record<string, SnapEntry>> {
   return Object.fromEntries(Object.entries(all).filter(([p]) => p !== 'replica' && !p.startsWith('replica/')));
 }
 
-const STATE_NAMES = new Set(['config', 'HEAD', 'index', 'conflicts', 'log', 'opseq', 'inflight']);
+// scan-cache: derived from the index by the scan (core/scan_cache.ts), checked before use.
+const STATE_NAMES = new Set(['config', 'HEAD', 'index', 'conflicts', 'log', 'opseq', 'inflight', 'scan-cache']);
 
 /**
  * The confinement checks: the world outside unchanged, no temp file
