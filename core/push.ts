@@ -170,7 +170,7 @@ async function _pushWith(replica: Replica, remote: Remote | undefined, opts: Pus
     const stores = group.filter((o) => o.kind === OpKind.STORE);
     const before = summary.uploadedBytes;
     try {
-      summary.uploadedBytes += await uploadBlobs(remote, stores.map((o) => ({ hash: o.state.hash, size: o.state.size, file: join(replica.root, o.path) })),
+      summary.uploadedBytes += await uploadBlobs(remote, stores.map((o) => ({ hash: o.state.hash, size: o.state.size, file: join(replica.root, o.path), seen: _seen(byPath.get(o.path)) })),
         (bytes, total) => opts.onEvent?.({ type: 'upload', bytes: before + bytes, total: before + total }));
     } catch (err) {
       await sending.catch(() => undefined); // settle what is in flight before giving up
@@ -185,6 +185,12 @@ async function _pushWith(replica: Replica, remote: Remote | undefined, opts: Pus
   await _finish(replica, log, ops);
   await log.clear();
   return summary;
+}
+
+// What the scan saw of a file it hashed (so the upload need not hash it again; the server checks every hash).
+function _seen(c: LocalChange | undefined): { mtimeMs: number; ctimeMs: number; ino: number } | undefined {
+  if (!c?.fs || !c.hash) return undefined;
+  return { mtimeMs: c.fs.mtimeMs, ctimeMs: c.fs.ctimeMs, ino: c.fs.ino };
 }
 
 /** Operations per upload-then-send group (see _pushWith). */

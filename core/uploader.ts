@@ -1,4 +1,4 @@
-import { closeSync, openSync, readFileSync, readSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readFileSync, readSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { Codes, ImzError } from '../protocol/errors.ts';
 import { type BlobPiece, Op } from '../protocol/messages.ts';
@@ -10,6 +10,12 @@ export interface BlobItem {
   hash: string; // hex
   size: number;
   file: string; // absolute path in the replica
+  /**
+   * The lstat facts the scan saw when it hashed the file: when the file
+   * still has them, the content is taken as hashed (the server checks the
+   * hash again in any case) instead of being hashed a second time.
+   */
+  seen?: { mtimeMs: number; ctimeMs: number; ino: number };
 }
 
 const PIECE = 1024 * 1024;
@@ -73,12 +79,19 @@ async function _uploadBatched(remote: Remote, items: BlobItem[], budget: number,
   let unsupported: BlobItem[] | undefined;
   let batch: { piece: BlobPiece; item: BlobItem }[] = [];
   let bytes = 0;
+  // Batches the server found a content in that does not match its hash (a file
+  // written again, in the same clock tick, after the scan): each is checked and sent alone.
+  const recheck: BlobItem[] = [];
   const send = (b: typeof batch) => {
     const req = remote.session.request(Op.PUT_BLOBS, { putBlobs: { blobs: b.map((x) => x.piece) } }).then(
       () => { for (const x of b) onBytes(x.piece.data.length); },
       (err) => {
         if (err instanceof ImzError && err.code === Codes.UNSUPPORTED) {
           (unsupported ??= []).push(...b.map((x) => x.item));
+          return;
+        }
+        if (err instanceof ImzError && err.code === Codes.HASH_MISMATCH) {
+          recheck.push(...b.map((x) => ({ ...x.item, seen: undefined })));
           return;
         }
         throw err;
@@ -105,7 +118,7 @@ async function _uploadBatched(remote: Remote, items: BlobItem[], budget: number,
   else if (batch.length > 0) unsupported!.push(...batch.map((x) => x.item));
   await Promise.all(inFlight);
   if (unsupported) unsupported.push(...items.slice(i));
-  return unsupported ?? [];
+  return [...(unsupported ?? []), ...recheck];
 }
 
 async function _uploadOne(remote: Remote, it: BlobItem, onBytes: (n: number) => void): Promise<void> {
@@ -162,12 +175,31 @@ async function _uploadOne(remote: Remote, it: BlobItem, onBytes: (n: number) => 
 
 // A small file's content as the scan hashed it; undefined when it is gone or
 // changed since (its operation is then rejected, and the next push rescans it).
+// Hashed again unless its lstat facts are still the ones the scan saw.
 function _readAsScanned(it: BlobItem): Buffer | undefined {
   let data: Buffer;
+  let unchanged = false;
+  let fd: number;
   try {
-    data = readFileSync(it.file);
+    fd = openSync(it.file, 'r');
   } catch {
     return undefined;
   }
-  return data.length === it.size && createHash('sha256').update(data).digest('hex') === it.hash ? data : undefined;
+  try {
+    const st = fstatSync(fd);
+    if (st.size !== it.size) return undefined;
+    const seen = it.seen;
+    unchanged = seen !== undefined && st.mtimeMs === seen.mtimeMs && st.ctimeMs === seen.ctimeMs && st.ino === seen.ino;
+    data = Buffer.allocUnsafe(it.size);
+    for (let off = 0; off < it.size;) {
+      const k = readSync(fd, data, off, it.size - off, off);
+      if (k === 0) return undefined; // shrank meanwhile
+      off += k;
+    }
+  } catch {
+    return undefined;
+  } finally {
+    closeSync(fd);
+  }
+  return unchanged || createHash('sha256').update(data).digest('hex') === it.hash ? data : undefined;
 }
