@@ -753,7 +753,9 @@ async function checkPushedReplica(ctx: Ctx, rep: string): Promise<void> {
   if (ev.changes !== 0 || ev.conflicts !== 0) throw new Error(`after imz push, imz status --offline still reports ${JSON.stringify(ev)}`);
 }
 
-const GIT_IDENTITY = ['-c', 'user.name=imz-bench', '-c', 'user.email=imz-bench@localhost'];
+// No automatic gc or maintenance: after committing 100,000 files git would start one in the
+// background, which slows what is timed next and still writes in .git/ when the bench removes it.
+const GIT_IDENTITY = ['-c', 'user.name=imz-bench', '-c', 'user.email=imz-bench@localhost', '-c', 'gc.auto=0', '-c', 'maintenance.auto=false'];
 
 /**
  * Issue 3's cases, after the pull rounds, on the imz replica of the incremental tree:
@@ -935,7 +937,7 @@ async function pushCases(ctx: Ctx, tree: CachedTree, srv: Server | null, imzOkIn
   }
   for (const r of [statusRow, noopRow, pushRow, newFilesRow]) evaluateTarget(r);
   if (!ctx.opts.keep) {
-    rmSync(gitDir, { recursive: true, force: true });
+    rmSync(gitDir, { recursive: true, force: true, maxRetries: 5 });
     rmSync(mod.path, { recursive: true, force: true });
   }
 }

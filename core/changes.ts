@@ -1,4 +1,4 @@
-import { type Stats, lstatSync, readdirSync, readlinkSync, statSync } from 'node:fs';
+import { type Stats, readdirSync, readlinkSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { EntryType } from '../protocol/messages.ts';
 import { hashFile, toHex } from './hash.ts';
@@ -212,7 +212,8 @@ export async function scanChanges(replica: Replica, opts: ScanChangesOptions = {
   // 2. A close look at what stat could not settle.
   const newDirs: string[] = [];
   const listDirs: Array<{ dir: string; st: Stats | undefined }> = [];
-  const rootSt = lstatSync(root);
+  // stat, not lstat: a replica opened by a path that is a symlink to it (-C link) lists the directory, not the link.
+  const rootSt = statSync(root);
   if (rootSt.mtimeMs !== cache.data.rootListed[0] || rootSt.ctimeMs !== cache.data.rootListed[1]) listDirs.push({ dir: '', st: rootSt });
   const missing: string[] = [];
   for (let i = 0; i < n; i++) {

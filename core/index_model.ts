@@ -45,6 +45,16 @@ export function bucketOf(path: string): number {
  * all entries as one JSON array (one parse per bucket when loading).
  */
 export function encodeBucket(entries: Map<string, IndexEntry>): string {
+  return bucketText(entries.size, encodeRows(entries));
+}
+
+/** A bucket's text from its entry count and its rows (encodeRows, joined by commas). */
+export function bucketText(count: number, rows: string): string {
+  return `${INDEX_MAGIC} ${INDEX_VERSION} ${count}\n[${rows}]\n`;
+}
+
+/** The rows of entries as a bucket holds them, comma-separated (no brackets): appending rows is joining texts. */
+export function encodeRows(entries: Iterable<[string, IndexEntry]>): string {
   const rows: unknown[] = [];
   for (const [p, e] of entries) {
     const row: unknown[] = [p, e.type, e.version, e.hash, e.size, e.mode, e.mtimeMs, e.ctimeMs, e.ino, e.target];
@@ -53,7 +63,12 @@ export function encodeBucket(entries: Map<string, IndexEntry>): string {
     else if (e.fetchedMs) row.push(e.fetchedMs);
     rows.push(row);
   }
-  return `${INDEX_MAGIC} ${INDEX_VERSION} ${entries.size}\n${JSON.stringify(rows)}\n`;
+  return JSON.stringify(rows).slice(1, -1);
+}
+
+/** The rows part of a bucket's text (what encodeRows made of its entries). */
+export function rowsOfBucketText(text: string): string {
+  return text.slice(text.indexOf('\n') + 2, text.lastIndexOf(']'));
 }
 
 /** Decodes a bucket; throws IMZ_CORRUPT on a bad header, count or body. */

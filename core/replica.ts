@@ -4,7 +4,7 @@ import { mkdir, open, readFile, readdir, rename, rm, stat } from 'node:fs/promis
 import { dirname, join, resolve } from 'node:path';
 import { Codes, ImzError } from '../protocol/errors.ts';
 import { fsyncDir, fsyncDirSync, tempNameFor, writeFileAtomic } from './atomic_fs.ts';
-import { BUCKETS, type IndexEntry, bucketOf, decodeBucket, encodeBucket } from './index_model.ts';
+import { BUCKETS, type IndexEntry, bucketOf, bucketText, decodeBucket, encodeBucket, encodeRows, rowsOfBucketText } from './index_model.ts';
 import { REPLICA_DIR, TMP_PREFIX } from './paths.ts';
 
 /** `.imz/config`: how this replica talks to its server. */
@@ -42,6 +42,14 @@ export class Replica {
   head!: Head;
   private _buckets = new Map<number, Map<string, IndexEntry>>();
   private _dirty = new Set<number>();
+  /**
+   * Per bucket, its rows as last read or written, and the paths added since:
+   * a bucket that only gained entries (a push of new files touches every
+   * bucket) is written by appending their rows, not by encoding it all again.
+   */
+  private _rows = new Map<number, { rows: string; added: string[] }>();
+  /** The texts flushIndex is writing, kept until they are in place. */
+  private _encodedLast = new Map<number, string>();
   private _locked = false;
 
   private constructor(root: string) {
@@ -150,6 +158,7 @@ export class Replica {
     }
     m = text === undefined ? new Map() : decodeBucket(text, name);
     this._buckets.set(b, m);
+    this._rows.set(b, { rows: text === undefined ? '' : rowsOfBucketText(text), added: [] });
     return m;
   }
 
@@ -167,8 +176,10 @@ export class Replica {
    * Hands over a bucket just read from its file by someone else (the scan
    * cache), so it is not parsed twice; ignored once the bucket is loaded.
    */
-  adoptBucket(b: number, m: Map<string, IndexEntry>): void {
-    if (!this._buckets.has(b)) this._buckets.set(b, m);
+  adoptBucket(b: number, m: Map<string, IndexEntry>, text: string): void {
+    if (this._buckets.has(b)) return;
+    this._buckets.set(b, m);
+    this._rows.set(b, { rows: rowsOfBucketText(text), added: [] });
   }
 
   /** The index entry of a path. */
@@ -179,7 +190,11 @@ export class Replica {
   /** Records a path's entry (written by flushIndex). */
   async set(path: string, e: IndexEntry): Promise<void> {
     const b = bucketOf(path);
-    (await this._bucket(b)).set(path, e);
+    const m = await this._bucket(b);
+    const r = this._rows.get(b);
+    if (r && !m.has(path)) r.added.push(path);
+    else this._rows.delete(b); // a changed row: the bucket is encoded whole
+    m.set(path, e);
     this._dirty.add(b);
   }
 
@@ -187,7 +202,10 @@ export class Replica {
   async delete(path: string): Promise<void> {
     const b = bucketOf(path);
     const m = await this._bucket(b);
-    if (m.delete(path)) this._dirty.add(b);
+    if (m.delete(path)) {
+      this._dirty.add(b);
+      this._rows.delete(b);
+    }
   }
 
   /** Loads every bucket and returns all entries. */
@@ -208,7 +226,7 @@ export class Replica {
         const tmp = tempNameFor(name);
         const fd = openSync(tmp, 'wx', 0o644);
         try {
-          writeFileSync(fd, encodeBucket(this._buckets.get(b)!));
+          writeFileSync(fd, this._encode(b));
           fdatasyncSync(fd);
         } catch (err) {
           // A full disk: no half-written bucket is left behind.
@@ -220,7 +238,7 @@ export class Replica {
         renameSync(tmp, name);
       }
       fsyncDirSync(dir);
-      this._dirty.clear();
+      this._flushed();
       return;
     }
     const work = [...this._dirty].map(async (b) => {
@@ -228,7 +246,7 @@ export class Replica {
       const tmp = tempNameFor(name);
       const fh = await open(tmp, 'wx', 0o644);
       try {
-        await fh.writeFile(encodeBucket(this._buckets.get(b)!));
+        await fh.writeFile(this._encode(b));
         await fh.datasync();
       } catch (err) {
         await fh.close();
@@ -248,6 +266,31 @@ export class Replica {
     const done = settled.map((r) => (r as PromiseFulfilledResult<{ tmp: string; name: string }>).value);
     for (const { tmp, name } of done) await rename(tmp, name);
     await fsyncDir(dir);
+    this._flushed();
+  }
+
+  // A bucket's text: its old rows and the rows added since, or all of it encoded again.
+  private _encode(b: number): string {
+    const m = this._buckets.get(b)!;
+    const r = this._rows.get(b);
+    let text: string;
+    if (!r) text = encodeBucket(m);
+    else {
+      const added = r.added.length === 0 ? '' : encodeRows(r.added.map((p) => [p, m.get(p)!] as [string, IndexEntry]));
+      text = bucketText(m.size, r.rows === '' ? added : added === '' ? r.rows : `${r.rows},${added}`);
+    }
+    this._encodedLast.set(b, text);
+    return text;
+  }
+
+  // What the written buckets hold now is what their next append starts from.
+  private _flushed(): void {
+    for (const b of this._dirty) {
+      const text = this._encodedLast.get(b);
+      if (text !== undefined) this._rows.set(b, { rows: rowsOfBucketText(text), added: [] });
+      else this._rows.delete(b);
+    }
+    this._encodedLast.clear();
     this._dirty.clear();
   }
 

@@ -72,11 +72,16 @@ export class ScanCache {
       sections.push(ident);
       const prev = old?.sections[b];
       if (prev && prev.ino === ident.ino && prev.size === ident.size && prev.mtimeMs === ident.mtimeMs && prev.ctimeMs === ident.ctimeMs) continue;
+      // A bucket written within the last second could be written again in the same clock tick, at the same size,
+      // into a reused inode: its identity would not change. Such a section is rebuilt next time too (git's racy rule).
+      const now = Date.now();
+      if (ident.mtimeMs >= now - LISTING_SLACK_MS || ident.ctimeMs >= now - LISTING_SLACK_MS) sections[b] = { ...ident, size: -2 };
       let entries = new Map<string, IndexEntry>();
       if (ident.size >= 0) {
         try {
-          entries = decodeBucket(readFileSync(replica.bucketFile(b), 'utf8'), replica.bucketFile(b));
-          replica.adoptBucket(b, entries);
+          const text = readFileSync(replica.bucketFile(b), 'utf8');
+          entries = decodeBucket(text, replica.bucketFile(b));
+          replica.adoptBucket(b, entries, text);
         } catch (err) {
           if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
           ident.size = -2; // vanished after the lstat: never matches, so rebuilt next time

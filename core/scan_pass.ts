@@ -39,7 +39,18 @@ export function checkRange(inp: PassInput, from: number, to: number, state: Uint
     const o = i * FACTS;
     const t = facts[o + F_TYPE]!;
     const type = t & 15;
-    if (!_lstatFacts(rootSlash + paths[i]!, st)) {
+    let there: boolean;
+    try {
+      there = _lstatFacts(rootSlash + paths[i]!, st);
+    } catch {
+      // ELOOP, EACCES...: a close look, this entry only. Below a tracked directory that became a symlink
+      // (a loop, or a place not to be entered) the scan then counts it gone; anywhere else the close look
+      // meets the error again and reports it. Thrown from here it failed the whole scan (ELOOP under
+      // such a symlink), or in the worker took every verdict of its chunk (LIST bits too) with it.
+      state[i] = CHECK;
+      continue;
+    }
+    if (!there) {
       // On demand: a file whose content was never fetched is absent by design, not deleted.
       state[i] = t & REMOTE_FLAG ? 0 : GONE;
       continue;
@@ -122,8 +133,10 @@ export interface PassJob {
   refTime: number;
   /** The paths joined by NUL (one string: cloning it is a copy, not 100,000 strings). */
   pathBlob: string;
-  /** The facts rows, read in place. */
+  /** The facts rows, read in place: factsLength numbers from byte factsOffset (a cache read from its file sits after the header). */
   facts: SharedArrayBuffer;
+  factsOffset: number;
+  factsLength: number;
   /** Symlink targets by entry number (the only non-empty ones). */
   links: Array<[number, string]>;
   state: SharedArrayBuffer;
@@ -215,7 +228,9 @@ export async function runPass(inp: PassInput, opts: RunPassOptions): Promise<Uin
     const links: Array<[number, string]> = [];
     for (let i = 0; i < n; i++) if ((inp.facts[i * FACTS + F_TYPE]! & 15) === _SYMLINK) links.push([i, inp.targets[i]!]);
     worker.send({
-      rootSlash: inp.rootSlash, refTime: inp.refTime, pathBlob: opts.pathBlob(), facts: inp.facts.buffer as SharedArrayBuffer, links,
+      rootSlash: inp.rootSlash, refTime: inp.refTime, pathBlob: opts.pathBlob(), facts: inp.facts.buffer as SharedArrayBuffer,
+      // The view's place in its buffer, not the whole buffer: a cache read from its file has its header before the facts.
+      factsOffset: inp.facts.byteOffset, factsLength: inp.facts.length, links,
       state: state.buffer as SharedArrayBuffer, ctl: ctl.buffer as SharedArrayBuffer, done: done.buffer as SharedArrayBuffer,
     });
   }

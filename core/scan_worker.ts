@@ -7,7 +7,8 @@ import { CHECK, CHUNK, type PassJob, checkRange } from './scan_pass.ts';
 parentPort?.once('message', (d: PassJob) => {
   // Nothing but native calls before the first claim: this thread's code is not compiled yet.
   const paths = d.pathBlob === '' ? [] : d.pathBlob.split('\0');
-  const facts = new Float64Array(d.facts);
+  // The facts view where the main thread has it (not the buffer's start: a cache read from its file has its header there).
+  const facts = new Float64Array(d.facts, d.factsOffset, d.factsLength);
   const targets: string[] = [];
   for (const [i, t] of d.links) targets[i] = t;
   const inp = { rootSlash: d.rootSlash, paths, facts, targets, refTime: d.refTime };
