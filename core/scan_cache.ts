@@ -120,10 +120,18 @@ export class ScanCache {
     let a = 0;
     for (let at = 0; at < n; at++) {
       if (a >= added.length || (k < kept.length && old!.paths[kept[k]!]! < added[a]!.p)) {
-        const i = kept[k++]!;
-        data.facts.set(old!.facts.subarray(i * FACTS, (i + 1) * FACTS), at * FACTS);
-        data.paths[at] = old!.paths[i]!;
-        data.targets[at] = old!.targets[i]!;
+        // A run of kept rows that are contiguous in the old cache and come before the next added path: one copy.
+        const first = kept[k]!;
+        let len = 1;
+        const limit = a < added.length ? added[a]!.p : undefined;
+        while (k + len < kept.length && kept[k + len] === first + len && (limit === undefined || old!.paths[first + len]! < limit)) len++;
+        data.facts.set(old!.facts.subarray(first * FACTS, (first + len) * FACTS), at * FACTS);
+        for (let j = 0; j < len; j++) {
+          data.paths[at + j] = old!.paths[first + j]!;
+          data.targets[at + j] = old!.targets[first + j]!;
+        }
+        k += len;
+        at += len - 1;
       } else {
         const { p, e, b } = added[a++]!;
         factsOf(e, b, data.facts, at * FACTS);
