@@ -7,8 +7,8 @@ import type { IndexEntry } from './index_model.ts';
 import { statMatches } from './local_state.ts';
 import { comparePaths, depthOf, isReservedName } from './paths.ts';
 import type { Replica } from './replica.ts';
-import { LISTING_SLACK_MS, ScanCache, isRemoteRow } from './scan_cache.ts';
-import { typeOfFacts } from './scan_cache_model.ts';
+import { LISTING_SLACK_MS, ScanCache } from './scan_cache.ts';
+import { isRemoteRow, typeOfFacts } from './scan_cache_model.ts';
 import { CHECK, GONE, LIST, NOT_DIR, PassWorker, lstatOrNot, racy, runPass } from './scan_pass.ts';
 import { type FsEntry, type IgnoreFn, type SkippedPath, fsEntryFromStats, listDir, listedEntry, sameMtime, statEntrySync } from './tree_scan.ts';
 

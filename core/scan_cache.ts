@@ -224,11 +224,6 @@ export class ScanCache {
   }
 }
 
-/** True for a facts row of an on-demand file whose content is not here. */
-export function isRemoteRow(facts: Float64Array, i: number): boolean {
-  return (facts[i * FACTS + F_TYPE]! & REMOTE_FLAG) !== 0;
-}
-
 function _identity(file: string): BucketSection {
   const st = lstatSync(file, { throwIfNoEntry: false });
   if (!st) return { ino: 0, size: -1, mtimeMs: 0, ctimeMs: 0 };

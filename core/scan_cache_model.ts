@@ -75,6 +75,11 @@ export function typeOfFacts(facts: Float64Array, i: number): EntryTypeCode {
   return (facts[i * FACTS + F_TYPE]! & 15) as EntryTypeCode;
 }
 
+/** True for a facts row of an on-demand file whose content is not here. */
+export function isRemoteRow(facts: Float64Array, i: number): boolean {
+  return (facts[i * FACTS + F_TYPE]! & REMOTE_FLAG) !== 0;
+}
+
 /** The index bucket of a facts row. */
 export function bucketOfFacts(facts: Float64Array, i: number): number {
   return facts[i * FACTS + F_TYPE]! >>> BUCKET_SHIFT;
