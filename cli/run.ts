@@ -1,4 +1,5 @@
 import type { SecurityOptions } from '../core/credentials.ts';
+import { resolve } from 'node:path';
 import { exitFor } from './exit_codes.ts';
 import { type GlobalArgs, Output } from './output.ts';
 
@@ -31,4 +32,25 @@ export function securityOf(args: GlobalArgs): SecurityOptions {
 /** The directory a command operates on: -C DIR, or the current one. */
 export function workDir(args: GlobalArgs): string {
   return args.C ?? process.cwd();
+}
+
+/**
+ * workDir for the commands that scan the tree (status, push, sync): the
+ * replica's root also becomes the working directory, as `git -C` does, so
+ * the scan's lstat calls take paths relative to it. File options are
+ * resolved against where the user was first.
+ */
+export async function enterReplica(args: GlobalArgs): Promise<string> {
+  const dir = workDir(args);
+  const { replicaRootOf } = await import('../core/replica.ts');
+  const root = replicaRootOf(dir);
+  if (root === undefined) return dir; // opening it reports that
+  if (args.tokenFile !== undefined) args.tokenFile = resolve(args.tokenFile);
+  if (args.tlsCa !== undefined) args.tlsCa = resolve(args.tlsCa);
+  try {
+    process.chdir(root);
+  } catch {
+    // Not enterable (no search permission): the scan takes whole paths.
+  }
+  return root;
 }

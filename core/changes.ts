@@ -9,7 +9,8 @@ import { comparePaths, depthOf, isReservedName } from './paths.ts';
 import type { Replica } from './replica.ts';
 import { LISTING_SLACK_MS, ScanCache } from './scan_cache.ts';
 import { isRemoteRow, typeOfFacts } from './scan_cache_model.ts';
-import { CHECK, GONE, LIST, NOT_DIR, PassWorker, lstatOrNot, racy, runPass } from './scan_pass.ts';
+import { indexWriteTime } from './scan_cache_file.ts';
+import { CHECK, GONE, LIST, NOT_DIR, PassWorker, type Speculation, checkRange, lstatOrNot, racy, runPass } from './scan_pass.ts';
 import { type FsEntry, type IgnoreFn, type SkippedPath, fsEntryFromStats, listDir, listedEntry, sameMtime, statEntrySync } from './tree_scan.ts';
 
 /** One local change of the working tree against the index (what the last sync left). */
@@ -109,11 +110,17 @@ export async function scanChanges(replica: Replica, opts: ScanChangesOptions = {
   // A worker for the lstat pass, started first so its start-up overlaps loading the cache (sized by the last cache).
   const workerMin = _workerMin();
   let worker = PassWorker.take() ?? (ScanCache.sizeHint(replica) >= workerMin ? PassWorker.start() : undefined);
-  const refTime = _indexWriteTime(replica);
-  const { ignore: userIgnore, key: ignoreKey } = await loadIgnoreKeyed(root);
+  const refTime = indexWriteTime(replica.stateDir);
   let cache: ScanCache;
+  let userIgnore: IgnoreFn | undefined;
+  let spec: Speculation | undefined;
   try {
-    cache = ScanCache.load(replica, ignoreKey);
+    let ignoreKey: string;
+    ({ ignore: userIgnore, key: ignoreKey } = await loadIgnoreKeyed(root));
+    // A pass the worker began on its own: its cache file, already read and checked, is the one loaded.
+    spec = await worker?.speculation(root);
+        cache = ScanCache.load(replica, ignoreKey, spec?.bytes);
+  
   } catch (err) {
     worker?.stop();
     throw err;
@@ -191,15 +198,25 @@ export async function scanChanges(replica: Replica, opts: ScanChangesOptions = {
     worker.stop();
     worker = undefined;
   }
-  const state = await runPass({ rootSlash, paths, facts, targets, refTime }, { onProgress: opts.onProgress, pathBlob: () => cache.pathBlob(), worker });
+  // The worker's pass is joined when it judges what this scan would: the cache file's rows (the same paths, their facts
+  // unchanged outside the buckets rebuilt from the index, which are looked at again after it) and the same racy time.
+  const joined = spec && worker?.ctl && cache.rowsAsLoaded && cache.patchedRows.length <= _PATCHED_MAX && spec.refTime === refTime ? { ...spec, ctl: worker.ctl } : undefined;
+  if (!joined) worker?.stopSpeculation();
+  const relative = _inRoot(root);
+  const passInput = { rootSlash: relative ? '' : rootSlash, paths, facts, targets, refTime };
+  let state = await runPass(passInput, { onProgress: opts.onProgress, worker, joined });
+  if (joined) for (const i of cache.patchedRows) checkRange(passInput, i, i + 1, state);
+  // Paths relative to the working directory: should it have moved during the pass, the verdicts are not the tree's.
+  if (relative && !_inRoot(root)) state = await runPass({ rootSlash, paths, facts, targets, refTime }, { onProgress: opts.onProgress });
 
   // lstat follows symlinks in the middle of a path: below a directory that
   // is gone or is no longer one, what lstat found is not the tracked path.
   const gone = new Set<string>();
-  for (let i = 0; i < n; i++) if (state[i]! & (GONE | NOT_DIR) && typeOfFacts(facts, i) === EntryType.DIR) gone.add(paths[i]!);
+  for (let i = 0; i < n; i++) if (state[i]! & (GONE | NOT_DIR) && typeOfFacts(facts, i) === EntryType.DIR) gone.add(paths.at(i));
   if (gone.size > 0) {
+    const all = paths.toArray();
     for (let i = 0; i < n; i++) {
-      const p = paths[i]!;
+      const p = all[i]!;
       for (let s = p.lastIndexOf('/'); s > 0; s = p.lastIndexOf('/', s - 1)) {
         if (gone.has(p.slice(0, s))) {
           state[i] = isRemoteRow(facts, i) ? 0 : GONE;
@@ -219,7 +236,7 @@ export async function scanChanges(replica: Replica, opts: ScanChangesOptions = {
   for (let i = 0; i < n; i++) {
     const s = state[i]!;
     if (s === 0) continue;
-    const path = paths[i]!;
+    const path = paths.at(i);
     if (s & GONE) {
       missing.push(path);
       continue;
@@ -315,6 +332,7 @@ export async function scanChanges(replica: Replica, opts: ScanChangesOptions = {
   }
   skipped.sort((a, b) => comparePaths(a.path, b.path));
   cache.save(replica);
+  
 
   // What the scan did not meet was deleted, unless it is now ignored.
   const deletedFiles: LocalChange[] = [];
@@ -379,18 +397,27 @@ export function orderChanges(changes: LocalChange[]): LocalChange[] {
 }
 
 
+/** Rows updated at load beyond which a worker's pass is not joined (they are checked again one by one after it). */
+const _PATCHED_MAX = 16_384;
+
 /**
- * When the index was last written: the later of .imz/HEAD's mtime and the
- * mtime of .imz/index/ (renaming a bucket into place moves it), so a writer
- * that flushes the index without touching HEAD is covered too.
+ * True when the process's working directory is the tree's root (the CLI
+ * enters it for a scan): lstat then takes paths relative to it, as git's
+ * do, which saves the kernel the walk down to the root for every path.
+ * Checked by identity too, so a root renamed away under the process is
+ * not taken for the directory of the same name.
  */
-function _indexWriteTime(replica: Replica): number {
-  let t = 0;
-  for (const p of [join(replica.stateDir, 'HEAD'), join(replica.stateDir, 'index')]) {
-    const st = statSync(p, { throwIfNoEntry: false });
-    if (st && st.mtimeMs > t) t = st.mtimeMs;
+function _inRoot(root: string): boolean {
+  let cwd: string;
+  try {
+    cwd = process.cwd();
+  } catch {
+    return false; // removed under the process
   }
-  return t;
+  if (cwd !== root) return false;
+  const here = statSync('.', { throwIfNoEntry: false });
+  const there = statSync(root, { throwIfNoEntry: false });
+  return here !== undefined && there !== undefined && here.ino === there.ino && here.dev === there.dev;
 }
 
 /**

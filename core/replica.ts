@@ -1,11 +1,14 @@
 import { randomUUID } from 'node:crypto';
 import { closeSync, existsSync, fdatasyncSync, openSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { mkdir, open, readFile, readdir, rename, rm, stat } from 'node:fs/promises';
-import { dirname, join, resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import { Codes, ImzError } from '../protocol/errors.ts';
 import { fsyncDir, fsyncDirSync, tempNameFor, writeFileAtomic } from './atomic_fs.ts';
 import { BUCKETS, type IndexEntry, bucketOf, bucketText, decodeBucket, encodeBucket, encodeRows, rowsOfBucketText } from './index_model.ts';
 import { REPLICA_DIR, TMP_PREFIX } from './paths.ts';
+import { replicaRootOf } from './scan_cache_file.ts';
+
+export { replicaRootOf };
 
 /** `.imz/config`: how this replica talks to its server. */
 export interface ReplicaConfig {
@@ -76,13 +79,8 @@ export class Replica {
 
   /** Opens the replica at dir, or the nearest ancestor holding .imz/ (as git does). */
   static async open(dir: string): Promise<Replica> {
-    let cur = resolve(dir);
-    for (;;) {
-      if (statSync(join(cur, REPLICA_DIR), { throwIfNoEntry: false })?.isDirectory()) break;
-      const up = dirname(cur);
-      if (up === cur) throw new ImzError(Codes.NOT_REPLICA, `cannot find a replica: ${resolve(dir)} is not inside an imz replica (run \`imz clone HOST:PORT DIR\`, or pass -C DIR)`);
-      cur = up;
-    }
+    const cur = replicaRootOf(dir);
+    if (cur === undefined) throw new ImzError(Codes.NOT_REPLICA, `cannot find a replica: ${resolve(dir)} is not inside an imz replica (run \`imz clone HOST:PORT DIR\`, or pass -C DIR)`);
     const r = new Replica(cur);
     try {
       // Small files, read synchronously: a follower opens the replica for every batch.
@@ -375,3 +373,4 @@ function _alive(pid: number): boolean {
     return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
+

@@ -1,7 +1,9 @@
-import { closeSync, fdatasyncSync, fstatSync, lstatSync, openSync, readFileSync, readSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, fdatasyncSync, lstatSync, openSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { tempNameFor } from './atomic_fs.ts';
 import { BUCKETS, type IndexEntry, decodeBucket } from './index_model.ts';
+import { PathList } from './path_list.ts';
+import { SCAN_CACHE_FILE, readScanCacheFile } from './scan_cache_file.ts';
 import type { Replica } from './replica.ts';
 import {
   type BucketSection,
@@ -11,6 +13,7 @@ import {
   FACTS,
   REMOTE_FLAG,
   type ScanCacheData,
+  BUCKET_SHIFT,
   bucketOfFacts,
   decodeScanCache,
   encodeScanCache,
@@ -18,8 +21,7 @@ import {
   newFacts,
 } from './scan_cache_model.ts';
 
-/** The cache's file in the replica's state directory. */
-export const SCAN_CACHE_FILE = 'scan-cache';
+export { SCAN_CACHE_FILE } from './scan_cache_file.ts';
 
 /** Marks a directory listing must predate its mtime by: a change in the same clock tick must not hide behind an equal mtime. */
 export const LISTING_SLACK_MS = 1000;
@@ -35,6 +37,15 @@ export class ScanCache {
   data: ScanCacheData;
   /** True when the file on disk no longer matches data. */
   changed: boolean;
+  /** With rowsAsLoaded: the rows of the buckets rebuilt from the index at load, updated in place, in order. */
+  patchedRows: readonly number[] = [];
+  /**
+   * True when the rows are the cache file's, path for path (a rebuild that
+   * only refreshed facts, under the same .imzignore): a pass over the file's
+   * rows then holds for every row outside the rebuilt buckets.
+   */
+  rowsAsLoaded = false;
+  private _lookups = 0;
   private _byPath: Map<string, number> | undefined;
 
   private constructor(data: ScanCacheData, changed: boolean) {
@@ -42,18 +53,17 @@ export class ScanCache {
     this.changed = changed;
   }
 
-  /** The paths joined by NUL (as decoded, or joined after a rebuild). */
-  pathBlob(): string {
-    this.data.pathBlob ??= this.data.paths.join('\0');
-    return this.data.pathBlob;
-  }
-
-  /** Loads .imz/scan-cache and brings it up to date with the index (and with the .imzignore identified by ignoreKey). */
-  static load(replica: Replica, ignoreKey: string): ScanCache {
+  /**
+   * Loads .imz/scan-cache and brings it up to date with the index (and with
+   * the .imzignore identified by ignoreKey). checked: the file's bytes as a
+   * pass worker already read and checksummed them (any valid cache will do:
+   * every section is checked against its bucket here).
+   */
+  static load(replica: Replica, ignoreKey: string, checked?: Uint8Array): ScanCache {
     let old: ScanCacheData | undefined;
     try {
-      const bytes = _readScanCache(join(replica.stateDir, SCAN_CACHE_FILE));
-      old = bytes && decodeScanCache(bytes);
+      const bytes = checked ?? readScanCacheFile(join(replica.stateDir, SCAN_CACHE_FILE));
+      old = bytes && decodeScanCache(bytes, checked === undefined);
     } catch {
       old = undefined; // none yet, or unreadable: rebuilt
     }
@@ -90,21 +100,37 @@ export class ScanCache {
       stale.set(b, entries);
     }
     const sameIgnore = old !== undefined && old.ignoreKey === ignoreKey;
-    if (stale.size === 0 && old && sameIgnore) return new ScanCache(old, false);
+    if (stale.size === 0 && old && sameIgnore) {
+      const current = new ScanCache(old, false);
+      current.rowsAsLoaded = true;
+      return current;
+    }
+    const patchedRows = old && sameIgnore ? _patchRows(old, stale) : undefined;
+    if (old && patchedRows) {
+      // The rebuilt buckets hold the same paths as before (contents changed, not names): their rows were updated in place.
+      old.sections = sections;
+      // Written back only when a rebuilt bucket can be trusted next time: one written in the last second is
+      // rebuilt again anyway (and a push has just written the buckets it changed).
+      const patched = new ScanCache(old, [...stale.keys()].some((b) => sections[b]!.size !== -2));
+      patched.rowsAsLoaded = true;
+      patched.patchedRows = patchedRows;
+      return patched;
+    }
 
     // Kept rows (still in path order), and the rebuilt buckets' entries, sorted, merged into one path order.
     const kept: number[] = [];
     const unmark: string[] = [];
     const marks = new Map<string, [number, number]>();
+    const oldPaths = old ? old.paths.toArray() : [];
     if (old) {
-      for (let i = 0; i < old.paths.length; i++) {
+      for (let i = 0; i < oldPaths.length; i++) {
         const b = bucketOfFacts(old.facts, i);
         const entries = stale.get(b);
         if (!entries) {
           kept.push(i);
           continue;
         }
-        const p = old.paths[i]!;
+        const p = oldPaths[i]!;
         // A path the index no longer has: its directory's mark said "nothing new here" with it tracked.
         if (!entries.has(p)) unmark.push(p);
         else if (old.facts[i * FACTS + F_LISTED_MTIME] !== 0) marks.set(p, [old.facts[i * FACTS + F_LISTED_MTIME]!, old.facts[i * FACTS + F_LISTED_CTIME]!]);
@@ -115,35 +141,38 @@ export class ScanCache {
     added.sort((x, y) => (x.p < y.p ? -1 : x.p > y.p ? 1 : 0));
 
     const n = kept.length + added.length;
-    const data: ScanCacheData = { sections, paths: new Array(n), facts: newFacts(n), targets: new Array(n), ignoreKey, rootListed: [0, 0] };
+    const paths: string[] = new Array(n);
+    const facts = newFacts(n);
+    const targets: string[] = new Array(n);
     let k = 0;
     let a = 0;
     for (let at = 0; at < n; at++) {
-      if (a >= added.length || (k < kept.length && old!.paths[kept[k]!]! < added[a]!.p)) {
+      if (a >= added.length || (k < kept.length && oldPaths[kept[k]!]! < added[a]!.p)) {
         // A run of kept rows that are contiguous in the old cache and come before the next added path: one copy.
         const first = kept[k]!;
         let len = 1;
         const limit = a < added.length ? added[a]!.p : undefined;
-        while (k + len < kept.length && kept[k + len] === first + len && (limit === undefined || old!.paths[first + len]! < limit)) len++;
-        data.facts.set(old!.facts.subarray(first * FACTS, (first + len) * FACTS), at * FACTS);
+        while (k + len < kept.length && kept[k + len] === first + len && (limit === undefined || oldPaths[first + len]! < limit)) len++;
+        facts.set(old!.facts.subarray(first * FACTS, (first + len) * FACTS), at * FACTS);
         for (let j = 0; j < len; j++) {
-          data.paths[at + j] = old!.paths[first + j]!;
-          data.targets[at + j] = old!.targets[first + j]!;
+          paths[at + j] = oldPaths[first + j]!;
+          targets[at + j] = old!.targets[first + j]!;
         }
         k += len;
         at += len - 1;
       } else {
         const { p, e, b } = added[a++]!;
-        factsOf(e, b, data.facts, at * FACTS);
+        factsOf(e, b, facts, at * FACTS);
         const mark = e.type === 2 ? marks.get(p) : undefined;
         if (mark) {
-          data.facts[at * FACTS + F_LISTED_MTIME] = mark[0];
-          data.facts[at * FACTS + F_LISTED_CTIME] = mark[1];
+          facts[at * FACTS + F_LISTED_MTIME] = mark[0];
+          facts[at * FACTS + F_LISTED_CTIME] = mark[1];
         }
-        data.paths[at] = p;
-        data.targets[at] = e.target;
+        paths[at] = p;
+        targets[at] = e.target;
       }
     }
+    const data: ScanCacheData = { sections, paths: PathList.fromStrings(paths), facts, targets, ignoreKey, rootListed: [0, 0] };
     const cache = new ScanCache(data, true);
     if (old && sameIgnore) {
       data.rootListed = old.rootListed;
@@ -164,11 +193,12 @@ export class ScanCache {
 
   /** The entry number of a tracked path, or -1. */
   lookup(path: string): number {
-    if (!this._byPath) {
-      this._byPath = new Map();
-      const paths = this.data.paths;
-      for (let i = 0; i < paths.length; i++) this._byPath.set(paths[i]!, i);
-    }
+    // A few lookups (a listed directory or two) search the sorted paths; many (a first scan lists every directory) use a map.
+    if (this._byPath) return this._byPath.get(path) ?? -1;
+    if (++this._lookups < _MAP_AFTER) return this.data.paths.indexOf(path);
+    this._byPath = new Map();
+    const all = this.data.paths.toArray();
+    for (let i = 0; i < all.length; i++) this._byPath.set(all[i]!, i);
     return this._byPath.get(path) ?? -1;
   }
 
@@ -224,33 +254,56 @@ export class ScanCache {
   }
 }
 
+/**
+ * Updates, in place, the rows of the stale buckets when each still holds
+ * exactly the paths it held (what a push or pull of changed contents
+ * leaves): no path list to rebuild, no rows to move. Returns the rows
+ * updated, in order; undefined, with nothing changed, when a path came or
+ * went. Listing marks stay (the directories
+ * are still tracked), except on a row that changed type.
+ */
+function _patchRows(old: ScanCacheData, stale: Map<number, Map<string, IndexEntry>>): number[] | undefined {
+  // The rows of each stale bucket, in path order; its entries, sorted the same way, must be those paths one for one.
+  const rowsOf = new Map<number, number[]>();
+  for (const b of stale.keys()) rowsOf.set(b, []);
+  const { facts, paths } = old;
+  for (let i = 0; i < paths.length; i++) rowsOf.get(facts[i * FACTS + F_TYPE]! >>> BUCKET_SHIFT)?.push(i);
+  const enc = new TextEncoder();
+  const updates: Array<{ i: number; e: IndexEntry; b: number }> = [];
+  for (const [b, entries] of stale) {
+    const rows = rowsOf.get(b)!;
+    if (rows.length !== entries.size) return undefined;
+    const names = [...entries.keys()].sort((x, y) => (x < y ? -1 : x > y ? 1 : 0));
+    for (let k = 0; k < rows.length; k++) {
+      const i = rows[k]!;
+      // Compared as bytes: no string is decoded for the rows.
+      const want = enc.encode(names[k]!);
+      const start = i === 0 ? 0 : paths.ends[i - 1]! + 1;
+      if (paths.ends[i]! - start !== want.length) return undefined;
+      for (let x = 0; x < want.length; x++) if (paths.bytes[start + x] !== want[x]) return undefined;
+      updates.push({ i, e: entries.get(names[k]!)!, b });
+    }
+  }
+  for (const { i, e, b } of updates) {
+    const o = i * FACTS;
+    const sameType = (facts[o + F_TYPE]! & 15) === e.type;
+    const mtime = facts[o + F_LISTED_MTIME]!;
+    const ctime = facts[o + F_LISTED_CTIME]!;
+    factsOf(e, b, facts, o);
+    if (sameType) {
+      facts[o + F_LISTED_MTIME] = mtime;
+      facts[o + F_LISTED_CTIME] = ctime;
+    }
+    old.targets[i] = e.target;
+  }
+  return updates.map((u) => u.i).sort((x, y) => x - y);
+}
+
+/** Lookups after which a map of every path pays for itself. */
+const _MAP_AFTER = 2048;
+
 function _identity(file: string): BucketSection {
   const st = lstatSync(file, { throwIfNoEntry: false });
   if (!st) return { ino: 0, size: -1, mtimeMs: 0, ctimeMs: 0 };
   return { ino: st.ino, size: st.size, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs };
-}
-
-/**
- * Reads a cache file into shared memory (where the runtime has it), so its
- * facts serve the scan and its worker in place; undefined when there is none.
- */
-function _readScanCache(file: string): Uint8Array | undefined {
-  let fd: number;
-  try {
-    fd = openSync(file, 'r');
-  } catch {
-    return undefined;
-  }
-  try {
-    const size = fstatSync(fd).size;
-    const bytes = new Uint8Array(typeof SharedArrayBuffer === 'function' ? new SharedArrayBuffer(size) : new ArrayBuffer(size));
-    for (let off = 0; off < size;) {
-      const k = readSync(fd, bytes, off, size - off, off);
-      if (k === 0) return bytes.subarray(0, off); // shrank meanwhile: the checksum will say so
-      off += k;
-    }
-    return bytes;
-  } finally {
-    closeSync(fd);
-  }
 }

@@ -1,5 +1,6 @@
 import type { EntryTypeCode } from '../protocol/messages.ts';
 import { BUCKETS, type IndexEntry } from './index_model.ts';
+import { PathList } from './path_list.ts';
 
 /**
  * The scan cache (.imz/scan-cache): a binary copy of the index's stat facts,
@@ -14,11 +15,9 @@ export interface ScanCacheData {
   /** Per index bucket, the identity of the bucket file its entries were derived from. */
   sections: BucketSection[];
   /** Every index path, in string order (lstat in that order finds the kernel's directory entries warm: ~30% faster). */
-  paths: string[];
+  paths: PathList;
   /** FACTS numbers per entry (see the F_ offsets), in shared memory where there is any (a pass worker reads them in place). */
   facts: Float64Array;
-  /** paths joined by NUL, when decoded from a file (what a pass worker is handed). */
-  pathBlob?: string;
   /** Symlink targets by entry ('' for the rest). */
   targets: string[];
   /** Identity of the .imzignore the listing marks were made under ('' without one). */
@@ -35,7 +34,7 @@ export interface BucketSection {
   ctimeMs: number;
 }
 
-export const SCAN_CACHE_MAGIC = 'imz-scan-cache 1'; // 16 bytes, the version in it
+export const SCAN_CACHE_MAGIC = 'imz-scan-cache 2'; // 16 bytes, the version in it
 export const FACTS = 8;
 export const F_TYPE = 0; // type code, plus REMOTE_FLAG, plus the bucket << BUCKET_SHIFT
 export const F_SIZE = 1;
@@ -85,23 +84,29 @@ export function bucketOfFacts(facts: Float64Array, i: number): number {
   return facts[i * FACTS + F_TYPE]! >>> BUCKET_SHIFT;
 }
 
-/** Encodes the cache: a fixed header and section table, the facts, then paths, targets and the ignore key as NUL-separated UTF-8. */
+/**
+ * Encodes the cache: a fixed header and section table, the facts, each
+ * path's end offset (32-bit), then paths, targets and the ignore key as
+ * NUL-separated UTF-8.
+ */
 export function encodeScanCache(d: ScanCacheData): Uint8Array {
   const enc = new TextEncoder();
   const n = d.paths.length;
-  const paths = enc.encode(d.paths.join('\0'));
   const links: string[] = [];
   for (let i = 0; i < n; i++) if ((d.facts[i * FACTS + F_TYPE]! & 15) === 3) links.push(d.targets[i] ?? '');
   const targets = enc.encode(links.join('\0'));
   const key = enc.encode(d.ignoreKey);
   const factsBytes = n * FACTS * 8;
-  const total = _BODY + factsBytes + paths.length + targets.length + key.length;
-  const buf = new ArrayBuffer(total + ((8 - (total % 8)) % 8));
+  const endsAt = _BODY + factsBytes;
+  const pathsAt = endsAt + _pad8(n * 4);
+  const pathBytes = d.paths.bytes.length;
+  const total = pathsAt + pathBytes + targets.length + key.length;
+  const buf = new ArrayBuffer(_pad8(total));
   const bytes = new Uint8Array(buf, 0, total);
   const view = new DataView(buf);
   bytes.set(enc.encode(SCAN_CACHE_MAGIC), 0);
   view.setUint32(24, n, true);
-  view.setUint32(28, paths.length, true);
+  view.setUint32(28, pathBytes, true);
   view.setUint32(32, targets.length, true);
   view.setUint32(36, key.length, true);
   const f64 = new Float64Array(buf, 40, (_BODY - 40) / 8);
@@ -112,9 +117,9 @@ export function encodeScanCache(d: ScanCacheData): Uint8Array {
     f64.set([s.ino, s.size, s.mtimeMs, s.ctimeMs], 2 + b * _SECTION_F64);
   }
   new Float64Array(buf, _BODY, n * FACTS).set(d.facts.subarray(0, n * FACTS));
-  let at = _BODY + factsBytes;
-  bytes.set(paths, at);
-  at += paths.length;
+  new Uint32Array(buf, endsAt, n).set(d.paths.ends);
+  bytes.set(d.paths.bytes, pathsAt);
+  let at = pathsAt + pathBytes;
   bytes.set(targets, at);
   at += targets.length;
   bytes.set(key, at);
@@ -125,13 +130,21 @@ export function encodeScanCache(d: ScanCacheData): Uint8Array {
 /**
  * Decodes the cache; undefined when it is not one, is of another version,
  * or does not check out (it is then rebuilt). verify false skips the
- * checksum, for bytes that never left memory.
+ * checksum and the structure checks, for bytes already decoded once (by a
+ * pass worker) or that never left memory. The facts and paths are
+ * views of the bytes (copied into shared memory first when they are not
+ * there), so a pass worker reads them in place.
  */
 export function decodeScanCache(input: Uint8Array, verify = true): ScanCacheData | undefined {
   if (input.length < _BODY) return undefined;
   if (new TextDecoder().decode(input.subarray(0, 16)) !== SCAN_CACHE_MAGIC) return undefined;
-  // Float64Array views need an 8-aligned offset.
-  const bytes = input.byteOffset % 8 === 0 ? input : input.slice();
+  let bytes = input;
+  if (!(input.buffer instanceof SharedArrayBuffer) && typeof SharedArrayBuffer === 'function') {
+    bytes = new Uint8Array(new SharedArrayBuffer(_pad8(input.length)), 0, input.length);
+    bytes.set(input);
+  } else if (input.byteOffset % 8 !== 0) {
+    bytes = input.slice(); // Float64Array views need an 8-aligned offset
+  }
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.length);
   if (verify && view.getUint32(16, true) !== checksum(bytes, 20)) return undefined;
   const n = view.getUint32(24, true);
@@ -139,41 +152,41 @@ export function decodeScanCache(input: Uint8Array, verify = true): ScanCacheData
   const targetBytes = view.getUint32(32, true);
   const keyBytes = view.getUint32(36, true);
   const factsBytes = n * FACTS * 8;
-  if (_BODY + factsBytes + pathBytes + targetBytes + keyBytes !== bytes.length) return undefined;
+  const endsAt = _BODY + factsBytes;
+  const pathsAt = endsAt + _pad8(n * 4);
+  if (pathsAt + pathBytes + targetBytes + keyBytes !== bytes.length) return undefined;
   const head = new Float64Array(bytes.buffer, bytes.byteOffset + 40, (_BODY - 40) / 8);
   const sections: BucketSection[] = [];
   for (let b = 0; b < BUCKETS; b++) {
     const o = 2 + b * _SECTION_F64;
     sections.push({ ino: head[o]!, size: head[o + 1]!, mtimeMs: head[o + 2]!, ctimeMs: head[o + 3]! });
   }
-  // Bytes already in shared memory (readScanCache) are used in place; others are copied there.
-  let facts: Float64Array;
-  if (bytes.buffer instanceof SharedArrayBuffer) facts = new Float64Array(bytes.buffer, bytes.byteOffset + _BODY, n * FACTS);
-  else {
-    facts = newFacts(n);
-    facts.set(new Float64Array(bytes.buffer, bytes.byteOffset + _BODY, n * FACTS));
-  }
-  let at = _BODY + factsBytes;
-  const pathBlob = _utf8(bytes.subarray(at, at + pathBytes));
-  const paths = n === 0 ? [] : pathBlob.split('\0');
-  at += pathBytes;
+  const facts = new Float64Array(bytes.buffer, bytes.byteOffset + _BODY, n * FACTS);
+  const paths = new PathList(bytes.subarray(pathsAt, pathsAt + pathBytes), new Uint32Array(bytes.buffer, bytes.byteOffset + endsAt, n));
+  if (verify && !paths.valid()) return undefined;
+  let at = pathsAt + pathBytes;
   const links = _utf8(bytes.subarray(at, at + targetBytes)).split('\0');
   at += targetBytes;
   const ignoreKey = _utf8(bytes.subarray(at, at + keyBytes));
-  if (paths.length !== n) return undefined;
   const targets: string[] = new Array(n).fill('');
   let li = 0;
-  for (let i = 0; i < n; i++) {
-    const t = facts[i * FACTS + F_TYPE]!;
-    if (!(Number.isInteger(t) && t >= 0 && t < BUCKETS << BUCKET_SHIFT)) return undefined;
-    if ((t & 15) === 3) {
-      if (li >= links.length) return undefined;
-      targets[i] = links[li++]!;
+  if (verify || targetBytes > 0) {
+    for (let i = 0; i < n; i++) {
+      const t = facts[i * FACTS + F_TYPE]!;
+      if (!(Number.isInteger(t) && t >= 0 && t < BUCKETS << BUCKET_SHIFT)) return undefined;
+      if ((t & 15) === 3) {
+        if (li >= links.length) return undefined;
+        targets[i] = links[li++]!;
+      }
     }
   }
   // ''.split gives [''], so no symlinks means no targets.
   if (li !== (li === 0 && targetBytes === 0 ? 0 : links.length)) return undefined;
-  return { sections, paths, facts, pathBlob, targets, ignoreKey, rootListed: [head[0]!, head[1]!] };
+  return { sections, paths, facts, targets, ignoreKey, rootListed: [head[0]!, head[1]!] };
+}
+
+function _pad8(k: number): number {
+  return k + ((8 - (k % 8)) % 8);
 }
 
 const _decoder = new TextDecoder();

@@ -2,6 +2,7 @@ import { lstatSync, readlinkSync, type Stats } from 'node:fs';
 import { Worker } from 'node:worker_threads';
 import { type StatFacts, lstatFacts } from './fast_lstat.ts';
 import { sameMtime } from './file_times.ts';
+import type { PathList } from './path_list.ts';
 import { F_CTIME, F_INO, F_LISTED_CTIME, F_LISTED_MTIME, F_MODE, F_MTIME, F_SIZE, F_TYPE, FACTS, REMOTE_FLAG } from './scan_cache_model.ts';
 
 /** What the lstat pass says of an entry: 0 clean, else these bits. */
@@ -17,8 +18,9 @@ const _SYMLINK = 3;
 
 /** The tracked paths and their index facts (a scan cache), and what a pass needs to judge them. */
 export interface PassInput {
+  /** The tree's root and a slash, or '' when the process's working directory is the root (shorter paths: a shorter walk in the kernel). */
   rootSlash: string;
-  paths: string[];
+  paths: PathList;
   facts: Float64Array;
   targets: string[];
   /** When the index was last written (racily clean files need hashing). */
@@ -33,15 +35,18 @@ export interface PassInput {
  * listing mark); a symlink when its target matches.
  */
 export function checkRange(inp: PassInput, from: number, to: number, state: Uint8Array): void {
-  const { rootSlash, paths, facts, targets, refTime } = inp;
+  const { rootSlash, facts, targets, refTime } = inp;
+  // Decoded for this range only: strings that die young cost the garbage collector nothing.
+  const names = inp.paths.slice(from, to);
   const st = _facts;
   for (let i = from; i < to; i++) {
+    const path = rootSlash === '' ? names[i - from]! : rootSlash + names[i - from]!;
     const o = i * FACTS;
     const t = facts[o + F_TYPE]!;
     const type = t & 15;
     let there: boolean;
     try {
-      there = _lstatFacts(rootSlash + paths[i]!, st);
+      there = _lstatFacts(path, st);
     } catch {
       // ELOOP, EACCES...: a close look, this entry only. Below a tracked directory that became a symlink
       // (a loop, or a place not to be entered) the scan then counts it gone; anywhere else the close look
@@ -69,7 +74,7 @@ export function checkRange(inp: PassInput, from: number, to: number, state: Uint
     } else if (type === _SYMLINK) {
       let target: string | undefined;
       try {
-        target = fmt === _S_IFLNK ? readlinkSync(rootSlash + paths[i]!) : undefined;
+        target = fmt === _S_IFLNK ? readlinkSync(path) : undefined;
       } catch {
         target = undefined;
       }
@@ -131,12 +136,10 @@ export const CHUNK = 1024;
 export interface PassJob {
   rootSlash: string;
   refTime: number;
-  /** The paths joined by NUL (one string: cloning it is a copy, not 100,000 strings). */
-  pathBlob: string;
-  /** The facts rows, read in place: factsLength numbers from byte factsOffset (a cache read from its file sits after the header). */
-  facts: SharedArrayBuffer;
-  factsOffset: number;
-  factsLength: number;
+  /** The paths (PathList's bytes and ends) and the facts rows: views of shared memory, read in place. */
+  pathBytes: Uint8Array;
+  pathEnds: Uint32Array;
+  facts: Float64Array;
   /** Symlink targets by entry number (the only non-empty ones). */
   links: Array<[number, string]>;
   state: SharedArrayBuffer;
@@ -144,27 +147,79 @@ export interface PassJob {
   done: SharedArrayBuffer;
 }
 
+/** What a worker started with a directory does on its own (see PassWorker.warmUp). */
+export interface SpeculationStart {
+  /** Where the replica is looked for (resolved by the caller: the process may change directory meanwhile). */
+  dir: string;
+  /** The claim counter (CTL_NEXT) and the stop flag (CTL_STOP), shared from the start so the scan can stop it at any time. */
+  ctl: SharedArrayBuffer;
+}
+
+/** A pass a worker began before the scan asked: over the cache file as it read and checked it. */
+export interface Speculation {
+  /** The replica's root, the cache file's bytes (checksummed), and the index write time it judged racy files by. */
+  root: string;
+  bytes: Uint8Array;
+  refTime: number;
+  /** Its verdicts and finished chunks; chunks are claimed from the counter of the ctl it was started with. */
+  state: Uint8Array;
+  done: Uint8Array;
+}
+
+/**
+ * How long a scan waits for a worker to say what it began: about what
+ * reading and checking the cache itself costs. A worker not up by then
+ * (a slow start) is stopped and handed a job instead.
+ */
+export const SPECULATION_WAIT_MS = 15;
+
+/** Slots of a pass's ctl array. */
+export const CTL_NEXT = 0; // the next chunk to claim
+export const CTL_STOP = 1; // set: a worker's own pass stops claiming
+
 /**
  * A worker thread started before the scan knows what to give it: a
- * thread's start-up (30-60 ms here) then overlaps loading the cache.
+ * thread's start-up (30-60 ms here) then overlaps the CLI's. Started with
+ * a directory, it does not wait: it finds the replica, reads and checks its
+ * scan cache and starts the lstat pass alone, on the core the process's
+ * start-up leaves idle. The scan joins that pass when the cache it loads
+ * is the one the worker read; otherwise it stops it and hands it a job.
  * Unref'd, so an unused one never keeps the process alive.
  */
 export class PassWorker {
   gone = false;
   private readonly _w: Worker;
+  private readonly _ctl: Int32Array | undefined;
+  private readonly _spec: Promise<Speculation | undefined>;
 
-  private constructor(w: Worker) {
+  private constructor(w: Worker, ctl: Int32Array | undefined) {
     this._w = w;
+    this._ctl = ctl;
+    let settle: (s: Speculation | undefined) => void = () => {};
+    this._spec = ctl ? new Promise((r) => (settle = r)) : Promise.resolve(undefined);
+    w.on('message', (m: { speculation?: Speculation }) => settle(m.speculation));
+    const end = () => {
+      this.gone = true;
+      settle(undefined);
+    };
+    w.on('error', end);
+    w.on('exit', end);
+    // After the listeners: a 'message' listener refs the worker again.
     w.unref();
-    w.on('error', () => (this.gone = true));
-    w.on('exit', () => (this.gone = true));
   }
 
-  /** Starts one; undefined where threads or shared memory are not to be had. */
-  static start(): PassWorker | undefined {
+  /**
+   * Starts one (with a directory: see the class); undefined where threads
+   * or shared memory are not to be had. url: the worker's module, for a
+   * runtime that cannot load the one beside this file (tests under tsx
+   * give the bundle's).
+   */
+  static start(dir?: string, url: URL = _workerUrl()): PassWorker | undefined {
     if (typeof SharedArrayBuffer !== 'function') return undefined;
     try {
-      return new PassWorker(new Worker(_workerUrl()));
+      const ctl = dir === undefined ? undefined : new Int32Array(new SharedArrayBuffer(8));
+      const workerData: SpeculationStart | undefined = ctl && { dir: dir!, ctl: ctl.buffer as SharedArrayBuffer };
+      return new PassWorker(new Worker(url, { workerData }), ctl);
     } catch {
       return undefined;
     }
@@ -174,10 +229,11 @@ export class PassWorker {
 
   /**
    * Starts one now for the next scan of this process to take: a CLI about
-   * to scan calls this first thing, so the thread is up when the pass starts.
+   * to scan calls this first thing, with the directory it will scan
+   * (absolute), so the pass is under way when the scan starts.
    */
-  static warmUp(): void {
-    PassWorker._warm ??= PassWorker.start();
+  static warmUp(dir?: string, url?: URL): void {
+    PassWorker._warm ??= PassWorker.start(dir, url);
   }
 
   /** The worker warmUp started, if any and still alive (each is taken once). */
@@ -185,6 +241,32 @@ export class PassWorker {
     const w = PassWorker._warm;
     PassWorker._warm = undefined;
     return w && !w.gone ? w : undefined;
+  }
+
+  /**
+   * The pass it began on its own for the replica at root, once it has
+   * said (it does so before its first lstat); undefined when it began none,
+   * or one for another directory (which is then stopped).
+   */
+  async speculation(root: string, waitMs = SPECULATION_WAIT_MS): Promise<Speculation | undefined> {
+    let wake: () => void = () => {};
+    const late = new Promise<undefined>((r) => (wake = () => r(undefined)));
+    const timer = setTimeout(() => wake(), waitMs);
+    const s = await Promise.race([this._spec, late]);
+    clearTimeout(timer);
+    if (s && s.root === root) return s;
+    this.stopSpeculation();
+    return undefined;
+  }
+
+  /** Stops the pass it began on its own (it finishes the chunk it is in, then takes a job). */
+  stopSpeculation(): void {
+    if (this._ctl) Atomics.store(this._ctl, CTL_STOP, 1);
+  }
+
+  /** The ctl array of its own pass (to join it). */
+  get ctl(): Int32Array | undefined {
+    return this._ctl;
   }
 
   /** Hands it the job (it then claims chunks until none are left). */
@@ -204,35 +286,46 @@ export interface RunPassOptions {
   onProgress?: (done: number) => void;
   /** A worker started early (PassWorker.start); runPass stops it when done. Without one, none is used. */
   worker?: PassWorker;
-  /** The paths joined by NUL, for the worker (called only when there is one). */
-  pathBlob: () => string;
+  /**
+   * The worker's own pass over these very paths and facts (its
+   * speculation, with the ctl it was started with): joined, not started.
+   */
+  joined?: { state: Uint8Array; done: Uint8Array; ctl: Int32Array };
 }
 
 /**
  * The lstat pass over every tracked path, shared with a worker thread on
  * a large tree: both claim chunks of CHUNK entries from a shared counter,
- * so the main thread starts at once and the worker joins when it is up.
- * lstat is a system call per path (the kernel's path walk is most of it),
- * so two threads nearly halve the pass on two cores. When the worker
- * cannot start or dies, the main thread does what it left.
+ * so the main thread starts at once and the worker joins when it is up
+ * (or the main thread joins the worker, which began first). lstat is a
+ * system call per path (the kernel's path walk is most of it), so two
+ * threads nearly halve the pass on two cores. When the worker cannot
+ * start or dies, the main thread does what it left.
  */
 export async function runPass(inp: PassInput, opts: RunPassOptions): Promise<Uint8Array> {
   const n = inp.paths.length;
   const chunks = Math.ceil(n / CHUNK);
-  const worker = opts.worker && !opts.worker.gone && inp.facts.buffer instanceof SharedArrayBuffer ? opts.worker : undefined;
+  const shared = inp.facts.buffer instanceof SharedArrayBuffer && inp.paths.bytes.buffer instanceof SharedArrayBuffer && inp.paths.ends.buffer instanceof SharedArrayBuffer;
+  const worker = opts.worker && !opts.worker.gone && shared ? opts.worker : undefined;
   const mem = (size: number) => (worker ? new SharedArrayBuffer(Math.max(1, size)) : new ArrayBuffer(Math.max(1, size)));
-  const state = new Uint8Array(mem(n), 0, n);
-  const ctl = new Int32Array(mem(4));
-  const done = new Uint8Array(mem(chunks));
-  if (worker) {
-    const links: Array<[number, string]> = [];
-    for (let i = 0; i < n; i++) if ((inp.facts[i * FACTS + F_TYPE]! & 15) === _SYMLINK) links.push([i, inp.targets[i]!]);
-    worker.send({
-      rootSlash: inp.rootSlash, refTime: inp.refTime, pathBlob: opts.pathBlob(), facts: inp.facts.buffer as SharedArrayBuffer,
-      // The view's place in its buffer, not the whole buffer: a cache read from its file has its header before the facts.
-      factsOffset: inp.facts.byteOffset, factsLength: inp.facts.length, links,
-      state: state.buffer as SharedArrayBuffer, ctl: ctl.buffer as SharedArrayBuffer, done: done.buffer as SharedArrayBuffer,
-    });
+  let state: Uint8Array;
+  let ctl: Int32Array;
+  let done: Uint8Array;
+  if (opts.joined && opts.joined.state.length === n && opts.joined.done.length === chunks) {
+    ({ state, ctl, done } = opts.joined);
+  } else {
+    state = new Uint8Array(mem(n), 0, n);
+    ctl = new Int32Array(mem(8));
+    done = new Uint8Array(mem(chunks));
+    if (worker) {
+      const links: Array<[number, string]> = [];
+      for (let i = 0; i < n; i++) if ((inp.facts[i * FACTS + F_TYPE]! & 15) === _SYMLINK) links.push([i, inp.targets[i]!]);
+      // Views of shared memory cross as views of the same memory (offsets kept): nothing is copied.
+      worker.send({
+        rootSlash: inp.rootSlash, refTime: inp.refTime, pathBytes: inp.paths.bytes, pathEnds: inp.paths.ends, facts: inp.facts, links,
+        state: state.buffer as SharedArrayBuffer, ctl: ctl.buffer as SharedArrayBuffer, done: done.buffer as SharedArrayBuffer,
+      });
+    }
   }
   const runChunk = (c: number): void => {
     checkRange(inp, c * CHUNK, Math.min(n, (c + 1) * CHUNK), state);
@@ -241,7 +334,7 @@ export async function runPass(inp: PassInput, opts: RunPassOptions): Promise<Uin
   try {
     let sinceYield = 0;
     for (;;) {
-      const c = Atomics.add(ctl, 0, 1);
+      const c = Atomics.add(ctl, CTL_NEXT, 1);
       if (c >= chunks) break;
       runChunk(c);
       if (++sinceYield >= 16) {

@@ -1,25 +1,25 @@
-// The second thread of a scan's lstat pass (core/scan_pass.ts runPass):
-// waits for its job, then claims chunks of entries from the shared counter
-// until none are left. Loads no more than the pass needs.
-import { parentPort } from 'node:worker_threads';
-import { CHECK, CHUNK, type PassJob, checkRange } from './scan_pass.ts';
+// The second thread of a scan's lstat pass (core/scan_pass.ts runPass and
+// PassWorker). Started with a directory, it first runs a pass of its own
+// over the replica's scan cache as it finds it (the scan joins it or stops
+// it); then, or at once, it waits for a job and claims chunks of entries
+// from the shared counter until none are left. Loads no more than the
+// pass needs.
+import { join } from 'node:path';
+import { parentPort, workerData } from 'node:worker_threads';
+import { PathList } from './path_list.ts';
+import { REPLICA_DIR } from './paths.ts';
+import { SCAN_CACHE_FILE, indexWriteTime, readScanCacheFile, replicaRootOf } from './scan_cache_file.ts';
+import { decodeScanCache } from './scan_cache_model.ts';
+import { CHECK, CHUNK, CTL_NEXT, CTL_STOP, type PassInput, type PassJob, type Speculation, type SpeculationStart, checkRange } from './scan_pass.ts';
 
-parentPort?.once('message', (d: PassJob) => {
-  // Nothing but native calls before the first claim: this thread's code is not compiled yet.
-  const paths = d.pathBlob === '' ? [] : d.pathBlob.split('\0');
-  // The facts view where the main thread has it (not the buffer's start: a cache read from its file has its header there).
-  const facts = new Float64Array(d.facts, d.factsOffset, d.factsLength);
-  const targets: string[] = [];
-  for (const [i, t] of d.links) targets[i] = t;
-  const inp = { rootSlash: d.rootSlash, paths, facts, targets, refTime: d.refTime };
-  const state = new Uint8Array(d.state);
-  const ctl = new Int32Array(d.ctl);
-  const done = new Uint8Array(d.done);
-  const n = paths.length;
+/** Claims chunks from ctl until none are left (or, for the worker's own pass, it is told to stop). */
+function _claim(inp: PassInput, state: Uint8Array, ctl: Int32Array, done: Uint8Array, stoppable: boolean): void {
+  const n = inp.paths.length;
   const chunks = Math.ceil(n / CHUNK);
   for (;;) {
-    const c = Atomics.add(ctl, 0, 1);
-    if (c >= chunks) break;
+    if (stoppable && Atomics.load(ctl, CTL_STOP) !== 0) return;
+    const c = Atomics.add(ctl, CTL_NEXT, 1);
+    if (c >= chunks) return;
     const from = c * CHUNK;
     const to = Math.min(n, from + CHUNK);
     try {
@@ -30,4 +30,39 @@ parentPort?.once('message', (d: PassJob) => {
     }
     Atomics.store(done, c, 1);
   }
+}
+
+/** The worker's own pass (see PassWorker): always says what it began, or that it began nothing, before it starts. */
+function _speculate(start: SpeculationStart): void {
+  let spec: Speculation | undefined;
+  let inp: PassInput | undefined;
+  try {
+    const root = replicaRootOf(start.dir);
+    const stateDir = root === undefined ? undefined : join(root, REPLICA_DIR);
+    const bytes = stateDir === undefined ? undefined : readScanCacheFile(join(stateDir, SCAN_CACHE_FILE));
+    const data = bytes && decodeScanCache(bytes);
+    if (root !== undefined && stateDir !== undefined && bytes && data && bytes.buffer instanceof SharedArrayBuffer) {
+      const n = data.paths.length;
+      const refTime = indexWriteTime(stateDir);
+      spec = {
+        root, bytes, refTime,
+        state: new Uint8Array(new SharedArrayBuffer(Math.max(1, n)), 0, n),
+        done: new Uint8Array(new SharedArrayBuffer(Math.max(1, Math.ceil(n / CHUNK))), 0, Math.ceil(n / CHUNK)),
+      };
+      inp = { rootSlash: root.endsWith('/') ? root : `${root}/`, paths: data.paths, facts: data.facts, targets: data.targets, refTime };
+    }
+  } catch {
+    spec = undefined; // nothing begun: the scan hands a job as usual
+  }
+  parentPort!.postMessage({ speculation: spec });
+  if (spec && inp) _claim(inp, spec.state, new Int32Array(start.ctl), spec.done, true);
+}
+
+parentPort?.once('message', (d: PassJob) => {
+  const paths = new PathList(d.pathBytes, d.pathEnds);
+  const targets: string[] = [];
+  for (const [i, t] of d.links) targets[i] = t;
+  _claim({ rootSlash: d.rootSlash, paths, facts: d.facts, targets, refTime: d.refTime }, new Uint8Array(d.state), new Int32Array(d.ctl), new Uint8Array(d.done), false);
 });
+
+if (workerData) _speculate(workerData as SpeculationStart);

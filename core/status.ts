@@ -1,7 +1,7 @@
 import { Codes, ImzError } from '../protocol/errors.ts';
 import { type LocalChange, scanChanges } from './changes.ts';
 import { type ConflictRecord, listConflicts } from './conflicts.ts';
-import { type SecurityOptions, connectReplica } from './credentials.ts';
+import type { SecurityOptions } from './credentials.ts';
 import type { Remote } from './remote.ts';
 import { Replica } from './replica.ts';
 import type { SkippedPath } from './tree_scan.ts';
@@ -81,6 +81,8 @@ async function _askServer(replica: Replica, timeoutMs: number, security: Securit
   const address = replica.config.remote;
   let remote: Remote;
   try {
+    // Loaded here, not with status: the protocol's codec then loads while the scan waits for its worker, not before the scan.
+    const { connectReplica } = await import('./credentials.ts');
     remote = await connectReplica(replica, security, { timeoutMs });
   } catch (err) {
     return { reachable: false, address, error: err instanceof ImzError ? err.message : String((err as Error)?.message ?? err), code: err instanceof ImzError ? err.code : Codes.INTERNAL };

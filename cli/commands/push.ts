@@ -1,7 +1,7 @@
 import type { Argv, CommandModule } from 'yargs';
 import { Exit } from '../exit_codes.ts';
 import { type GlobalArgs, formatBytes } from '../output.ts';
-import { run, securityOf, workDir } from '../run.ts';
+import { enterReplica, run, securityOf } from '../run.ts';
 import { pushEventPrinter } from './push_events.ts';
 
 interface PushArgs extends GlobalArgs {
@@ -22,7 +22,7 @@ export const pushCommand: CommandModule<GlobalArgs, PushArgs> = {
     .example('imz push --policy server-wins', 'on conflict keep the server\'s version; yours is kept as a conflict copy') as unknown as Argv<PushArgs>,
   handler: (args) => run(args, async (out) => {
     const { push } = await import('../../core/push.ts');
-    const r = await push(workDir(args), { policy: args.policy, allowMassDelete: args.allowMassDelete, security: securityOf(args), onEvent: pushEventPrinter(out, args.verbose) });
+    const r = await push(await enterReplica(args), { policy: args.policy, allowMassDelete: args.allowMassDelete, security: securityOf(args), onEvent: pushEventPrinter(out, args.verbose) });
     out.stopProgress();
     out.event({ event: 'pushed', logged: r.logged, applied: r.applied, conflicts: r.conflicts.length, settled: r.settled.length, rejected: r.rejected, uploadedBytes: r.uploadedBytes });
     if (r.logged === 0 && r.applied === 0) out.line('nothing to push');

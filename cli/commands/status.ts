@@ -2,7 +2,7 @@ import type { Argv, CommandModule } from 'yargs';
 import type { LocalChange } from '../../core/changes.ts';
 import { Exit } from '../exit_codes.ts';
 import type { GlobalArgs } from '../output.ts';
-import { run, securityOf, workDir } from '../run.ts';
+import { enterReplica, run, securityOf } from '../run.ts';
 
 interface StatusArgs extends GlobalArgs {
   short: boolean;
@@ -42,7 +42,7 @@ export const statusCommand: CommandModule<GlobalArgs, StatusArgs> = {
     .epilogue(EPILOGUE) as unknown as Argv<StatusArgs>,
   handler: (args) => run(args, async (out) => {
     const { status } = await import('../../core/status.ts');
-    const r0 = await status(workDir(args), {
+    const r0 = await status(await enterReplica(args), {
       security: securityOf(args),
       offline: args.offline,
       onProgress: (n) => void out.progress(`scanning: ${n} entries`),

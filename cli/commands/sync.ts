@@ -1,7 +1,7 @@
 import type { Argv, CommandModule } from 'yargs';
 import { Exit } from '../exit_codes.ts';
 import type { GlobalArgs } from '../output.ts';
-import { run, securityOf, workDir } from '../run.ts';
+import { enterReplica, run, securityOf } from '../run.ts';
 import { followEventPrinter, pullEventPrinter, stopOnSignals } from './progress.ts';
 import { pushEventPrinter } from './push_events.ts';
 
@@ -28,7 +28,7 @@ export const syncCommand: CommandModule<GlobalArgs, SyncArgs> = {
       const { watchSync } = await import('../../core/watch_sync.ts');
       const follows = followEventPrinter(out);
       const pushes = pushEventPrinter(out, true);
-      const r = await watchSync(workDir(args), {
+      const r = await watchSync(await enterReplica(args), {
         security: securityOf(args),
         policy: args.policy, allowMassDelete: args.allowMassDelete, signal: stopOnSignals(),
         onEvent: (e) => {
@@ -47,7 +47,7 @@ export const syncCommand: CommandModule<GlobalArgs, SyncArgs> = {
       return Exit.OK;
     }
     const { sync } = await import('../../core/sync.ts');
-    const r = await sync(workDir(args), { policy: args.policy, allowMassDelete: args.allowMassDelete, security: securityOf(args), onPull: pullEventPrinter(out, args.verbose), onPush: pushEventPrinter(out, args.verbose) });
+    const r = await sync(await enterReplica(args), { policy: args.policy, allowMassDelete: args.allowMassDelete, security: securityOf(args), onPull: pullEventPrinter(out, args.verbose), onPush: pushEventPrinter(out, args.verbose) });
     out.stopProgress();
     const outstanding = r.outstanding;
     out.event({ event: 'synced', pulled: r.pull.changed, pushed: r.push.applied, conflicts: outstanding, cursor: r.pull.cursor });

@@ -356,4 +356,29 @@ T('the scan walks exactly what walkTree walks: reserved, bad, long and special n
   assert.is(s.skipped.length, 3, `skipped: ${skipped.join(', ')}`);
 });
 
+T('with the working directory at the root, the scan takes relative paths and finds the same changes', async () => {
+  const dir = await cloned();
+  await sleep(1100); // past the racy second, so the pass settles clean files itself
+  await writeFile(join(dir, 'docs', 'notes', 'more.md'), 'changed notes!\n');
+  await unlink(join(dir, 'twin-a.txt'));
+  await mkdir(join(dir, 'newdir'));
+  await writeFile(join(dir, 'newdir', 'x.txt'), 'x\n');
+  const whole = brief(await scan(dir));
+  assert.ok(whole.includes('modify docs/notes/more.md') && whole.includes('delete twin-a.txt') && whole.includes('create newdir/x.txt'), whole.join(', '));
+  const was = process.cwd();
+  try {
+    process.chdir(dir);
+    assert.equal(brief(await scan(dir)), whole, 'the same from inside the root');
+    // A directory of the same name made where the root was: the working directory is the old one, so whole paths are used.
+    const moved = `${dir}-moved`;
+    await rename(dir, moved);
+    execFileSync('cp', ['-a', moved, dir]);
+    await writeFile(join(dir, 'twin-b.txt'), 'only in the new one\n');
+    const fresh = brief(await scan(dir));
+    assert.ok(fresh.includes('modify twin-b.txt'), `the tree at the root's path is scanned, not the working directory: ${fresh.join(', ')}`);
+  } finally {
+    process.chdir(was);
+  }
+});
+
 T.run();

@@ -86,7 +86,7 @@ T.before(async () => {
   for (const d of [...pool, ...pool2, solo]) {
     assert.equal(brief(await scan(d)), [], `a fresh clone is clean: ${d}`);
     const c = cacheOf(d)!;
-    for (let i = 0; i < c.paths.length; i++) if (typeOfFacts(c.facts, i) === 2) assert.ok(c.facts[i * FACTS + F_LISTED_MTIME]! > 0, `${c.paths[i]} marked`);
+    for (let i = 0; i < c.paths.length; i++) if (typeOfFacts(c.facts, i) === 2) assert.ok(c.facts[i * FACTS + F_LISTED_MTIME]! > 0, `${c.paths.at(i)} marked`);
     assert.ok(c.rootListed[0] > 0, 'root marked');
   }
 });

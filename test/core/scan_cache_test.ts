@@ -11,6 +11,7 @@ import { type ChangeScan, scanChanges } from '../../core/changes.ts';
 import { Replica } from '../../core/replica.ts';
 import { SCAN_CACHE_FILE } from '../../core/scan_cache.ts';
 import { FACTS, F_LISTED_MTIME, decodeScanCache, encodeScanCache, typeOfFacts } from '../../core/scan_cache_model.ts';
+import { CHECK, PassWorker } from '../../core/scan_pass.ts';
 import { type ServerHandle, cleanupAll, copyFixture, imz, makeTmp, startServer } from '../helpers.ts';
 
 const T = suite('scan_cache');
@@ -28,6 +29,8 @@ T.before(async () => {
 });
 T.after(cleanupAll);
 
+/** The bundle's worker (dist/, built before the tests): tsx does not load .ts modules in threads. */
+const WORKER = new URL('../../dist/scan_worker.js', import.meta.url);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const brief = (s: ChangeScan) => s.changes.map((c) => (c.kind === 'rename' ? `rename ${c.fromPath} -> ${c.path}` : `${c.kind} ${c.path}`));
 const scan = async (dir: string) => scanChanges(await Replica.open(dir));
@@ -155,6 +158,87 @@ T('the CLI gives the same answer with the worker thread as without', async () =>
   }
   assert.ok(answers[0]!.includes('docs/page-11.txt') && answers[0]!.includes('bin/hello.sh') && answers[0]!.includes('new-top.txt'), answers[0]);
   assert.is(answers[0], answers[1]);
+});
+
+T('a worker started with the directory runs its own pass over the cache file, and stops when told', async () => {
+  const dir = await marked();
+  await appendFile(join(dir, 'docs', 'page-3.txt'), 'more\n');
+  const replica = await Replica.open(dir);
+  const w = PassWorker.start(join(dir, 'docs'), WORKER)!; // below the root: the worker finds the replica itself
+  try {
+    const spec = await w.speculation(replica.root, 10_000);
+    assert.ok(spec, 'it began a pass');
+    assert.is(spec!.root, replica.root);
+    const data = decodeScanCache(spec!.bytes)!;
+    const row = data.paths.indexOf('docs/page-3.txt');
+    const clean = data.paths.indexOf('docs/page-4.txt');
+    for (let waited = 0; spec!.done.some((d) => d === 0) && waited < 10_000; waited += 10) await sleep(10);
+    assert.ok(spec!.done.every((d) => d === 1), 'it finished every chunk');
+    assert.is(spec!.state[row]! & CHECK, CHECK, 'the appended file needs a close look');
+    assert.is(spec!.state[clean], 0, 'an untouched file is clean');
+  } finally {
+    w.stop();
+  }
+  // For another directory it is stopped, and says so.
+  const other = PassWorker.start(join(dir, 'docs'), WORKER)!;
+  try {
+    assert.is(await other.speculation('/not/this/root', 10_000), undefined);
+  } finally {
+    other.stop();
+  }
+  // Outside any replica it begins nothing.
+  const none = PassWorker.start(tmp, WORKER)!;
+  try {
+    assert.is(await none.speculation(replica.root, 10_000), undefined);
+  } finally {
+    none.stop();
+  }
+});
+
+T("a scan that joins the warm worker's pass finds what a scan without it finds, also after the index moved under the cache", async () => {
+  const dir = await marked();
+  const was = process.env.IMZ_SCAN_WORKER_MIN;
+  process.env.IMZ_SCAN_WORKER_MIN = '0';
+  try {
+    const withWorker = async () => {
+      PassWorker.warmUp(dir, WORKER);
+      await sleep(300); // the worker's own pass under way (or done) before the scan starts
+      return brief(await scan(dir)).sort();
+    };
+    const without = async () => {
+      process.env.IMZ_SCAN_WORKER_MIN = '1000000';
+      try {
+        return brief(await scan(dir)).sort();
+      } finally {
+        process.env.IMZ_SCAN_WORKER_MIN = '0';
+      }
+    };
+    await appendFile(join(dir, 'docs', 'page-1.txt'), 'x\n');
+    await writeFile(join(dir, 'docs', 'page-2.txt'), 'page 2, other\n');
+    const a = await withWorker();
+    assert.ok(a.includes('modify docs/page-1.txt') && a.includes('modify docs/page-2.txt'), a.join(', '));
+    assert.equal(await without(), a);
+    // A push rewrites the index buckets of what it sent: the cache file's rows for them are refreshed in place at load.
+    const p = await imz(['push', '-C', dir, '--json']);
+    assert.is(p.code, 0, p.stderr);
+    assert.equal(await withWorker(), []);
+    await appendFile(join(dir, 'docs', 'page-1.txt'), 'y\n');
+    await appendFile(join(dir, 'docs', 'page-5.txt'), 'z\n');
+    const b = await withWorker();
+    assert.equal(b, ['modify docs/page-1.txt', 'modify docs/page-5.txt']);
+    assert.equal(await without(), b);
+    // An evicted file is absent by design: the worker judged its row by the cache file (content here), the index now
+    // says on demand. Its row is looked at again, or the scan would report a deletion.
+    assert.is((await imz(['push', '-C', dir, '--json'])).code, 0);
+    await scan(dir); // the cache file as it is before the eviction
+    const e = await imz(['evict', '-C', dir, 'docs/page-7.txt', '--json']);
+    assert.is(e.code, 0, e.stderr);
+    assert.equal(await withWorker(), []);
+    assert.equal(await without(), []);
+  } finally {
+    if (was === undefined) delete process.env.IMZ_SCAN_WORKER_MIN;
+    else process.env.IMZ_SCAN_WORKER_MIN = was;
+  }
 });
 
 T.run();

@@ -1,0 +1,107 @@
+/**
+ * A sorted list of paths held as NUL-separated UTF-8 bytes with each path's
+ * end offset: what the scan cache stores. A scan of a clean tree never needs
+ * 100,000 strings alive at once (building them, and the garbage collector
+ * moving them, cost as much as a third of the lstat pass); it decodes a run
+ * of paths, uses it, and drops it. In shared memory the bytes serve a pass
+ * worker in place.
+ */
+export class PathList implements Iterable<string> {
+  /** Number of paths. */
+  readonly length: number;
+  /** The paths' UTF-8 bytes, NUL between them. */
+  readonly bytes: Uint8Array;
+  /** ends[i]: the offset just past path i in bytes. */
+  readonly ends: Uint32Array;
+  private readonly _runs = new Map<number, string[]>();
+
+  constructor(bytes: Uint8Array, ends: Uint32Array) {
+    this.bytes = bytes;
+    this.ends = ends;
+    this.length = ends.length;
+  }
+
+  /** Encodes paths (in the order given), in shared memory where the runtime has it. */
+  static fromStrings(paths: readonly string[]): PathList {
+    const enc = new TextEncoder().encode(paths.join('\0'));
+    const n = paths.length;
+    const endsBytes = n * 4;
+    const buf = _shared(endsBytes + enc.length);
+    const ends = new Uint32Array(buf, 0, n);
+    const bytes = new Uint8Array(buf, endsBytes, enc.length);
+    bytes.set(enc);
+    let k = 0;
+    for (let i = 0; i < enc.length; i++) if (enc[i] === 0) ends[k++] = i;
+    if (n > 0) ends[k] = enc.length;
+    return new PathList(bytes, ends);
+  }
+
+  /** True when the end offsets rise and stay inside the bytes (what a decoder checks before trusting a file). */
+  valid(): boolean {
+    let start = 0;
+    for (let i = 0; i < this.length; i++) {
+      const e = this.ends[i]!;
+      // No path is empty, and a NUL follows every path but the last.
+      if (e <= start || e > this.bytes.length || (i + 1 < this.length && this.bytes[e] !== 0)) return false;
+      start = e + 1;
+    }
+    return this.length === 0 ? this.bytes.length === 0 : this.ends[this.length - 1] === this.bytes.length;
+  }
+
+  /** Paths from..to-1, decoded now and not kept (the lstat pass: strings that die young). */
+  slice(from: number, to: number): string[] {
+    if (to <= from) return [];
+    const start = from === 0 ? 0 : this.ends[from - 1]! + 1;
+    const text = _decoder.decode(this.bytes.slice(start, this.ends[to - 1]!));
+    return to - from === 1 ? [text] : text.split('\0');
+  }
+
+  /** Path i (its run of RUN paths is decoded once and kept). */
+  at(i: number): string {
+    const r = Math.floor(i / RUN);
+    let run = this._runs.get(r);
+    if (!run) {
+      run = this.slice(r * RUN, Math.min(this.length, (r + 1) * RUN));
+      this._runs.set(r, run);
+    }
+    return run[i - r * RUN]!;
+  }
+
+  /** Where path is (binary search: the list is in string order), or -1. */
+  indexOf(path: string): number {
+    let lo = 0;
+    let hi = this.length - 1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >>> 1;
+      const p = this.at(mid);
+      if (p === path) return mid;
+      if (p < path) lo = mid + 1;
+      else hi = mid - 1;
+    }
+    return -1;
+  }
+
+  /** True when path is in the list. */
+  includes(path: string): boolean {
+    return this.indexOf(path) >= 0;
+  }
+
+  /** Every path, as an array (a rebuild or a test; a scan does not need it). */
+  toArray(): string[] {
+    return this.slice(0, this.length);
+  }
+
+  [Symbol.iterator](): Iterator<string> {
+    return this.toArray()[Symbol.iterator]();
+  }
+}
+
+/** Paths decoded at a time by at(): the lstat pass's chunk size. */
+export const RUN = 1024;
+
+const _decoder = new TextDecoder();
+
+function _shared(size: number): ArrayBuffer | SharedArrayBuffer {
+  const bytes = Math.max(8, size);
+  return typeof SharedArrayBuffer === 'function' ? new SharedArrayBuffer(bytes) : new ArrayBuffer(bytes);
+}

@@ -1,0 +1,57 @@
+import { closeSync, fstatSync, openSync, readSync, statSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { REPLICA_DIR } from './paths.ts';
+
+/** The scan cache's file in a replica's state directory. */
+export const SCAN_CACHE_FILE = 'scan-cache';
+
+/**
+ * Reads a cache file into shared memory (where the runtime has it), so its
+ * facts serve the scan and its worker in place; undefined when there is none.
+ */
+export function readScanCacheFile(file: string): Uint8Array | undefined {
+  let fd: number;
+  try {
+    fd = openSync(file, 'r');
+  } catch {
+    return undefined;
+  }
+  try {
+    const size = fstatSync(fd).size;
+    const bytes = new Uint8Array(typeof SharedArrayBuffer === 'function' ? new SharedArrayBuffer(size) : new ArrayBuffer(size));
+    for (let off = 0; off < size;) {
+      const k = readSync(fd, bytes, off, size - off, off);
+      if (k === 0) return bytes.subarray(0, off); // shrank meanwhile: the checksum will say so
+      off += k;
+    }
+    return bytes;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** The root of the replica dir is in (the nearest directory up from it holding .imz/), or undefined. */
+export function replicaRootOf(dir: string): string | undefined {
+  let cur = resolve(dir);
+  for (;;) {
+    if (statSync(join(cur, REPLICA_DIR), { throwIfNoEntry: false })?.isDirectory()) return cur;
+    const up = dirname(cur);
+    if (up === cur) return undefined;
+    cur = up;
+  }
+}
+
+/**
+ * When the index was last written: the later of .imz/HEAD's mtime and the
+ * mtime of .imz/index/ (renaming a bucket into place moves it), so a writer
+ * that flushes the index without touching HEAD is covered too. Files whose
+ * times are not older are racily clean.
+ */
+export function indexWriteTime(stateDir: string): number {
+  let t = 0;
+  for (const p of [join(stateDir, 'HEAD'), join(stateDir, 'index')]) {
+    const st = statSync(p, { throwIfNoEntry: false });
+    if (st && st.mtimeMs > t) t = st.mtimeMs;
+  }
+  return t;
+}

@@ -1,0 +1,61 @@
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { PathList, RUN } from '../../core/path_list.ts';
+
+const sorted = (xs: string[]) => [...xs].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+
+test('paths round-trip through bytes and end offsets, in runs and one by one', () => {
+  const paths = sorted(['a', 'a/b', 'a/b/c.txt', 'dir with space/ü', 'z', '😀/x', 'ünï/ñew', 'é'.repeat(40)]);
+  const l = PathList.fromStrings(paths);
+  assert.is(l.length, paths.length);
+  assert.ok(l.valid());
+  assert.equal(l.toArray(), paths);
+  assert.equal([...l], paths);
+  for (let i = 0; i < paths.length; i++) assert.is(l.at(i), paths[i]);
+  for (let from = 0; from <= paths.length; from++) {
+    for (let to = from; to <= paths.length; to++) assert.equal(l.slice(from, to), paths.slice(from, to), `slice ${from}..${to}`);
+  }
+});
+
+test('indexOf finds every path and nothing else, across runs', () => {
+  const paths = sorted(Array.from({ length: RUN * 3 + 17 }, (_, i) => `d${i % 7}/f${String(i).padStart(5, '0')}.txt`));
+  const l = PathList.fromStrings(paths);
+  for (let i = 0; i < paths.length; i += 13) assert.is(l.indexOf(paths[i]!), i);
+  assert.is(l.indexOf(paths[paths.length - 1]!), paths.length - 1);
+  assert.is(l.indexOf(paths[0]!), 0);
+  for (const missing of ['', 'd0', 'd0/f', 'd9/x', 'zzz', 'd0/f00000.txt ']) assert.is(l.indexOf(missing), -1, missing);
+  assert.ok(l.includes(paths[RUN]!) && !l.includes('nope'));
+});
+
+test('an empty list, and a single path', () => {
+  const e = PathList.fromStrings([]);
+  assert.is(e.length, 0);
+  assert.ok(e.valid());
+  assert.equal(e.toArray(), []);
+  assert.is(e.indexOf('a'), -1);
+  const one = PathList.fromStrings(['only']);
+  assert.equal(one.slice(0, 1), ['only']);
+  assert.is(one.indexOf('only'), 0);
+});
+
+test('valid() refuses end offsets that do not describe the bytes', () => {
+  const l = PathList.fromStrings(['a', 'bb', 'ccc']);
+  const bad = (ends: number[], bytes = l.bytes) => new PathList(bytes, Uint32Array.from(ends)).valid();
+  assert.not.ok(bad([1, 4, 7]), 'past the end');
+  assert.not.ok(bad([1, 4, 6]), 'short of the end');
+  assert.not.ok(bad([1, 3, 8]), 'an end not followed by NUL');
+  assert.not.ok(bad([0, 4, 8]), 'an empty path');
+  assert.not.ok(bad([4, 1, 8]), 'falling');
+  assert.not.ok(new PathList(new Uint8Array(3), new Uint32Array(0)).valid(), 'bytes with no paths');
+  assert.ok(bad([1, 4, 8]));
+});
+
+test('the bytes sit in shared memory where the runtime has it (a pass worker reads them in place)', () => {
+  const l = PathList.fromStrings(['a', 'b']);
+  if (typeof SharedArrayBuffer === 'function') {
+    assert.ok(l.bytes.buffer instanceof SharedArrayBuffer);
+    assert.ok(l.ends.buffer instanceof SharedArrayBuffer);
+  }
+});
+
+test.run();
