@@ -18,15 +18,6 @@ import { getCommand } from './commands/get.ts';
 import { lsCommand } from './commands/ls.ts';
 import type { GlobalArgs } from './output.ts';
 
-// A reader that went away (`imz pull -v | head`) is not an error of ours:
-// stop quietly, as git does on SIGPIPE. State stays consistent (atomic steps).
-for (const stream of [process.stdout, process.stderr]) {
-  stream.on('error', (err: NodeJS.ErrnoException) => {
-    if (err.code === 'EPIPE') process.exit(typeof process.exitCode === 'number' ? process.exitCode : 0);
-    throw err;
-  });
-}
-
 const cli = yargs(hideBin(process.argv))
   .scriptName('imz')
   .usage('imz <command> [options]\n\nInterMezzo for today: replicas that catch up by replaying a journal.')

@@ -1,15 +1,29 @@
 // Entry point of the `imz` binary (bundled to dist/imz.js for node; run from
 // source by `deno task imz`). It starts the scan's second thread before
-// anything else loads, then the command line (cli/cli.ts).
+// anything else loads, then runs the command: the plain forms of status,
+// push and sync directly (cli/fast_path.ts), the rest through yargs
+// (cli/cli.ts).
 import { resolve } from 'node:path';
-import { PassWorker } from '../core/scan_pass.ts';
+import { PassWorker } from '../core/pass_worker.ts';
+import { fastCommand, runFast } from './fast_path.ts';
 
 // Commands that scan the replica: the worker's start-up (30-40 ms) and its
 // own start on the lstat pass overlap the loading of the command line.
 const argv = process.argv.slice(2);
 if (argv.some((a) => a === 'status' || a === 'push' || a === 'sync')) PassWorker.warmUp(_dirHint(argv));
 
-await import('./cli.ts');
+// A reader that went away (`imz pull -v | head`) is not an error of ours:
+// stop quietly, as git does on SIGPIPE. State stays consistent (atomic steps).
+for (const stream of [process.stdout, process.stderr]) {
+  stream.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EPIPE') process.exit(typeof process.exitCode === 'number' ? process.exitCode : 0);
+    throw err;
+  });
+}
+
+const fast = fastCommand(argv);
+if (fast) await runFast(fast);
+else await import('./cli.ts');
 
 /**
  * The directory a scanning command will work on, read from argv before

@@ -8,9 +8,10 @@ import { statMatches } from './local_state.ts';
 import { comparePaths, depthOf, isReservedName } from './paths.ts';
 import type { Replica } from './replica.ts';
 import { LISTING_SLACK_MS, ScanCache } from './scan_cache.ts';
-import { isRemoteRow, typeOfFacts } from './scan_cache_model.ts';
+import { checksumOk, isRemoteRow, typeOfFacts } from './scan_cache_model.ts';
 import { indexWriteTime } from './scan_cache_file.ts';
-import { CHECK, GONE, LIST, NOT_DIR, PassWorker, type Speculation, checkRange, lstatOrNot, racy, runPass } from './scan_pass.ts';
+import { PassWorker, SPECULATION_MAX_AGE_MS, type Speculation, monotonicMs } from './pass_worker.ts';
+import { CHECK, GONE, LIST, NOT_DIR, checkRange, lstatOrNot, racy, runPass } from './scan_pass.ts';
 import { type FsEntry, type IgnoreFn, type SkippedPath, fsEntryFromStats, listDir, listedEntry, sameMtime, statEntrySync } from './tree_scan.ts';
 
 /** One local change of the working tree against the index (what the last sync left). */
@@ -114,19 +115,18 @@ export async function scanChanges(replica: Replica, opts: ScanChangesOptions = {
   let cache: ScanCache;
   let userIgnore: IgnoreFn | undefined;
   let spec: Speculation | undefined;
+  let ignoreKey = '';
   try {
-    let ignoreKey: string;
     ({ ignore: userIgnore, key: ignoreKey } = await loadIgnoreKeyed(root));
-    // A pass the worker began on its own: its cache file, already read and checked, is the one loaded.
+    // A pass the worker began on its own: the cache file as it read it is the one loaded (its checksum is confirmed after the pass).
     spec = await worker?.speculation(root);
-        cache = ScanCache.load(replica, ignoreKey, spec?.bytes);
-  
+    cache = ScanCache.load(replica, ignoreKey, spec?.bytes);
   } catch (err) {
     worker?.stop();
     throw err;
   }
-  const { paths, facts, targets } = cache.data;
-  const n = paths.length;
+  let { paths, facts, targets } = cache.data;
+  let n = paths.length;
   const skipped: SkippedPath[] = [];
   const tracked = cache.trackedFiles();
 
@@ -200,12 +200,36 @@ export async function scanChanges(replica: Replica, opts: ScanChangesOptions = {
   }
   // The worker's pass is joined when it judges what this scan would: the cache file's rows (the same paths, their facts
   // unchanged outside the buckets rebuilt from the index, which are looked at again after it) and the same racy time.
-  const joined = spec && worker?.ctl && cache.rowsAsLoaded && cache.patchedRows.length <= _PATCHED_MAX && spec.refTime === refTime ? { ...spec, ctl: worker.ctl } : undefined;
+  const now = monotonicMs();
+  // Under the replica lock (push, sync) the pass starts now: what is logged is never older than the scan. `imz status`
+  // takes no lock and reports the tree as its command found it.
+  const fresh = spec !== undefined && replica.lockedAt === undefined && now - spec.startedAt <= SPECULATION_MAX_AGE_MS;
+  const joined = spec && fresh && worker?.ctl && cache.rowsAsLoaded && cache.patchedRows.length <= _PATCHED_MAX && spec.refTime === refTime ? { ...spec, ctl: worker.ctl } : undefined;
   if (!joined) worker?.stopSpeculation();
+  if (spec && !joined && !checksumOk(spec.bytes)) {
+    // Loaded from the bytes the worker read, whose checksum it was to confirm after its pass: not joined, it is done here.
+    cache = ScanCache.load(replica, ignoreKey);
+    ({ paths, facts, targets } = cache.data);
+    n = paths.length;
+  }
   const relative = _inRoot(root);
   const passInput = { rootSlash: relative ? '' : rootSlash, paths, facts, targets, refTime };
-  let state = await runPass(passInput, { onProgress: opts.onProgress, worker, joined });
-  if (joined) for (const i of cache.patchedRows) checkRange(passInput, i, i + 1, state);
+  let state = await runPass(passInput, { onProgress: opts.onProgress, worker, joined, keepWorker: joined !== undefined });
+  if (joined) {
+    for (const i of cache.patchedRows) checkRange(passInput, i, i + 1, state);
+    // What the worker found missing is looked at again now: a path away for a moment while it looked (a directory
+    // renamed and back) must not become a deletion.
+    for (let i = 0; i < n; i++) if (state[i]! & (GONE | NOT_DIR)) checkRange(passInput, i, i + 1, state);
+    const sound = await worker!.checked(() => checksumOk(spec!.bytes));
+    worker!.stop();
+    if (!sound) {
+      // The cache file the worker read does not check out: what came of it is dropped, and the scan starts over from the index.
+      cache = ScanCache.load(replica, ignoreKey);
+      ({ paths, facts, targets } = cache.data);
+      n = paths.length;
+      state = await runPass({ ...passInput, paths, facts, targets }, { onProgress: opts.onProgress });
+    }
+  }
   // Paths relative to the working directory: should it have moved during the pass, the verdicts are not the tree's.
   if (relative && !_inRoot(root)) state = await runPass({ rootSlash, paths, facts, targets, refTime }, { onProgress: opts.onProgress });
 

@@ -6,6 +6,7 @@ import { Codes, ImzError } from '../protocol/errors.ts';
 import { fsyncDir, fsyncDirSync, tempNameFor, writeFileAtomic } from './atomic_fs.ts';
 import { BUCKETS, type IndexEntry, bucketOf, bucketText, decodeBucket, encodeBucket, encodeRows, rowsOfBucketText } from './index_model.ts';
 import { REPLICA_DIR, TMP_PREFIX } from './paths.ts';
+import { monotonicMs } from './pass_worker.ts';
 import { replicaRootOf } from './scan_cache_file.ts';
 
 export { replicaRootOf };
@@ -40,6 +41,8 @@ export interface Head {
  */
 export class Replica {
   readonly root: string;
+  /** When this process took the lock (monotonicMs), while it holds it: a scan under it judges the tree afresh. */
+  lockedAt: number | undefined;
   readonly stateDir: string;
   config!: ReplicaConfig;
   head!: Head;
@@ -114,6 +117,7 @@ export class Replica {
         }
         closeSync(fd);
         this._locked = true;
+        this.lockedAt = monotonicMs();
         return;
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
@@ -139,6 +143,7 @@ export class Replica {
   async unlock(): Promise<void> {
     if (!this._locked) return;
     this._locked = false;
+    this.lockedAt = undefined;
     rmSync(join(this.stateDir, 'lock'), { force: true });
   }
 

@@ -55,15 +55,16 @@ export class ScanCache {
 
   /**
    * Loads .imz/scan-cache and brings it up to date with the index (and with
-   * the .imzignore identified by ignoreKey). checked: the file's bytes as a
-   * pass worker already read and checksummed them (any valid cache will do:
-   * every section is checked against its bucket here).
+   * the .imzignore identified by ignoreKey). preread: the file's bytes as
+   * a pass worker read them and checked their structure; their checksum is
+   * the caller's to confirm (any cache that checks out will do: every
+   * section is checked against its bucket here).
    */
-  static load(replica: Replica, ignoreKey: string, checked?: Uint8Array): ScanCache {
+  static load(replica: Replica, ignoreKey: string, preread?: Uint8Array): ScanCache {
     let old: ScanCacheData | undefined;
     try {
-      const bytes = checked ?? readScanCacheFile(join(replica.stateDir, SCAN_CACHE_FILE));
-      old = bytes && decodeScanCache(bytes, checked === undefined);
+      const bytes = preread ?? readScanCacheFile(join(replica.stateDir, SCAN_CACHE_FILE));
+      old = bytes && decodeScanCache(bytes, preread === undefined ? 'all' : 'none');
     } catch {
       old = undefined; // none yet, or unreadable: rebuilt
     }
@@ -105,6 +106,8 @@ export class ScanCache {
       current.rowsAsLoaded = true;
       return current;
     }
+    // Bytes a pass worker read stay as it read them (it checksums them, and judges rows by them): patched in a copy.
+    if (old && sameIgnore && preread) old = { ...old, facts: _copyOf(old.facts), targets: [...old.targets] };
     const patchedRows = old && sameIgnore ? _patchRows(old, stale) : undefined;
     if (old && patchedRows) {
       // The rebuilt buckets hold the same paths as before (contents changed, not names): their rows were updated in place.
@@ -297,6 +300,13 @@ function _patchRows(old: ScanCacheData, stale: Map<number, Map<string, IndexEntr
     old.targets[i] = e.target;
   }
   return updates.map((u) => u.i).sort((x, y) => x - y);
+}
+
+/** A copy of facts rows, in shared memory where there is any. */
+function _copyOf(facts: Float64Array): Float64Array {
+  const copy = newFacts(facts.length / FACTS);
+  copy.set(facts);
+  return copy;
 }
 
 /** Lookups after which a map of every path pays for itself. */

@@ -128,14 +128,25 @@ export function encodeScanCache(d: ScanCacheData): Uint8Array {
 }
 
 /**
+ * How much decodeScanCache checks: everything; the structure only (lengths,
+ * offsets, row types: what makes reading it safe), with the checksum left
+ * to checksumOk; or nothing, for bytes already decoded once (by a pass
+ * worker).
+ */
+export type CacheCheck = 'all' | 'structure' | 'none';
+
+/** True when the bytes' checksum is what their header says. */
+export function checksumOk(bytes: Uint8Array): boolean {
+  return bytes.length >= 20 && new DataView(bytes.buffer, bytes.byteOffset, bytes.length).getUint32(16, true) === checksum(bytes, 20);
+}
+
+/**
  * Decodes the cache; undefined when it is not one, is of another version,
- * or does not check out (it is then rebuilt). verify false skips the
- * checksum and the structure checks, for bytes already decoded once (by a
- * pass worker) or that never left memory. The facts and paths are
+ * or does not check out (it is then rebuilt). check: see CacheCheck. The facts and paths are
  * views of the bytes (copied into shared memory first when they are not
  * there), so a pass worker reads them in place.
  */
-export function decodeScanCache(input: Uint8Array, verify = true): ScanCacheData | undefined {
+export function decodeScanCache(input: Uint8Array, check: CacheCheck = 'all'): ScanCacheData | undefined {
   if (input.length < _BODY) return undefined;
   if (new TextDecoder().decode(input.subarray(0, 16)) !== SCAN_CACHE_MAGIC) return undefined;
   let bytes = input;
@@ -146,7 +157,7 @@ export function decodeScanCache(input: Uint8Array, verify = true): ScanCacheData
     bytes = input.slice(); // Float64Array views need an 8-aligned offset
   }
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.length);
-  if (verify && view.getUint32(16, true) !== checksum(bytes, 20)) return undefined;
+  if (check === 'all' && view.getUint32(16, true) !== checksum(bytes, 20)) return undefined;
   const n = view.getUint32(24, true);
   const pathBytes = view.getUint32(28, true);
   const targetBytes = view.getUint32(32, true);
@@ -163,14 +174,14 @@ export function decodeScanCache(input: Uint8Array, verify = true): ScanCacheData
   }
   const facts = new Float64Array(bytes.buffer, bytes.byteOffset + _BODY, n * FACTS);
   const paths = new PathList(bytes.subarray(pathsAt, pathsAt + pathBytes), new Uint32Array(bytes.buffer, bytes.byteOffset + endsAt, n));
-  if (verify && !paths.valid()) return undefined;
+  if (check !== 'none' && !paths.valid()) return undefined;
   let at = pathsAt + pathBytes;
   const links = _utf8(bytes.subarray(at, at + targetBytes)).split('\0');
   at += targetBytes;
   const ignoreKey = _utf8(bytes.subarray(at, at + keyBytes));
   const targets: string[] = new Array(n).fill('');
   let li = 0;
-  if (verify || targetBytes > 0) {
+  if (check !== 'none' || targetBytes > 0) {
     for (let i = 0; i < n; i++) {
       const t = facts[i * FACTS + F_TYPE]!;
       if (!(Number.isInteger(t) && t >= 0 && t < BUCKETS << BUCKET_SHIFT)) return undefined;
@@ -203,14 +214,53 @@ function _utf8(bytes: Uint8Array): string {
  * decides which paths need a closer look.
  */
 export function checksum(bytes: Uint8Array, from: number): number {
-  // Words need a 4-aligned offset; the sum must not depend on where the bytes sit.
-  if ((bytes.byteOffset + from) % 4 !== 0) return checksum(bytes.slice(from), 0);
-  let h = 0x811c9dc5 ^ (bytes.length - from);
-  const end = bytes.length;
-  let i = from;
-  const words = new Uint32Array(bytes.buffer, bytes.byteOffset + i, (end - i) >>> 2);
-  for (let w = 0; w < words.length; w++) h = Math.imul(h ^ words[w]!, 0x01000193) ^ (h >>> 15);
-  i += words.length * 4;
-  for (; i < end; i++) h = Math.imul(h ^ bytes[i]!, 0x01000193) ^ (h >>> 15);
-  return h >>> 0;
+  const c = new Checksum(bytes, from);
+  c.step(Infinity);
+  return c.value();
+}
+
+/**
+ * checksum() a step at a time: a pass worker checks the cache file between
+ * the chunks of its pass, so the sum is ready when the pass is.
+ */
+export class Checksum {
+  private readonly _bytes: Uint8Array;
+  private readonly _words: Uint32Array;
+  private _w = 0;
+  private _h: number;
+  private _done = false;
+
+  constructor(bytes: Uint8Array, from: number) {
+    // Words need a 4-aligned offset; the sum must not depend on where the bytes sit.
+    this._bytes = (bytes.byteOffset + from) % 4 !== 0 ? bytes.slice(from) : bytes.subarray(from);
+    this._words = new Uint32Array(this._bytes.buffer, this._bytes.byteOffset, this._bytes.length >>> 2);
+    this._h = 0x811c9dc5 ^ this._bytes.length;
+  }
+
+  /** Sums up to maxBytes more (rounded to words); true once everything is summed. */
+  step(maxBytes: number): boolean {
+    if (this._done) return true;
+    const words = this._words;
+    const end = Math.min(words.length, this._w + Math.max(1, Math.ceil(maxBytes / 4)));
+    let h = this._h;
+    for (let w = this._w; w < end; w++) h = Math.imul(h ^ words[w]!, 0x01000193) ^ (h >>> 15);
+    this._w = end;
+    if (end === words.length) {
+      const b = this._bytes;
+      for (let i = words.length * 4; i < b.length; i++) h = Math.imul(h ^ b[i]!, 0x01000193) ^ (h >>> 15);
+      this._done = true;
+    }
+    this._h = h;
+    return this._done;
+  }
+
+  /** The sum (after step has returned true). */
+  value(): number {
+    return this._h >>> 0;
+  }
+
+  /** True when the sum is what the header of the bytes (at byte 16) says. */
+  matches(header: Uint8Array): boolean {
+    return new DataView(header.buffer, header.byteOffset, header.length).getUint32(16, true) === this.value();
+  }
 }

@@ -1,7 +1,7 @@
 import { lstatSync, readlinkSync, type Stats } from 'node:fs';
-import { Worker } from 'node:worker_threads';
 import { type StatFacts, lstatFacts } from './fast_lstat.ts';
 import { sameMtime } from './file_times.ts';
+import { CHUNK, CTL_NEXT, type PassWorker } from './pass_worker.ts';
 import type { PathList } from './path_list.ts';
 import { F_CTIME, F_INO, F_LISTED_CTIME, F_LISTED_MTIME, F_MODE, F_MTIME, F_SIZE, F_TYPE, FACTS, REMOTE_FLAG } from './scan_cache_model.ts';
 
@@ -129,157 +129,6 @@ export function lstatOrNot(p: string): Stats | undefined {
   }
 }
 
-/** Entries per claim: large enough that claiming costs nothing, small enough that the two threads finish together. */
-export const CHUNK = 1024;
-
-/** What a pass worker is sent: where the tree is, the tracked paths and their facts, and the shared claim counter and verdicts. */
-export interface PassJob {
-  rootSlash: string;
-  refTime: number;
-  /** The paths (PathList's bytes and ends) and the facts rows: views of shared memory, read in place. */
-  pathBytes: Uint8Array;
-  pathEnds: Uint32Array;
-  facts: Float64Array;
-  /** Symlink targets by entry number (the only non-empty ones). */
-  links: Array<[number, string]>;
-  state: SharedArrayBuffer;
-  ctl: SharedArrayBuffer;
-  done: SharedArrayBuffer;
-}
-
-/** What a worker started with a directory does on its own (see PassWorker.warmUp). */
-export interface SpeculationStart {
-  /** Where the replica is looked for (resolved by the caller: the process may change directory meanwhile). */
-  dir: string;
-  /** The claim counter (CTL_NEXT) and the stop flag (CTL_STOP), shared from the start so the scan can stop it at any time. */
-  ctl: SharedArrayBuffer;
-}
-
-/** A pass a worker began before the scan asked: over the cache file as it read and checked it. */
-export interface Speculation {
-  /** The replica's root, the cache file's bytes (checksummed), and the index write time it judged racy files by. */
-  root: string;
-  bytes: Uint8Array;
-  refTime: number;
-  /** Its verdicts and finished chunks; chunks are claimed from the counter of the ctl it was started with. */
-  state: Uint8Array;
-  done: Uint8Array;
-}
-
-/**
- * How long a scan waits for a worker to say what it began: about what
- * reading and checking the cache itself costs. A worker not up by then
- * (a slow start) is stopped and handed a job instead.
- */
-export const SPECULATION_WAIT_MS = 15;
-
-/** Slots of a pass's ctl array. */
-export const CTL_NEXT = 0; // the next chunk to claim
-export const CTL_STOP = 1; // set: a worker's own pass stops claiming
-
-/**
- * A worker thread started before the scan knows what to give it: a
- * thread's start-up (30-60 ms here) then overlaps the CLI's. Started with
- * a directory, it does not wait: it finds the replica, reads and checks its
- * scan cache and starts the lstat pass alone, on the core the process's
- * start-up leaves idle. The scan joins that pass when the cache it loads
- * is the one the worker read; otherwise it stops it and hands it a job.
- * Unref'd, so an unused one never keeps the process alive.
- */
-export class PassWorker {
-  gone = false;
-  private readonly _w: Worker;
-  private readonly _ctl: Int32Array | undefined;
-  private readonly _spec: Promise<Speculation | undefined>;
-
-  private constructor(w: Worker, ctl: Int32Array | undefined) {
-    this._w = w;
-    this._ctl = ctl;
-    let settle: (s: Speculation | undefined) => void = () => {};
-    this._spec = ctl ? new Promise((r) => (settle = r)) : Promise.resolve(undefined);
-    w.on('message', (m: { speculation?: Speculation }) => settle(m.speculation));
-    const end = () => {
-      this.gone = true;
-      settle(undefined);
-    };
-    w.on('error', end);
-    w.on('exit', end);
-    // After the listeners: a 'message' listener refs the worker again.
-    w.unref();
-  }
-
-  /**
-   * Starts one (with a directory: see the class); undefined where threads
-   * or shared memory are not to be had. url: the worker's module, for a
-   * runtime that cannot load the one beside this file (tests under tsx
-   * give the bundle's).
-   */
-  static start(dir?: string, url: URL = _workerUrl()): PassWorker | undefined {
-    if (typeof SharedArrayBuffer !== 'function') return undefined;
-    try {
-      const ctl = dir === undefined ? undefined : new Int32Array(new SharedArrayBuffer(8));
-      const workerData: SpeculationStart | undefined = ctl && { dir: dir!, ctl: ctl.buffer as SharedArrayBuffer };
-      return new PassWorker(new Worker(url, { workerData }), ctl);
-    } catch {
-      return undefined;
-    }
-  }
-
-  private static _warm: PassWorker | undefined;
-
-  /**
-   * Starts one now for the next scan of this process to take: a CLI about
-   * to scan calls this first thing, with the directory it will scan
-   * (absolute), so the pass is under way when the scan starts.
-   */
-  static warmUp(dir?: string, url?: URL): void {
-    PassWorker._warm ??= PassWorker.start(dir, url);
-  }
-
-  /** The worker warmUp started, if any and still alive (each is taken once). */
-  static take(): PassWorker | undefined {
-    const w = PassWorker._warm;
-    PassWorker._warm = undefined;
-    return w && !w.gone ? w : undefined;
-  }
-
-  /**
-   * The pass it began on its own for the replica at root, once it has
-   * said (it does so before its first lstat); undefined when it began none,
-   * or one for another directory (which is then stopped).
-   */
-  async speculation(root: string, waitMs = SPECULATION_WAIT_MS): Promise<Speculation | undefined> {
-    let wake: () => void = () => {};
-    const late = new Promise<undefined>((r) => (wake = () => r(undefined)));
-    const timer = setTimeout(() => wake(), waitMs);
-    const s = await Promise.race([this._spec, late]);
-    clearTimeout(timer);
-    if (s && s.root === root) return s;
-    this.stopSpeculation();
-    return undefined;
-  }
-
-  /** Stops the pass it began on its own (it finishes the chunk it is in, then takes a job). */
-  stopSpeculation(): void {
-    if (this._ctl) Atomics.store(this._ctl, CTL_STOP, 1);
-  }
-
-  /** The ctl array of its own pass (to join it). */
-  get ctl(): Int32Array | undefined {
-    return this._ctl;
-  }
-
-  /** Hands it the job (it then claims chunks until none are left). */
-  send(job: PassJob): void {
-    this._w.postMessage(job);
-  }
-
-  /** Stops it (it may be mid-chunk: runPass has waited for what it claimed). */
-  stop(): void {
-    this.gone = true;
-    void this._w.terminate();
-  }
-}
 
 /** Options of runPass. */
 export interface RunPassOptions {
@@ -291,6 +140,8 @@ export interface RunPassOptions {
    * speculation, with the ctl it was started with): joined, not started.
    */
   joined?: { state: Uint8Array; done: Uint8Array; ctl: Int32Array };
+  /** Leave the worker running at the end (the caller still needs it; it stops it). */
+  keepWorker?: boolean;
 }
 
 /**
@@ -361,15 +212,8 @@ export async function runPass(inp: PassInput, opts: RunPassOptions): Promise<Uin
       await new Promise<void>((r) => setTimeout(r, 1));
     }
   } finally {
-    opts.worker?.stop();
+    if (!opts.keepWorker) opts.worker?.stop();
   }
   opts.onProgress?.(n);
   return state;
-}
-
-function _workerUrl(): URL {
-  const here = import.meta.url;
-  // From source (Deno, tsx) the worker is a .ts module beside this one; in the bundle (dist/), an entry of its own.
-  if (here.endsWith('.ts')) return new URL('./scan_worker.ts', here);
-  return new URL(`${here.includes('/chunks/') ? '../' : ''}scan_worker.js`, here);
 }

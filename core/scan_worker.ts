@@ -9,11 +9,15 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { PathList } from './path_list.ts';
 import { REPLICA_DIR } from './paths.ts';
 import { SCAN_CACHE_FILE, indexWriteTime, readScanCacheFile, replicaRootOf } from './scan_cache_file.ts';
-import { decodeScanCache } from './scan_cache_model.ts';
-import { CHECK, CHUNK, CTL_NEXT, CTL_STOP, type PassInput, type PassJob, type Speculation, type SpeculationStart, checkRange } from './scan_pass.ts';
+import { Checksum, decodeScanCache } from './scan_cache_model.ts';
+import { CHUNK, CTL_CHECKED, CTL_NEXT, CTL_STOP, type PassJob, monotonicMs, type Speculation, type SpeculationStart } from './pass_worker.ts';
+import { CHECK, type PassInput, checkRange } from './scan_pass.ts';
 
-/** Claims chunks from ctl until none are left (or, for the worker's own pass, it is told to stop). */
-function _claim(inp: PassInput, state: Uint8Array, ctl: Int32Array, done: Uint8Array, stoppable: boolean): void {
+/**
+ * Claims chunks from ctl until none are left (or, for the worker's own
+ * pass, it is told to stop). between: work done after each chunk.
+ */
+function _claim(inp: PassInput, state: Uint8Array, ctl: Int32Array, done: Uint8Array, stoppable: boolean, between?: () => void): void {
   const n = inp.paths.length;
   const chunks = Math.ceil(n / CHUNK);
   for (;;) {
@@ -29,6 +33,7 @@ function _claim(inp: PassInput, state: Uint8Array, ctl: Int32Array, done: Uint8A
       state.fill(CHECK, from, to);
     }
     Atomics.store(done, c, 1);
+    between?.();
   }
 }
 
@@ -40,12 +45,13 @@ function _speculate(start: SpeculationStart): void {
     const root = replicaRootOf(start.dir);
     const stateDir = root === undefined ? undefined : join(root, REPLICA_DIR);
     const bytes = stateDir === undefined ? undefined : readScanCacheFile(join(stateDir, SCAN_CACHE_FILE));
-    const data = bytes && decodeScanCache(bytes);
+    // The structure now, what reading it needs; the checksum after the pass, off the scan's way (PassWorker.checked).
+    const data = bytes && decodeScanCache(bytes, 'structure');
     if (root !== undefined && stateDir !== undefined && bytes && data && bytes.buffer instanceof SharedArrayBuffer) {
       const n = data.paths.length;
       const refTime = indexWriteTime(stateDir);
       spec = {
-        root, bytes, refTime,
+        root, bytes, refTime, startedAt: monotonicMs(),
         state: new Uint8Array(new SharedArrayBuffer(Math.max(1, n)), 0, n),
         done: new Uint8Array(new SharedArrayBuffer(Math.max(1, Math.ceil(n / CHUNK))), 0, Math.ceil(n / CHUNK)),
       };
@@ -55,7 +61,16 @@ function _speculate(start: SpeculationStart): void {
     spec = undefined; // nothing begun: the scan hands a job as usual
   }
   parentPort!.postMessage({ speculation: spec });
-  if (spec && inp) _claim(inp, spec.state, new Int32Array(start.ctl), spec.done, true);
+  if (!spec || !inp) return;
+  const ctl = new Int32Array(start.ctl);
+  // The checksum a slice after each chunk (twice the chunk's share of the file, as this thread does about half the
+  // chunks), the rest at the end: the verdict is ready when the pass is.
+  const sum = new Checksum(spec.bytes, 20);
+  const slice = (2 * spec.bytes.length) / Math.max(1, Math.ceil(spec.state.length / CHUNK));
+  _claim(inp, spec.state, ctl, spec.done, true, () => sum.step(slice));
+  if (Atomics.load(ctl, CTL_STOP) !== 0) return;
+  sum.step(Infinity);
+  Atomics.store(ctl, CTL_CHECKED, sum.matches(spec.bytes) ? 1 : 2);
 }
 
 parentPort?.once('message', (d: PassJob) => {

@@ -8,8 +8,6 @@ rmSync(out, { recursive: true, force: true });
 await build({
   entryPoints: {
     imz: new URL('../cli/main.ts', import.meta.url).pathname,
-    // The second thread of a scan's lstat pass (core/scan_pass.ts finds it beside imz.js).
-    scan_worker: new URL('../core/scan_worker.ts', import.meta.url).pathname,
   },
   outdir: out,
   bundle: true,
@@ -26,3 +24,15 @@ await build({
   },
 });
 chmodSync(out + 'imz.js', 0o755);
+
+// The second thread of a scan's lstat pass (core/pass_worker.ts finds it beside imz.js): one
+// file with everything it needs, so the thread starts without loading shared chunks one by one.
+await build({
+  entryPoints: { scan_worker: new URL('../core/scan_worker.ts', import.meta.url).pathname },
+  outdir: out,
+  bundle: true,
+  platform: 'node',
+  format: 'esm',
+  target: 'node20',
+  logLevel: 'warning',
+});
