@@ -206,8 +206,9 @@ export async function scanChanges(replica: Replica, opts: ScanChangesOptions = {
   const fresh = spec !== undefined && replica.lockedAt === undefined && now - spec.startedAt <= SPECULATION_MAX_AGE_MS;
   const joined = spec && fresh && worker?.ctl && cache.rowsAsLoaded && cache.patchedRows.length <= _PATCHED_MAX && spec.refTime === refTime ? { ...spec, ctl: worker.ctl } : undefined;
   if (!joined) worker?.stopSpeculation();
-  if (spec && !joined && !checksumOk(spec.bytes)) {
-    // Loaded from the bytes the worker read, whose checksum it was to confirm after its pass: not joined, it is done here.
+  if (spec && !joined && !(worker?.checkedSoFar() ?? checksumOk(spec.bytes))) {
+    // Loaded from the bytes the worker read, whose checksum it confirms after its pass: not joined, and not said yet, it is
+    // done here.
     cache = ScanCache.load(replica, ignoreKey);
     ({ paths, facts, targets } = cache.data);
     n = paths.length;

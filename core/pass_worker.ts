@@ -167,6 +167,12 @@ export class PassWorker {
     }
   }
 
+  /** What the worker has said of the cache file so far: true (checks out), false (does not), undefined (not yet). */
+  checkedSoFar(): boolean | undefined {
+    const v = this._ctl ? Atomics.load(this._ctl, CTL_CHECKED) : 0;
+    return v === 0 ? undefined : v === 1;
+  }
+
   /** Stops the pass it began on its own (it finishes the chunk it is in, then takes a job). */
   stopSpeculation(): void {
     if (this._ctl) Atomics.store(this._ctl, CTL_STOP, 1);
