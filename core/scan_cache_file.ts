@@ -30,9 +30,10 @@ export function readScanCacheFile(file: string): Uint8Array | undefined {
   }
 }
 
-/** The root of the replica dir is in (the nearest directory up from it holding .imz/), or undefined. */
+/** The root of the replica dir is in (the nearest directory up from it holding .imz/), or undefined (also when dir is not a directory). */
 export function replicaRootOf(dir: string): string | undefined {
   let cur = resolve(dir);
+  if (!statSync(cur, { throwIfNoEntry: false })?.isDirectory()) return undefined;
   for (;;) {
     if (statSync(join(cur, REPLICA_DIR), { throwIfNoEntry: false })?.isDirectory()) return cur;
     const up = dirname(cur);

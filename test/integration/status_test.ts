@@ -180,6 +180,14 @@ T('not a replica: exit 1, IMZ_NOT_REPLICA, one error line', async () => {
   const evs = jsonLines(j.stdout);
   assert.is(evs.length, 1);
   assert.is(evs[0]!.code, 'IMZ_NOT_REPLICA');
+  // A file, or nothing at all, where the replica should be: the same one line.
+  await writeFile(join(tmp, 'a-file'), 'x');
+  for (const where of [join(tmp, 'a-file'), join(tmp, 'nothing-here')]) {
+    const f = await imz(['status', '-C', where]);
+    ok(f, 1);
+    assert.equal(lines(f.stderr).length, 1, f.stderr);
+    assert.match(f.stderr, /^imz: cannot find a replica/);
+  }
 });
 
 T('--help documents the codes', async () => {
