@@ -1,6 +1,6 @@
 import { type Stats, readdirSync, readlinkSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { EntryType } from '../protocol/messages.ts';
+import { EntryType } from '../protocol/constants.ts';
 import { hashFile, toHex } from './hash.ts';
 import { loadIgnoreKeyed } from './ignore_rules.ts';
 import type { IndexEntry } from './index_model.ts';

@@ -1,5 +1,5 @@
 import { join } from 'node:path';
-import { EntryType } from '../protocol/messages.ts';
+import { EntryType } from '../protocol/constants.ts';
 import { hashFile, toHex } from './hash.ts';
 import type { IndexEntry } from './index_model.ts';
 import { type FsEntry, sameMtime, statEntrySync } from './tree_scan.ts';

@@ -2,7 +2,7 @@ import type { Stats } from 'node:fs';
 import { lstatSync, readdirSync, readlinkSync } from 'node:fs';
 import { lstat, readlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import { EntryType, type EntryTypeCode } from '../protocol/messages.ts';
+import { EntryType, type EntryTypeCode } from '../protocol/constants.ts';
 import { TMP_PREFIX, isReservedName, pathProblem } from './paths.ts';
 
 export { sameMtime } from './file_times.ts';
