@@ -200,19 +200,20 @@ export async function scanChanges(replica: Replica, opts: ScanChangesOptions = {
   }
   // The worker's pass is joined when it judges what this scan would: the cache file's rows (the same paths, their facts
   // unchanged outside the buckets rebuilt from the index, which are looked at again after it) and the same racy time.
-  const now = monotonicMs();
   // Under the replica lock (push, sync) the pass starts now: what is logged is never older than the scan. `imz status`
   // takes no lock and reports the tree as its command found it.
-  const fresh = spec !== undefined && replica.lockedAt === undefined && now - spec.startedAt <= SPECULATION_MAX_AGE_MS;
+  const fresh = spec !== undefined && replica.lockedAt === undefined && monotonicMs() - spec.startedAt <= SPECULATION_MAX_AGE_MS;
   const joined = spec && fresh && worker?.ctl && cache.rowsAsLoaded && cache.patchedRows.length <= _PATCHED_MAX && spec.refTime === refTime ? { ...spec, ctl: worker.ctl } : undefined;
   if (!joined) worker?.stopSpeculation();
-  if (spec && !joined && !(worker?.checkedSoFar() ?? checksumOk(spec.bytes))) {
-    // Loaded from the bytes the worker read, whose checksum it confirms after its pass: not joined, and not said yet, it is
-    // done here.
+  // The cache as the index alone gives it, for bytes the worker read that do not check out.
+  const reload = (): void => {
     cache = ScanCache.load(replica, ignoreKey);
     ({ paths, facts, targets } = cache.data);
     n = paths.length;
-  }
+  };
+  // Loaded from the bytes the worker read, whose checksum it confirms after its pass: not joined, and not said yet, it is
+  // done here.
+  if (spec && !joined && !(worker?.checkedSoFar() ?? checksumOk(spec.bytes))) reload();
   const relative = _inRoot(root);
   const passInput = { rootSlash: relative ? '' : rootSlash, paths, facts, targets, refTime };
   let state = await runPass(passInput, { onProgress: opts.onProgress, worker, joined, keepWorker: joined !== undefined });
@@ -225,9 +226,7 @@ export async function scanChanges(replica: Replica, opts: ScanChangesOptions = {
     worker!.stop();
     if (!sound) {
       // The cache file the worker read does not check out: what came of it is dropped, and the scan starts over from the index.
-      cache = ScanCache.load(replica, ignoreKey);
-      ({ paths, facts, targets } = cache.data);
-      n = paths.length;
+      reload();
       state = await runPass({ ...passInput, paths, facts, targets }, { onProgress: opts.onProgress });
     }
   }
@@ -357,7 +356,6 @@ export async function scanChanges(replica: Replica, opts: ScanChangesOptions = {
   }
   skipped.sort((a, b) => comparePaths(a.path, b.path));
   cache.save(replica);
-  
 
   // What the scan did not meet was deleted, unless it is now ignored.
   const deletedFiles: LocalChange[] = [];

@@ -48,11 +48,15 @@ export class PathList implements Iterable<string> {
     return this.length === 0 ? this.bytes.length === 0 : this.ends[this.length - 1] === this.bytes.length;
   }
 
+  /** Where path i's bytes begin (they end at ends[i]). */
+  startOf(i: number): number {
+    return i === 0 ? 0 : this.ends[i - 1]! + 1;
+  }
+
   /** Paths from..to-1, decoded now and not kept (the lstat pass: strings that die young). */
   slice(from: number, to: number): string[] {
     if (to <= from) return [];
-    const start = from === 0 ? 0 : this.ends[from - 1]! + 1;
-    const text = _decoder.decode(this.bytes.slice(start, this.ends[to - 1]!));
+    const text = _decoder.decode(this.bytes.slice(this.startOf(from), this.ends[to - 1]!));
     return to - from === 1 ? [text] : text.split('\0');
   }
 

@@ -13,12 +13,12 @@ import {
   FACTS,
   REMOTE_FLAG,
   type ScanCacheData,
-  BUCKET_SHIFT,
   bucketOfFacts,
   decodeScanCache,
   encodeScanCache,
   factsOf,
   newFacts,
+  typeOfFacts,
 } from './scan_cache_model.ts';
 
 export { SCAN_CACHE_FILE } from './scan_cache_file.ts';
@@ -141,7 +141,7 @@ export class ScanCache {
     }
     const added: Array<{ p: string; e: IndexEntry; b: number }> = [];
     for (const [b, entries] of stale) for (const [p, e] of entries) added.push({ p, e, b });
-    added.sort((x, y) => (x.p < y.p ? -1 : x.p > y.p ? 1 : 0));
+    added.sort((x, y) => _stringOrder(x.p, y.p));
 
     const n = kept.length + added.length;
     const paths: string[] = new Array(n);
@@ -257,6 +257,11 @@ export class ScanCache {
   }
 }
 
+/** The order of the cache's rows (PathList.indexOf searches by it): plain string order, not comparePaths'. */
+function _stringOrder(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
 /**
  * Updates, in place, the rows of the stale buckets when each still holds
  * exactly the paths it held (what a push or pull of changed contents
@@ -270,18 +275,18 @@ function _patchRows(old: ScanCacheData, stale: Map<number, Map<string, IndexEntr
   const rowsOf = new Map<number, number[]>();
   for (const b of stale.keys()) rowsOf.set(b, []);
   const { facts, paths } = old;
-  for (let i = 0; i < paths.length; i++) rowsOf.get(facts[i * FACTS + F_TYPE]! >>> BUCKET_SHIFT)?.push(i);
+  for (let i = 0; i < paths.length; i++) rowsOf.get(bucketOfFacts(facts, i))?.push(i);
   const enc = new TextEncoder();
   const updates: Array<{ i: number; e: IndexEntry; b: number }> = [];
   for (const [b, entries] of stale) {
     const rows = rowsOf.get(b)!;
     if (rows.length !== entries.size) return undefined;
-    const names = [...entries.keys()].sort((x, y) => (x < y ? -1 : x > y ? 1 : 0));
+    const names = [...entries.keys()].sort(_stringOrder);
     for (let k = 0; k < rows.length; k++) {
       const i = rows[k]!;
       // Compared as bytes: no string is decoded for the rows.
       const want = enc.encode(names[k]!);
-      const start = i === 0 ? 0 : paths.ends[i - 1]! + 1;
+      const start = paths.startOf(i);
       if (paths.ends[i]! - start !== want.length) return undefined;
       for (let x = 0; x < want.length; x++) if (paths.bytes[start + x] !== want[x]) return undefined;
       updates.push({ i, e: entries.get(names[k]!)!, b });
@@ -289,7 +294,7 @@ function _patchRows(old: ScanCacheData, stale: Map<number, Map<string, IndexEntr
   }
   for (const { i, e, b } of updates) {
     const o = i * FACTS;
-    const sameType = (facts[o + F_TYPE]! & 15) === e.type;
+    const sameType = typeOfFacts(facts, i) === e.type;
     const mtime = facts[o + F_LISTED_MTIME]!;
     const ctime = facts[o + F_LISTED_CTIME]!;
     factsOf(e, b, facts, o);

@@ -93,7 +93,7 @@ export function encodeScanCache(d: ScanCacheData): Uint8Array {
   const enc = new TextEncoder();
   const n = d.paths.length;
   const links: string[] = [];
-  for (let i = 0; i < n; i++) if ((d.facts[i * FACTS + F_TYPE]! & 15) === 3) links.push(d.targets[i] ?? '');
+  for (let i = 0; i < n; i++) if (typeOfFacts(d.facts, i) === 3) links.push(d.targets[i] ?? '');
   const targets = enc.encode(links.join('\0'));
   const key = enc.encode(d.ignoreKey);
   const factsBytes = n * FACTS * 8;
@@ -123,7 +123,7 @@ export function encodeScanCache(d: ScanCacheData): Uint8Array {
   bytes.set(targets, at);
   at += targets.length;
   bytes.set(key, at);
-  view.setUint32(16, checksum(bytes, 20), true);
+  view.setUint32(_SUM_AT, checksum(bytes, _SUMMED_FROM), true);
   return bytes;
 }
 
@@ -137,7 +137,15 @@ export type CacheCheck = 'all' | 'structure' | 'none';
 
 /** True when the bytes' checksum is what their header says. */
 export function checksumOk(bytes: Uint8Array): boolean {
-  return bytes.length >= 20 && new DataView(bytes.buffer, bytes.byteOffset, bytes.length).getUint32(16, true) === checksum(bytes, 20);
+  return bytes.length >= _SUMMED_FROM && _recordedSum(bytes) === checksum(bytes, _SUMMED_FROM);
+}
+
+/** Where the header records the checksum, and where the bytes it sums begin. */
+const _SUM_AT = 16;
+const _SUMMED_FROM = 20;
+
+function _recordedSum(bytes: Uint8Array): number {
+  return new DataView(bytes.buffer, bytes.byteOffset, bytes.length).getUint32(_SUM_AT, true);
 }
 
 /**
@@ -157,7 +165,7 @@ export function decodeScanCache(input: Uint8Array, check: CacheCheck = 'all'): S
     bytes = input.slice(); // Float64Array views need an 8-aligned offset
   }
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.length);
-  if (check === 'all' && view.getUint32(16, true) !== checksum(bytes, 20)) return undefined;
+  if (check === 'all' && !checksumOk(bytes)) return undefined;
   const n = view.getUint32(24, true);
   const pathBytes = view.getUint32(28, true);
   const targetBytes = view.getUint32(32, true);
@@ -230,6 +238,11 @@ export class Checksum {
   private _h: number;
   private _done = false;
 
+  /** The checksum of a cache file's bytes, as its header records it (matches() compares). */
+  static ofCache(bytes: Uint8Array): Checksum {
+    return new Checksum(bytes, _SUMMED_FROM);
+  }
+
   constructor(bytes: Uint8Array, from: number) {
     // Words need a 4-aligned offset; the sum must not depend on where the bytes sit.
     this._bytes = (bytes.byteOffset + from) % 4 !== 0 ? bytes.slice(from) : bytes.subarray(from);
@@ -259,8 +272,8 @@ export class Checksum {
     return this._h >>> 0;
   }
 
-  /** True when the sum is what the header of the bytes (at byte 16) says. */
+  /** True when the sum is what the header of the cache bytes records. */
   matches(header: Uint8Array): boolean {
-    return new DataView(header.buffer, header.byteOffset, header.length).getUint32(16, true) === this.value();
+    return _recordedSum(header) === this.value();
   }
 }

@@ -65,7 +65,7 @@ function _speculate(start: SpeculationStart): void {
   const ctl = new Int32Array(start.ctl);
   // The checksum a slice after each chunk (twice the chunk's share of the file, as this thread does about half the
   // chunks), the rest at the end: the verdict is ready when the pass is.
-  const sum = new Checksum(spec.bytes, 20);
+  const sum = Checksum.ofCache(spec.bytes);
   const slice = (2 * spec.bytes.length) / Math.max(1, Math.ceil(spec.state.length / CHUNK));
   _claim(inp, spec.state, ctl, spec.done, true, () => sum.step(slice));
   if (Atomics.load(ctl, CTL_STOP) !== 0) return;
