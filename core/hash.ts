@@ -13,15 +13,7 @@ const _syncBuf = Buffer.allocUnsafe(SYNC_LIMIT);
 export async function hashFile(path: string): Promise<Uint8Array> {
   const fd = openSync(path, 'r');
   try {
-    if (fstatSync(fd).size <= SYNC_LIMIT) {
-      const h = createHash('sha256');
-      for (;;) {
-        const n = readSync(fd, _syncBuf, 0, SYNC_LIMIT, null);
-        if (n === 0) break;
-        h.update(_syncBuf.subarray(0, n));
-      }
-      return new Uint8Array(h.digest());
-    }
+    if (fstatSync(fd).size <= SYNC_LIMIT) return _hashFdSync(fd);
   } finally {
     closeSync(fd);
   }
@@ -37,6 +29,26 @@ export async function hashFile(path: string): Promise<Uint8Array> {
   } finally {
     await fh.close();
   }
+  return new Uint8Array(h.digest());
+}
+
+/**
+ * SHA-256 of a file's content with synchronous reads: for callers that
+ * handle many small files one after another, where a thread-pool round
+ * trip per read costs more than the read.
+ */
+export function hashFileSync(path: string): Uint8Array {
+  const fd = openSync(path, 'r');
+  try {
+    return _hashFdSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function _hashFdSync(fd: number): Uint8Array {
+  const h = createHash('sha256');
+  for (let n = readSync(fd, _syncBuf, 0, SYNC_LIMIT, null); n > 0; n = readSync(fd, _syncBuf, 0, SYNC_LIMIT, null)) h.update(_syncBuf.subarray(0, n));
   return new Uint8Array(h.digest());
 }
 

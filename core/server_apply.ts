@@ -7,7 +7,7 @@ import { Change, EntryType, type Operation, OpKind, type OpResult, OpStatus } fr
 import { fsErrorPlace, fsyncDir, tempNameFor } from './atomic_fs.ts';
 import { keepName } from './conflicts.ts';
 import { POLICIES, type Policy } from './policy.ts';
-import { toHex } from './hash.ts';
+import { hashBytes, hashFileSync, sameHash, toHex } from './hash.ts';
 import { TMP_PREFIX, checkPath } from './paths.ts';
 import type { ServerScanner } from './server_scanner.ts';
 import { type PendingChange, type ServerState, type TableEntry, tableToEntry } from './server_state.ts';
@@ -111,9 +111,7 @@ export class Reintegrator {
     const full = join(this.stagingDir, hex);
     const part = `${full}.part`;
     if (req.offset === 0 && req.last && req.data.length === req.size) {
-      if (createHash('sha256').update(req.data).digest('hex') !== hex) {
-        throw new ImzError(Codes.HASH_MISMATCH, 'cannot stage content: the bytes received do not match their SHA-256 (upload again)');
-      }
+      _checkWhole(req.data, hex);
       this._stageWhole(hex, req.data);
       return { present: true, have: req.size };
     }
@@ -182,9 +180,7 @@ export class Reintegrator {
       if (b.hash.length !== 32) throw new ImzError(Codes.PROTOCOL, 'cannot stage content: the hash is not a SHA-256');
       if (b.offset !== 0 || !b.last || b.size !== b.data.length || (b.query?.length ?? 0) > 0) throw new ImzError(Codes.PROTOCOL, 'cannot stage content: PUT_BLOBS takes whole contents only (offset 0, last, size bytes of data)');
       const hex = toHex(b.hash);
-      if (createHash('sha256').update(b.data).digest('hex') !== hex) {
-        throw new ImzError(Codes.HASH_MISMATCH, 'cannot stage content: the bytes received do not match their SHA-256 (upload again)');
-      }
+      _checkWhole(b.data, hex);
       hexes.push(hex);
     }
     try {
@@ -282,6 +278,12 @@ export class Reintegrator {
       }
     }
     return this._sameFs;
+  }
+
+  // Forgets a staged blob that has gone into the tree.
+  private _unstaged(hex: string): void {
+    this._verified.delete(hex);
+    this._staging().staged.delete(hex);
   }
 
   // Remembers a staged blob as checked (bounded: an unused one is only checked again when applied).
@@ -518,6 +520,7 @@ export class Reintegrator {
         const blob = join(this.stagingDir, hex);
         const mode = op.state.mode & 0o777;
         const time = utimeSeconds(op.state.mtimeMs);
+        const kind = cur ? (cur.type === EntryType.FILE ? Change.MODIFY : Change.RETYPE) : Change.CREATE;
         // A blob this process staged and checked is finished where it lies
         // and renamed into place: no copy, no second read. A later operation
         // with the same content copies it from the tree.
@@ -543,10 +546,9 @@ export class Reintegrator {
               moved = false;
             }
             if (moved) {
-              this._verified.delete(hex);
-              this._staging().staged.delete(hex);
+              this._unstaged(hex);
               this.scanner.expectWrite(op.path); // one event for the watcher
-              changes.push(this._change(op.path, cur ? (cur.type === EntryType.FILE ? Change.MODIFY : Change.RETYPE) : Change.CREATE, origin, op.state.hash, st));
+              changes.push(this._change(op.path, kind, origin, op.state.hash, st));
               break;
             }
           }
@@ -580,9 +582,8 @@ export class Reintegrator {
         // The content now lives in the tree (where later uploads of it are
         // found): the staged copy is not needed any more.
         _unlinkQuiet(blob);
-        this._verified.delete(hex);
-        this._staging().staged.delete(hex);
-        changes.push(this._change(op.path, cur ? (cur.type === EntryType.FILE ? Change.MODIFY : Change.RETYPE) : Change.CREATE, origin, op.state.hash, st));
+        this._unstaged(hex);
+        changes.push(this._change(op.path, kind, origin, op.state.hash, st));
         break;
       }
       case OpKind.MAKEDIR:
@@ -655,7 +656,7 @@ export class Reintegrator {
     let hash = '';
     if (fe.type === EntryType.FILE && knownHash) hash = Buffer.from(knownHash).toString('latin1'); // verified when staged
     else if (fe.type === EntryType.FILE) {
-      hash = Buffer.from(_hashOf(abs)).toString('latin1');
+      hash = Buffer.from(hashFileSync(abs)).toString('latin1');
     }
     return { change, path, state: { type: fe.type, size: fe.size, mode: fe.mode, mtimeMs: fe.mtimeMs, hash, target: fe.target, ino: fe.ino }, ...origin };
   }
@@ -776,23 +777,12 @@ function _classify(cur: TableEntry | undefined, op: Operation): string {
 }
 
 
-// One read buffer for the synchronous hashing below (a fresh MiB per small file kept the collector busy).
-let _readBuf: Buffer | undefined;
-
-// The SHA-256 of a file's content.
-function _hashOf(file: string): Buffer {
-  const h = createHash('sha256');
-  const buf = (_readBuf ??= Buffer.allocUnsafe(1024 * 1024));
-  const fd = openSync(file, 'r');
-  try {
-    for (let n = readSync(fd, buf, 0, buf.length, null); n > 0; n = readSync(fd, buf, 0, buf.length, null)) h.update(buf.subarray(0, n));
-  } finally {
-    closeSync(fd);
-  }
-  return h.digest();
+// A whole content received in one piece: refused unless it has the SHA-256 it came with.
+function _checkWhole(data: Uint8Array, hex: string): void {
+  if (toHex(hashBytes(data)) !== hex) throw new ImzError(Codes.HASH_MISMATCH, 'cannot stage content: the bytes received do not match their SHA-256 (upload again)');
 }
 
 // True when the file's content has this SHA-256.
 function _hashIs(file: string, hash: Uint8Array): boolean {
-  return _hashOf(file).equals(hash);
+  return sameHash(hashFileSync(file), hash);
 }

@@ -1,8 +1,8 @@
-import { closeSync, fstatSync, openSync, readFileSync, readSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { Codes, ImzError } from '../protocol/errors.ts';
 import { type BlobPiece, Op } from '../protocol/messages.ts';
-import { fromHex } from './hash.ts';
+import { fromHex, hashBytes, toHex } from './hash.ts';
 import type { Remote } from './remote.ts';
 
 /** A file whose content the server may need. */
@@ -201,5 +201,5 @@ function _readAsScanned(it: BlobItem): Buffer | undefined {
   } finally {
     closeSync(fd);
   }
-  return unchanged || createHash('sha256').update(data).digest('hex') === it.hash ? data : undefined;
+  return unchanged || toHex(hashBytes(data)) === it.hash ? data : undefined;
 }
