@@ -10,7 +10,8 @@ import type { Replica } from './replica.ts';
 import { LISTING_SLACK_MS, ScanCache } from './scan_cache.ts';
 import { checksumOk, isRemoteRow, typeOfFacts } from './scan_cache_model.ts';
 import { indexWriteTime } from './scan_cache_file.ts';
-import { PassWorker, SPECULATION_MAX_AGE_MS, type Speculation, monotonicMs } from './pass_worker.ts';
+import { monotonicMs } from './file_times.ts';
+import { PassWorker, SPECULATION_MAX_AGE_MS, type Speculation } from './pass_worker.ts';
 import { CHECK, GONE, LIST, NOT_DIR, checkRange, lstatOrNot, racy, runPass } from './scan_pass.ts';
 import { type FsEntry, type IgnoreFn, type SkippedPath, fsEntryFromStats, listDir, listedEntry, sameMtime, statEntrySync } from './tree_scan.ts';
 

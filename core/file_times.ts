@@ -14,3 +14,8 @@ export function sameMtime(a: number, b: number): boolean {
   }
   return false;
 }
+
+/** A clock every thread of the process shares and that never steps back (ms). */
+export function monotonicMs(): number {
+  return Number(process.hrtime.bigint() / 1000n) / 1000;
+}

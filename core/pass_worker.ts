@@ -62,11 +62,6 @@ export const SPECULATION_WAIT_MS = 30;
  */
 export const SPECULATION_MAX_AGE_MS = 250;
 
-/** A clock every thread of the process shares and that never steps back (ms). */
-export function monotonicMs(): number {
-  return Number(process.hrtime.bigint() / 1000n) / 1000;
-}
-
 /** Slots of a pass's ctl array. */
 export const CTL_NEXT = 0; // the next chunk to claim
 export const CTL_STOP = 1; // set: a worker's own pass stops claiming

@@ -6,7 +6,7 @@ import { Codes, ImzError } from '../protocol/errors.ts';
 import { fsyncDir, fsyncDirSync, tempNameFor, writeFileAtomic } from './atomic_fs.ts';
 import { BUCKETS, type IndexEntry, bucketOf, bucketText, decodeBucket, encodeBucket, encodeRows, rowsOfBucketText } from './index_model.ts';
 import { REPLICA_DIR, TMP_PREFIX } from './paths.ts';
-import { monotonicMs } from './pass_worker.ts';
+import { monotonicMs } from './file_times.ts';
 import { replicaRootOf } from './scan_cache_file.ts';
 
 export { replicaRootOf };
