@@ -2,70 +2,9 @@
 // so that the CLI can start the thread before it loads anything else (see
 // cli/main.ts).
 import { Worker } from 'node:worker_threads';
+import { CTL_CHECKED, CTL_STOP, SPECULATION_WAIT_MS, type PassJob, type Speculation, type SpeculationStart } from './pass_job.ts';
 
-/** Entries per claim: large enough that claiming costs nothing, small enough that the two threads finish together. */
-export const CHUNK = 1024;
-
-/** What a pass worker is sent: where the tree is, the tracked paths and their facts, and the shared claim counter and verdicts. */
-export interface PassJob {
-  rootSlash: string;
-  refTime: number;
-  /** The paths (PathList's bytes and ends) and the facts rows: views of shared memory, read in place. */
-  pathBytes: Uint8Array;
-  pathEnds: Uint32Array;
-  facts: Float64Array;
-  /** Symlink targets by entry number (the only non-empty ones). */
-  links: Array<[number, string]>;
-  state: SharedArrayBuffer;
-  ctl: SharedArrayBuffer;
-  done: SharedArrayBuffer;
-}
-
-/** What a worker started with a directory does on its own (see PassWorker.warmUp). */
-export interface SpeculationStart {
-  /** Where the replica is looked for (resolved by the caller: the process may change directory meanwhile). */
-  dir: string;
-  /** The claim counter (CTL_NEXT) and the stop flag (CTL_STOP), shared from the start so the scan can stop it at any time. */
-  ctl: SharedArrayBuffer;
-}
-
-/**
- * A pass a worker began before the scan asked: over the cache file as it
- * read it, its structure checked. The checksum it confirms after its pass
- * (PassWorker.checked), off the scan's way.
- */
-export interface Speculation {
-  /** The replica's root, the cache file's bytes, and the index write time it judged racy files by. */
-  root: string;
-  /** When its pass began (monotonicMs): a scan joins only a recent one (SPECULATION_MAX_AGE_MS). */
-  startedAt: number;
-  bytes: Uint8Array;
-  refTime: number;
-  /** Its verdicts and finished chunks; chunks are claimed from the counter of the ctl it was started with. */
-  state: Uint8Array;
-  done: Uint8Array;
-}
-
-/**
- * How long a scan waits for a worker to say what it began: about what
- * reading and checking the cache itself costs. A worker not up by then
- * (a slow start) is stopped and handed a job instead.
- */
-export const SPECULATION_WAIT_MS = 30;
-
-/**
- * How old a worker's own pass may be for a scan to join it. Its verdicts
- * date from the command's start, so `imz status` reports the tree as it was
- * then (a change made while it runs shows next time, as with any scan). A
- * scan under the replica lock (push, sync) never joins one: it starts its
- * pass after locking, so what it logs is never older than its scan.
- */
-export const SPECULATION_MAX_AGE_MS = 250;
-
-/** Slots of a pass's ctl array. */
-export const CTL_NEXT = 0; // the next chunk to claim
-export const CTL_STOP = 1; // set: a worker's own pass stops claiming
-export const CTL_CHECKED = 2; // the worker's own pass: 1 once the cache file's checksum held, 2 when it did not
+export { CHUNK, CTL_CHECKED, CTL_NEXT, CTL_STOP, SPECULATION_MAX_AGE_MS, SPECULATION_WAIT_MS, type PassJob, type Speculation, type SpeculationStart } from './pass_job.ts';
 
 /**
  * A worker thread started before the scan knows what to give it: a
@@ -192,7 +131,7 @@ export class PassWorker {
 
 function _workerUrl(): URL {
   const here = import.meta.url;
-  // From source (Deno, tsx) the worker is a .ts module beside this one; in the bundle (dist/), an entry of its own.
+  // From source (Deno, tsx) the worker is a .ts module beside this one; in the bundle (dist/), a script of its own.
   if (here.endsWith('.ts')) return new URL('./scan_worker.ts', here);
-  return new URL(`${here.includes('/chunks/') ? '../' : ''}scan_worker.js`, here);
+  return new URL(`${here.includes('/chunks/') ? '../' : ''}scan_worker.cjs`, here);
 }

@@ -1,7 +1,8 @@
 import { lstatSync, readlinkSync, type Stats } from 'node:fs';
 import { type StatFacts, lstatFacts } from './fast_lstat.ts';
 import { sameMtime } from './file_times.ts';
-import { CHUNK, CTL_NEXT, type PassWorker } from './pass_worker.ts';
+import { CHUNK, CTL_NEXT } from './pass_job.ts';
+import type { PassWorker } from './pass_worker.ts';
 import type { PathList } from './path_list.ts';
 import { F_CTIME, F_INO, F_LISTED_CTIME, F_LISTED_MTIME, F_MODE, F_MTIME, F_SIZE, F_TYPE, FACTS, REMOTE_FLAG, typeOfFacts } from './scan_cache_model.ts';
 

@@ -11,7 +11,7 @@ import { PathList } from './path_list.ts';
 import { REPLICA_DIR } from './paths.ts';
 import { SCAN_CACHE_FILE, indexWriteTime, readScanCacheFile, replicaRootOf } from './scan_cache_file.ts';
 import { Checksum, decodeScanCache } from './scan_cache_model.ts';
-import { CHUNK, CTL_CHECKED, CTL_NEXT, CTL_STOP, type PassJob, type Speculation, type SpeculationStart } from './pass_worker.ts';
+import { CHUNK, CTL_CHECKED, CTL_NEXT, CTL_STOP, type PassJob, type Speculation, type SpeculationStart } from './pass_job.ts';
 import { CHECK, type PassInput, checkRange } from './scan_pass.ts';
 
 /**

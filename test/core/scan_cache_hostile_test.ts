@@ -145,15 +145,16 @@ T('the worker reads the facts where they are: a cache read from its file (header
   // A worker that claims chunks and dies, and one that cannot start: the main thread does their share.
   const bundle = await imzBundle();
   const variants: Record<string, string | undefined> = {
-    dies: `import { parentPort } from 'node:worker_threads';\nparentPort?.once('message', (d) => { const ctl = new Int32Array(d.ctl); Atomics.add(ctl, 0, 1); Atomics.add(ctl, 0, 1); process.exit(3); });\n`,
-    throws: `import { parentPort } from 'node:worker_threads';\nparentPort?.once('message', (d) => { const ctl = new Int32Array(d.ctl); Atomics.add(ctl, 0, 1); throw new Error('boom'); });\n`,
+    // In place of the bundle's worker, a CommonJS script as it is.
+    dies: `const { parentPort } = require('node:worker_threads');\nparentPort?.once('message', (d) => { const ctl = new Int32Array(d.ctl); Atomics.add(ctl, 0, 1); Atomics.add(ctl, 0, 1); process.exit(3); });\n`,
+    throws: `const { parentPort } = require('node:worker_threads');\nparentPort?.once('message', (d) => { const ctl = new Int32Array(d.ctl); Atomics.add(ctl, 0, 1); throw new Error('boom'); });\n`,
     missing: undefined,
   };
   for (const [what, code] of Object.entries(variants)) {
     const copy = join(tmp, `dist-${what}`);
     await cp(dirname(bundle), copy, { recursive: true });
-    if (code === undefined) await rm(join(copy, 'scan_worker.js'));
-    else await writeFile(join(copy, 'scan_worker.js'), code);
+    if (code === undefined) await rm(join(copy, 'scan_worker.cjs'));
+    else await writeFile(join(copy, 'scan_worker.cjs'), code);
     const saved = process.env.IMZ_TEST_BIN;
     process.env.IMZ_TEST_BIN = join(copy, 'imz.js');
     try {

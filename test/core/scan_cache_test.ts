@@ -31,7 +31,7 @@ T.before(async () => {
 T.after(cleanupAll);
 
 /** The bundle's worker (dist/, built before the tests): tsx does not load .ts modules in threads. */
-const WORKER = new URL('../../dist/scan_worker.js', import.meta.url);
+const WORKER = new URL('../../dist/scan_worker.cjs', import.meta.url);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const brief = (s: ChangeScan) => s.changes.map((c) => (c.kind === 'rename' ? `rename ${c.fromPath} -> ${c.path}` : `${c.kind} ${c.path}`));
 const scan = async (dir: string) => scanChanges(await Replica.open(dir));

@@ -75,7 +75,7 @@ T.before(async () => {
     await writeFile(join(srv, p), `odd ${p}\n`);
   }
   server = await startServer(srv);
-  WORKER = new URL(`file://${join(dirname(await imzBundle()), 'scan_worker.js')}`);
+  WORKER = new URL(`file://${join(dirname(await imzBundle()), 'scan_worker.cjs')}`);
 });
 T.after(cleanupAll);
 
