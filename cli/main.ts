@@ -7,10 +7,13 @@ import { resolve } from 'node:path';
 import { PassWorker } from '../core/pass_worker.ts';
 import { fastCommand, runFast } from './fast_path.ts';
 
-// Commands that scan the replica: the worker's start-up (30-40 ms) and its
-// own start on the lstat pass overlap the loading of the command line.
+// Commands that scan the replica: the worker's start-up (25-40 ms) and, for
+// status, its own start on the lstat pass overlap the loading of the command
+// line. push and sync scan only once they hold the replica's lock: their
+// worker only checks the cache file meanwhile.
 const argv = process.argv.slice(2);
-if (argv.some((a) => a === 'status' || a === 'push' || a === 'sync')) PassWorker.warmUp(_dirHint(argv));
+const scanning = argv.find((a) => a === 'status' || a === 'push' || a === 'sync');
+if (scanning) PassWorker.warmUp(_dirHint(argv), undefined, { pass: scanning === 'status' });
 
 // A reader that went away (`imz pull -v | head`) is not an error of ours:
 // stop quietly, as git does on SIGPIPE. State stays consistent (atomic steps).

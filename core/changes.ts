@@ -8,7 +8,7 @@ import { statMatches } from './local_state.ts';
 import { comparePaths, depthOf, isReservedName } from './paths.ts';
 import type { Replica } from './replica.ts';
 import { LISTING_SLACK_MS, ScanCache } from './scan_cache.ts';
-import { checksumOk, isRemoteRow, typeOfFacts } from './scan_cache_model.ts';
+import { isRemoteRow, typeOfFacts } from './scan_cache_model.ts';
 import { indexWriteTime } from './scan_cache_file.ts';
 import { monotonicMs } from './file_times.ts';
 import { PassWorker, SPECULATION_MAX_AGE_MS, type Speculation } from './pass_worker.ts';
@@ -119,15 +119,15 @@ export async function scanChanges(replica: Replica, opts: ScanChangesOptions = {
   let ignoreKey = '';
   try {
     ({ ignore: userIgnore, key: ignoreKey } = await loadIgnoreKeyed(root));
-    // A pass the worker began on its own: the cache file as it read it is the one loaded (its checksum is confirmed after the pass).
+    // The cache file the worker was offered (and checked, and maybe began a pass over) is the one loaded.
     spec = await worker?.speculation(root);
     cache = ScanCache.load(replica, ignoreKey, spec?.bytes);
   } catch (err) {
     worker?.stop();
     throw err;
   }
-  let { paths, facts, targets } = cache.data;
-  let n = paths.length;
+  const { paths, facts, targets } = cache.data;
+  const n = paths.length;
   const skipped: SkippedPath[] = [];
   const tracked = cache.trackedFiles();
 
@@ -203,18 +203,10 @@ export async function scanChanges(replica: Replica, opts: ScanChangesOptions = {
   // unchanged outside the buckets rebuilt from the index, which are looked at again after it) and the same racy time.
   // Under the replica lock (push, sync) the pass starts now: what is logged is never older than the scan. `imz status`
   // takes no lock and reports the tree as its command found it.
-  const fresh = spec !== undefined && replica.lockedAt === undefined && monotonicMs() - spec.startedAt <= SPECULATION_MAX_AGE_MS;
-  const joined = spec && fresh && worker?.ctl && cache.rowsAsLoaded && cache.patchedRows.length <= _PATCHED_MAX && spec.refTime === refTime ? { ...spec, ctl: worker.ctl } : undefined;
+  const pass = spec?.pass;
+  const fresh = pass !== undefined && replica.lockedAt === undefined && monotonicMs() - pass.startedAt <= SPECULATION_MAX_AGE_MS;
+  const joined = pass && fresh && worker?.ctl && cache.rowsAsLoaded && cache.patchedRows.length <= _PATCHED_MAX && spec!.refTime === refTime ? { state: pass.state, done: pass.done, ctl: worker.ctl } : undefined;
   if (!joined) worker?.stopSpeculation();
-  // The cache as the index alone gives it, for bytes the worker read that do not check out.
-  const reload = (): void => {
-    cache = ScanCache.load(replica, ignoreKey);
-    ({ paths, facts, targets } = cache.data);
-    n = paths.length;
-  };
-  // Loaded from the bytes the worker read, whose checksum it confirms after its pass: not joined, and not said yet, it is
-  // done here.
-  if (spec && !joined && !(worker?.checkedSoFar() ?? checksumOk(spec.bytes))) reload();
   const relative = _inRoot(root);
   const passInput = { rootSlash: relative ? '' : rootSlash, paths, facts, targets, refTime };
   let state = await runPass(passInput, { onProgress: opts.onProgress, worker, joined, keepWorker: joined !== undefined });
@@ -223,13 +215,7 @@ export async function scanChanges(replica: Replica, opts: ScanChangesOptions = {
     // What the worker found missing is looked at again now: a path away for a moment while it looked (a directory
     // renamed and back) must not become a deletion.
     for (const i of _flagged(state, GONE | NOT_DIR)) checkRange(passInput, i, i + 1, state);
-    const sound = await worker!.checked(() => checksumOk(spec!.bytes));
     worker!.stop();
-    if (!sound) {
-      // The cache file the worker read does not check out: what came of it is dropped, and the scan starts over from the index.
-      reload();
-      state = await runPass({ ...passInput, paths, facts, targets }, { onProgress: opts.onProgress });
-    }
   }
   // Paths relative to the working directory: should it have moved during the pass, the verdicts are not the tree's.
   if (relative && !_inRoot(root)) state = await runPass({ rootSlash, paths, facts, targets, refTime }, { onProgress: opts.onProgress });

@@ -39,12 +39,23 @@ export function lstatFacts(path: string, out: StatFacts): boolean {
   }
   const v = _raw(path, false, undefined, false);
   if (v === undefined) return false;
-  _fill(v, out);
+  fillFacts(v, out);
   return true;
 }
 
+/**
+ * The runtime's own lstat (see lstatFacts), once checked on path; undefined
+ * where it is not to be had. It returns a Float64Array that every call
+ * reuses (read it with fillFacts), undefined for ENOENT; it throws what
+ * lstat throws otherwise. For a loop that cannot afford lstatFacts' call.
+ */
+export function rawLstat(path: string): ((path: string, bigint: false, req: undefined, throwIfNoEntry: boolean) => Float64Array | undefined) | undefined {
+  if (_raw === undefined) _raw = _probe(path);
+  return _raw ?? undefined;
+}
+
 /** The numbers of one raw lstat result (the layout of node's statValues; ms as node computes them). */
-function _fill(v: Float64Array, out: StatFacts): void {
+export function fillFacts(v: Float64Array, out: StatFacts): void {
   out.mode = v[1]!;
   out.ino = v[7]!;
   out.size = v[8]!;
@@ -69,7 +80,7 @@ function _probe(path: string): _RawLstat | null | undefined {
     const v = raw(path, false, undefined, false);
     if (!(v instanceof Float64Array) || v.length < 16) return null;
     const got: StatFacts = { mode: 0, ino: 0, size: 0, mtimeMs: 0, ctimeMs: 0 };
-    _fill(v, got);
+    fillFacts(v, got);
     if (got.mode !== st.mode || got.ino !== st.ino || got.size !== st.size || got.mtimeMs !== st.mtimeMs || got.ctimeMs !== st.ctimeMs) return null;
     if (raw(`${path}.imz-no-such-path`, false, undefined, false) !== undefined) return null;
     return raw;

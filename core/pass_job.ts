@@ -19,27 +19,38 @@ export interface PassJob {
   done: SharedArrayBuffer;
 }
 
-/** What a worker started with a directory does on its own (see PassWorker.warmUp). */
+/** What a worker started with a directory is given at its start (see PassWorker.warmUp). */
 export interface SpeculationStart {
-  /** Where the replica is looked for (resolved by the caller: the process may change directory meanwhile). */
-  dir: string;
   /** The claim counter (CTL_NEXT) and the stop flag (CTL_STOP), shared from the start so the scan can stop it at any time. */
   ctl: SharedArrayBuffer;
 }
 
 /**
- * A pass a worker began before the scan asked: over the cache file as it
- * read it, its structure checked. The checksum it confirms after its pass
- * (PassWorker.checked), off the scan's way.
+ * Its first message: the replica's scan cache file as the CLI read it while
+ * the thread started (root undefined: none found, nothing to begin), and
+ * whether to begin a pass over it (status) or only check it (push and
+ * sync, which scan only after they lock).
+ */
+export type SpeculationOffer = { root: string; bytes: Uint8Array; refTime: number; pass: boolean } | { root: undefined };
+
+/**
+ * What a worker made of the cache file the CLI read for it, its checksum
+ * confirmed: the bytes (the scan loads them instead of reading the file
+ * again) and the pass it began over them, if it was asked to.
  */
 export interface Speculation {
-  /** The replica's root, the cache file's bytes, and the index write time it judged racy files by. */
+  /** The replica's root, the cache file's bytes, and the index write time when they were read. */
   root: string;
-  /** When its pass began (monotonicMs): a scan joins only a recent one (SPECULATION_MAX_AGE_MS). */
-  startedAt: number;
   bytes: Uint8Array;
   refTime: number;
-  /** Its verdicts and finished chunks; chunks are claimed from the counter of the ctl it was started with. */
+  pass?: SpeculativePass;
+}
+
+/** A pass a worker began before the scan asked (judging racy files by the speculation's refTime). */
+export interface SpeculativePass {
+  /** When it began (monotonicMs): a scan joins only a recent one (SPECULATION_MAX_AGE_MS). */
+  startedAt: number;
+  /** Its verdicts and finished chunks; chunks are claimed from the counter of the ctl the worker was started with. */
   state: Uint8Array;
   done: Uint8Array;
 }
@@ -63,5 +74,4 @@ export const SPECULATION_MAX_AGE_MS = 250;
 /** Slots of a pass's ctl array. */
 export const CTL_NEXT = 0; // the next chunk to claim
 export const CTL_STOP = 1; // set: a worker's own pass stops claiming
-export const CTL_CHECKED = 2; // the worker's own pass: 1 once the cache file's checksum held, 2 when it did not
 

@@ -1,18 +1,22 @@
 // The pass worker's handle, apart from the pass itself (core/scan_pass.ts)
 // so that the CLI can start the thread before it loads anything else (see
 // cli/main.ts).
+import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
-import { CTL_CHECKED, CTL_STOP, SPECULATION_WAIT_MS, type PassJob, type Speculation, type SpeculationStart } from './pass_job.ts';
+import { CTL_STOP, SPECULATION_WAIT_MS, type PassJob, type Speculation, type SpeculationOffer, type SpeculationStart } from './pass_job.ts';
+import { REPLICA_DIR } from './paths.ts';
+import { SCAN_CACHE_FILE, indexWriteTime, readScanCacheFile, replicaRootOf } from './scan_cache_file.ts';
 
-export { CHUNK, CTL_CHECKED, CTL_NEXT, CTL_STOP, SPECULATION_MAX_AGE_MS, SPECULATION_WAIT_MS, type PassJob, type Speculation, type SpeculationStart } from './pass_job.ts';
+export { CHUNK, CTL_NEXT, CTL_STOP, SPECULATION_MAX_AGE_MS, SPECULATION_WAIT_MS, type PassJob, type Speculation, type SpeculationOffer, type SpeculationStart, type SpeculativePass } from './pass_job.ts';
 
 /**
  * A worker thread started before the scan knows what to give it: a
- * thread's start-up (30-60 ms here) then overlaps the CLI's. Started with
- * a directory, it does not wait: it finds the replica, reads and checks its
- * scan cache and starts the lstat pass alone, on the core the process's
- * start-up leaves idle. The scan joins that pass when the cache it loads
- * is the one the worker read; otherwise it stops it and hands it a job.
+ * thread's start-up (25-60 ms here) then overlaps the CLI's. Started with
+ * a directory, it does not wait: it is handed the replica's scan cache
+ * file (read here while it starts), checks it and starts the lstat pass
+ * alone, on the core the process's start-up leaves idle. The scan joins
+ * that pass when the cache it loads is that file; otherwise it stops it
+ * and hands it a job.
  * Unref'd, so an unused one never keeps the process alive.
  */
 export class PassWorker {
@@ -43,15 +47,18 @@ export class PassWorker {
    * runtime that cannot load the one beside this file (tests under tsx
    * give the bundle's).
    */
-  static start(dir?: string, url: URL = _workerUrl()): PassWorker | undefined {
+  static start(dir?: string, url: URL = _workerUrl(), opts: WarmUpOptions = {}): PassWorker | undefined {
     if (typeof SharedArrayBuffer !== 'function') return undefined;
+    let w: PassWorker;
     try {
-      const ctl = dir === undefined ? undefined : new Int32Array(new SharedArrayBuffer(16));
-      const workerData: SpeculationStart | undefined = ctl && { dir: dir!, ctl: ctl.buffer as SharedArrayBuffer };
-      return new PassWorker(new Worker(url, { workerData }), ctl);
+      const ctl = dir === undefined ? undefined : new Int32Array(new SharedArrayBuffer(8));
+      const workerData: SpeculationStart | undefined = ctl && { ctl: ctl.buffer as SharedArrayBuffer };
+      w = new PassWorker(new Worker(url, { workerData }), ctl);
     } catch {
       return undefined;
     }
+    if (dir !== undefined) w._w.postMessage(_offer(dir, opts.pass !== false));
+    return w;
   }
 
   private static _warm: PassWorker | undefined;
@@ -59,10 +66,11 @@ export class PassWorker {
   /**
    * Starts one now for the next scan of this process to take: a CLI about
    * to scan calls this first thing, with the directory it will scan
-   * (absolute), so the pass is under way when the scan starts.
+   * (absolute), so the pass is under way when the scan starts (or, with
+   * pass false, the cache file is read and checked).
    */
-  static warmUp(dir?: string, url?: URL): void {
-    PassWorker._warm ??= PassWorker.start(dir, url);
+  static warmUp(dir?: string, url?: URL, opts: WarmUpOptions = {}): void {
+    PassWorker._warm ??= PassWorker.start(dir, url, opts);
   }
 
   /** The worker warmUp started, if any and still alive (each is taken once). */
@@ -73,9 +81,9 @@ export class PassWorker {
   }
 
   /**
-   * The pass it began on its own for the replica at root, once it has
-   * said (it does so before its first lstat); undefined when it began none,
-   * or one for another directory (which is then stopped).
+   * What it made of the cache file of the replica at root, once it has said
+   * (before its first lstat); undefined when the file did not check out or
+   * it began nothing, or for another directory (its pass is then stopped).
    */
   async speculation(root: string, waitMs = SPECULATION_WAIT_MS): Promise<Speculation | undefined> {
     let wake: () => void = () => {};
@@ -86,25 +94,6 @@ export class PassWorker {
     if (s && s.root === root) return s;
     this.stopSpeculation();
     return undefined;
-  }
-
-  /**
-   * Whether the cache file its own pass read checks out (the worker says so
-   * after its last chunk). For a worker gone before saying, check() says.
-   */
-  async checked(check: () => boolean): Promise<boolean> {
-    for (;;) {
-      const v = this._ctl ? Atomics.load(this._ctl, CTL_CHECKED) : 0;
-      if (v !== 0) return v === 1;
-      if (this.gone || !this._ctl) return check();
-      await new Promise<void>((r) => setTimeout(r, 1));
-    }
-  }
-
-  /** What the worker has said of the cache file so far: true (checks out), false (does not), undefined (not yet). */
-  checkedSoFar(): boolean | undefined {
-    const v = this._ctl ? Atomics.load(this._ctl, CTL_CHECKED) : 0;
-    return v === 0 ? undefined : v === 1;
   }
 
   /** Stops the pass it began on its own (it finishes the chunk it is in, then takes a job). */
@@ -126,6 +115,29 @@ export class PassWorker {
   stop(): void {
     this.gone = true;
     void this._w.terminate();
+  }
+}
+
+/** Options of PassWorker.warmUp and start. */
+export interface WarmUpOptions {
+  /** false: the worker only checks the cache file, and begins no pass of its own (for a scan that never joins one). */
+  pass?: boolean;
+}
+
+/**
+ * The cache file of the replica holding dir, read here while the thread
+ * starts (its start-up is the longer: the pass then begins as soon as it
+ * is up). Nothing offered when there is none, or it cannot be read.
+ */
+function _offer(dir: string, pass: boolean): SpeculationOffer {
+  try {
+    const root = replicaRootOf(dir);
+    if (root === undefined) return { root: undefined };
+    const stateDir = join(root, REPLICA_DIR);
+    const bytes = readScanCacheFile(join(stateDir, SCAN_CACHE_FILE));
+    return bytes ? { root, bytes, refTime: indexWriteTime(stateDir), pass } : { root: undefined };
+  } catch {
+    return { root: undefined };
   }
 }
 

@@ -124,21 +124,21 @@ export function encodeScanCache(d: ScanCacheData): Uint8Array {
   bytes.set(targets, at);
   at += targets.length;
   bytes.set(key, at);
-  view.setUint32(_SUM_AT, checksum(bytes, _SUMMED_FROM), true);
+  view.setUint32(_SUM_AT, _checksum(bytes, _SUMMED_FROM), true);
   return bytes;
 }
 
 /**
- * How much decodeScanCache checks: everything; the structure only (lengths,
- * offsets, row types: what makes reading it safe), with the checksum left
- * to checksumOk; or nothing, for bytes already decoded once (by a pass
- * worker).
+ * How much decodeScanCache checks: everything (the checksum, then the
+ * lengths, offsets and row types: what makes reading it safe); or the
+ * lengths only, for bytes whose checksum was confirmed (by a pass worker):
+ * a file that checks out is one encodeScanCache wrote.
  */
-export type CacheCheck = 'all' | 'structure' | 'none';
+export type CacheCheck = 'all' | 'none';
 
 /** True when the bytes' checksum is what their header says. */
 export function checksumOk(bytes: Uint8Array): boolean {
-  return bytes.length >= _SUMMED_FROM && _recordedSum(bytes) === checksum(bytes, _SUMMED_FROM);
+  return bytes.length >= _SUMMED_FROM && _recordedSum(bytes) === _checksum(bytes, _SUMMED_FROM);
 }
 
 /** Where the header records the checksum, and where the bytes it sums begin. */
@@ -221,46 +221,7 @@ function _utf8(bytes: Uint8Array): string {
  * for a 100,000-path cache). It guards against a torn or foreign file, not
  * an adversary: the cache only ever decides which paths need a closer look.
  */
-export function checksum(bytes: Uint8Array, from: number): number {
+function _checksum(bytes: Uint8Array, from: number): number {
   return crc32(bytes.subarray(from));
 }
 
-/**
- * checksum() a step at a time: a pass worker checks the cache file between
- * the chunks of its pass, so the sum is ready when the pass is.
- */
-export class Checksum {
-  private readonly _bytes: Uint8Array;
-  private _at = 0;
-  private _crc = 0;
-
-  /** The checksum of a cache file's bytes, as its header records it (matches() compares). */
-  static ofCache(bytes: Uint8Array): Checksum {
-    return new Checksum(bytes, _SUMMED_FROM);
-  }
-
-  constructor(bytes: Uint8Array, from: number) {
-    this._bytes = bytes.subarray(from);
-  }
-
-  /** Sums up to maxBytes more (at least one); true once everything is summed. */
-  step(maxBytes: number): boolean {
-    const b = this._bytes;
-    if (this._at < b.length) {
-      const end = Math.min(b.length, this._at + Math.max(1, Math.ceil(maxBytes)));
-      this._crc = crc32(b.subarray(this._at, end), this._crc);
-      this._at = end;
-    }
-    return this._at === b.length;
-  }
-
-  /** The sum (after step has returned true). */
-  value(): number {
-    return this._crc;
-  }
-
-  /** True when the sum is what the header of the cache bytes records. */
-  matches(header: Uint8Array): boolean {
-    return _recordedSum(header) === this.value();
-  }
-}

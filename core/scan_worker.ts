@@ -1,24 +1,21 @@
 // The second thread of a scan's lstat pass (core/scan_pass.ts runPass and
-// PassWorker). Started with a directory, it first runs a pass of its own
-// over the replica's scan cache as it finds it (the scan joins it or stops
-// it); then, or at once, it waits for a job and claims chunks of entries
-// from the shared counter until none are left. Loads no more than the
-// pass needs.
-import { join } from 'node:path';
+// PassWorker). Started for a directory, it is first offered the replica's
+// scan cache file (read by the CLI while the thread started) and runs a
+// pass of its own over it (the scan joins it or stops it); then, or at
+// once, it waits for a job and claims chunks of entries from the shared
+// counter until none are left. Loads no more than the pass needs.
 import { parentPort, workerData } from 'node:worker_threads';
 import { monotonicMs } from './file_times.ts';
 import { PathList } from './path_list.ts';
-import { REPLICA_DIR } from './paths.ts';
-import { SCAN_CACHE_FILE, indexWriteTime, readScanCacheFile, replicaRootOf } from './scan_cache_file.ts';
-import { Checksum, decodeScanCache } from './scan_cache_model.ts';
-import { CHUNK, CTL_CHECKED, CTL_NEXT, CTL_STOP, type PassJob, type Speculation, type SpeculationStart } from './pass_job.ts';
+import { checksumOk, decodeScanCache } from './scan_cache_model.ts';
+import { CHUNK, CTL_NEXT, CTL_STOP, type PassJob, type Speculation, type SpeculationOffer, type SpeculationStart } from './pass_job.ts';
 import { CHECK, type PassInput, checkRange } from './scan_pass.ts';
 
 /**
  * Claims chunks from ctl until none are left (or, for the worker's own
- * pass, it is told to stop). between: work done after each chunk.
+ * pass, it is told to stop).
  */
-function _claim(inp: PassInput, state: Uint8Array, ctl: Int32Array, done: Uint8Array, stoppable: boolean, between?: () => void): void {
+function _claim(inp: PassInput, state: Uint8Array, ctl: Int32Array, done: Uint8Array, stoppable: boolean): void {
   const n = inp.paths.length;
   const chunks = Math.ceil(n / CHUNK);
   for (;;) {
@@ -34,51 +31,58 @@ function _claim(inp: PassInput, state: Uint8Array, ctl: Int32Array, done: Uint8A
       state.fill(CHECK, from, to);
     }
     Atomics.store(done, c, 1);
-    between?.();
   }
 }
 
-/** The worker's own pass (see PassWorker): always says what it began, or that it began nothing, before it starts. */
-function _speculate(start: SpeculationStart): void {
+/**
+ * What the worker does with the cache file it is offered (see PassWorker):
+ * checks it, says what it found (and what pass it began) before its first
+ * lstat, then, if asked, runs a pass of its own over it. The checksum first
+ * (native CRC-32, ~2 ms): a file that checks out is one the encoder wrote,
+ * so its structure is not walked again before the pass.
+ */
+function _speculate(offer: SpeculationOffer, ctl: Int32Array): void {
   let spec: Speculation | undefined;
   let inp: PassInput | undefined;
   try {
-    const root = replicaRootOf(start.dir);
-    const stateDir = root === undefined ? undefined : join(root, REPLICA_DIR);
-    const bytes = stateDir === undefined ? undefined : readScanCacheFile(join(stateDir, SCAN_CACHE_FILE));
-    // The structure now, what reading it needs; the checksum after the pass, off the scan's way (PassWorker.checked).
-    const data = bytes && decodeScanCache(bytes, 'structure');
-    if (root !== undefined && stateDir !== undefined && bytes && data && bytes.buffer instanceof SharedArrayBuffer) {
-      const n = data.paths.length;
-      const refTime = indexWriteTime(stateDir);
-      spec = {
-        root, bytes, refTime, startedAt: monotonicMs(),
-        state: new Uint8Array(new SharedArrayBuffer(Math.max(1, n)), 0, n),
-        done: new Uint8Array(new SharedArrayBuffer(Math.max(1, Math.ceil(n / CHUNK))), 0, Math.ceil(n / CHUNK)),
-      };
-      inp = { rootSlash: root.endsWith('/') ? root : `${root}/`, paths: data.paths, facts: data.facts, targets: data.targets, refTime };
+    const { root } = offer;
+    const data = root !== undefined && offer.bytes.buffer instanceof SharedArrayBuffer && checksumOk(offer.bytes) ? decodeScanCache(offer.bytes, 'none') : undefined;
+    if (root !== undefined && data) {
+      spec = { root, bytes: offer.bytes, refTime: offer.refTime };
+      if (offer.pass) {
+        const n = data.paths.length;
+        spec.pass = {
+          startedAt: monotonicMs(),
+          state: new Uint8Array(new SharedArrayBuffer(Math.max(1, n)), 0, n),
+          done: new Uint8Array(new SharedArrayBuffer(Math.max(1, Math.ceil(n / CHUNK))), 0, Math.ceil(n / CHUNK)),
+        };
+        inp = { rootSlash: root.endsWith('/') ? root : `${root}/`, paths: data.paths, facts: data.facts, targets: data.targets, refTime: offer.refTime };
+      }
     }
   } catch {
-    spec = undefined; // nothing begun: the scan hands a job as usual
+    spec = undefined; // nothing begun: the scan reads the file itself and hands a job as usual
   }
   parentPort!.postMessage({ speculation: spec });
-  if (!spec || !inp) return;
-  const ctl = new Int32Array(start.ctl);
-  // The checksum a slice after each chunk (twice the chunk's share of the file, as this thread does about half the
-  // chunks), the rest at the end: the verdict is ready when the pass is.
-  const sum = Checksum.ofCache(spec.bytes);
-  const slice = (2 * spec.bytes.length) / Math.max(1, Math.ceil(spec.state.length / CHUNK));
-  _claim(inp, spec.state, ctl, spec.done, true, () => sum.step(slice));
-  if (Atomics.load(ctl, CTL_STOP) !== 0) return;
-  sum.step(Infinity);
-  Atomics.store(ctl, CTL_CHECKED, sum.matches(spec.bytes) ? 1 : 2);
+  if (spec?.pass && inp) _claim(inp, spec.pass.state, ctl, spec.pass.done, true);
 }
 
-parentPort?.once('message', (d: PassJob) => {
+function _job(d: PassJob): void {
   const paths = new PathList(d.pathBytes, d.pathEnds);
   const targets: string[] = [];
   for (const [i, t] of d.links) targets[i] = t;
   _claim({ rootSlash: d.rootSlash, paths, facts: d.facts, targets, refTime: d.refTime }, new Uint8Array(d.state), new Int32Array(d.ctl), new Uint8Array(d.done), false);
-});
+}
 
-if (workerData) _speculate(workerData as SpeculationStart);
+// Started with a ctl, the first message is the offer of a cache file and the second the job (if the scan hands one);
+// without, the first is the job.
+const _start = workerData as SpeculationStart | undefined;
+let _offered = !_start;
+parentPort?.on('message', (m: SpeculationOffer | PassJob) => {
+  if (!_offered) {
+    _offered = true;
+    _speculate(m as SpeculationOffer, new Int32Array(_start!.ctl));
+  } else {
+    parentPort!.removeAllListeners('message');
+    _job(m as PassJob);
+  }
+});

@@ -173,10 +173,11 @@ T('a worker started with the directory runs its own pass over the cache file, an
     const data = decodeScanCache(spec!.bytes)!;
     const row = data.paths.indexOf('docs/page-3.txt');
     const clean = data.paths.indexOf('docs/page-4.txt');
-    for (let waited = 0; spec!.done.some((d) => d === 0) && waited < 10_000; waited += 10) await sleep(10);
-    assert.ok(spec!.done.every((d) => d === 1), 'it finished every chunk');
-    assert.is(spec!.state[row]! & CHECK, CHECK, 'the appended file needs a close look');
-    assert.is(spec!.state[clean], 0, 'an untouched file is clean');
+    const pass = spec!.pass!;
+    for (let waited = 0; pass.done.some((d) => d === 0) && waited < 10_000; waited += 10) await sleep(10);
+    assert.ok(pass.done.every((d) => d === 1), 'it finished every chunk');
+    assert.is(pass.state[row]! & CHECK, CHECK, 'the appended file needs a close look');
+    assert.is(pass.state[clean], 0, 'an untouched file is clean');
   } finally {
     w.stop();
   }
@@ -242,7 +243,7 @@ T("a scan that joins the warm worker's pass finds what a scan without it finds, 
   }
 });
 
-T("a cache file whose checksum fails is caught after the worker's pass, and the scan starts over from the index", async () => {
+T('a cache file whose checksum fails: the worker begins no pass over it, and the scan starts over from the index', async () => {
   const dir = await marked();
   const file = join(dir, '.imz', SCAN_CACHE_FILE);
   // A rewrite that the damaged cache would call clean: its row is given the file's new stat facts, the checksum left stale.
@@ -262,7 +263,13 @@ T("a cache file whose checksum fails is caught after the worker's pass, and the 
   Buffer.from(patched.buffer).copy(bytes, at);
   await writeFile(file, bytes);
   assert.is(decodeScanCache(bytes), undefined, 'the file does not check out');
-  assert.ok(decodeScanCache(bytes, 'structure'), 'but its structure does');
+  assert.ok(decodeScanCache(bytes, 'none'), 'but its lengths do');
+  const offered = PassWorker.start(dir, WORKER)!;
+  try {
+    assert.is(await offered.speculation((await Replica.open(dir)).root, 10_000), undefined, 'no pass begun over it');
+  } finally {
+    offered.stop();
+  }
   await sleep(1100); // the rewrite is not racily clean: only the facts decide
   const was = process.env.IMZ_SCAN_WORKER_MIN;
   process.env.IMZ_SCAN_WORKER_MIN = '0';
