@@ -121,7 +121,7 @@ export async function scanChanges(replica: Replica, opts: ScanChangesOptions = {
     ({ ignore: userIgnore, key: ignoreKey } = await loadIgnoreKeyed(root));
     // The cache file the worker was offered (and checked, and maybe began a pass over) is the one loaded.
     spec = await worker?.speculation(root);
-    cache = ScanCache.load(replica, ignoreKey, spec?.bytes);
+    cache = ScanCache.load(replica, ignoreKey, spec?.bytes, spec?.pass !== undefined);
   } catch (err) {
     worker?.stop();
     throw err;

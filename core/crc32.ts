@@ -9,6 +9,8 @@ let _table: Uint32Array | undefined;
 
 /** CRC-32 of bytes; value: the CRC of the bytes before them, to go on from (0 to start). */
 export function crc32(bytes: Uint8Array, value = 0): number {
+  // Nothing to add: zlib takes an empty buffer's null pointer for "start over" and answers 0.
+  if (bytes.length === 0) return value >>> 0;
   if (_native) return _native(bytes, value);
   return crc32Js(bytes, value);
 }

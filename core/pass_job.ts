@@ -27,11 +27,15 @@ export interface SpeculationStart {
 
 /**
  * Its first message: the replica's scan cache file as the CLI read it while
- * the thread started (root undefined: none found, nothing to begin), and
- * whether to begin a pass over it (status) or only check it (push and
- * sync, which scan only after they lock).
+ * the thread started (root undefined: none found, nothing to begin), or
+ * the directory to find and read it from itself; and whether to begin a
+ * pass over it (status) or only check it (push and sync, which scan only
+ * after they lock).
  */
-export type SpeculationOffer = { root: string; bytes: Uint8Array; refTime: number; pass: boolean } | { root: undefined };
+export type SpeculationOffer = CacheOffer | { dir: string; pass: boolean };
+
+/** A scan cache file read for a worker (root undefined: none). */
+export type CacheOffer = { root: string; bytes: Uint8Array; refTime: number; pass: boolean } | { root: undefined };
 
 /**
  * What a worker made of the cache file the CLI read for it, its checksum

@@ -1,11 +1,9 @@
 // The pass worker's handle, apart from the pass itself (core/scan_pass.ts)
 // so that the CLI can start the thread before it loads anything else (see
 // cli/main.ts).
-import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { CTL_STOP, SPECULATION_WAIT_MS, type PassJob, type Speculation, type SpeculationOffer, type SpeculationStart } from './pass_job.ts';
-import { REPLICA_DIR } from './paths.ts';
-import { SCAN_CACHE_FILE, indexWriteTime, readScanCacheFile, replicaRootOf } from './scan_cache_file.ts';
+import { cacheOffer } from './scan_cache_file.ts';
 
 export { CHUNK, CTL_NEXT, CTL_STOP, SPECULATION_MAX_AGE_MS, SPECULATION_WAIT_MS, type PassJob, type Speculation, type SpeculationOffer, type SpeculationStart, type SpeculativePass } from './pass_job.ts';
 
@@ -57,7 +55,9 @@ export class PassWorker {
     } catch {
       return undefined;
     }
-    if (dir !== undefined) w._w.postMessage(_offer(dir, opts.pass !== false));
+    // Read where the time is free: here for a pass (the thread's start-up is the longer), by the thread otherwise (it
+    // has nothing to do until the scan, while the command loads, locks and connects).
+    if (dir !== undefined) w._w.postMessage(opts.pass !== false ? cacheOffer(dir, true) : { dir, pass: false });
     return w;
   }
 
@@ -120,26 +120,13 @@ export class PassWorker {
 
 /** Options of PassWorker.warmUp and start. */
 export interface WarmUpOptions {
-  /** false: the worker only checks the cache file, and begins no pass of its own (for a scan that never joins one). */
+  /**
+   * false: the worker reads and checks the cache file itself, and begins no
+   * pass of its own (for a scan that never joins one).
+   */
   pass?: boolean;
 }
 
-/**
- * The cache file of the replica holding dir, read here while the thread
- * starts (its start-up is the longer: the pass then begins as soon as it
- * is up). Nothing offered when there is none, or it cannot be read.
- */
-function _offer(dir: string, pass: boolean): SpeculationOffer {
-  try {
-    const root = replicaRootOf(dir);
-    if (root === undefined) return { root: undefined };
-    const stateDir = join(root, REPLICA_DIR);
-    const bytes = readScanCacheFile(join(stateDir, SCAN_CACHE_FILE));
-    return bytes ? { root, bytes, refTime: indexWriteTime(stateDir), pass } : { root: undefined };
-  } catch {
-    return { root: undefined };
-  }
-}
 
 function _workerUrl(): URL {
   const here = import.meta.url;

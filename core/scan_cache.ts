@@ -1,4 +1,4 @@
-import { closeSync, fdatasyncSync, lstatSync, openSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, lstatSync, openSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { tempNameFor } from './atomic_fs.ts';
 import { BUCKETS, type IndexEntry, decodeBucket } from './index_model.ts';
@@ -6,6 +6,7 @@ import { PathList } from './path_list.ts';
 import { SCAN_CACHE_FILE, readScanCacheFile } from './scan_cache_file.ts';
 import type { Replica } from './replica.ts';
 import {
+  BUCKET_SHIFT,
   type BucketSection,
   F_LISTED_CTIME,
   F_LISTED_MTIME,
@@ -15,7 +16,7 @@ import {
   type ScanCacheData,
   bucketOfFacts,
   decodeScanCache,
-  encodeScanCache,
+  encodeScanCacheParts,
   factsOf,
   newFacts,
   typeOfFacts,
@@ -56,11 +57,12 @@ export class ScanCache {
   /**
    * Loads .imz/scan-cache and brings it up to date with the index (and with
    * the .imzignore identified by ignoreKey). preread: the file's bytes as
-   * a pass worker read them and checked their structure; their checksum is
-   * the caller's to confirm (any cache that checks out will do: every
-   * section is checked against its bucket here).
+   * a pass worker was handed them and checked them (any cache that checks
+   * out will do: every section is checked against its bucket here);
+   * inUse: the worker is running a pass over those very bytes, so rows to
+   * update are updated in a copy.
    */
-  static load(replica: Replica, ignoreKey: string, preread?: Uint8Array): ScanCache {
+  static load(replica: Replica, ignoreKey: string, preread?: Uint8Array, inUse = false): ScanCache {
     let old: ScanCacheData | undefined;
     try {
       const bytes = preread ?? readScanCacheFile(join(replica.stateDir, SCAN_CACHE_FILE));
@@ -106,8 +108,8 @@ export class ScanCache {
       current.rowsAsLoaded = true;
       return current;
     }
-    // Bytes a pass worker read stay as it read them (it checksums them, and judges rows by them): patched in a copy.
-    if (old && sameIgnore && preread) old = { ...old, facts: _copyOf(old.facts), targets: [...old.targets] };
+    // Bytes a worker's pass is judging rows by stay as it read them: patched in a copy.
+    if (old && sameIgnore && inUse) old = { ...old, facts: _copyOf(old.facts) };
     const patchedRows = old && sameIgnore ? _patchRows(old, stale) : undefined;
     if (old && patchedRows) {
       // The rebuilt buckets hold the same paths as before (contents changed, not names): their rows were updated in place.
@@ -242,10 +244,10 @@ export class ScanCache {
     const tmp = tempNameFor(file);
     let fd: number | undefined;
     try {
-      const bytes = encodeScanCache(this.data);
+      const parts = encodeScanCacheParts(this.data);
       fd = openSync(tmp, 'wx', 0o644);
-      for (let off = 0; off < bytes.length;) off += writeSync(fd, bytes, off);
-      fdatasyncSync(fd);
+      for (const part of parts) for (let off = 0; off < part.length;) off += writeSync(fd, part, off);
+      // Not synced: a derived file; one a crash tore fails its checksum and is rebuilt from the index.
       closeSync(fd);
       fd = undefined;
       renameSync(tmp, file);
@@ -272,10 +274,8 @@ function _stringOrder(a: string, b: string): number {
  */
 function _patchRows(old: ScanCacheData, stale: Map<number, Map<string, IndexEntry>>): number[] | undefined {
   // The rows of each stale bucket, in path order; its entries, sorted the same way, must be those paths one for one.
-  const rowsOf = new Map<number, number[]>();
-  for (const b of stale.keys()) rowsOf.set(b, []);
   const { facts, paths } = old;
-  for (let i = 0; i < paths.length; i++) rowsOf.get(bucketOfFacts(facts, i))?.push(i);
+  const rowsOf = _rowsOfBuckets(facts, paths.length, stale.keys());
   const enc = new TextEncoder();
   const updates: Array<{ i: number; e: IndexEntry; b: number }> = [];
   for (const [b, entries] of stale) {
@@ -308,6 +308,15 @@ function _patchRows(old: ScanCacheData, stale: Map<number, Map<string, IndexEntr
 }
 
 /** A copy of facts rows, in shared memory where there is any. */
+/** The rows of each of buckets, in order: a loop of its own (the engine compiles it alone, not all of its caller). */
+function _rowsOfBuckets(facts: Float64Array, n: number, buckets: Iterable<number>): Map<number, number[]> {
+  const rowsOf = new Map<number, number[]>();
+  const lists: Array<number[] | undefined> = new Array(BUCKETS).fill(undefined);
+  for (const b of buckets) rowsOf.set(b, (lists[b] = []));
+  for (let i = 0; i < n; i++) lists[facts[i * FACTS + F_TYPE]! >>> BUCKET_SHIFT]?.push(i);
+  return rowsOf;
+}
+
 function _copyOf(facts: Float64Array): Float64Array {
   const copy = newFacts(facts.length / FACTS);
   copy.set(facts);

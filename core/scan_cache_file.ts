@@ -1,5 +1,6 @@
 import { closeSync, fstatSync, openSync, readSync, statSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
+import type { CacheOffer } from './pass_job.ts';
 import { REPLICA_DIR } from './paths.ts';
 
 /** The scan cache's file in a replica's state directory. */
@@ -55,4 +56,20 @@ export function indexWriteTime(stateDir: string): number {
     if (st && st.mtimeMs > t) t = st.mtimeMs;
   }
   return t;
+}
+
+/**
+ * The scan cache file of the replica holding dir, for a pass worker (see
+ * PassWorker): { root: undefined } when there is none, or it cannot be read.
+ */
+export function cacheOffer(dir: string, pass: boolean): CacheOffer {
+  try {
+    const root = replicaRootOf(dir);
+    if (root === undefined) return { root: undefined };
+    const stateDir = join(root, REPLICA_DIR);
+    const bytes = readScanCacheFile(join(stateDir, SCAN_CACHE_FILE));
+    return bytes ? { root, bytes, refTime: indexWriteTime(stateDir), pass } : { root: undefined };
+  } catch {
+    return { root: undefined };
+  }
 }

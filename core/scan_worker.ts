@@ -7,8 +7,9 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { monotonicMs } from './file_times.ts';
 import { PathList } from './path_list.ts';
+import { cacheOffer } from './scan_cache_file.ts';
 import { checksumOk, decodeScanCache } from './scan_cache_model.ts';
-import { CHUNK, CTL_NEXT, CTL_STOP, type PassJob, type Speculation, type SpeculationOffer, type SpeculationStart } from './pass_job.ts';
+import { type CacheOffer, CHUNK, CTL_NEXT, CTL_STOP, type PassJob, type Speculation, type SpeculationOffer, type SpeculationStart } from './pass_job.ts';
 import { CHECK, type PassInput, checkRange } from './scan_pass.ts';
 
 /**
@@ -41,7 +42,7 @@ function _claim(inp: PassInput, state: Uint8Array, ctl: Int32Array, done: Uint8A
  * (native CRC-32, ~2 ms): a file that checks out is one the encoder wrote,
  * so its structure is not walked again before the pass.
  */
-function _speculate(offer: SpeculationOffer, ctl: Int32Array): void {
+function _speculate(offer: CacheOffer, ctl: Int32Array): void {
   let spec: Speculation | undefined;
   let inp: PassInput | undefined;
   try {
@@ -80,7 +81,8 @@ let _offered = !_start;
 parentPort?.on('message', (m: SpeculationOffer | PassJob) => {
   if (!_offered) {
     _offered = true;
-    _speculate(m as SpeculationOffer, new Int32Array(_start!.ctl));
+    const offer = m as SpeculationOffer;
+    _speculate('dir' in offer ? cacheOffer(offer.dir, offer.pass) : offer, new Int32Array(_start!.ctl));
   } else {
     parentPort!.removeAllListeners('message');
     _job(m as PassJob);

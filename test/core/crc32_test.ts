@@ -23,6 +23,15 @@ test('crc32: the two agree, and going on from a prefix gives the CRC of the whol
   }
 });
 
+test('crc32: going on over nothing keeps the value (an empty buffer of its own too)', () => {
+  const b = new Uint8Array(randomBytes(100));
+  const v = crc32(b);
+  assert.is(crc32(new Uint8Array(0), v), v);
+  assert.is(crc32(new Uint8Array(new ArrayBuffer(0)), v), v);
+  assert.is(crc32(b.subarray(5, 5), v), v);
+  assert.is(crc32Js(new Uint8Array(0), v), v);
+});
+
 test('crc32: bytes in shared memory', () => {
   const b = new Uint8Array(new SharedArrayBuffer(4096));
   b.set(randomBytes(4096));

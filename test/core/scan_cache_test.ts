@@ -10,7 +10,9 @@ import { join } from 'node:path';
 import { type ChangeScan, scanChanges } from '../../core/changes.ts';
 import { Replica } from '../../core/replica.ts';
 import { SCAN_CACHE_FILE } from '../../core/scan_cache.ts';
-import { FACTS, F_CTIME, F_INO, F_LISTED_MTIME, F_MODE, F_MTIME, F_SIZE, decodeScanCache, encodeScanCache, typeOfFacts } from '../../core/scan_cache_model.ts';
+import { FACTS, F_CTIME, F_INO, F_LISTED_MTIME, F_MODE, F_MTIME, F_SIZE, F_TYPE, type ScanCacheData, decodeScanCache, encodeScanCache, encodeScanCacheParts, newFacts, typeOfFacts } from '../../core/scan_cache_model.ts';
+import { PathList } from '../../core/path_list.ts';
+import { BUCKETS } from '../../core/index_model.ts';
 import { PassWorker } from '../../core/pass_worker.ts';
 import { CHECK } from '../../core/scan_pass.ts';
 import { type ServerHandle, cleanupAll, copyFixture, imz, makeTmp, startServer } from '../helpers.ts';
@@ -61,6 +63,28 @@ async function marked(): Promise<string> {
   assert.ok(c.rootListed[0] > 0, 'the root marked');
   return dir;
 }
+
+T('the model round-trips without symlinks or an ignore key (empty parts), and its parts are its bytes', () => {
+  for (const links of [false, true]) {
+    const paths = PathList.fromStrings(['a', 'b', 'b/c']);
+    const facts = newFacts(3);
+    facts[F_TYPE] = 1;
+    facts[FACTS + F_TYPE] = 2;
+    facts[2 * FACTS + F_TYPE] = links ? 3 : 1;
+    facts[2 * FACTS + F_SIZE] = 7;
+    const d: ScanCacheData = {
+      sections: Array.from({ length: BUCKETS }, () => ({ ino: 0, size: -1, mtimeMs: 0, ctimeMs: 0 })),
+      paths, facts, targets: ['', '', links ? '../a' : ''], ignoreKey: links ? 'key' : '', rootListed: [0, 0],
+    };
+    const bytes = encodeScanCache(d);
+    assert.equal(Buffer.concat(encodeScanCacheParts(d)), Buffer.from(bytes), `parts (${links})`);
+    const back = decodeScanCache(bytes);
+    assert.ok(back, `it checks out (${links})`);
+    assert.equal([...back!.paths], ['a', 'b', 'b/c']);
+    assert.equal(back!.targets, d.targets);
+    assert.is(back!.ignoreKey, d.ignoreKey);
+  }
+});
 
 T('the model round-trips, and a damaged or foreign file is refused (then rebuilt)', async () => {
   const dir = await marked();
