@@ -3,6 +3,7 @@
 // cli/main.ts).
 import { Worker } from 'node:worker_threads';
 import { CTL_STOP, SPECULATION_WAIT_MS, type PassJob, type Speculation, type SpeculationOffer, type SpeculationStart } from './pass_job.ts';
+import { takeEarly, workerUrl } from './pass_boot.ts';
 import { cacheOffer } from './scan_cache_file.ts';
 
 export { CHUNK, CTL_NEXT, CTL_STOP, SPECULATION_MAX_AGE_MS, SPECULATION_WAIT_MS, type PassJob, type Speculation, type SpeculationOffer, type SpeculationStart, type SpeculativePass } from './pass_job.ts';
@@ -45,7 +46,7 @@ export class PassWorker {
    * runtime that cannot load the one beside this file (tests under tsx
    * give the bundle's).
    */
-  static start(dir?: string, url: URL = _workerUrl(), opts: WarmUpOptions = {}): PassWorker | undefined {
+  static start(dir?: string, url: URL = workerUrl(), opts: WarmUpOptions = {}): PassWorker | undefined {
     if (typeof SharedArrayBuffer !== 'function') return undefined;
     let w: PassWorker;
     try {
@@ -55,10 +56,14 @@ export class PassWorker {
     } catch {
       return undefined;
     }
-    // Read where the time is free: here for a pass (the thread's start-up is the longer), by the thread otherwise (it
-    // has nothing to do until the scan, while the command loads, locks and connects).
-    if (dir !== undefined) w._w.postMessage(opts.pass !== false ? cacheOffer(dir, true) : { dir, pass: false });
+    if (dir !== undefined) w._offer(dir, opts);
     return w;
+  }
+
+  // Read where the time is free: here for a pass (the thread's start-up is the longer), by the thread otherwise (it
+  // has nothing to do until the scan, while the command loads, locks and connects).
+  private _offer(dir: string, opts: WarmUpOptions): void {
+    this._w.postMessage(opts.pass !== false ? cacheOffer(dir, true) : { dir, pass: false });
   }
 
   private static _warm: PassWorker | undefined;
@@ -70,7 +75,16 @@ export class PassWorker {
    * pass false, the cache file is read and checked).
    */
   static warmUp(dir?: string, url?: URL, opts: WarmUpOptions = {}): void {
-    PassWorker._warm ??= PassWorker.start(dir, url, opts);
+    if (PassWorker._warm) return;
+    // One the CLI started before it loaded this module (startEarly) is given the directory now.
+    const early = url === undefined ? takeEarly() : undefined;
+    if (early && dir !== undefined) {
+      PassWorker._warm = new PassWorker(early.worker, early.ctl);
+      PassWorker._warm._offer(dir, opts);
+    } else {
+      if (early) void early.worker.terminate();
+      PassWorker._warm = PassWorker.start(dir, url, opts);
+    }
   }
 
   /** The worker warmUp started, if any and still alive (each is taken once). */
@@ -125,12 +139,4 @@ export interface WarmUpOptions {
    * pass of its own (for a scan that never joins one).
    */
   pass?: boolean;
-}
-
-
-function _workerUrl(): URL {
-  const here = import.meta.url;
-  // From source (Deno, tsx) the worker is a .ts module beside this one; in the bundle (dist/), a script of its own.
-  if (here.endsWith('.ts')) return new URL('./scan_worker.ts', here);
-  return new URL(`${here.includes('/chunks/') ? '../' : ''}scan_worker.cjs`, here);
 }

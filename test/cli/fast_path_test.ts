@@ -57,4 +57,19 @@ test('the CLI answers the same through both readers', async () => {
   }
 });
 
+test('a scanning command that never scans (help, version, a usage error, no replica) exits at once despite the thread it started first', async () => {
+  const tmp = await makeTmp('imz-early-');
+  try {
+    for (const argv of [['status', '--help'], ['push', '--version'], ['sync', '--no-such-option'], ['status', '-C', tmp], ['push', '-C', join(tmp, 'missing')]]) {
+      const started = Date.now();
+      const r = await imz(argv, { timeoutMs: 15_000 });
+      assert.ok(Date.now() - started < 10_000, `${argv.join(' ')} took ${Date.now() - started} ms`);
+      assert.ok(argv[1] === '--help' || argv[1] === '--version' ? r.code === 0 : r.code !== 0, `${argv.join(' ')} exited ${r.code}: ${r.stderr}`);
+      if (argv[1] === '-C') assert.match(r.stderr, /cannot/, argv.join(' '));
+    }
+  } finally {
+    await cleanupAll();
+  }
+});
+
 test.run();

@@ -1,0 +1,46 @@
+// The scan's second thread, started by the CLI's very first statement
+// (cli/main.ts), before the rest of the CLI loads: it imports nothing but
+// node:worker_threads, so it costs the entry no module of ours but this one.
+// PassWorker (core/pass_worker.ts) adopts what it started.
+import { Worker } from 'node:worker_threads';
+import type { SpeculationStart } from './pass_job.ts';
+
+/** A worker started with a claim counter, not yet given its cache file. */
+export interface EarlyWorker {
+  worker: Worker;
+  ctl: Int32Array;
+}
+
+let _early: EarlyWorker | undefined;
+
+/**
+ * Starts the pass worker now (see PassWorker.warmUp, which adopts it);
+ * nothing where threads or shared memory are not to be had. Unref'd at
+ * once: a command that never scans exits without waiting for it.
+ */
+export function startEarly(url: URL = workerUrl()): void {
+  if (_early || typeof SharedArrayBuffer !== 'function') return;
+  try {
+    const ctl = new Int32Array(new SharedArrayBuffer(8));
+    const workerData: SpeculationStart = { ctl: ctl.buffer as SharedArrayBuffer };
+    const worker = new Worker(url, { workerData });
+    worker.unref();
+    _early = { worker, ctl };
+  } catch {
+    _early = undefined;
+  }
+}
+
+/** The worker startEarly started, taken once. */
+export function takeEarly(): EarlyWorker | undefined {
+  const e = _early;
+  _early = undefined;
+  return e;
+}
+
+/** The worker's script: beside the bundle (dist/), or the .ts module from source (Deno, tsx). */
+export function workerUrl(): URL {
+  const here = import.meta.url;
+  if (here.endsWith('.ts')) return new URL('./scan_worker.ts', here);
+  return new URL(`${here.includes('/chunks/') ? '../' : ''}scan_worker.cjs`, here);
+}
