@@ -13,7 +13,7 @@ import { startEarly } from '../core/pass_boot.ts';
 // on its own; push and sync scan only once they hold the replica's lock,
 // so theirs only reads and checks the file meanwhile.
 const argv = process.argv.slice(2);
-const scanning = argv.find((a) => a === 'status' || a === 'push' || a === 'sync');
+const scanning = _scanningCommand(argv);
 if (scanning) startEarly();
 
 // A reader that went away (`imz pull -v | head`) is not an error of ours:
@@ -33,6 +33,26 @@ const { fastCommand, runFast } = await import('./fast_path.ts');
 const fast = fastCommand(argv);
 if (fast) await runFast(fast);
 else await import('./cli.ts');
+
+/**
+ * The command, when it is one that scans (status, push, sync): the first
+ * word that is not an option or an option's value. A guess before yargs
+ * parses argv: a wrong one costs a thread's start-up, never a result.
+ */
+function _scanningCommand(args: string[]): 'status' | 'push' | 'sync' | undefined {
+  // Options that take the next word as their value: the global ones, and push's and sync's --policy.
+  const valued = ['-C', '--token-file', '--tls-ca', '--tls-fingerprint', '--policy'];
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]!;
+    if (a === '--') return undefined;
+    if (a.startsWith('-')) {
+      if (valued.includes(a)) i++;
+      continue;
+    }
+    return a === 'status' || a === 'push' || a === 'sync' ? a : undefined;
+  }
+  return undefined;
+}
 
 /**
  * The directory a scanning command will work on, read from argv before

@@ -129,7 +129,6 @@ export async function scanChanges(replica: Replica, opts: ScanChangesOptions = {
   const { paths, facts, targets } = cache.data;
   const n = paths.length;
   const skipped: SkippedPath[] = [];
-  const tracked = cache.trackedFiles();
 
   const hashOf = async (path: string): Promise<string> => toHex(await hashFile(join(root, path)));
   const ignore: IgnoreFn = (p, isDir) => {
@@ -381,6 +380,7 @@ export async function scanChanges(replica: Replica, opts: ScanChangesOptions = {
     }
   }
 
+  const tracked = cache.trackedFiles();
   let deleted = 0;
   for (const c of changes) if (c.kind === 'delete' && c.index!.type === EntryType.FILE) deleted++;
   return { changes: orderChanges(changes), skipped, tracked, deleted, refresh };

@@ -9,6 +9,8 @@ import type { SpeculationStart } from './pass_job.ts';
 export interface EarlyWorker {
   worker: Worker;
   ctl: Int32Array;
+  /** Set when it failed or exited before anyone took it (its script missing, no memory for a thread...). */
+  failed: boolean;
 }
 
 let _early: EarlyWorker | undefined;
@@ -24,8 +26,16 @@ export function startEarly(url: URL = workerUrl()): void {
     const ctl = new Int32Array(new SharedArrayBuffer(8));
     const workerData: SpeculationStart = { ctl: ctl.buffer as SharedArrayBuffer };
     const worker = new Worker(url, { workerData });
+    const early: EarlyWorker = { worker, ctl, failed: false };
+    // Listened to from the start: an 'error' nobody listens to would take the whole CLI down before it
+    // has loaded the handle that listens for it.
+    const fail = () => {
+      early.failed = true;
+    };
+    worker.on('error', fail);
+    worker.on('exit', fail);
     worker.unref();
-    _early = { worker, ctl };
+    _early = early;
   } catch {
     _early = undefined;
   }

@@ -78,7 +78,7 @@ export class PassWorker {
     if (PassWorker._warm) return;
     // One the CLI started before it loaded this module (startEarly) is given the directory now.
     const early = url === undefined ? takeEarly() : undefined;
-    if (early && dir !== undefined) {
+    if (early && !early.failed && dir !== undefined) {
       PassWorker._warm = new PassWorker(early.worker, early.ctl);
       PassWorker._warm._offer(dir, opts);
     } else {

@@ -167,8 +167,12 @@ export class Replica {
 
   /** The file that holds index bucket b. */
   bucketFile(b: number): string {
-    return join(this.stateDir, 'index', b.toString(16).padStart(2, '0'));
+    // Asked for every bucket by each scan (the cache checks them all): joined once.
+    const files = (this._bucketFiles ??= []);
+    return (files[b] ??= join(this.stateDir, 'index', b.toString(16).padStart(2, '0')));
   }
+
+  private _bucketFiles: string[] | undefined;
 
   /** Bucket b as held in memory when it has changes flushIndex has not written yet (its file then lags behind). */
   unflushedBucket(b: number): Map<string, IndexEntry> | undefined {
