@@ -169,7 +169,7 @@ export class Replica {
   bucketFile(b: number): string {
     // Asked for every bucket by each scan (the cache checks them all): joined once.
     const files = (this._bucketFiles ??= []);
-    return (files[b] ??= join(this.stateDir, 'index', b.toString(16).padStart(2, '0')));
+    return (files[b] ??= `${this.stateDir}/index/${b.toString(16).padStart(2, '0')}`);
   }
 
   private _bucketFiles: string[] | undefined;
