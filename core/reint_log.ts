@@ -75,6 +75,8 @@ export class ReintLog {
 
   /** Empties the log once everything in it is acknowledged. */
   async clear(): Promise<void> {
+    // Holding nothing, the file is its header alone (open cut any torn tail): a no-op push writes and syncs nothing.
+    if (this._records.length === 0) return;
     await writeFileAtomic(this.file, `${LOG_HEADER}\n`);
     this._records = [];
   }

@@ -1,6 +1,6 @@
 // The reintegration log on disk: a torn last line (a crash) is cut quietly;
 // damage before the end is cut too, but the damaged file is kept aside first.
-import { readdir, readFile, writeFile } from 'node:fs/promises';
+import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -41,6 +41,23 @@ test('a damaged header: the old file is kept aside, a fresh log starts', async (
   const copies = (await readdir(dir)).filter((n) => n.startsWith('log.damaged'));
   assert.is(copies.length, 1);
   assert.is(await readFile(join(dir, 'log'), 'utf8'), `${LOG_HEADER}\n`);
+});
+
+test('clearing a log that holds nothing leaves the file alone; one that holds records is emptied', async () => {
+  const dir = await makeTmp('imz-log-');
+  const log = await ReintLog.open(dir);
+  const file = join(dir, 'log');
+  const before = await stat(file);
+  await log.clear();
+  const after = await stat(file);
+  assert.is(after.ino, before.ino, 'not rewritten');
+  assert.is(after.mtimeMs, before.mtimeMs);
+  await log.append([{ t: 'done', upto: 3 }]);
+  assert.ok((await readFile(file, 'utf8')).length > `${LOG_HEADER}\n`.length);
+  await log.clear();
+  assert.is(await readFile(file, 'utf8'), `${LOG_HEADER}\n`);
+  const again = await ReintLog.open(dir);
+  assert.equal(again.pending(), { sent: [], unsent: [] });
 });
 
 test.run();
