@@ -17,7 +17,8 @@
 //                                          checkout of the same tree (best of 3, after 1 untimed run each)
 //   no-op push                             imz push | rsync -a --delete into a writable daemon module (best of 3)
 //   push of 10 changed files               same, fresh rewrites each round (best of 3, after 1 warm-up)
-//   push of 10,000 new small files         same, one new directory of 0-16 KiB files (1 run each)
+//   push of 10,000 new small files         same, one new directory of 0-16 KiB files (1 run each); then rsync
+//                                          --fsync pushes it again into the module (for information)
 // On demand (issue 6; its own table), on a hard-linked copy of the incremental tree:
 //   on-demand clone of the 100,000 files   imz clone --on-demand against imz clone from the same server
 //                                          (best of 2 against 1 run; target ≤ 1/3)
@@ -762,7 +763,7 @@ const GIT_IDENTITY = ['-c', 'user.name=imz-bench', '-c', 'user.email=imz-bench@l
  *   status (nothing changed)   imz status --json            | git status --porcelain on a git checkout of the same tree
  *   no-op push                 imz push                     | rsync -a --delete REP/ rsync://.../<tree>-push/ (for information)
  *   push of 10 rewrites        imz push, then the server tree checked | the same rewrites in rsync's replica, pushed into the writable module
- *   push of N new small files  the same, one new directory of 0-16 KiB files
+ *   push of N new small files  the same, one new directory of 0-16 KiB files (and rsync --fsync, for information)
  * rsync pushes from its pull replica (now equal to the served tree) into a
  * separate writable copy, so nothing the pulls measure is touched.
  */
@@ -933,6 +934,18 @@ async function pushCases(ctx: Ctx, tree: CachedTree, srv: Server | null, imzOkIn
       await verifyReplica(`${newSpec.name}/ in the rsync module`, join(rsyncRep, newSpec.name), join(mod.path, newSpec.name), newOpts('rsync'));
       await verifyReplica('rsync module after push of new files', rsyncRep, mod.path, { sample: 20, seed: `${newSpec.seed}:rsync-all` });
       log(`${newFilesRow.case}: rsync ${s.toFixed(3)} s, module verified`);
+    });
+  }
+  // The same push with --fsync, for information (imz makes each file durable before the server acknowledges it):
+  // the new directory taken out of the module again (untimed), then pushed anew.
+  if (rsyncOk && ctx.fsync) {
+    await attempt(ctx, newFilesRow, 'rsyncFsync', async () => {
+      rmSync(join(mod.path, newSpec.name), { recursive: true, force: true });
+      const s = await timed(ctx, 'rsync', ['-a', '--delete', '--fsync', `${rsyncRep}/`, pushUrl]);
+      newFilesRow.runs.rsyncFsync.push(s);
+      newFilesRow.rsyncFsync = s;
+      await verifyReplica(`${newSpec.name}/ in the rsync module (--fsync)`, join(rsyncRep, newSpec.name), join(mod.path, newSpec.name), newOpts('rsync-fsync'));
+      log(`${newFilesRow.case}: rsync --fsync ${s.toFixed(3)} s, module verified`);
     });
   }
   for (const r of [statusRow, noopRow, pushRow, newFilesRow]) evaluateTarget(r);
@@ -1328,7 +1341,8 @@ function notes(reports: RootReport[]): string {
     out.push('  SHA-256 of every changed file plus a sample; and `imz status --offline` must find nothing left to push) against');
     out.push('  `rsync -a --delete REPLICA/ rsync://127.0.0.1:PORT/<tree>-push/` from rsync\'s replica into a writable');
     out.push('  daemon module holding a separate copy of the tree (checked the same way). 10 changed files: 10 in-place rewrites that change the size, a fresh set each round,');
-    out.push('  best of 3 after 1 warm-up. New files: one new directory of small files (0-16 KiB, spread over subdirectories), 1 run each.');
+    out.push('  best of 3 after 1 warm-up. New files: one new directory of small files (0-16 KiB, spread over subdirectories), 1 run each;');
+    out.push('  then, for information, the directory is taken out of the module and pushed again with `rsync --fsync` (imz syncs each file before the server acknowledges it).');
     out.push('- Every timed step starts after `sync`; the page cache is warm (not dropped). imz times include starting node.');
   }
   return out.join('\n');
