@@ -46,8 +46,6 @@ export interface PushSummary {
   rejected: number;
   offline: boolean;
   uploadedBytes: number;
-  /** The journal records this push made: the versions its applied operations were indexed at. */
-  records: number[];
 }
 
 const KIND_NAMES: Record<number, string> = { 1: 'store', 2: 'mkdir', 3: 'symlink', 4: 'remove', 5: 'rmdir', 6: 'setattr', 7: 'move' };
@@ -110,7 +108,7 @@ async function _pushWith(replica: Replica, remote: Remote | undefined, opts: Pus
   sweepStateTemps(['', 'index', 'conflicts', 'conflicts/blobs'].map((d) => join(replica.stateDir, d)));
   const policy = checkPolicy(opts.policy ?? replica.config.policy ?? 'manual');
   const log = await ReintLog.open(replica.stateDir);
-  const summary: PushSummary = { logged: 0, applied: 0, conflicts: [], settled: [], rejected: 0, offline: !remote, uploadedBytes: 0, records: [] };
+  const summary: PushSummary = { logged: 0, applied: 0, conflicts: [], settled: [], rejected: 0, offline: !remote, uploadedBytes: 0 };
   if (remote && remote.info.serverId !== replica.head.serverId) {
     throw new ImzError(Codes.IDENTITY, `cannot push: the server at ${remote.address} is not the one this replica follows; run \`imz pull --resync\` first`);
   }
@@ -159,7 +157,6 @@ async function _pushWith(replica: Replica, remote: Remote | undefined, opts: Pus
   }
   if (ops.length === 0) {
     if (sent.length === 0) await log.clear();
-    await _passOwnRecords(replica, summary.records);
     return summary;
   }
 
@@ -187,25 +184,7 @@ async function _pushWith(replica: Replica, remote: Remote | undefined, opts: Pus
   await sending;
   await _finish(replica, log, ops);
   await log.clear();
-  await _passOwnRecords(replica, summary.records);
   return summary;
-}
-
-/**
- * Moves the replica's journal cursor past the records this push made when
- * they are all that follows it (numbered one after the other from the
- * cursor on): the index holds them already, so the next pull need not
- * fetch them, and status does not count them as behind. Any other record
- * among them (another replica's, or one of ours not indexed at its
- * number) leaves the cursor where it is, for pull to replay as before.
- */
-async function _passOwnRecords(replica: Replica, records: number[]): Promise<void> {
-  if (records.length === 0 || replica.head.cloning) return;
-  const sorted = [...records].sort((a, b) => a - b);
-  const from = replica.head.cursor;
-  for (let k = 0; k < sorted.length; k++) if (sorted[k] !== from + 1 + k) return;
-  replica.head = { ...replica.head, cursor: from + sorted.length };
-  await replica.saveHead();
 }
 
 // What the scan saw of a file it hashed (so the upload need not hash it again; the server checks every hash).
@@ -288,21 +267,17 @@ async function _serverHolds(remote: Remote, op: LoggedOp): Promise<boolean> {
 
 async function _settle(replica: Replica, remote: Remote, op: LoggedOp, r: OpResult, policy: Policy, summary: PushSummary, opts: PushOptions, change: LocalChange | undefined, serverFetch: Entry[], openConflicts: Set<string>): Promise<void> {
   const kind = KIND_NAMES[op.kind] ?? 'op';
-  // True when the path is indexed at version (or, for a removal, out of the index as the server has it).
-  const index = async (path: string, version: number): Promise<boolean> => {
-    if (op.state.type === EntryType.NONE) {
-      await replica.delete(path);
-      return true;
-    }
+  const index = async (path: string, version: number) => {
+    if (op.state.type === EntryType.NONE) return replica.delete(path);
     // Index what was scanned; a write made since then shows up at the next scan.
     const fs = change?.path === path ? change.fs : undefined;
     const now = fs ?? (() => { const e = statEntrySync(replica.root, path); return typeof e === 'string' ? undefined : e; })();
-    if (!now) {
-      await replica.delete(path);
-      return false;
-    }
-    await replica.set(path, { type: op.state.type as never, version, hash: op.state.hash, size: now.size, mode: now.mode, mtimeMs: now.mtimeMs, ctimeMs: now.ctimeMs, ino: now.ino, target: now.target });
-    return true;
+    if (!now) return replica.delete(path);
+    // Facts read now, not when the content was hashed (an operation resent after an interrupted push: the file may
+    // have been written since): recorded so that they never match, and the next scan hashes the file again instead
+    // of taking a later edit for the logged content.
+    const ctimeMs = fs ? now.ctimeMs : 0;
+    await replica.set(path, { type: op.state.type as never, version, hash: op.state.hash, size: now.size, mode: now.mode, mtimeMs: now.mtimeMs, ctimeMs, ino: now.ino, target: now.target });
   };
   if (r.status === OpStatus.DUPLICATE && !(await _serverHolds(remote, op))) {
     // The server counts this operation done (an interrupted push sent it),
@@ -313,7 +288,7 @@ async function _settle(replica: Replica, remote: Remote, op: LoggedOp, r: OpResu
   }
   if (r.status === OpStatus.APPLIED || r.status === OpStatus.DUPLICATE || r.status === OpStatus.SAME) {
     if (op.kind === OpKind.MOVE) await replica.delete(op.fromPath);
-    if ((await index(op.path, r.version)) && r.status === OpStatus.APPLIED) summary.records.push(r.version);
+    await index(op.path, r.version);
     // An open conflict on this path is settled by this push going through.
     if (openConflicts.delete(op.path)) await clearConflict(replica.stateDir, op.path);
     summary.applied++;

@@ -10,7 +10,8 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, readFile, readdir, stat, writeFile } from 'node:fs/promises';
+import { appendFile, cp, mkdir, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { encodeLogRecord } from '../../core/reint_log_model.ts';
 import { join } from 'node:path';
 import {
   type JournalLine, type RunResult, type SnapEntry,
@@ -66,6 +67,40 @@ async function killPushWhen(replica: string, args: string[], when: () => Promise
   assert.is(r.signal, 'SIGKILL', `the push was killed ${what} (it had not finished): ${out(r)}`);
   return r;
 }
+
+T('an edit made after a push was cut off once the server had applied its operation is pushed by the re-run, not taken for the sent content (found by review)', async () => {
+  // The server holds x.txt's first content elsewhere already: a resent operation needs no upload (what a killed
+  // push had done before it marked the operation sent).
+  const { srv, server, replicas: [a, b] } = await sampleWorld(2, (dir) => writeFile(join(dir, 'same-as-x.txt'), 'v1\n'));
+  // The operation logged offline and marked sent, so the crash state can be made exactly: the state saved, the
+  // operation applied by a push, the state put back (as a client killed after the server applied it leaves it).
+  await writeFile(join(a, 'x.txt'), 'v1\n');
+  await setRemote(a, '127.0.0.1:1');
+  assert.is((await imz(['push', '-C', a, '--json'])).code, 4);
+  await setRemote(a, server.address);
+  const logged = (await readReintLog(a)).filter((l) => l.t === 'op');
+  assert.is(logged.length, 1, 'one operation logged');
+  await appendFile(join(a, '.imz', 'log'), encodeLogRecord({ t: 'sent', upto: (logged[0] as { op: { seq: number } }).op.seq }));
+  const saved = join(a, '..', 'a-state');
+  await cp(join(a, '.imz'), saved, { recursive: true });
+  const first = await imz(['push', '-C', a, '--json']);
+  assert.is(first.code, 0, out(first));
+  assert.is(await readFile(join(srv, 'x.txt'), 'utf8'), 'v1\n');
+  await rm(join(a, '.imz'), { recursive: true });
+  await cp(saved, join(a, '.imz'), { recursive: true });
+  await writeFile(join(a, 'x.txt'), 'v2, edited after the crash\n');
+  const again = await imz(['push', '-C', a, '--json']);
+  assert.is(again.code, 0, out(again));
+  assert.is(await readFile(join(srv, 'x.txt'), 'utf8'), 'v2, edited after the crash\n', 'the edit reached the server');
+  const st = jsonLines((await imz(['status', '-C', a, '--json', '--offline'])).stdout).find((e) => e.event === 'status')!;
+  assert.is(st.changes, 0, 'nothing left to push');
+  // Another replica's later edit then arrives over it as usual: no version is lost.
+  assert.is((await imz(['pull', '-C', b])).code, 0);
+  await appendFile(join(b, 'x.txt'), 'b was here\n');
+  assert.is((await imz(['push', '-C', b])).code, 0);
+  assert.is((await imz(['pull', '-C', a])).code, 0);
+  assert.is(await readFile(join(a, 'x.txt'), 'utf8'), 'v2, edited after the crash\nb was here\n');
+});
 
 T('client killed (SIGKILL) mid-upload, right after logging "sent", and during a later batch: re-runs apply every change once, nothing lost', async () => {
   const { srv, server, replicas: [a] } = await sampleWorld(1);

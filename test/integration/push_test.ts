@@ -223,41 +223,6 @@ T('small content the server holds anywhere in its tree is not uploaded again (a 
 
 // ---------- two replicas at once ----------
 
-T('a push that is all the journal got since the cursor moves the cursor past its records; another replica\'s record among them keeps it, for pull', async () => {
-  const { srv, server, replicas: [p, q] } = await world(2);
-  const statusOf = async (d: string) => {
-    const r = await imz(['status', '-C', d, '--json']);
-    assert.is(r.code, 0, out(r));
-    return event(r, 'status');
-  };
-  // p alone: a new directory, files, an edit, a removal, a rename; nothing else reaches the server meanwhile.
-  await mkdir(join(p, 'mine'));
-  for (let i = 0; i < 5; i++) await writeFile(join(p, 'mine', `m${i}.txt`), `mine ${i}\n`);
-  await appendFile(join(p, 'README.txt'), 'p was here\n');
-  const last = (await readJournal(server.address)).length;
-  const r1 = await imz(['push', '-C', p, '--json']);
-  assert.is(r1.code, 0, out(r1));
-  const after = await readJournal(server.address);
-  assert.ok(after.length > last, 'records made');
-  const s1 = await statusOf(p);
-  assert.is(s1.behind, 0, `nothing to pull after its own push: ${JSON.stringify(s1)}`);
-  assert.is(s1.cursor, after[after.length - 1]!.seq, 'the cursor is the last record');
-  // q's change lands first; p's next push must not move its cursor over it.
-  await writeFile(join(q, 'from-q.txt'), 'q\n');
-  assert.is((await imz(['push', '-C', q])).code, 0);
-  await writeFile(join(p, 'mine', 'm9.txt'), 'nine\n');
-  const r2 = await imz(['push', '-C', p, '--json']);
-  assert.is(r2.code, 0, out(r2));
-  const s2 = await statusOf(p);
-  assert.is(s2.cursor, s1.cursor, 'the cursor stays before the record p has not seen');
-  assert.ok((s2.behind as number) >= 1, JSON.stringify(s2));
-  const pl = await imz(['pull', '-C', p]);
-  assert.is(pl.code, 0, out(pl));
-  assert.is(await readFile(join(p, 'from-q.txt'), 'utf8'), 'q\n', "q's file pulled");
-  assert.is((await statusOf(p)).behind, 0);
-  assertSame(await snapshotTree(srv), await snapshotTree(p), 'p after the pull');
-});
-
 T('two replicas pushing at the same time, different files: the server serialises them and both land', async () => {
   const { srv, server, replicas: [p, q] } = await world(2);
   for (const [d, tag] of [[p, 'p'], [q, 'q']] as const) {
