@@ -33,7 +33,7 @@ export class ReintLog {
     // A torn last line is a crash's leftover; damage before it is not: keep
     // a copy of the whole file before cutting (the working tree still holds
     // every change, and the next scan logs it again).
-    const rest = text.slice(dec.validBytes);
+    const rest = text.slice(dec.validChars); // characters, not bytes: a path may be any UTF-8
     if (dec.torn && rest.indexOf('\n') >= 0 && rest.indexOf('\n') < rest.length - 1) {
       await copyFile(file, join(stateDir, `log.damaged-${Date.now()}`));
     }

@@ -34,9 +34,9 @@ export function encodeLogRecord(r: LogRecord): string {
  * Decodes the log text; stops at the first torn or damaged line (a crash
  * mid-append) and says where the intact part ends, in bytes.
  */
-export function decodeLog(text: string): { records: LogRecord[]; validBytes: number; torn: boolean } {
+export function decodeLog(text: string): { records: LogRecord[]; validBytes: number; validChars: number; torn: boolean } {
   const records: LogRecord[] = [];
-  if (!text.startsWith(`${LOG_HEADER}\n`)) return { records, validBytes: 0, torn: text.length > 0 };
+  if (!text.startsWith(`${LOG_HEADER}\n`)) return { records, validBytes: 0, validChars: 0, torn: text.length > 0 };
   let off = LOG_HEADER.length + 1;
   let bytes = _enc.encode(text.slice(0, off)).length;
   while (off < text.length) {
@@ -58,7 +58,7 @@ export function decodeLog(text: string): { records: LogRecord[]; validBytes: num
     off = nl + 1;
     bytes += _enc.encode(line).length + 1;
   }
-  return { records, validBytes: bytes, torn: off < text.length };
+  return { records, validBytes: bytes, validChars: off, torn: off < text.length };
 }
 
 // The fields pendingOps and push rely on, with their types.

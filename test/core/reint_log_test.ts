@@ -33,6 +33,19 @@ test('damage before the last line: the whole file is kept aside before the cut',
   assert.is(await readFile(join(dir, 'log'), 'utf8'), `${LOG_HEADER}\n${good(1)}`);
 });
 
+test('damage before the last line after a line of non-ASCII text: still kept aside (bytes are not characters; found by review)', async () => {
+  const dir = await makeTmp('imz-log-');
+  const op = encodeLogRecord({ t: 'op', op: { seq: 1, kind: 1, path: `caf${'é'.repeat(40)}`, fromPath: '', base: 0, fromBase: 0, state: { type: 1, size: 1, mode: 420, mtimeMs: 1, hash: 'ab', target: '' } } });
+  const text = `${LOG_HEADER}\n${op}x\n${good(3)}`;
+  await writeFile(join(dir, 'log'), text);
+  const log = await ReintLog.open(dir);
+  assert.is(log.pending().unsent.length, 1);
+  const copies = (await readdir(dir)).filter((n) => n.startsWith('log.damaged'));
+  assert.is(copies.length, 1, 'the whole file kept aside');
+  assert.is(await readFile(join(dir, copies[0]!), 'utf8'), text);
+  assert.is(await readFile(join(dir, 'log'), 'utf8'), `${LOG_HEADER}\n${op}`);
+});
+
 test('a damaged header: the old file is kept aside, a fresh log starts', async () => {
   const dir = await makeTmp('imz-log-');
   const text = `imz-log 99\n${good(1)}${good(2)}`;
