@@ -1,4 +1,3 @@
-import ignore from 'ignore';
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -20,11 +19,13 @@ export async function loadIgnoreKeyed(root: string): Promise<{ ignore?: IgnoreFn
   } catch {
     return { key: '' };
   }
-  return { ignore: ignoreFromText(text), key: createHash('sha256').update(text).digest('hex') };
+  return { ignore: await ignoreFromText(text), key: createHash('sha256').update(text).digest('hex') };
 }
 
 /** Builds an ignore predicate from gitignore-syntax text. */
-export function ignoreFromText(text: string): IgnoreFn {
+export async function ignoreFromText(text: string): Promise<IgnoreFn> {
+  // Loaded only for a tree that has rules: most have none, and every status would pay for its code.
+  const { default: ignore } = await import('ignore');
   const ig = ignore().add(text);
   return (path: string, isDir: boolean) => ig.ignores(isDir ? `${path}/` : path);
 }
