@@ -23,10 +23,8 @@ let _early: EarlyWorker | undefined;
 export function startEarly(url: URL = workerUrl()): void {
   if (_early || typeof SharedArrayBuffer !== 'function') return;
   try {
-    const ctl = new Int32Array(new SharedArrayBuffer(8));
-    const workerData: SpeculationStart = { ctl: ctl.buffer as SharedArrayBuffer };
-    const worker = new Worker(url, { workerData });
-    const early: EarlyWorker = { worker, ctl, failed: false };
+    const { worker, ctl } = newPassThread(url, true);
+    const early: EarlyWorker = { worker, ctl: ctl!, failed: false };
     // Listened to from the start: an 'error' nobody listens to would take the whole CLI down before it
     // has loaded the handle that listens for it.
     const fail = () => {
@@ -39,6 +37,17 @@ export function startEarly(url: URL = workerUrl()): void {
   } catch {
     _early = undefined;
   }
+}
+
+/**
+ * A new pass worker thread; with a claim counter (speculate) it waits for
+ * the offer of a cache file first (see PassWorker). Throws what new Worker
+ * throws.
+ */
+export function newPassThread(url: URL, speculate: boolean): { worker: Worker; ctl: Int32Array | undefined } {
+  const ctl = speculate ? new Int32Array(new SharedArrayBuffer(8)) : undefined;
+  const workerData: SpeculationStart | undefined = ctl && { ctl: ctl.buffer as SharedArrayBuffer };
+  return { worker: new Worker(url, { workerData }), ctl };
 }
 
 /** The worker startEarly started, taken once. */

@@ -1,9 +1,9 @@
 // The pass worker's handle, apart from the pass itself (core/scan_pass.ts)
-// so that the CLI can start the thread before it loads anything else (see
-// cli/main.ts).
-import { Worker } from 'node:worker_threads';
-import { CTL_STOP, SPECULATION_WAIT_MS, type PassJob, type Speculation, type SpeculationOffer, type SpeculationStart } from './pass_job.ts';
-import { takeEarly, workerUrl } from './pass_boot.ts';
+// so that the CLI loads little to hand the thread its work (the thread
+// itself it starts first of all: core/pass_boot.ts).
+import type { Worker } from 'node:worker_threads';
+import { CTL_STOP, SPECULATION_WAIT_MS, type PassJob, type Speculation } from './pass_job.ts';
+import { newPassThread, takeEarly, workerUrl } from './pass_boot.ts';
 import { cacheOffer } from './scan_cache_file.ts';
 
 export { CHUNK, CTL_NEXT, CTL_STOP, SPECULATION_MAX_AGE_MS, SPECULATION_WAIT_MS, type PassJob, type Speculation, type SpeculationOffer, type SpeculationStart, type SpeculativePass } from './pass_job.ts';
@@ -50,9 +50,8 @@ export class PassWorker {
     if (typeof SharedArrayBuffer !== 'function') return undefined;
     let w: PassWorker;
     try {
-      const ctl = dir === undefined ? undefined : new Int32Array(new SharedArrayBuffer(8));
-      const workerData: SpeculationStart | undefined = ctl && { ctl: ctl.buffer as SharedArrayBuffer };
-      w = new PassWorker(new Worker(url, { workerData }), ctl);
+      const { worker, ctl } = newPassThread(url, dir !== undefined);
+      w = new PassWorker(worker, ctl);
     } catch {
       return undefined;
     }
