@@ -7,7 +7,6 @@ import { PathList } from './path_list.ts';
 import { SCAN_CACHE_FILE, readScanCacheFile } from './scan_cache_file.ts';
 import type { Replica } from './replica.ts';
 import {
-  BUCKET_SHIFT,
   type BucketSection,
   F_LISTED_CTIME,
   F_LISTED_MTIME,
@@ -309,16 +308,16 @@ function _patchRows(old: ScanCacheData, stale: Map<number, Map<string, IndexEntr
   return updates.map((u) => u.i).sort((x, y) => x - y);
 }
 
-/** A copy of facts rows, in shared memory where there is any. */
 /** The rows of each of buckets, in order: a loop of its own (the engine compiles it alone, not all of its caller). */
 function _rowsOfBuckets(facts: Float64Array, n: number, buckets: Iterable<number>): Map<number, number[]> {
   const rowsOf = new Map<number, number[]>();
   const lists: Array<number[] | undefined> = new Array(BUCKETS).fill(undefined);
   for (const b of buckets) rowsOf.set(b, (lists[b] = []));
-  for (let i = 0; i < n; i++) lists[facts[i * FACTS + F_TYPE]! >>> BUCKET_SHIFT]?.push(i);
+  for (let i = 0; i < n; i++) lists[bucketOfFacts(facts, i)]?.push(i);
   return rowsOf;
 }
 
+/** A copy of facts rows, in shared memory where there is any. */
 function _copyOf(facts: Float64Array): Float64Array {
   const copy = newFacts(facts.length / FACTS);
   copy.set(facts);

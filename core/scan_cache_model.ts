@@ -144,7 +144,7 @@ export function encodeScanCacheParts(d: ScanCacheData): Uint8Array[] {
 /** The symlinks' targets, in row order: a loop of its own (the engine compiles it alone, not all of its caller). */
 function _linkTargets(facts: Float64Array, targets: string[], n: number): string[] {
   const links: string[] = [];
-  for (let i = 0; i < n; i++) if ((facts[i * FACTS + F_TYPE]! & 15) === 3) links.push(targets[i] ?? '');
+  for (let i = 0; i < n; i++) if (typeOfFacts(facts, i) === 3) links.push(targets[i] ?? '');
   return links;
 }
 

@@ -4,7 +4,7 @@ import { sameMtime } from './file_times.ts';
 import { CHUNK, CTL_NEXT } from './pass_job.ts';
 import type { PassWorker } from './pass_worker.ts';
 import type { PathList } from './path_list.ts';
-import { F_CTIME, F_INO, F_LISTED_CTIME, F_LISTED_MTIME, F_MODE, F_MTIME, F_SIZE, F_TYPE, FACTS, REMOTE_FLAG } from './scan_cache_model.ts';
+import { F_CTIME, F_INO, F_LISTED_CTIME, F_LISTED_MTIME, F_MODE, F_MTIME, F_SIZE, F_TYPE, FACTS, REMOTE_FLAG, typeOfFacts } from './scan_cache_model.ts';
 
 /** What the lstat pass says of an entry: 0 clean, else these bits. */
 export const CHECK = 1; // stat cannot settle it: a close look
@@ -226,6 +226,6 @@ export async function runPass(inp: PassInput, opts: RunPassOptions): Promise<Uin
 /** The symlinks' rows and targets: a loop of its own (the engine compiles it alone, not all of runPass). */
 function _links(facts: Float64Array, targets: string[], n: number): Array<[number, string]> {
   const links: Array<[number, string]> = [];
-  for (let i = 0; i < n; i++) if ((facts[i * FACTS + F_TYPE]! & 15) === _SYMLINK) links.push([i, targets[i]!]);
+  for (let i = 0; i < n; i++) if (typeOfFacts(facts, i) === _SYMLINK) links.push([i, targets[i]!]);
   return links;
 }
