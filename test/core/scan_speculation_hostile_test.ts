@@ -232,24 +232,38 @@ async function ownServer(name: string): Promise<ServerHandle> {
   return startServer(srv);
 }
 
+/**
+ * Starts `imz push` in dir (with the worker) through proxy, and waits until
+ * it has connected: held there until finish() opens the gate, which returns
+ * its result once it exited 0.
+ */
+async function pushHeldAtConnect(dir: string, proxy: Awaited<ReturnType<typeof gatedProxy>>): Promise<{ finish(): Promise<RunResult> }> {
+  await setRemote(dir, proxy.address);
+  const { done } = await spawnImz(['push', '-C', dir, '--json'], { env: { ...process.env, ...WORKER_ON } });
+  await Promise.race([proxy.accepted, done.then(() => { throw new Error('push ended before connecting'); })]);
+  return {
+    async finish() {
+      proxy.open();
+      const r = await within(done, 30_000);
+      assert.ok(r, 'push finished');
+      assert.is(r!.code, 0, out(r!));
+      return r!;
+    },
+  };
+}
+
 T('imz push pushes a file modified while it waited for a slow server (found by 91c319e: the scan joined the pass its worker made at start-up)', async () => {
   const srv = await ownServer('srv-push');
   const dir = await settled(srv);
   const proxy = await gatedProxy(srv);
   try {
-    await setRemote(dir, proxy.address);
-    const env = { ...process.env, ...WORKER_ON };
-    const { done } = await spawnImz(['push', '-C', dir, '--json'], { env });
     // push has loaded, opened and locked the replica and is connecting: its worker started before all that.
-    await Promise.race([proxy.accepted, done.then(() => { throw new Error('push ended before connecting'); })]);
+    const push = await pushHeldAtConnect(dir, proxy);
     await sleep(800);
     await appendFile(join(dir, 'docs', 'page-5.txt'), 'saved while push was connecting\n');
     await sleep(200);
-    proxy.open();
-    const r = await within(done, 30_000);
-    assert.ok(r, 'push finished');
-    assert.is(r!.code, 0, out(r!));
-    const pushed = jsonLines(r!.stdout).find((e) => e.event === 'pushed');
+    const r = await push.finish();
+    const pushed = jsonLines(r.stdout).find((e) => e.event === 'pushed');
     const onServer = await readFile(join(tmp, 'srv-push', 'docs', 'page-5.txt'), 'utf8');
     assert.ok(onServer.includes('saved while push was connecting'),
       `the change was on disk before push scanned (it scans after connecting), yet push said ${JSON.stringify(pushed)} and the server has ${JSON.stringify(onServer)}`);
@@ -268,20 +282,15 @@ T('imz push pushes a file saved just after it started (found by the review: its 
     const file = `docs/page-${7 + attempt}.txt`;
     const proxy = await gatedProxy(srv);
     try {
-      await setRemote(dir, proxy.address);
       const t0 = Date.now();
-      const { done } = await spawnImz(['push', '-C', dir, '--json'], { env: { ...process.env, ...WORKER_ON } });
-      await Promise.race([proxy.accepted, done.then(() => { throw new Error('push ended before connecting'); })]);
+      const push = await pushHeldAtConnect(dir, proxy);
       const tAccept = Date.now() - t0;
       await sleep(60);
       await appendFile(join(dir, file), `saved ${attempt}\n`);
-      proxy.open();
-      const r = await within(done, 30_000);
-      assert.ok(r, 'push finished');
-      assert.is(r!.code, 0, out(r!));
+      const r = await push.finish();
       const onServer = await readFile(join(tmp, 'srv-push-fresh', file), 'utf8');
       if (!onServer.includes(`saved ${attempt}`)) {
-        misses.push(`${file} (connected ${tAccept} ms after start, saved 60 ms later): push said ${JSON.stringify(jsonLines(r!.stdout).find((e) => e.event === 'pushed'))}`);
+        misses.push(`${file} (connected ${tAccept} ms after start, saved 60 ms later): push said ${JSON.stringify(jsonLines(r.stdout).find((e) => e.event === 'pushed'))}`);
       }
     } finally {
       await proxy.close();
@@ -297,18 +306,13 @@ T('imz push does not delete on the server files that were away only while its wo
   const dir = await settled(srv);
   const proxy = await gatedProxy(srv);
   try {
-    await setRemote(dir, proxy.address);
     await rename(join(dir, 'src'), join(tmp, 'src-away')); // e.g. a build step that regenerates it
-    const { done } = await spawnImz(['push', '-C', dir, '--json'], { env: { ...process.env, ...WORKER_ON } });
-    await Promise.race([proxy.accepted, done.then(() => { throw new Error('push ended before connecting'); })]);
+    const push = await pushHeldAtConnect(dir, proxy);
     await sleep(800);
     await rename(join(tmp, 'src-away'), join(dir, 'src'));
     await sleep(200);
-    proxy.open();
-    const r = await within(done, 30_000);
-    assert.ok(r, 'push finished');
-    assert.is(r!.code, 0, out(r!));
-    const pushed = jsonLines(r!.stdout).find((e) => e.event === 'pushed');
+    const r = await push.finish();
+    const pushed = jsonLines(r.stdout).find((e) => e.event === 'pushed');
     const there = await readFile(join(tmp, 'srv-push-del', 'src', 'main.js'), 'utf8').then(() => true, () => false);
     assert.ok(there, `src/ was in the replica all along when push scanned, yet push said ${JSON.stringify(pushed)} and the server lost src/main.js`);
   } finally {
