@@ -57,6 +57,8 @@ export interface ChangeScan {
   deleted: number;
   /** Clean files whose stat facts differ from the index (see RefreshHint). */
   refresh: RefreshHint[];
+  /** The scan cache as the scan left it: already written back, unless keepCache. */
+  cache: ScanCache;
 }
 
 /** Options of scanChanges. */
@@ -69,6 +71,11 @@ export interface ScanChangesOptions {
    * stat differs, racily clean files, and rename candidates.
    */
   contentHashes?: boolean;
+  /**
+   * Leave the scan cache unwritten: the caller writes it (result.cache)
+   * once it is done with the index, the buckets it wrote included (a push).
+   */
+  keepCache?: boolean;
 }
 
 /** What marks the name of a conflict copy (`name.imz-conflict-<replica>-<version>.ext`). */
@@ -340,7 +347,7 @@ export async function scanChanges(replica: Replica, opts: ScanChangesOptions = {
     }
   }
   skipped.sort((a, b) => comparePaths(a.path, b.path));
-  cache.save(replica);
+  if (!opts.keepCache) cache.save(replica);
 
   // What the scan did not meet was deleted, unless it is now ignored.
   const deletedFiles: LocalChange[] = [];
@@ -383,7 +390,7 @@ export async function scanChanges(replica: Replica, opts: ScanChangesOptions = {
   const tracked = cache.trackedFiles();
   let deleted = 0;
   for (const c of changes) if (c.kind === 'delete' && c.index!.type === EntryType.FILE) deleted++;
-  return { changes: orderChanges(changes), skipped, tracked, deleted, refresh };
+  return { changes: orderChanges(changes), skipped, tracked, deleted, refresh, cache };
 }
 
 /** Which of the three phases (see scanChanges) a change belongs to. */

@@ -66,6 +66,34 @@ export function encodeRows(entries: Iterable<[string, IndexEntry]>): string {
   return JSON.stringify(rows).slice(1, -1);
 }
 
+/**
+ * rows (as encodeRows makes them) with the row of path replaced by row (one
+ * row of encodeRows); undefined when rows hold no row for path. A row
+ * begins with '["' only at its start: inside a JSON string a quote is
+ * escaped.
+ */
+export function replaceRow(rows: string, path: string, row: string): string | undefined {
+  const head = `[${JSON.stringify(path)},`;
+  let at: number;
+  if (rows.startsWith(head)) at = 0;
+  else {
+    at = rows.indexOf(`],${head}`);
+    if (at < 0) return undefined;
+    at += 2;
+  }
+  // The row ends at the first ']' outside a string.
+  let inString = false;
+  for (let i = at + head.length; i < rows.length; i++) {
+    const c = rows.charCodeAt(i);
+    if (inString) {
+      if (c === 92) i++; // a backslash escapes what follows
+      else if (c === 34) inString = false;
+    } else if (c === 34) inString = true;
+    else if (c === 93) return rows.slice(0, at) + row + rows.slice(i + 1);
+  }
+  return undefined;
+}
+
 /** The rows part of a bucket's text (what encodeRows made of its entries). */
 export function rowsOfBucketText(text: string): string {
   return text.slice(text.indexOf('\n') + 2, text.lastIndexOf(']'));

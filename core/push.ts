@@ -3,13 +3,14 @@ import { mkdir, rename } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Codes, ImzError } from '../protocol/errors.ts';
 import { type Entry, EntryType, Op, type Operation, OpKind, type OpResult, OpStatus } from '../protocol/messages.ts';
-import { type LocalChange, scanChanges } from './changes.ts';
+import { type ChangeScan, type LocalChange, scanChanges } from './changes.ts';
 import { type ConflictRecord, blobPath, clearConflict, conflictCopyName, listConflicts, outstanding, saveConflict } from './conflicts.ts';
 import { fetchFiles } from './fetcher.ts';
 import { fromHex, toHex } from './hash.ts';
 import { checkPath, parentOf } from './paths.ts';
 import { reconcile } from './reconcile.ts';
 import { ReintLog } from './reint_log.ts';
+import type { ScanCache } from './scan_cache.ts';
 import type { LoggedOp } from './reint_log_model.ts';
 import { type SecurityOptions, connectReplica } from './credentials.ts';
 import type { Remote } from './remote.ts';
@@ -125,7 +126,25 @@ async function _pushWith(replica: Replica, remote: Remote | undefined, opts: Pus
   }
 
   // 2. A fresh scan supersedes operations that were logged but never sent.
-  const scan = await scanChanges(replica);
+  const scan = await scanChanges(replica, { keepCache: true });
+  try {
+    return await _reintegrate(replica, remote, log, scan, sent.length, policy, summary, opts, unreachable);
+  } finally {
+    _saveCache(replica, scan.cache);
+  }
+}
+
+// The buckets a push wrote go into the scan cache as written, so the next scan need not read them back.
+function _saveCache(replica: Replica, cache: ScanCache): void {
+  try {
+    cache.refreshed(replica).save(replica);
+  } catch {
+    // Only a cache: what it lacks, the next scan rebuilds.
+  }
+}
+
+// Steps 2 and 3 of _pushWith, from its scan on.
+async function _reintegrate(replica: Replica, remote: Remote | undefined, log: ReintLog, scan: ChangeScan, resent: number, policy: Policy, summary: PushSummary, opts: PushOptions, unreachable?: ImzError): Promise<PushSummary> {
   // Content unchanged, stat facts moved (a copy back, a touch): remember the new facts so they are not hashed again.
   for (const r of scan.refresh) {
     const idx = await replica.get(r.path);
@@ -152,11 +171,11 @@ async function _pushWith(replica: Replica, remote: Remote | undefined, opts: Pus
   await log.append(records);
   summary.logged = ops.length;
   if (!remote) {
-    if (ops.length === 0 && sent.length === 0) return summary;
-    throw new ImzError(Codes.UNREACHABLE, `${unreachable?.message ?? 'cannot reach the server'}; ${ops.length + sent.length} local changes stay logged (push again when it is back)`, { logged: ops.length + sent.length });
+    if (ops.length === 0 && resent === 0) return summary;
+    throw new ImzError(Codes.UNREACHABLE, `${unreachable?.message ?? 'cannot reach the server'}; ${ops.length + resent} local changes stay logged (push again when it is back)`, { logged: ops.length + resent });
   }
   if (ops.length === 0) {
-    if (sent.length === 0) await log.clear();
+    if (resent === 0) await log.clear();
     return summary;
   }
 

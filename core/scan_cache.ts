@@ -1,6 +1,7 @@
-import { closeSync, lstatSync, openSync, readFileSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, fstatSync, lstatSync, openSync, readFileSync, readSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { tempNameFor } from './atomic_fs.ts';
+import { crc32 } from './crc32.ts';
 import { type StatFacts, lstatFacts } from './fast_lstat.ts';
 import { BUCKETS, type IndexEntry, decodeBucket } from './index_model.ts';
 import { PathList } from './path_list.ts';
@@ -8,6 +9,7 @@ import { SCAN_CACHE_FILE, readScanCacheFile } from './scan_cache_file.ts';
 import type { Replica } from './replica.ts';
 import {
   type BucketSection,
+  CACHE_PREFIX,
   F_LISTED_CTIME,
   F_LISTED_MTIME,
   F_TYPE,
@@ -18,7 +20,9 @@ import {
   decodeScanCache,
   encodeScanCacheParts,
   factsOf,
+  factsOffset,
   newFacts,
+  recordedSum,
   typeOfFacts,
 } from './scan_cache_model.ts';
 
@@ -48,6 +52,10 @@ export class ScanCache {
   rowsAsLoaded = false;
   private _lookups = 0;
   private _byPath: Map<string, number> | undefined;
+  /** The checksum of the file the rows were read from, while they are its rows path for path (see _rewrite). */
+  private _fileSum: number | undefined;
+  /** Rows changed since they were read from the file (see _fileSum): save writes them in place, and the header. */
+  private _rewrite: Set<number> | undefined;
 
   private constructor(data: ScanCacheData, changed: boolean) {
     this.data = data;
@@ -64,47 +72,142 @@ export class ScanCache {
    */
   static load(replica: Replica, ignoreKey: string, preread?: Uint8Array, inUse = false): ScanCache {
     let old: ScanCacheData | undefined;
+    let fileSum: number | undefined;
     try {
       const bytes = preread ?? readScanCacheFile(join(replica.stateDir, SCAN_CACHE_FILE));
       old = bytes && decodeScanCache(bytes, preread === undefined ? 'all' : 'none');
+      fileSum = old && recordedSum(bytes!);
     } catch {
       old = undefined; // none yet, or unreadable: rebuilt
     }
     const sections: BucketSection[] = [];
     const stale = new Map<number, Map<string, IndexEntry>>();
+    let settled = 0;
     for (let b = 0; b < BUCKETS; b++) {
       const unflushed = replica.unflushedBucket(b);
       if (unflushed) {
         // Never trusted once written: the file is rebuilt from then.
-        sections.push({ ino: 0, size: -2, mtimeMs: 0, ctimeMs: 0 });
+        sections.push(_NEVER);
         stale.set(b, unflushed);
         continue;
       }
+      const file = replica.bucketFile(b);
       // lstat before reading: a bucket replaced in between then fails to match next time, never the other way round.
-      const ident = _identity(replica.bucketFile(b));
-      sections.push(ident);
+      const ident = _identity(file);
       const prev = old?.sections[b];
-      if (prev && prev.ino === ident.ino && prev.size === ident.size && prev.mtimeMs === ident.mtimeMs && prev.ctimeMs === ident.ctimeMs) continue;
-      // A bucket written within the last second could be written again in the same clock tick, at the same size,
-      // into a reused inode: its identity would not change. Such a section is rebuilt next time too (git's racy rule).
-      const now = Date.now();
-      if (ident.mtimeMs >= now - LISTING_SLACK_MS || ident.ctimeMs >= now - LISTING_SLACK_MS) sections[b] = { ...ident, size: -2 };
-      let entries = new Map<string, IndexEntry>();
-      if (ident.size >= 0) {
-        try {
-          const text = readFileSync(replica.bucketFile(b), 'utf8');
-          entries = decodeBucket(text, replica.bucketFile(b));
-          replica.adoptBucket(b, entries, text);
-        } catch (err) {
-          if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-          ident.size = -2; // vanished after the lstat: never matches, so rebuilt next time
+      let bytes: Buffer | undefined;
+      if (prev && _sameIdentity(prev, ident)) {
+        if (prev.sum < 0) {
+          sections.push(prev);
+          continue;
+        }
+        // Recorded within a tick of its writing: the bytes must be the same too.
+        bytes = _readBucket(file);
+        if (bytes && crc32(bytes) === prev.sum) {
+          // Past the tick now: the identity alone will do, once the cache is written again.
+          if (_recent(ident)) sections.push(prev);
+          else {
+            sections.push({ ...prev, sum: -1 });
+            settled++;
+          }
+          continue;
         }
       }
+      bytes ??= ident.size >= 0 ? _readBucket(file) : undefined;
+      let entries = new Map<string, IndexEntry>();
+      if (bytes) {
+        const text = bytes.toString('utf8');
+        entries = decodeBucket(text, file);
+        replica.adoptBucket(b, entries, text);
+        ident.sum = _recent(ident) ? crc32(bytes) : -1;
+      } else if (ident.size >= 0) {
+        ident.size = -2; // vanished after the lstat: never matches, so rebuilt next time
+      }
+      sections.push(ident);
       stale.set(b, entries);
     }
+    if (old) old.sections = sections;
+    const cache = ScanCache._withBuckets(old, sections, stale, ignoreKey, inUse, settled > _SETTLED_SAVE);
+    if (cache.rowsAsLoaded) {
+      cache._fileSum = fileSum;
+      cache._rewrite = new Set(cache.patchedRows);
+    }
+    return cache;
+  }
+
+  /**
+   * The cache after this process wrote index buckets (a push): their
+   * sections take the identities of the files written and their rows the
+   * entries in memory, so the next scan need not read them. Buckets still
+   * unwritten are rebuilt next time.
+   */
+  refreshed(replica: Replica): ScanCache {
+    const sections = this.data.sections.slice();
+    const stale = new Map<number, Map<string, IndexEntry>>();
+    for (const b of replica.touchedBuckets()) {
+      const unflushed = replica.unflushedBucket(b);
+      if (unflushed) {
+        sections[b] = _NEVER;
+        stale.set(b, unflushed);
+        continue;
+      }
+      const written = replica.writtenBucket(b)!;
+      const ident = _identity(replica.bucketFile(b));
+      ident.sum = written.sum;
+      if (_sameIdentity(sections[b]!, ident) && sections[b]!.sum === ident.sum) continue;
+      if (!_recent(ident)) ident.sum = -1;
+      sections[b] = ident;
+      stale.set(b, written.entries);
+    }
+    if (stale.size === 0) return this;
+    // Most pushes change contents only: the rows of the paths set are updated where they are.
+    const updates = this._rowsOfChanged(replica, stale);
+    if (updates) {
+      _applyUpdates(this.data, updates);
+      for (const u of updates) this._rewrite?.add(u.i);
+      this.data.sections = sections;
+      this.changed = true;
+      return this;
+    }
+    const next = ScanCache._withBuckets({ ...this.data, sections }, sections, stale, this.data.ignoreKey, false, this.changed);
+    next.changed ||= this.changed;
+    return next;
+  }
+
+  // The rows of the paths this process changed in the stale buckets, with their entries now; undefined when a path came or went.
+  private _rowsOfChanged(replica: Replica, stale: Map<number, Map<string, IndexEntry>>): _RowUpdate[] | undefined {
+    const updates: _RowUpdate[] = [];
+    for (const [b, entries] of stale) {
+      const changed = replica.changedPaths(b);
+      if (!changed) return undefined;
+      for (const p of changed) {
+        const e = entries.get(p);
+        const i = e ? this.lookup(p) : -1;
+        // (A symlink's new target moves what follows the rows: left to a rebuild.)
+        if (i < 0 || bucketOfFacts(this.data.facts, i) !== b || this.data.targets[i] !== e!.target) return undefined;
+        updates.push({ i, e: e!, b });
+      }
+    }
+    return updates;
+  }
+
+  /**
+   * old (as decoded, or undefined) with the rows of the stale buckets
+   * replaced by their entries: patched in place when they hold the same
+   * paths, else merged anew. save: write it back even when nothing was
+   * rebuilt.
+   */
+  private static _withBuckets(
+    old: ScanCacheData | undefined,
+    sections: BucketSection[],
+    stale: Map<number, Map<string, IndexEntry>>,
+    ignoreKey: string,
+    inUse: boolean,
+    save: boolean,
+  ): ScanCache {
     const sameIgnore = old !== undefined && old.ignoreKey === ignoreKey;
     if (stale.size === 0 && old && sameIgnore) {
-      const current = new ScanCache(old, false);
+      const current = new ScanCache(old, save);
       current.rowsAsLoaded = true;
       return current;
     }
@@ -114,9 +217,8 @@ export class ScanCache {
     if (old && patchedRows) {
       // The rebuilt buckets hold the same paths as before (contents changed, not names): their rows were updated in place.
       old.sections = sections;
-      // Written back only when a rebuilt bucket can be trusted next time: one written in the last second is
-      // rebuilt again anyway (and a push has just written the buckets it changed).
-      const patched = new ScanCache(old, [...stale.keys()].some((b) => sections[b]!.size !== -2));
+      // Written back unless every rebuilt bucket is one never to be trusted (rebuilt again anyway).
+      const patched = new ScanCache(old, save || [...stale.keys()].some((b) => sections[b]!.size !== -2));
       patched.rowsAsLoaded = true;
       patched.patchedRows = patchedRows;
       return patched;
@@ -225,6 +327,7 @@ export class ScanCache {
       if (i < 0) return;
       this.data.facts[i * FACTS + F_LISTED_MTIME] = mtimeMs;
       this.data.facts[i * FACTS + F_LISTED_CTIME] = ctimeMs;
+      this._rewrite?.add(i);
     }
     this.changed = true;
   }
@@ -235,29 +338,69 @@ export class ScanCache {
   }
 
   /**
-   * Writes the cache back when it changed: temp file, fdatasync, rename. A
-   * cache that cannot be written (full disk, read-only replica) is left as
+   * Writes the cache back when it changed. When only some rows changed
+   * since they were read from the file, and the file is still the one read
+   * (its recorded checksum), those rows and the header are written over it
+   * (a push of 10 changes: 11 small writes, not 9 MB); otherwise the whole
+   * cache goes to a temp file, renamed into place. Not synced: a derived
+   * file; one a crash tore fails its checksum and is rebuilt from the index.
+   * A cache that cannot be written (full disk, read-only replica) is left as
    * it was; the next scan rebuilds what it needs.
    */
   save(replica: Replica): void {
     if (!this.changed) return;
     const file = join(replica.stateDir, SCAN_CACHE_FILE);
-    const tmp = tempNameFor(file);
-    let fd: number | undefined;
+    let parts: Uint8Array[];
     try {
-      const parts = encodeScanCacheParts(this.data);
-      fd = openSync(tmp, 'wx', 0o644);
-      for (const part of parts) for (let off = 0; off < part.length;) off += writeSync(fd, part, off);
-      // Not synced: a derived file; one a crash tore fails its checksum and is rebuilt from the index.
-      closeSync(fd);
-      fd = undefined;
-      renameSync(tmp, file);
-      this.changed = false;
+      parts = encodeScanCacheParts(this.data);
     } catch {
-      if (fd !== undefined) closeSync(fd);
-      rmSync(tmp, { force: true });
+      return;
     }
+    if (!(this._rewrite && this._fileSum !== undefined && _writeRows(file, parts, this._fileSum, this.data.facts, this._rewrite)) && !_writeWhole(file, parts)) return;
+    this.changed = false;
+    this._fileSum = recordedSum(parts[0]!);
+    this._rewrite = new Set();
   }
+}
+
+// Writes the header and the given rows over the cache file, if it is still the one whose checksum was fileSum, at the same length.
+function _writeRows(file: string, parts: Uint8Array[], fileSum: number, facts: Float64Array, rows: Set<number>): boolean {
+  let fd: number | undefined;
+  try {
+    fd = openSync(file, 'r+');
+    const prefix = new Uint8Array(CACHE_PREFIX);
+    if (readSync(fd, prefix, 0, CACHE_PREFIX, 0) !== CACHE_PREFIX || recordedSum(prefix) !== fileSum) return false;
+    if (fstatSync(fd).size !== parts.reduce((k, p) => k + p.length, 0)) return false;
+    for (const i of rows) _writeAt(fd, new Uint8Array(facts.buffer, facts.byteOffset + i * FACTS * 8, FACTS * 8), factsOffset(i));
+    _writeAt(fd, parts[0]!, 0);
+    return true;
+  } catch {
+    return false; // written whole instead
+  } finally {
+    if (fd !== undefined) closeSync(fd);
+  }
+}
+
+// Writes the whole cache to a temp file and renames it into place.
+function _writeWhole(file: string, parts: Uint8Array[]): boolean {
+  const tmp = tempNameFor(file);
+  let fd: number | undefined;
+  try {
+    fd = openSync(tmp, 'wx', 0o644);
+    for (const part of parts) for (let off = 0; off < part.length;) off += writeSync(fd, part, off);
+    closeSync(fd);
+    fd = undefined;
+    renameSync(tmp, file);
+    return true;
+  } catch {
+    if (fd !== undefined) closeSync(fd);
+    rmSync(tmp, { force: true });
+    return false;
+  }
+}
+
+function _writeAt(fd: number, bytes: Uint8Array, position: number): void {
+  for (let off = 0; off < bytes.length;) off += writeSync(fd, bytes, off, bytes.length - off, position + off);
 }
 
 /** The order of the cache's rows (PathList.indexOf searches by it): plain string order, not comparePaths'. */
@@ -278,7 +421,7 @@ function _patchRows(old: ScanCacheData, stale: Map<number, Map<string, IndexEntr
   const { facts, paths } = old;
   const rowsOf = _rowsOfBuckets(facts, paths.length, stale.keys());
   const enc = new TextEncoder();
-  const updates: Array<{ i: number; e: IndexEntry; b: number }> = [];
+  const updates: _RowUpdate[] = [];
   for (const [b, entries] of stale) {
     const rows = rowsOf.get(b)!;
     if (rows.length !== entries.size) return undefined;
@@ -293,6 +436,22 @@ function _patchRows(old: ScanCacheData, stale: Map<number, Map<string, IndexEntr
       updates.push({ i, e: entries.get(names[k]!)!, b });
     }
   }
+  // A symlink's new target moves what follows the rows (see save): left to a rebuild.
+  if (updates.some((u) => old.targets[u.i] !== u.e.target)) return undefined;
+  _applyUpdates(old, updates);
+  return updates.map((u) => u.i).sort((x, y) => x - y);
+}
+
+/** A row to take an index entry's facts (bucket b's). */
+interface _RowUpdate {
+  i: number;
+  e: IndexEntry;
+  b: number;
+}
+
+/** Writes entries' facts into their rows; listing marks stay, except on a row that changed type. */
+function _applyUpdates(data: ScanCacheData, updates: _RowUpdate[]): void {
+  const facts = data.facts;
   for (const { i, e, b } of updates) {
     const o = i * FACTS;
     const sameType = typeOfFacts(facts, i) === e.type;
@@ -303,9 +462,8 @@ function _patchRows(old: ScanCacheData, stale: Map<number, Map<string, IndexEntr
       facts[o + F_LISTED_MTIME] = mtime;
       facts[o + F_LISTED_CTIME] = ctime;
     }
-    old.targets[i] = e.target;
+    data.targets[i] = e.target;
   }
-  return updates.map((u) => u.i).sort((x, y) => x - y);
 }
 
 /** The rows of each of buckets, in order: a loop of its own (the engine compiles it alone, not all of its caller). */
@@ -330,8 +488,39 @@ const _MAP_AFTER = 2048;
 function _identity(file: string): BucketSection {
   // lstatFacts: 256 of these per scan, and lstatSync builds four Dates for each.
   const st = _identityFacts;
-  if (!lstatFacts(file, st)) return { ino: 0, size: -1, mtimeMs: 0, ctimeMs: 0 };
-  return { ino: st.ino, size: st.size, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs };
+  if (!lstatFacts(file, st)) return { ino: 0, size: -1, mtimeMs: 0, ctimeMs: 0, sum: -1 };
+  return { ino: st.ino, size: st.size, mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs, sum: -1 };
 }
+
+function _sameIdentity(a: BucketSection, b: BucketSection): boolean {
+  return a.ino === b.ino && a.size === b.size && a.mtimeMs === b.mtimeMs && a.ctimeMs === b.ctimeMs;
+}
+
+/**
+ * True for a bucket written within the last second: it could be written
+ * again in the same clock tick, at the same size, into a reused inode, and
+ * keep its identity (git's racy rule). Its section then records its bytes'
+ * CRC-32 too.
+ */
+function _recent(ident: BucketSection): boolean {
+  const now = Date.now();
+  return ident.mtimeMs >= now - LISTING_SLACK_MS || ident.ctimeMs >= now - LISTING_SLACK_MS;
+}
+
+/** A bucket file's bytes; undefined when it is gone. */
+function _readBucket(file: string): Buffer | undefined {
+  try {
+    return readFileSync(file);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    return undefined;
+  }
+}
+
+/** The section of a bucket held unwritten in memory: never matches a file. */
+const _NEVER: BucketSection = { ino: 0, size: -2, mtimeMs: 0, ctimeMs: 0, sum: -1 };
+
+/** Sections past their tick beyond which a load writes the cache back (each verified costs a read of its bucket). */
+const _SETTLED_SAVE = 16;
 
 const _identityFacts: StatFacts = { mode: 0, ino: 0, size: 0, mtimeMs: 0, ctimeMs: 0 };

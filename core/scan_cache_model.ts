@@ -33,9 +33,15 @@ export interface BucketSection {
   size: number;
   mtimeMs: number;
   ctimeMs: number;
+  /**
+   * The CRC-32 of the bucket's bytes when its identity was recorded within a
+   * clock tick of its writing (a rewrite in the same tick could keep the
+   * identity): the bytes are then checked too. -1: the identity suffices.
+   */
+  sum: number;
 }
 
-export const SCAN_CACHE_MAGIC = 'imz-scan-cache 3'; // 16 bytes, the version in it
+export const SCAN_CACHE_MAGIC = 'imz-scan-cache 4'; // 16 bytes, the version in it
 export const FACTS = 8;
 export const F_TYPE = 0; // type code, plus REMOTE_FLAG, plus the bucket << BUCKET_SHIFT
 export const F_SIZE = 1;
@@ -48,7 +54,7 @@ export const F_LISTED_CTIME = 7;
 export const REMOTE_FLAG = 16;
 export const BUCKET_SHIFT = 8;
 
-const _SECTION_F64 = 4;
+const _SECTION_F64 = 5;
 const _HEAD = 56;
 const _BODY = _HEAD + BUCKETS * _SECTION_F64 * 8;
 
@@ -124,7 +130,7 @@ export function encodeScanCacheParts(d: ScanCacheData): Uint8Array[] {
   f64[1] = d.rootListed[1];
   for (let b = 0; b < BUCKETS; b++) {
     const s = d.sections[b]!;
-    f64.set([s.ino, s.size, s.mtimeMs, s.ctimeMs], 2 + b * _SECTION_F64);
+    f64.set([s.ino, s.size, s.mtimeMs, s.ctimeMs, s.sum], 2 + b * _SECTION_F64);
   }
   const parts = [
     head,
@@ -174,6 +180,22 @@ function _recordedSum(bytes: Uint8Array): number {
   return new DataView(bytes.buffer, bytes.byteOffset, bytes.length).getUint32(_SUM_AT, true);
 }
 
+/** Bytes of the cache's start that recordedSum reads. */
+export const CACHE_PREFIX = 40;
+
+/** The checksum a cache's header records, from its first CACHE_PREFIX bytes; undefined when they are not a cache of this version. */
+export function recordedSum(bytes: Uint8Array): number | undefined {
+  if (bytes.length < CACHE_PREFIX) return undefined;
+  // Compared by code unit: TextDecoder refuses views of shared memory (a worker's read).
+  for (let k = 0; k < SCAN_CACHE_MAGIC.length; k++) if (bytes[k] !== SCAN_CACHE_MAGIC.charCodeAt(k)) return undefined;
+  return _recordedSum(bytes);
+}
+
+/** Where row i's facts lie in the encoded cache. */
+export function factsOffset(i: number): number {
+  return _BODY + i * FACTS * 8;
+}
+
 /**
  * Decodes the cache; undefined when it is not one, is of another version,
  * or does not check out (it is then rebuilt). check: see CacheCheck. The facts and paths are
@@ -204,7 +226,7 @@ export function decodeScanCache(input: Uint8Array, check: CacheCheck = 'all'): S
   const sections: BucketSection[] = [];
   for (let b = 0; b < BUCKETS; b++) {
     const o = 2 + b * _SECTION_F64;
-    sections.push({ ino: head[o]!, size: head[o + 1]!, mtimeMs: head[o + 2]!, ctimeMs: head[o + 3]! });
+    sections.push({ ino: head[o]!, size: head[o + 1]!, mtimeMs: head[o + 2]!, ctimeMs: head[o + 3]!, sum: head[o + 4]! });
   }
   const facts = new Float64Array(bytes.buffer, bytes.byteOffset + _BODY, n * FACTS);
   const paths = new PathList(bytes.subarray(pathsAt, pathsAt + pathBytes), new Uint32Array(bytes.buffer, bytes.byteOffset + endsAt, n));

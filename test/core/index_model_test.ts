@@ -1,6 +1,6 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { BUCKETS, type IndexEntry, bucketOf, decodeBucket, encodeBucket } from '../../core/index_model.ts';
+import { BUCKETS, type IndexEntry, bucketOf, decodeBucket, encodeBucket, encodeRows, replaceRow } from '../../core/index_model.ts';
 
 const e = (v: number): IndexEntry => ({ type: 1 as const, version: v, hash: 'ab'.repeat(32), size: v, mode: 0o644, mtimeMs: 1.7e12 + v, ctimeMs: 1.7e12 + 0.5, ino: 1234 + v, target: '' });
 
@@ -29,6 +29,17 @@ test('paths spread over the buckets', () => {
   assert.ok(Math.max(...counts) < 180, `max ${Math.max(...counts)}`);
 });
 
+test('replaceRow replaces exactly the row of its path, whatever the names and targets hold', () => {
+  const names = ['a', 'a"b', '],["a",', 'x\\"],["a",1]', 'dir/ü "quoted"\\', '[', 'z'];
+  const m = new Map<string, IndexEntry>(names.map((p, i) => [p, { ...e(i), type: i % 2 ? 3 as const : 1 as const, target: i % 2 ? `"],["${names[i + 1] ?? 'a'}",` : '' }]));
+  for (const p of names) {
+    const next = new Map(m);
+    next.set(p, e(777));
+    assert.is(replaceRow(encodeRows(m), p, encodeRows([[p, e(777)]])), encodeRows(next), p);
+  }
+  assert.is(replaceRow(encodeRows(m), 'b', encodeRows([['b', e(1)]])), undefined);
+  assert.is(replaceRow('', 'a', encodeRows([['a', e(1)]])), undefined);
+});
 
 test('a bucket that only gained entries is written by appending rows: the same bytes as encoding it whole', async () => {
   const { Replica } = await import('../../core/replica.ts');
@@ -43,8 +54,13 @@ test('a bucket that only gained entries is written by appending rows: the same b
     const r2 = await Replica.open(dir);
     for (let i = 600; i < 1200; i++) await r2.set(i === 700 ? 'odd],[name"' : `d/f${i}`, e(i));
     await r2.flushIndex();
-    await r2.set('d/f5', e(99999)); // a changed row: that bucket is encoded whole
+    await r2.set('d/f5', e(99999)); // a changed row: replaced in the bucket's text
     await r2.set('d/f1300', e(1300));
+    await r2.set('d/f1300', e(1301)); // an added row set again: encoded from the entry
+    await r2.set('odd],[name"', e(701));
+    // Past the replacements a bucket takes, it is encoded whole.
+    const crowded = [...Array(1200).keys()].map((i) => `d/f${i}`).filter((p) => bucketOf(p) === bucketOf('d/f7'));
+    for (let k = 0; k < 40; k++) await r2.set(crowded[k % crowded.length]!, e(5000 + k));
     await r2.flushIndex();
     const r3 = await Replica.open(dir);
     for (let b = 0; b < BUCKETS; b++) {
@@ -59,8 +75,10 @@ test('a bucket that only gained entries is written by appending rows: the same b
     }
     const all = await r3.all();
     assert.is(all.size, 1201);
-    assert.equal(all.get('odd],[name"'), e(700));
+    assert.equal(all.get('odd],[name"'), e(701));
     assert.equal(all.get('d/f5'), e(99999));
+    assert.equal(all.get('d/f1300'), e(1301));
+    for (let k = 40 - crowded.length; k < 40; k++) assert.equal(all.get(crowded[k % crowded.length]!), e(5000 + k));
   } finally {
     await cleanupAll();
   }

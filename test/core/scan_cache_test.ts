@@ -4,15 +4,16 @@
 // direct calls of scanChanges, and the CLI with and without the worker.
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { lstatSync, readFileSync } from 'node:fs';
+import { lstatSync, readFileSync, writeFileSync } from 'node:fs';
 import { appendFile, cp, mkdir, rename, symlink, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { type ChangeScan, scanChanges } from '../../core/changes.ts';
 import { Replica } from '../../core/replica.ts';
-import { SCAN_CACHE_FILE } from '../../core/scan_cache.ts';
+import { SCAN_CACHE_FILE, ScanCache } from '../../core/scan_cache.ts';
+import { crc32 } from '../../core/crc32.ts';
 import { FACTS, F_CTIME, F_INO, F_LISTED_MTIME, F_MODE, F_MTIME, F_SIZE, F_TYPE, type ScanCacheData, decodeScanCache, encodeScanCache, encodeScanCacheParts, newFacts, typeOfFacts } from '../../core/scan_cache_model.ts';
 import { PathList } from '../../core/path_list.ts';
-import { BUCKETS } from '../../core/index_model.ts';
+import { BUCKETS, bucketOf } from '../../core/index_model.ts';
 import { PassWorker } from '../../core/pass_worker.ts';
 import { CHECK } from '../../core/scan_pass.ts';
 import { type ServerHandle, cleanupAll, copyFixture, imz, makeTmp, startServer } from '../helpers.ts';
@@ -73,7 +74,7 @@ T('the model round-trips without symlinks or an ignore key (empty parts), and it
     facts[2 * FACTS + F_TYPE] = links ? 3 : 1;
     facts[2 * FACTS + F_SIZE] = 7;
     const d: ScanCacheData = {
-      sections: Array.from({ length: BUCKETS }, () => ({ ino: 0, size: -1, mtimeMs: 0, ctimeMs: 0 })),
+      sections: Array.from({ length: BUCKETS }, () => ({ ino: 0, size: -1, mtimeMs: 0, ctimeMs: 0, sum: -1 })),
       paths, facts, targets: ['', '', links ? '../a' : ''], ignoreKey: links ? 'key' : '', rootListed: [0, 0],
     };
     const bytes = encodeScanCache(d);
@@ -308,6 +309,86 @@ T('a cache file whose checksum fails: the worker begins no pass over it, and the
   assert.ok(decodeScanCache(readFileSync(file)), 'rebuilt and written back');
   const cli = await imz(['status', '-C', dir, '--json', '--offline'], { env: { ...process.env, IMZ_SCAN_WORKER_MIN: '0' } });
   assert.ok(cli.stdout.includes('"path":"docs/page-6.txt"'), cli.stdout);
+});
+
+/** The facts row of path in a decoded cache, as an object (for comparing with an index entry). */
+function rowOf(c: ScanCacheData, path: string) {
+  const i = c.paths.indexOf(path);
+  assert.ok(i >= 0, `${path} has a row`);
+  const f = c.facts.subarray(i * FACTS, (i + 1) * FACTS);
+  return { size: f[F_SIZE], mode: f[F_MODE], mtimeMs: f[F_MTIME], ctimeMs: f[F_CTIME], ino: f[F_INO] };
+}
+
+T("a push leaves the buckets it wrote in the cache as written: the next load reads none of them, and the rows are the index's", async () => {
+  const dir = await marked();
+  await appendFile(join(dir, 'docs', 'page-3.txt'), 'pushed\n');
+  await writeFile(join(dir, 'docs', 'page-4.txt'), 'page 4, pushed\n');
+  const p = await imz(['push', '-C', dir, '--json']);
+  assert.is(p.code, 0, p.stderr);
+  const c = cacheOf(dir)!;
+  assert.ok(c, 'the cache checks out');
+  const r = await Replica.open(dir);
+  for (let b = 0; b < BUCKETS; b++) {
+    const st = lstatSync(r.bucketFile(b), { throwIfNoEntry: false });
+    const s = c.sections[b]!;
+    if (!st) assert.is(s.size, -1, `bucket ${b} absent`);
+    else assert.equal([s.ino, s.size, s.mtimeMs, s.ctimeMs], [st.ino, st.size, st.mtimeMs, st.ctimeMs], `bucket ${b}'s section is its file`);
+  }
+  for (const path of ['docs/page-3.txt', 'docs/page-4.txt']) {
+    const e = (await r.get(path))!;
+    assert.equal(rowOf(c, path), { size: e.size, mode: e.mode, mtimeMs: e.mtimeMs, ctimeMs: e.ctimeMs, ino: e.ino }, path);
+    // Written within the tick: the section records the bucket's bytes too.
+    const s = c.sections[bucketOf(path)]!;
+    assert.is(s.sum, crc32(readFileSync(r.bucketFile(bucketOf(path)))), `${path}'s bucket sum`);
+  }
+  const loaded = ScanCache.load(await Replica.open(dir), c.ignoreKey);
+  assert.ok(loaded.rowsAsLoaded && loaded.patchedRows.length === 0, `nothing rebuilt (${loaded.patchedRows.length} rows)`);
+  assert.equal(brief(await scan(dir)), []);
+  await appendFile(join(dir, 'docs', 'page-3.txt'), 'again\n');
+  assert.equal(brief(await scan(dir)), ['modify docs/page-3.txt']);
+});
+
+T('a section whose identity matches but whose sum does not is rebuilt from its bucket; with its sum it is trusted', async () => {
+  const dir = await marked();
+  const file = join(dir, '.imz', SCAN_CACHE_FILE);
+  const path = 'docs/page-8.txt';
+  const b = bucketOf(path);
+  const r = await Replica.open(dir);
+  const bucketBytes = readFileSync(r.bucketFile(b));
+  const real = (await r.get(path))!;
+  for (const trusted of [true, false]) {
+    const d = decodeScanCache(readFileSync(file))!;
+    // A row that disagrees with the index, under a section that claims the bucket's bytes (or other bytes).
+    d.sections[b] = { ...d.sections[b]!, sum: (crc32(bucketBytes) ^ (trusted ? 0 : 1)) >>> 0 };
+    d.facts[d.paths.indexOf(path) * FACTS + F_SIZE] = real.size + 1000;
+    writeFileSync(file, encodeScanCache(d));
+    const c = ScanCache.load(await Replica.open(dir), d.ignoreKey);
+    assert.is(rowOf(c.data, path).size, trusted ? real.size + 1000 : real.size, trusted ? 'trusted by its sum' : 'rebuilt: the sum differs');
+  }
+});
+
+T('save writes changed rows over the file it read, and the whole file once another replaced it; the file is then the cache', async () => {
+  const dir = await marked();
+  const file = join(dir, '.imz', SCAN_CACHE_FILE);
+  const r = await Replica.open(dir);
+  const c = ScanCache.load(r, cacheOf(dir)!.ignoreKey);
+  const ino = lstatSync(file).ino;
+  c.setMark('docs', 1234, 5678);
+  c.save(r);
+  assert.is(lstatSync(file).ino, ino, 'written in place');
+  assert.equal(new Uint8Array(readFileSync(file)), encodeScanCache(c.data));
+  assert.ok(cacheOf(dir), 'and it checks out');
+  // Another process writes its own cache (another mark): what this one holds goes in whole.
+  const other = decodeScanCache(readFileSync(file))!;
+  other.facts[other.paths.indexOf('docs') * FACTS + F_LISTED_MTIME] = 99;
+  writeFileSync(file + '.other', encodeScanCache(other));
+  await rename(file + '.other', file);
+  const replaced = lstatSync(file).ino;
+  c.setMark('docs', 4321, 8765);
+  c.save(r);
+  assert.not.equal(lstatSync(file).ino, replaced, 'written whole, renamed in');
+  assert.equal(new Uint8Array(readFileSync(file)), encodeScanCache(c.data));
+  assert.is(cacheOf(dir)!.facts[cacheOf(dir)!.paths.indexOf('docs') * FACTS + F_LISTED_MTIME], 4321);
 });
 
 T.run();

@@ -389,12 +389,19 @@ T('odd UTF-8 names: buckets rewritten by a push are patched in place, and a join
   const PW = await passWorker();
   // Contents change, names stay: the push rewrites those buckets with the same paths in them.
   for (const p of ODD.slice(0, 4)) await appendFile(join(dir, p), 'pushed\n');
+  const cacheFile = join(dir, '.imz', SCAN_CACHE_FILE);
+  const before = readFileSync(cacheFile);
   const p1 = await imz(['push', '-C', dir, '--json']);
   assert.is(p1.code, 0, out(p1));
   await sleep(1100); // the pushed files no longer racy
-  // The load takes the in-place path here (same rows, some updated).
+  const key = (await loadIgnoreKeyed(dir)).key;
+  // The push wrote its buckets into the cache as it wrote them: nothing to patch.
+  const current = ScanCache.load(await Replica.open(dir), key);
+  assert.ok(current.rowsAsLoaded && current.patchedRows.length === 0, `left current by the push (${current.patchedRows.length} rows patched)`);
+  // The cache as the push found it (a push killed before writing it back): the load takes the in-place path (same rows, some updated).
+  writeFileSync(cacheFile, before);
   const replica = await Replica.open(dir);
-  const c = ScanCache.load(replica, (await loadIgnoreKeyed(replica.root)).key);
+  const c = ScanCache.load(replica, key);
   assert.ok(c.rowsAsLoaded && c.patchedRows.length >= 1, `patched in place (rowsAsLoaded ${c.rowsAsLoaded}, ${c.patchedRows.length} rows)`);
   // Later local changes, in patched rows and beside them; then the worker's pass, then the scan.
   await appendFile(join(dir, 'ünï/emoji 😀.txt'), 'again\n');
