@@ -5,6 +5,7 @@
 // (cli/cli.ts).
 import { resolve } from 'node:path';
 import { startEarly } from '../core/pass_boot.ts';
+import './start_dir.ts'; // before anything changes the working directory
 
 // Commands that scan the replica start the scan's second thread first of
 // all, before the rest of the CLI loads: its start-up (25-40 ms) is the
@@ -26,8 +27,12 @@ for (const stream of [process.stdout, process.stderr]) {
 }
 
 if (scanning) {
-  const { PassWorker } = await import('../core/pass_worker.ts');
-  PassWorker.warmUp(_dirHint(argv), undefined, { pass: scanning === 'status' });
+  const { PassWorker, replicaRootOf } = await import('../core/pass_worker.ts');
+  const dir = _dirHint(argv);
+  // status enters the replica's root now, as it would once parsed (cli/run.ts enterReplica): the thread's pass,
+  // which begins before that, then takes paths relative to it too (~20% less work in the kernel per path).
+  if (scanning === 'status' && dir !== undefined) _enter(replicaRootOf(dir));
+  PassWorker.warmUp(dir, undefined, { pass: scanning === 'status' });
 }
 const { fastCommand, runFast } = await import('./fast_path.ts');
 const fast = fastCommand(argv);
@@ -60,6 +65,15 @@ function _scanningCommand(args: string[]): 'status' | 'push' | 'sync' | undefine
  * hint for the scan's worker only, which the scan checks against the
  * replica the command opens.
  */
+function _enter(root: string | undefined): void {
+  if (root === undefined) return;
+  try {
+    process.chdir(root);
+  } catch {
+    // Not enterable: the scan takes whole paths.
+  }
+}
+
 function _dirHint(args: string[]): string | undefined {
   let dir = '.';
   for (let i = 0; i < args.length; i++) {

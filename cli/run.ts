@@ -1,7 +1,7 @@
 import type { SecurityOptions } from '../core/credentials.ts';
-import { resolve } from 'node:path';
 import { exitFor } from './exit_codes.ts';
 import { type GlobalArgs, Output } from './output.ts';
+import { fromStartDir, startDir } from './start_dir.ts';
 
 /**
  * Runs a command body with its Output, turning any error into one clear
@@ -31,7 +31,7 @@ export function securityOf(args: GlobalArgs): SecurityOptions {
 
 /** The directory a command operates on: -C DIR, or the current one. */
 export function workDir(args: GlobalArgs): string {
-  return args.C ?? process.cwd();
+  return args.C === undefined ? startDir() : fromStartDir(args.C);
 }
 
 /**
@@ -45,8 +45,8 @@ export async function enterReplica(args: GlobalArgs): Promise<string> {
   const { replicaRootOf } = await import('../core/replica.ts');
   const root = replicaRootOf(dir);
   if (root === undefined) return dir; // opening it reports that
-  if (args.tokenFile !== undefined) args.tokenFile = resolve(args.tokenFile);
-  if (args.tlsCa !== undefined) args.tlsCa = resolve(args.tlsCa);
+  if (args.tokenFile !== undefined) args.tokenFile = fromStartDir(args.tokenFile);
+  if (args.tlsCa !== undefined) args.tlsCa = fromStartDir(args.tlsCa);
   try {
     process.chdir(root);
   } catch {

@@ -6,6 +6,8 @@ import { CTL_STOP, SPECULATION_WAIT_MS, type PassJob, type Speculation } from '.
 import { newPassThread, takeEarly, workerUrl } from './pass_boot.ts';
 import { cacheOffer } from './scan_cache_file.ts';
 
+export { replicaRootOf } from './scan_cache_file.ts';
+
 export { CHUNK, CTL_NEXT, CTL_STOP, SPECULATION_MAX_AGE_MS, SPECULATION_WAIT_MS, type PassJob, type Speculation, type SpeculationOffer, type SpeculationStart, type SpeculativePass } from './pass_job.ts';
 
 /**

@@ -169,6 +169,9 @@ export class ScanCache {
       this.changed = true;
       return this;
     }
+    // Paths came or went: the rows are merged anew, as the next load would. Past a few buckets (a push of many new
+    // files touches them all) that is most of a rebuild: those are left to the next scan, which may never come.
+    if (stale.size > _MERGE_MAX) return this;
     const next = ScanCache._withBuckets({ ...this.data, sections }, sections, stale, this.data.ignoreKey, false, this.changed);
     next.changed ||= this.changed;
     return next;
@@ -519,6 +522,9 @@ function _readBucket(file: string): Buffer | undefined {
 
 /** The section of a bucket held unwritten in memory: never matches a file. */
 const _NEVER: BucketSection = { ino: 0, size: -2, mtimeMs: 0, ctimeMs: 0, sum: -1 };
+
+/** Buckets with paths added or removed beyond which refreshed leaves them to the next load. */
+const _MERGE_MAX = 32;
 
 /** Sections past their tick beyond which a load writes the cache back (each verified costs a read of its bucket). */
 const _SETTLED_SAVE = 16;

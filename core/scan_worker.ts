@@ -4,6 +4,7 @@
 // pass of its own over it (the scan joins it or stops it); then, or at
 // once, it waits for a job and claims chunks of entries from the shared
 // counter until none are left. Loads no more than the pass needs.
+import { statSync } from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
 import { monotonicMs } from './file_times.ts';
 import { PathList } from './path_list.ts';
@@ -57,7 +58,7 @@ function _speculate(offer: CacheOffer, ctl: Int32Array): void {
           state: new Uint8Array(new SharedArrayBuffer(Math.max(1, n)), 0, n),
           done: new Uint8Array(new SharedArrayBuffer(Math.max(1, Math.ceil(n / CHUNK))), 0, Math.ceil(n / CHUNK)),
         };
-        inp = { rootSlash: root.endsWith('/') ? root : `${root}/`, paths: data.paths, facts: data.facts, targets: data.targets, refTime: offer.refTime };
+        inp = { rootSlash: _inDir(root) ? '' : root.endsWith('/') ? root : `${root}/`, paths: data.paths, facts: data.facts, targets: data.targets, refTime: offer.refTime };
       }
     }
   } catch {
@@ -65,6 +66,22 @@ function _speculate(offer: CacheOffer, ctl: Int32Array): void {
   }
   parentPort!.postMessage({ speculation: spec });
   if (spec?.pass && inp) _claim(inp, spec.pass.state, ctl, spec.pass.done, true);
+}
+
+/**
+ * True when the process's working directory is root (the CLI entered it
+ * before offering the cache): paths relative to it are a shorter walk in
+ * the kernel. Checked by identity too, as the scan does.
+ */
+function _inDir(root: string): boolean {
+  try {
+    if (process.cwd() !== root) return false;
+    const here = statSync('.');
+    const there = statSync(root);
+    return here.ino === there.ino && here.dev === there.dev;
+  } catch {
+    return false;
+  }
 }
 
 function _job(d: PassJob): void {

@@ -333,6 +333,27 @@ T('status with a refused token says so, instead of calling the server offline', 
   assertNoLeak(w.server);
 });
 
+T('status started elsewhere with a relative -C and --token-file takes both from where it was started (it enters the replica first)', async () => {
+  const w = await world();
+  const rep = join(w.tmp, 'rep');
+  await cloneOk(w, rep, ['--token-file', w.rw]);
+  await appendFile(join(rep, 'README.txt'), 'local edit\n');
+  // Two levels down: resolved from the replica's root instead, these paths would name nothing.
+  await mkdir(join(w.tmp, 'else', 'where'), { recursive: true });
+  const opts = { cwd: join(w.tmp, 'else', 'where'), env: { IMZ_SCAN_WORKER_MIN: '0' } };
+  const ok = await cli(['status', '-C', '../../rep/docs', '--json', '--token-file', '../../rw.token'], opts);
+  assert.is(ok.code, 0, out(ok));
+  const ev = jsonLines(ok.stdout).find((x) => x.event === 'status');
+  assert.ok(ev && ev.error === undefined, `reached the server with ../../rw.token: ${ok.stdout}`);
+  assert.ok(ok.stdout.includes('"path":"README.txt"'), `the local edit, found from ../../rep/docs: ${ok.stdout}`);
+  // The wrong token, also relative: refused by the server, so it was read from there too.
+  const bad = await cli(['status', '-C', '../../rep', '--json', '--token-file', '../../bad.token'], opts);
+  const badEv = jsonLines(bad.stdout).find((x) => x.event === 'status');
+  assert.match(String(badEv?.error ?? ''), /token/i, `the server refused ../../bad.token: ${bad.stdout}`);
+  assert.not.match(String(badEv?.error ?? ''), /ENOENT|no such file/i, 'the file was found');
+  assertNoLeak(w.server);
+});
+
 // ---------- read-only tokens ----------
 
 T('a read-only token: clone, pull and follow work; push and sync exit 1 with IMZ_READ_ONLY, keep the local edit and leave the server alone; a read-write token pushes it later', async () => {
