@@ -26,19 +26,20 @@ export interface SpeculationStart {
 }
 
 /**
- * Its first message: the replica's scan cache file as the CLI read it while
- * the thread started (root undefined: none found, nothing to begin), or
- * the directory to find and read it from itself; and whether to begin a
- * pass over it (status) or only check it (push and sync, which scan only
- * after they lock).
+ * Its first message: the directory whose replica's scan cache file it reads
+ * and checks, and whether to begin a pass over it (false: for a scan that
+ * will not join one).
  */
-export type SpeculationOffer = CacheOffer | { dir: string; pass: boolean };
+export interface SpeculationOffer {
+  dir: string;
+  pass: boolean;
+}
 
 /** A scan cache file read for a worker (root undefined: none). */
 export type CacheOffer = { root: string; bytes: Uint8Array; refTime: number; pass: boolean } | { root: undefined };
 
 /**
- * What a worker made of the cache file the CLI read for it, its checksum
+ * What a worker made of the replica's cache file, its checksum
  * confirmed: the bytes (the scan loads them instead of reading the file
  * again) and the pass it began over them, if it was asked to.
  */

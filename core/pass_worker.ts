@@ -4,7 +4,6 @@
 import type { Worker } from 'node:worker_threads';
 import { CTL_STOP, SPECULATION_WAIT_MS, type PassJob, type Speculation } from './pass_job.ts';
 import { newPassThread, takeEarly, workerUrl } from './pass_boot.ts';
-import { cacheOffer } from './scan_cache_file.ts';
 
 export { replicaRootOf } from './scan_cache_file.ts';
 
@@ -13,11 +12,10 @@ export { CHUNK, CTL_NEXT, CTL_STOP, SPECULATION_MAX_AGE_MS, SPECULATION_WAIT_MS,
 /**
  * A worker thread started before the scan knows what to give it: a
  * thread's start-up (25-60 ms here) then overlaps the CLI's. Started with
- * a directory, it does not wait: it is handed the replica's scan cache
- * file (read here while it starts), checks it and starts the lstat pass
- * alone, on the core the process's start-up leaves idle. The scan joins
- * that pass when the cache it loads is that file; otherwise it stops it
- * and hands it a job.
+ * a directory, it does not wait: it reads the replica's scan cache file,
+ * checks it and starts the lstat pass alone, on the core the process's
+ * start-up leaves idle. The scan joins that pass when the cache it loads
+ * is that file; otherwise it stops it and hands it a job.
  * Unref'd, so an unused one never keeps the process alive.
  */
 export class PassWorker {
@@ -61,10 +59,10 @@ export class PassWorker {
     return w;
   }
 
-  // Read where the time is free: here for a pass (the thread's start-up is the longer), by the thread otherwise (it
-  // has nothing to do until the scan, while the command loads, locks and connects).
+  // The thread reads the file itself: the command's own thread is busy loading the CLI meanwhile, and on two cores
+  // the thread's reading costs it nothing.
   private _offer(dir: string, opts: WarmUpOptions): void {
-    this._w.postMessage(opts.pass !== false ? cacheOffer(dir, true) : { dir, pass: false });
+    this._w.postMessage({ dir, pass: opts.pass !== false });
   }
 
   private static _warm: PassWorker | undefined;
@@ -136,8 +134,8 @@ export class PassWorker {
 /** Options of PassWorker.warmUp and start. */
 export interface WarmUpOptions {
   /**
-   * false: the worker reads and checks the cache file itself, and begins no
-   * pass of its own (for a scan that never joins one).
+   * false: the worker reads and checks the cache file, and begins no pass
+   * of its own (for a scan that will not join one). Default true.
    */
   pass?: boolean;
 }

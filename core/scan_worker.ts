@@ -1,9 +1,9 @@
 // The second thread of a scan's lstat pass (core/scan_pass.ts runPass and
-// PassWorker). Started for a directory, it is first offered the replica's
-// scan cache file (read by the CLI while the thread started) and runs a
-// pass of its own over it (the scan joins it or stops it); then, or at
-// once, it waits for a job and claims chunks of entries from the shared
-// counter until none are left. Loads no more than the pass needs.
+// PassWorker). Started for a directory, it first reads the replica's scan
+// cache file and runs a pass of its own over it (the scan joins it or stops
+// it); then, or at once, it waits for a job and claims chunks of entries
+// from the shared counter until none are left. Loads no more than the pass
+// needs.
 import { statSync } from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
 import { monotonicMs } from './file_times.ts';
@@ -37,7 +37,7 @@ function _claim(inp: PassInput, state: Uint8Array, ctl: Int32Array, done: Uint8A
 }
 
 /**
- * What the worker does with the cache file it is offered (see PassWorker):
+ * What the worker does with the replica's cache file (see PassWorker):
  * checks it, says what it found (and what pass it began) before its first
  * lstat, then, if asked, runs a pass of its own over it. The checksum first
  * (native CRC-32, ~2 ms): a file that checks out is one the encoder wrote,
@@ -99,7 +99,7 @@ parentPort?.on('message', (m: SpeculationOffer | PassJob) => {
   if (!_offered) {
     _offered = true;
     const offer = m as SpeculationOffer;
-    _speculate('dir' in offer ? cacheOffer(offer.dir, offer.pass) : offer, new Int32Array(_start!.ctl));
+    _speculate(cacheOffer(offer.dir, offer.pass), new Int32Array(_start!.ctl));
   } else {
     parentPort!.removeAllListeners('message');
     _job(m as PassJob);
