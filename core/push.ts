@@ -71,12 +71,16 @@ async function _push(dir: string, opts: PushOptions = {}): Promise<PushSummary> 
   await replica.lock();
   try {
     await replica.sweepTemps();
-    // Connected while the scan runs (it needs no server unless operations are to be resent first).
-    const connection = _connect(replica, opts.security);
+    let remote: Remote | undefined;
+    let unreachable: ImzError | undefined;
     try {
-      return await _pushWith(replica, connection, opts).catch((err) => {
-        throw explainFsError(err, 'push', replica.root);
-      });
+      remote = await connectReplica(replica, opts.security, { timeoutMs: 5000 });
+    } catch (err) {
+      if (!(err instanceof ImzError) || err.code !== Codes.UNREACHABLE) throw err;
+      unreachable = err;
+    }
+    try {
+      return await pushWith(replica, remote, opts, unreachable);
     } catch (err) {
       // The server went away mid-push: what was logged stays logged, and the next push resends it.
       if (err instanceof ImzError && err.code === Codes.CLOSED) {
@@ -85,70 +89,27 @@ async function _push(dir: string, opts: PushOptions = {}): Promise<PushSummary> 
       }
       throw err;
     } finally {
-      (await connection).remote?.close();
+      remote?.close();
     }
   } finally {
     await replica.unlock();
   }
 }
 
-/** A connection being made: the server, or why there is none (unreachable: push offline; error: fail). */
-interface _Connection {
-  remote?: Remote;
-  unreachable?: ImzError;
-  error?: unknown;
-}
-
-// Connects to the replica's server; settles, never rejects (an error is awaited only where the push needs the server).
-function _connect(replica: Replica, security: SecurityOptions | undefined): Promise<_Connection> {
-  return Promise.resolve()
-    .then(() => connectReplica(replica, security, { timeoutMs: 5000 }))
-    .then(
-      (remote): _Connection => ({ remote }),
-      (err): _Connection => (err instanceof ImzError && err.code === Codes.UNREACHABLE ? { unreachable: err } : { error: err }),
-    );
-}
-
 /** Push over an open, locked replica (sync reuses it); remote undefined means offline. */
 export async function pushWith(replica: Replica, remote: Remote | undefined, opts: PushOptions = {}, unreachable?: ImzError): Promise<PushSummary> {
   // A full disk or a refused write becomes one line that says where and what to do.
-  return _pushWith(replica, Promise.resolve({ remote, unreachable }), opts).catch((err) => {
+  return _pushWith(replica, remote, opts, unreachable).catch((err) => {
     throw explainFsError(err, 'push', replica.root);
   });
 }
 
-async function _pushWith(replica: Replica, connection: Promise<_Connection>, opts: PushOptions = {}): Promise<PushSummary> {
+async function _pushWith(replica: Replica, remote: Remote | undefined, opts: PushOptions = {}, unreachable?: ImzError): Promise<PushSummary> {
   // State files a killed run was writing (Replica.sweepTemps covers only the tree's fetch dirs).
   sweepStateTemps(['', 'index', 'conflicts', 'conflicts/blobs'].map((d) => join(replica.stateDir, d)));
   const policy = checkPolicy(opts.policy ?? replica.config.policy ?? 'manual');
   const log = await ReintLog.open(replica.stateDir);
-  const summary: PushSummary = { logged: 0, applied: 0, conflicts: [], settled: [], rejected: 0, offline: false, uploadedBytes: 0 };
-
-  // 1. Operations that may have reached the server before an interruption: resend as they are (the scan then sees
-  // what they did). Without any, the scan runs while the connection is made.
-  const { sent } = log.pending();
-  let conn: _Connection | undefined;
-  if (sent.length > 0) {
-    conn = await _serverFor(replica, connection, summary);
-    if (conn.remote) await _send(replica, conn.remote, log, sent, policy, summary, opts, new Map());
-  }
-
-  // 2. A fresh scan supersedes operations that were logged but never sent.
-  const scan = await scanChanges(replica, { keepCache: true });
-  try {
-    conn ??= await _serverFor(replica, connection, summary);
-    return await _reintegrate(replica, conn.remote, log, scan, sent.length, policy, summary, opts, conn.unreachable);
-  } finally {
-    _saveCache(replica, scan.cache);
-  }
-}
-
-// The connection once made, checked to be one a push may use (the replica's own server, taking writes).
-async function _serverFor(replica: Replica, connection: Promise<_Connection>, summary: PushSummary): Promise<_Connection> {
-  const conn = await connection;
-  if (conn.error !== undefined) throw conn.error;
-  const remote = conn.remote;
-  summary.offline = !remote;
+  const summary: PushSummary = { logged: 0, applied: 0, conflicts: [], settled: [], rejected: 0, offline: !remote, uploadedBytes: 0 };
   if (remote && remote.info.serverId !== replica.head.serverId) {
     throw new ImzError(Codes.IDENTITY, `cannot push: the server at ${remote.address} is not the one this replica follows; run \`imz pull --resync\` first`);
   }
@@ -157,7 +118,20 @@ async function _serverFor(replica: Replica, connection: Promise<_Connection>, su
       ? `cannot push: ${remote.address} is a read-only mirror of ${remote.info.upstream.address}; local changes stay as they are (push to a server that takes writes)`
       : `cannot push: the token gives read-only access to ${remote.address}; local changes stay as they are (push with a read-write token)`);
   }
-  return conn;
+
+  // 1. Operations that may have reached the server before an interruption: resend as they are.
+  const { sent } = log.pending();
+  if (remote && sent.length > 0) {
+    await _send(replica, remote, log, sent, policy, summary, opts, new Map());
+  }
+
+  // 2. A fresh scan supersedes operations that were logged but never sent.
+  const scan = await scanChanges(replica, { keepCache: true });
+  try {
+    return await _reintegrate(replica, remote, log, scan, sent.length, policy, summary, opts, unreachable);
+  } finally {
+    _saveCache(replica, scan.cache);
+  }
 }
 
 // The buckets a push wrote go into the scan cache as written, so the next scan need not read them back.
