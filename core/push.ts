@@ -5,10 +5,8 @@ import { Codes, ImzError } from '../protocol/errors.ts';
 import { type Entry, EntryType, Op, type Operation, OpKind, type OpResult, OpStatus } from '../protocol/messages.ts';
 import { type ChangeScan, type LocalChange, scanChanges } from './changes.ts';
 import { type ConflictRecord, blobPath, clearConflict, conflictCopyName, listConflicts, outstanding, saveConflict } from './conflicts.ts';
-import { fetchFiles } from './fetcher.ts';
 import { fromHex, toHex } from './hash.ts';
 import { checkPath, parentOf } from './paths.ts';
-import { reconcile } from './reconcile.ts';
 import { ReintLog } from './reint_log.ts';
 import type { ScanCache } from './scan_cache.ts';
 import type { LoggedOp } from './reint_log_model.ts';
@@ -18,7 +16,6 @@ import { Replica } from './replica.ts';
 import { explainFsError, sweepStateTemps } from './atomic_fs.ts';
 import { type Policy, checkPolicy } from './policy.ts';
 import { statEntrySync } from './tree_scan.ts';
-import { uploadBlobs } from './uploader.ts';
 
 /** Options of push. */
 export interface PushOptions {
@@ -182,14 +179,18 @@ async function _reintegrate(replica: Replica, remote: Remote | undefined, log: R
   // 3. Content the server lacks, staged by hash (resumable), then the
   // operations, group by group: a group's operations go out while the next
   // group's content uploads, so neither side waits for the other. Groups
-  // are sent in order, each only once all its content is staged.
+  // are sent in order, each only once all its content is staged. (The
+  // uploader, and what fetches the server's side of a conflict, load only
+  // for a push that sends something: a no-op push on a big tree is mostly
+  // start-up.)
+  const uploader = import('./uploader.ts');
   let sending: Promise<void> = Promise.resolve();
   for (let g = 0; g < ops.length; g += _GROUP) {
     const group = ops.slice(g, g + _GROUP);
     const stores = group.filter((o) => o.kind === OpKind.STORE);
     const before = summary.uploadedBytes;
     try {
-      summary.uploadedBytes += await uploadBlobs(remote, stores.map((o) => ({ hash: o.state.hash, size: o.state.size, file: join(replica.root, o.path), seen: _seen(byPath.get(o.path)) })),
+      summary.uploadedBytes += await (await uploader).uploadBlobs(remote, stores.map((o) => ({ hash: o.state.hash, size: o.state.size, file: join(replica.root, o.path), seen: _seen(byPath.get(o.path)) })),
         (bytes, total) => opts.onEvent?.({ type: 'upload', bytes: before + bytes, total: before + total }));
     } catch (err) {
       await sending.catch(() => undefined); // settle what is in flight before giving up
@@ -248,7 +249,7 @@ async function _send(replica: Replica, remote: Remote, log: ReintLog, ops: Logge
     if (results.length !== batch.length) throw new ImzError(Codes.PROTOCOL, `cannot push: the server answered ${results.length} of ${batch.length} operations`);
     const serverFetch: Entry[] = [];
     for (let k = 0; k < batch.length; k++) await _settle(replica, remote, batch[k]!, results[k]!, policy, summary, opts, byPath.get(batch[k]!.path), serverFetch, openConflicts);
-    if (serverFetch.length > 0) await reconcile(replica, remote, serverFetch);
+    if (serverFetch.length > 0) await (await import('./reconcile.ts')).reconcile(replica, remote, serverFetch);
   }
   if (finish) await _finish(replica, log, ops);
 }
@@ -365,7 +366,7 @@ async function _settle(replica: Replica, remote: Remote, op: LoggedOp, r: OpResu
     if (server && server.type === EntryType.FILE) {
       c.serverBlob = blobPath(toHex(server.hash));
       await mkdir(join(replica.stateDir, 'conflicts', 'blobs'), { recursive: true });
-      await fetchFiles(remote, [{ entry: server, dest: join(replica.stateDir, c.serverBlob) }], async (b) => {
+      await (await import('./fetcher.ts')).fetchFiles(remote, [{ entry: server, dest: join(replica.stateDir, c.serverBlob) }], async (b) => {
         for (const f of b) await rename(f.tmp, f.item.dest);
       });
     }
