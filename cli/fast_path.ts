@@ -1,3 +1,4 @@
+import { commandWord } from './command_word.ts';
 import type { GlobalArgs } from './output.ts';
 
 /**
@@ -38,8 +39,9 @@ const _DEFAULTS: Record<FastCommand['command'], Record<string, unknown>> = {
 
 /** The fast form of argv (without node and the script), or undefined for yargs to parse. */
 export function fastCommand(argv: readonly string[]): FastCommand | undefined {
-  const command = argv.find((a) => !a.startsWith('-') && (a === 'status' || a === 'push' || a === 'sync')) as FastCommand['command'] | undefined;
-  if (!command) return undefined;
+  const word = commandWord(argv).word;
+  if (word !== 'status' && word !== 'push' && word !== 'sync') return undefined;
+  const command: FastCommand['command'] = word;
   const args: Record<string, unknown> = { _: [command], $0: 'imz', ..._DEFAULTS[command] };
   const seen = new Set<string>();
   let commandSeen = false;

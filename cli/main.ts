@@ -6,6 +6,7 @@
 import { resolve } from 'node:path';
 import { startEarly } from '../core/pass_boot.ts';
 import './start_dir.ts'; // before anything changes the working directory
+import { commandWord } from './command_word.ts';
 
 // Commands that scan the replica start the scan's second thread first of
 // all, before the rest of the CLI loads: its start-up (25-40 ms) is the
@@ -14,7 +15,8 @@ import './start_dir.ts'; // before anything changes the working directory
 // for status starts the lstat pass on its own, which the scan joins; push
 // and sync scan only once they hold the replica's lock, so theirs waits.
 const argv = process.argv.slice(2);
-const scanning = _scanningCommand(argv);
+const command = commandWord(argv);
+const scanning = command.word === 'status' || command.word === 'push' || command.word === 'sync' ? command.word : undefined;
 if (scanning) startEarly();
 
 // A reader that went away (`imz pull -v | head`) is not an error of ours:
@@ -31,7 +33,8 @@ if (scanning) {
   const dir = _dirHint(argv);
   // The command enters the replica's root now, as it would once parsed (cli/run.ts enterReplica): the thread's
   // pass, which begins before that, then takes paths relative to it too (~20% less work in the kernel per path).
-  if (dir !== undefined) _enter(replicaRootOf(dir));
+  // Only when the command word is sure: an option of another command could have taken it as its value.
+  if (dir !== undefined && command.plain) _enterRoot(dir, replicaRootOf);
   PassWorker.warmUp(dir, undefined, { pass: scanning === 'status' });
 }
 const { fastCommand, runFast } = await import('./fast_path.ts');
@@ -40,40 +43,11 @@ if (fast) await runFast(fast);
 else await import('./cli.ts');
 
 /**
- * The command, when it is one that scans (status, push, sync): the first
- * word that is not an option or an option's value. A guess before yargs
- * parses argv: a wrong one costs a thread's start-up, never a result.
- */
-function _scanningCommand(args: string[]): 'status' | 'push' | 'sync' | undefined {
-  // Options that take the next word as their value: the global ones, and push's and sync's --policy.
-  const valued = ['-C', '--token-file', '--tls-ca', '--tls-fingerprint', '--policy'];
-  for (let i = 0; i < args.length; i++) {
-    const a = args[i]!;
-    if (a === '--') return undefined;
-    if (a.startsWith('-')) {
-      if (valued.includes(a)) i++;
-      continue;
-    }
-    return a === 'status' || a === 'push' || a === 'sync' ? a : undefined;
-  }
-  return undefined;
-}
-
-/**
  * The directory a scanning command will work on, read from argv before
  * yargs has parsed it (-C DIR or -C=DIR, else the working directory): a
  * hint for the scan's worker only, which the scan checks against the
  * replica the command opens.
  */
-function _enter(root: string | undefined): void {
-  if (root === undefined) return;
-  try {
-    process.chdir(root);
-  } catch {
-    // Not enterable: the scan takes whole paths.
-  }
-}
-
 function _dirHint(args: string[]): string | undefined {
   let dir = '.';
   for (let i = 0; i < args.length; i++) {
@@ -86,5 +60,15 @@ function _dirHint(args: string[]): string | undefined {
     return resolve(dir);
   } catch {
     return undefined; // the working directory is gone: the command says so
+  }
+}
+
+/** Enters the root of the replica holding dir, if there is one and it can be entered. */
+function _enterRoot(dir: string, rootOf: (dir: string) => string | undefined): void {
+  try {
+    const root = rootOf(dir);
+    if (root !== undefined) process.chdir(root);
+  } catch {
+    // Not to be looked at or entered (ENOTDIR, EACCES, ELOOP...): the command reports it once parsed.
   }
 }

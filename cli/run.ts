@@ -1,4 +1,5 @@
 import type { SecurityOptions } from '../core/credentials.ts';
+import { Codes, ImzError } from '../protocol/errors.ts';
 import { exitFor } from './exit_codes.ts';
 import { type GlobalArgs, Output } from './output.ts';
 import { fromStartDir, startDir } from './start_dir.ts';
@@ -31,7 +32,7 @@ export function securityOf(args: GlobalArgs): SecurityOptions {
 
 /** The directory a command operates on: -C DIR, or the current one. */
 export function workDir(args: GlobalArgs): string {
-  return args.C === undefined ? startDir() : fromStartDir(args.C);
+  return args.C === undefined ? startDir() : _fromStart(args.C);
 }
 
 /**
@@ -45,12 +46,19 @@ export async function enterReplica(args: GlobalArgs): Promise<string> {
   const { replicaRootOf } = await import('../core/replica.ts');
   const root = replicaRootOf(dir);
   if (root === undefined) return dir; // opening it reports that
-  if (args.tokenFile !== undefined) args.tokenFile = fromStartDir(args.tokenFile);
-  if (args.tlsCa !== undefined) args.tlsCa = fromStartDir(args.tlsCa);
+  if (args.tokenFile !== undefined) args.tokenFile = _fromStart(args.tokenFile);
+  if (args.tlsCa !== undefined) args.tlsCa = _fromStart(args.tlsCa);
   try {
     process.chdir(root);
   } catch {
     // Not enterable (no search permission): the scan takes whole paths.
   }
   return root;
+}
+
+// A path from the command line, resolved against where the command started (see fromStartDir).
+function _fromStart(path: string): string {
+  const full = fromStartDir(path);
+  if (full === undefined) throw new ImzError(Codes.BAD_USAGE, `cannot use the relative path ${path}: the directory imz was started in no longer exists; give an absolute path`);
+  return full;
 }

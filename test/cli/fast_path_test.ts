@@ -4,6 +4,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { fastCommand } from '../../cli/fast_path.ts';
+import { commandWord } from '../../cli/command_word.ts';
 import { cleanupAll, copyFixture, imz, makeTmp, startServer } from '../helpers.ts';
 import { join } from 'node:path';
 
@@ -21,13 +22,22 @@ test('plain forms are read, with the defaults the yargs builders declare', () =>
   assert.equal(fastCommand(['status', '-C', 'status'])?.args.C, 'status', 'a directory named like the command');
 });
 
+test('the command word is never an option\'s value; after an option of another command it is not sure', () => {
+  assert.equal(commandWord(['-C', 'sync', '--json']), { word: undefined, plain: true });
+  assert.is(fastCommand(['-C', 'sync', '--json']), undefined, 'a directory named sync, and no command: yargs says so');
+  assert.equal(commandWord(['--json', '-C=x', '--token-file', 't', 'status', '--unknown']), { word: 'status', plain: true });
+  assert.equal(commandWord(['--state-dir', 'sync', 'serve']), { word: 'sync', plain: false });
+  assert.equal(commandWord(['--', 'status']), { word: undefined, plain: true });
+  assert.is(fastCommand(['-C', 'status', 'push'])?.args.C, 'status', 'push in a directory named status, as yargs reads it');
+});
+
 test('anything else is left to yargs', () => {
   for (const argv of [
     [], ['pull'], ['clone', 'h:1', 'd'], ['status', '--help'], ['status', '--version'], ['status', 'extra'], ['status', 'push'],
     ['status', '--no-json'], ['status', '--json=false'], ['status', '--offline=true'], ['status', '--json', '--json'],
     ['status', '-C'], ['status', '-C', '--json'], ['status', '-C', ''], ['status', '-Crep'], ['status', '--', 'x'],
     ['status', '--policy', 'manual'], ['push', '--offline'], ['push', '--watch'], ['push', '-sv'], ['status', '--unknown'],
-    ['-C', 'status', 'push'], ['push', '--policy'], ['push', '--policy=-x'],
+    ['push', '--policy'], ['push', '--policy=-x'],
   ]) {
     assert.is(fastCommand(argv), undefined, JSON.stringify(argv));
   }

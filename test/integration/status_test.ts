@@ -3,10 +3,10 @@
 // loopback TCP.
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { appendFile, mkdir, rename, symlink, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { type RunResult, type ServerHandle, cleanupAll, copyFixture, imz, jsonLines, makeTmp, startServer, waitFor } from '../helpers.ts';
+import { type RunResult, type ServerHandle, cleanupAll, copyFixture, imz, imzArgv, jsonLines, makeTmp, startServer, waitFor } from '../helpers.ts';
 
 const T = suite('status');
 T.after.each(cleanupAll);
@@ -188,6 +188,27 @@ T('not a replica: exit 1, IMZ_NOT_REPLICA, one error line', async () => {
     assert.equal(lines(f.stderr).length, 1, f.stderr);
     assert.match(f.stderr, /^imz: cannot find a replica/);
   }
+});
+
+T('a -C that cannot be looked at, or a relative path given where the start directory is gone: one error line, no stack trace', async () => {
+  const { replica } = await setup();
+  // Under a file (ENOTDIR): the CLI enters the replica's root before parsing, and must not crash doing it.
+  const j = await imz(['status', '-C', join(replica, 'README.txt', 'x'), '--json']);
+  ok(j, 1);
+  const evs = jsonLines(j.stdout);
+  assert.is(evs.length, 1, j.stdout);
+  assert.is(evs[0]!.event, 'error');
+  assert.equal(lines(j.stderr).length, 1, j.stderr);
+  assert.match(j.stderr, /^imz: cannot /);
+  // Started in a directory removed before it ran: a relative --token-file is refused, never read from the replica.
+  await writeFile(join(replica, 'mytoken'), 'not a token the user named\n');
+  const gone = join(replica, '..', 'gone');
+  const argv = [...(await imzArgv(['status', '-C', replica, '--token-file', 'mytoken', '--json']))];
+  const r = spawnSync('sh', ['-c', 'mkdir "$0" && cd "$0" && rmdir "$0" && exec "$@"', gone, ...argv], { encoding: 'utf8', timeout: 15_000 });
+  assert.is(r.status, 2, `${r.stdout}\n${r.stderr}`);
+  const e = jsonLines(r.stdout).find((x) => x.event === 'error');
+  assert.is(e?.code, 'IMZ_USAGE', r.stdout);
+  assert.match(String(e?.message), /relative path mytoken/);
 });
 
 T('--help documents the codes', async () => {
