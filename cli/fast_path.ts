@@ -1,4 +1,4 @@
-import { commandWord } from './command_word.ts';
+import { GLOBAL_OPTIONS, type OptionKind, PUSH_OPTIONS, commandWord } from './command_word.ts';
 import type { GlobalArgs } from './output.ts';
 
 /**
@@ -15,20 +15,11 @@ export interface FastCommand {
   args: GlobalArgs & Record<string, unknown>;
 }
 
-type _Kind = 'flag' | 'value';
-
-/** Options every command takes, and each fast command's own (name → yargs key, kind). */
-const _GLOBAL: Record<string, [string, _Kind]> = {
-  '--json': ['json', 'flag'], '--quiet': ['quiet', 'flag'], '-q': ['quiet', 'flag'], '--tls': ['tls', 'flag'],
-  '-C': ['C', 'value'], '--token-file': ['tokenFile', 'value'], '--tls-ca': ['tlsCa', 'value'], '--tls-fingerprint': ['tlsFingerprint', 'value'],
-};
-const _PUSH: Record<string, [string, _Kind]> = {
-  '--policy': ['policy', 'value'], '--allow-mass-delete': ['allowMassDelete', 'flag'], '--verbose': ['verbose', 'flag'], '-v': ['verbose', 'flag'],
-};
-const _OWN: Record<FastCommand['command'], Record<string, [string, _Kind]>> = {
+/** Each fast command's own options (name → yargs key, kind); the global ones are GLOBAL_OPTIONS. */
+const _OWN: Record<FastCommand['command'], Record<string, [string, OptionKind]>> = {
   status: { '--short': ['short', 'flag'], '-s': ['short', 'flag'], '--offline': ['offline', 'flag'] },
-  push: _PUSH,
-  sync: { ..._PUSH, '--watch': ['watch', 'flag'] },
+  push: PUSH_OPTIONS,
+  sync: { ...PUSH_OPTIONS, '--watch': ['watch', 'flag'] },
 };
 /** The defaults each command's yargs builder declares. */
 const _DEFAULTS: Record<FastCommand['command'], Record<string, unknown>> = {
@@ -53,7 +44,7 @@ export function fastCommand(argv: readonly string[]): FastCommand | undefined {
     }
     const eq = a.startsWith('--') || a.startsWith('-C=') ? a.indexOf('=') : -1;
     const name = eq > 0 ? a.slice(0, eq) : a;
-    const spec = _GLOBAL[name] ?? _OWN[command][name];
+    const spec = GLOBAL_OPTIONS[name] ?? _OWN[command][name];
     if (!spec || seen.has(spec[0])) return undefined;
     seen.add(spec[0]);
     const [key, kind] = spec;

@@ -1,6 +1,7 @@
 // The directory the command was started in, read before anything can change
-// it: `imz status` enters the replica's root before its arguments are parsed
-// (cli/main.ts), and relative paths among them still mean what the user meant.
+// it: status, push and sync enter the replica's root before their arguments
+// are parsed (cli/main.ts), and relative paths among them still mean what the
+// user meant.
 import { isAbsolute, resolve } from 'node:path';
 
 let _startDir: string | undefined;
