@@ -65,6 +65,9 @@ const cli = yargs(hideBin(process.argv))
 const usage = (cli as unknown as { getInternalMethods?: () => { getUsageInstance?: () => { cacheHelpMessage?: () => void } } }).getInternalMethods?.().getUsageInstance?.();
 if (typeof usage?.cacheHelpMessage === 'function') usage.cacheHelpMessage = () => {};
 
-await cli.parseAsync();
+/** Parses the command line and runs the command. */
+export async function runCli(): Promise<void> {
+  await cli.parseAsync();
+}
 
 export type { GlobalArgs };

@@ -1,4 +1,4 @@
-// Entry point of the `imz` binary (bundled to dist/imz.js for node; run from
+// Entry point of the `imz` binary (bundled to dist/imz.bundle.cjs for node; run from
 // source by `deno task imz`). It starts the scan's second thread before
 // anything else loads, then runs the command: the plain forms of status,
 // push and sync directly (cli/fast_path.ts), the rest through yargs
@@ -28,19 +28,23 @@ for (const stream of [process.stdout, process.stderr]) {
   });
 }
 
-if (scanning) {
-  const { PassWorker, replicaRootOf } = await import('../core/pass_worker.ts');
-  const dir = _dirHint(argv);
-  // The command enters the replica's root now, as it would once parsed (cli/run.ts enterReplica): the thread's
-  // pass, which begins before that, then takes paths relative to it too (~20% less work in the kernel per path).
-  // Only when the command word is sure: an option of another command could have taken it as its value.
-  if (dir !== undefined && command.plain) _enterRoot(dir, replicaRootOf);
-  PassWorker.warmUp(dir, undefined, { pass: scanning === 'status' });
+// A function, not top-level awaits: the node bundle is a CommonJS script (scripts/build.mjs), which has none.
+async function _main(): Promise<void> {
+  if (scanning) {
+    const { PassWorker, replicaRootOf } = await import('../core/pass_worker.ts');
+    const dir = _dirHint(argv);
+    // The command enters the replica's root now, as it would once parsed (cli/run.ts enterReplica): the thread's
+    // pass, which begins before that, then takes paths relative to it too (~20% less work in the kernel per path).
+    // Only when the command word is sure: an option of another command could have taken it as its value.
+    if (dir !== undefined && command.plain) _enterRoot(dir, replicaRootOf);
+    PassWorker.warmUp(dir, undefined, { pass: scanning === 'status' });
+  }
+  const { fastCommand, runFast } = await import('./fast_path.ts');
+  const fast = fastCommand(argv);
+  if (fast) await runFast(fast);
+  else await (await import('./cli.ts')).runCli();
 }
-const { fastCommand, runFast } = await import('./fast_path.ts');
-const fast = fastCommand(argv);
-if (fast) await runFast(fast);
-else await import('./cli.ts');
+void _main();
 
 /**
  * The directory a scanning command will work on, read from argv before

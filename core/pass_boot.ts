@@ -61,5 +61,5 @@ export function takeEarly(): EarlyWorker | undefined {
 export function workerUrl(): URL {
   const here = import.meta.url;
   if (here.endsWith('.ts')) return new URL('./scan_worker.ts', here);
-  return new URL(`${here.includes('/chunks/') ? '../' : ''}scan_worker.cjs`, here);
+  return new URL('scan_worker.cjs', here);
 }

@@ -54,25 +54,22 @@ export function imzBundle(): Promise<string> {
   return bundleCopy;
 }
 
-/** True when dir/imz.js exists and every relative .js import of every bundle file resolves. */
+/**
+ * True when dir holds a whole build: imz.js (the loader), the bundle whose
+ * SHA-256 starts with the build id the loader names, and the scan worker.
+ */
 async function bundleComplete(dir: string): Promise<boolean> {
-  const files = ['imz.js', ...(await readdir(join(dir, 'chunks')).catch(() => [] as string[])).map((n) => `chunks/${n}`)];
-  for (const f of files) {
-    let text: string;
-    try {
-      text = await readFile(join(dir, f), 'utf8');
-    } catch {
-      return false;
-    }
-    for (const m of text.matchAll(/["'](\.\.?\/[\w./-]+\.js)["']/g)) {
-      try {
-        await access(resolve(dirname(join(dir, f)), m[1]));
-      } catch {
-        return false;
-      }
-    }
+  try {
+    const loader = await readFile(join(dir, 'imz.js'), 'utf8');
+    const id = /const BUILD = '([0-9a-f]{16})'/.exec(loader)?.[1];
+    if (!id) return false;
+    const bundle = await readFile(join(dir, 'imz.bundle.cjs'));
+    if (createHash('sha256').update(bundle).digest('hex').slice(0, 16) !== id) return false;
+    await access(join(dir, 'scan_worker.cjs'));
+    return true;
+  } catch {
+    return false;
   }
-  return true;
 }
 
 /** The argv (program first) that runs `imz <args>` under a runtime. */
