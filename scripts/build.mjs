@@ -21,7 +21,6 @@ await build({
   logLevel: 'warning',
   // import() of what is not bundled (node:tls) becomes require(): the loader's script has no ES module loader to ask.
   supported: { 'dynamic-import': false },
-  minifyWhitespace: true,
   define: { 'import.meta.url': '__imzUrl' },
   // string-width's Unicode tables cost ~40 ms per start; help layout needs far less.
   alias: { 'string-width': new URL('./string-width-lite.mjs', import.meta.url).pathname },
