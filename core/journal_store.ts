@@ -28,6 +28,8 @@ export class JournalStore {
   private _recent: JournalRecord[] = [];
   private _queue: { records: JournalRecord[]; resolve: () => void; reject: (e: unknown) => void }[] = [];
   private _writing = false;
+  // Who waits for the writer to finish (flush, close): woken when it does, not polled.
+  private _idle: Array<() => void> = [];
   private _failed: Error | undefined;
   /**
    * Records whose write failed (a full disk): already handed out (sequence
@@ -127,6 +129,9 @@ export class JournalStore {
       }
     } finally {
       this._writing = false;
+      const idle = this._idle;
+      this._idle = [];
+      for (const wake of idle) wake();
     }
   }
 
@@ -194,7 +199,7 @@ export class JournalStore {
       this._failed = undefined;
       void this._flush();
     }
-    while (this._writing || this._queue.length > 0) await new Promise((r) => setTimeout(r, 1));
+    await this._whenIdle();
     if (this._unwritten.length > 0 && !this._failed) this._failed = new Error('journal records could not be written');
     if (this._failed) {
       const e = this._failed;
@@ -203,10 +208,18 @@ export class JournalStore {
     }
   }
 
+  // Resolves once the writer has nothing left to write (a batch acknowledged waits ~1 ms less than with a polling timer).
+  private async _whenIdle(): Promise<void> {
+    while (this._writing || this._queue.length > 0) {
+      if (!this._writing) void this._flush();
+      await new Promise<void>((r) => this._idle.push(r));
+    }
+  }
+
   /** Closes the segment file (pending appends finish first). */
   async close(): Promise<void> {
     if (!this._writing && this._unwritten.length > 0) void this._flush(); // a last try
-    while (this._writing || this._queue.length > 0) await new Promise((r) => setTimeout(r, 5));
+    await this._whenIdle();
     await this._fh?.close();
     this._fh = undefined;
   }
