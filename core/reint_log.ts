@@ -1,4 +1,5 @@
-import { copyFile, open, readFile, truncate } from 'node:fs/promises';
+import { closeSync, fdatasyncSync, openSync, readFileSync, writeSync } from 'node:fs';
+import { copyFile, truncate } from 'node:fs/promises';
 import { join } from 'node:path';
 import { writeFileAtomic } from './atomic_fs.ts';
 import { LOG_HEADER, type LogRecord, type LoggedOp, decodeLog, encodeLogRecord, pendingOps } from './reint_log_model.ts';
@@ -25,9 +26,11 @@ export class ReintLog {
   static async open(stateDir: string): Promise<ReintLog> {
     const file = join(stateDir, 'log');
     const seqFile = join(stateDir, 'opseq');
+    // Synchronous reads and writes here: the log is small and read once per push, and each thread-pool round trip of
+    // the asynchronous calls (four for a readFile) costs more than the work.
     let text = '';
     try {
-      text = await readFile(file, 'utf8');
+      text = readFileSync(file, 'utf8');
     } catch { /* no log yet */ }
     const dec = decodeLog(text);
     // A torn last line is a crash's leftover; damage before it is not: keep
@@ -41,7 +44,7 @@ export class ReintLog {
     if (dec.validBytes === 0) await writeFileAtomic(file, `${LOG_HEADER}\n`);
     let nextSeq = 1;
     try {
-      nextSeq = Number(JSON.parse(await readFile(seqFile, 'utf8')).next) || 1;
+      nextSeq = Number(JSON.parse(readFileSync(seqFile, 'utf8')).next) || 1;
     } catch { /* first push */ }
     for (const r of dec.records) if (r.t === 'op' && r.op.seq >= nextSeq) nextSeq = r.op.seq + 1;
     return new ReintLog(file, seqFile, dec.records, nextSeq);
@@ -63,12 +66,13 @@ export class ReintLog {
   /** Appends records and fsyncs. */
   async append(records: LogRecord[]): Promise<void> {
     if (records.length === 0) return;
-    const fh = await open(this.file, 'a');
+    const fd = openSync(this.file, 'a');
     try {
-      await fh.write(records.map(encodeLogRecord).join(''));
-      await fh.datasync();
+      const bytes = Buffer.from(records.map(encodeLogRecord).join(''), 'utf8');
+      for (let off = 0; off < bytes.length;) off += writeSync(fd, bytes, off);
+      fdatasyncSync(fd);
     } finally {
-      await fh.close();
+      closeSync(fd);
     }
     this._records.push(...records);
   }
