@@ -31,7 +31,8 @@ export interface SpeculationStart {
  * will not join one).
  */
 export interface SpeculationOffer {
-  dir: string;
+  /** undefined: read nothing (the command's own thread reads the file: see PassWorker.warmUp), just wait for the job. */
+  dir: string | undefined;
   pass: boolean;
 }
 
@@ -49,6 +50,8 @@ export interface Speculation {
   bytes: Uint8Array;
   refTime: number;
   pass?: SpeculativePass;
+  /** Read by the command's own thread, its checksum not checked yet (the scan checks it before use). */
+  unchecked?: boolean;
 }
 
 /** A pass a worker began before the scan asked (judging racy files by the speculation's refTime). */

@@ -2,8 +2,10 @@
 // so that the CLI loads little to hand the thread its work (the thread
 // itself it starts first of all: core/pass_boot.ts).
 import type { Worker } from 'node:worker_threads';
-import { CTL_STOP, SPECULATION_WAIT_MS, type PassJob, type Speculation } from './pass_job.ts';
+import { CTL_STOP, SPECULATION_WAIT_MS, type PassJob, type Speculation, type SpeculationOffer } from './pass_job.ts';
 import { newPassThread, takeEarly, workerUrl } from './pass_boot.ts';
+
+import { prereadScanCache } from './scan_cache_file.ts';
 
 export { replicaRootOf } from './scan_cache_file.ts';
 
@@ -59,11 +61,20 @@ export class PassWorker {
     return w;
   }
 
-  // The thread reads the file itself: the command's own thread is busy loading the CLI meanwhile, and on two cores
-  // the thread's reading costs it nothing.
+  // For a pass of its own, the thread reads the file itself: the command's own thread is busy loading the CLI
+  // meanwhile, and on two cores the thread's reading costs it nothing. Without one (push, sync), the file is read
+  // by the thread pool at once instead: the thread would only start reading once it is up (~30 ms), after the
+  // command is ready to scan.
   private _offer(dir: string, opts: WarmUpOptions): void {
-    this._w.postMessage({ dir, pass: opts.pass !== false });
+    if (opts.pass !== false) {
+      this._w.postMessage({ dir, pass: true } satisfies SpeculationOffer);
+      return;
+    }
+    this._w.postMessage({ dir: undefined, pass: false } satisfies SpeculationOffer);
+    this._preread = prereadScanCache(dir);
   }
+
+  private _preread: Promise<Speculation | undefined> | undefined;
 
   private static _warm: PassWorker | undefined;
 
@@ -102,7 +113,7 @@ export class PassWorker {
     let wake: () => void = () => {};
     const late = new Promise<undefined>((r) => (wake = () => r(undefined)));
     const timer = setTimeout(() => wake(), waitMs);
-    const s = await Promise.race([this._spec, late]);
+    const s = await Promise.race([this._preread ?? this._spec, late]);
     clearTimeout(timer);
     if (s && s.root === root) return s;
     this.stopSpeculation();

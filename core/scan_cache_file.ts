@@ -1,6 +1,6 @@
-import { closeSync, fstatSync, openSync, readSync, statSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, read, readSync, statSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
-import type { CacheOffer } from './pass_job.ts';
+import type { CacheOffer, Speculation } from './pass_job.ts';
 import { REPLICA_DIR } from './paths.ts';
 
 /** The scan cache's file in a replica's state directory. */
@@ -72,4 +72,58 @@ export function cacheOffer(dir: string, pass: boolean): CacheOffer {
   } catch {
     return { root: undefined };
   }
+}
+
+/**
+ * The scan cache file of the replica holding dir, read by the thread pool
+ * into shared memory (the command's thread goes on loading meanwhile): a
+ * Speculation without a pass, its checksum not checked yet; undefined when
+ * there is none or it cannot be read.
+ */
+export async function prereadScanCache(dir: string): Promise<Speculation | undefined> {
+  try {
+    const root = replicaRootOf(dir);
+    if (root === undefined) return undefined;
+    const stateDir = join(root, REPLICA_DIR);
+    const refTime = indexWriteTime(stateDir);
+    const bytes = await _readShared(join(stateDir, SCAN_CACHE_FILE));
+    return bytes && { root, bytes, refTime, unchecked: true };
+  } catch {
+    return undefined;
+  }
+}
+
+// readScanCacheFile with its one long read in the thread pool: opened here, so that the read is under way at once
+// (a chain of callbacks would wait for this thread at each step, and it is busy loading the CLI).
+function _readShared(file: string): Promise<Uint8Array | undefined> {
+  let fd: number;
+  let size: number;
+  try {
+    fd = openSync(file, 'r');
+  } catch {
+    return Promise.resolve(undefined);
+  }
+  try {
+    size = fstatSync(fd).size;
+  } catch {
+    closeSync(fd);
+    return Promise.resolve(undefined);
+  }
+  const bytes = new Uint8Array(typeof SharedArrayBuffer === 'function' ? new SharedArrayBuffer(size) : new ArrayBuffer(size));
+  return new Promise((resolve) => {
+    const more = (off: number): void => {
+      if (off >= size) {
+        closeSync(fd);
+        return resolve(bytes);
+      }
+      read(fd, bytes, off, size - off, off, (err, k) => {
+        if (err || k === 0) {
+          closeSync(fd);
+          return resolve(err ? undefined : bytes.subarray(0, off)); // shrank meanwhile: the checksum will say so
+        }
+        more(off + k);
+      });
+    };
+    more(0);
+  });
 }

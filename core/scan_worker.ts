@@ -99,7 +99,7 @@ parentPort?.on('message', (m: SpeculationOffer | PassJob) => {
   if (!_offered) {
     _offered = true;
     const offer = m as SpeculationOffer;
-    _speculate(cacheOffer(offer.dir, offer.pass), new Int32Array(_start!.ctl));
+    _speculate(offer.dir === undefined ? { root: undefined } : cacheOffer(offer.dir, offer.pass), new Int32Array(_start!.ctl));
   } else {
     parentPort!.removeAllListeners('message');
     _job(m as PassJob);

@@ -28,7 +28,7 @@ const T = suite('scan_speculation_hostile');
 
 // ---------- the worker's handle, wherever the tree keeps it ----------
 
-interface SpecLike { root: string; bytes: Uint8Array; refTime: number; pass?: { startedAt: number; state: Uint8Array; done: Uint8Array } }
+interface SpecLike { root: string; bytes: Uint8Array; refTime: number; pass?: { startedAt: number; state: Uint8Array; done: Uint8Array }; unchecked?: boolean }
 interface PassWorkerLike {
   gone: boolean;
   speculation(root: string, waitMs?: number): Promise<SpecLike | undefined>;
@@ -36,7 +36,7 @@ interface PassWorkerLike {
 }
 interface PassWorkerClass {
   start(dir?: string, url?: URL): PassWorkerLike | undefined;
-  warmUp(dir?: string, url?: URL): void;
+  warmUp(dir?: string, url?: URL, opts?: { pass?: boolean }): void;
   take(): PassWorkerLike | undefined;
 }
 
@@ -346,6 +346,35 @@ T('a cache file that fails its checksum is not trusted when the scan does not jo
     assert.equal(brief(await scan(dir)), want, 'a scan with a warm worker');
   });
   assert.equal(await plainScan(dir), want, 'no worker: the file is read and checked');
+});
+
+T('push and sync have the cache file read by the thread pool at start (no pass of the worker\'s own): one that fails its checksum is not trusted, by the scan or by the CLI', async () => {
+  const PW = await passWorker();
+  const srv = await ownServer('srv-preread');
+  const dir = await settled(srv);
+  corruptPathByte(dir, 'docs/page-3.txt');
+  await appendFile(join(dir, 'docs', 'page-3.txt'), 'changed under a damaged cache\n');
+  const want = ['modify docs/page-3.txt'];
+  await withEnv(WORKER_ON, async () => {
+    PW.warmUp(dir, WORKER, { pass: false });
+    const w = warmOne(PW);
+    assert.ok(w, 'a worker was started');
+    const spec = await w!.speculation((await Replica.open(dir)).root, 20_000);
+    assert.ok(spec?.unchecked, 'the file was read for the scan, its checksum left to the scan');
+    assert.is(spec!.pass, undefined, 'no pass begun');
+    const replica = await Replica.open(dir);
+    await replica.lock();
+    try {
+      assert.equal(brief(await scanChanges(replica)), want, 'the scan under the lock, given the damaged bytes');
+    } finally {
+      await replica.unlock();
+    }
+  });
+  corruptPathByte(dir, 'docs/page-3.txt');
+  const r = await imz(['push', '-C', dir, '--json'], { env: { ...process.env, ...WORKER_ON }, timeoutMs: 30_000 });
+  assert.is(r.code, 0, out(r));
+  assert.ok((await readFile(join(tmp, 'srv-preread', 'docs', 'page-3.txt'), 'utf8')).includes('changed under a damaged cache'), `the change reached the server: ${r.stdout}`);
+  assert.equal(await plainScan(dir), [], 'pushed: nothing left to push');
 });
 
 T('...nor written back by a rebuild under a fresh checksum (found in the deferred-checksum work: tracked files reported as created, by every scan after)', async () => {
