@@ -9,7 +9,7 @@ import { SCAN_CACHE_FILE, readScanCacheFile } from './scan_cache_file.ts';
 import type { Replica } from './replica.ts';
 import {
   type BucketSection,
-  CACHE_PREFIX,
+  CACHE_HEADER,
   F_LISTED_CTIME,
   F_LISTED_MTIME,
   F_TYPE,
@@ -19,6 +19,8 @@ import {
   bucketOfFacts,
   decodeScanCache,
   encodeScanCacheParts,
+  resealInPlace,
+  sealScanCacheParts,
   factsOf,
   factsOffset,
   newFacts,
@@ -355,11 +357,15 @@ export class ScanCache {
     const file = join(replica.stateDir, SCAN_CACHE_FILE);
     let parts: Uint8Array[];
     try {
-      parts = encodeScanCacheParts(this.data);
+      // In place, the checksum is worked out from the bytes that change (_writeRows); whole, from all of them.
+      parts = encodeScanCacheParts(this.data, false);
     } catch {
       return;
     }
-    if (!(this._rewrite && this._fileSum !== undefined && _writeRows(file, parts, this._fileSum, this.data.facts, this._rewrite)) && !_writeWhole(file, parts)) return;
+    if (!(this._rewrite && this._fileSum !== undefined && _writeRows(file, parts, this._fileSum, this.data.facts, this._rewrite))) {
+      sealScanCacheParts(parts);
+      if (!_writeWhole(file, parts)) return;
+    }
     this.changed = false;
     this._fileSum = recordedSum(parts[0]!);
     this._rewrite = new Set();
@@ -371,10 +377,18 @@ function _writeRows(file: string, parts: Uint8Array[], fileSum: number, facts: F
   let fd: number | undefined;
   try {
     fd = openSync(file, 'r+');
-    const prefix = new Uint8Array(CACHE_PREFIX);
-    if (readSync(fd, prefix, 0, CACHE_PREFIX, 0) !== CACHE_PREFIX || recordedSum(prefix) !== fileSum) return false;
-    if (fstatSync(fd).size !== parts.reduce((k, p) => k + p.length, 0)) return false;
-    for (const i of rows) _writeAt(fd, new Uint8Array(facts.buffer, facts.byteOffset + i * FACTS * 8, FACTS * 8), factsOffset(i));
+    const head = new Uint8Array(CACHE_HEADER);
+    if (readSync(fd, head, 0, CACHE_HEADER, 0) !== CACHE_HEADER || recordedSum(head) !== fileSum || parts[0]!.length !== CACHE_HEADER) return false;
+    const size = fstatSync(fd).size;
+    if (size !== parts.reduce((k, p) => k + p.length, 0)) return false;
+    const changed = [...rows].map((i) => {
+      const at = factsOffset(i);
+      const before = new Uint8Array(FACTS * 8);
+      if (readSync(fd!, before, 0, before.length, at) !== before.length) throw new Error('short read');
+      return { at, before, after: new Uint8Array(facts.buffer, facts.byteOffset + i * FACTS * 8, FACTS * 8) };
+    });
+    resealInPlace(head, parts[0]!, size, changed);
+    for (const r of changed) _writeAt(fd, r.after, r.at);
     _writeAt(fd, parts[0]!, 0);
     return true;
   } catch {

@@ -1,6 +1,6 @@
 import type { EntryTypeCode } from '../protocol/messages.ts';
 import { BUCKETS, type IndexEntry } from './index_model.ts';
-import { crc32 } from './crc32.ts';
+import { crc32, crc32Patch } from './crc32.ts';
 import { PathList } from './path_list.ts';
 
 /**
@@ -113,7 +113,7 @@ export function encodeScanCache(d: ScanCacheData): Uint8Array {
  * in memory, the padding, the symlink targets and the ignore key. A writer
  * writes them one after the other; nothing is copied into one buffer.
  */
-export function encodeScanCacheParts(d: ScanCacheData): Uint8Array[] {
+export function encodeScanCacheParts(d: ScanCacheData, seal = true): Uint8Array[] {
   const enc = new TextEncoder();
   const n = d.paths.length;
   const targets = enc.encode(_linkTargets(d.facts, d.targets, n).join('\0'));
@@ -141,10 +141,16 @@ export function encodeScanCacheParts(d: ScanCacheData): Uint8Array[] {
     targets,
     key,
   ];
+  if (seal) sealScanCacheParts(parts);
+  return parts;
+}
+
+/** Records the checksum of the encoded cache in its header (parts[0]): CRC-32 of every byte after the checksum. */
+export function sealScanCacheParts(parts: Uint8Array[]): void {
+  const head = parts[0]!;
   let sum = crc32(head.subarray(_SUMMED_FROM));
   for (let k = 1; k < parts.length; k++) sum = crc32(parts[k]!, sum);
-  view.setUint32(_SUM_AT, sum, true);
-  return parts;
+  new DataView(head.buffer, head.byteOffset, head.length).setUint32(_SUM_AT, sum, true);
 }
 
 /** The symlinks' targets, in row order: a loop of its own (the engine compiles it alone, not all of its caller). */
@@ -189,6 +195,23 @@ export function recordedSum(bytes: Uint8Array): number | undefined {
   // Compared by code unit: TextDecoder refuses views of shared memory (a worker's read).
   for (let k = 0; k < SCAN_CACHE_MAGIC.length; k++) if (bytes[k] !== SCAN_CACHE_MAGIC.charCodeAt(k)) return undefined;
   return _recordedSum(bytes);
+}
+
+/** Bytes of the header: what resealInPlace compares. */
+export const CACHE_HEADER = _BODY;
+
+/**
+ * Records in newHead the checksum of a cache file of size bytes once its
+ * header (oldHead: the file's, CACHE_HEADER bytes) and the given rows are
+ * written over it in place: worked out from the checksum oldHead records
+ * and the bytes that change (CRC-32 is linear), not from the whole file
+ * (~2.5 ms for 100,000 paths).
+ */
+export function resealInPlace(oldHead: Uint8Array, newHead: Uint8Array, size: number, rows: Array<{ at: number; before: Uint8Array; after: Uint8Array }>): void {
+  const summed = size - _SUMMED_FROM;
+  let sum = crc32Patch(_recordedSum(oldHead), summed, 0, oldHead.subarray(_SUMMED_FROM, _BODY), newHead.subarray(_SUMMED_FROM, _BODY));
+  for (const r of rows) sum = crc32Patch(sum, summed, r.at - _SUMMED_FROM, r.before, r.after);
+  new DataView(newHead.buffer, newHead.byteOffset, newHead.length).setUint32(_SUM_AT, sum, true);
 }
 
 /** Where row i's facts lie in the encoded cache. */

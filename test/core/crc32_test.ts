@@ -1,7 +1,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { randomBytes } from 'node:crypto';
-import { crc32, crc32Js } from '../../core/crc32.ts';
+import { crc32, crc32Js, crc32Patch, crc32Raw, crc32Shift } from '../../core/crc32.ts';
 
 test('crc32: the IEEE check value, native and in JavaScript', () => {
   const nine = new TextEncoder().encode('123456789');
@@ -36,6 +36,31 @@ test('crc32: bytes in shared memory', () => {
   const b = new Uint8Array(new SharedArrayBuffer(4096));
   b.set(randomBytes(4096));
   assert.is(crc32(b), crc32Js(b));
+});
+
+test('crc32Shift: the raw register of bytes then n zeros, for n from 0 to past 2^20', () => {
+  for (const n of [0, 1, 2, 3, 7, 8, 255, 256, 4097, 65_537, 1_048_583, 3_000_000]) {
+    const b = new Uint8Array(randomBytes(1 + (n % 97)));
+    const withZeros = new Uint8Array(b.length + n);
+    withZeros.set(b);
+    assert.is(crc32Shift(crc32Raw(b), n), crc32Raw(withZeros), `${n} zeros`);
+  }
+  assert.is(crc32Shift(0, 12345), 0, 'nothing shifted is nothing');
+});
+
+test('crc32Patch: the CRC-32 after bytes are replaced in place equals the CRC-32 of the new message (first, last, middle, equal bytes, one byte)', () => {
+  for (let t = 0; t < 500; t++) {
+    const n = 1 + ((t * 7919) % 20_000);
+    const a = new Uint8Array(randomBytes(n));
+    const at = t % 5 === 0 ? 0 : (t * 104_729) % n;
+    const len = Math.min(n - at, t % 3 === 0 ? 1 : 1 + (t % 200));
+    const before = a.slice(at, at + len);
+    const after = t % 11 === 0 ? before.slice() : new Uint8Array(randomBytes(len));
+    if (t % 13 === 0) after[0] = before[0]!; // a change that starts later than the range
+    const b = a.slice();
+    b.set(after, at);
+    assert.is(crc32Patch(crc32(a), n, at, before, after), crc32(b), `message of ${n}, ${len} bytes at ${at}`);
+  }
 });
 
 test.run();
