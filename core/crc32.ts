@@ -42,12 +42,8 @@ let _powers: Uint32Array | undefined;
  * crc32(a) ^ crc32(b) = crc32Raw(a ^ b). What crc32Patch adds up.
  */
 export function crc32Raw(bytes: Uint8Array): number {
-  // Natively, from two plain CRCs (the inversions cancel out): the bytes, and as many zeros.
-  if (_native) return bytes.length === 0 ? 0 : (_native(bytes, 0) ^ _native(new Uint8Array(bytes.length), 0)) >>> 0;
-  const t = (_table ??= _makeTable());
-  let c = 0;
-  for (let i = 0; i < bytes.length; i++) c = t[(c ^ bytes[i]!) & 0xff]! ^ (c >>> 8);
-  return c >>> 0;
+  // crc32 inverts the register before and after: starting it from all ones and inverting the answer undoes both.
+  return (crc32(bytes, 0xffffffff) ^ 0xffffffff) >>> 0;
 }
 
 /** crc32Raw of bytes followed by n zero bytes, from crc32Raw of the bytes (a multiplication by x^(8n) modulo the polynomial, as zlib's crc32_combine). */

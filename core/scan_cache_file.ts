@@ -19,7 +19,7 @@ export function readScanCacheFile(file: string): Uint8Array | undefined {
   }
   try {
     const size = fstatSync(fd).size;
-    const bytes = new Uint8Array(typeof SharedArrayBuffer === 'function' ? new SharedArrayBuffer(size) : new ArrayBuffer(size));
+    const bytes = _sharedBytes(size);
     for (let off = 0; off < size;) {
       const k = readSync(fd, bytes, off, size - off, off);
       if (k === 0) return bytes.subarray(0, off); // shrank meanwhile: the checksum will say so
@@ -109,7 +109,7 @@ function _readShared(file: string): Promise<Uint8Array | undefined> {
     closeSync(fd);
     return Promise.resolve(undefined);
   }
-  const bytes = new Uint8Array(typeof SharedArrayBuffer === 'function' ? new SharedArrayBuffer(size) : new ArrayBuffer(size));
+  const bytes = _sharedBytes(size);
   return new Promise((resolve) => {
     const more = (off: number): void => {
       if (off >= size) {
@@ -126,4 +126,9 @@ function _readShared(file: string): Promise<Uint8Array | undefined> {
     };
     more(0);
   });
+}
+
+// Memory the scan and its worker can both read in place, where the runtime has shared memory.
+function _sharedBytes(size: number): Uint8Array {
+  return new Uint8Array(typeof SharedArrayBuffer === 'function' ? new SharedArrayBuffer(size) : new ArrayBuffer(size));
 }
