@@ -9,7 +9,7 @@ import { comparePaths, depthOf, isReservedName } from './paths.ts';
 import type { Replica } from './replica.ts';
 import { LISTING_SLACK_MS, ScanCache } from './scan_cache.ts';
 import { checksumOk, isRemoteRow, typeOfFacts } from './scan_cache_model.ts';
-import { indexWriteTime } from './scan_cache_file.ts';
+import { indexWriteTime, isWorkingDir } from './scan_cache_file.ts';
 import { monotonicMs } from './file_times.ts';
 import { PassWorker, SPECULATION_MAX_AGE_MS, type Speculation } from './pass_worker.ts';
 import { CHECK, GONE, LIST, NOT_DIR, checkRange, lstatOrNot, racy, runPass } from './scan_pass.ts';
@@ -215,7 +215,7 @@ export async function scanChanges(replica: Replica, opts: ScanChangesOptions = {
   const fresh = pass !== undefined && replica.lockedAt === undefined && monotonicMs() - pass.startedAt <= SPECULATION_MAX_AGE_MS;
   const joined = pass && fresh && worker?.ctl && cache.rowsAsLoaded && cache.patchedRows.length <= _PATCHED_MAX && spec!.refTime === refTime ? { state: pass.state, done: pass.done, ctl: worker.ctl } : undefined;
   if (!joined) worker?.stopSpeculation();
-  const relative = _inRoot(root);
+  const relative = isWorkingDir(root);
   const passInput = { rootSlash: relative ? '' : rootSlash, paths, facts, targets, refTime };
   let state = await runPass(passInput, { onProgress: opts.onProgress, worker, joined, keepWorker: joined !== undefined });
   if (joined) {
@@ -226,7 +226,7 @@ export async function scanChanges(replica: Replica, opts: ScanChangesOptions = {
     worker!.stop();
   }
   // Paths relative to the working directory: should it have moved during the pass, the verdicts are not the tree's.
-  if (relative && !_inRoot(root)) state = await runPass({ rootSlash, paths, facts, targets, refTime }, { onProgress: opts.onProgress });
+  if (relative && !isWorkingDir(root)) state = await runPass({ rootSlash, paths, facts, targets, refTime }, { onProgress: opts.onProgress });
 
   // lstat follows symlinks in the middle of a path: below a directory that
   // is gone or is no longer one, what lstat found is not the tracked path.
@@ -430,25 +430,6 @@ function _flagged(state: Uint8Array, mask: number): number[] {
 /** Rows updated at load beyond which a worker's pass is not joined (they are checked again one by one after it). */
 const _PATCHED_MAX = 16_384;
 
-/**
- * True when the process's working directory is the tree's root (the CLI
- * enters it for a scan): lstat then takes paths relative to it, as git's
- * do, which saves the kernel the walk down to the root for every path.
- * Checked by identity too, so a root renamed away under the process is
- * not taken for the directory of the same name.
- */
-function _inRoot(root: string): boolean {
-  let cwd: string;
-  try {
-    cwd = process.cwd();
-  } catch {
-    return false; // removed under the process
-  }
-  if (cwd !== root) return false;
-  const here = statSync('.', { throwIfNoEntry: false });
-  const there = statSync(root, { throwIfNoEntry: false });
-  return here !== undefined && there !== undefined && here.ino === there.ino && here.dev === there.dev;
-}
 
 /**
  * From how many tracked paths a worker thread shares the lstat pass: below

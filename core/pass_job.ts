@@ -26,18 +26,17 @@ export interface SpeculationStart {
 }
 
 /**
- * Its first message: the directory whose replica's scan cache file it reads
- * and checks, and whether to begin a pass over it (false: for a scan that
- * will not join one).
+ * Its first message: the directory whose replica's scan cache file it reads,
+ * checks and begins a pass over; undefined for a scan that will not join
+ * one (the command's own thread reads the file: see PassWorker.warmUp), so
+ * it just waits for the job.
  */
 export interface SpeculationOffer {
-  /** undefined: read nothing (the command's own thread reads the file: see PassWorker.warmUp), just wait for the job. */
   dir: string | undefined;
-  pass: boolean;
 }
 
 /** A scan cache file read for a worker (root undefined: none). */
-export type CacheOffer = { root: string; bytes: Uint8Array; refTime: number; pass: boolean } | { root: undefined };
+export type CacheOffer = { root: string; bytes: Uint8Array; refTime: number } | { root: undefined };
 
 /**
  * What a worker made of the replica's cache file, its checksum

@@ -4,7 +4,6 @@
 import type { Worker } from 'node:worker_threads';
 import { CTL_STOP, SPECULATION_WAIT_MS, type PassJob, type Speculation, type SpeculationOffer } from './pass_job.ts';
 import { newPassThread, takeEarly, workerUrl } from './pass_boot.ts';
-
 import { prereadScanCache } from './scan_cache_file.ts';
 
 export { replicaRootOf } from './scan_cache_file.ts';
@@ -67,10 +66,10 @@ export class PassWorker {
   // command is ready to scan.
   private _offer(dir: string, opts: WarmUpOptions): void {
     if (opts.pass !== false) {
-      this._w.postMessage({ dir, pass: true } satisfies SpeculationOffer);
+      this._w.postMessage({ dir } satisfies SpeculationOffer);
       return;
     }
-    this._w.postMessage({ dir: undefined, pass: false } satisfies SpeculationOffer);
+    this._w.postMessage({ dir: undefined } satisfies SpeculationOffer);
     this._preread = prereadScanCache(dir);
   }
 
@@ -145,8 +144,9 @@ export class PassWorker {
 /** Options of PassWorker.warmUp and start. */
 export interface WarmUpOptions {
   /**
-   * false: the worker reads and checks the cache file, and begins no pass
-   * of its own (for a scan that will not join one). Default true.
+   * false: the worker begins no pass of its own (for a scan that will not
+   * join one); the command's thread pool reads the cache file instead, and
+   * the scan checks it. Default true.
    */
   pass?: boolean;
 }

@@ -62,13 +62,13 @@ export function indexWriteTime(stateDir: string): number {
  * The scan cache file of the replica holding dir, for a pass worker (see
  * PassWorker): { root: undefined } when there is none, or it cannot be read.
  */
-export function cacheOffer(dir: string, pass: boolean): CacheOffer {
+export function cacheOffer(dir: string): CacheOffer {
   try {
     const root = replicaRootOf(dir);
     if (root === undefined) return { root: undefined };
     const stateDir = join(root, REPLICA_DIR);
     const bytes = readScanCacheFile(join(stateDir, SCAN_CACHE_FILE));
-    return bytes ? { root, bytes, refTime: indexWriteTime(stateDir), pass } : { root: undefined };
+    return bytes ? { root, bytes, refTime: indexWriteTime(stateDir) } : { root: undefined };
   } catch {
     return { root: undefined };
   }
@@ -131,4 +131,28 @@ function _readShared(file: string): Promise<Uint8Array | undefined> {
 // Memory the scan and its worker can both read in place, where the runtime has shared memory.
 function _sharedBytes(size: number): Uint8Array {
   return new Uint8Array(typeof SharedArrayBuffer === 'function' ? new SharedArrayBuffer(size) : new ArrayBuffer(size));
+}
+
+/**
+ * True when the process's working directory is the tree's root (the CLI
+ * enters it for a scan): lstat then takes paths relative to it, as git's
+ * do, which saves the kernel the walk down to the root for every path.
+ * Checked by identity too, so a root renamed away under the process is
+ * not taken for the directory of the same name.
+ */
+export function isWorkingDir(root: string): boolean {
+  let cwd: string;
+  try {
+    cwd = process.cwd();
+  } catch {
+    return false; // removed under the process
+  }
+  if (cwd !== root) return false;
+  try {
+    const here = statSync('.', { throwIfNoEntry: false });
+    const there = statSync(root, { throwIfNoEntry: false });
+    return here !== undefined && there !== undefined && here.ino === there.ino && here.dev === there.dev;
+  } catch {
+    return false; // not to be looked at (EACCES...): absolute paths, whose lstat reports it
+  }
 }

@@ -4,11 +4,10 @@
 // it); then, or at once, it waits for a job and claims chunks of entries
 // from the shared counter until none are left. Loads no more than the pass
 // needs.
-import { statSync } from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
 import { monotonicMs } from './file_times.ts';
 import { PathList } from './path_list.ts';
-import { cacheOffer } from './scan_cache_file.ts';
+import { cacheOffer, isWorkingDir } from './scan_cache_file.ts';
 import { checksumOk, decodeScanCache } from './scan_cache_model.ts';
 import { type CacheOffer, CHUNK, CTL_NEXT, CTL_STOP, type PassJob, type Speculation, type SpeculationOffer, type SpeculationStart } from './pass_job.ts';
 import { CHECK, type PassInput, checkRange } from './scan_pass.ts';
@@ -50,38 +49,22 @@ function _speculate(offer: CacheOffer, ctl: Int32Array): void {
     const { root } = offer;
     const data = root !== undefined && offer.bytes.buffer instanceof SharedArrayBuffer && checksumOk(offer.bytes) ? decodeScanCache(offer.bytes, 'none') : undefined;
     if (root !== undefined && data) {
-      spec = { root, bytes: offer.bytes, refTime: offer.refTime };
-      if (offer.pass) {
-        const n = data.paths.length;
-        spec.pass = {
+      const n = data.paths.length;
+      spec = {
+        root, bytes: offer.bytes, refTime: offer.refTime,
+        pass: {
           startedAt: monotonicMs(),
           state: new Uint8Array(new SharedArrayBuffer(Math.max(1, n)), 0, n),
           done: new Uint8Array(new SharedArrayBuffer(Math.max(1, Math.ceil(n / CHUNK))), 0, Math.ceil(n / CHUNK)),
-        };
-        inp = { rootSlash: _inDir(root) ? '' : root.endsWith('/') ? root : `${root}/`, paths: data.paths, facts: data.facts, targets: data.targets, refTime: offer.refTime };
-      }
+        },
+      };
+      inp = { rootSlash: isWorkingDir(root) ? '' : root.endsWith('/') ? root : `${root}/`, paths: data.paths, facts: data.facts, targets: data.targets, refTime: offer.refTime };
     }
   } catch {
     spec = undefined; // nothing begun: the scan reads the file itself and hands a job as usual
   }
   parentPort!.postMessage({ speculation: spec });
   if (spec?.pass && inp) _claim(inp, spec.pass.state, ctl, spec.pass.done, true);
-}
-
-/**
- * True when the process's working directory is root (the CLI entered it
- * before offering the cache): paths relative to it are a shorter walk in
- * the kernel. Checked by identity too, as the scan does.
- */
-function _inDir(root: string): boolean {
-  try {
-    if (process.cwd() !== root) return false;
-    const here = statSync('.');
-    const there = statSync(root);
-    return here.ino === there.ino && here.dev === there.dev;
-  } catch {
-    return false;
-  }
 }
 
 function _job(d: PassJob): void {
@@ -99,7 +82,7 @@ parentPort?.on('message', (m: SpeculationOffer | PassJob) => {
   if (!_offered) {
     _offered = true;
     const offer = m as SpeculationOffer;
-    _speculate(offer.dir === undefined ? { root: undefined } : cacheOffer(offer.dir, offer.pass), new Int32Array(_start!.ctl));
+    _speculate(offer.dir === undefined ? { root: undefined } : cacheOffer(offer.dir), new Int32Array(_start!.ctl));
   } else {
     parentPort!.removeAllListeners('message');
     _job(m as PassJob);
