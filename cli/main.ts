@@ -19,6 +19,11 @@ const command = commandWord(argv);
 const scanning = command.word === 'status' || command.word === 'push' || command.word === 'sync' ? command.word : undefined;
 if (scanning) startEarly();
 
+// The server fsyncs a batch's files together, through libuv's thread pool
+// (core/server_apply.ts): more threads than its default 4 let a disk merge
+// more of them into one flush. Read when the pool starts, after this.
+if (command.word === 'serve' && process.env.UV_THREADPOOL_SIZE === undefined) process.env.UV_THREADPOOL_SIZE = '16';
+
 // A reader that went away (`imz pull -v | head`) is not an error of ours:
 // stop quietly, as git does on SIGPIPE. State stays consistent (atomic steps).
 for (const stream of [process.stdout, process.stderr]) {

@@ -1,9 +1,38 @@
 import { randomBytes } from 'node:crypto';
-import { closeSync, fdatasyncSync, fsyncSync, openSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, fdatasyncSync, fsync, fsyncSync, openSync, readdirSync, renameSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { Codes, ImzError } from '../protocol/errors.ts';
 import { TMP_PREFIX } from './paths.ts';
+
+/** Runs fn over items with at most limit calls in flight. */
+export async function inParallel<T>(items: T[], limit: number, fn: (x: T) => Promise<void>): Promise<void> {
+  let i = 0;
+  const worker = async () => {
+    while (i < items.length) await fn(items[i++]!);
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+}
+
+/** fsync through the thread pool: many of them in flight let a disk merge their flushes. */
+export function fsyncFd(fd: number): Promise<void> {
+  return new Promise((res, rej) => fsync(fd, (err) => (err ? rej(err) : res())));
+}
+
+// Memory-backed file systems, whose fsync does nothing (statfs f_type).
+const _RAM_FS = new Set([0x01021994 /* tmpfs */, 0x858458f6 /* ramfs */]);
+
+/**
+ * False when dir is on a memory-backed file system, where an fsync is a
+ * no-op: not worth a thread-pool round trip each. True when unsure.
+ */
+export function fsyncCostsIo(dir: string): boolean {
+  try {
+    return !_RAM_FS.has(statfsSync(dir).type);
+  } catch {
+    return true; // no statfs (an older runtime): assume a disk
+  }
+}
 
 /** fsyncs a directory so a rename or create in it is durable. */
 export async function fsyncDir(dir: string): Promise<void> {

@@ -8,6 +8,8 @@ import { SEGMENT_HEADER_SIZE, decodeSegment, encodeJournalRecords, segmentHeader
 const SEGMENT_LIMIT = 4 * 1024 * 1024;
 /** Recent records kept in memory so followers and pulls rarely touch disk. */
 const RECENT_MAX = 20000;
+/** Deferred records waiting beyond which they are written without a flush (bounded memory, larger writes). */
+const _DEFER_MAX = 4096;
 
 interface _Segment { firstSeq: number; file: string }
 
@@ -31,6 +33,8 @@ export class JournalStore {
   // Who waits for the writer to finish (flush, close): woken when it does, not polled.
   private _idle: Array<() => void> = [];
   private _failed: Error | undefined;
+  // Records appended deferred and not being written yet.
+  private _deferred = 0;
   /**
    * Records whose write failed (a full disk): already handed out (sequence
    * numbers, the table, followers), so they are written again, first, at the
@@ -85,8 +89,13 @@ export class JournalStore {
     return this._last;
   }
 
-  /** Appends records (seq already assigned, increasing); resolves once they are durable. */
-  append(records: JournalRecord[]): Promise<void> {
+  /**
+   * Appends records (seq already assigned, increasing); resolves once they
+   * are durable. deferred: written only at the next flush (or once many are
+   * waiting), so a batch of commits costs one write and one fdatasync, not
+   * one each as they come (on a disk, each of those is a flush of its own).
+   */
+  append(records: JournalRecord[], opts: { deferred?: boolean } = {}): Promise<void> {
     if (records.length === 0) return Promise.resolve();
     for (const r of records) this._last = r.seq;
     if (this._first === 0) this._first = records[0]!.seq;
@@ -94,7 +103,8 @@ export class JournalStore {
     if (this._recent.length > RECENT_MAX * 1.5) this._recent = this._recent.slice(-RECENT_MAX);
     return new Promise<void>((resolve, reject) => {
       this._queue.push({ records, resolve, reject });
-      if (!this._writing) void this._flush();
+      if (opts.deferred) this._deferred += records.length;
+      if (!this._writing && (!opts.deferred || this._deferred >= _DEFER_MAX)) void this._flush();
     });
   }
 
@@ -104,6 +114,7 @@ export class JournalStore {
       while (this._queue.length > 0 || this._unwritten.length > 0) {
         const batch = this._queue;
         this._queue = [];
+        this._deferred = 0;
         const all = [...this._unwritten, ...batch.flatMap((b) => b.records)];
         try {
           if (!this._fh || this._size >= SEGMENT_LIMIT) await this._rotate(all[0]!.seq);

@@ -3,7 +3,7 @@ import { chmod, mkdir, utimes } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { Codes, ImzError } from '../protocol/errors.ts';
 import { type Entry, EntryType } from '../protocol/messages.ts';
-import { fsyncDir, fsyncDirSync, tempNameFor } from './atomic_fs.ts';
+import { fsyncDir, fsyncDirSync, inParallel, tempNameFor } from './atomic_fs.ts';
 import { type ConflictClass, type ConflictRecord, type ConflictSide, blobPath, clearConflict, conflictCopyName, keepName, listConflicts, outstanding, saveConflict } from './conflicts.ts';
 import { type FetchItem, type FetchProgress, fetchFiles, tempDirsOf } from './fetcher.ts';
 import { hashFile, toHex } from './hash.ts';
@@ -316,7 +316,7 @@ export async function reconcile(replica: Replica, remote: Remote, targets: Entry
   for (const d of dirsTouched) renamedIn.add(join(root, d));
   // A few (a followed change): synchronously; many (a clone): in parallel.
   if (renamedIn.size <= 4) for (const d of renamedIn) fsyncDirSync(d);
-  else await _inParallel([...renamedIn], 32, fsyncDir);
+  else await inParallel([...renamedIn], 32, fsyncDir);
   for (const c of result.conflicts) await saveConflict(replica.stateDir, c);
   await replica.flushIndex();
   await replica.clearTempDirs();
@@ -467,12 +467,3 @@ function _ensureParents(root: string, p: string, safe: Set<string>): void {
   }
 }
 
-
-// Runs fn over items with at most limit calls in flight.
-async function _inParallel<T>(items: T[], limit: number, fn: (x: T) => Promise<void>): Promise<void> {
-  let i = 0;
-  const worker = async () => {
-    while (i < items.length) await fn(items[i++]!);
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-}

@@ -4,7 +4,7 @@ import { chmod, mkdir, open, rename, rm, stat, utimes } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { Codes, ImzError } from '../protocol/errors.ts';
 import { Change, EntryType, type Operation, OpKind, type OpResult, OpStatus } from '../protocol/messages.ts';
-import { fsErrorPlace, fsyncDir, tempNameFor } from './atomic_fs.ts';
+import { fsErrorPlace, fsyncCostsIo, fsyncDir, fsyncFd, inParallel, tempNameFor } from './atomic_fs.ts';
 import { keepName } from './conflicts.ts';
 import { POLICIES, type Policy } from './policy.ts';
 import { hashBytes, hashFileSync, sameHash, toHex } from './hash.ts';
@@ -53,6 +53,13 @@ export class Reintegrator {
   private _sameFs: boolean | undefined;
   /** The lstat _agrees made last, reused by _apply for the same path. */
   private _seen: { path: string; st: Stats | undefined } | undefined;
+  /**
+   * Verified staged blobs the batch being applied will rename into the tree,
+   * given their mode and time and fsynced ahead (_prepare), with their stat.
+   */
+  private _prepared = new Map<string, { mode: number; time: number; st: Stats }>();
+  /** Whether an fsync in staging does any I/O (not on tmpfs); read on first use. */
+  private _syncCostsIo: boolean | undefined;
 
   constructor(root: string, state: ServerState, scanner: ServerScanner) {
     this.root = root;
@@ -202,26 +209,27 @@ export class Reintegrator {
 
   // Stages a whole content already checked against its hash, with
   // synchronous calls: many thread-pool round trips per small blob would
-  // cost more than the work. Not fsynced: a blob staged by an earlier
-  // process is checked again when it is applied (a crash can tear it), and
-  // the applied file is fsynced.
+  // cost more than the work. Written in place, not fsynced: a blob staged by
+  // an earlier process (which a kill or a crash can tear) is checked again
+  // when it is applied, and the applied file is fsynced.
   private _stageWhole(hex: string, data: Uint8Array): void {
-    this._staging(); // read before the first write, so it sees what earlier processes left
-    // Content staged already is written again: the same bytes, renamed over it, cost less than a probe per blob.
+    const listing = this._staging(); // read before the first write, so it sees what earlier processes left
+    // Staged and checked by this process, not used yet: the bytes are there
+    // (and may be being made ready by the batch being applied: left alone).
+    if (this._verified.has(hex) && listing.staged.has(hex)) return;
+    // Content an earlier process staged is written again: the same bytes cost less than reading them back to check.
     const full = join(this.stagingDir, hex);
-    const tmp = tempNameFor(full);
-    const fd = openSync(tmp, 'w', 0o600);
+    const fd = openSync(full, 'w', 0o600);
     try {
       _writeAllSync(fd, data);
     } catch (err) {
-      // A full disk: no temp file is left behind.
+      // A full disk: no torn blob is left behind.
       closeSync(fd);
-      rmSync(tmp, { force: true });
+      listing.staged.delete(hex);
+      rmSync(full, { force: true });
       throw err;
     }
     closeSync(fd);
-    renameSync(tmp, full);
-    const listing = this._staging();
     listing.staged.add(hex);
     if (listing.parts.delete(hex)) _unlinkQuiet(`${full}.part`);
     this._trust(hex);
@@ -244,6 +252,7 @@ export class Reintegrator {
       return false;
     }
     await rename(part, full);
+    this._prepared.delete(hex); // another file now
     const listing = this._staging();
     listing.parts.delete(hex);
     listing.staged.add(hex);
@@ -283,6 +292,7 @@ export class Reintegrator {
   // Forgets a staged blob that has gone into the tree.
   private _unstaged(hex: string): void {
     this._verified.delete(hex);
+    this._prepared.delete(hex);
     this._staging().staged.delete(hex);
   }
 
@@ -328,13 +338,18 @@ export class Reintegrator {
     const pol = (POLICIES as readonly string[]).includes(policy) ? (policy as Policy) : 'manual';
     return this.scanner.exclusive(async () => {
       const results: OpResult[] = [];
-      for (const op of ops) {
-        try {
-          results.push(await this._one(replicaId, op, pol));
-        } catch (err) {
-          const e = this._fsError(err, `apply ${op.path}`, 'push again');
-          results.push(_result(op, OpStatus.REJECTED, this._version(op.path), { error: { code: e.code, message: e.message } }));
+      try {
+        await this._prepare(ops);
+        for (const op of ops) {
+          try {
+            results.push(await this._one(replicaId, op, pol));
+          } catch (err) {
+            const e = this._fsError(err, `apply ${op.path}`, 'push again');
+            results.push(_result(op, OpStatus.REJECTED, this._version(op.path), { error: { code: e.code, message: e.message } }));
+          }
         }
+      } finally {
+        this._prepared.clear();
       }
       this._checkedDirs.clear();
       // Nothing is acknowledged before its journal records are on disk.
@@ -348,6 +363,46 @@ export class Reintegrator {
         throw this._fsError(err, 'journal the changes', 'push again (the changes stay logged)');
       }
       return results;
+    });
+  }
+
+  // Gives the verified staged blobs that a batch's stores will rename into
+  // the tree their mode and time, and fsyncs them, before the batch is
+  // applied: on a disk, fsyncs in flight together cost a fraction of one
+  // after another. The operations are checked as usual afterwards; a blob
+  // made ready for one that is refused stays staged. Anything that fails
+  // here is done again, and reported, when the operation is applied.
+  private async _prepare(ops: Operation[]): Promise<void> {
+    if (ops.length < 2 || this._verified.size === 0 || !this._sameFileSystem()) return;
+    const jobs: { hex: string; mode: number; time: number }[] = [];
+    const seen = new Set<string>();
+    for (const op of ops) {
+      if (op.kind !== OpKind.STORE || op.state?.hash?.length !== 32) continue;
+      const hex = toHex(op.state.hash);
+      if (seen.has(hex) || !this._verified.has(hex)) continue;
+      seen.add(hex); // a later store of the same content copies it from the tree
+      jobs.push({ hex, mode: op.state.mode & 0o777, time: utimeSeconds(op.state.mtimeMs) });
+    }
+    this._syncCostsIo ??= fsyncCostsIo(this.stagingDir);
+    const viaPool = this._syncCostsIo && jobs.length > 1;
+    await inParallel(jobs, viaPool ? 32 : 1, async (j) => {
+      let fd: number;
+      try {
+        fd = openSync(join(this.stagingDir, j.hex), 'r+');
+      } catch {
+        return;
+      }
+      try {
+        fchmodSync(fd, j.mode);
+        futimesSync(fd, j.time, j.time);
+        if (viaPool) await fsyncFd(fd);
+        else fsyncSync(fd);
+        this._prepared.set(j.hex, { mode: j.mode, time: j.time, st: fstatSync(fd) });
+      } catch {
+        // (a time out of range...): applying tries again and says what failed
+      } finally {
+        closeSync(fd);
+      }
     });
   }
 
@@ -526,17 +581,22 @@ export class Reintegrator {
         // with the same content copies it from the tree.
         // (Not over a directory: that path clears it first, which the copy below does in its own order.)
         if (this._verified.has(hex) && !onDisk?.isDirectory() && this._sameFileSystem()) {
+          // What the path holds once renamed (a rename keeps all of it but the ctime).
           let st: Stats | undefined;
-          let fd: number | undefined;
-          try {
-            fd = openSync(blob, 'r+');
-          } catch (err) {
-            if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-            this._verified.delete(hex);
+          const ready = this._prepared.get(hex);
+          if (ready && ready.mode === mode && ready.time === time) st = ready.st;
+          else {
+            let fd: number | undefined;
+            try {
+              fd = openSync(blob, 'r+');
+            } catch (err) {
+              if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+              this._verified.delete(hex);
+            }
+            if (fd !== undefined) st = _finishFile(fd, mode, time);
           }
-          if (fd !== undefined) {
-            // What the path holds once renamed (a rename keeps all of it but the ctime).
-            st = _finishFile(fd, mode, time);
+          this._prepared.delete(hex);
+          if (st !== undefined) {
             let moved = true;
             try {
               renameSync(blob, abs);

@@ -161,7 +161,7 @@ export class ServerState extends EventEmitter {
         : { path: c.path, type: EntryType.NONE, size: 0, mode: 0, mtimeMs: 0, hash: new Uint8Array(0), target: '', version: seq };
       return { seq, change: c.change, entry, origin: c.origin ?? '', originSeq: c.originSeq ?? 0, timeMs: now };
     });
-    const appended = this.journal.append(records);
+    const appended = this.journal.append(records, { deferred: !durable });
     if (durable) await appended;
     // Followers hear of records once they are on disk (a crash must not take
     // back what they applied). flush() reports a failed write to whoever

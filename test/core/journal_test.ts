@@ -118,6 +118,46 @@ test('the store appends durably, reopens, and reads since a cursor', async () =>
   await k.close();
 });
 
+test('deferred appends are written at the next flush, in one write, and only then served', async () => {
+  const d = await tmp();
+  const j = await JournalStore.open(d);
+  await j.append([rec(1)]);
+  const [seg] = (await readdir(d)).filter((n) => n.endsWith('.seg'));
+  const size = (await stat(join(d, seg!))).size;
+  let done = 0;
+  const deferred = [2, 3, 4].map((s) => j.append([rec(s)], { deferred: true }).then(() => { done++; }));
+  await new Promise((r) => setTimeout(r, 50));
+  assert.is(j.last, 4, 'numbers are handed out at once');
+  assert.is(done, 0, 'not resolved before a flush');
+  assert.is(j.durableLast, 1);
+  assert.is((await stat(join(d, seg!))).size, size, 'nothing written yet');
+  await j.flush();
+  await Promise.all(deferred);
+  assert.is(done, 3);
+  assert.is(j.durableLast, 4);
+  await j.close();
+  const k = await JournalStore.open(d);
+  const got: number[] = [];
+  for await (const b of k.readSince(0)) got.push(...b.map((r) => r.seq));
+  assert.equal(got, [1, 2, 3, 4], 'durable once flushed');
+  await k.close();
+});
+
+test('deferred appends are written without a flush once many wait, and by close', async () => {
+  const d = await tmp();
+  const j = await JournalStore.open(d);
+  const many = Array.from({ length: 5000 }, (_, i) => rec(i + 1));
+  const all = Promise.all(many.map((r) => j.append([r], { deferred: true })));
+  await all; // bounded: written with no flush asked for
+  assert.is(j.durableLast, 5000);
+  const last = j.append([rec(5001)], { deferred: true });
+  await j.close();
+  await last;
+  const k = await JournalStore.open(d);
+  assert.is(k.last, 5001, 'close writes what waits');
+  await k.close();
+});
+
 test('the store cuts a torn tail on open and keeps appending after it', async () => {
   const d = await tmp();
   const j = await JournalStore.open(d);

@@ -11,28 +11,15 @@ import { readFile, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { EntryType, type Operation, OpKind, OpStatus } from '../../protocol/messages.ts';
 import { Reintegrator } from '../../core/server_apply.ts';
-import { ServerScanner } from '../../core/server_scanner.ts';
-import { ServerState } from '../../core/server_state.ts';
-import { cleanupAll, makeTmp } from '../helpers.ts';
+import { cleanupAll } from '../helpers.ts';
+import { serverEngine } from './server_engine.ts';
 
 test.after(cleanupAll);
 
 const sha = (b: string) => new Uint8Array(createHash('sha256').update(b).digest());
 
 /** A served tree whose watcher waits a minute before reporting anything. */
-async function world(files: Record<string, string>) {
-  const root = await makeTmp('imz-race-');
-  for (const [p, c] of Object.entries(files)) await writeFile(join(root, p), c);
-  const state = await ServerState.open(join(root, '.imz-server'));
-  const scanner = new ServerScanner(root, state, { debounceMs: 60_000, rescanMs: 0 });
-  await scanner.start();
-  const re = new Reintegrator(root, state, scanner);
-  const close = async () => {
-    await scanner.close();
-    await state.close();
-  };
-  return { root, state, re, close };
-}
+const world = (files: Record<string, string>) => serverEngine(files, 'imz-race-');
 
 /** A STORE operation for path with content c, based on version base; its content is staged first. */
 async function store(re: Reintegrator, seq: number, path: string, c: string, base: number): Promise<Operation> {
