@@ -23,7 +23,8 @@ await build({
   supported: { 'dynamic-import': false },
   define: { 'import.meta.url': '__imzUrl' },
   // string-width's Unicode tables cost ~40 ms per start; help layout needs far less.
-  alias: { 'string-width': new URL('./string-width-lite.mjs', import.meta.url).pathname },
+  // long compiles a WebAssembly module at load (~4 ms per start) for 64-bit fields imz's messages do not have.
+  alias: { 'string-width': new URL('./string-width-lite.mjs', import.meta.url).pathname, long: new URL('./long-none.cjs', import.meta.url).pathname },
   banner: { js: "const __imzUrl = require('node:url').pathToFileURL(__filename).href;" },
 });
 // dist/ holds CommonJS, whatever the package's own type.
