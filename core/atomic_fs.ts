@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { closeSync, fdatasyncSync, fsync, fsyncSync, openSync, readdirSync, renameSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
+import { closeSync, fdatasync, fdatasyncSync, fsync, fsyncSync, openSync, readdirSync, renameSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { Codes, ImzError } from '../protocol/errors.ts';
@@ -14,9 +14,9 @@ export async function inParallel<T>(items: T[], limit: number, fn: (x: T) => Pro
   await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
 }
 
-/** fsync through the thread pool: many of them in flight let a disk merge their flushes. */
-export function fsyncFd(fd: number): Promise<void> {
-  return new Promise((res, rej) => fsync(fd, (err) => (err ? rej(err) : res())));
+/** fsync (fdatasync with data) through the thread pool: many of them in flight let a disk merge their flushes. */
+export function fsyncFd(fd: number, data = false): Promise<void> {
+  return new Promise((res, rej) => (data ? fdatasync : fsync)(fd, (err) => (err ? rej(err) : res())));
 }
 
 // Memory-backed file systems, whose fsync does nothing (statfs f_type).

@@ -202,7 +202,9 @@ async function _reintegrate(replica: Replica, remote: Remote | undefined, log: R
     sending.catch(() => undefined);
   }
   await sending;
-  await _finish(replica, log, ops);
+  // Everything is acknowledged and indexed: the log is emptied (no 'done' mark first, which the clear makes moot;
+  // a crash in between resends, and the server answers duplicates).
+  await replica.flushIndex();
   await log.clear();
   return summary;
 }

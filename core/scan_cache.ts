@@ -18,9 +18,10 @@ import {
   type ScanCacheData,
   bucketOfFacts,
   decodeScanCache,
+  encodeScanCacheHead,
   encodeScanCacheParts,
+  encodedLength,
   resealInPlace,
-  sealScanCacheParts,
   factsOf,
   factsOffset,
   newFacts,
@@ -355,44 +356,48 @@ export class ScanCache {
   save(replica: Replica): void {
     if (!this.changed) return;
     const file = join(replica.stateDir, SCAN_CACHE_FILE);
-    let parts: Uint8Array[];
-    try {
-      // In place, the checksum is worked out from the bytes that change (_writeRows); whole, from all of them.
-      parts = encodeScanCacheParts(this.data, false);
-    } catch {
-      return;
-    }
-    if (!(this._rewrite && this._fileSum !== undefined && _writeRows(file, parts, this._fileSum, this.data.facts, this._rewrite))) {
-      sealScanCacheParts(parts);
+    // In place, the checksum is worked out from the bytes that change (_writeRows); whole, from all of them.
+    let head = this._rewrite && this._fileSum !== undefined ? _writeRows(file, this.data, this._fileSum, this._rewrite) : undefined;
+    if (!head) {
+      let parts: Uint8Array[];
+      try {
+        parts = encodeScanCacheParts(this.data);
+      } catch {
+        return;
+      }
       if (!_writeWhole(file, parts)) return;
+      head = parts[0]!;
     }
     this.changed = false;
-    this._fileSum = recordedSum(parts[0]!);
+    this._fileSum = recordedSum(head);
     this._rewrite = new Set();
   }
 }
 
-// Writes the header and the given rows over the cache file, if it is still the one whose checksum was fileSum, at the same length.
-function _writeRows(file: string, parts: Uint8Array[], fileSum: number, facts: Float64Array, rows: Set<number>): boolean {
+// Writes the header and the given rows of d over the cache file, if it is still the one whose checksum was fileSum
+// (so its other rows are d's), at its length. The new header, or undefined when it was not written in place.
+function _writeRows(file: string, d: ScanCacheData, fileSum: number, rows: Set<number>): Uint8Array | undefined {
+  const facts = d.facts;
   let fd: number | undefined;
   try {
     fd = openSync(file, 'r+');
     const head = new Uint8Array(CACHE_HEADER);
-    if (readSync(fd, head, 0, CACHE_HEADER, 0) !== CACHE_HEADER || recordedSum(head) !== fileSum || parts[0]!.length !== CACHE_HEADER) return false;
+    if (readSync(fd, head, 0, CACHE_HEADER, 0) !== CACHE_HEADER || recordedSum(head) !== fileSum) return undefined;
+    const next = encodeScanCacheHead(d, head);
     const size = fstatSync(fd).size;
-    if (size !== parts.reduce((k, p) => k + p.length, 0)) return false;
+    if (!next || size !== encodedLength(head)) return undefined;
     const changed = [...rows].map((i) => {
       const at = factsOffset(i);
       const before = new Uint8Array(FACTS * 8);
       if (readSync(fd!, before, 0, before.length, at) !== before.length) throw new Error('short read');
       return { at, before, after: new Uint8Array(facts.buffer, facts.byteOffset + i * FACTS * 8, FACTS * 8) };
     });
-    resealInPlace(head, parts[0]!, size, changed);
+    resealInPlace(head, next, size, changed);
     for (const r of changed) _writeAt(fd, r.after, r.at);
-    _writeAt(fd, parts[0]!, 0);
-    return true;
+    _writeAt(fd, next, 0);
+    return next;
   } catch {
-    return false; // written whole instead
+    return undefined; // written whole instead
   } finally {
     if (fd !== undefined) closeSync(fd);
   }

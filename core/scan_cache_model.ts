@@ -113,25 +113,12 @@ export function encodeScanCache(d: ScanCacheData): Uint8Array {
  * in memory, the padding, the symlink targets and the ignore key. A writer
  * writes them one after the other; nothing is copied into one buffer.
  */
-export function encodeScanCacheParts(d: ScanCacheData, seal = true): Uint8Array[] {
+export function encodeScanCacheParts(d: ScanCacheData): Uint8Array[] {
   const enc = new TextEncoder();
   const n = d.paths.length;
   const targets = enc.encode(_linkTargets(d.facts, d.targets, n).join('\0'));
   const key = enc.encode(d.ignoreKey);
-  const head = new Uint8Array(_BODY);
-  const view = new DataView(head.buffer);
-  head.set(enc.encode(SCAN_CACHE_MAGIC), 0);
-  view.setUint32(24, n, true);
-  view.setUint32(28, d.paths.bytes.length, true);
-  view.setUint32(32, targets.length, true);
-  view.setUint32(36, key.length, true);
-  const f64 = new Float64Array(head.buffer, 40, (_BODY - 40) / 8);
-  f64[0] = d.rootListed[0];
-  f64[1] = d.rootListed[1];
-  for (let b = 0; b < BUCKETS; b++) {
-    const s = d.sections[b]!;
-    f64.set([s.ino, s.size, s.mtimeMs, s.ctimeMs, s.sum], 2 + b * _SECTION_F64);
-  }
+  const head = _encodeHead(d, targets.length, key.length);
   const parts = [
     head,
     new Uint8Array(d.facts.buffer, d.facts.byteOffset, n * FACTS * 8),
@@ -141,12 +128,56 @@ export function encodeScanCacheParts(d: ScanCacheData, seal = true): Uint8Array[
     targets,
     key,
   ];
-  if (seal) sealScanCacheParts(parts);
+  _seal(parts);
   return parts;
 }
 
+/**
+ * The header alone (unsealed) of d encoded over a file whose header is
+ * like, for a cache written in place: its rows are like's path for path,
+ * link targets and .imzignore included, so the lengths of the sections
+ * after the rows are taken from like instead of encoded again (a loop over
+ * every row). Undefined when like holds another number of rows or paths.
+ */
+export function encodeScanCacheHead(d: ScanCacheData, like: Uint8Array): Uint8Array | undefined {
+  if (like.length < _BODY) return undefined;
+  const v = new DataView(like.buffer, like.byteOffset, like.length);
+  if (v.getUint32(24, true) !== d.paths.length || v.getUint32(28, true) !== d.paths.bytes.length) return undefined;
+  return _encodeHead(d, v.getUint32(32, true), v.getUint32(36, true));
+}
+
+/** The length of the whole encoded cache whose header is head. */
+export function encodedLength(head: Uint8Array): number {
+  const v = new DataView(head.buffer, head.byteOffset, head.length);
+  const n = v.getUint32(24, true);
+  return _BODY + n * FACTS * 8 + _pad8(n * 4) + v.getUint32(28, true) + v.getUint32(32, true) + v.getUint32(36, true);
+}
+
+function _encodeHead(d: ScanCacheData, targetBytes: number, keyBytes: number): Uint8Array {
+  const head = new Uint8Array(_BODY);
+  const view = new DataView(head.buffer);
+  head.set(new TextEncoder().encode(SCAN_CACHE_MAGIC), 0);
+  view.setUint32(24, d.paths.length, true);
+  view.setUint32(28, d.paths.bytes.length, true);
+  view.setUint32(32, targetBytes, true);
+  view.setUint32(36, keyBytes, true);
+  const f64 = new Float64Array(head.buffer, 40, (_BODY - 40) / 8);
+  f64[0] = d.rootListed[0];
+  f64[1] = d.rootListed[1];
+  for (let b = 0; b < BUCKETS; b++) {
+    const s = d.sections[b]!;
+    const at = 2 + b * _SECTION_F64;
+    f64[at] = s.ino;
+    f64[at + 1] = s.size;
+    f64[at + 2] = s.mtimeMs;
+    f64[at + 3] = s.ctimeMs;
+    f64[at + 4] = s.sum;
+  }
+  return head;
+}
+
 /** Records the checksum of the encoded cache in its header (parts[0]): CRC-32 of every byte after the checksum. */
-export function sealScanCacheParts(parts: Uint8Array[]): void {
+function _seal(parts: Uint8Array[]): void {
   const head = parts[0]!;
   let sum = crc32(head.subarray(_SUMMED_FROM));
   for (let k = 1; k < parts.length; k++) sum = crc32(parts[k]!, sum);

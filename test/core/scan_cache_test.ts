@@ -11,7 +11,7 @@ import { type ChangeScan, scanChanges } from '../../core/changes.ts';
 import { Replica } from '../../core/replica.ts';
 import { SCAN_CACHE_FILE, ScanCache } from '../../core/scan_cache.ts';
 import { crc32 } from '../../core/crc32.ts';
-import { FACTS, F_CTIME, F_INO, F_LISTED_MTIME, F_MODE, F_MTIME, F_SIZE, F_TYPE, type ScanCacheData, decodeScanCache, encodeScanCache, encodeScanCacheParts, newFacts, typeOfFacts } from '../../core/scan_cache_model.ts';
+import { FACTS, F_CTIME, F_INO, F_LISTED_MTIME, F_MODE, F_MTIME, F_SIZE, F_TYPE, type ScanCacheData, CACHE_HEADER, decodeScanCache, encodeScanCache, encodeScanCacheHead, encodeScanCacheParts, encodedLength, newFacts, typeOfFacts } from '../../core/scan_cache_model.ts';
 import { PathList } from '../../core/path_list.ts';
 import { BUCKETS, bucketOf } from '../../core/index_model.ts';
 import { PassWorker } from '../../core/pass_worker.ts';
@@ -84,6 +84,15 @@ T('the model round-trips without symlinks or an ignore key (empty parts), and it
     assert.equal([...back!.paths], ['a', 'b', 'b/c']);
     assert.equal(back!.targets, d.targets);
     assert.is(back!.ignoreKey, d.ignoreKey);
+    // Written in place over its own file: the header alone, lengths from the file's, all but the checksum the same.
+    d.sections[7] = { ino: 11, size: 22, mtimeMs: 33.5, ctimeMs: 44.25, sum: 55 };
+    d.rootListed = [66, 77];
+    const head = encodeScanCacheHead(d, bytes.subarray(0, CACHE_HEADER))!;
+    const whole = encodeScanCache(d);
+    assert.equal(head.subarray(20), whole.subarray(20, CACHE_HEADER), `head (${links})`);
+    assert.is(encodedLength(head), whole.length);
+    const fewer: ScanCacheData = { ...d, paths: PathList.fromStrings(['a', 'b']), facts: facts.slice(0, 2 * FACTS), targets: ['', ''] };
+    assert.is(encodeScanCacheHead(fewer, bytes.subarray(0, CACHE_HEADER)), undefined, 'not over a file of other rows');
   }
 });
 
