@@ -75,6 +75,25 @@ export async function reconcile(replica: Replica, remote: Remote, targets: Entry
     for (let i = p.indexOf('/'); i > 0; i = p.indexOf('/', i + 1)) if (blocked.has(p.slice(0, i))) return true;
     return false;
   };
+  // Tracked directories removed here (not pushed yet), as the server's
+  // directory entry they were: the topmost one at or above a directory,
+  // looked up once per directory.
+  const removedAt = new Map<string, Entry | undefined>();
+  const removedConflicts = new Set<string>();
+  const removedAbove = async (dir: string): Promise<Entry | undefined> => {
+    if (dir === '') return undefined;
+    if (removedAt.has(dir)) return removedAt.get(dir);
+    let r = await removedAbove(parentOf(dir));
+    if (r === undefined) {
+      const idx = await replica.get(dir);
+      // (Never looked at through a symlink: parentsAreDirs first.)
+      if (idx?.type === EntryType.DIR && !idx.remote && parentsAreDirs(dir) && !lstatSync(join(root, dir), { throwIfNoEntry: false })) {
+        r = { path: dir, type: EntryType.DIR, size: 0, mode: idx.mode & 0o777, mtimeMs: idx.mtimeMs, hash: new Uint8Array(0), target: '', version: idx.version };
+      }
+    }
+    removedAt.set(dir, r);
+    return r;
+  };
   // Everything from the wire is checked before anything is written (Invariant 3).
   for (const t of targets) _checkEntry(t);
   _checkNesting(targets);
@@ -112,6 +131,25 @@ export async function reconcile(replica: Replica, remote: Remote, targets: Entry
     const local: LocalState = parentAbsent && !idx ? { kind: 'absent' }
       : !parentsAreDirs(t.path) ? { kind: idx ? 'deleted' : 'absent' }
       : await localStateOf(root, t.path, idx);
+    if (local.kind === 'absent' && t.type !== EntryType.NONE) {
+      // The server added something inside a directory this replica removed
+      // (a removal not pushed yet): a dir-removed conflict on that directory.
+      const gone = await removedAbove(parentOf(t.path));
+      if (gone !== undefined) {
+        const localWins = policy === 'manual' || policy === 'client-wins';
+        if (!removedConflicts.has(gone.path)) {
+          removedConflicts.add(gone.path);
+          // manual: the directory stays removed, as the user left it; what the server added waits on the server
+          // (resolve --take server fetches it). client-wins: the same, and the next push removes it there (the
+          // server keeps what it displaces). Otherwise the server's side wins: its additions come back here.
+          _conflict(result, onEvent, undefined, gone, 'dir-removed', { kind: 'deleted' }, policy === 'manual' ? undefined : { resolvedBy: policy });
+        }
+        if (localWins) {
+          blocked.add(gone.path);
+          continue;
+        }
+      }
+    }
     if (local.kind === 'absent' && t.type === EntryType.DIR) absentDirs.add(t.path);
     if (local.kind === 'unsupported') {
       _conflict(result, onEvent, conflictFetch, t, 'type-change', local);

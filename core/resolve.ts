@@ -250,6 +250,19 @@ async function _resolveOne(ctx: _Ctx, c: ConflictRecord, take: Take): Promise<Re
       await fsyncDir(dirname(join(replica.root, c.localCopy!)));
     }
     const now = _fsOf(replica.root, c.path);
+    if (_removedHere(c, now)) {
+      // A directory removed here, to which the server added entries this
+      // replica never had: all of them are indexed at the server's versions,
+      // so the next push removes them there too, each an ordinary removal.
+      const remote = await ctx.remote();
+      for await (const b of remote.list(c.path)) {
+        for (const e of b.entries) {
+          checkPath(e.path, 'resolve a conflict');
+          if (e.path !== c.path && !e.path.startsWith(`${c.path}/`)) throw new ImzError(Codes.PROTOCOL, `cannot resolve ${c.path}: the server listed ${JSON.stringify(e.path).slice(0, 200)} as inside it`);
+          await replica.set(e.path, _staleEntry(_sideOf(e)));
+        }
+      }
+    }
     if (!c.server) {
       await replica.delete(c.path);
       res.next = now ? 'create' : 'nothing';
@@ -275,6 +288,8 @@ async function _resolveOne(ctx: _Ctx, c: ConflictRecord, take: Take): Promise<Re
         res.next = 'create';
       }
     }
+    // A directory removed here: the server's whole directory comes back, what was removed inside it too.
+    if (_removedHere(c, _fsOf(replica.root, c.path))) await _forgetInside(replica, c.path);
     await _takeServer(ctx, c, res);
     // The server-wins copy (still there under take server): keep it, then remove it.
     if (take === 'server' && c.localCopy && _fsOf(replica.root, c.localCopy)) {
@@ -548,6 +563,15 @@ async function _log(replica: Replica, entry: Record<string, unknown>): Promise<v
 // ---------- helpers ----------
 
 /** An index entry at the server's state whose stat facts never match a file, so the next scan compares (and pushes) the local version. */
+// A pull's dir-removed conflict still open as it was found: the directory removed here, the server's still there.
+function _removedHere(c: ConflictRecord, now: FsEntry | undefined): boolean {
+  return c.class === 'dir-removed' && c.at === 'pull' && c.local === null && c.server?.type === EntryType.DIR && now === undefined;
+}
+
+function _sideOf(e: Entry): ConflictSide {
+  return { type: e.type, version: e.version, hash: e.hash.length ? toHex(e.hash) : undefined, size: e.size, mode: e.mode, mtimeMs: e.mtimeMs, target: e.target || undefined };
+}
+
 function _staleEntry(s: ConflictSide): IndexEntry {
   return { type: s.type as EntryTypeCode, version: s.version ?? 0, hash: s.hash ?? '', size: NEVER, mode: NEVER, mtimeMs: 0, ctimeMs: 0, ino: 0, target: s.target ?? '' };
 }

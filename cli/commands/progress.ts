@@ -15,7 +15,12 @@ export function pullEventPrinter(out: Output, verbose: boolean): (e: PullEvent) 
     } else if (e.type === 'conflict') {
       const c = e.conflict;
       out.event({ event: 'conflict', path: c.path, class: c.class, ...(c.resolvedBy ? { resolvedBy: c.resolvedBy } : {}), ...(c.localCopy ? { localCopy: c.localCopy } : {}) });
-      out.warn(c.localCopy
+      const removedHere = c.class === 'dir-removed' && c.at === 'pull' && c.local === null;
+      out.warn(removedHere
+        ? c.resolvedBy && c.resolvedBy !== 'client-wins'
+          ? `conflict (${c.class}) on ${c.path}: you removed it, the server added entries inside; theirs are in place (${c.resolvedBy}), the rest of your removal is still pushed`
+          : `conflict (${c.class}) on ${c.path}: you removed it, the server added entries inside; it stays removed here${c.resolvedBy ? ` (${c.resolvedBy}: the next push removes it there)` : ', theirs stay on the server'}`
+        : c.localCopy
         ? `conflict (${c.class}) on ${c.path}: the server's version is in place (${c.resolvedBy}); yours is kept as ${c.localCopy}`
         : c.resolvedBy
           ? `conflict (${c.class}) on ${c.path}: your version stays (${c.resolvedBy}); the next push sends it`

@@ -372,8 +372,9 @@ class World {
       if (v.kind === 'file' && (e?.type !== 'file' || e.sha256 !== v.hash)) missing.push(`${p}: pushed ${v.hash.slice(0, 12)}, server has ${JSON.stringify(e ?? null)}`);
       if (v.kind === 'dir' && e?.type !== 'dir') missing.push(`${p}: pushed a directory, server has ${JSON.stringify(e ?? null)}`);
       // A directory removed here to which the server added entries comes back
-      // at a sync's pull (silently, not as a dir-removed conflict): nothing
-      // is lost, so it is not counted here.
+      // at a sync's pull under a policy that gives it to the server (a
+      // dir-removed conflict it settles): nothing is lost, so it is not
+      // counted here.
       if (v.kind === 'gone' && e && !(v.dir && op === 'sync' && e.type === 'dir')) missing.push(`${p}: removed, server still has ${e.type}`);
     }
     assert.equal(missing, [], `${what}: exited 0, but changes are not on the server\n${this.context()}`);

@@ -1,11 +1,11 @@
 // Conflict policies at pull (replay over a locally modified file): the
 // winner is in place, the loser is kept, and settled conflicts don't make
 // the exit status 3.
-import { readFile, readdir, writeFile } from 'node:fs/promises';
+import { access, mkdir, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { cleanupAll, imz, sampleWorld, waitFor } from '../helpers.ts';
+import { cleanupAll, imz, jsonLines, sampleWorld, waitFor } from '../helpers.ts';
 
 const T = suite('pull: conflict policies');
 T.after.each(cleanupAll);
@@ -61,6 +61,87 @@ T('manual (default): mine stays, the server version is kept in blobs, exit 3', a
   assert.is(await readFile(join(a, 'docs', 'kml.txt'), 'utf8'), 'mine\n');
   const blobs = await readdir(join(a, '.imz', 'conflicts', 'blobs'));
   assert.ok(await Promise.any(blobs.map(async (b) => (await readFile(join(a, '.imz', 'conflicts', 'blobs', b), 'utf8')) === 'theirs\n')), 'theirs is kept');
+});
+
+// A directory removed here (not pushed yet) to which the server added
+// entries: a dir-removed conflict at pull too, as at push.
+async function removedHere(): Promise<{ srv: string; a: string }> {
+  const { srv, replicas: [a] } = await sampleWorld(1);
+  await rm(join(a!, 'src'), { recursive: true });
+  await mkdir(join(srv, 'src', 'lib', 'more'));
+  await writeFile(join(srv, 'src', 'lib', 'more', 'added.js'), 'added on the server\n');
+  await waitFor(async () => (await imz(['status', '-C', a!])).stdout.includes('2 records behind'), 5000, 'the server to journal its side');
+  return { srv, a: a! };
+}
+
+const exists = (p: string) => access(p).then(() => true, () => false);
+
+async function conflictsOf(a: string): Promise<Record<string, unknown>[]> {
+  return jsonLines((await imz(['resolve', '--list', '--json', '-C', a])).stdout).filter((e) => e.event === 'conflict');
+}
+
+/** The conflict records as kept in .imz/conflicts (with who settled them). */
+async function recordsOf(a: string): Promise<Record<string, unknown>[]> {
+  const dir = join(a, '.imz', 'conflicts');
+  const names = (await readdir(dir)).filter((n) => n.endsWith('.json'));
+  return Promise.all(names.map(async (n) => JSON.parse(await readFile(join(dir, n), 'utf8')) as Record<string, unknown>));
+}
+
+T('dir removed here, added to there (manual): it stays removed, exit 3; --take server brings the whole directory back', async () => {
+  const { srv, a } = await removedHere();
+  const r = await imz(['pull', '-C', a]);
+  assert.is(r.code, 3, r.stderr);
+  assert.not.ok(await exists(join(a, 'src')), 'left as the user left it');
+  const [c, ...more] = await conflictsOf(a);
+  assert.is(more.length, 0, 'one conflict, on the directory removed');
+  assert.is(c!.path, 'src');
+  assert.is(c!.class, 'dir-removed');
+  assert.is(c!.at, 'pull');
+  assert.ok(await exists(join(srv, 'src', 'lib', 'more', 'added.js')), 'theirs is still on the server');
+  const t = await imz(['resolve', 'src', '--take', 'server', '-C', a]);
+  assert.is(t.code, 0, t.stderr);
+  assert.is(await readFile(join(a, 'src', 'lib', 'more', 'added.js'), 'utf8'), 'added on the server\n');
+  assert.ok(await exists(join(a, 'src', 'main.js')), 'what was removed inside comes back too');
+  const s = await imz(['status', '-C', a]);
+  assert.ok(s.stdout.includes('0 local changes, 0 conflicts'), s.stdout);
+});
+
+T('dir removed here, added to there (manual): --take local, and the next push removes it on the server too', async () => {
+  const { srv, a } = await removedHere();
+  assert.is((await imz(['pull', '-C', a])).code, 3);
+  const t = await imz(['resolve', 'src', '--take', 'local', '-C', a]);
+  assert.is(t.code, 0, t.stderr);
+  const p = await imz(['push', '-C', a]);
+  assert.is(p.code, 0, p.stderr);
+  assert.not.ok(await exists(join(srv, 'src')), 'removed on the server, what it added inside too');
+  assert.ok((await imz(['status', '-C', a, '--offline'])).stdout.includes('0 local changes, 0 conflicts'));
+});
+
+T('dir removed here, added to there (client-wins): it stays removed; the next push removes it there, the server keeping what it added', async () => {
+  const { srv, a } = await removedHere();
+  const r = await imz(['pull', '-C', a, '--policy', 'client-wins']);
+  assert.is(r.code, 0, r.stderr);
+  assert.not.ok(await exists(join(a, 'src')));
+  assert.is((await recordsOf(a))[0]?.resolvedBy, 'client-wins', 'listed, settled by the policy');
+  assert.is((await conflictsOf(a))[0]?.path, 'src');
+  const p = await imz(['push', '-C', a, '--policy', 'client-wins']);
+  assert.is(p.code, 0, p.stderr);
+  assert.not.ok(await exists(join(srv, 'src')));
+  const index = await readFile(join(srv, '.imz-server', 'displaced', 'index.jsonl'), 'utf8');
+  assert.ok(index.includes('src/lib/more/added.js'), 'the server keeps what it had added');
+});
+
+T('dir removed here, added to there (server-wins): what the server added is in place, the rest of the removal is pushed', async () => {
+  const { srv, a } = await removedHere();
+  const r = await imz(['pull', '-C', a, '--policy', 'server-wins']);
+  assert.is(r.code, 0, r.stderr);
+  assert.is(await readFile(join(a, 'src', 'lib', 'more', 'added.js'), 'utf8'), 'added on the server\n');
+  assert.not.ok(await exists(join(a, 'src', 'main.js')), 'the files removed here stay removed');
+  assert.is((await recordsOf(a))[0]?.resolvedBy, 'server-wins');
+  const p = await imz(['push', '-C', a, '--policy', 'server-wins']);
+  assert.is(p.code, 0, p.stderr);
+  assert.ok(await exists(join(srv, 'src', 'lib', 'more', 'added.js')));
+  assert.not.ok(await exists(join(srv, 'src', 'main.js')));
 });
 
 T.run();
