@@ -81,12 +81,13 @@ export class ReintLog {
   async clear(): Promise<void> {
     // Holding nothing, the file is its header alone (open cut any torn tail): a no-op push writes and syncs nothing.
     if (this._records.length === 0) return;
-    // Cut back to its header line in place (open made sure it begins with it): one fdatasync, where a new file
-    // renamed in costs two (its own and its directory's). A crash leaves the log whole or empty, both valid.
+    // Cut back to its header line in place (open made sure it begins with it), and not synced: everything in it is
+    // acknowledged and indexed durably already, so a crash that brings the records back only has the next push
+    // resend them, which the server answers as duplicates (checked against what it holds). The next append's
+    // fdatasync makes the cut durable with it.
     const fd = openSync(this.file, 'r+');
     try {
       ftruncateSync(fd, _HEADER_BYTES);
-      fdatasyncSync(fd);
     } finally {
       closeSync(fd);
     }

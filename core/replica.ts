@@ -292,10 +292,8 @@ export class Replica {
         }
         throw err;
       }
-      for (const w of written) {
-        closeSync(w.fd!);
-        renameSync(w.tmp, w.name);
-      }
+      for (const w of written) closeSync(w.fd!);
+      for (const w of written) renameSync(w.tmp, w.name); // (a temp left by a failure here is swept at the next start)
       fsyncDirSync(dir);
       this._flushed();
       return;

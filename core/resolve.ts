@@ -250,19 +250,7 @@ async function _resolveOne(ctx: _Ctx, c: ConflictRecord, take: Take): Promise<Re
       await fsyncDir(dirname(join(replica.root, c.localCopy!)));
     }
     const now = _fsOf(replica.root, c.path);
-    if (_removedHere(c, now)) {
-      // A directory removed here, to which the server added entries this
-      // replica never had: all of them are indexed at the server's versions,
-      // so the next push removes them there too, each an ordinary removal.
-      const remote = await ctx.remote();
-      for await (const b of remote.list(c.path)) {
-        for (const e of b.entries) {
-          checkPath(e.path, 'resolve a conflict');
-          if (e.path !== c.path && !e.path.startsWith(`${c.path}/`)) throw new ImzError(Codes.PROTOCOL, `cannot resolve ${c.path}: the server listed ${JSON.stringify(e.path).slice(0, 200)} as inside it`);
-          await replica.set(e.path, _staleEntry(_sideOf(e)));
-        }
-      }
-    }
+    if (_removedHere(c, now)) await _removeServerSide(ctx, c, res);
     if (!c.server) {
       await replica.delete(c.path);
       res.next = now ? 'create' : 'nothing';
@@ -563,6 +551,40 @@ async function _log(replica: Replica, entry: Record<string, unknown>): Promise<v
 // ---------- helpers ----------
 
 /** An index entry at the server's state whose stat facts never match a file, so the next scan compares (and pushes) the local version. */
+// take local on a directory removed here to which the server added
+// entries this replica never had: every file the server holds under it is
+// fetched into the blobs first (the versions that lose stay here, listed in
+// the resolve log), then all its entries are indexed at the versions
+// fetched, so the next push removes them there too. A server change made
+// after this is a conflict for that push, as usual.
+async function _removeServerSide(ctx: _Ctx, c: ConflictRecord, res: Resolution): Promise<void> {
+  const replica = ctx.replica;
+  const remote = await ctx.remote();
+  const inside: Entry[] = [];
+  for await (const b of remote.list(c.path)) {
+    for (const e of b.entries) {
+      checkPath(e.path, 'resolve a conflict');
+      if (e.path !== c.path && !e.path.startsWith(`${c.path}/`)) throw new ImzError(Codes.PROTOCOL, `cannot resolve ${c.path}: the server listed ${JSON.stringify(e.path).slice(0, 200)} as inside it`);
+      inside.push(e);
+    }
+  }
+  const files = inside.filter((e) => e.type === EntryType.FILE);
+  if (files.length > 0) {
+    const dir = join(replica.stateDir, 'conflicts', 'blobs');
+    await mkdir(dir, { recursive: true });
+    const { stale } = await fetchFiles(remote, files.map((e) => ({ entry: e, dest: join(replica.stateDir, blobPath(toHex(e.hash))) })), async (batch) => {
+      for (const f of batch) await rename(f.tmp, f.item.dest);
+    });
+    if (stale.length > 0) throw new ImzError(Codes.STALE, `cannot keep the server's files under ${c.path}: they changed on the server while being fetched; run the command again`);
+    await fsyncDir(dir);
+  }
+  for (const e of inside) {
+    if (e.type === EntryType.FILE) res.kept.push({ from: e.path, as: 'blob', where: blobPath(toHex(e.hash)), hash: toHex(e.hash) });
+    else if (e.type === EntryType.SYMLINK) res.kept.push({ from: e.path, as: 'target', where: e.target });
+    await replica.set(e.path, _staleEntry(_sideOf(e)));
+  }
+}
+
 // A pull's dir-removed conflict still open as it was found: the directory removed here, the server's still there.
 function _removedHere(c: ConflictRecord, now: FsEntry | undefined): boolean {
   return c.class === 'dir-removed' && c.at === 'pull' && c.local === null && c.server?.type === EntryType.DIR && now === undefined;

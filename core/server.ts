@@ -409,13 +409,21 @@ export class ImzServer extends EventEmitter {
     return t;
   }
 
+  // The table runs ahead of the disk during a reintegration batch (its journal records are written at its end):
+  // what is served from it is a durable state, whose versions a crash cannot hand out again.
+  private async _durableTable(): Promise<void> {
+    for (let i = 0; i < 100 && this.state.journal.durableLast < this.state.lastSeq; i++) await this.state.flush();
+  }
+
   private async _stat(req: Envelope, reply: ReplyChannel): Promise<void> {
     const path = checkPath(req.stat?.path, 'stat');
+    await this._durableTable();
     await reply.send({ statReply: tableToEntry(path, this._lookup(path, 'stat')) }, true);
   }
 
   private async _readdir(req: Envelope, reply: ReplyChannel): Promise<void> {
     const dir = checkPath(req.readdir?.path ?? '', 'list directory', true);
+    await this._durableTable();
     if (dir !== '' && this._lookup(dir, 'list directory').type !== EntryType.DIR) {
       throw new ImzError(Codes.NOT_FOUND, `cannot list directory: ${dir} is not a directory`);
     }
@@ -430,8 +438,7 @@ export class ImzServer extends EventEmitter {
 
   private async _list(req: Envelope, reply: ReplyChannel): Promise<void> {
     const prefix = checkPath(req.list?.prefix ?? '', 'list', true);
-    // The table can run ahead of the disk during a reintegration batch: list only a durable state.
-    for (let i = 0; i < 100 && this.state.journal.durableLast < this.state.lastSeq; i++) await this.state.flush();
+    await this._durableTable();
     // Snapshot the table at one sequence number: entries are replaced, never mutated in place by commits.
     const cursor = this.state.lastSeq;
     const out: Entry[] = [];

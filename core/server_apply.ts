@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { type Stats, closeSync, constants as fsc, copyFileSync, existsSync, fchmodSync, fstatSync, fsyncSync, futimesSync, lstatSync, mkdirSync, openSync, readSync, readdirSync, readlinkSync, renameSync, rmSync, rmdirSync, statSync, symlinkSync, unlinkSync, writeSync } from 'node:fs';
+import { type Stats, chmodSync, closeSync, constants as fsc, copyFileSync, existsSync, fchmodSync, fstatSync, fsyncSync, futimesSync, lstatSync, mkdirSync, openSync, readSync, readdirSync, readlinkSync, renameSync, rmSync, rmdirSync, statSync, symlinkSync, unlinkSync, utimesSync, writeSync } from 'node:fs';
 import { chmod, mkdir, open, rename, rm, stat, utimes } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { Codes, ImzError } from '../protocol/errors.ts';
@@ -57,7 +57,7 @@ export class Reintegrator {
    * Verified staged blobs the batch being applied will rename into the tree,
    * given their mode and time and fsynced ahead (_prepare), with their stat.
    */
-  private _prepared = new Map<string, { mode: number; time: number; st: Stats }>();
+  private _prepared = new Map<string, { mode: number; time: number; st?: Stats; error?: unknown }>();
   /** Whether an fsync in staging does any I/O (not on tmpfs); read on first use. */
   private _syncCostsIo: boolean | undefined;
 
@@ -309,8 +309,26 @@ export class Reintegrator {
     return hashes.map((h) => {
       if (h.length !== 32) return false;
       const hex = toHex(h);
-      return (staged.has(hex) && existsSync(join(this.stagingDir, hex))) || this.state.pathWithHash(Buffer.from(h).toString('latin1')) !== undefined;
+      const held = staged.has(hex) && (this._verified.has(hex) ? existsSync(join(this.stagingDir, hex)) : this._stagedIntact(hex, h));
+      return held || this.state.pathWithHash(Buffer.from(h).toString('latin1')) !== undefined;
     });
+  }
+
+  // A blob an earlier process staged (written in place: a kill can have torn
+  // it) is checked against its hash before a client is told not to send it.
+  private _stagedIntact(hex: string, hash: Uint8Array): boolean {
+    const file = join(this.stagingDir, hex);
+    try {
+      if (_hashIs(file, hash)) {
+        this._trust(hex);
+        return true;
+      }
+    } catch {
+      return false; // gone
+    }
+    _unlinkQuiet(file);
+    this._staging().staged.delete(hex);
+    return false;
   }
 
   // Copies content the tree already holds into tmp, checking it on the way
@@ -349,7 +367,7 @@ export class Reintegrator {
           }
         }
       } finally {
-        this._prepared.clear();
+        this._unprepare();
       }
       this._checkedDirs.clear();
       // Nothing is acknowledged before its journal records are on disk.
@@ -386,24 +404,54 @@ export class Reintegrator {
     this._syncCostsIo ??= fsyncCostsIo(this.stagingDir);
     const viaPool = this._syncCostsIo && jobs.length > 1;
     await inParallel(jobs, viaPool ? 32 : 1, async (j) => {
+      const blob = join(this.stagingDir, j.hex);
       let fd: number;
       try {
-        fd = openSync(join(this.stagingDir, j.hex), 'r+');
+        fd = _openStaged(blob);
       } catch {
-        return;
+        return; // applying meets it again and says what failed
       }
+      const ready: { mode: number; time: number; st?: Stats; error?: unknown } = { mode: j.mode, time: j.time };
+      this._prepared.set(j.hex, ready); // given back its staging mode after the batch if no store used it
       try {
         fchmodSync(fd, j.mode);
         futimesSync(fd, j.time, j.time);
-        if (viaPool) await fsyncFd(fd);
-        else fsyncSync(fd);
-        this._prepared.set(j.hex, { mode: j.mode, time: j.time, st: fstatSync(fd) });
+        try {
+          if (viaPool) await fsyncFd(fd);
+          else fsyncSync(fd);
+        } catch (err) {
+          // Its pages may be gone, and a later fsync would not say so: never renamed in, its store fails with
+          // this error, and the content is uploaded again.
+          this._unstaged(j.hex);
+          _unlinkQuiet(blob);
+          this._prepared.set(j.hex, { ...ready, error: err });
+          return;
+        }
+        ready.st = fstatSync(fd);
       } catch {
         // (a time out of range...): applying tries again and says what failed
       } finally {
         closeSync(fd);
       }
     });
+  }
+
+  // After a batch: the staged blobs _prepare changed that no store renamed in
+  // get their staging mode and time back (the mode could keep this server
+  // from opening them again; the time is what the sweep of old uploads reads).
+  private _unprepare(): void {
+    const now = Date.now() / 1000;
+    for (const [hex, p] of this._prepared) {
+      if (p.error) continue;
+      const blob = join(this.stagingDir, hex);
+      _stagingMode(blob);
+      try {
+        utimesSync(blob, now, now);
+      } catch {
+        // gone, or not ours: applying copes (_openStaged)
+      }
+    }
+    this._prepared.clear();
   }
 
   // A file-system error as one line for the client: what failed, where in
@@ -572,6 +620,11 @@ export class Reintegrator {
     switch (op.kind) {
       case OpKind.STORE: {
         const hex = toHex(op.state.hash);
+        const failed = this._prepared.get(hex)?.error;
+        if (failed) {
+          this._prepared.delete(hex);
+          throw failed;
+        }
         const blob = join(this.stagingDir, hex);
         const mode = op.state.mode & 0o777;
         const time = utimeSeconds(op.state.mtimeMs);
@@ -584,11 +637,11 @@ export class Reintegrator {
           // What the path holds once renamed (a rename keeps all of it but the ctime).
           let st: Stats | undefined;
           const ready = this._prepared.get(hex);
-          if (ready && ready.mode === mode && ready.time === time) st = ready.st;
+          if (ready?.st && ready.mode === mode && ready.time === time) st = ready.st;
           else {
             let fd: number | undefined;
             try {
-              fd = openSync(blob, 'r+');
+              fd = _openStaged(blob);
             } catch (err) {
               if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
               this._verified.delete(hex);
@@ -616,6 +669,7 @@ export class Reintegrator {
         const tmp = tempNameFor(abs);
         let staged = true;
         try {
+          _stagingMode(blob); // a batch that a crash cut short can have left it another mode
           copyFileSync(blob, tmp, fsc.COPYFILE_FICLONE);
         } catch (err) {
           if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
@@ -778,6 +832,27 @@ function readdirSyncSafe(abs: string): string[] {
     return readdirSync(abs);
   } catch {
     return [];
+  }
+}
+
+// Gives a staged blob its staging mode back, if it is there and ours to change.
+function _stagingMode(blob: string): void {
+  try {
+    chmodSync(blob, 0o600);
+  } catch {
+    // not there (copied from the tree instead), or not ours: the copy says what fails
+  }
+}
+
+// Opens a staged blob to finish it; one a batch gave a mode without write permission (for a store that was
+// then refused, and a crash kept from being given back) gets its staging mode back first.
+function _openStaged(blob: string): number {
+  try {
+    return openSync(blob, 'r+');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EACCES') throw err;
+    chmodSync(blob, 0o600);
+    return openSync(blob, 'r+');
   }
 }
 

@@ -4,7 +4,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { createHash, randomUUID } from 'node:crypto';
-import { lstatSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, lstatSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { EntryType, type Operation, OpKind, OpStatus } from '../../protocol/messages.ts';
@@ -76,7 +76,12 @@ test('a blob made ready for a store refused as a conflict stays staged, and a la
     assert.is(r1[0]!.status, OpStatus.CONFLICT, 'create/create: the server has x.txt');
     assert.is(r1[1]!.status, OpStatus.APPLIED);
     assert.is(readFileSync(join(w.root, 'x.txt'), 'utf8'), 'on the server\n', 'the server\'s version stays');
-    assert.ok(readdirSync(join(w.stateDir, 'staging')).length === 1, 'the refused content is still staged');
+    const staged = readdirSync(join(w.stateDir, 'staging'));
+    assert.ok(staged.length === 1, 'the refused content is still staged');
+    // Made ready with the refused store's mode, it gets its staging mode back (0755 here; a mode without write
+    // permission would keep a server that is not root from finishing it for another store).
+    assert.is(statSync(join(w.stateDir, 'staging', staged[0]!)).mode & 0o777, 0o600, 'the staging mode back');
+    assert.ok(Date.now() - statSync(join(w.stateDir, 'staging', staged[0]!)).mtimeMs < 60_000, 'and a time the sweep of old uploads reads as recent');
     const r2 = await w.re.reintegrate(replica, [storeOp(3, 'z.txt', 'pushed\n', 0o600, T0 + 10_000), storeOp(4, 'y.txt', 'other\n', 0o640, T0 + 20_000, w.state.table.get('y.txt')!.version)], 'manual');
     assert.equal(r2.map((r) => r.status), [OpStatus.APPLIED, OpStatus.APPLIED]);
     const z = statSync(join(w.root, 'z.txt'));
@@ -95,9 +100,15 @@ test('content staged and checked is not written again; a blob an earlier process
   const w = await world();
   try {
     const c = 'some content\n';
-    const blob = join(w.stateDir, 'staging', createHash('sha256').update(c).digest('hex'));
+    const whole = 'staged whole by an earlier process\n';
+    const blobOf = (x: string) => join(w.stateDir, 'staging', createHash('sha256').update(x).digest('hex'));
+    const blob = blobOf(c);
     await mkdir(join(w.stateDir, 'staging'), { recursive: true });
-    writeFileSync(blob, 'some con'); // torn by a crash before this process
+    writeFileSync(blob, 'some con'); // torn by a kill before this process
+    writeFileSync(blobOf(whole), whole);
+    assert.equal(w.re.holds([sha(c), sha(whole)]), [false, true], 'torn: not held, the client sends it again; whole: held once its bytes check out');
+    assert.not.ok(existsSync(blob), 'the torn blob is gone');
+    writeFileSync(blob, 'some con'); // torn again, then uploaded
     await stage(w.re, c);
     assert.is(readFileSync(blob, 'utf8'), c, 'written again in full');
     const ino = lstatSync(blob).ino;

@@ -106,11 +106,18 @@ T('dir removed here, added to there (manual): it stays removed, exit 3; --take s
   assert.ok(s.stdout.includes('0 local changes, 0 conflicts'), s.stdout);
 });
 
-T('dir removed here, added to there (manual): --take local, and the next push removes it on the server too', async () => {
+T('dir removed here, added to there (manual): --take local keeps the server\'s files in the blobs, and the next push removes them there', async () => {
   const { srv, a } = await removedHere();
   assert.is((await imz(['pull', '-C', a])).code, 3);
+  // Changed on the server after the conflict was found: kept too.
+  await writeFile(join(srv, 'src', 'main.js'), 'edited on the server later\n');
+  await waitFor(async () => (await imz(['status', '-C', a])).stdout.includes('1 record behind'), 5000, 'the server to journal the edit');
   const t = await imz(['resolve', 'src', '--take', 'local', '-C', a]);
   assert.is(t.code, 0, t.stderr);
+  const blobs = join(a, '.imz', 'conflicts', 'blobs');
+  const kept = await Promise.all((await readdir(blobs)).map((b) => readFile(join(blobs, b), 'utf8')));
+  assert.ok(kept.includes('added on the server\n'), 'what the server added is kept here');
+  assert.ok(kept.includes('edited on the server later\n'), 'and what it changed since');
   const p = await imz(['push', '-C', a]);
   assert.is(p.code, 0, p.stderr);
   assert.not.ok(await exists(join(srv, 'src')), 'removed on the server, what it added inside too');
