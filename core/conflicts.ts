@@ -2,7 +2,9 @@ import { createHash } from 'node:crypto';
 import { readFileSync, readdirSync } from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';
 import { extname, join } from 'node:path';
+import type { Entry } from '../protocol/messages.ts';
 import { writeFileAtomic } from './atomic_fs.ts';
+import { toHex } from './hash.ts';
 
 /** Conflict classes, after Coda (local side first, server side second). */
 export type ConflictClass = 'update/update' | 'update/remove' | 'remove/update' | 'create/create' | 'type-change' | 'dir-removed';
@@ -78,6 +80,11 @@ export function outstanding(records: ConflictRecord[]): ConflictRecord[] {
 /** Removes a path's conflict record (its kept blobs stay until gc). */
 export async function clearConflict(stateDir: string, path: string): Promise<void> {
   await rm(join(stateDir, 'conflicts', conflictFileName(path)), { force: true });
+}
+
+/** The side of a conflict that a server's entry is. */
+export function sideOfEntry(e: Entry): ConflictSide {
+  return { type: e.type, version: e.version, hash: e.hash.length ? toHex(e.hash) : undefined, size: e.size, mode: e.mode, mtimeMs: e.mtimeMs, target: e.target || undefined };
 }
 
 /** Where the server's content of a conflicting file is kept, relative to .imz/. */

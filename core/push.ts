@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { Codes, ImzError } from '../protocol/errors.ts';
 import { type Entry, EntryType, Op, type Operation, OpKind, type OpResult, OpStatus } from '../protocol/messages.ts';
 import { type ChangeScan, type LocalChange, scanChanges } from './changes.ts';
-import { type ConflictRecord, blobPath, clearConflict, conflictCopyName, listConflicts, outstanding, saveConflict } from './conflicts.ts';
+import { type ConflictRecord, blobPath, clearConflict, conflictCopyName, listConflicts, outstanding, saveConflict, sideOfEntry } from './conflicts.ts';
 import { fromHex, toHex } from './hash.ts';
 import { checkPath, parentOf } from './paths.ts';
 import { ReintLog } from './reint_log.ts';
@@ -339,7 +339,7 @@ async function _settle(replica: Replica, remote: Remote, op: LoggedOp, r: OpResu
   const c: ConflictRecord = {
     path: op.path, class: (r.conflictClass || 'update/update') as ConflictRecord['class'], at: 'push',
     local: op.state.type === EntryType.NONE ? null : { type: op.state.type, hash: op.state.hash || undefined, size: op.state.size, mode: op.state.mode, mtimeMs: op.state.mtimeMs, target: op.state.target || undefined, version: op.base },
-    server: server ? { type: server.type, version: server.version, hash: server.hash.length ? toHex(server.hash) : undefined, size: server.size, mode: server.mode, mtimeMs: server.mtimeMs, target: server.target || undefined } : null,
+    server: server ? sideOfEntry(server) : null,
     detected: new Date().toISOString(),
   };
   const abs = join(replica.root, op.path);

@@ -4,7 +4,7 @@ import { dirname, join } from 'node:path';
 import { Codes, ImzError } from '../protocol/errors.ts';
 import { type Entry, EntryType } from '../protocol/messages.ts';
 import { fsyncDir, fsyncDirSync, inParallel, tempNameFor } from './atomic_fs.ts';
-import { type ConflictClass, type ConflictRecord, type ConflictSide, blobPath, clearConflict, conflictCopyName, keepName, listConflicts, outstanding, saveConflict } from './conflicts.ts';
+import { type ConflictClass, type ConflictRecord, type ConflictSide, blobPath, clearConflict, conflictCopyName, keepName, listConflicts, outstanding, saveConflict, sideOfEntry } from './conflicts.ts';
 import { type FetchItem, type FetchProgress, fetchFiles, tempDirsOf } from './fetcher.ts';
 import { hashFile, toHex } from './hash.ts';
 import type { IndexEntry } from './index_model.ts';
@@ -365,7 +365,7 @@ function _conflict(result: ReconcileResult, onEvent: ((e: ReconcileEvent) => voi
   const c: ConflictRecord = {
     path: t.path, class: cls, at: 'pull',
     local: local.fs ? _side(local.fs, local.hash) : null,
-    server: t.type === EntryType.NONE ? null : { type: t.type, version: t.version, hash: t.hash.length ? toHex(t.hash) : undefined, size: t.size, mode: t.mode, mtimeMs: t.mtimeMs, target: t.target || undefined },
+    server: t.type === EntryType.NONE ? null : sideOfEntry(t),
     detected: new Date().toISOString(),
   };
   if (t.type === EntryType.FILE) {

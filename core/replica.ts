@@ -1,9 +1,9 @@
 import { randomUUID } from 'node:crypto';
 import { closeSync, existsSync, fdatasyncSync, openSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { mkdir, open, readFile, readdir, rename, rm, stat } from 'node:fs/promises';
+import { mkdir, readFile, readdir, rm, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { Codes, ImzError } from '../protocol/errors.ts';
-import { fsyncCostsIo, fsyncDir, fsyncDirSync, fsyncFd, tempNameFor, writeFileAtomic } from './atomic_fs.ts';
+import { fsyncCostsIo, fsyncDirSync, fsyncFd, inParallel, tempNameFor, writeFileAtomic } from './atomic_fs.ts';
 import { BUCKETS, type IndexEntry, bucketOf, bucketText, decodeBucket, encodeBucket, encodeRows, replaceRow, rowsOfBucketText } from './index_model.ts';
 import { REPLICA_DIR, TMP_PREFIX } from './paths.ts';
 import { crc32 } from './crc32.ts';
@@ -267,62 +267,32 @@ export class Replica {
   async flushIndex(): Promise<void> {
     if (this._dirty.size === 0) return;
     const dir = join(this.stateDir, 'index');
-    if (this._dirty.size <= 32) {
-      // Some buckets (a pull, a push of a few changes): synchronous calls are cheaper than thread-pool round
-      // trips (10 buckets: ~1 ms against ~10 on tmpfs). On a disk their fdatasyncs go through the pool
-      // together, which costs about one of them (~0.3 ms each on this machine's disk), then all are renamed.
-      this._syncCostsIo ??= fsyncCostsIo(dir);
-      const together = this._syncCostsIo && this._dirty.size > 1;
-      const written: { fd: number | undefined; tmp: string; name: string }[] = [];
-      try {
-        for (const b of this._dirty) {
-          const name = join(dir, b.toString(16).padStart(2, '0'));
-          const w = { fd: undefined as number | undefined, tmp: tempNameFor(name), name };
-          w.fd = openSync(w.tmp, 'wx', 0o644);
-          written.push(w);
-          writeFileSync(w.fd, this._encode(b));
-          if (!together) fdatasyncSync(w.fd);
-        }
-        if (together) await Promise.all(written.map((w) => fsyncFd(w.fd!, true)));
-      } catch (err) {
-        // A full disk: no half-written bucket is left behind, and none is renamed in.
-        for (const w of written) {
-          if (w.fd !== undefined) closeSync(w.fd);
-          rmSync(w.tmp, { force: true });
-        }
-        throw err;
+    // Written with synchronous calls (a thread-pool round trip per call costs more than writing a bucket); on a
+    // disk their fdatasyncs then go through the pool together, which costs about one of them, not one each.
+    this._syncCostsIo ??= fsyncCostsIo(dir);
+    const together = this._syncCostsIo && this._dirty.size > 1;
+    const written: { fd: number; tmp: string; name: string }[] = [];
+    try {
+      for (const b of this._dirty) {
+        const name = join(dir, b.toString(16).padStart(2, '0'));
+        const tmp = tempNameFor(name);
+        const fd = openSync(tmp, 'wx', 0o644);
+        written.push({ fd, tmp, name });
+        writeFileSync(fd, this._encode(b));
+        if (!together) fdatasyncSync(fd);
       }
-      for (const w of written) closeSync(w.fd!);
-      for (const w of written) renameSync(w.tmp, w.name); // (a temp left by a failure here is swept at the next start)
-      fsyncDirSync(dir);
-      this._flushed();
-      return;
-    }
-    const work = [...this._dirty].map(async (b) => {
-      const name = join(dir, b.toString(16).padStart(2, '0'));
-      const tmp = tempNameFor(name);
-      const fh = await open(tmp, 'wx', 0o644);
-      try {
-        await fh.writeFile(this._encode(b));
-        await fh.datasync();
-      } catch (err) {
-        await fh.close();
-        await rm(tmp, { force: true });
-        throw err;
+      if (together) await inParallel(written, 64, (w) => fsyncFd(w.fd, true));
+    } catch (err) {
+      // A full disk: no half-written bucket is left behind, and none is renamed in.
+      for (const w of written) {
+        closeSync(w.fd);
+        rmSync(w.tmp, { force: true });
       }
-      await fh.close();
-      return { tmp, name };
-    });
-    const settled = await Promise.allSettled(work);
-    const failed = settled.find((r) => r.status === 'rejected');
-    if (failed) {
-      // The buckets that were written are not renamed in: remove them too.
-      for (const r of settled) if (r.status === 'fulfilled') await rm(r.value.tmp, { force: true });
-      throw (failed as PromiseRejectedResult).reason;
+      throw err;
     }
-    const done = settled.map((r) => (r as PromiseFulfilledResult<{ tmp: string; name: string }>).value);
-    for (const { tmp, name } of done) await rename(tmp, name);
-    await fsyncDir(dir);
+    for (const w of written) closeSync(w.fd);
+    for (const w of written) renameSync(w.tmp, w.name); // (a temp left by a failure here is swept at the next start)
+    fsyncDirSync(dir);
     this._flushed();
   }
 

@@ -12,7 +12,7 @@ import { dirname, isAbsolute, join, posix, relative, resolve as resolvePath, sep
 import { Codes, ImzError } from '../protocol/errors.ts';
 import { type Entry, EntryType, type EntryTypeCode } from '../protocol/messages.ts';
 import { fsyncDir, tempNameFor } from './atomic_fs.ts';
-import { type ConflictRecord, type ConflictSide, blobPath, clearConflict, conflictCopyName, keepName, listConflicts, outstanding } from './conflicts.ts';
+import { type ConflictRecord, type ConflictSide, blobPath, clearConflict, conflictCopyName, keepName, listConflicts, outstanding, sideOfEntry } from './conflicts.ts';
 import { fetchFiles } from './fetcher.ts';
 import { hashFile, toHex } from './hash.ts';
 import type { IndexEntry } from './index_model.ts';
@@ -550,7 +550,6 @@ async function _log(replica: Replica, entry: Record<string, unknown>): Promise<v
 
 // ---------- helpers ----------
 
-/** An index entry at the server's state whose stat facts never match a file, so the next scan compares (and pushes) the local version. */
 // take local on a directory removed here to which the server added
 // entries this replica never had: every file the server holds under it is
 // fetched into the blobs first (the versions that lose stay here, listed in
@@ -581,7 +580,7 @@ async function _removeServerSide(ctx: _Ctx, c: ConflictRecord, res: Resolution):
   for (const e of inside) {
     if (e.type === EntryType.FILE) res.kept.push({ from: e.path, as: 'blob', where: blobPath(toHex(e.hash)), hash: toHex(e.hash) });
     else if (e.type === EntryType.SYMLINK) res.kept.push({ from: e.path, as: 'target', where: e.target });
-    await replica.set(e.path, _staleEntry(_sideOf(e)));
+    await replica.set(e.path, _staleEntry(sideOfEntry(e)));
   }
 }
 
@@ -590,10 +589,7 @@ function _removedHere(c: ConflictRecord, now: FsEntry | undefined): boolean {
   return c.class === 'dir-removed' && c.at === 'pull' && c.local === null && c.server?.type === EntryType.DIR && now === undefined;
 }
 
-function _sideOf(e: Entry): ConflictSide {
-  return { type: e.type, version: e.version, hash: e.hash.length ? toHex(e.hash) : undefined, size: e.size, mode: e.mode, mtimeMs: e.mtimeMs, target: e.target || undefined };
-}
-
+/** An index entry at the server's state whose stat facts never match a file, so the next scan compares (and pushes) the local version. */
 function _staleEntry(s: ConflictSide): IndexEntry {
   return { type: s.type as EntryTypeCode, version: s.version ?? 0, hash: s.hash ?? '', size: NEVER, mode: NEVER, mtimeMs: 0, ctimeMs: 0, ino: 0, target: s.target ?? '' };
 }
