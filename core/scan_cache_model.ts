@@ -275,7 +275,7 @@ export function decodeScanCache(input: Uint8Array, check: CacheCheck = 'all'): S
   const factsBytes = n * FACTS * 8;
   const endsAt = _BODY + factsBytes;
   const pathsAt = endsAt + _pad8(n * 4);
-  if (pathsAt + pathBytes + targetBytes + keyBytes !== bytes.length) return undefined;
+  if (encodedLength(bytes) !== bytes.length) return undefined;
   const head = new Float64Array(bytes.buffer, bytes.byteOffset + 40, (_BODY - 40) / 8);
   const sections: BucketSection[] = [];
   for (let b = 0; b < BUCKETS; b++) {
