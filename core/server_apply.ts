@@ -57,7 +57,7 @@ export class Reintegrator {
    * Verified staged blobs the batch being applied will rename into the tree,
    * given their mode and time and fsynced ahead (_prepare), with their stat.
    */
-  private _prepared = new Map<string, { mode: number; time: number; st?: Stats; error?: unknown }>();
+  private _prepared = new Map<string, _Ready>();
   /** Whether an fsync in staging does any I/O (not on tmpfs); read on first use. */
   private _syncCostsIo: boolean | undefined;
 
@@ -411,7 +411,7 @@ export class Reintegrator {
       } catch {
         return; // applying meets it again and says what failed
       }
-      const ready: { mode: number; time: number; st?: Stats; error?: unknown } = { mode: j.mode, time: j.time };
+      const ready: _Ready = { mode: j.mode, time: j.time };
       this._prepared.set(j.hex, ready); // given back its staging mode after the batch if no store used it
       try {
         fchmodSync(fd, j.mode);
@@ -833,6 +833,14 @@ function readdirSyncSafe(abs: string): string[] {
   } catch {
     return [];
   }
+}
+
+/** A staged blob made ready by _prepare for the mode and time of a store: its stat then, or why it failed. */
+interface _Ready {
+  mode: number;
+  time: number;
+  st?: Stats;
+  error?: unknown;
 }
 
 // Gives a staged blob its staging mode back, if it is there and ours to change.

@@ -262,6 +262,23 @@ export function jsonLines(stdout: string): Record<string, unknown>[] {
   });
 }
 
+/** `imz resolve --list --json` in a replica: one object per conflict listed. */
+export async function listedConflicts(replica: string): Promise<Record<string, unknown>[]> {
+  const r = await imz(['resolve', '--list', '--json', '-C', replica]);
+  if (r.code !== 0 && r.code !== 3) throw new Error(`resolve --list exited ${r.code}\n${r.stderr}`);
+  return jsonLines(r.stdout).filter((e) => e.event === 'conflict');
+}
+
+/** The conflict records a replica keeps in .imz/conflicts (with who settled them). */
+export async function conflictRecords(replica: string): Promise<Record<string, unknown>[]> {
+  const dir = join(replica, '.imz', 'conflicts');
+  let names: string[] = [];
+  try {
+    names = (await readdir(dir)).filter((n) => n.endsWith('.json'));
+  } catch { /* none yet */ }
+  return Promise.all(names.map(async (n) => JSON.parse(await readFile(join(dir, n), 'utf8')) as Record<string, unknown>));
+}
+
 /** One entry of a tree snapshot. */
 export interface SnapEntry {
   type: 'file' | 'dir' | 'symlink' | 'other';

@@ -5,7 +5,7 @@ import { access, mkdir, readFile, readdir, rm, writeFile } from 'node:fs/promise
 import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { cleanupAll, imz, jsonLines, sampleWorld, waitFor } from '../helpers.ts';
+import { cleanupAll, conflictRecords, imz, listedConflicts, sampleWorld, waitFor } from '../helpers.ts';
 
 const T = suite('pull: conflict policies');
 T.after.each(cleanupAll);
@@ -76,23 +76,12 @@ async function removedHere(): Promise<{ srv: string; a: string }> {
 
 const exists = (p: string) => access(p).then(() => true, () => false);
 
-async function conflictsOf(a: string): Promise<Record<string, unknown>[]> {
-  return jsonLines((await imz(['resolve', '--list', '--json', '-C', a])).stdout).filter((e) => e.event === 'conflict');
-}
-
-/** The conflict records as kept in .imz/conflicts (with who settled them). */
-async function recordsOf(a: string): Promise<Record<string, unknown>[]> {
-  const dir = join(a, '.imz', 'conflicts');
-  const names = (await readdir(dir)).filter((n) => n.endsWith('.json'));
-  return Promise.all(names.map(async (n) => JSON.parse(await readFile(join(dir, n), 'utf8')) as Record<string, unknown>));
-}
-
 T('dir removed here, added to there (manual): it stays removed, exit 3; --take server brings the whole directory back', async () => {
   const { srv, a } = await removedHere();
   const r = await imz(['pull', '-C', a]);
   assert.is(r.code, 3, r.stderr);
   assert.not.ok(await exists(join(a, 'src')), 'left as the user left it');
-  const [c, ...more] = await conflictsOf(a);
+  const [c, ...more] = await listedConflicts(a);
   assert.is(more.length, 0, 'one conflict, on the directory removed');
   assert.is(c!.path, 'src');
   assert.is(c!.class, 'dir-removed');
@@ -129,8 +118,8 @@ T('dir removed here, added to there (client-wins): it stays removed; the next pu
   const r = await imz(['pull', '-C', a, '--policy', 'client-wins']);
   assert.is(r.code, 0, r.stderr);
   assert.not.ok(await exists(join(a, 'src')));
-  assert.is((await recordsOf(a))[0]?.resolvedBy, 'client-wins', 'listed, settled by the policy');
-  assert.is((await conflictsOf(a))[0]?.path, 'src');
+  assert.is((await conflictRecords(a))[0]?.resolvedBy, 'client-wins', 'listed, settled by the policy');
+  assert.is((await listedConflicts(a))[0]?.path, 'src');
   const p = await imz(['push', '-C', a, '--policy', 'client-wins']);
   assert.is(p.code, 0, p.stderr);
   assert.not.ok(await exists(join(srv, 'src')));
@@ -144,7 +133,7 @@ T('dir removed here, added to there (server-wins): what the server added is in p
   assert.is(r.code, 0, r.stderr);
   assert.is(await readFile(join(a, 'src', 'lib', 'more', 'added.js'), 'utf8'), 'added on the server\n');
   assert.not.ok(await exists(join(a, 'src', 'main.js')), 'the files removed here stay removed');
-  assert.is((await recordsOf(a))[0]?.resolvedBy, 'server-wins');
+  assert.is((await conflictRecords(a))[0]?.resolvedBy, 'server-wins');
   const p = await imz(['push', '-C', a, '--policy', 'server-wins']);
   assert.is(p.code, 0, p.stderr);
   assert.ok(await exists(join(srv, 'src', 'lib', 'more', 'added.js')));

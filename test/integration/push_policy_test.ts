@@ -16,7 +16,7 @@ import { mkdir, readFile, readdir, rm, symlink, unlink, utimes, writeFile } from
 import { join } from 'node:path';
 import {
   type RunResult, type SnapEntry,
-  cleanupAll, diffTrees, imz, jsonLines, makeTmp, replicaIdOf, snapshotTree, startServer,
+  cleanupAll, conflictRecords, diffTrees, imz, jsonLines, makeTmp, replicaIdOf, snapshotTree, startServer,
 } from '../helpers.ts';
 
 const T = suite('push: conflicts under each policy');
@@ -128,11 +128,6 @@ interface World {
   displacedIndex: Record<string, unknown>[];
 }
 
-async function readRecords(replica: string): Promise<Record<string, unknown>[]> {
-  const dir = join(replica, '.imz', 'conflicts');
-  const names = existsSync(dir) ? (await readdir(dir)).filter((n) => n.endsWith('.json')) : [];
-  return Promise.all(names.map(async (n) => JSON.parse(await readFile(join(dir, n), 'utf8')) as Record<string, unknown>));
-}
 
 async function build(policy: Policy): Promise<World> {
   const tmp = await makeTmp(`imz-policy-${policy}-`);
@@ -174,7 +169,7 @@ async function build(policy: Policy): Promise<World> {
   const push1 = await imz(['push', '-C', mine, '--json', ...policyArgs]);
   const serverAfterPush = await snapshotTree(srv);
   const mineAfterPush = await snapshotTree(mine);
-  const records = await readRecords(mine);
+  const records = await conflictRecords(mine);
   const pull = await imz(['pull', '-C', mine, '--json']);
   const mineAfterPull = await snapshotTree(mine);
   const push2 = await imz(['push', '-C', mine, '--json', ...policyArgs]);
@@ -439,7 +434,7 @@ T('client-wins, file here vs non-empty dir there: settled, not refused; nothing 
   assert.ok(pull.code === 0 || pull.code === 3, out(pull));
   const srvT = await snapshotTree(srv);
   const mineT = await snapshotTree(mine);
-  const records = await readRecords(mine);
+  const records = await conflictRecords(mine);
   const rec = records.find((r) => r.path === 't.txt');
   assert.ok(rec, `a record lists the conflict on t.txt: ${JSON.stringify(records)}`);
   assert.is(rec!.class, 'type-change');

@@ -12,7 +12,7 @@ import { readFile, readdir, rm, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
   type RunResult, type ServerHandle,
-  cleanupAll, copyFixture, diffTrees, imz, jsonLines, makeTmp, snapshotTree, startServer, waitFor,
+  cleanupAll, copyFixture, diffTrees, imz, jsonLines, listedConflicts, makeTmp, snapshotTree, startServer, waitFor,
 } from '../helpers.ts';
 
 const T = suite('resolve');
@@ -54,19 +54,13 @@ async function pullUntilConflicts(replica: string, paths: string[]): Promise<Run
   await waitFor(async () => {
     last = await imz(['pull', '-C', replica, '--json']);
     assert.ok(last.code === 0 || last.code === 3, `pull exited ${last.code}\n${last.stderr}`);
-    const have = new Set((await conflictList(replica)).map((c) => c.path));
+    const have = new Set((await listedConflicts(replica)).map((c) => c.path));
     return paths.every((p) => have.has(p as string));
   }, 8_000, `conflicts on ${paths.join(', ')}`, 150);
   assert.is(last!.code, 3, 'pull exits 3 while conflicts remain');
   return last!;
 }
 
-/** `imz resolve --list --json`: one object per conflict. */
-async function conflictList(replica: string): Promise<Record<string, unknown>[]> {
-  const r = await imz(['resolve', '--list', '--json', '-C', replica]);
-  assert.ok(r.code === 0 || r.code === 3, `resolve --list exited ${r.code}\n${r.stderr}`);
-  return jsonLines(r.stdout).filter((e) => e.event === 'conflict');
-}
 
 /** Pulls until the server's journal reached the replica (exit 0 each time) and the trees are the same. */
 async function pullUntilSame(srv: string, replica: string, timeoutMs = 8_000): Promise<void> {
@@ -151,7 +145,7 @@ T('--list (and no arguments) prints a table of the conflicts and exits 3; --json
     assert.match(r.stdout, /2 conflicts/);
   }
 
-  const list = await conflictList(w.replica);
+  const list = await listedConflicts(w.replica);
   assert.equal(list.map((c) => c.path), ['docs/kml.txt', 'src/main.js']);
   const kml = list[0]!;
   assert.is(kml.class, 'update/update');
@@ -229,7 +223,7 @@ T('--take local, then push: the server gets the local version; pull and status a
   assert.is(r.code, 0, `exit 0: no conflicts remain\n${r.stdout}\n${r.stderr}`);
   assert.match(r.stdout, /kept your version/);
   assert.is(await readFile(join(w.replica, 'docs/kml.txt'), 'utf8'), LOCAL, 'the local version stays in place');
-  assert.is((await conflictList(w.replica)).length, 0, 'the conflict is cleared');
+  assert.is((await listedConflicts(w.replica)).length, 0, 'the conflict is cleared');
   assert.is(await readFile(join(w.srv, 'docs/kml.txt'), 'utf8'), SERVER, 'nothing sent yet');
 
   const p = await imz(['push', '-C', w.replica, '--json']);
@@ -295,12 +289,12 @@ T('--take server fetches the server\'s version when it is not kept in .imz (blob
   assert.is(down.code, 4, `exit 4 with the server down, got ${down.code}\n${down.stderr}`);
   oneErrorLine(down.stderr, 'resolve with the server down');
   assert.is(await readFile(join(w2.replica, 'docs/kml.txt'), 'utf8'), LOCAL, 'the local version is untouched');
-  assert.is((await conflictList(w2.replica)).length, 1, 'the conflict is still recorded');
+  assert.is((await listedConflicts(w2.replica)).length, 1, 'the conflict is still recorded');
 });
 
 T('--take both: the server\'s version at the path, the local one under .imz-keep-, and push sends the keep copy', async () => {
   const w = await textConflict();
-  const before = await conflictList(w.replica);
+  const before = await listedConflicts(w.replica);
   const serverVersion = (before[0]!.server as { version: number }).version;
   const cfg = JSON.parse(await readFile(join(w.replica, '.imz', 'config'), 'utf8'));
   const keep = `docs/kml.imz-keep-${String(cfg.replicaId).slice(0, 8)}-${serverVersion}.txt`;
@@ -333,13 +327,13 @@ T('--all --take server settles update/update, update/remove and remove/update at
   await writeFile(join(w.srv, 'src/lib/math.js'), mathServer);
   await writeFile(join(w.replica, 'untouched-local.txt'), 'a new local file, no conflict\n');
   await pullUntilConflicts(w.replica, ['docs/kml.txt', 'src/main.js', 'src/lib/math.js']);
-  const classes = Object.fromEntries((await conflictList(w.replica)).map((c) => [c.path, c.class]));
+  const classes = Object.fromEntries((await listedConflicts(w.replica)).map((c) => [c.path, c.class]));
   assert.equal(classes, { 'docs/kml.txt': 'update/update', 'src/lib/math.js': 'remove/update', 'src/main.js': 'update/remove' });
 
   const r = await imz(['resolve', '--all', '--take', 'server', '-C', w.replica]);
   assert.is(r.code, 0, `${r.stdout}\n${r.stderr}`);
   assert.is(r.stdout.trim().split('\n').length, 3, `one line per resolution:\n${r.stdout}`);
-  assert.is((await conflictList(w.replica)).length, 0);
+  assert.is((await listedConflicts(w.replica)).length, 0);
 
   assert.is(await readFile(join(w.replica, 'docs/kml.txt'), 'utf8'), SERVER);
   assert.not.ok(existsSync(join(w.replica, 'src/main.js')), 'the server removed main.js: so is it here');
@@ -385,7 +379,7 @@ T('conflicts found at push: manual keeps them for resolve (--take server); serve
   await serverJournalled(w.replica, 1);
   const p1 = await imz(['push', '-C', w.replica, '--json']);
   assert.is(p1.code, 3, `push with a conflict exits 3\n${p1.stdout}\n${p1.stderr}`);
-  const c1 = await conflictList(w.replica);
+  const c1 = await listedConflicts(w.replica);
   assert.is(c1.length, 1);
   assert.is(c1[0]!.at, 'push');
   const d = await imz(['resolve', 'docs/kml.txt', '-C', w.replica]);
@@ -405,7 +399,7 @@ T('conflicts found at push: manual keeps them for resolve (--take server); serve
   const p2 = await imz(['push', '--policy', 'server-wins', '-C', w.replica, '--json']);
   // (push decides whether a conflict settled by its policy is "remaining": 0 or 3 are both "done" here.)
   assert.ok(p2.code === 0 || p2.code === 3, `${p2.stdout}\n${p2.stderr}`);
-  const c2 = await conflictList(w.replica);
+  const c2 = await listedConflicts(w.replica);
   assert.is(c2.length, 1);
   const copy = String(c2[0]!.localCopy);
   assert.match(copy, /^src\/main\.imz-conflict-[0-9a-f]{8}-\d+\.js$/);
@@ -457,7 +451,7 @@ T('exit codes: 2 for bad usage, 1 for an unknown PATH, 3 while other conflicts r
   const v = await imz(['resolve', 'README.txt', '-C', w.replica]);
   assert.is(v.code, 1, 'viewing a path without a conflict fails too');
   assert.equal(diffTrees(tree, await snapshotTree(w.replica)), [], 'refused commands changed nothing');
-  assert.is((await conflictList(w.replica)).length, 2);
+  assert.is((await listedConflicts(w.replica)).length, 2);
 
   const one = await imz(['resolve', 'src/main.js', '--take', 'server', '-C', w.replica]);
   assert.is(one.code, 3, `one of two resolved: exit 3, got ${one.code}\n${one.stderr}`);
@@ -489,7 +483,7 @@ T('--all keeps going past a conflict it cannot settle: the others are resolved, 
   assert.equal(ev.find((e) => e.event === 'resolve-done'), { event: 'resolve-done', resolved: 1, failed: 1, remaining: 1 });
   assert.is(await readFile(join(w.replica, 'docs/kml.txt'), 'utf8'), SERVER);
   assert.is(await readFile(join(w.replica, 'src/main.js'), 'utf8'), 'local main\n', 'the unresolved path is untouched');
-  assert.equal((await conflictList(w.replica)).map((c) => c.path), ['src/main.js']);
+  assert.equal((await listedConflicts(w.replica)).map((c) => c.path), ['src/main.js']);
 });
 
 T('resolve takes the replica lock: a concurrent run fails clearly and changes nothing', async () => {
