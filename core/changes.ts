@@ -1,7 +1,7 @@
 import { type Stats, readdirSync, readlinkSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { EntryType } from '../protocol/constants.ts';
-import { hashFile, toHex } from './hash.ts';
+import { hashFile, hashFileKeeping, toHex } from './hash.ts';
 import { loadIgnoreKeyed } from './ignore_rules.ts';
 import type { IndexEntry } from './index_model.ts';
 import { statMatches } from './local_state.ts';
@@ -76,6 +76,12 @@ export interface ScanChangesOptions {
    * once it is done with the index, the buckets it wrote included (a push).
    */
   keepCache?: boolean;
+  /**
+   * Takes the bytes of each file the scan hashes for a create or a modify,
+   * as hashed, when it holds at most upTo bytes: a push uploads them while
+   * the scan goes on, instead of reading them again. The scan waits on take.
+   */
+  onContent?: { upTo: number; take: (c: LocalChange, data: Buffer) => Promise<void> | void };
 }
 
 /** What marks the name of a conflict copy (`name.imz-conflict-<replica>-<version>.ext`). */
@@ -140,6 +146,16 @@ export async function scanChanges(replica: Replica, opts: ScanChangesOptions = {
   const skipped: SkippedPath[] = [];
 
   const hashOf = async (path: string): Promise<string> => toHex(await hashFile(join(root, path)));
+  // The hash of a file, and its bytes as hashed when onContent may take them (stored below only if they are pushed).
+  const onContent = opts.onContent;
+  const hashed = async (path: string, size: number): Promise<{ hash: string; data?: Buffer }> => {
+    if (!onContent || size > onContent.upTo) return { hash: await hashOf(path) };
+    const r = hashFileKeeping(join(root, path), size);
+    return { hash: toHex(r.hash), data: r.data };
+  };
+  const stored = async (c: LocalChange, data: Buffer | undefined): Promise<void> => {
+    if (data) await onContent!.take(c, data);
+  };
   const ignore: IgnoreFn = (p, isDir) => {
     if (userIgnore?.(p, isDir)) return true;
     // Untracked conflict copies (and anything inside one) are never picked up.
@@ -157,17 +173,21 @@ export async function scanChanges(replica: Replica, opts: ScanChangesOptions = {
       else if (fs.type === EntryType.SYMLINK) changes.push({ kind: 'symlink', path, base: 0, fs });
       else {
         const c: LocalChange = { kind: 'create', path, base: 0, fs };
-        if (wantHashes) c.hash = await hashOf(path);
+        const h = wantHashes ? await hashed(path, fs.size) : undefined;
+        c.hash = h?.hash;
         created.push(c);
         changes.push(c);
+        await stored(c, h?.data);
       }
       return;
     }
     const base = idx.version;
     if (fs.type !== idx.type) {
       const c: LocalChange = { kind: 'retype', path, base, fs, index: idx };
-      if (fs.type === EntryType.FILE && wantHashes) c.hash = await hashOf(path);
+      const h = fs.type === EntryType.FILE && wantHashes ? await hashed(path, fs.size) : undefined;
+      c.hash = h?.hash;
       changes.push(c);
+      await stored(c, h?.data);
       return;
     }
     if (fs.type === EntryType.DIR) {
@@ -180,20 +200,17 @@ export async function scanChanges(replica: Replica, opts: ScanChangesOptions = {
       return;
     }
     // A regular file, tracked as one.
-    if (statMatches(fs, idx)) {
-      if (!racy(fs, refTime)) return;
-      const hash = await hashOf(path);
-      if (hash !== idx.hash) changes.push({ kind: 'modify', path, base, fs, hash, index: idx });
+    if (statMatches(fs, idx) && !racy(fs, refTime)) return;
+    if (fs.size !== idx.size && !wantHashes) {
+      changes.push({ kind: 'modify', path, base, fs, index: idx });
       return;
     }
-    if (fs.size !== idx.size) {
-      const c: LocalChange = { kind: 'modify', path, base, fs, index: idx };
-      if (wantHashes) c.hash = await hashOf(path);
+    const { hash, data } = await hashed(path, fs.size);
+    if (hash !== idx.hash) {
+      const c: LocalChange = { kind: 'modify', path, base, fs, hash, index: idx };
       changes.push(c);
-      return;
-    }
-    const hash = await hashOf(path);
-    if (hash !== idx.hash) changes.push({ kind: 'modify', path, base, fs, hash, index: idx });
+      await stored(c, data);
+    } else if (statMatches(fs, idx)) return; // racily clean, and clean
     else if (fs.mode !== idx.mode || !sameMtime(fs.mtimeMs, idx.mtimeMs)) changes.push({ kind: 'meta', path, base, fs, hash, index: idx });
     else refresh.push({ path, fs, hash });
   };

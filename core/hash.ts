@@ -46,6 +46,28 @@ export function hashFileSync(path: string): Uint8Array {
   }
 }
 
+/**
+ * SHA-256 of a file of at most SYNC_LIMIT bytes (as lstat last said) and
+ * the bytes hashed, read once: for callers that send the content too. A
+ * file that grew past its size meanwhile is hashed whole, its bytes not kept.
+ */
+export function hashFileKeeping(path: string, size: number): { hash: Uint8Array; data?: Buffer } {
+  const fd = openSync(path, 'r');
+  try {
+    const data = Buffer.allocUnsafe(Math.min(size, SYNC_LIMIT));
+    let got = 0;
+    for (let n = 1; got < data.length && n > 0; got += n) n = readSync(fd, data, got, data.length - got, null);
+    const h = createHash('sha256').update(data.subarray(0, got));
+    const more = readSync(fd, _syncBuf, 0, SYNC_LIMIT, null);
+    if (more === 0) return { hash: new Uint8Array(h.digest()), data: got === data.length ? data : data.subarray(0, got) };
+    h.update(_syncBuf.subarray(0, more));
+    for (let n = readSync(fd, _syncBuf, 0, SYNC_LIMIT, null); n > 0; n = readSync(fd, _syncBuf, 0, SYNC_LIMIT, null)) h.update(_syncBuf.subarray(0, n));
+    return { hash: new Uint8Array(h.digest()) };
+  } finally {
+    closeSync(fd);
+  }
+}
+
 function _hashFdSync(fd: number): Uint8Array {
   const h = createHash('sha256');
   for (let n = readSync(fd, _syncBuf, 0, SYNC_LIMIT, null); n > 0; n = readSync(fd, _syncBuf, 0, SYNC_LIMIT, null)) h.update(_syncBuf.subarray(0, n));

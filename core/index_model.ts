@@ -99,6 +99,12 @@ export function rowsOfBucketText(text: string): string {
   return text.slice(text.indexOf('\n') + 2, text.lastIndexOf(']'));
 }
 
+/** The entry count a bucket's header gives, read without parsing the rows; undefined for a header this imz does not read. */
+export function bucketCount(text: string): number | undefined {
+  const head = /^imz-index (\d+) (\d+)\n/.exec(text);
+  return head && Number(head[1]) === INDEX_VERSION ? Number(head[2]) : undefined;
+}
+
 /** Decodes a bucket; throws IMZ_CORRUPT on a bad header, count or body. */
 export function decodeBucket(text: string, name: string): Map<string, IndexEntry> {
   const nl = text.indexOf('\n');

@@ -12,6 +12,7 @@ import type { ScanCache } from './scan_cache.ts';
 import type { LoggedOp } from './reint_log_model.ts';
 import { type SecurityOptions, connectReplica } from './credentials.ts';
 import type { Remote } from './remote.ts';
+import type { Prestager } from './uploader.ts';
 import { Replica } from './replica.ts';
 import { explainFsError, sweepStateTemps } from './atomic_fs.ts';
 import { type Policy, checkPolicy } from './policy.ts';
@@ -123,9 +124,16 @@ async function _pushWith(replica: Replica, remote: Remote | undefined, opts: Pus
   }
 
   // 2. A fresh scan supersedes operations that were logged but never sent.
-  const scan = await scanChanges(replica, { keepCache: true });
+  // Small contents it hashes go up as it goes (staging is harmless before
+  // they are logged): the server stages while the scan hashes on.
+  let pre: Promise<Prestager> | undefined;
+  const onContent = remote && { upTo: _PRESTAGE_UP_TO, take: async (c: LocalChange, data: Buffer) => {
+    const p = await (pre ??= import('./uploader.ts').then((m) => new m.Prestager(remote)));
+    await p.offer({ hash: c.hash!, size: data.length, file: join(replica.root, c.path), seen: _seen(c) }, data);
+  } };
+  const scan = await scanChanges(replica, { keepCache: true, onContent: onContent || undefined });
   try {
-    return await _reintegrate(replica, remote, log, scan, sent.length, policy, summary, opts, unreachable);
+    return await _reintegrate(replica, remote, log, scan, sent.length, policy, summary, opts, unreachable, pre);
   } finally {
     _saveCache(replica, scan.cache);
   }
@@ -141,7 +149,7 @@ function _saveCache(replica: Replica, cache: ScanCache): void {
 }
 
 // Steps 2 and 3 of _pushWith, from its scan on.
-async function _reintegrate(replica: Replica, remote: Remote | undefined, log: ReintLog, scan: ChangeScan, resent: number, policy: Policy, summary: PushSummary, opts: PushOptions, unreachable?: ImzError): Promise<PushSummary> {
+async function _reintegrate(replica: Replica, remote: Remote | undefined, log: ReintLog, scan: ChangeScan, resent: number, policy: Policy, summary: PushSummary, opts: PushOptions, unreachable?: ImzError, pre?: Promise<Prestager>): Promise<PushSummary> {
   // Content unchanged, stat facts moved (a copy back, a touch): remember the new facts so they are not hashed again.
   for (const r of scan.refresh) {
     const idx = await replica.get(r.path);
@@ -167,6 +175,14 @@ async function _reintegrate(replica: Replica, remote: Remote | undefined, log: R
   }
   await log.append(records);
   summary.logged = ops.length;
+  // The scan's uploads, finished while the operations were being logged.
+  let held: Set<string> | undefined;
+  if (pre) {
+    const p = await pre;
+    await p.finish();
+    held = p.held;
+    summary.uploadedBytes += p.sent;
+  }
   if (!remote) {
     if (ops.length === 0 && resent === 0) return summary;
     throw new ImzError(Codes.UNREACHABLE, `${unreachable?.message ?? 'cannot reach the server'}; ${ops.length + resent} local changes stay logged (push again when it is back)`, { logged: ops.length + resent });
@@ -185,9 +201,11 @@ async function _reintegrate(replica: Replica, remote: Remote | undefined, log: R
   // start-up.)
   const uploader = import('./uploader.ts');
   let sending: Promise<void> = Promise.resolve();
-  for (let g = 0; g < ops.length; g += _GROUP) {
-    const group = ops.slice(g, g + _GROUP);
-    const stores = group.filter((o) => o.kind === OpKind.STORE);
+  // With nothing left to upload (the scan's uploads took it all), one group: no wait between groups.
+  const groupSize = ops.some((o) => o.kind === OpKind.STORE && !held?.has(o.state.hash)) ? _GROUP : ops.length;
+  for (let g = 0; g < ops.length; g += groupSize) {
+    const group = ops.slice(g, g + groupSize);
+    const stores = group.filter((o) => o.kind === OpKind.STORE && !held?.has(o.state.hash));
     const before = summary.uploadedBytes;
     try {
       summary.uploadedBytes += await (await uploader).uploadBlobs(remote, stores.map((o) => ({ hash: o.state.hash, size: o.state.size, file: join(replica.root, o.path), seen: _seen(byPath.get(o.path)) })),
@@ -214,6 +232,9 @@ function _seen(c: LocalChange | undefined): { mtimeMs: number; ctimeMs: number; 
   if (!c?.fs || !c.hash) return undefined;
   return { mtimeMs: c.fs.mtimeMs, ctimeMs: c.fs.ctimeMs, ino: c.fs.ino };
 }
+
+/** Contents up to this size are uploaded during the scan (see _pushWith). */
+const _PRESTAGE_UP_TO = 256 * 1024;
 
 /** Operations per upload-then-send group (see _pushWith). */
 const _GROUP = 2000;
@@ -243,10 +264,21 @@ const BATCH = 500;
 // Sends operations in batches (marking them sent first) and settles each result.
 async function _send(replica: Replica, remote: Remote, log: ReintLog, ops: LoggedOp[], policy: Policy, summary: PushSummary, opts: PushOptions, byPath: Map<string, LocalChange>, finish = true): Promise<void> {
   const openConflicts = new Set(outstanding(await listConflicts(replica.stateDir)).map((c) => c.path));
-  for (let i = 0; i < ops.length; i += BATCH) {
+  const sendBatch = async (i: number) => {
     const batch = ops.slice(i, i + BATCH);
     await log.append([{ t: 'sent', upto: batch[batch.length - 1]!.seq }]);
-    const env = await remote.session.request(Op.REINTEGRATE, { reintegrate: { replicaId: replica.config.replicaId, ops: batch.map(_wireOp), policy } });
+    const reply = remote.session.request(Op.REINTEGRATE, { reintegrate: { replicaId: replica.config.replicaId, ops: batch.map(_wireOp), policy } });
+    reply.catch(() => undefined); // awaited below, in order
+    return { batch, reply };
+  };
+  // The next batch goes out before this one's answers are settled: the server applies it meanwhile (it decides
+  // each operation itself; settling only brings this side in line).
+  let next = ops.length > 0 ? sendBatch(0) : undefined;
+  for (let i = 0; i < ops.length; i += BATCH) {
+    const { batch, reply } = await next!;
+    next = i + BATCH < ops.length ? sendBatch(i + BATCH) : undefined;
+    next?.catch(() => undefined); // awaited at the next turn; a failure then must not count as unhandled
+    const env = await reply;
     const results = env.reintegrateReply?.results ?? [];
     if (results.length !== batch.length) throw new ImzError(Codes.PROTOCOL, `cannot push: the server answered ${results.length} of ${batch.length} operations`);
     const serverFetch: Entry[] = [];
@@ -299,7 +331,10 @@ async function _settle(replica: Replica, remote: Remote, op: LoggedOp, r: OpResu
     // have been written since): recorded so that they never match, and the next scan hashes the file again instead
     // of taking a later edit for the logged content.
     const ctimeMs = fs ? now.ctimeMs : 0;
-    await replica.set(path, { type: op.state.type as never, version, hash: op.state.hash, size: now.size, mode: now.mode, mtimeMs: now.mtimeMs, ctimeMs, ino: now.ino, target: now.target });
+    const e = { type: op.state.type as never, version, hash: op.state.hash, size: now.size, mode: now.mode, mtimeMs: now.mtimeMs, ctimeMs, ino: now.ino, target: now.target };
+    // A path the scan found new (no index entry): its bucket need not be parsed.
+    if (fs && change!.index === undefined) await replica.addNew(path, e);
+    else await replica.set(path, e);
   };
   if (r.status === OpStatus.DUPLICATE && !(await _serverHolds(remote, op))) {
     // The server counts this operation done (an interrupted push sent it),

@@ -4,7 +4,7 @@ import { mkdir, readFile, readdir, rm, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { Codes, ImzError } from '../protocol/errors.ts';
 import { fsyncCostsIo, fsyncDirSync, fsyncFd, inParallel, tempNameFor, writeFileAtomic } from './atomic_fs.ts';
-import { BUCKETS, type IndexEntry, bucketOf, bucketText, decodeBucket, encodeBucket, encodeRows, replaceRow, rowsOfBucketText } from './index_model.ts';
+import { BUCKETS, type IndexEntry, bucketCount, bucketOf, bucketText, decodeBucket, encodeBucket, encodeRows, replaceRow, rowsOfBucketText } from './index_model.ts';
 import { REPLICA_DIR, TMP_PREFIX } from './paths.ts';
 import { crc32 } from './crc32.ts';
 import { monotonicMs } from './file_times.ts';
@@ -48,6 +48,11 @@ export class Replica {
   config!: ReplicaConfig;
   head!: Head;
   private _buckets = new Map<number, Map<string, IndexEntry>>();
+  /**
+   * Buckets not parsed, that addNew added entries to: the text read (undefined: no file yet), the count of
+   * entries its header gives, and the entries added. Parsed (and the entries merged) when anything reads them.
+   */
+  private _unparsed = new Map<number, { text: string | undefined; count: number; adds: Map<string, IndexEntry> }>();
   private _dirty = new Set<number>();
   /** Whether an fdatasync in the index directory does any I/O (not on tmpfs); read on first use. */
   private _syncCostsIo: boolean | undefined;
@@ -156,21 +161,38 @@ export class Replica {
   }
 
   private async _bucket(b: number): Promise<Map<string, IndexEntry>> {
+    return this._bucketSync(b);
+  }
+
+  private _bucketSync(b: number): Map<string, IndexEntry> {
     let m = this._buckets.get(b);
     if (m) return m;
     const name = this.bucketFile(b);
-    // A synchronous read: buckets are small, and 256 thread-pool round trips
-    // cost more than the reads when the whole index is loaded.
-    let text: string | undefined;
-    try {
-      text = readFileSync(name, 'utf8');
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    const u = this._unparsed.get(b);
+    if (u) {
+      // Its rows (as read, and as added) stay as they are.
+      m = u.text === undefined ? new Map() : decodeBucket(u.text, name);
+      for (const [p, e] of u.adds) m.set(p, e);
+      this._unparsed.delete(b);
+      this._buckets.set(b, m);
+      return m;
     }
+    const text = this._readBucket(name);
     m = text === undefined ? new Map() : decodeBucket(text, name);
     this._buckets.set(b, m);
     this._rows.set(b, { rows: text === undefined ? '' : rowsOfBucketText(text), added: [], replaced: 0 });
     return m;
+  }
+
+  // A synchronous read: buckets are small, and 256 thread-pool round trips
+  // cost more than the reads when the whole index is loaded.
+  private _readBucket(name: string): string | undefined {
+    try {
+      return readFileSync(name, 'utf8');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      return undefined;
+    }
   }
 
   /** The file that holds index bucket b. */
@@ -184,7 +206,7 @@ export class Replica {
 
   /** Bucket b as held in memory when it has changes flushIndex has not written yet (its file then lags behind). */
   unflushedBucket(b: number): Map<string, IndexEntry> | undefined {
-    return this._dirty.has(b) ? this._buckets.get(b) : undefined;
+    return this._dirty.has(b) ? this._bucketSync(b) : undefined;
   }
 
   /**
@@ -194,7 +216,7 @@ export class Replica {
    */
   writtenBucket(b: number): { entries: Map<string, IndexEntry>; sum: number } | undefined {
     const sum = this._writtenSums.get(b);
-    return sum === undefined || this._dirty.has(b) ? undefined : { entries: this._buckets.get(b)!, sum };
+    return sum === undefined || this._dirty.has(b) ? undefined : { entries: this._bucketSync(b), sum };
   }
 
   /** The paths of bucket b this process has set or deleted, if any. */
@@ -212,7 +234,7 @@ export class Replica {
    * cache), so it is not parsed twice; ignored once the bucket is loaded.
    */
   adoptBucket(b: number, m: Map<string, IndexEntry>, text: string): void {
-    if (this._buckets.has(b)) return;
+    if (this._buckets.has(b) || this._unparsed.has(b)) return;
     this._buckets.set(b, m);
     this._rows.set(b, { rows: rowsOfBucketText(text), added: [], replaced: 0 });
   }
@@ -235,6 +257,30 @@ export class Replica {
       else r.rows = rows;
     }
     m.set(path, e);
+    this._dirty.add(b);
+    this._changed(b, path);
+  }
+
+  /**
+   * Records the entry of a path that the caller knows had none when its
+   * scan began (a push's create): a bucket not read yet is then appended
+   * to, not parsed (a push of many new files touches every bucket).
+   */
+  async addNew(path: string, e: IndexEntry): Promise<void> {
+    const b = bucketOf(path);
+    // Set by this process since (its file may no longer say what the scan saw): the usual way.
+    if (this._buckets.has(b) || this._changedPaths.get(b)?.has(path)) return this.set(path, e);
+    let u = this._unparsed.get(b);
+    if (!u) {
+      const text = this._readBucket(this.bucketFile(b));
+      const count = text === undefined ? 0 : bucketCount(text);
+      if (count === undefined) return this.set(path, e); // says what is wrong with it
+      u = { text, count, adds: new Map() };
+      this._unparsed.set(b, u);
+      this._rows.set(b, { rows: text === undefined ? '' : rowsOfBucketText(text), added: [], replaced: 0 });
+    }
+    u.adds.set(path, e);
+    this._rows.get(b)!.added.push(path);
     this._dirty.add(b);
     this._changed(b, path);
   }
@@ -298,13 +344,14 @@ export class Replica {
 
   // A bucket's bytes: its old rows and the rows added since, or all of it encoded again.
   private _encode(b: number): Buffer {
-    const m = this._buckets.get(b)!;
+    const u = this._unparsed.get(b);
+    const m = u ? u.adds : this._buckets.get(b)!;
     const r = this._rows.get(b);
     let text: string;
     if (!r) text = encodeBucket(m);
     else {
       const added = r.added.length === 0 ? '' : encodeRows(r.added.map((p) => [p, m.get(p)!] as [string, IndexEntry]));
-      text = bucketText(m.size, r.rows === '' ? added : added === '' ? r.rows : `${r.rows},${added}`);
+      text = bucketText(u ? u.count + u.adds.size : m.size, r.rows === '' ? added : added === '' ? r.rows : `${r.rows},${added}`);
     }
     const bytes = Buffer.from(text, 'utf8');
     this._encodedLast.set(b, { text, sum: crc32(bytes) });

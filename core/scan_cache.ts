@@ -145,9 +145,13 @@ export class ScanCache {
    * unwritten are rebuilt next time.
    */
   refreshed(replica: Replica): ScanCache {
+    // Paths came past a few buckets (a push of many new files touches them all): merging the rows anew is most of a
+    // rebuild, left to the next scan (which may never come). Told before the buckets are parsed for it.
+    const touched = replica.touchedBuckets();
+    if (touched.length > _MERGE_MAX && touched.some((b) => [...(replica.changedPaths(b) ?? [])].some((p) => this.lookup(p) < 0))) return this;
     const sections = this.data.sections.slice();
     const stale = new Map<number, Map<string, IndexEntry>>();
-    for (const b of replica.touchedBuckets()) {
+    for (const b of touched) {
       const unflushed = replica.unflushedBucket(b);
       if (unflushed) {
         sections[b] = _NEVER;

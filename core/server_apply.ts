@@ -418,7 +418,7 @@ export class Reintegrator {
         futimesSync(fd, j.time, j.time);
         try {
           if (viaPool) await fsyncFd(fd);
-          else fsyncSync(fd);
+          else if (this._syncCostsIo) fsyncSync(fd); // (on tmpfs it would do nothing, 10,000 times over)
         } catch (err) {
           // Its pages may be gone, and a later fsync would not say so: never renamed in, its store fails with
           // this error, and the content is uploaded again.

@@ -75,50 +75,182 @@ export async function uploadBlobs(remote: Remote, items: BlobItem[], onProgress?
 // Returns the items left to send one by one (all of them from where a
 // server that predates PUT_BLOBS said so).
 async function _uploadBatched(remote: Remote, items: BlobItem[], budget: number, onBytes: (n: number) => void): Promise<BlobItem[]> {
-  const inFlight: Promise<void>[] = [];
-  let unsupported: BlobItem[] | undefined;
-  let batch: { piece: BlobPiece; item: BlobItem }[] = [];
-  let bytes = 0;
-  // Batches the server found a content in that does not match its hash (a file
-  // written again, in the same clock tick, after the scan): each is checked and sent alone.
-  const recheck: BlobItem[] = [];
-  const send = (b: typeof batch) => {
-    const req = remote.session.request(Op.PUT_BLOBS, { putBlobs: { blobs: b.map((x) => x.piece) } }).then(
-      () => { for (const x of b) onBytes(x.piece.data.length); },
+  const batcher = new _Batcher(remote, budget, onBytes);
+  for (const it of items) {
+    if (batcher.unsupported) batcher.unsupported.push(it);
+    else {
+      const data = _readAsScanned(it);
+      if (data) await batcher.add(it, data);
+    }
+  }
+  await batcher.end();
+  return [...(batcher.unsupported ?? []), ...batcher.recheck];
+}
+
+/**
+ * Gathers whole contents into PUT_BLOBS requests of up to budget bytes,
+ * BATCHES_IN_FLIGHT of them in flight. A batch the server finds a content
+ * in that does not match its hash (a file written again, in the same clock
+ * tick, after the scan) goes to recheck, each to be checked and sent alone;
+ * a server that predates PUT_BLOBS makes everything from then on go to
+ * unsupported. Other errors are thrown by add or end.
+ */
+class _Batcher {
+  unsupported: BlobItem[] | undefined;
+  readonly recheck: BlobItem[] = [];
+  private _batch: { piece: BlobPiece; item: BlobItem }[] = [];
+  private _bytes = 0;
+  private _inFlight: Promise<void>[] = [];
+
+  private readonly _remote: Remote;
+  private readonly _budget: number;
+  private readonly _onBytes: (n: number) => void;
+  private readonly _onStaged: ((it: BlobItem) => void) | undefined;
+
+  constructor(remote: Remote, budget: number, onBytes: (n: number) => void, onStaged?: (it: BlobItem) => void) {
+    this._remote = remote;
+    this._budget = budget;
+    this._onBytes = onBytes;
+    this._onStaged = onStaged;
+  }
+
+  /** Adds a content (at most budget bytes with its overhead); waits while the requests in flight are many. */
+  async add(item: BlobItem, data: Buffer): Promise<void> {
+    if (this.unsupported) {
+      this.unsupported.push(item);
+      return;
+    }
+    if (this._batch.length > 0 && (this._bytes + data.length + PER_BLOB_OVERHEAD > this._budget || this._batch.length >= BATCH_COUNT)) {
+      this._send();
+      if (this._inFlight.length >= BATCHES_IN_FLIGHT) await this._inFlight.shift();
+    }
+    this._batch.push({ piece: { hash: fromHex(item.hash), size: item.size, offset: 0, data, last: true }, item });
+    this._bytes += data.length + PER_BLOB_OVERHEAD;
+  }
+
+  /** Sends what is gathered and waits for every answer. */
+  async end(): Promise<void> {
+    if (this._batch.length > 0) {
+      if (this.unsupported) this.unsupported.push(...this._batch.map((x) => x.item));
+      else this._send();
+    }
+    this._batch = [];
+    await Promise.all(this._inFlight);
+  }
+
+  private _send(): void {
+    const b = this._batch;
+    this._batch = [];
+    this._bytes = 0;
+    const req = this._remote.session.request(Op.PUT_BLOBS, { putBlobs: { blobs: b.map((x) => x.piece) } }).then(
+      () => {
+        for (const x of b) {
+          this._onBytes(x.piece.data.length);
+          this._onStaged?.(x.item);
+        }
+      },
       (err) => {
         if (err instanceof ImzError && err.code === Codes.UNSUPPORTED) {
-          (unsupported ??= []).push(...b.map((x) => x.item));
+          (this.unsupported ??= []).push(...b.map((x) => x.item));
           return;
         }
         if (err instanceof ImzError && err.code === Codes.HASH_MISMATCH) {
-          recheck.push(...b.map((x) => ({ ...x.item, seen: undefined })));
+          this.recheck.push(...b.map((x) => ({ ...x.item, seen: undefined })));
           return;
         }
         throw err;
       },
     );
-    req.catch(() => {}); // observed below, in order; a lost connection must not be an unhandled rejection
-    inFlight.push(req);
-  };
-  let i = 0;
-  for (; i < items.length && !unsupported; i++) {
-    const it = items[i]!;
-    const data = _readAsScanned(it);
-    if (!data) continue;
-    if (batch.length > 0 && (bytes + data.length + PER_BLOB_OVERHEAD > budget || batch.length >= BATCH_COUNT)) {
-      send(batch);
-      batch = [];
-      bytes = 0;
-      if (inFlight.length >= BATCHES_IN_FLIGHT) await inFlight.shift();
-    }
-    batch.push({ piece: { hash: fromHex(it.hash), size: it.size, offset: 0, data, last: true }, item: it });
-    bytes += data.length + PER_BLOB_OVERHEAD;
+    req.catch(() => {}); // observed in order by add or end; a lost connection must not be an unhandled rejection
+    this._inFlight.push(req);
   }
-  if (batch.length > 0 && !unsupported) send(batch);
-  else if (batch.length > 0) unsupported!.push(...batch.map((x) => x.item));
-  await Promise.all(inFlight);
-  if (unsupported) unsupported.push(...items.slice(i));
-  return [...(unsupported ?? []), ...recheck];
+}
+
+/** Hashes asked about in one query while the scan goes on: answers come back while it hashes more. */
+const PRESTAGE_QUERY = 256;
+/** Bytes the Prestager holds (asked about, or in requests not answered yet) before the scan waits. */
+const PRESTAGE_HELD = 16 * 1024 * 1024;
+
+/**
+ * Uploads the contents a scan hashes while it goes on (the scan's
+ * onContent), so that the server stages them while the client hashes more,
+ * and no file is read twice: asks the server which it lacks, a few hundred
+ * at a time, and sends those in PUT_BLOBS batches. Never fails: whatever it
+ * did not stage (an error, an old server, a content changed since) is left
+ * to uploadBlobs, which meets the same error and reports it.
+ */
+export class Prestager {
+  /** The contents (hex hashes) the server holds: said so when asked, or acknowledged staging. */
+  readonly held = new Set<string>();
+  /** Bytes sent. */
+  sent = 0;
+  private _offered = new Set<string>();
+  private _pending: { item: BlobItem; data: Buffer }[] = [];
+  private _pendingBytes = 0;
+  private _heldBytes = 0;
+  private _off = false;
+  private _chain: Promise<void> = Promise.resolve();
+  private _steps: { done: Promise<void>; bytes: number }[] = [];
+  private readonly _batcher: _Batcher;
+  private readonly _remote: Remote;
+  private readonly _budget: number;
+
+  constructor(remote: Remote) {
+    this._remote = remote;
+    this._budget = Math.min(BATCH_BYTES, remote.session.maxFrame - 4096);
+    this._batcher = new _Batcher(remote, this._budget, (n) => (this.sent += n), (it) => this.held.add(it.hash));
+  }
+
+  /** Takes a content as the scan hashed it; resolves when there is room for more. */
+  async offer(item: BlobItem, data: Buffer): Promise<void> {
+    if (this._off || this._offered.has(item.hash) || data.length + PER_BLOB_OVERHEAD > this._budget) return;
+    this._offered.add(item.hash);
+    this._pending.push({ item, data });
+    this._pendingBytes += data.length;
+    if (this._pending.length >= PRESTAGE_QUERY || this._pendingBytes >= BATCH_BYTES) await this._ask();
+  }
+
+  /** Sends what is left and waits for every answer; what the server holds then is in held. */
+  async finish(): Promise<void> {
+    if (this._pending.length > 0 && !this._off) await this._ask();
+    await this._chain;
+    try {
+      await this._batcher.end();
+    } catch {
+      // left to uploadBlobs
+    }
+  }
+
+  private async _ask(): Promise<void> {
+    const part = this._pending;
+    const bytes = this._pendingBytes;
+    this._pending = [];
+    this._pendingBytes = 0;
+    const asked = this._remote.session.request(Op.PUT_BLOB, { putBlob: { hash: new Uint8Array(0), size: 0, offset: 0, data: new Uint8Array(0), last: false, query: part.map((x) => fromHex(x.item.hash)) } });
+    asked.catch(() => {}); // observed below, in order
+    // Answers are taken in order: each sends what the server lacks.
+    const done = this._chain.then(async () => {
+      if (this._off) return;
+      const held = (await asked).blobReply?.held ?? [];
+      for (let k = 0; k < part.length; k++) {
+        if (held[k] === true) this.held.add(part[k]!.item.hash);
+        else await this._batcher.add(part[k]!.item, part[k]!.data);
+      }
+      if (this._batcher.unsupported) this._off = true;
+    }).catch(() => {
+      this._off = true;
+    });
+    this._chain = done;
+    this._heldBytes += bytes;
+    this._steps.push({ done, bytes });
+    // Let answers in (the scan hashes without yielding), then wait while much is held.
+    await new Promise<void>((r) => setImmediate(r));
+    while (this._heldBytes > PRESTAGE_HELD && this._steps.length > 0) {
+      const s = this._steps.shift()!;
+      await s.done;
+      this._heldBytes -= s.bytes;
+    }
+  }
 }
 
 async function _uploadOne(remote: Remote, it: BlobItem, onBytes: (n: number) => void): Promise<void> {

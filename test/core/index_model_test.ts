@@ -1,6 +1,6 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { BUCKETS, type IndexEntry, bucketOf, decodeBucket, encodeBucket, encodeRows, replaceRow } from '../../core/index_model.ts';
+import { BUCKETS, type IndexEntry, bucketCount, bucketOf, decodeBucket, encodeBucket, encodeRows, replaceRow } from '../../core/index_model.ts';
 
 const e = (v: number): IndexEntry => ({ type: 1 as const, version: v, hash: 'ab'.repeat(32), size: v, mode: 0o644, mtimeMs: 1.7e12 + v, ctimeMs: 1.7e12 + 0.5, ino: 1234 + v, target: '' });
 
@@ -20,6 +20,13 @@ test('a truncated or foreign bucket is IMZ_CORRUPT, never half-read', () => {
       assert.is((err as { code: string }).code, 'IMZ_CORRUPT');
     }
   }
+});
+
+test('bucketCount reads the count of a header this imz reads, and nothing else', () => {
+  const text = encodeBucket(new Map([['a', e(1)], ['b', e(2)]]));
+  assert.is(bucketCount(text), 2);
+  assert.is(bucketCount(encodeBucket(new Map())), 0);
+  for (const bad of ['hello\n', text.replace('imz-index 1', 'imz-index 9'), text.replace(' 2\n', ' x\n'), 'imz-index 1 2']) assert.is(bucketCount(bad), undefined, JSON.stringify(bad).slice(0, 30));
 });
 
 test('paths spread over the buckets', () => {

@@ -221,6 +221,42 @@ T('small content the server holds anywhere in its tree is not uploaded again (a 
   assert.equal(staged, [], 'the staging area is empty after the push');
 });
 
+T('many new small files in new directories (uploaded while the scan hashes, sent in several batches): each lands once, each content travels once, the index holds them all', async () => {
+  const { srv, replicas: [a, b] } = await world(2);
+  const contents = new Set<string>();
+  let files = 0;
+  for (let d = 0; d < 13; d++) {
+    await mkdir(join(a, 'many', `d${d}`, 'sub'), { recursive: true });
+    for (let i = 0; i < 100; i++) {
+      // Every fifth content repeats one from another directory: it is uploaded once.
+      const text = `many ${(d * 100 + i) % 5 === 0 ? i : d * 100 + i}\n`.repeat(1 + (i % 7) * 40);
+      contents.add(text);
+      await writeFile(join(a, 'many', `d${d}`, i % 2 ? 'sub' : '', `f${i}.txt`), text);
+      files++;
+    }
+  }
+  const r = await imz(['push', '-C', a, '--json']);
+  assert.is(r.code, 0, out(r));
+  const pushed = event(r, 'pushed');
+  assert.is(pushed.applied, files + 13 * 2 + 1, `every file and directory applied: ${r.stdout.slice(-400)}`);
+  assert.is(pushed.uploadedBytes, [...contents].reduce((n, t) => n + Buffer.byteLength(t), 0), 'each distinct content uploaded once');
+  const mine = await snapshotTree(a);
+  assertSame(mine, await snapshotTree(srv), 'server after the push', ['replica', 'server']);
+  // The index took every new path: nothing is left to push, and status sees a clean tree.
+  const again = await imz(['push', '-C', a, '--json']);
+  assert.is(again.code, 0, out(again));
+  assert.is(event(again, 'pushed').logged, 0, `a second push has nothing to send: ${again.stdout}`);
+  const st = await imz(['status', '-C', a, '--json']);
+  assert.is(st.code, 0, out(st));
+  assert.is(event(st, 'status').changes, 0, `status: no local changes: ${st.stdout}`);
+  // A file of the new tree edited afterwards is told apart from the rest.
+  await writeFile(join(a, 'many', 'd3', 'f4.txt'), 'edited\n');
+  const st2 = await imz(['status', '-C', a, '--json']);
+  assert.equal(jsonLines(st2.stdout).filter((e) => e.event === 'change').map((e) => e.path), ['many/d3/f4.txt']);
+  assert.is((await imz(['pull', '-C', b])).code, 0);
+  assertSame(mine, await snapshotTree(b), 'second replica after pull', ['first', 'second']);
+});
+
 // ---------- two replicas at once ----------
 
 T('two replicas pushing at the same time, different files: the server serialises them and both land', async () => {

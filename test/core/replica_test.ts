@@ -1,0 +1,84 @@
+// core/replica.ts's index against real files: entries added for new paths
+// (addNew) without parsing their buckets are written with the rows the
+// buckets held, read back whole, and mix with set, get and delete.
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { type IndexEntry, bucketOf, decodeBucket } from '../../core/index_model.ts';
+import { Replica } from '../../core/replica.ts';
+import { cleanupAll, makeTmp } from '../helpers.ts';
+
+test.after(cleanupAll);
+
+const e = (v: number): IndexEntry => ({ type: 1 as const, version: v, hash: 'cd'.repeat(32), size: v, mode: 0o644, mtimeMs: 1.7e12 + v, ctimeMs: 1.7e12 + 0.5, ino: 99 + v, target: '' });
+
+async function replicaWith(paths: string[]): Promise<Replica> {
+  const dir = await makeTmp('imz-replica-');
+  const r = await Replica.init(dir, '127.0.0.1:1', 'full');
+  for (const [i, p] of paths.entries()) await r.set(p, e(i + 1));
+  await r.flushIndex();
+  return Replica.open(dir);
+}
+
+test('addNew appends to buckets it never parses; a fresh open reads every entry, old and new, with valid counts', async () => {
+  const old = Array.from({ length: 600 }, (_, i) => `old/${i}.txt`);
+  const r = await replicaWith(old);
+  const added = Array.from({ length: 900 }, (_, i) => `new/d${i % 9}/${i}.bin`);
+  for (const [i, p] of added.entries()) await r.addNew(p, e(1000 + i));
+  await r.flushIndex();
+  // Written twice: the second flush appends to what the first wrote.
+  for (const [i, p] of added.slice(0, 50).entries()) await r.addNew(`${p}.second`, e(5000 + i));
+  await r.flushIndex();
+  const back = await Replica.open(r.root);
+  const all = await back.all();
+  assert.is(all.size, 600 + 900 + 50);
+  for (const [i, p] of old.entries()) assert.equal(all.get(p), e(i + 1), p);
+  for (const [i, p] of added.entries()) assert.equal(all.get(p), e(1000 + i), p);
+  assert.equal(all.get(`${added[7]}.second`), e(5007));
+  // Each bucket file decodes on its own (its header counts what it holds).
+  for (const p of [...old.slice(0, 5), ...added.slice(0, 5)]) {
+    const b = bucketOf(p);
+    const file = back.bucketFile(b);
+    assert.ok(decodeBucket(readFileSync(file, 'utf8'), file).has(p));
+  }
+});
+
+test('addNew mixes with get, set and delete in the same process: a path added twice or read back is never written twice', async () => {
+  const r = await replicaWith(['a/1', 'a/2']);
+  await r.addNew('n/1', e(10));
+  await r.addNew('n/2', e(11));
+  assert.equal(await r.get('n/1'), e(10), 'read back before a flush (the bucket is parsed then)');
+  await r.addNew('n/1', e(12)); // set again: replaces, never a second row
+  await r.addNew('n/3', e(13));
+  await r.set('n/3', e(14));
+  await r.addNew('n/4', e(15));
+  await r.delete('n/4');
+  await r.delete('a/1');
+  await r.flushIndex();
+  const all = await (await Replica.open(r.root)).all();
+  assert.equal([...all.keys()].sort(), ['a/2', 'n/1', 'n/2', 'n/3']);
+  assert.equal(all.get('n/1'), e(12));
+  assert.equal(all.get('n/3'), e(14));
+});
+
+test('addNew to a bucket whose header is foreign fails as IMZ_CORRUPT, and writes nothing', async () => {
+  const r = await replicaWith(['x/1']);
+  const file = r.bucketFile(bucketOf('x/1'));
+  const before = readFileSync(file, 'utf8').replace('imz-index 1', 'imz-index 7');
+  writeFileSync(file, before);
+  // A new path in the same bucket as x/1.
+  let p = 'y/0';
+  for (let i = 1; bucketOf(p) !== bucketOf('x/1'); i++) p = `y/${i}`;
+  try {
+    await r.addNew(p, e(3));
+    assert.unreachable('added to a foreign bucket');
+  } catch (err) {
+    assert.is((err as { code: string }).code, 'IMZ_CORRUPT');
+  }
+  await r.flushIndex();
+  assert.is(readFileSync(file, 'utf8'), before);
+  assert.ok(readFileSync(join(r.stateDir, 'config'), 'utf8').length > 0);
+});
+
+test.run();
