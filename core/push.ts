@@ -162,6 +162,12 @@ async function _reintegrate(replica: Replica, remote: Remote | undefined, log: R
     throw new ImzError('IMZ_MASS_DELETE', `cannot push: ${scan.deleted} of ${scan.tracked} tracked files are deleted in ${replica.root}; if that is really what you want, push again with --allow-mass-delete`);
   }
   const changes = scan.changes;
+  // The scan's uploads are finished while the operations are being logged (staging is harmless either way).
+  const prestaging = pre?.then(async (p) => {
+    await p.finish();
+    return p;
+  });
+  prestaging?.catch(() => undefined); // (finish never fails; awaited below)
   const { unsent } = log.pending();
   const records: import('./reint_log_model.ts').LogRecord[] = [];
   if (unsent.length > 0) records.push({ t: 'drop', upto: unsent[unsent.length - 1]!.seq });
@@ -175,14 +181,13 @@ async function _reintegrate(replica: Replica, remote: Remote | undefined, log: R
   }
   await log.append(records);
   summary.logged = ops.length;
-  // The scan's uploads, finished while the operations were being logged.
-  let held: Set<string> | undefined;
-  if (pre) {
-    const p = await pre;
-    await p.finish();
-    held = p.held;
-    summary.uploadedBytes += p.sent;
-  }
+  // The server may hold a content only as the current version of a path this push changes or removes: gone from
+  // its tree by the time a store of the same content elsewhere needs it (a copy, then an edit of the original). Sent.
+  const vanishing = new Set<string>();
+  for (const c of changes) if (c.index?.hash && (c.kind === 'modify' || c.kind === 'delete' || c.kind === 'retype')) vanishing.add(c.index.hash);
+  const prestaged = await prestaging;
+  summary.uploadedBytes += prestaged?.sent ?? 0;
+  const sendOf = (hash: string) => !prestaged?.staged.has(hash) && (vanishing.has(hash) || !prestaged?.held.has(hash));
   if (!remote) {
     if (ops.length === 0 && resent === 0) return summary;
     throw new ImzError(Codes.UNREACHABLE, `${unreachable?.message ?? 'cannot reach the server'}; ${ops.length + resent} local changes stay logged (push again when it is back)`, { logged: ops.length + resent });
@@ -202,14 +207,14 @@ async function _reintegrate(replica: Replica, remote: Remote | undefined, log: R
   const uploader = import('./uploader.ts');
   let sending: Promise<void> = Promise.resolve();
   // With nothing left to upload (the scan's uploads took it all), one group: no wait between groups.
-  const groupSize = ops.some((o) => o.kind === OpKind.STORE && !held?.has(o.state.hash)) ? _GROUP : ops.length;
+  const groupSize = ops.some((o) => o.kind === OpKind.STORE && sendOf(o.state.hash)) ? _GROUP : ops.length;
   for (let g = 0; g < ops.length; g += groupSize) {
     const group = ops.slice(g, g + groupSize);
-    const stores = group.filter((o) => o.kind === OpKind.STORE && !held?.has(o.state.hash));
+    const stores = group.filter((o) => o.kind === OpKind.STORE && sendOf(o.state.hash));
     const before = summary.uploadedBytes;
     try {
       summary.uploadedBytes += await (await uploader).uploadBlobs(remote, stores.map((o) => ({ hash: o.state.hash, size: o.state.size, file: join(replica.root, o.path), seen: _seen(byPath.get(o.path)) })),
-        (bytes, total) => opts.onEvent?.({ type: 'upload', bytes: before + bytes, total: before + total }));
+        (bytes, total) => opts.onEvent?.({ type: 'upload', bytes: before + bytes, total: before + total }), vanishing);
     } catch (err) {
       await sending.catch(() => undefined); // settle what is in flight before giving up
       throw err;

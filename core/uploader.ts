@@ -34,17 +34,17 @@ const PER_BLOB_OVERHEAD = 96;
  * Uploads the content of files the server does not hold yet, staged there
  * by hash: asks first (content already staged is not sent again; a partial
  * upload resumes where it stopped), then sends pieces with several requests
- * in flight. Returns the bytes sent. A file that changed since it was
+ * in flight; contents in send go without asking. Returns the bytes sent. A file that changed since it was
  * scanned is not finished (its hash would not match): the server then
  * rejects the operation and the next push sends the new content.
  */
-export async function uploadBlobs(remote: Remote, items: BlobItem[], onProgress?: (bytes: number, total: number) => void): Promise<number> {
+export async function uploadBlobs(remote: Remote, items: BlobItem[], onProgress?: (bytes: number, total: number) => void, send?: ReadonlySet<string>): Promise<number> {
   const unique = new Map<string, BlobItem>();
   for (const it of items) if (!unique.has(it.hash)) unique.set(it.hash, it);
   // Ask first, in batches: content the server holds (staged by an earlier
-  // try, or anywhere in its tree) is never sent again.
-  const all = [...unique.values()];
-  const list: BlobItem[] = [];
+  // try, or anywhere in its tree) is never sent again; but for contents in send.
+  const all = [...unique.values()].filter((it) => !send?.has(it.hash));
+  const list: BlobItem[] = [...unique.values()].filter((it) => send?.has(it.hash));
   for (let i = 0; i < all.length; i += QUERY_BATCH) {
     const part = all.slice(i, i + QUERY_BATCH);
     const env = await remote.session.request(Op.PUT_BLOB, { putBlob: { hash: new Uint8Array(0), size: 0, offset: 0, data: new Uint8Array(0), last: false, query: part.map((b) => fromHex(b.hash)) } });
@@ -135,7 +135,10 @@ class _Batcher {
       else this._send();
     }
     this._batch = [];
-    await Promise.all(this._inFlight);
+    // Every answer is in before this returns (what was staged is counted), then the first failure is thrown.
+    const settled = await Promise.allSettled(this._inFlight);
+    const failed = settled.find((r) => r.status === 'rejected');
+    if (failed) throw (failed as PromiseRejectedResult).reason;
   }
 
   private _send(): void {
@@ -180,7 +183,9 @@ const PRESTAGE_HELD = 16 * 1024 * 1024;
  * to uploadBlobs, which meets the same error and reports it.
  */
 export class Prestager {
-  /** The contents (hex hashes) the server holds: said so when asked, or acknowledged staging. */
+  /** The contents (hex hashes) the server acknowledged staging. */
+  readonly staged = new Set<string>();
+  /** The contents the server said it held when asked (staged earlier, or somewhere in its tree). */
   readonly held = new Set<string>();
   /** Bytes sent. */
   sent = 0;
@@ -198,7 +203,7 @@ export class Prestager {
   constructor(remote: Remote) {
     this._remote = remote;
     this._budget = Math.min(BATCH_BYTES, remote.session.maxFrame - 4096);
-    this._batcher = new _Batcher(remote, this._budget, (n) => (this.sent += n), (it) => this.held.add(it.hash));
+    this._batcher = new _Batcher(remote, this._budget, (n) => (this.sent += n), (it) => this.staged.add(it.hash));
   }
 
   /** Takes a content as the scan hashed it; resolves when there is room for more. */
@@ -210,7 +215,7 @@ export class Prestager {
     if (this._pending.length >= PRESTAGE_QUERY || this._pendingBytes >= BATCH_BYTES) await this._ask();
   }
 
-  /** Sends what is left and waits for every answer; what the server holds then is in held. */
+  /** Sends what is left and waits for every answer (see staged and held). */
   async finish(): Promise<void> {
     if (this._pending.length > 0 && !this._off) await this._ask();
     await this._chain;

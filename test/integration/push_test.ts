@@ -257,6 +257,25 @@ T('many new small files in new directories (uploaded while the scan hashes, sent
   assertSame(mine, await snapshotTree(b), 'second replica after pull', ['first', 'second']);
 });
 
+T('a copy of a file and an edit of the original in one push: the copy\'s content, which the server holds only as the original, is uploaded, and both land', async () => {
+  const { srv, replicas: [a] } = await world(1, async (srv) => {
+    await writeFile(join(srv, 'orig.txt'), 'the original content\n');
+    await writeFile(join(srv, 'big-orig.bin'), Buffer.alloc(3 << 20, 7));
+  });
+  // The copies sort after the originals: stored once those have changed (small content, and content uploaded in pieces).
+  await writeFile(join(a, 'z-copy.txt'), 'the original content\n');
+  await writeFile(join(a, 'orig.txt'), 'edited since\n');
+  await writeFile(join(a, 'z-big-copy.bin'), Buffer.alloc(3 << 20, 7));
+  await writeFile(join(a, 'big-orig.bin'), Buffer.alloc(3 << 20, 8));
+  const r = await imz(['push', '-C', a, '--json']);
+  assert.is(r.code, 0, out(r));
+  assert.is(event(r, 'pushed').uploadedBytes, 'the original content\n'.length + 'edited since\n'.length + 2 * (3 << 20));
+  assert.is(await readFile(join(srv, 'z-copy.txt'), 'utf8'), 'the original content\n');
+  assert.is(await readFile(join(srv, 'orig.txt'), 'utf8'), 'edited since\n');
+  assert.equal(await readFile(join(srv, 'z-big-copy.bin')), Buffer.alloc(3 << 20, 7));
+  assert.equal(await readFile(join(srv, 'big-orig.bin')), Buffer.alloc(3 << 20, 8));
+});
+
 // ---------- two replicas at once ----------
 
 T('two replicas pushing at the same time, different files: the server serialises them and both land', async () => {
