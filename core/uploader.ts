@@ -171,8 +171,8 @@ class _Batcher {
 
 /** Hashes asked about in one query while the scan goes on: answers come back while it hashes more. */
 const PRESTAGE_QUERY = 256;
-/** Bytes the Prestager holds (asked about, or in requests not answered yet) before the scan waits. */
-const PRESTAGE_HELD = 16 * 1024 * 1024;
+/** Bytes of contents the Prestager keeps waiting for answers (asked about, or being sent) before the scan waits. */
+const PRESTAGE_WAITING = 16 * 1024 * 1024;
 
 /**
  * Uploads the contents a scan hashes while it goes on (the scan's
@@ -192,7 +192,7 @@ export class Prestager {
   private _offered = new Set<string>();
   private _pending: { item: BlobItem; data: Buffer }[] = [];
   private _pendingBytes = 0;
-  private _heldBytes = 0;
+  private _waitingBytes = 0;
   private _off = false;
   private _chain: Promise<void> = Promise.resolve();
   private _steps: { done: Promise<void>; bytes: number }[] = [];
@@ -246,14 +246,14 @@ export class Prestager {
       this._off = true;
     });
     this._chain = done;
-    this._heldBytes += bytes;
+    this._waitingBytes += bytes;
     this._steps.push({ done, bytes });
     // Let answers in (the scan hashes without yielding), then wait while much is held.
     await new Promise<void>((r) => setImmediate(r));
-    while (this._heldBytes > PRESTAGE_HELD && this._steps.length > 0) {
+    while (this._waitingBytes > PRESTAGE_WAITING && this._steps.length > 0) {
       const s = this._steps.shift()!;
       await s.done;
-      this._heldBytes -= s.bytes;
+      this._waitingBytes -= s.bytes;
     }
   }
 }
