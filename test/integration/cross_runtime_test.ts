@@ -89,6 +89,24 @@ T('a client under Deno clones and pulls from a server under Node', async () => {
   assert.is(await readlink(join(replica, 'HISTORY')), 'README.txt');
 });
 
+T('a client under Deno pushes new and changed files (uploaded while its scan hashes them) to a server under Node', async () => {
+  const tmp = await makeTmp();
+  const srv = await richTree(tmp);
+  const server = await startServer(srv, [], { runtime: 'node' });
+  const replica = join(tmp, 'replica');
+  assert.is((await imz(['clone', server.address, replica])).code, 0);
+  // Enough small files for the scan to ask about them and upload them before it ends, and one edit.
+  await mkdir(join(replica, 'from-deno'));
+  for (let i = 0; i < 300; i++) await writeFile(join(replica, 'from-deno', `f${i}.txt`), `pushed under deno ${i}\n`.repeat(1 + (i % 9)));
+  await writeFile(join(replica, 'README.txt'), 'edited under deno\n');
+  const r = await imz(['push', '-C', replica, '--json'], { runtime: 'deno', timeoutMs: DENO_MS });
+  assert.is(r.code, 0, `deno push exited ${r.code}\nstdout: ${r.stdout}\nstderr: ${r.stderr}`);
+  assert.is(jsonLines(r.stdout).find((e) => e.event === 'pushed')?.applied, 302, r.stdout);
+  assertSame(await snapshotTree(replica), await snapshotTree(srv), 'the node server after a deno push');
+  const again = await imz(['status', '-C', replica, '--json']);
+  assert.is(jsonLines(again.stdout).find((e) => e.event === 'status')?.changes, 0, `node sees the index deno wrote as clean: ${again.stdout}`);
+});
+
 T('a server under Deno serves a clone and a pull made by Node', async () => {
   const tmp = await makeTmp();
   const srv = await richTree(tmp);
