@@ -180,8 +180,13 @@ export class Replica {
     const text = this._readBucket(name);
     m = text === undefined ? new Map() : decodeBucket(text, name);
     this._buckets.set(b, m);
-    this._rows.set(b, { rows: text === undefined ? '' : rowsOfBucketText(text), added: [], replaced: 0 });
+    this._rowsFrom(b, text);
     return m;
+  }
+
+  // A bucket's rows are those of its text (undefined: no file), none added or replaced since.
+  private _rowsFrom(b: number, text: string | undefined): void {
+    this._rows.set(b, { rows: text === undefined ? '' : rowsOfBucketText(text), added: [], replaced: 0 });
   }
 
   // A synchronous read: buckets are small, and 256 thread-pool round trips
@@ -236,7 +241,7 @@ export class Replica {
   adoptBucket(b: number, m: Map<string, IndexEntry>, text: string): void {
     if (this._buckets.has(b) || this._unparsed.has(b)) return;
     this._buckets.set(b, m);
-    this._rows.set(b, { rows: rowsOfBucketText(text), added: [], replaced: 0 });
+    this._rowsFrom(b, text);
   }
 
   /** The index entry of a path. */
@@ -277,7 +282,7 @@ export class Replica {
       if (count === undefined) return this.set(path, e); // says what is wrong with it
       u = { text, count, adds: new Map() };
       this._unparsed.set(b, u);
-      this._rows.set(b, { rows: text === undefined ? '' : rowsOfBucketText(text), added: [], replaced: 0 });
+      this._rowsFrom(b, text);
     }
     u.adds.set(path, e);
     this._rows.get(b)!.added.push(path);
@@ -363,7 +368,7 @@ export class Replica {
     for (const b of this._dirty) {
       const written = this._encodedLast.get(b);
       if (written !== undefined) {
-        this._rows.set(b, { rows: rowsOfBucketText(written.text), added: [], replaced: 0 });
+        this._rowsFrom(b, written.text);
         this._writtenSums.set(b, written.sum);
       } else {
         this._rows.delete(b);

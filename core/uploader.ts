@@ -47,8 +47,7 @@ export async function uploadBlobs(remote: Remote, items: BlobItem[], onProgress?
   const list: BlobItem[] = [...unique.values()].filter((it) => send?.has(it.hash));
   for (let i = 0; i < all.length; i += QUERY_BATCH) {
     const part = all.slice(i, i + QUERY_BATCH);
-    const env = await remote.session.request(Op.PUT_BLOB, { putBlob: { hash: new Uint8Array(0), size: 0, offset: 0, data: new Uint8Array(0), last: false, query: part.map((b) => fromHex(b.hash)) } });
-    const held = env.blobReply?.held ?? [];
+    const held = await _askHeld(remote, part);
     part.forEach((b, k) => { if (held[k] !== true) list.push(b); });
   }
   const total = list.reduce((n, i) => n + i.size, 0);
@@ -69,6 +68,12 @@ export async function uploadBlobs(remote: Remote, items: BlobItem[], onProgress?
   };
   await Promise.all(Array.from({ length: Math.min(IN_FLIGHT, rest.length) }, worker));
   return sent;
+}
+
+// Which of these contents the server holds (staged, or anywhere in its tree): one query.
+async function _askHeld(remote: Remote, items: BlobItem[]): Promise<boolean[]> {
+  const env = await remote.session.request(Op.PUT_BLOB, { putBlob: { hash: new Uint8Array(0), size: 0, offset: 0, data: new Uint8Array(0), last: false, query: items.map((b) => fromHex(b.hash)) } });
+  return env.blobReply?.held ?? [];
 }
 
 // Sends whole small contents in PUT_BLOBS batches, several in flight.
@@ -231,12 +236,12 @@ export class Prestager {
     const bytes = this._pendingBytes;
     this._pending = [];
     this._pendingBytes = 0;
-    const asked = this._remote.session.request(Op.PUT_BLOB, { putBlob: { hash: new Uint8Array(0), size: 0, offset: 0, data: new Uint8Array(0), last: false, query: part.map((x) => fromHex(x.item.hash)) } });
+    const asked = _askHeld(this._remote, part.map((x) => x.item));
     asked.catch(() => {}); // observed below, in order
     // Answers are taken in order: each sends what the server lacks.
     const done = this._chain.then(async () => {
       if (this._off) return;
-      const held = (await asked).blobReply?.held ?? [];
+      const held = await asked;
       for (let k = 0; k < part.length; k++) {
         if (held[k] === true) this.held.add(part[k]!.item.hash);
         else await this._batcher.add(part[k]!.item, part[k]!.data);
