@@ -224,6 +224,16 @@ export class Replica {
     return sum === undefined || this._dirty.has(b) ? undefined : { entries: this._bucketSync(b), sum };
   }
 
+  /**
+   * The entries addNew added to bucket b, while the bucket is written and
+   * was never parsed: it then holds what it held when read, and these.
+   */
+  appendedOnly(b: number): { adds: ReadonlyMap<string, IndexEntry>; sum: number } | undefined {
+    const u = this._unparsed.get(b);
+    const sum = this._writtenSums.get(b);
+    return u === undefined || sum === undefined || this._dirty.has(b) ? undefined : { adds: u.adds, sum };
+  }
+
   /** The paths of bucket b this process has set or deleted, if any. */
   changedPaths(b: number): ReadonlySet<string> | undefined {
     return this._changedPaths.get(b);

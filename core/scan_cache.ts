@@ -145,13 +145,25 @@ export class ScanCache {
    * unwritten are rebuilt next time.
    */
   refreshed(replica: Replica): ScanCache {
-    // Paths came past a few buckets (a push of many new files touches them all): merging the rows anew is most of a
-    // rebuild, left to the next scan (which may never come). Told before the buckets are parsed for it.
     const touched = replica.touchedBuckets();
-    if (touched.length > _MERGE_MAX && touched.some((b) => [...(replica.changedPaths(b) ?? [])].some((p) => this.lookup(p) < 0))) return this;
+    // Buckets that only gained entries (addNew: a push of new files touches them all): their rows here are as they
+    // were, and the new ones are merged in, without parsing the buckets.
+    const appended = new Map<number, ReadonlyMap<string, IndexEntry>>();
     const sections = this.data.sections.slice();
-    const stale = new Map<number, Map<string, IndexEntry>>();
     for (const b of touched) {
+      const a = replica.appendedOnly(b);
+      if (!a) continue;
+      const ident = _identity(replica.bucketFile(b));
+      ident.sum = _recent(ident) ? a.sum : -1;
+      sections[b] = ident;
+      appended.set(b, a.adds);
+    }
+    const rest = touched.filter((b) => !appended.has(b));
+    // Paths came past a few other buckets: merging their rows anew is most of a rebuild, left to the next scan (which
+    // may never come). Told before the buckets are parsed for it.
+    if (rest.length > _MERGE_MAX && rest.some((b) => [...(replica.changedPaths(b) ?? [])].some((p) => this.lookup(p) < 0))) return this;
+    const stale = new Map<number, Map<string, IndexEntry>>();
+    for (const b of rest) {
       const unflushed = replica.unflushedBucket(b);
       if (unflushed) {
         sections[b] = _NEVER;
@@ -166,9 +178,9 @@ export class ScanCache {
       sections[b] = ident;
       stale.set(b, written.entries);
     }
-    if (stale.size === 0) return this;
+    if (stale.size === 0 && appended.size === 0) return this;
     // Most pushes change contents only: the rows of the paths set are updated where they are.
-    const updates = this._rowsOfChanged(replica, stale);
+    const updates = appended.size === 0 ? this._rowsOfChanged(replica, stale) : undefined;
     if (updates) {
       _applyUpdates(this.data, updates);
       for (const u of updates) this._rewrite?.add(u.i);
@@ -179,7 +191,7 @@ export class ScanCache {
     // Paths came or went: the rows are merged anew, as the next load would. Past a few buckets (a push of many new
     // files touches them all) that is most of a rebuild: those are left to the next scan, which may never come.
     if (stale.size > _MERGE_MAX) return this;
-    const next = ScanCache._withBuckets({ ...this.data, sections }, sections, stale, this.data.ignoreKey, false, this.changed);
+    const next = ScanCache._withBuckets({ ...this.data, sections }, sections, stale, this.data.ignoreKey, false, this.changed, appended);
     next.changed ||= this.changed;
     return next;
   }
@@ -214,16 +226,17 @@ export class ScanCache {
     ignoreKey: string,
     inUse: boolean,
     save: boolean,
+    appended?: ReadonlyMap<number, ReadonlyMap<string, IndexEntry>>,
   ): ScanCache {
     const sameIgnore = old !== undefined && old.ignoreKey === ignoreKey;
-    if (stale.size === 0 && old && sameIgnore) {
+    if (stale.size === 0 && !appended?.size && old && sameIgnore) {
       const current = new ScanCache(old, save);
       current.rowsAsLoaded = true;
       return current;
     }
     // Bytes a worker's pass is judging rows by stay as it read them: patched in a copy.
     if (old && sameIgnore && inUse) old = { ...old, facts: _copyOf(old.facts) };
-    const patchedRows = old && sameIgnore ? _patchRows(old, stale) : undefined;
+    const patchedRows = old && sameIgnore && !appended?.size ? _patchRows(old, stale) : undefined;
     if (old && patchedRows) {
       // The rebuilt buckets hold the same paths as before (contents changed, not names): their rows were updated in place.
       old.sections = sections;
@@ -255,6 +268,8 @@ export class ScanCache {
     }
     const added: Array<{ p: string; e: IndexEntry; b: number }> = [];
     for (const [b, entries] of stale) for (const [p, e] of entries) added.push({ p, e, b });
+    // (Buckets that only gained entries keep their rows: old and sameIgnore, as refreshed passes them.)
+    for (const [b, entries] of appended ?? []) for (const [p, e] of entries) added.push({ p, e, b });
     added.sort((x, y) => _stringOrder(x.p, y.p));
 
     const n = kept.length + added.length;

@@ -15,6 +15,9 @@ import {
   type LogLine, type RunResult, type ServerHandle, type SnapEntry,
   REPO, cleanupAll, copyFixture, diffTrees, imz, jsonLines, makeTmp, readJournal, readReintLog, replicaIdOf, sampleWorld, setRemote, snapshotTree, spawnImz, startServer, waitFor,
 } from '../helpers.ts';
+import { loadIgnoreKeyed } from '../../core/ignore_rules.ts';
+import { Replica } from '../../core/replica.ts';
+import { ScanCache } from '../../core/scan_cache.ts';
 
 const T = suite('push');
 T.after.each(cleanupAll);
@@ -242,6 +245,11 @@ T('many new small files in new directories (uploaded while the scan hashes, sent
   assert.is(pushed.uploadedBytes, [...contents].reduce((n, t) => n + Buffer.byteLength(t), 0), 'each distinct content uploaded once');
   const mine = await snapshotTree(a);
   assertSame(mine, await snapshotTree(srv), 'server after the push', ['replica', 'server']);
+  // The push left the scan cache current (the new rows merged in, no bucket parsed for it): the next scan reads it as is.
+  const cache = ScanCache.load(await Replica.open(a), (await loadIgnoreKeyed(a)).key);
+  assert.ok(cache.rowsAsLoaded, 'the scan cache needs no rebuild after the push');
+  assert.ok(cache.lookup('many/d3/sub/f3.txt') >= 0 && cache.lookup('many/d12') >= 0, 'it holds the new paths');
+  assert.is(cache.trackedFiles(), Object.values(mine).filter((e) => e.type === 'file').length);
   // The index took every new path: nothing is left to push, and status sees a clean tree.
   const again = await imz(['push', '-C', a, '--json']);
   assert.is(again.code, 0, out(again));
