@@ -160,11 +160,8 @@ export class Replica {
     rmSync(join(this.stateDir, 'lock'), { force: true });
   }
 
-  private async _bucket(b: number): Promise<Map<string, IndexEntry>> {
-    return this._bucketSync(b);
-  }
-
-  private _bucketSync(b: number): Map<string, IndexEntry> {
+  // Bucket b, read and parsed on first use (synchronous reads: see _readBucket).
+  private _bucket(b: number): Map<string, IndexEntry> {
     let m = this._buckets.get(b);
     if (m) return m;
     const name = this.bucketFile(b);
@@ -211,7 +208,7 @@ export class Replica {
 
   /** Bucket b as held in memory when it has changes flushIndex has not written yet (its file then lags behind). */
   unflushedBucket(b: number): Map<string, IndexEntry> | undefined {
-    return this._dirty.has(b) ? this._bucketSync(b) : undefined;
+    return this._dirty.has(b) ? this._bucket(b) : undefined;
   }
 
   /**
@@ -221,7 +218,7 @@ export class Replica {
    */
   writtenBucket(b: number): { entries: Map<string, IndexEntry>; sum: number } | undefined {
     const sum = this._writtenSums.get(b);
-    return sum === undefined || this._dirty.has(b) ? undefined : { entries: this._bucketSync(b), sum };
+    return sum === undefined || this._dirty.has(b) ? undefined : { entries: this._bucket(b), sum };
   }
 
   /**
@@ -256,13 +253,13 @@ export class Replica {
 
   /** The index entry of a path. */
   async get(path: string): Promise<IndexEntry | undefined> {
-    return (await this._bucket(bucketOf(path))).get(path);
+    return this._bucket(bucketOf(path)).get(path);
   }
 
   /** Records a path's entry (written by flushIndex). */
   async set(path: string, e: IndexEntry): Promise<void> {
     const b = bucketOf(path);
-    const m = await this._bucket(b);
+    const m = this._bucket(b);
     const r = this._rows.get(b);
     if (r && !m.has(path)) r.added.push(path);
     else if (r && !r.added.includes(path)) {
@@ -303,7 +300,7 @@ export class Replica {
   /** Forgets a path (written by flushIndex). */
   async delete(path: string): Promise<void> {
     const b = bucketOf(path);
-    const m = await this._bucket(b);
+    const m = this._bucket(b);
     if (m.delete(path)) {
       this._dirty.add(b);
       this._rows.delete(b);
@@ -320,7 +317,7 @@ export class Replica {
   /** Loads every bucket and returns all entries. */
   async all(): Promise<Map<string, IndexEntry>> {
     const out = new Map<string, IndexEntry>();
-    for (let b = 0; b < BUCKETS; b++) for (const [p, e] of await this._bucket(b)) out.set(p, e);
+    for (let b = 0; b < BUCKETS; b++) for (const [p, e] of this._bucket(b)) out.set(p, e);
     return out;
   }
 

@@ -34,9 +34,10 @@ const PER_BLOB_OVERHEAD = 96;
  * Uploads the content of files the server does not hold yet, staged there
  * by hash: asks first (content already staged is not sent again; a partial
  * upload resumes where it stopped), then sends pieces with several requests
- * in flight; contents in send go without asking. Returns the bytes sent. A file that changed since it was
- * scanned is not finished (its hash would not match): the server then
- * rejects the operation and the next push sends the new content.
+ * in flight; contents in send go without asking. Returns the bytes sent. A
+ * file that changed since it was scanned is not finished (its hash would
+ * not match): the server then rejects the operation and the next push
+ * sends the new content.
  */
 export async function uploadBlobs(remote: Remote, items: BlobItem[], onProgress?: (bytes: number, total: number) => void, send?: ReadonlySet<string>): Promise<number> {
   const unique = new Map<string, BlobItem>();
