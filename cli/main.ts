@@ -46,8 +46,13 @@ async function _main(): Promise<void> {
   }
   const { fastCommand, runFast } = await import('./fast_path.ts');
   const fast = fastCommand(argv);
-  if (fast) await runFast(fast);
-  else await (await import('./cli.ts')).runCli();
+  if (fast) {
+    await runFast(fast);
+    // Done, and nothing left to write (stdout and stderr are synchronous on Linux; elsewhere this waits for them):
+    // end now. What Node still ran first was the engine's idle-time garbage collection and the loop's last turns,
+    // 3-7 ms of a 0.18 s push, none of it ours.
+    if (!fast.args.watch && process.stdout.writableLength === 0 && process.stderr.writableLength === 0) process.exit();
+  } else await (await import('./cli.ts')).runCli();
 }
 void _main();
 

@@ -73,8 +73,18 @@ export class PathList implements Iterable<string> {
 
   /** Where path is (binary search: the list is in string order), or -1. */
   indexOf(path: string): number {
-    let lo = 0;
-    let hi = this.length - 1;
+    if (this.length === 0) return -1;
+    // First the run that would hold it, by the runs' first paths (each decoded alone): a search through the whole
+    // list decoded a run of RUN paths at each of its ~7 steps on 100,000 paths (~0.3 ms a lookup). Then that run.
+    let r = 0;
+    let last = Math.ceil(this.length / RUN) - 1;
+    while (r < last) {
+      const mid = (r + last + 1) >>> 1;
+      if (this._first(mid) <= path) r = mid;
+      else last = mid - 1;
+    }
+    let lo = r * RUN;
+    let hi = Math.min(this.length, lo + RUN) - 1;
     while (lo <= hi) {
       const mid = (lo + hi) >>> 1;
       const p = this.at(mid);
@@ -83,6 +93,14 @@ export class PathList implements Iterable<string> {
       else hi = mid - 1;
     }
     return -1;
+  }
+
+  // The first path of run r, without decoding the run (unless it is decoded already).
+  private _first(r: number): string {
+    const run = this._runs.get(r);
+    if (run) return run[0]!;
+    const i = r * RUN;
+    return _decoder.decode(this.bytes.slice(this.startOf(i), this.ends[i]!));
   }
 
   /** True when path is in the list. */

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { closeSync, existsSync, fdatasyncSync, openSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, fdatasyncSync, openSync, readFileSync, renameSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { mkdir, readFile, readdir, rm, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { Codes, ImzError } from '../protocol/errors.ts';
@@ -157,7 +157,12 @@ export class Replica {
     if (!this._locked) return;
     this._locked = false;
     this.lockedAt = undefined;
-    rmSync(join(this.stateDir, 'lock'), { force: true });
+    // unlink, not rmSync: rm loads a module of its own (~0.5 ms at the end of every command).
+    try {
+      unlinkSync(join(this.stateDir, 'lock'));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    }
   }
 
   // Bucket b, read and parsed on first use (synchronous reads: see _readBucket).

@@ -27,6 +27,23 @@ test('indexOf finds every path and nothing else, across runs', () => {
   assert.ok(l.includes(paths[RUN]!) && !l.includes('nope'));
 });
 
+test('indexOf finds every path at every run edge, whichever runs are decoded already, non-ASCII included', () => {
+  const names = ['a', 'é', 'z', '😀', 'ünï'];
+  const paths = sorted(Array.from({ length: RUN * 4 + 3 }, (_, i) => `${names[i % names.length]}/${String(i).padStart(5, '0')}`));
+  for (const warm of [[], [1], [0, 2, 4], [3]]) {
+    const l = PathList.fromStrings(paths);
+    for (const r of warm) l.at(r * RUN); // that run decoded and kept
+    for (let r = 0; r <= 4; r++) {
+      for (const i of [r * RUN - 1, r * RUN, r * RUN + 1]) {
+        if (i >= 0 && i < paths.length) assert.is(l.indexOf(paths[i]!), i, `${paths[i]} with runs ${warm} decoded`);
+      }
+    }
+    for (let i = 0; i < paths.length; i += 97) assert.is(l.indexOf(paths[i]!), i);
+    // Names between two stored ones, before the first and after the last.
+    for (const p of [`${paths[RUN]!}0`, `${paths[RUN * 2 - 1]!}~`, '', '\u0000', '\u{10ffff}']) assert.is(l.indexOf(p), -1, JSON.stringify(p));
+  }
+});
+
 test('an empty list, and a single path', () => {
   const e = PathList.fromStrings([]);
   assert.is(e.length, 0);
