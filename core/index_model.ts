@@ -99,8 +99,30 @@ export function rowsOfBucketText(text: string): string {
   return text.slice(text.indexOf('\n') + 2, text.lastIndexOf(']'));
 }
 
+/**
+ * The bytes of a bucket whose file held file (undefined: no file) once
+ * rows (as encodeRows makes them) are appended to its rows and its header
+ * says count: the rows it held are copied as bytes, never decoded and
+ * encoded again (a push of new files appends to every bucket).
+ */
+export function appendedBucket(file: Uint8Array | undefined, count: number, added: string): Uint8Array {
+  // Where rowsOfBucketText finds the rows in the text: '\n' and ']' are ASCII, and no byte of a longer UTF-8 character is.
+  const from = file ? file.indexOf(10) + 2 : 0;
+  const to = file ? Math.max(from, file.lastIndexOf(93)) : 0;
+  const enc = new TextEncoder();
+  const head = enc.encode(`${INDEX_MAGIC} ${INDEX_VERSION} ${count}\n[`);
+  const tail = enc.encode(`${to > from && added !== '' ? ',' : ''}${added}]\n`);
+  const out = new Uint8Array(head.length + (to - from) + tail.length);
+  out.set(head, 0);
+  if (file) out.set(file.subarray(from, to), head.length);
+  out.set(tail, head.length + to - from);
+  return out;
+}
+
 /** The entry count a bucket's header gives, read without parsing the rows; undefined for a header this imz does not read. */
-export function bucketCount(text: string): number | undefined {
+export function bucketCount(bucket: string | Uint8Array): number | undefined {
+  // The header is ASCII: its first bytes are its characters.
+  const text = typeof bucket === 'string' ? bucket : String.fromCharCode(...bucket.subarray(0, 64));
   const head = /^imz-index (\d+) (\d+)\n/.exec(text);
   return head && Number(head[1]) === INDEX_VERSION ? Number(head[2]) : undefined;
 }

@@ -1,6 +1,6 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { BUCKETS, type IndexEntry, bucketCount, bucketOf, decodeBucket, encodeBucket, encodeRows, replaceRow } from '../../core/index_model.ts';
+import { BUCKETS, type IndexEntry, appendedBucket, bucketCount, bucketOf, bucketText, decodeBucket, encodeBucket, encodeRows, replaceRow, rowsOfBucketText } from '../../core/index_model.ts';
 
 const e = (v: number): IndexEntry => ({ type: 1 as const, version: v, hash: 'ab'.repeat(32), size: v, mode: 0o644, mtimeMs: 1.7e12 + v, ctimeMs: 1.7e12 + 0.5, ino: 1234 + v, target: '' });
 
@@ -27,6 +27,27 @@ test('bucketCount reads the count of a header this imz reads, and nothing else',
   assert.is(bucketCount(text), 2);
   assert.is(bucketCount(encodeBucket(new Map())), 0);
   for (const bad of ['hello\n', text.replace('imz-index 1', 'imz-index 9'), text.replace(' 2\n', ' x\n'), 'imz-index 1 2']) assert.is(bucketCount(bad), undefined, JSON.stringify(bad).slice(0, 30));
+});
+
+test('bucketCount reads a header from bytes as from text', () => {
+  const text = encodeBucket(new Map([['ü/ñ', e(1)], ['b', e(2)]]));
+  assert.is(bucketCount(new TextEncoder().encode(text)), 2);
+  assert.is(bucketCount(new TextEncoder().encode('imz-index 9 2\n[]\n')), undefined);
+  assert.is(bucketCount(new Uint8Array(0)), undefined);
+});
+
+test('appendedBucket gives the bytes of the text with the rows appended, the old rows copied as they are', () => {
+  const enc = (s: string) => new TextEncoder().encode(s);
+  const dec = (b: Uint8Array) => new TextDecoder().decode(b);
+  const old = encodeBucket(new Map([['ü/ñ "q"', e(1)], ['😀/], [x', e(2)], ['link', { ...e(3), type: 3 as const, target: '→]\\', hash: '' }]]));
+  const added = encodeRows([['new/é', e(4)], ['z]', e(5)]]);
+  for (const [file, count, add] of [[old, 5, added], [old, 3, ''], [encodeBucket(new Map()), 2, added], [undefined, 2, added], [undefined, 0, '']] as const) {
+    const rows = file === undefined ? '' : rowsOfBucketText(file);
+    const want = bucketText(count, rows === '' ? add : add === '' ? rows : `${rows},${add}`);
+    assert.is(dec(appendedBucket(file === undefined ? undefined : enc(file), count, add)), want, `${JSON.stringify(file)?.slice(0, 30)} + ${add.length}`);
+  }
+  const m = decodeBucket(dec(appendedBucket(enc(old), 5, added)), 'b');
+  assert.equal([...m.keys()], ['ü/ñ "q"', '😀/], [x', 'link', 'new/é', 'z]']);
 });
 
 test('paths spread over the buckets', () => {

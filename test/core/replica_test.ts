@@ -62,6 +62,33 @@ test('addNew mixes with get, set and delete in the same process: a path added tw
   assert.equal(all.get('n/3'), e(14));
 });
 
+test('a bucket written from its bytes (addNew), then changed in place and added to again, stays what encoding it whole gives', async () => {
+  const old = Array.from({ length: 700 }, (_, i) => `vieux/ü${i}/😀 "${i}"],[x`);
+  const r = await replicaWith(old);
+  const added = Array.from({ length: 700 }, (_, i) => `neu/ñ${i}]`);
+  for (const [i, p] of added.entries()) await r.addNew(p, e(2000 + i));
+  await r.flushIndex();
+  // Rows of the bytes just written: one changed (the text is needed then), more added, in the same process.
+  await r.set(old[3]!, e(7777));
+  await r.set(added[4]!, e(8888));
+  for (const [i, p] of added.slice(0, 30).entries()) await r.addNew(`${p}/more`, e(3000 + i));
+  await r.flushIndex();
+  const back = await Replica.open(r.root);
+  const all = await back.all();
+  assert.is(all.size, 700 + 700 + 30);
+  assert.equal(all.get(old[3]!), e(7777));
+  assert.equal(all.get(old[5]!), e(6));
+  assert.equal(all.get(added[4]!), e(8888));
+  assert.equal(all.get(added[9]!), e(2009));
+  assert.equal(all.get(`${added[29]}/more`), e(3029));
+  const { encodeBucket } = await import('../../core/index_model.ts');
+  for (const p of [old[3]!, added[4]!, added[9]!, `${added[29]}/more`]) {
+    const file = back.bucketFile(bucketOf(p));
+    const text = readFileSync(file, 'utf8');
+    assert.is(text, encodeBucket(decodeBucket(text, file)), p);
+  }
+});
+
 test('addNew to a bucket whose header is foreign fails as IMZ_CORRUPT, and writes nothing', async () => {
   const r = await replicaWith(['x/1']);
   const file = r.bucketFile(bucketOf('x/1'));
