@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { closeSync, fdatasync, fdatasyncSync, fsync, fsyncSync, openSync, readdirSync, renameSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
+import { closeSync, fdatasync, fdatasyncSync, fsync, fsyncSync, openSync, readFileSync, readdirSync, renameSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { Codes, ImzError } from '../protocol/errors.ts';
@@ -51,6 +51,16 @@ export async function fsyncDir(dir: string): Promise<void> {
 // random-number call per file.
 const _tag = randomBytes(4).toString('hex');
 let _counter = 0;
+
+/** A file's bytes; undefined when there is no such file. */
+export function readFileOrNot(path: string): Buffer | undefined {
+  try {
+    return readFileSync(path);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    return undefined;
+  }
+}
 
 /** A fresh temporary name beside path (same directory, so rename is atomic). */
 export function tempNameFor(path: string): string {

@@ -1,7 +1,7 @@
 import { closeSync, fdatasyncSync, ftruncateSync, openSync, readFileSync, writeSync } from 'node:fs';
 import { copyFile, truncate } from 'node:fs/promises';
-import { join } from 'node:path';
-import { writeFileAtomic } from './atomic_fs.ts';
+import { dirname, join } from 'node:path';
+import { fsyncDirSync, writeFileAtomic } from './atomic_fs.ts';
 import { LOG_HEADER, type LogRecord, type LoggedOp, decodeLog, encodeLogRecord, pendingOps } from './reint_log_model.ts';
 
 /**
@@ -14,12 +14,15 @@ export class ReintLog {
   readonly seqFile: string;
   private _records: LogRecord[];
   private _nextSeq: number;
+  /** No file yet, or an empty one: the first append writes the header too. */
+  private _headless: boolean;
 
-  private constructor(file: string, seqFile: string, records: LogRecord[], nextSeq: number) {
+  private constructor(file: string, seqFile: string, records: LogRecord[], nextSeq: number, headless: boolean) {
     this.file = file;
     this.seqFile = seqFile;
     this._records = records;
     this._nextSeq = nextSeq;
+    this._headless = headless;
   }
 
   /** Opens the log, cutting a torn tail left by a crash. */
@@ -41,13 +44,15 @@ export class ReintLog {
       await copyFile(file, join(stateDir, `log.damaged-${Date.now()}`));
     }
     if (dec.torn && dec.validBytes > 0) await truncate(file, dec.validBytes);
-    if (dec.validBytes === 0) await writeFileAtomic(file, `${LOG_HEADER}\n`);
+    // Nothing there: nothing is written until something is logged (a push that fails before it logs leaves no trace).
+    // Something that is no log at all: replaced by an empty one now.
+    if (dec.validBytes === 0 && text !== '') await writeFileAtomic(file, `${LOG_HEADER}\n`);
     let nextSeq = 1;
     try {
       nextSeq = Number(JSON.parse(readFileSync(seqFile, 'utf8')).next) || 1;
     } catch { /* first push */ }
     for (const r of dec.records) if (r.t === 'op' && r.op.seq >= nextSeq) nextSeq = r.op.seq + 1;
-    return new ReintLog(file, seqFile, dec.records, nextSeq);
+    return new ReintLog(file, seqFile, dec.records, nextSeq, text === '');
   }
 
   /** Operations possibly sent but not acknowledged, and never-sent ones. */
@@ -68,12 +73,15 @@ export class ReintLog {
     if (records.length === 0) return;
     const fd = openSync(this.file, 'a');
     try {
-      const bytes = Buffer.from(records.map(encodeLogRecord).join(''), 'utf8');
+      const bytes = Buffer.from((this._headless ? `${LOG_HEADER}\n` : '') + records.map(encodeLogRecord).join(''), 'utf8');
       for (let off = 0; off < bytes.length;) off += writeSync(fd, bytes, off);
       fdatasyncSync(fd);
     } finally {
       closeSync(fd);
     }
+    // A file just made: its name is durable too before anything counts as logged.
+    if (this._headless) fsyncDirSync(dirname(this.file));
+    this._headless = false;
     this._records.push(...records);
   }
 

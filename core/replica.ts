@@ -3,7 +3,7 @@ import { closeSync, existsSync, fdatasyncSync, openSync, readFileSync, renameSyn
 import { mkdir, readFile, readdir, rm, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { Codes, ImzError } from '../protocol/errors.ts';
-import { fsyncCostsIo, fsyncDirSync, fsyncFd, inParallel, tempNameFor, writeFileAtomic } from './atomic_fs.ts';
+import { fsyncCostsIo, fsyncDirSync, fsyncFd, inParallel, readFileOrNot, tempNameFor, writeFileAtomic } from './atomic_fs.ts';
 import { BUCKETS, type IndexEntry, appendedBucket, bucketCount, bucketOf, bucketText, decodeBucket, encodeBucket, encodeRows, replaceRow, rowsOfBucketText } from './index_model.ts';
 import { REPLICA_DIR, TMP_PREFIX } from './paths.ts';
 import { crc32 } from './crc32.ts';
@@ -197,25 +197,12 @@ export class Replica {
     this._rows.set(b, file === undefined ? { text: '', added: [], replaced: 0 } : { file, added: [], replaced: 0 });
   }
 
-  // The bytes of a bucket file, undefined when there is none (for addNew, which need not decode them).
-  private _readBucketFile(name: string): Uint8Array | undefined {
-    try {
-      return readFileSync(name);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-      return undefined;
-    }
-  }
 
   // A synchronous read: buckets are small, and 256 thread-pool round trips
   // cost more than the reads when the whole index is loaded.
   private _readBucket(name: string): string | undefined {
-    try {
-      return readFileSync(name, 'utf8');
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-      return undefined;
-    }
+    const file = readFileOrNot(name);
+    return file && _utf8(file);
   }
 
   /** The file that holds index bucket b. */
@@ -309,7 +296,7 @@ export class Replica {
     let u = this._unparsed.get(b);
     if (!u) {
       // Its bytes as read: neither decoded here nor encoded again when written (~50 ms each way for 100,000 paths).
-      const file = this._readBucketFile(this.bucketFile(b));
+      const file = readFileOrNot(this.bucketFile(b));
       const count = file === undefined ? 0 : bucketCount(file);
       if (count === undefined) return this.set(path, e); // says what is wrong with it
       u = { file, count, adds: new Map() };

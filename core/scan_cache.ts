@@ -1,6 +1,6 @@
-import { closeSync, fstatSync, lstatSync, openSync, readFileSync, readSync, renameSync, rmSync, writeSync } from 'node:fs';
+import { closeSync, fstatSync, lstatSync, openSync, readSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
-import { tempNameFor } from './atomic_fs.ts';
+import { readFileOrNot, tempNameFor } from './atomic_fs.ts';
 import { crc32 } from './crc32.ts';
 import { type StatFacts, lstatFacts } from './fast_lstat.ts';
 import { BUCKETS, type IndexEntry, decodeBucket } from './index_model.ts';
@@ -105,7 +105,7 @@ export class ScanCache {
           continue;
         }
         // Recorded within a tick of its writing: the bytes must be the same too.
-        bytes = _readBucket(file);
+        bytes = readFileOrNot(file);
         if (bytes && crc32(bytes) === prev.sum) {
           // Past the tick now: the identity alone will do, once the cache is written again.
           if (_recent(ident)) sections.push(prev);
@@ -116,7 +116,7 @@ export class ScanCache {
           continue;
         }
       }
-      bytes ??= ident.size >= 0 ? _readBucket(file) : undefined;
+      bytes ??= ident.size >= 0 ? readFileOrNot(file) : undefined;
       let entries = new Map<string, IndexEntry>();
       if (bytes) {
         const text = bytes.toString('utf8');
@@ -548,15 +548,6 @@ function _recent(ident: BucketSection): boolean {
   return ident.mtimeMs >= now - LISTING_SLACK_MS || ident.ctimeMs >= now - LISTING_SLACK_MS;
 }
 
-/** A bucket file's bytes; undefined when it is gone. */
-function _readBucket(file: string): Buffer | undefined {
-  try {
-    return readFileSync(file);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-    return undefined;
-  }
-}
 
 /** The section of a bucket held unwritten in memory: never matches a file. */
 const _NEVER: BucketSection = { ino: 0, size: -2, mtimeMs: 0, ctimeMs: 0, sum: -1 };

@@ -1,6 +1,7 @@
 // The reintegration log on disk: a torn last line (a crash) is cut quietly;
 // damage before the end is cut too, but the damaged file is kept aside first.
 import { readdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -56,21 +57,34 @@ test('a damaged header: the old file is kept aside, a fresh log starts', async (
   assert.is(await readFile(join(dir, 'log'), 'utf8'), `${LOG_HEADER}\n`);
 });
 
-test('clearing a log that holds nothing leaves the file alone; one that holds records is emptied', async () => {
+test('a log is written only once something is logged; clearing one that holds nothing leaves the file alone; one that holds records is emptied', async () => {
   const dir = await makeTmp('imz-log-');
-  const log = await ReintLog.open(dir);
   const file = join(dir, 'log');
+  const fresh = await ReintLog.open(dir);
+  await fresh.clear();
+  assert.not.ok(existsSync(file), 'opening and clearing a log that never was writes nothing');
+  await fresh.append([{ t: 'done', upto: 1 }]);
+  assert.is(await readFile(file, 'utf8'), `${LOG_HEADER}\n${encodeLogRecord({ t: 'done', upto: 1 })}`, 'the first append writes the header with it');
+  await fresh.clear();
+  const log = await ReintLog.open(dir);
   const before = await stat(file);
   await log.clear();
   const after = await stat(file);
   assert.is(after.ino, before.ino, 'not rewritten');
   assert.is(after.mtimeMs, before.mtimeMs);
   await log.append([{ t: 'done', upto: 3 }]);
-  assert.ok((await readFile(file, 'utf8')).length > `${LOG_HEADER}\n`.length);
+  assert.is(await readFile(file, 'utf8'), `${LOG_HEADER}\n${encodeLogRecord({ t: 'done', upto: 3 })}`, 'one header only');
   await log.clear();
   assert.is(await readFile(file, 'utf8'), `${LOG_HEADER}\n`);
   const again = await ReintLog.open(dir);
   assert.equal(again.pending(), { sent: [], unsent: [] });
+  // An empty file is taken as no log: its first append writes the header.
+  writeFileSync(file, '');
+  const empty = await ReintLog.open(dir);
+  assert.is(await readFile(file, 'utf8'), '');
+  await empty.append([{ t: 'done', upto: 4 }]);
+  assert.equal((await ReintLog.open(dir)).pending(), { sent: [], unsent: [] });
+  assert.ok((await readFile(file, 'utf8')).startsWith(`${LOG_HEADER}\n`));
 });
 
 test.run();
