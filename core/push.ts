@@ -234,6 +234,7 @@ async function _reintegrate(replica: Replica, remote: Remote | undefined, log: R
   // start-up.)
   const uploader = import('./uploader.ts');
   let sending: Promise<void> = Promise.resolve();
+  const own = new _OwnRecords();
   // With nothing left to upload (the scan's uploads took it all), one group: no wait between groups.
   const groupSize = ops.some((o) => o.kind === OpKind.STORE && sendOf(o.state.hash)) ? _GROUP : ops.length;
   for (let g = 0; g < ops.length; g += groupSize) {
@@ -248,7 +249,7 @@ async function _reintegrate(replica: Replica, remote: Remote | undefined, log: R
       throw err;
     }
     await sending;
-    sending = _send(replica, remote, log, group, policy, summary, opts, byPath, false);
+    sending = _send(replica, remote, log, group, policy, summary, opts, byPath, false, own);
     // Awaited at the next group or below; until then its failure must not count as unhandled.
     sending.catch(() => undefined);
   }
@@ -256,6 +257,14 @@ async function _reintegrate(replica: Replica, remote: Remote | undefined, log: R
   // Everything is acknowledged and indexed: the log is emptied (no 'done' mark first, which the clear makes moot;
   // a crash in between resends, and the server answers duplicates).
   await replica.flushIndex();
+  // The journal records just made are this replica's own, already in its index: when they are the very next ones,
+  // the cursor passes them (written after the index, so never ahead of it), and status does not count them as
+  // behind, nor the next pull read them back.
+  const through = own.through(replica.head.cursor);
+  if (through > replica.head.cursor && !replica.head.cloning) {
+    replica.head = { ...replica.head, cursor: through };
+    await replica.saveHead();
+  }
   await log.clear();
   return summary;
 }
@@ -295,7 +304,7 @@ function _wireOp(o: LoggedOp): Operation {
 const BATCH = 500;
 
 // Sends operations in batches (marking them sent first) and settles each result.
-async function _send(replica: Replica, remote: Remote, log: ReintLog, ops: LoggedOp[], policy: Policy, summary: PushSummary, opts: PushOptions, byPath: Map<string, LocalChange>, finish = true): Promise<void> {
+async function _send(replica: Replica, remote: Remote, log: ReintLog, ops: LoggedOp[], policy: Policy, summary: PushSummary, opts: PushOptions, byPath: Map<string, LocalChange>, finish = true, own?: _OwnRecords): Promise<void> {
   const openConflicts = new Set(outstanding(await listConflicts(replica.stateDir)).map((c) => c.path));
   const sendBatch = async (i: number) => {
     const batch = ops.slice(i, i + BATCH);
@@ -315,10 +324,46 @@ async function _send(replica: Replica, remote: Remote, log: ReintLog, ops: Logge
     const results = env.reintegrateReply?.results ?? [];
     if (results.length !== batch.length) throw new ImzError(Codes.PROTOCOL, `cannot push: the server answered ${results.length} of ${batch.length} operations`);
     const serverFetch: Entry[] = [];
+    for (let k = 0; k < batch.length; k++) own?.note(batch[k]!, results[k]!);
     for (let k = 0; k < batch.length; k++) await _settle(replica, remote, batch[k]!, results[k]!, policy, summary, opts, byPath.get(batch[k]!.path), serverFetch, openConflicts);
     if (serverFetch.length > 0) await (await import('./reconcile.ts')).reconcile(replica, remote, serverFetch);
   }
   if (finish) await _finish(replica, log, ops);
+}
+
+/**
+ * The journal records a push's operations made (an operation's result
+ * gives the number of its last record; a move makes two), to tell whether
+ * they are the ones right after the replica's cursor.
+ */
+class _OwnRecords {
+  private readonly _seqs: number[] = [];
+  private _plain = true;
+
+  /** Notes an operation's result. */
+  note(op: LoggedOp, r: OpResult): void {
+    if (r.status === OpStatus.SAME) return; // nothing journalled
+    // Anything else than an operation applied as sent (a conflict, a policy's win, a duplicate...) may have made
+    // records this replica does not hold as the server does: left for a pull to read.
+    if (r.status !== OpStatus.APPLIED || r.displaced || r.conflictClass || r.keptAs) {
+      this._plain = false;
+      return;
+    }
+    if (op.kind === OpKind.MOVE) this._seqs.push(r.version - 1);
+    this._seqs.push(r.version);
+  }
+
+  /**
+   * The cursor past this push's records when they are exactly the records
+   * after cursor (no other replica's, nor the server's own, among or before
+   * them); cursor otherwise.
+   */
+  through(cursor: number): number {
+    if (!this._plain || this._seqs.length === 0) return cursor;
+    const s = [...this._seqs].sort((a, b) => a - b);
+    for (let i = 0; i < s.length; i++) if (s[i] !== cursor + 1 + i) return cursor;
+    return cursor + s.length;
+  }
 }
 
 // The index is written once for the whole push (each batch would rewrite

@@ -5,6 +5,7 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { appendFile, mkdir, rename, symlink, unlink, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { type RunResult, type ServerHandle, cleanupAll, copyFixture, imz, imzArgv, jsonLines, makeTmp, startServer, waitFor } from '../helpers.ts';
 
@@ -138,6 +139,58 @@ T('behind: counts journal records written on the server since the last pull; pul
   ok(await imz(['pull', '-C', replica, '--quiet']));
   const after = jsonLines((await imz(['status', '-C', replica, '--json'])).stdout).at(-1)!;
   assert.is(after.behind, 0);
+});
+
+T('behind after a push: its own records are not counted; records from elsewhere before them keep the cursor back until a pull', async () => {
+  const { tmp, srv, server, replica } = await setup();
+  const behind = async (rep: string) => {
+    const r = await imz(['status', '-C', rep, '--json']);
+    ok(r);
+    return jsonLines(r.stdout).at(-1)!.behind as number;
+  };
+  // Every kind of operation in one push: store, modify, rename (two records), mkdir, symlink, delete, chmod.
+  await writeFile(join(replica, 'new.txt'), 'new\n');
+  await appendFile(join(replica, 'README.txt'), 'more\n');
+  await rename(join(replica, 'docs', 'kml.txt'), join(replica, 'docs', 'kml-moved.txt'));
+  await mkdir(join(replica, 'fresh-dir'));
+  await symlink('new.txt', join(replica, 'link'));
+  await unlink(join(replica, 'src', 'main.js'));
+  execFileSync('chmod', ['755', join(replica, 'HISTORY')]);
+  ok(await imz(['push', '-C', replica, '--quiet']));
+  assert.is(await behind(replica), 0, 'a push of every kind of operation');
+  const pulled = jsonLines((await imz(['pull', '-C', replica, '--json'])).stdout).at(-1)!;
+  assert.is(pulled.records, 0, 'nothing for the next pull to read back');
+
+  // Another replica's push, then this one's: the other's record is not this replica's, so its cursor stays
+  // before it, and the pull that follows brings the other's change.
+  const other = join(tmp, 'other');
+  ok(await imz(['clone', server.address, other, '--quiet']));
+  await writeFile(join(other, 'from-other.txt'), 'other\n');
+  ok(await imz(['push', '-C', other, '--quiet']));
+  await writeFile(join(replica, 'mine.txt'), 'mine\n');
+  ok(await imz(['push', '-C', replica, '--quiet']));
+  assert.ok((await behind(replica)) >= 2, 'the other record and this push\'s stay counted');
+  ok(await imz(['pull', '-C', replica, '--quiet']));
+  assert.is(await behind(replica), 0);
+  assert.ok(existsSync(join(replica, 'from-other.txt')), 'the other replica\'s change came with the pull');
+
+  // A write made on the server itself before a push: the same.
+  await writeFile(join(srv, 'direct.txt'), 'server\n');
+  await waitFor(async () => (await behind(replica)) >= 1, 8_000, 'the server to journal its own write');
+  await writeFile(join(replica, 'mine-2.txt'), 'mine\n');
+  ok(await imz(['push', '-C', replica, '--quiet']));
+  assert.ok((await behind(replica)) >= 2);
+  ok(await imz(['pull', '-C', replica, '--quiet']));
+  assert.ok(existsSync(join(replica, 'direct.txt')));
+  // A conflict settled by a policy: records the replica may not hold as the server does; a pull reads them.
+  await writeFile(join(srv, 'new.txt'), 'server side\n');
+  await waitFor(async () => (await behind(replica)) >= 1, 8_000, 'the server to journal its own write');
+  await writeFile(join(replica, 'new.txt'), 'replica side\n');
+  const p = await imz(['push', '-C', replica, '--quiet', '--policy', 'client-wins']);
+  ok(p);
+  assert.ok((await behind(replica)) >= 1, 'not passed by a push with a conflict');
+  ok(await imz(['pull', '-C', replica, '--quiet']));
+  assert.is(await behind(replica), 0);
 });
 
 T('conflicts remain: listed as "C  path (class)", exit 3', async () => {
