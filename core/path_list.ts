@@ -14,6 +14,7 @@ export class PathList implements Iterable<string> {
   /** ends[i]: the offset just past path i in bytes. */
   readonly ends: Uint32Array;
   private readonly _runs = new Map<number, string[]>();
+  private readonly _firsts: string[] = [];
 
   constructor(bytes: Uint8Array, ends: Uint32Array) {
     this.bytes = bytes;
@@ -95,12 +96,15 @@ export class PathList implements Iterable<string> {
     return -1;
   }
 
-  // The first path of run r, without decoding the run (unless it is decoded already).
+  // The first path of run r, without decoding the run (kept: a scan listing new directories looks up every name).
   private _first(r: number): string {
-    const run = this._runs.get(r);
-    if (run) return run[0]!;
-    const i = r * RUN;
-    return _decoder.decode(this.bytes.slice(this.startOf(i), this.ends[i]!));
+    let p = this._firsts[r];
+    if (p === undefined) {
+      const i = r * RUN;
+      p = this._runs.get(r)?.[0] ?? _decoder.decode(this.bytes.slice(this.startOf(i), this.ends[i]!));
+      this._firsts[r] = p;
+    }
+    return p;
   }
 
   /** True when path is in the list. */
