@@ -335,9 +335,9 @@ async function _send(replica: Replica, remote: Remote, log: ReintLog, ops: Logge
 const _CLAIMED = new Set<number>([OpKind.STORE, OpKind.LINK, OpKind.UNLINK, OpKind.REMOVEDIR]);
 
 /**
- * The journal records a push's operations made (an operation's result
- * gives the number of its record), to tell whether
- * they are the ones right after the replica's cursor.
+ * The journal records a push's operations made (each result gives the
+ * number of its record), to tell whether they are the ones right after the
+ * replica's cursor.
  */
 class _OwnRecords {
   private readonly _seqs: number[] = [];
