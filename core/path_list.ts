@@ -1,3 +1,5 @@
+import { utf8 } from './utf8.ts';
+
 /**
  * A sorted list of paths held as NUL-separated UTF-8 bytes with each path's
  * end offset: what the scan cache stores. A scan of a clean tree never needs
@@ -57,7 +59,7 @@ export class PathList implements Iterable<string> {
   /** Paths from..to-1, decoded now and not kept (the lstat pass: strings that die young). */
   slice(from: number, to: number): string[] {
     if (to <= from) return [];
-    const text = _decoder.decode(this.bytes.slice(this.startOf(from), this.ends[to - 1]!));
+    const text = utf8(this.bytes.subarray(this.startOf(from), this.ends[to - 1]!));
     return to - from === 1 ? [text] : text.split('\0');
   }
 
@@ -101,7 +103,7 @@ export class PathList implements Iterable<string> {
     let p = this._firsts[r];
     if (p === undefined) {
       const i = r * RUN;
-      p = this._runs.get(r)?.[0] ?? _decoder.decode(this.bytes.slice(this.startOf(i), this.ends[i]!));
+      p = this._runs.get(r)?.[0] ?? utf8(this.bytes.subarray(this.startOf(i), this.ends[i]!));
       this._firsts[r] = p;
     }
     return p;
@@ -125,7 +127,6 @@ export class PathList implements Iterable<string> {
 /** Paths decoded at a time by at(): the lstat pass's chunk size. */
 export const RUN = 1024;
 
-const _decoder = new TextDecoder();
 
 function _shared(size: number): ArrayBuffer | SharedArrayBuffer {
   const bytes = Math.max(8, size);

@@ -7,6 +7,7 @@ import { fsyncCostsIo, fsyncDirSync, fsyncFd, inParallel, readFileOrNot, tempNam
 import { BUCKETS, type IndexEntry, appendedBucket, bucketCount, bucketOf, bucketText, decodeBucket, encodeBucket, encodeRows, replaceRow, rowsOfBucketText } from './index_model.ts';
 import { REPLICA_DIR, TMP_PREFIX } from './paths.ts';
 import { crc32 } from './crc32.ts';
+import { utf8 } from './utf8.ts';
 import { monotonicMs } from './file_times.ts';
 import { replicaRootOf } from './scan_cache_file.ts';
 
@@ -174,7 +175,7 @@ export class Replica {
     const u = this._unparsed.get(b);
     if (u) {
       // Its rows (as read, and as added) stay as they are.
-      m = u.file === undefined ? new Map() : decodeBucket(_utf8(u.file), name);
+      m = u.file === undefined ? new Map() : decodeBucket(utf8(u.file), name);
       for (const [p, e] of u.adds) m.set(p, e);
       this._unparsed.delete(b);
       this._buckets.set(b, m);
@@ -202,7 +203,7 @@ export class Replica {
   // cost more than the reads when the whole index is loaded.
   private _readBucket(name: string): string | undefined {
     const file = readFileOrNot(name);
-    return file && _utf8(file);
+    return file && utf8(file);
   }
 
   /** The file that holds index bucket b. */
@@ -502,9 +503,5 @@ interface _Rows {
 
 // The rows as text (decoded from the file's bytes at the first need).
 function _rowsText(r: _Rows): string {
-  return (r.text ??= rowsOfBucketText(_utf8(r.file!)));
-}
-
-function _utf8(bytes: Uint8Array): string {
-  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length).toString('utf8');
+  return (r.text ??= rowsOfBucketText(utf8(r.file!)));
 }

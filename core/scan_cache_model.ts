@@ -2,6 +2,7 @@ import type { EntryTypeCode } from '../protocol/messages.ts';
 import { BUCKETS, type IndexEntry } from './index_model.ts';
 import { crc32, crc32Patch } from './crc32.ts';
 import { PathList } from './path_list.ts';
+import { utf8 } from './utf8.ts';
 
 /**
  * The scan cache (.imz/scan-cache): a binary copy of the index's stat facts,
@@ -286,9 +287,9 @@ export function decodeScanCache(input: Uint8Array, check: CacheCheck = 'all'): S
   const paths = new PathList(bytes.subarray(pathsAt, pathsAt + pathBytes), new Uint32Array(bytes.buffer, bytes.byteOffset + endsAt, n));
   if (check !== 'none' && !paths.valid()) return undefined;
   let at = pathsAt + pathBytes;
-  const links = _utf8(bytes.subarray(at, at + targetBytes)).split('\0');
+  const links = utf8(bytes.subarray(at, at + targetBytes)).split('\0');
   at += targetBytes;
-  const ignoreKey = _utf8(bytes.subarray(at, at + keyBytes));
+  const ignoreKey = utf8(bytes.subarray(at, at + keyBytes));
   const targets: string[] = new Array(n).fill('');
   let li = 0;
   if (check !== 'none' || targetBytes > 0) {
@@ -310,10 +311,4 @@ function _pad8(k: number): number {
   return k + ((8 - (k % 8)) % 8);
 }
 
-const _decoder = new TextDecoder();
-
-function _utf8(bytes: Uint8Array): string {
-  // TextDecoder refuses views of shared memory: those are copied first.
-  return _decoder.decode(bytes.buffer instanceof SharedArrayBuffer ? bytes.slice() : bytes);
-}
 
