@@ -128,6 +128,36 @@ test('paths over the byte limit are refused even when every segment is fine', ()
   }, 0.5);
 });
 
+// The validator walks char codes for speed; this is its definition, written plainly (encode, split), which it must
+// match answer for answer, the reason given included.
+function plainProblem(p: string, allowRoot: boolean): string | undefined {
+  if (p === '') return allowRoot ? undefined : 'empty path';
+  if (bytesOf(p) > MAX_PATH_BYTES) return 'path too long';
+  if (p.startsWith('/')) return 'absolute path';
+  // eslint-disable-next-line no-control-regex
+  if (/[\u0000-\u001f\u007f-\u009f]/.test(p)) return 'control character in path';
+  for (const seg of p.split('/')) {
+    if (seg === '') return 'empty path segment';
+    if (seg === '.' || seg === '..') return `'${seg}' segment`;
+    if (RESERVED(seg)) return `reserved name '${seg}'`;
+    if (bytesOf(seg) > MAX_NAME_BYTES) return 'name too long';
+  }
+  return undefined;
+}
+
+test('the validator gives the answer of its plain definition and reason for any string, lone surrogates and long names included', () => {
+  const longArb = fc.tuple(fc.constantFrom('a', '日', '😀', '\uD800', '\uDC00', 'é'), fc.integer({ min: 60, max: 1500 })).map(([c, n]) => c.repeat(n));
+  const arb = fc.record({
+    parts: fc.array(fc.oneof({ weight: 4, arbitrary: wildArb }, { weight: 2, arbitrary: goodSegArb }, { weight: 2, arbitrary: badSegArb }, { weight: 1, arbitrary: longArb }), { maxLength: 8 }),
+    joiner: fc.constantFrom('/', '/', '//', ''),
+    allowRoot: fc.boolean(),
+  });
+  suite.check(arb, ({ parts, joiner, allowRoot }) => {
+    const p = parts.join(joiner);
+    assert.is(pathProblem(p, allowRoot), plainProblem(p, allowRoot), JSON.stringify(p).slice(0, 120));
+  }, 4);
+});
+
 test('values that are not strings are refused, and checkPath throws IMZ_BAD_PATH for every one', () => {
   const arb = fc.oneof(fc.anything({ withNullPrototype: true, withBoxedValues: true, withMap: true, withSet: true, withBigInt: true, withTypedArray: true }), fc.constantFrom(undefined, null, 0, NaN, [], {}, ['a'], Symbol('s')));
   suite.check(arb, (v) => {
