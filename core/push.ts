@@ -348,9 +348,9 @@ class _OwnRecords {
     if (r.status === OpStatus.SAME) return; // nothing journalled
     // Anything else than an operation applied as sent (a conflict, a policy's win, a duplicate...) may have made
     // records this replica does not hold as the server does: left for a pull to read.
-    // So may a move, a mkdir or a mode change: the server records what it reads back from its disk (a move keeps the
-    // old mode and time there, a new directory's mode passes its umask), which can differ from what this replica
-    // indexed; a pull reads those records (found by the review of 937fd44).
+    // So may a move, a mkdir or a mode change: the server records what it reads back from its disk, which can differ
+    // from what this replica indexed (a file system that refuses the mode or time sent; a move makes two records);
+    // a pull reads those records (found by the review of 937fd44).
     if (r.status !== OpStatus.APPLIED || r.displaced || r.conflictClass || r.keptAs || !_CLAIMED.has(op.kind)) {
       this._plain = false;
       return;

@@ -702,7 +702,11 @@ export class Reintegrator {
       }
       case OpKind.MAKEDIR:
         if (onDisk && !onDisk.isDirectory()) clear();
-        if (!onDisk || !onDisk.isDirectory()) mkdirSync(abs, op.state.mode & 0o777);
+        if (!onDisk || !onDisk.isDirectory()) {
+          mkdirSync(abs, op.state.mode & 0o777);
+          // The umask narrows what mkdir gives (a client's 0777 became 0755, and the next pull took that back to it).
+          _giveAttrs(abs, op.state.mode, undefined);
+        }
         if (!onDisk) this.scanner.expectWrite(op.path);
         changes.push(this._change(op.path, cur ? Change.RETYPE : Change.MKDIR, origin));
         this.scanner.watchCreated(op.path);
@@ -747,6 +751,9 @@ export class Reintegrator {
         if (!_underRealDirs(this.root, op.fromPath) || !lstatSync(from, { throwIfNoEntry: false })) throw new ImzError(Codes.NOT_FOUND, `cannot move ${op.fromPath}: it does not exist on the server`);
         if (onDisk && forced) clear();
         renameSync(from, abs);
+        // The client moved the file and may have changed its mode or time since (one operation for both): what it
+        // sent is given to it here, not the old ones kept (a pull took the client's chmod or touch back).
+        _giveAttrs(abs, op.state.mode, op.state.mtimeMs);
         changes.push({ change: Change.REMOVE, path: op.fromPath, state: undefined, ...origin });
         changes.push(this._change(op.path, Change.CREATE, origin));
         break;
@@ -854,6 +861,19 @@ function _stagingMode(blob: string): void {
 
 // Opens a staged blob to finish it; one a batch gave a mode without write permission (for a store that was
 // then refused, and a crash kept from being given back) gets its staging mode back first.
+// Gives a path imz just made (a moved file, a new directory) the mode and time the operation sent, where they differ.
+// Best effort: the journal then records what the disk holds, which a pull brings to every replica.
+function _giveAttrs(abs: string, mode: number, mtimeMs: number | undefined): void {
+  try {
+    const st = lstatSync(abs);
+    if (!st.isFile() && !st.isDirectory()) return; // (chmod would follow a symlink)
+    if (mtimeMs !== undefined && st.isFile() && !sameMtime(st.mtimeMs, mtimeMs)) utimesSync(abs, utimeSeconds(mtimeMs), utimeSeconds(mtimeMs));
+    if ((mode & 0o777) !== 0 && (st.mode & 0o777) !== (mode & 0o777)) chmodSync(abs, mode & 0o777); // (0: not sent)
+  } catch {
+    // (a time out of range, a file system without modes): the journal says what is there
+  }
+}
+
 function _openStaged(blob: string): number {
   try {
     return openSync(blob, 'r+');

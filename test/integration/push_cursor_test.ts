@@ -4,7 +4,7 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { appendFile, chmod, mkdir, rename, rm, symlink, unlink, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
@@ -18,6 +18,7 @@ T.after(cleanupAll);
 type Tree = Record<string, SnapEntry>;
 const out = (r: RunResult) => `exit ${r.code} (signal ${r.signal})\nstdout: ${r.stdout}\nstderr: ${r.stderr}`;
 const ok = (r: RunResult, what = 'imz') => assert.ok(r.code === 0, `${what}: ${out(r)}`);
+const modeOf = (p: string) => execFileSync('stat', ['-c', '%a', p]).toString().trim();
 const cursorOf = (rep: string) => JSON.parse(readFileSync(join(rep, '.imz', 'HEAD'), 'utf8')).cursor as number;
 
 // Conflict copies (server-wins) stay local by design: left out.
@@ -58,7 +59,7 @@ async function converged(tmp: string, srv: string, address: string, replicas: st
   for (const rep of replicas) assertSame(await snapshotTree(fresh), await snapshotTree(rep), `${what}: fresh clone vs ${rep}`, ['fresh', 'replica']);
 }
 
-T('rename + chmod in one push: the server keeps the old mode (MOVE is a bare rename)', async () => {
+T('rename + chmod in one push: the server takes the new mode with the move, and a pull keeps it', async () => {
   const { tmp, srv, server, replicas: [rep] } = await sampleWorld(1);
   await writeFile(join(rep!, 'm.txt'), 'move me\n');
   ok(await imz(['push', '-C', rep!, '--quiet']));
@@ -66,11 +67,14 @@ T('rename + chmod in one push: the server keeps the old mode (MOVE is a bare ren
   await chmod(join(rep!, 'm2.txt'), 0o600);
   const before = cursorOf(rep!);
   ok(await imz(['push', '-C', rep!, '--quiet']));
-  console.log(`  rename+chmod: cursor ${before} -> ${cursorOf(rep!)}; server mode ${(execFileSync('stat', ['-c', '%a', join(srv, 'm2.txt')]).toString().trim())}`);
+  console.log(`  rename+chmod: cursor ${before} -> ${cursorOf(rep!)}; server mode ${modeOf(join(srv, 'm2.txt'))}`);
   await converged(tmp, srv, server.address, [rep!], 'rename+chmod');
+  // The user's chmod survives the round trip: the server took it with the move, and the pull did not undo it.
+  assert.is(modeOf(join(srv, 'm2.txt')), '600', 'server mode after a rename + chmod');
+  assert.is(modeOf(join(rep!, 'm2.txt')), '600', 'replica mode after the pull');
 });
 
-T('rename + touch in one push: the server keeps the old mtime', async () => {
+T('rename + touch in one push: the server takes the new mtime with the move, and a pull keeps it', async () => {
   const { tmp, srv, server, replicas: [rep] } = await sampleWorld(1);
   await writeFile(join(rep!, 't.txt'), 'move me\n');
   ok(await imz(['push', '-C', rep!, '--quiet']));
@@ -78,9 +82,11 @@ T('rename + touch in one push: the server keeps the old mtime', async () => {
   await utimes(join(rep!, 't2.txt'), 1_600_000_000, 1_600_000_000);
   ok(await imz(['push', '-C', rep!, '--quiet']));
   await converged(tmp, srv, server.address, [rep!], 'rename+touch');
+  assert.is(statSync(join(srv, 't2.txt')).mtimeMs, 1_600_000_000_000, 'server mtime after a rename + touch');
+  assert.is(statSync(join(rep!, 't2.txt')).mtimeMs, 1_600_000_000_000, 'replica mtime after the pull');
 });
 
-T('mkdir with a mode the server umask narrows (0777), and mkdir -p with files', async () => {
+T('mkdir 0777 (wider than the server umask) keeps its mode on both sides, and mkdir -p with files', async () => {
   const { tmp, srv, server, replicas: [rep] } = await sampleWorld(1);
   await mkdir(join(rep!, 'wide'));
   await chmod(join(rep!, 'wide'), 0o777);
@@ -88,8 +94,11 @@ T('mkdir with a mode the server umask narrows (0777), and mkdir -p with files', 
   await writeFile(join(rep!, 'a', 'b', 'c', 'f.txt'), 'deep\n');
   const before = cursorOf(rep!);
   ok(await imz(['push', '-C', rep!, '--quiet']));
-  console.log(`  mkdir: cursor ${before} -> ${cursorOf(rep!)}; server mode of wide ${(execFileSync('stat', ['-c', '%a', join(srv, 'wide')]).toString().trim())}`);
+  console.log(`  mkdir: cursor ${before} -> ${cursorOf(rep!)}; server mode of wide ${modeOf(join(srv, 'wide'))}`);
   await converged(tmp, srv, server.address, [rep!], 'mkdir');
+  // Not narrowed by the server's umask: the replica keeps the mode it was given.
+  assert.is(modeOf(join(srv, 'wide')), '777', 'server mode of a mkdir 0777');
+  assert.is(modeOf(join(rep!, 'wide')), '777', 'replica mode of it after the pull');
 });
 
 T('retypes (file->dir, dir->symlink, symlink->file), rmdir with contents, .imzignore', async () => {
