@@ -59,6 +59,8 @@ export interface ChangeScan {
   refresh: RefreshHint[];
   /** The scan cache as the scan left it: already written back, unless keepCache. */
   cache: ScanCache;
+  /** Changes handed to opts.stream (not in changes). */
+  streamed: number;
 }
 
 /** Options of scanChanges. */
@@ -89,6 +91,20 @@ export interface ScanChangesOptions {
    * failure fails the scan.
    */
   gate?: Promise<unknown>;
+  /**
+   * Takes the changes as the scan makes them, when the lstat pass found no
+   * tracked path gone (then nothing the scan finds later can turn a change
+   * into a rename or undo it): they are left out of result.changes.
+   */
+  stream?: ChangeStream;
+}
+
+/** Where a scan hands the changes it will not revise (a push sends them while the scan goes on). */
+export interface ChangeStream {
+  /** Asked once, after the lstat pass, when nothing tracked is gone: whether to take the changes from here on. */
+  start(): Promise<boolean>;
+  /** A change, in an order that replays (a directory before what is in it); its content offered first (onContent). */
+  take(c: LocalChange): Promise<void>;
 }
 
 /** What marks the name of a conflict copy (`name.imz-conflict-<replica>-<version>.ext`). */
@@ -173,19 +189,30 @@ export async function scanChanges(replica: Replica, opts: ScanChangesOptions = {
   const changes: LocalChange[] = [];
   const created: LocalChange[] = [];
   const refresh: RefreshHint[] = [];
+  // Set after the lstat pass when the changes go to opts.stream as they are made.
+  let stream: ChangeStream | undefined;
+  let streamed = 0;
+  const emit = async (c: LocalChange): Promise<void> => {
+    if (!stream) {
+      changes.push(c);
+      return;
+    }
+    streamed++;
+    await stream.take(c);
+  };
 
   const visit = async (fs: FsEntry, idx: IndexEntry | undefined): Promise<void> => {
     const path = fs.path;
     if (!idx) {
-      if (fs.type === EntryType.DIR) changes.push({ kind: 'mkdir', path, base: 0, fs });
-      else if (fs.type === EntryType.SYMLINK) changes.push({ kind: 'symlink', path, base: 0, fs });
+      if (fs.type === EntryType.DIR) await emit({ kind: 'mkdir', path, base: 0, fs });
+      else if (fs.type === EntryType.SYMLINK) await emit({ kind: 'symlink', path, base: 0, fs });
       else {
         const c: LocalChange = { kind: 'create', path, base: 0, fs };
         const h = wantHashes ? await hashed(path, fs.size) : undefined;
         c.hash = h?.hash;
-        created.push(c);
-        changes.push(c);
+        if (!stream) created.push(c); // (streamed: sent as it is, never paired into a rename)
         await stored(c, h?.data);
+        await emit(c);
       }
       return;
     }
@@ -194,32 +221,32 @@ export async function scanChanges(replica: Replica, opts: ScanChangesOptions = {
       const c: LocalChange = { kind: 'retype', path, base, fs, index: idx };
       const h = fs.type === EntryType.FILE && wantHashes ? await hashed(path, fs.size) : undefined;
       c.hash = h?.hash;
-      changes.push(c);
       await stored(c, h?.data);
+      await emit(c);
       return;
     }
     if (fs.type === EntryType.DIR) {
       // Directory mtimes move with every entry added and are not replicated: mode only.
-      if (fs.mode !== idx.mode) changes.push({ kind: 'meta', path, base, fs, index: idx });
+      if (fs.mode !== idx.mode) await emit({ kind: 'meta', path, base, fs, index: idx });
       return;
     }
     if (fs.type === EntryType.SYMLINK) {
-      if (fs.target !== idx.target) changes.push({ kind: 'symlink', path, base, fs, index: idx });
+      if (fs.target !== idx.target) await emit({ kind: 'symlink', path, base, fs, index: idx });
       return;
     }
     // A regular file, tracked as one.
     if (statMatches(fs, idx) && !racy(fs, refTime)) return;
     if (fs.size !== idx.size && !wantHashes) {
-      changes.push({ kind: 'modify', path, base, fs, index: idx });
+      await emit({ kind: 'modify', path, base, fs, index: idx });
       return;
     }
     const { hash, data } = await hashed(path, fs.size);
     if (hash !== idx.hash) {
       const c: LocalChange = { kind: 'modify', path, base, fs, hash, index: idx };
-      changes.push(c);
       await stored(c, data);
+      await emit(c);
     } else if (statMatches(fs, idx)) return; // racily clean, and clean
-    else if (fs.mode !== idx.mode || !sameMtime(fs.mtimeMs, idx.mtimeMs)) changes.push({ kind: 'meta', path, base, fs, hash, index: idx });
+    else if (fs.mode !== idx.mode || !sameMtime(fs.mtimeMs, idx.mtimeMs)) await emit({ kind: 'meta', path, base, fs, hash, index: idx });
     else refresh.push({ path, fs, hash });
   };
 
@@ -269,6 +296,10 @@ export async function scanChanges(replica: Replica, opts: ScanChangesOptions = {
       }
     }
   }
+
+  // Nothing tracked is gone: no change found from here on can become a rename, nor be undone by a deletion (a path
+  // that vanishes during the close look is still reported, after the streamed ones, and deletions go last anyway).
+  if (opts.stream && _flagged(state, GONE | NOT_DIR).length === 0 && (await opts.stream.start())) stream = opts.stream;
 
   // 2. A close look at what stat could not settle.
   const newDirs: string[] = [];
@@ -420,7 +451,7 @@ export async function scanChanges(replica: Replica, opts: ScanChangesOptions = {
   let tracked: number | undefined;
   return { changes: orderChanges(changes), skipped, get tracked() {
     return (tracked ??= cache.trackedFiles());
-  }, deleted, refresh, cache };
+  }, deleted, refresh, cache, streamed };
 }
 
 /** Which of the three phases (see scanChanges) a change belongs to. */

@@ -2,14 +2,14 @@ import { lstatSync } from 'node:fs';
 import { mkdir, rename } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Codes, ImzError } from '../protocol/errors.ts';
-import { type Entry, EntryType, Op, type Operation, OpKind, type OpResult, OpStatus } from '../protocol/messages.ts';
-import { type ChangeScan, type LocalChange, scanChanges } from './changes.ts';
+import { type Entry, EntryType, type Envelope, Op, type Operation, OpKind, type OpResult, OpStatus } from '../protocol/messages.ts';
+import { type ChangeScan, type ChangeStream, type LocalChange, scanChanges } from './changes.ts';
 import { type ConflictRecord, blobPath, clearConflict, conflictCopyName, listConflicts, outstanding, saveConflict, sideOfEntry } from './conflicts.ts';
 import { fromHex, toHex } from './hash.ts';
 import { checkPath, parentOf } from './paths.ts';
 import { ReintLog } from './reint_log.ts';
 import type { ScanCache } from './scan_cache.ts';
-import type { LoggedOp } from './reint_log_model.ts';
+import type { LogRecord, LoggedOp } from './reint_log_model.ts';
 import { type SecurityOptions, connectReplica } from './credentials.ts';
 import type { Remote } from './remote.ts';
 import type { Prestager } from './uploader.ts';
@@ -45,6 +45,8 @@ export interface PushSummary {
   rejected: number;
   offline: boolean;
   uploadedBytes: number;
+  /** Operations sent while the scan went on (nothing tracked was gone). */
+  streamed: number;
 }
 
 const KIND_NAMES: Record<number, string> = { 1: 'store', 2: 'mkdir', 3: 'symlink', 4: 'remove', 5: 'rmdir', 6: 'setattr', 7: 'move' };
@@ -138,7 +140,7 @@ async function _pushLinked(replica: Replica, link: Promise<_Link>, opts: PushOpt
   const log = await ReintLog.open(replica.stateDir);
   const writable = _writable(replica, link);
   writable.catch(() => undefined); // awaited below, before anything is logged
-  const summary: PushSummary = { logged: 0, applied: 0, conflicts: [], settled: [], rejected: 0, offline: false, uploadedBytes: 0 };
+  const summary: PushSummary = { logged: 0, applied: 0, conflicts: [], settled: [], rejected: 0, offline: false, uploadedBytes: 0, streamed: 0 };
 
   // 1. Operations that may have reached the server before an interruption: resend as they are.
   const { sent } = log.pending();
@@ -157,11 +159,19 @@ async function _pushLinked(replica: Replica, link: Promise<_Link>, opts: PushOpt
     const p = await (pre ??= import('./uploader.ts').then((m) => new m.Prestager(remote)));
     await p.offer({ hash: c.hash!, size: data.length, file: join(replica.root, c.path), seen: _seen(c) }, data);
   } };
-  const scan = await scanChanges(replica, { keepCache: true, onContent, gate: writable });
+  // With nothing tracked gone, the scan hands its changes over as it makes them, and they go up while it goes on.
+  const stream = new _Stream(replica, writable, log, policy, () => pre, summary, opts);
+  let scan: ChangeScan;
+  try {
+    scan = await scanChanges(replica, { keepCache: true, onContent, gate: writable, stream });
+  } catch (err) {
+    await stream.stop(); // nothing is written to the log once the lock is let go
+    throw err;
+  }
   try {
     const remote = await writable;
     summary.offline = !remote;
-    return await _reintegrate(replica, remote, log, scan, sent.length, policy, summary, opts, (await link).unreachable, pre);
+    return await _reintegrate(replica, remote, log, scan, sent.length, policy, summary, opts, (await link).unreachable, pre, scan.streamed > 0 ? stream : undefined);
   } finally {
     _saveCache(replica, scan.cache);
   }
@@ -177,13 +187,22 @@ function _saveCache(replica: Replica, cache: ScanCache): void {
 }
 
 // Steps 2 and 3 of _pushWith, from its scan on.
-async function _reintegrate(replica: Replica, remote: Remote | undefined, log: ReintLog, scan: ChangeScan, resent: number, policy: Policy, summary: PushSummary, opts: PushOptions, unreachable?: ImzError, pre?: Promise<Prestager>): Promise<PushSummary> {
+async function _reintegrate(replica: Replica, remote: Remote | undefined, log: ReintLog, scan: ChangeScan, resent: number, policy: Policy, summary: PushSummary, opts: PushOptions, unreachable?: ImzError, pre?: Promise<Prestager>, stream?: _Stream): Promise<PushSummary> {
   // Content unchanged, stat facts moved (a copy back, a touch): remember the new facts so they are not hashed again.
   for (const r of scan.refresh) {
     const idx = await replica.get(r.path);
     if (idx && idx.hash === r.hash) await replica.set(r.path, { ...idx, size: r.fs.size, mode: r.fs.mode, mtimeMs: r.fs.mtimeMs, ctimeMs: r.fs.ctimeMs, ino: r.fs.ino, remote: undefined });
   }
   await replica.flushIndex();
+  const own = new _OwnRecords();
+  // What the scan sent as it went: every group is sent before anything else is logged, then each answer is settled.
+  if (stream) {
+    await stream.end();
+    summary.logged += stream.logged;
+    summary.streamed = stream.logged;
+    const openConflicts = new Set(outstanding(await listConflicts(replica.stateDir)).map((c) => c.path));
+    for (const g of stream.sent) await _settleGroup(replica, remote!, g.ops, await g.reply, policy, summary, opts, stream.byPath, openConflicts, own);
+  }
   // A wiped root (all tracked files gone, from 2 up) or more than half of a larger tree deleted.
   const massDelete = scan.deleted > 0 && ((scan.tracked >= 2 && scan.deleted === scan.tracked) || (scan.tracked >= 4 && scan.deleted * 2 > scan.tracked));
   if (!opts.allowMassDelete && massDelete) {
@@ -208,7 +227,7 @@ async function _reintegrate(replica: Replica, remote: Remote | undefined, log: R
     for (const op of ops) records.push({ t: 'op', op });
   }
   await log.append(records);
-  summary.logged = ops.length;
+  summary.logged += ops.length;
   // The server may hold a content only as the current version of a path this push changes or removes: gone from
   // its tree by the time a store of the same content elsewhere needs it (a copy, then an edit of the original). Sent.
   const vanishing = new Set<string>();
@@ -221,7 +240,8 @@ async function _reintegrate(replica: Replica, remote: Remote | undefined, log: R
     throw new ImzError(Codes.UNREACHABLE, `${unreachable?.message ?? 'cannot reach the server'}; ${ops.length + resent} local changes stay logged (push again when it is back)`, { logged: ops.length + resent });
   }
   if (ops.length === 0) {
-    if (resent === 0) await log.clear();
+    if (stream) await _close(replica, log, own);
+    else if (resent === 0) await log.clear();
     return summary;
   }
 
@@ -234,7 +254,6 @@ async function _reintegrate(replica: Replica, remote: Remote | undefined, log: R
   // start-up.)
   const uploader = import('./uploader.ts');
   let sending: Promise<void> = Promise.resolve();
-  const own = new _OwnRecords();
   // With nothing left to upload (the scan's uploads took it all), one group: no wait between groups.
   const groupSize = ops.some((o) => o.kind === OpKind.STORE && sendOf(o.state.hash)) ? _GROUP : ops.length;
   for (let g = 0; g < ops.length; g += groupSize) {
@@ -254,8 +273,13 @@ async function _reintegrate(replica: Replica, remote: Remote | undefined, log: R
     sending.catch(() => undefined);
   }
   await sending;
-  // Everything is acknowledged and indexed: the log is emptied (no 'done' mark first, which the clear makes moot;
-  // a crash in between resends, and the server answers duplicates).
+  await _close(replica, log, own);
+  return summary;
+}
+
+// Everything is acknowledged and indexed: the log is emptied (no 'done' mark first, which the clear makes moot; a
+// crash in between resends, and the server answers duplicates).
+async function _close(replica: Replica, log: ReintLog, own: _OwnRecords): Promise<void> {
   await replica.flushIndex();
   // The journal records just made are this replica's own, already in its index: when they are the very next ones,
   // the cursor passes them (written after the index, so never ahead of it), and status does not count them as
@@ -266,7 +290,6 @@ async function _reintegrate(replica: Replica, remote: Remote | undefined, log: R
     await replica.saveHead();
   }
   await log.clear();
-  return summary;
 }
 
 // What the scan saw of a file it hashed (so the upload need not hash it again; the server checks every hash).
@@ -320,15 +343,145 @@ async function _send(replica: Replica, remote: Remote, log: ReintLog, ops: Logge
     const { batch, reply } = await next!;
     next = i + BATCH < ops.length ? sendBatch(i + BATCH) : undefined;
     next?.catch(() => undefined); // awaited at the next turn; a failure then must not count as unhandled
-    const env = await reply;
-    const results = env.reintegrateReply?.results ?? [];
-    if (results.length !== batch.length) throw new ImzError(Codes.PROTOCOL, `cannot push: the server answered ${results.length} of ${batch.length} operations`);
-    const serverFetch: Entry[] = [];
-    for (let k = 0; k < batch.length; k++) own?.note(batch[k]!, results[k]!);
-    for (let k = 0; k < batch.length; k++) await _settle(replica, remote, batch[k]!, results[k]!, policy, summary, opts, byPath.get(batch[k]!.path), serverFetch, openConflicts);
-    if (serverFetch.length > 0) await (await import('./reconcile.ts')).reconcile(replica, remote, serverFetch);
+    await _settleGroup(replica, remote, batch, await reply, policy, summary, opts, byPath, openConflicts, own);
   }
   if (finish) await _finish(replica, log, ops);
+}
+
+// Settles the server's answer to a REINTEGRATE of ops, in order.
+async function _settleGroup(replica: Replica, remote: Remote, ops: LoggedOp[], env: Envelope, policy: Policy, summary: PushSummary, opts: PushOptions, byPath: Map<string, LocalChange>, openConflicts: Set<string>, own: _OwnRecords | undefined): Promise<void> {
+  const results = env.reintegrateReply?.results ?? [];
+  if (results.length !== ops.length) throw new ImzError(Codes.PROTOCOL, `cannot push: the server answered ${results.length} of ${ops.length} operations`);
+  const serverFetch: Entry[] = [];
+  for (let k = 0; k < ops.length; k++) own?.note(ops[k]!, results[k]!);
+  for (let k = 0; k < ops.length; k++) await _settle(replica, remote, ops[k]!, results[k]!, policy, summary, opts, byPath.get(ops[k]!.path), serverFetch, openConflicts);
+  if (serverFetch.length > 0) await (await import('./reconcile.ts')).reconcile(replica, remote, serverFetch);
+}
+
+/** Operations per REINTEGRATE sent while the scan goes on (see _Stream). */
+const _STREAM_GROUP = 500;
+
+/** Sequence numbers reserved at a time by _Stream (each reservation is a durable write; unused ones are skipped). */
+const _STREAM_SEQS = 2048;
+
+/**
+ * A scan's stream (see ChangeStream): each group of changes it hands over
+ * is logged, has its content made sure of on the server, is marked sent
+ * and goes up as one REINTEGRATE, in order, while the scan hashes on; the
+ * server applies a group meanwhile. The answers are settled once the scan
+ * is over (settling writes to the tree: a conflict copy, the server's side).
+ * The first failure stops the sending and is thrown by end(): what was
+ * logged stays logged (the next push resends what was sent, and its scan
+ * supersedes the rest), and what was not, its scan finds again.
+ */
+class _Stream implements ChangeStream {
+  /** The groups sent, with the server's answers to come. */
+  readonly sent: { ops: LoggedOp[]; reply: Promise<Envelope> }[] = [];
+  /** The changes taken, by path. */
+  readonly byPath = new Map<string, LocalChange>();
+  /** Operations logged. */
+  logged = 0;
+  private _remote: Remote | undefined;
+  private _group: LocalChange[] = [];
+  private _chain: Promise<void> = Promise.resolve();
+  private _ahead: Promise<void>[] = [];
+  private _failed: { err: unknown } | undefined;
+  private _seq = 0;
+  private _seqEnd = 0;
+  private _dropped = false;
+  // Contents held only as the current version of a path a change replaces: gone from the server's tree once that
+  // change applies, so sent to the server even when it says it holds them (as _reintegrate's vanishing).
+  private readonly _vanishing = new Set<string>();
+
+  private readonly _replica: Replica;
+  private readonly _writable: Promise<Remote | undefined>;
+  private readonly _log: ReintLog;
+  private readonly _policy: Policy;
+  private readonly _pre: () => Promise<Prestager> | undefined;
+  private readonly _summary: PushSummary;
+  private readonly _opts: PushOptions;
+
+  constructor(replica: Replica, writable: Promise<Remote | undefined>, log: ReintLog, policy: Policy, pre: () => Promise<Prestager> | undefined, summary: PushSummary, opts: PushOptions) {
+    this._replica = replica;
+    this._writable = writable;
+    this._log = log;
+    this._policy = policy;
+    this._pre = pre;
+    this._summary = summary;
+    this._opts = opts;
+  }
+
+  async start(): Promise<boolean> {
+    this._remote = await this._writable;
+    return this._remote !== undefined;
+  }
+
+  async take(c: LocalChange): Promise<void> {
+    this.byPath.set(c.path, c);
+    if (c.index?.hash && (c.kind === 'modify' || c.kind === 'retype')) this._vanishing.add(c.index.hash);
+    this._group.push(c);
+    if (this._group.length >= _STREAM_GROUP) await this._flush();
+  }
+
+  /** Sends nothing more, and waits for what is being sent (the scan failed). */
+  async stop(): Promise<void> {
+    this._failed ??= { err: undefined };
+    await this._chain;
+  }
+
+  /** Sends what is gathered, and waits until every group is sent; throws the first failure. */
+  async end(): Promise<void> {
+    await this._flush();
+    await this._chain;
+    if (this._failed) throw this._failed.err;
+  }
+
+  private async _flush(): Promise<void> {
+    const group = this._group;
+    this._group = [];
+    if (group.length === 0 || this._failed) return;
+    // Numbered and logged in the scan's order, before any of their content goes up (as _reintegrate logs).
+    const ops: LoggedOp[] = [];
+    for (const c of group) {
+      if (this._seq === this._seqEnd) {
+        this._seq = await this._log.reserve(_STREAM_SEQS);
+        this._seqEnd = this._seq + _STREAM_SEQS;
+      }
+      ops.push(_opOf(c, this._seq++));
+    }
+    const records: LogRecord[] = [];
+    // Operations an earlier scan logged and never sent are superseded by this one.
+    const { unsent } = this._log.pending();
+    if (!this._dropped && unsent.length > 0) records.push({ t: 'drop', upto: unsent[unsent.length - 1]!.seq });
+    this._dropped = true;
+    for (const op of ops) records.push({ t: 'op', op });
+    await this._log.append(records);
+    this.logged += ops.length;
+    this._chain = this._chain.then(() => this._send(ops)).catch((err) => {
+      this._failed ??= { err };
+    });
+    // Two groups ahead of the server at most (their contents wait in memory).
+    this._ahead.push(this._chain);
+    if (this._ahead.length > 2) await this._ahead.shift();
+  }
+
+  private async _send(ops: LoggedOp[]): Promise<void> {
+    if (this._failed) return;
+    const remote = this._remote!;
+    // Content: what the scan offered is staged or held once the prestager is through with it; the rest goes up now.
+    const pre = await this._pre();
+    await pre?.finish();
+    const stores = ops.filter((o) => o.kind === OpKind.STORE && !pre?.staged.has(o.state.hash) && (this._vanishing.has(o.state.hash) || !pre?.held.has(o.state.hash)));
+    if (stores.length > 0) {
+      const before = this._summary.uploadedBytes;
+      this._summary.uploadedBytes += await (await import('./uploader.ts')).uploadBlobs(remote, stores.map((o) => ({ hash: o.state.hash, size: o.state.size, file: join(this._replica.root, o.path), seen: _seen(this.byPath.get(o.path)) })),
+        (bytes, total) => this._opts.onEvent?.({ type: 'upload', bytes: before + bytes, total: before + total }), this._vanishing);
+    }
+    await this._log.append([{ t: 'sent', upto: ops[ops.length - 1]!.seq }]);
+    const reply = remote.session.request(Op.REINTEGRATE, { reintegrate: { replicaId: this._replica.config.replicaId, ops: ops.map(_wireOp), policy: this._policy } });
+    reply.catch(() => undefined); // settled in order after the scan
+    this.sent.push({ ops, reply });
+  }
 }
 
 /** Operations whose record holds what the replica indexed: a store (given the sent mode and time), a symlink, a removal. */

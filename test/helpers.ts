@@ -353,6 +353,15 @@ export function diffTrees(a: Record<string, SnapEntry>, b: Record<string, SnapEn
   return lines.sort();
 }
 
+/**
+ * Lines describing how two snapshots differ, conflict copies left out (a
+ * server-wins copy stays in its replica by design).
+ */
+export function diffTreesBut(a: Record<string, SnapEntry>, b: Record<string, SnapEntry>, names?: string[]): string[] {
+  const noCopies = (t: Record<string, SnapEntry>) => Object.fromEntries(Object.entries(t).filter(([p]) => !p.includes('.imz-conflict-')));
+  return diffTrees(noCopies(a), noCopies(b), names);
+}
+
 /** Polls fn until it returns a truthy value (returned) or fails after timeoutMs. */
 export async function waitFor<T>(fn: () => T | Promise<T>, timeoutMs = 5_000, what = 'condition', intervalMs = 50): Promise<T> {
   const end = Date.now() + timeoutMs;

@@ -8,7 +8,7 @@ import { readFileSync, statSync } from 'node:fs';
 import { appendFile, chmod, mkdir, rename, rm, symlink, unlink, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
-  type RunResult, type SnapEntry, cleanupAll, diffTrees, imz, jsonLines, makeTmp, sampleWorld, snapshotTree, spawnImz, startServer, waitFor,
+  type RunResult, type SnapEntry, cleanupAll, diffTrees, diffTreesBut, imz, jsonLines, makeTmp, sampleWorld, snapshotTree, spawnImz, startServer, waitFor,
 } from '../helpers.ts';
 
 const T = suite('push: cursor');
@@ -21,10 +21,8 @@ const ok = (r: RunResult, what = 'imz') => assert.ok(r.code === 0, `${what}: ${o
 const modeOf = (p: string) => execFileSync('stat', ['-c', '%a', p]).toString().trim();
 const cursorOf = (rep: string) => JSON.parse(readFileSync(join(rep, '.imz', 'HEAD'), 'utf8')).cursor as number;
 
-// Conflict copies (server-wins) stay local by design: left out.
-const noCopies = (t: Tree): Tree => Object.fromEntries(Object.entries(t).filter(([p]) => !p.includes('.imz-conflict-')));
 function assertSame(a: Tree, b: Tree, what: string, names?: string[]): void {
-  const d = diffTrees(noCopies(a), noCopies(b), names);
+  const d = diffTreesBut(a, b, names);
   assert.ok(d.length === 0, `${what}: trees differ:\n  ${d.join('\n  ')}`);
 }
 
