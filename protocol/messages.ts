@@ -1,6 +1,7 @@
 import type { AccessCode, ChangeCode, EntryTypeCode, OpCode, OpKindCode, OpStatusCode } from './constants.ts';
 import { imz } from './imz_codec.ts';
 import { Codes, ImzError } from './errors.ts';
+import { encodePutBlobs, isPutBlobs } from './blobs_codec.ts';
 
 // The protocol's numbers live in constants.ts (no codec behind them: the scan
 // of local changes uses EntryType without loading protobuf).
@@ -109,6 +110,8 @@ const EntryMsg = _codec.Entry;
 
 /** Encodes an envelope to protobuf bytes. */
 export function encodeEnvelope(env: Partial<Envelope>): Uint8Array {
+  // A push's uploads, most of the bytes it sends: encoded in one pass, the same bytes (see blobs_codec.ts).
+  if (env.putBlobs && isPutBlobs(env)) return encodePutBlobs(env);
   return EnvelopeType.encode(env).finish();
 }
 
