@@ -75,4 +75,28 @@ test('the bytes sit in shared memory where the runtime has it (a pass worker rea
   }
 });
 
+test('lowerBound is where a linear search puts any path, and merged inserts paths exactly as encoding the union would', () => {
+  const names = ['a', 'é', 'z', '😀', 'ünï', 'b c'];
+  const all = sorted([...new Set(Array.from({ length: RUN * 3 + 40 }, (_, i) => `${names[(i * 7) % names.length]}/${String((i * 37) % 5000).padStart(4, '0')}`))]);
+  // Every third path is "old", the rest added: runs of one, many, at the start and the end.
+  for (const keep of [(i: number) => i % 3 === 0, (i: number) => i >= 10, (i: number) => i < all.length - 25, () => false, () => true, (i: number) => i % 500 < 480]) {
+    const oldPaths = all.filter((_, i) => keep(i));
+    const added = all.filter((_, i) => !keep(i));
+    const l = PathList.fromStrings(oldPaths);
+    const linear = (p: string) => {
+      let i = 0;
+      while (i < oldPaths.length && oldPaths[i]! < p) i++;
+      return i;
+    };
+    for (const p of [...added.filter((_, i) => i % 17 === 0), '', 'zzz', '0', oldPaths[0] ?? 'x']) assert.is(l.lowerBound(p), linear(p), p);
+    const at = added.map((p) => l.lowerBound(p));
+    const m = l.merged(at, added);
+    const want = PathList.fromStrings(all);
+    assert.ok(m.valid());
+    assert.equal(m.toArray(), all);
+    assert.equal(Array.from(m.ends), Array.from(want.ends));
+    assert.equal(Array.from(m.bytes), Array.from(want.bytes));
+  }
+});
+
 test.run();

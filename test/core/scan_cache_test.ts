@@ -400,4 +400,30 @@ T('save writes changed rows over the file it read, and the whole file once anoth
   assert.is(cacheOf(dir)!.facts[cacheOf(dir)!.paths.indexOf('docs') * FACTS + F_LISTED_MTIME], 4321);
 });
 
+T('a push of new files in many buckets leaves a cache whose rows are those of a cache rebuilt from the index', async () => {
+  const dir = await marked();
+  for (let d = 0; d < 6; d++) {
+    await mkdir(join(dir, 'fresh', `d${d}`), { recursive: true });
+    for (let i = 0; i < 60; i++) await writeFile(join(dir, 'fresh', `d${d}`, `n${i}.txt`), `new ${d}/${i}\n`);
+  }
+  await writeFile(join(dir, 'docs', 'zz-last.txt'), 'after every tracked path\n');
+  await writeFile(join(dir, 'A-first.txt'), 'before every tracked path\n');
+  await symlink('docs/zz-last.txt', join(dir, 'docs', 'link-new'));
+  const p = await imz(['push', '-C', dir, '--json']);
+  assert.is(p.code, 0, p.stderr);
+  const after = cacheOf(dir)!;
+  assert.ok(after, 'the push wrote the cache');
+  writeFileSync(join(dir, '.imz', SCAN_CACHE_FILE), 'gone');
+  assert.equal(brief(await scan(dir)), []);
+  const rebuilt = cacheOf(dir)!;
+  assert.equal(after.paths.toArray(), rebuilt.paths.toArray());
+  assert.equal(after.targets, rebuilt.targets);
+  for (let i = 0; i < rebuilt.paths.length; i++) {
+    for (const f of [F_TYPE, F_SIZE, F_MODE, F_MTIME, F_CTIME, F_INO]) {
+      assert.is(after.facts[i * FACTS + f], rebuilt.facts[i * FACTS + f], `${rebuilt.paths.at(i)} fact ${f}`);
+    }
+  }
+  for (const q of ['fresh/d5/n59.txt', 'A-first.txt', 'docs/zz-last.txt', 'docs/link-new']) assert.ok(after.paths.indexOf(q) >= 0, q);
+});
+
 T.run();
