@@ -60,6 +60,8 @@ export class Reintegrator {
   private _prepared = new Map<string, _Ready>();
   /** Whether an fsync in staging does any I/O (not on tmpfs); read on first use. */
   private _syncCostsIo: boolean | undefined;
+  /** Whether an fsync of a directory of the served tree does any I/O; read on first use. */
+  private _treeSyncs: boolean | undefined;
 
   constructor(root: string, state: ServerState, scanner: ServerScanner) {
     this.root = root;
@@ -370,8 +372,9 @@ export class Reintegrator {
         this._unprepare();
       }
       this._checkedDirs.clear();
-      // Nothing is acknowledged before its journal records are on disk.
-      await Promise.all([...this._dirsToSync].map(fsyncDir));
+      // Nothing is acknowledged before its journal records are on disk (on a memory-backed tree an fsync does nothing).
+      this._treeSyncs ??= fsyncCostsIo(this.root);
+      if (this._treeSyncs) await Promise.all([...this._dirsToSync].map(fsyncDir));
       this._dirsToSync.clear();
       try {
         await this.state.flush();
