@@ -3,7 +3,7 @@ import { mkdir, rename } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Codes, ImzError } from '../protocol/errors.ts';
 import { type Entry, EntryType, type Envelope, Op, type Operation, OpKind, type OpResult, OpStatus } from '../protocol/messages.ts';
-import { type ChangeScan, type ChangeStream, type LocalChange, scanChanges } from './changes.ts';
+import { type ChangeScan, type ChangeStream, type LocalChange, orderChanges, scanChanges } from './changes.ts';
 import { type ConflictRecord, blobPath, clearConflict, conflictCopyName, listConflicts, outstanding, saveConflict, sideOfEntry } from './conflicts.ts';
 import { fromHex, toHex } from './hash.ts';
 import { checkPath, parentOf } from './paths.ts';
@@ -171,7 +171,10 @@ async function _pushLinked(replica: Replica, link: Promise<_Link>, opts: PushOpt
   try {
     const remote = await writable;
     summary.offline = !remote;
-    return await _reintegrate(replica, remote, log, scan, sent.length, policy, summary, opts, (await link).unreachable, pre, scan.streamed > 0 ? stream : undefined);
+    // Fewer changes than a group: none went up yet, and they go the usual way (one log write for them all).
+    const back = stream.giveBack();
+    if (back) scan.changes = orderChanges([...back, ...scan.changes]);
+    return await _reintegrate(replica, remote, log, scan, sent.length, policy, summary, opts, (await link).unreachable, pre, back || scan.streamed === 0 ? undefined : stream);
   } finally {
     _saveCache(replica, scan.cache);
   }
@@ -421,6 +424,15 @@ class _Stream implements ChangeStream {
     if (c.index?.hash && (c.kind === 'modify' || c.kind === 'retype')) this._vanishing.add(c.index.hash);
     this._group.push(c);
     if (this._group.length >= _STREAM_GROUP) await this._flush();
+  }
+
+  /** The changes taken, when none was logged yet (fewer than a group): they are the caller's again, and nothing more is sent. */
+  giveBack(): LocalChange[] | undefined {
+    if (this.logged > 0 || this._group.length === 0) return undefined;
+    const group = this._group;
+    this._group = [];
+    this._failed ??= { err: undefined };
+    return group;
   }
 
   /** Sends nothing more, and waits for what is being sent (the scan failed). */

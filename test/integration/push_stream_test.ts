@@ -40,6 +40,12 @@ async function manyFiles(root: string, dir: string, n: number, tag: string): Pro
 
 T('1,300 new files in a new tree, a copy of a tracked file then that file edited, a chmod and a symlink: streamed in groups, applied once, pulled by a second replica', async () => {
   const { srv, server, replicas: [a, b] } = await sampleWorld(2);
+  // Fewer changes than a group: nothing goes up before the scan is over (one log write for them all).
+  await manyFiles(a!, 'few', 30, 'f');
+  const small = await imz(['push', '-C', a!, '--json']);
+  assert.is(small.code, 0, out(small));
+  assert.is(pushed(small)!.streamed, 0, JSON.stringify(pushed(small)));
+  assert.is(pushed(small)!.applied, 32, JSON.stringify(pushed(small))); // 30 files, 2 directories
   const since = (await readJournal(server.address)).at(-1)?.seq ?? 0;
   const paths = await manyFiles(a!, 'new/tree', 1300, 'a');
   // The copy's content is on the server only as docs/kml.txt, which this same push rewrites: it must still go up.
