@@ -176,6 +176,8 @@ async function _pushLinked(replica: Replica, link: Promise<_Link>, opts: PushOpt
     if (back) scan.changes = orderChanges([...back, ...scan.changes]);
     return await _reintegrate(replica, remote, log, scan, sent.length, policy, summary, opts, (await link).unreachable, pre, back || scan.streamed === 0 ? undefined : stream);
   } finally {
+    // (A failure before _reintegrate waited for the stream: its last group may still be going to the log.)
+    await stream.stop();
     _saveCache(replica, scan.cache);
   }
 }
