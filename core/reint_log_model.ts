@@ -77,17 +77,19 @@ function _wellShaped(r: unknown): r is LogRecord {
 export function pendingOps(records: LogRecord[]): { sent: LoggedOp[]; unsent: LoggedOp[] } {
   let sentUpto = 0;
   let doneUpto = 0;
-  let dropUpto = 0;
   const ops: LoggedOp[] = [];
+  // A drop supersedes the operations that were unsent when it was written; a sent mark written after it (for the
+  // newer operations, whose numbers are higher) does not bring them back, or the next push would resend them.
+  const dropped = new Set<number>();
   for (const r of records) {
     if (r.t === 'op') ops.push(r.op);
     else if (r.t === 'sent') sentUpto = Math.max(sentUpto, r.upto);
     else if (r.t === 'done') doneUpto = Math.max(doneUpto, r.upto);
-    else dropUpto = Math.max(dropUpto, r.upto);
+    else for (const o of ops) if (o.seq <= r.upto && o.seq > sentUpto) dropped.add(o.seq);
   }
-  const live = ops.filter((o) => o.seq > doneUpto);
+  const live = ops.filter((o) => o.seq > doneUpto && !dropped.has(o.seq));
   return {
     sent: live.filter((o) => o.seq <= sentUpto),
-    unsent: live.filter((o) => o.seq > sentUpto && o.seq > dropUpto),
+    unsent: live.filter((o) => o.seq > sentUpto),
   };
 }

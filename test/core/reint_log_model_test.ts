@@ -39,4 +39,21 @@ test('pending ops: sent ones are kept as they are, dropped and done ones are not
   assert.equal(p.unsent.map((o) => o.seq), [4]);
 });
 
+test('pending ops: a sent mark after a drop (the newer operations sent) does not bring the dropped ones back', () => {
+  // An offline push logged 3 and 4; the next one dropped them, logged 5 and 6, marked them sent, and was cut off.
+  const recs = [
+    { t: 'op' as const, op: op(1) }, { t: 'sent' as const, upto: 1 },
+    { t: 'op' as const, op: op(3) }, { t: 'op' as const, op: op(4) },
+    { t: 'drop' as const, upto: 4 }, { t: 'op' as const, op: op(5) }, { t: 'op' as const, op: op(6) }, { t: 'sent' as const, upto: 6 },
+  ];
+  const p = pendingOps(recs);
+  // 1 was sent before the drop and stays owed as sent (it may have reached the server); 3 and 4 are gone for good.
+  assert.equal(p.sent.map((o) => o.seq), [1, 5, 6]);
+  assert.equal(p.unsent.map((o) => o.seq), []);
+  // Before the sent mark: 5 and 6 unsent, 3 and 4 still dropped.
+  const q = pendingOps(recs.slice(0, -1));
+  assert.equal(q.sent.map((o) => o.seq), [1]);
+  assert.equal(q.unsent.map((o) => o.seq), [5, 6]);
+});
+
 test.run();

@@ -44,15 +44,16 @@ function event(r: RunResult, name: string): Record<string, unknown> {
 
 /** The operations of a log still owed to the server (the rules of core/reint_log_model.ts pendingOps). */
 function owed(lines: LogLine[]): { seq: number; kind: number; path: string }[] {
-  let sent = 0, done = 0, drop = 0;
+  let sent = 0, done = 0;
   const ops: { seq: number; kind: number; path: string }[] = [];
+  const dropped = new Set<number>();
   for (const l of lines) {
     if (l.t === 'op') ops.push(l.op);
     else if (l.t === 'sent') sent = Math.max(sent, l.upto);
     else if (l.t === 'done') done = Math.max(done, l.upto);
-    else drop = Math.max(drop, l.upto);
+    else for (const o of ops) if (o.seq <= l.upto && o.seq > sent) dropped.add(o.seq);
   }
-  return ops.filter((o) => o.seq > done && (o.seq <= sent || o.seq > drop));
+  return ops.filter((o) => o.seq > done && !dropped.has(o.seq));
 }
 
 /** One line on stderr, `imz: cannot ...`. */
