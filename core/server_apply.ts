@@ -862,21 +862,22 @@ function _stagingMode(blob: string): void {
   }
 }
 
-// Opens a staged blob to finish it; one a batch gave a mode without write permission (for a store that was
-// then refused, and a crash kept from being given back) gets its staging mode back first.
 // Gives a path imz just made (a moved file, a new directory) the mode and time the operation sent, where they differ.
 // Best effort: the journal then records what the disk holds, which a pull brings to every replica.
 function _giveAttrs(abs: string, mode: number, mtimeMs: number | undefined): void {
   try {
     const st = lstatSync(abs);
     if (!st.isFile() && !st.isDirectory()) return; // (chmod would follow a symlink)
-    if (mtimeMs !== undefined && st.isFile() && !sameMtime(st.mtimeMs, mtimeMs)) utimesSync(abs, utimeSeconds(mtimeMs), utimeSeconds(mtimeMs));
-    if ((mode & 0o777) !== 0 && (st.mode & 0o777) !== (mode & 0o777)) chmodSync(abs, mode & 0o777); // (0: not sent)
+    if (mtimeMs !== undefined && mtimeMs !== 0 && st.isFile() && !sameMtime(st.mtimeMs, mtimeMs)) utimesSync(abs, utimeSeconds(mtimeMs), utimeSeconds(mtimeMs));
+    // (A mode or time of 0: not sent.) The set-id and sticky bits it has stay: a directory made in a setgid one inherits setgid.
+    if ((mode & 0o777) !== 0 && (st.mode & 0o777) !== (mode & 0o777)) chmodSync(abs, (st.mode & 0o7000) | (mode & 0o777));
   } catch {
     // (a time out of range, a file system without modes): the journal says what is there
   }
 }
 
+// Opens a staged blob to finish it; one a batch gave a mode without write permission (for a store that was
+// then refused, and a crash kept from being given back) gets its staging mode back first.
 function _openStaged(blob: string): number {
   try {
     return openSync(blob, 'r+');

@@ -5,7 +5,7 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { execFileSync } from 'node:child_process';
 import { readFileSync, statSync } from 'node:fs';
-import { appendFile, chmod, mkdir, rename, rm, symlink, unlink, utimes, writeFile } from 'node:fs/promises';
+import { appendFile, chmod, mkdir, rename, rm, stat, symlink, unlink, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
   type RunResult, type SnapEntry, cleanupAll, diffTrees, diffTreesBut, imz, jsonLines, makeTmp, sampleWorld, snapshotTree, spawnImz, startServer, waitFor,
@@ -292,6 +292,23 @@ T('lock-step: two replicas pull right before each push, racing each other (curso
   }
   console.log(`  lock-step: pushes ${stats.pushes}, cursor moved by ${stats.advanced}; server writes ${n}`);
   await converged(tmp, srv, server.address, replicas, 'lock-step');
+});
+
+T('a new directory in a setgid (group-shared) directory of the server keeps the setgid bit it inherits, its mode given or not', async () => {
+  const { srv, server, replicas: [a] } = await sampleWorld(1);
+  await chmod(join(srv, 'docs'), 0o2755);
+  void server;
+  await mkdir(join(a!, 'docs', 'narrowed'));
+  await chmod(join(a!, 'docs', 'narrowed'), 0o775); // a client umask of 002 (the server's is 022)
+  await mkdir(join(a!, 'docs', 'plain'));
+  await chmod(join(a!, 'docs', 'plain'), 0o755);
+  const r = await imz(['push', '-C', a!, '--json']);
+  assert.is(r.code, 0, out(r));
+  const plain = (await stat(join(srv, 'docs', 'plain'))).mode;
+  const narrowed = (await stat(join(srv, 'docs', 'narrowed'))).mode;
+  console.log(`  plain ${(plain & 0o7777).toString(8)}, narrowed ${(narrowed & 0o7777).toString(8)}`);
+  assert.ok(plain & 0o2000, 'the directory made with the mode asked keeps setgid');
+  assert.ok(narrowed & 0o2000, `the directory whose mode the umask narrowed keeps setgid too (mode ${(narrowed & 0o7777).toString(8)})`);
 });
 
 T.run();
