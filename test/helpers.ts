@@ -353,6 +353,19 @@ export function diffTrees(a: Record<string, SnapEntry>, b: Record<string, SnapEn
   return lines.sort();
 }
 
+/** n small files of distinct content under root/dir, in subdirectories of 100 (s0, s1...); their paths. */
+export async function manyFiles(root: string, dir: string, n: number, tag: string): Promise<string[]> {
+  const paths: string[] = [];
+  for (let i = 0; i < n; i++) {
+    const sub = `${dir}/s${Math.floor(i / 100)}`;
+    if (i % 100 === 0) await mkdir(join(root, sub), { recursive: true });
+    const p = `${sub}/f${i}.txt`;
+    await writeFile(join(root, p), `${tag} file ${i}\n`.repeat(1 + (i % 7)));
+    paths.push(p);
+  }
+  return paths;
+}
+
 /**
  * Lines describing how two snapshots differ, conflict copies left out (a
  * server-wins copy stays in its replica by design).

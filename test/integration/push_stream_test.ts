@@ -8,10 +8,10 @@
 // tracked is gone.
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { copyFile, mkdir, rm, symlink, writeFile, chmod } from 'node:fs/promises';
+import { chmod, copyFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
-  type RunResult, type SnapEntry, cleanupAll, diffTreesBut, imz, jsonLines, readJournal, readReintLog, sampleWorld, snapshotTree, spawnImz, waitFor,
+  type RunResult, type SnapEntry, cleanupAll, diffTreesBut, imz, manyFiles, jsonLines, readJournal, readReintLog, sampleWorld, snapshotTree, spawnImz, waitFor,
 } from '../helpers.ts';
 
 const T = suite('push: streamed while scanning');
@@ -24,19 +24,6 @@ function assertSame(a: Record<string, SnapEntry>, b: Record<string, SnapEntry>, 
   assert.ok(d.length === 0, `${what}: trees differ:\n  ${d.slice(0, 20).join('\n  ')}`);
 }
 const pushed = (r: RunResult) => jsonLines(r.stdout).find((e) => e.event === 'pushed') as Record<string, number> | undefined;
-
-/** n small files of distinct content under dir (in subdirectories of 100). */
-async function manyFiles(root: string, dir: string, n: number, tag: string): Promise<string[]> {
-  const paths: string[] = [];
-  for (let i = 0; i < n; i++) {
-    const sub = `${dir}/s${Math.floor(i / 100)}`;
-    if (i % 100 === 0) await mkdir(join(root, sub), { recursive: true });
-    const p = `${sub}/f${i}.txt`;
-    await writeFile(join(root, p), `${tag} file ${i}\n`.repeat(1 + (i % 7)));
-    paths.push(p);
-  }
-  return paths;
-}
 
 T('1,300 new files in a new tree, a copy of a tracked file then that file edited, a chmod and a symlink: streamed in groups, applied once, pulled by a second replica', async () => {
   const { srv, server, replicas: [a, b] } = await sampleWorld(2);
