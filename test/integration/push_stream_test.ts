@@ -81,7 +81,7 @@ T('a tracked file deleted: the push scans whole first (its content may reappear 
   assertSame(await snapshotTree(srv), await snapshotTree(a!), 'server after the push');
 });
 
-T('conflicts among streamed changes are settled after the scan, under manual and server-wins', async () => {
+T('conflicts among streamed changes are settled after the scan, under manual (the other policies: push_stream_more_test)', async () => {
   const { srv, server, replicas: [a, b] } = await sampleWorld(2);
   // b makes the same paths first, with other content.
   await manyFiles(b!, 'clash', 120, 'b');
