@@ -220,9 +220,7 @@ async function _reintegrate(replica: Replica, remote: Remote | undefined, log: R
     return p;
   });
   prestaging?.catch(() => undefined); // (finish never fails; awaited below)
-  const { unsent } = log.pending();
-  const records: import('./reint_log_model.ts').LogRecord[] = [];
-  if (unsent.length > 0) records.push({ t: 'drop', upto: unsent[unsent.length - 1]!.seq });
+  const records: LogRecord[] = _superseded(log);
   const byPath = new Map<string, LocalChange>();
   let ops: LoggedOp[] = [];
   if (changes.length > 0) {
@@ -295,6 +293,12 @@ async function _close(replica: Replica, log: ReintLog, own: _OwnRecords): Promis
     await replica.saveHead();
   }
   await log.clear();
+}
+
+// The drop record for the operations an earlier scan logged and never sent, which this scan supersedes ([] for none).
+function _superseded(log: ReintLog): LogRecord[] {
+  const { unsent } = log.pending();
+  return unsent.length > 0 ? [{ t: 'drop', upto: unsent[unsent.length - 1]!.seq }] : [];
 }
 
 // What the scan saw of a file it hashed (so the upload need not hash it again; the server checks every hash).
@@ -463,10 +467,7 @@ class _Stream implements ChangeStream {
       }
       ops.push(_opOf(c, this._seq++));
     }
-    const records: LogRecord[] = [];
-    // Operations an earlier scan logged and never sent are superseded by this one.
-    const { unsent } = this._log.pending();
-    if (!this._dropped && unsent.length > 0) records.push({ t: 'drop', upto: unsent[unsent.length - 1]!.seq });
+    const records = this._dropped ? [] : _superseded(this._log);
     this._dropped = true;
     for (const op of ops) records.push({ t: 'op', op });
     await this._log.append(records);
