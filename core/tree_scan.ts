@@ -39,13 +39,17 @@ export interface ScanOptions {
 }
 
 /**
- * Seconds to hand to utimes for an mtime in ms. Rounded to the microsecond
- * and nudged half a microsecond up, so the value stored (which the kernel
- * takes from a double) never lands just below the millisecond a server
- * that sees only whole milliseconds (Deno) reported.
+ * Seconds to hand to utimes for an mtime in ms. Kept inside the millisecond
+ * it was in (the whole milliseconds are what a Deno server reports and what
+ * people compare), to the nearest microsecond below its end, then nudged
+ * half a microsecond up so the double of seconds the kernel takes never
+ * lands just below the millisecond. Rounding to the nearest microsecond
+ * alone moved a time at .9995 ms or later into the next millisecond.
  */
 export function utimeSeconds(ms: number): number {
-  return (Math.round(ms * 1000) + 0.5) / 1e6;
+  const whole = Math.floor(ms);
+  const us = Math.min(999, Math.round((ms - whole) * 1000));
+  return (whole * 1000 + us + 0.5) / 1e6;
 }
 
 /** Turns lstat results into an FsEntry, or a reason to skip the path. */
