@@ -521,6 +521,29 @@ export async function sampleWorld(n: number, extend?: (srv: string) => Promise<v
   return { tmp, srv, server, replicas };
 }
 
+/**
+ * A push of 3,000 new files from the first of two replicas, caught while its
+ * groups go up: resolves once the server has journalled more than a group of
+ * it (or the push is over), with what a test needs to kill either side.
+ */
+export async function pushUnderWay(): Promise<{
+  srv: string; server: ServerHandle; replicas: string[]; since: number; paths: string[]; proc: ChildProcess; done: Promise<RunResult>;
+}> {
+  const { srv, server, replicas } = await sampleWorld(2);
+  const since = (await readJournal(server.address)).at(-1)?.seq ?? 0;
+  const paths = await manyFiles(replicas[0]!, 'burst', 3000, 'k');
+  const { proc, done } = await spawnImz(['push', '-C', replicas[0]!, '--json']);
+  await waitFor(async () => proc.exitCode !== null || (await readJournal(server.address, since)).length > 400, 20_000, 'a group applied', 5);
+  return { srv, server, replicas, since, paths, proc, done };
+}
+
+/** How many journal records made by a replica (origin set) each path has after seq `since`. */
+export async function appliedPerPath(address: string, since: number): Promise<Map<string, number>> {
+  const perPath = new Map<string, number>();
+  for (const x of await readJournal(address, since)) if (x.origin !== '') perPath.set(x.path, (perPath.get(x.path) ?? 0) + 1);
+  return perPath;
+}
+
 /** An HTTP answer, read whole. */
 export interface HttpReply { status: number; headers: Record<string, string | string[] | undefined>; body: Buffer; complete: boolean }
 

@@ -7,7 +7,7 @@ import * as assert from 'uvu/assert';
 import { copyFile, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
-  type RunResult, cleanupAll, diffTreesBut, imz, manyFiles, jsonLines, readJournal, readReintLog, sampleWorld, setRemote, snapshotTree, spawnImz, startServer, waitFor,
+  type RunResult, appliedPerPath, cleanupAll, diffTreesBut, imz, manyFiles, jsonLines, pushUnderWay, readReintLog, sampleWorld, setRemote, snapshotTree, startServer,
 } from '../helpers.ts';
 
 const T = suite('push: streamed while scanning, more');
@@ -43,11 +43,7 @@ for (const policy of ['server-wins', 'client-wins', 'newest', 'keep-both']) {
 }
 
 T('server killed (SIGKILL) while streamed groups go up: exit 4, changes logged; after a restart each applied once', async () => {
-  const { srv, server, replicas: [a, b] } = await sampleWorld(2);
-  const since = (await readJournal(server.address)).at(-1)?.seq ?? 0;
-  const paths = await manyFiles(a!, 'burst', 3000, 'k');
-  const { proc, done } = await spawnImz(['push', '-C', a!, '--json']);
-  await waitFor(async () => proc.exitCode !== null || (await readJournal(server.address, since)).length > 400, 20_000, 'a group applied', 5);
+  const { srv, server, replicas: [a, b], since, paths, done } = await pushUnderWay();
   await server.stop('SIGKILL');
   const r1 = await done;
   console.log(`  first push: exit ${r1.code}`);
@@ -57,9 +53,7 @@ T('server killed (SIGKILL) while streamed groups go up: exit 4, changes logged; 
   await setRemote(b!, again.address);
   const r = await imz(['push', '-C', a!, '--json'], { timeoutMs: 30_000 });
   assert.is(r.code, 0, out(r));
-  const recs = (await readJournal(again.address, since)).filter((x) => x.origin !== '');
-  const perPath = new Map<string, number>();
-  for (const x of recs) perPath.set(x.path, (perPath.get(x.path) ?? 0) + 1);
+  const perPath = await appliedPerPath(again.address, since);
   for (const p of paths) assert.is(perPath.get(p), 1, `${p} applied once`);
   const d = diffTreesBut(await snapshotTree(srv), await snapshotTree(a!));
   assert.ok(d.length === 0, `trees differ:\n  ${d.slice(0, 10).join('\n  ')}`);

@@ -11,7 +11,7 @@ import * as assert from 'uvu/assert';
 import { chmod, copyFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
-  type RunResult, type SnapEntry, cleanupAll, diffTreesBut, imz, manyFiles, jsonLines, readJournal, readReintLog, sampleWorld, snapshotTree, spawnImz, waitFor,
+  type RunResult, type SnapEntry, appliedPerPath, cleanupAll, diffTreesBut, imz, manyFiles, jsonLines, pushUnderWay, readJournal, readReintLog, sampleWorld, snapshotTree,
 } from '../helpers.ts';
 
 const T = suite('push: streamed while scanning');
@@ -49,8 +49,7 @@ T('1,300 new files in a new tree, a copy of a tracked file then that file edited
   assertSame(await snapshotTree(srv), await snapshotTree(a!), 'server after the push');
   // Once each: one journal record per path this push made, all from this replica.
   const recs = (await readJournal(server.address, since)).filter((x) => x.origin !== '');
-  const perPath = new Map<string, number>();
-  for (const x of recs) perPath.set(x.path, (perPath.get(x.path) ?? 0) + 1);
+  const perPath = await appliedPerPath(server.address, since);
   for (const p of paths) assert.is(perPath.get(p), 1, `${p} journalled once`);
   assert.is(perPath.get('new/kml-copy.txt'), 1);
   // A directory is journalled before anything in it.
@@ -102,12 +101,8 @@ T('conflicts among streamed changes are settled after the scan, under manual (th
 });
 
 T('a client killed while its groups are going up: the next push applies each operation exactly once', async () => {
-  const { srv, server, replicas: [a, b] } = await sampleWorld(2);
-  const since = (await readJournal(server.address)).at(-1)?.seq ?? 0;
-  const paths = await manyFiles(a!, 'burst', 3000, 'k');
-  const { proc, done } = await spawnImz(['push', '-C', a!, '--json']);
   // Killed once the server has applied some of it (a group sent), before the push is over.
-  await waitFor(async () => proc.exitCode !== null || (await readJournal(server.address, since)).length > 400, 20_000, 'a group applied', 5);
+  const { srv, server, replicas: [a, b], since, paths, proc, done } = await pushUnderWay();
   const running = proc.exitCode === null;
   proc.kill('SIGKILL');
   await done;
@@ -115,9 +110,7 @@ T('a client killed while its groups are going up: the next push applies each ope
   console.log(`  killed ${running ? 'mid-push' : 'after the push'} with ${applied} records journalled`);
   const r = await imz(['push', '-C', a!, '--json']);
   assert.is(r.code, 0, out(r));
-  const recs = (await readJournal(server.address, since)).filter((x) => x.origin !== '');
-  const perPath = new Map<string, number>();
-  for (const x of recs) perPath.set(x.path, (perPath.get(x.path) ?? 0) + 1);
+  const perPath = await appliedPerPath(server.address, since);
   for (const p of paths) assert.is(perPath.get(p), 1, `${p} applied once`);
   assertSame(await snapshotTree(srv), await snapshotTree(a!), 'server after the second push');
   assert.is((await imz(['pull', '-C', b!])).code, 0);
