@@ -71,6 +71,12 @@ export class Replica {
   private _writtenSums = new Map<number, number>();
   /** Per bucket, the paths this process set or deleted (see changedPaths). */
   private _changedPaths = new Map<number, Set<string>>();
+  /**
+   * Per parsed bucket, the entries of the paths it gained since markAppends
+   * (null once a path it held was set again or deleted): with the bytes the
+   * scan cache read, they are all the bucket holds (see appendedOnly).
+   */
+  private _appends = new Map<number, Map<string, IndexEntry> | null>();
   private _locked = false;
 
   private constructor(root: string) {
@@ -178,6 +184,7 @@ export class Replica {
       m = u.file === undefined ? new Map() : decodeBucket(utf8(u.file), name);
       for (const [p, e] of u.adds) m.set(p, e);
       this._unparsed.delete(b);
+      if (this._appends.get(b) !== null) this._appends.set(b, new Map(u.adds));
       this._buckets.set(b, m);
       return m;
     }
@@ -235,9 +242,21 @@ export class Replica {
    * was never parsed: it then holds what it held when read, and these.
    */
   appendedOnly(b: number): { adds: ReadonlyMap<string, IndexEntry>; sum: number } | undefined {
-    const u = this._unparsed.get(b);
     const sum = this._writtenSums.get(b);
-    return u === undefined || sum === undefined || this._dirty.has(b) ? undefined : { adds: u.adds, sum };
+    const a = this._appends.get(b);
+    if (sum === undefined || this._dirty.has(b) || a === null) return undefined;
+    const adds = this._unparsed.get(b)?.adds ?? a;
+    return adds && adds.size > 0 ? { adds, sum } : undefined;
+  }
+
+  /**
+   * From here on, appendedOnly tells the entries added to a bucket: called
+   * when the scan cache reads the buckets (its rows are what they held).
+   * Buckets appended to unparsed before it are left out (their adds predate it).
+   */
+  markAppends(): void {
+    this._appends.clear();
+    for (const b of this._unparsed.keys()) this._appends.set(b, null);
   }
 
   /** The paths of bucket b this process has set or deleted, if any. */
@@ -270,7 +289,9 @@ export class Replica {
     const b = bucketOf(path);
     const m = this._bucket(b);
     const r = this._rows.get(b);
-    if (r && !m.has(path)) r.added.push(path);
+    const had = m.has(path);
+    this._noteAppend(b, path, e, had);
+    if (r && !had) r.added.push(path);
     else if (r && !r.added.includes(path)) {
       // A changed row: replaced in the text, for the first few; past them the bucket is encoded whole.
       const rows = ++r.replaced <= _REPLACED_MAX ? replaceRow(_rowsText(r), path, encodeRows([[path, e]])) : undefined;
@@ -315,10 +336,23 @@ export class Replica {
     const b = bucketOf(path);
     const m = this._bucket(b);
     if (m.delete(path)) {
+      this._appends.set(b, null);
       this._dirty.add(b);
       this._rows.delete(b);
       this._changed(b, path);
     }
+  }
+
+  // A path set in a parsed bucket: an append while the bucket only gained paths since markAppends.
+  private _noteAppend(b: number, path: string, e: IndexEntry, had: boolean): void {
+    let a = this._appends.get(b);
+    if (a === null) return;
+    if (had && !a?.has(path)) {
+      this._appends.set(b, null);
+      return;
+    }
+    if (a === undefined) this._appends.set(b, (a = new Map()));
+    a.set(path, e);
   }
 
   private _changed(b: number, path: string): void {

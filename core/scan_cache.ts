@@ -86,6 +86,8 @@ export class ScanCache {
     const sections: BucketSection[] = [];
     const stale = new Map<number, Map<string, IndexEntry>>();
     let settled = 0;
+    // What the rows are read from now is what a push's appends are counted from (refreshed).
+    replica.markAppends();
     for (let b = 0; b < BUCKETS; b++) {
       const unflushed = replica.unflushedBucket(b);
       if (unflushed) {

@@ -400,19 +400,24 @@ T('save writes changed rows over the file it read, and the whole file once anoth
   assert.is(cacheOf(dir)!.facts[cacheOf(dir)!.paths.indexOf('docs') * FACTS + F_LISTED_MTIME], 4321);
 });
 
-T('a push of new files in many buckets leaves a cache whose rows are those of a cache rebuilt from the index', async () => {
-  const dir = await marked();
+// Writes new files in many buckets (and at both ends of the path order) in a replica.
+async function newFilesEverywhere(dir: string, tag: string): Promise<string[]> {
   for (let d = 0; d < 6; d++) {
-    await mkdir(join(dir, 'fresh', `d${d}`), { recursive: true });
-    for (let i = 0; i < 60; i++) await writeFile(join(dir, 'fresh', `d${d}`, `n${i}.txt`), `new ${d}/${i}\n`);
+    await mkdir(join(dir, `fresh-${tag}`, `d${d}`), { recursive: true });
+    for (let i = 0; i < 60; i++) await writeFile(join(dir, `fresh-${tag}`, `d${d}`, `n${i}.txt`), `new ${tag} ${d}/${i}\n`);
   }
-  await writeFile(join(dir, 'docs', 'zz-last.txt'), 'after every tracked path\n');
-  await writeFile(join(dir, 'A-first.txt'), 'before every tracked path\n');
-  await symlink('docs/zz-last.txt', join(dir, 'docs', 'link-new'));
-  const p = await imz(['push', '-C', dir, '--json']);
-  assert.is(p.code, 0, p.stderr);
+  await writeFile(join(dir, 'docs', `zz-last-${tag}.txt`), 'after every tracked path\n');
+  await writeFile(join(dir, `A-first-${tag}.txt`), 'before every tracked path\n');
+  await symlink(`zz-last-${tag}.txt`, join(dir, 'docs', `link-new-${tag}`));
+  return [`fresh-${tag}/d5/n59.txt`, `A-first-${tag}.txt`, `docs/zz-last-${tag}.txt`, `docs/link-new-${tag}`];
+}
+
+// The cache a command left in dir is the one a scan rebuilds from the index, and the next load rebuilds nothing.
+async function assertCacheIsIndex(dir: string, paths: string[]): Promise<void> {
   const after = cacheOf(dir)!;
-  assert.ok(after, 'the push wrote the cache');
+  assert.ok(after, 'the command wrote the cache');
+  const loaded = ScanCache.load(await Replica.open(dir), after.ignoreKey);
+  assert.ok(loaded.rowsAsLoaded && loaded.patchedRows.length === 0, `the next load rebuilds nothing (${loaded.patchedRows.length} rows)`);
   writeFileSync(join(dir, '.imz', SCAN_CACHE_FILE), 'gone');
   assert.equal(brief(await scan(dir)), []);
   const rebuilt = cacheOf(dir)!;
@@ -423,7 +428,35 @@ T('a push of new files in many buckets leaves a cache whose rows are those of a 
       assert.is(after.facts[i * FACTS + f], rebuilt.facts[i * FACTS + f], `${rebuilt.paths.at(i)} fact ${f}`);
     }
   }
-  for (const q of ['fresh/d5/n59.txt', 'A-first.txt', 'docs/zz-last.txt', 'docs/link-new']) assert.ok(after.paths.indexOf(q) >= 0, q);
+  for (const q of paths) assert.ok(after.paths.indexOf(q) >= 0, q);
+}
+
+T('a push of new files in many buckets leaves a cache whose rows are those of a cache rebuilt from the index', async () => {
+  const dir = await marked();
+  const paths = await newFilesEverywhere(dir, 'a');
+  const p = await imz(['push', '-C', dir, '--json']);
+  assert.is(p.code, 0, p.stderr);
+  await assertCacheIsIndex(dir, paths);
+});
+
+T('the same when the push had to rebuild the cache first (every bucket parsed): merged, not left for the next command', async () => {
+  const dir = await marked();
+  const paths = await newFilesEverywhere(dir, 'b');
+  writeFileSync(join(dir, '.imz', SCAN_CACHE_FILE), 'gone');
+  const p = await imz(['push', '-C', dir, '--json']);
+  assert.is(p.code, 0, p.stderr);
+  await assertCacheIsIndex(dir, paths);
+});
+
+T("imz sync that pulls another replica's new files and pushes its own, in many buckets: the cache is the index's", async () => {
+  const dir = await marked();
+  const other = await marked();
+  const theirs = await newFilesEverywhere(other, 'c');
+  assert.is((await imz(['push', '-C', other, '--quiet'])).code, 0);
+  const mine = await newFilesEverywhere(dir, 'd');
+  const p = await imz(['sync', '-C', dir, '--json']);
+  assert.is(p.code, 0, p.stderr);
+  await assertCacheIsIndex(dir, [...theirs, ...mine]);
 });
 
 T.run();
