@@ -9,6 +9,7 @@ import { fromHex, toHex } from './hash.ts';
 import { checkPath, parentOf } from './paths.ts';
 import { ReintLog } from './reint_log.ts';
 import type { ScanCache } from './scan_cache.ts';
+import type { IndexEntry } from './index_model.ts';
 import type { LogRecord, LoggedOp } from './reint_log_model.ts';
 import { type SecurityOptions, connectReplica } from './credentials.ts';
 import type { Remote } from './remote.ts';
@@ -16,7 +17,7 @@ import type { Prestager } from './uploader.ts';
 import { Replica } from './replica.ts';
 import { explainFsError, sweepStateTemps } from './atomic_fs.ts';
 import { type Policy, checkPolicy } from './policy.ts';
-import { statEntrySync } from './tree_scan.ts';
+import { sameMtime, statEntrySync } from './tree_scan.ts';
 
 /** Options of push. */
 export interface PushOptions {
@@ -362,8 +363,12 @@ async function _settleGroup(replica: Replica, remote: Remote, ops: LoggedOp[], e
   const results = env.reintegrateReply?.results ?? [];
   if (results.length !== ops.length) throw new ImzError(Codes.PROTOCOL, `cannot push: the server answered ${results.length} of ${ops.length} operations`);
   const serverFetch: Entry[] = [];
-  for (let k = 0; k < ops.length; k++) own?.note(ops[k]!, results[k]!);
-  for (let k = 0; k < ops.length; k++) await _settle(replica, remote, ops[k]!, results[k]!, policy, summary, opts, byPath.get(ops[k]!.path), serverFetch, openConflicts);
+  for (let k = 0; k < ops.length; k++) {
+    const op = ops[k]!;
+    await _settle(replica, remote, op, results[k]!, policy, summary, opts, byPath.get(op.path), serverFetch, openConflicts);
+    // (Indexed as settled: a mkdir, chmod or move is claimed only when the server journalled just that.)
+    own?.note(op, results[k]!, _CLAIMED.has(op.kind) || !results[k]!.server ? undefined : await replica.get(op.path));
+  }
   if (serverFetch.length > 0) await (await import('./reconcile.ts')).reconcile(replica, remote, serverFetch);
 }
 
@@ -511,17 +516,24 @@ class _OwnRecords {
   private readonly _seqs: number[] = [];
   private _plain = true;
 
-  /** Notes an operation's result. */
-  note(op: LoggedOp, r: OpResult): void {
+  /** Notes an operation's result; indexed: the path's index entry once settled (for a mkdir, chmod or move). */
+  note(op: LoggedOp, r: OpResult, indexed?: IndexEntry): void {
     if (r.status === OpStatus.SAME) return; // nothing journalled
     // Anything else than an operation applied as sent (a conflict, a policy's win, a duplicate...) may have made
     // records this replica does not hold as the server does: left for a pull to read.
-    // So may a move, a mkdir or a mode change: the server records what it reads back from its disk, which can differ
-    // from what this replica indexed (a file system that refuses the mode or time sent; a move makes two records);
-    // a pull reads those records (found by the review of 937fd44).
-    if (r.status !== OpStatus.APPLIED || r.displaced || r.conflictClass || r.keptAs || !_CLAIMED.has(op.kind)) {
+    if (r.status !== OpStatus.APPLIED || r.displaced || r.conflictClass || r.keptAs) {
       this._plain = false;
       return;
+    }
+    if (!_CLAIMED.has(op.kind)) {
+      // A move, a mkdir or a mode change: the server records what it reads back from its disk, which can differ from
+      // what this replica indexed (a file system that refuses the mode or time sent; a set-id bit a directory
+      // inherits there); claimed when the state it journalled (r.server) is what this replica indexed.
+      if (!_journalledAsIndexed(r, indexed)) {
+        this._plain = false;
+        return;
+      }
+      if (op.kind === OpKind.MOVE) this._seqs.push(r.version - 1); // its first record: the removal of the old path
     }
     this._seqs.push(r.version);
   }
@@ -537,6 +549,14 @@ class _OwnRecords {
     for (let i = 0; i < s.length; i++) if (s[i] !== cursor + 1 + i) return cursor;
     return cursor + s.length;
   }
+}
+
+// True when the state a server journalled for a mkdir, chmod or move (r.server) is the state this replica indexed:
+// what a pull reading the record back would find nothing to change in.
+function _journalledAsIndexed(r: OpResult, e: IndexEntry | undefined): boolean {
+  const s = r.server;
+  if (!s || !e || s.version !== r.version || s.type !== e.type || s.type === EntryType.SYMLINK || s.mode !== e.mode) return false;
+  return s.type !== EntryType.FILE || (toHex(s.hash) === e.hash && s.size === e.size && sameMtime(s.mtimeMs, e.mtimeMs));
 }
 
 // The index is written once for the whole push (each batch would rewrite

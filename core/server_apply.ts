@@ -568,6 +568,13 @@ export class Reintegrator {
       return _result(op, OpStatus.APPLIED, version, { conflictClass: 'dir-removed', displaced: `displaced/index.jsonl (${inside.length} entries under ${op.path})` });
     }
     const version = await this._apply(replicaId, op, false);
+    // What was read back from the disk and journalled for a mkdir, chmod or move can differ from what the client
+    // has (a mode the file system refused, a set-id bit inherited): told, so the client claims the records only
+    // when they say what it has (its cursor then passes over them, and a pull need not read them back).
+    if (op.kind === OpKind.MAKEDIR || op.kind === OpKind.SETATTR || op.kind === OpKind.MOVE) {
+      const now = this.state.table.get(op.path);
+      if (now) return _result(op, OpStatus.APPLIED, version, { server: tableToEntry(op.path, now) });
+    }
     return _result(op, OpStatus.APPLIED, version);
   }
 

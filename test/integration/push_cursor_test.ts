@@ -8,7 +8,7 @@ import { readFileSync, statSync } from 'node:fs';
 import { appendFile, chmod, mkdir, rename, rm, stat, symlink, unlink, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
-  type RunResult, type SnapEntry, cleanupAll, diffTrees, diffTreesBut, imz, jsonLines, makeTmp, sampleWorld, snapshotTree, spawnImz, startServer, waitFor,
+  type RunResult, type SnapEntry, cleanupAll, diffTrees, diffTreesBut, imz, jsonLines, makeTmp, readJournal, sampleWorld, snapshotTree, spawnImz, startServer, waitFor,
 } from '../helpers.ts';
 
 const T = suite('push: cursor');
@@ -309,6 +309,33 @@ T('a new directory in a setgid (group-shared) directory of the server keeps the 
   console.log(`  plain ${(plain & 0o7777).toString(8)}, narrowed ${(narrowed & 0o7777).toString(8)}`);
   assert.ok(plain & 0o2000, 'the directory made with the mode asked keeps setgid');
   assert.ok(narrowed & 0o2000, `the directory whose mode the umask narrowed keeps setgid too (mode ${(narrowed & 0o7777).toString(8)})`);
+  // Journalled with a mode the replica does not have: not claimed, so a pull reads the records back.
+  assert.ok(await behind(a!) >= 1, 'the push left its setgid mkdirs for a pull to read');
+});
+
+T('a push of new directories, a chmod, a rename and a rename + chmod claims its records: nothing behind without a pull', async () => {
+  const { tmp, srv, server, replicas: [a, b] } = await sampleWorld(2);
+  await writeFile(join(a!, 'mv.txt'), 'move me\n');
+  await writeFile(join(a!, 'mv2.txt'), 'move me too\n');
+  await writeFile(join(a!, 'ch.txt'), 'chmod me\n');
+  ok(await imz(['push', '-C', a!, '--quiet']));
+  ok(await imz(['pull', '-C', b!, '--quiet']));
+  await mkdir(join(a!, 'n1', 'n2', 'n3'), { recursive: true });
+  await writeFile(join(a!, 'n1', 'n2', 'n3', 'deep.txt'), 'deep\n');
+  await mkdir(join(a!, 'wide'));
+  await chmod(join(a!, 'wide'), 0o777);
+  await chmod(join(a!, 'ch.txt'), 0o600);
+  await rename(join(a!, 'mv.txt'), join(a!, 'n1', 'moved.txt'));
+  await rename(join(a!, 'mv2.txt'), join(a!, 'moved2.txt'));
+  await chmod(join(a!, 'moved2.txt'), 0o640);
+  const before = cursorOf(a!);
+  const r = await imz(['push', '-C', a!, '--json']);
+  ok(r);
+  const last = (await readJournal(server.address)).at(-1)!.seq;
+  console.log(`  cursor ${before} -> ${cursorOf(a!)}, journal at ${last}`);
+  assert.is(cursorOf(a!), last, 'HEAD passed over every record the push made');
+  assert.is(await behind(a!), 0, 'status: nothing behind');
+  await converged(tmp, srv, server.address, [a!, b!], 'claimed mkdir, chmod, move');
 });
 
 T.run();
