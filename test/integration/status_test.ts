@@ -157,15 +157,15 @@ T('behind after a push: its own records are not counted; records from elsewhere 
   assert.is(await behind(replica), 0, 'stores, a symlink and a removal');
   const pulled = jsonLines((await imz(['pull', '-C', replica, '--json'])).stdout).at(-1)!;
   assert.is(pulled.records, 0, 'nothing for the next pull to read back');
-  // A rename, a mkdir and a chmod: the server records what it reads back from its disk (the moved file's old mode,
-  // the directory's mode through its umask), which a pull must read.
+  // A rename, a mkdir and a chmod: the server records what it reads back from its disk, and tells it; the same
+  // as what the replica indexed here, so not counted either (push_cursor_test has a case where it differs).
   await rename(join(replica, 'docs', 'kml.txt'), join(replica, 'docs', 'kml-moved.txt'));
   await mkdir(join(replica, 'fresh-dir'));
   execFileSync('chmod', ['755', join(replica, 'HISTORY')]);
   ok(await imz(['push', '-C', replica, '--quiet']));
-  assert.ok((await behind(replica)) >= 1, 'records a pull must read');
-  ok(await imz(['pull', '-C', replica, '--quiet']));
-  assert.is(await behind(replica), 0);
+  assert.is(await behind(replica), 0, 'a rename, a mkdir and a chmod');
+  const pulled2 = jsonLines((await imz(['pull', '-C', replica, '--json'])).stdout).at(-1)!;
+  assert.is(pulled2.records, 0, 'nothing for the next pull to read back');
 
   // Another replica's push, then this one's: the other's record is not this replica's, so its cursor stays
   // before it, and the pull that follows brings the other's change.
