@@ -36,7 +36,7 @@ type _Plan =
   | { kind: 'symlink'; t: Entry; local: LocalState }
   | { kind: 'file'; t: Entry; local: LocalState }
   | { kind: 'meta'; t: Entry; local: LocalState }
-  | { kind: 'index'; t: Entry; local: LocalState }
+  | { kind: 'index'; t: Entry; local: LocalState; localMode?: boolean }
   | { kind: 'remote'; t: Entry; local: LocalState };
 
 /** Options of reconcile. */
@@ -157,9 +157,14 @@ export async function reconcile(replica: Replica, remote: Remote, targets: Entry
     }
     if (await _equivalent(root, local, idx, t)) {
       // A symlink has no mode of its own here: chmod would follow it, maybe out of the replica.
-      const needsMeta = (t.type === EntryType.FILE || t.type === EntryType.DIR) && (local.kind === 'clean' || local.kind === 'absent') && local.fs &&
-        (local.fs.mode !== t.mode || (t.type === EntryType.FILE && !sameMtime(local.fs.mtimeMs, t.mtimeMs)));
-      plans.push({ kind: needsMeta ? 'meta' : 'index', t, local });
+      const hasMode = t.type === EntryType.FILE || t.type === EntryType.DIR;
+      // A chmod made here and not pushed yet (the content is the server's): it stays a change to push, the index
+      // taking the server's mode; indexing the mode on disk made the next push find nothing to send.
+      const localMode = hasMode && local.kind === 'modified' && idx !== undefined && local.fs !== undefined && local.fs.mode !== idx.mode && local.fs.mode !== t.mode;
+      // Otherwise what the server holds is taken, its mode too (a local touch does not keep a server's chmod out).
+      const needsMeta = hasMode && !localMode && local.kind !== 'created' && local.fs !== undefined &&
+        (local.fs.mode !== t.mode || (t.type === EntryType.FILE && local.kind !== 'modified' && !sameMtime(local.fs.mtimeMs, t.mtimeMs)));
+      plans.push(needsMeta ? { kind: 'meta', t, local } : { kind: 'index', t, local, localMode });
       continue;
     }
     if (local.kind === 'modified' && idx && idx.type === EntryType.FILE && t.type === EntryType.FILE && local.fs?.type === EntryType.FILE && toHex(t.hash) === idx.hash) {
@@ -201,10 +206,11 @@ export async function reconcile(replica: Replica, remote: Remote, targets: Entry
 
   const safeDirs = new Set<string>(['']);
   const ensureParents = (p: string) => _ensureParents(root, p, safeDirs);
-  const indexFrom = async (t: Entry) => {
+  const indexFrom = async (t: Entry, serverMode = false) => {
     const st = lstatSync(join(root, t.path));
     const fs = fsEntryFromStats(t.path, st, t.type === EntryType.SYMLINK ? t.target : '') as FsEntry;
     const e = _indexEntry(t, fs);
+    if (serverMode) e.mode = t.mode;
     // On demand, fetched content is remembered with its time, for least-recently-fetched eviction.
     if (onDemand && t.type === EntryType.FILE) e.fetchedMs = Date.now();
     await replica.set(t.path, e);
@@ -297,7 +303,7 @@ export async function reconcile(replica: Replica, remote: Remote, targets: Entry
       onEvent?.({ type: 'change', path: p.t.path, action: p.t.type === EntryType.NONE ? 'remove' : 'remote', entry: p.t, wasRemote: true });
     } else if (p.kind === 'index' && !(p as { skip?: boolean }).skip) {
       if (p.t.type === EntryType.NONE) await replica.delete(p.t.path);
-      else await indexFrom(p.t);
+      else await indexFrom(p.t, p.localMode);
       await settle(p.t.path);
     }
   }
