@@ -504,7 +504,7 @@ class _Stream implements ChangeStream {
   }
 }
 
-/** Operations whose record holds what the replica indexed: a store (given the sent mode and time), a symlink, a removal. */
+/** Operations whose record holds what the replica indexed: a store (given the sent mode, without set-id bits, and time), a symlink, a removal. */
 const _CLAIMED = new Set<number>([OpKind.STORE, OpKind.LINK, OpKind.UNLINK, OpKind.REMOVEDIR]);
 
 /**
@@ -522,6 +522,12 @@ class _OwnRecords {
     // Anything else than an operation applied as sent (a conflict, a policy's win, a duplicate...) may have made
     // records this replica does not hold as the server does: left for a pull to read.
     if (r.status !== OpStatus.APPLIED || r.displaced || r.conflictClass || r.keptAs) {
+      this._plain = false;
+      return;
+    }
+    // A set-id or sticky bit is not given to a stored file (the server gives mode & 0o777): its record says
+    // otherwise than this replica, so a pull reads it back.
+    if (op.kind === OpKind.STORE && (op.state.mode & ~0o777) !== 0) {
       this._plain = false;
       return;
     }

@@ -313,6 +313,17 @@ T('a new directory in a setgid (group-shared) directory of the server keeps the 
   assert.ok(await behind(a!) >= 1, 'the push left its setgid mkdirs for a pull to read');
 });
 
+T('a new setgid file: its record (the server gives mode & 0o777) is left for the pull, which makes both sides alike', async () => {
+  const { srv, replicas: [rep] } = await sampleWorld(1);
+  await writeFile(join(rep!, 'tool.sh'), '#!/bin/sh\n');
+  await chmod(join(rep!, 'tool.sh'), 0o2755);
+  ok(await imz(['push', '-C', rep!, '--quiet']));
+  assert.ok(await behind(rep!) >= 1, 'not claimed');
+  ok(await imz(['pull', '-C', rep!, '--quiet']));
+  assert.is(modeOf(join(rep!, 'tool.sh')), modeOf(join(srv, 'tool.sh')), 'replica and server modes');
+  assert.is(await behind(rep!), 0);
+});
+
 T('a push of new directories, a chmod, a rename and a rename + chmod claims its records: nothing behind without a pull', async () => {
   const { tmp, srv, server, replicas: [a, b] } = await sampleWorld(2);
   await writeFile(join(a!, 'mv.txt'), 'move me\n');
