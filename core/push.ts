@@ -259,10 +259,10 @@ async function _reintegrate(replica: Replica, remote: Remote | undefined, log: R
   const uploader = import('./uploader.ts');
   let sending: Promise<void> = Promise.resolve();
   // With nothing left to upload (the scan's uploads took it all), one group: no wait between groups.
-  const groupSize = ops.some((o) => o.kind === OpKind.STORE && sendOf(o.state.hash)) ? _GROUP : ops.length;
+  const groupSize = ops.some((o) => _carriesContent(o, policy) && sendOf(o.state.hash)) ? _GROUP : ops.length;
   for (let g = 0; g < ops.length; g += groupSize) {
     const group = ops.slice(g, g + groupSize);
-    const stores = group.filter((o) => o.kind === OpKind.STORE && sendOf(o.state.hash));
+    const stores = group.filter((o) => _carriesContent(o, policy) && sendOf(o.state.hash));
     const before = summary.uploadedBytes;
     try {
       summary.uploadedBytes += await (await uploader).uploadBlobs(remote, stores.map((o) => ({ hash: o.state.hash, size: o.state.size, file: join(replica.root, o.path), seen: _seen(byPath.get(o.path)) })),
@@ -313,6 +313,17 @@ const _PRESTAGE_UP_TO = 256 * 1024;
 
 /** Operations per upload-then-send group (see _pushWith). */
 const _GROUP = 2000;
+
+/**
+ * Whether the server must hold an operation's content before it is sent: a
+ * store's; under client-wins or newest also a chmod's or a move's of a file,
+ * which the server makes a store of when the path (or the move's source) is
+ * gone there (a chmod here, the file removed by another replica).
+ */
+function _carriesContent(o: LoggedOp, policy: Policy): boolean {
+  if (o.kind === OpKind.STORE) return true;
+  return (policy === 'client-wins' || policy === 'newest') && (o.kind === OpKind.SETATTR || o.kind === OpKind.MOVE) && o.state.type === EntryType.FILE && o.state.hash !== '';
+}
 
 function _opOf(c: LocalChange, seq: number): LoggedOp {
   const fs = c.fs;
@@ -491,7 +502,7 @@ class _Stream implements ChangeStream {
     // Content: what the scan offered is staged or held once the prestager is through with it; the rest goes up now.
     const pre = await this._pre();
     await pre?.finish();
-    const stores = ops.filter((o) => o.kind === OpKind.STORE && !pre?.staged.has(o.state.hash) && (this._vanishing.has(o.state.hash) || !pre?.held.has(o.state.hash)));
+    const stores = ops.filter((o) => _carriesContent(o, this._policy) && !pre?.staged.has(o.state.hash) && (this._vanishing.has(o.state.hash) || !pre?.held.has(o.state.hash)));
     if (stores.length > 0) {
       const before = this._summary.uploadedBytes;
       this._summary.uploadedBytes += await (await import('./uploader.ts')).uploadBlobs(remote, stores.map((o) => ({ hash: o.state.hash, size: o.state.size, file: join(this._replica.root, o.path), seen: _seen(this.byPath.get(o.path)) })),

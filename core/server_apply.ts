@@ -536,7 +536,7 @@ export class Reintegrator {
       const busyDir = cur?.type === EntryType.DIR && this._hasChildren(op.path);
       if (!busyDir && (policy === 'client-wins' || (policy === 'newest' && clientNewer))) {
         const displaced = cur ? await this._displace(op.path, cur) : '';
-        const version = await this._apply(replicaId, op, true);
+        const version = await this._apply(replicaId, _storeWhereGone(op, cur, this.state.table.get(op.fromPath)), true);
         return _result(op, OpStatus.APPLIED, version, { conflictClass: cls, displaced, server });
       }
       if (policy === 'keep-both' && (op.kind === OpKind.STORE || op.kind === OpKind.LINK) && cur) {
@@ -939,6 +939,14 @@ function _sameResult(cur: TableEntry | undefined, op: Operation, from: TableEntr
     default:
       return false;
   }
+}
+
+// A chmod of a file this server no longer has as a file, or a move whose source is gone here, that the client wins:
+// its file comes back whole, as a store of the content it sent with it (see push's _carriesContent).
+function _storeWhereGone(op: Operation, cur: TableEntry | undefined, from: TableEntry | undefined): Operation {
+  if (op.state?.type !== EntryType.FILE || op.state.hash.length !== 32) return op;
+  const gone = op.kind === OpKind.SETATTR ? cur?.type !== EntryType.FILE : op.kind === OpKind.MOVE && from?.type !== EntryType.FILE;
+  return gone ? { ...op, kind: OpKind.STORE, fromPath: '', fromBase: 0 } : op;
 }
 
 function _classify(cur: TableEntry | undefined, op: Operation): string {

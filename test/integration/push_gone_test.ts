@@ -1,0 +1,60 @@
+// A chmod or a move made here, of a file another replica removed meanwhile:
+// under client-wins the file comes back on the server whole (this replica's
+// content and mode), not refused; under manual it is a conflict, the file
+// kept here as it is. (Found by the review of b040e51: client-wins answered
+// "setattr was refused: it does not exist on the server", exit 1.)
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { readFileSync, statSync } from 'node:fs';
+import { chmod, rename, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { type RunResult, cleanupAll, imz, jsonLines, sampleWorld } from '../helpers.ts';
+
+const T = suite('push: a chmod or move of a file removed on the server');
+T.after.each(cleanupAll);
+T.after(cleanupAll);
+
+const out = (r: RunResult) => `exit ${r.code} (signal ${r.signal})\nstdout: ${r.stdout.slice(0, 2000)}\nstderr: ${r.stderr}`;
+const modeOf = (p: string) => (statSync(p).mode & 0o777).toString(8);
+const changes = async (rep: string) => jsonLines((await imz(['status', '-C', rep, '--json'])).stdout).filter((e) => e.event === 'change');
+
+// Replica b removes README.txt and docs/kml.txt and pushes; replica a chmods the first and moves the second.
+async function world() {
+  const w = await sampleWorld(2);
+  const [a, b] = w.replicas;
+  const content = { readme: readFileSync(join(a!, 'README.txt')), kml: readFileSync(join(a!, 'docs', 'kml.txt')) };
+  await rm(join(b!, 'README.txt'));
+  await rm(join(b!, 'docs', 'kml.txt'));
+  assert.is((await imz(['push', '-C', b!, '--quiet'])).code, 0);
+  await chmod(join(a!, 'README.txt'), 0o600);
+  await rename(join(a!, 'docs', 'kml.txt'), join(a!, 'docs', 'kml-moved.txt'));
+  return { ...w, a: a!, b: b!, content };
+}
+
+T('client-wins: both files come back on the server with this replica\'s content and mode; nothing left; the other replica gets them', async () => {
+  const { srv, a, b, content } = await world();
+  const r = await imz(['push', '-C', a, '--policy', 'client-wins', '--json']);
+  assert.is(r.code, 0, out(r));
+  assert.ok(readFileSync(join(srv, 'README.txt')).equals(content.readme), 'README.txt back on the server');
+  assert.is(modeOf(join(srv, 'README.txt')), '600');
+  assert.ok(readFileSync(join(srv, 'docs', 'kml-moved.txt')).equals(content.kml), 'the moved file on the server');
+  assert.not.ok(statSync(join(srv, 'docs', 'kml.txt'), { throwIfNoEntry: false }), 'its old name stays removed');
+  assert.equal(await changes(a), [], 'nothing left to push');
+  assert.is((await imz(['pull', '-C', a, '--quiet'])).code, 0);
+  assert.is(modeOf(join(a, 'README.txt')), '600', 'the pull keeps it');
+  assert.is((await imz(['pull', '-C', b, '--quiet'])).code, 0);
+  assert.ok(readFileSync(join(b, 'README.txt')).equals(content.readme), 'the other replica has it back');
+  assert.ok(readFileSync(join(b, 'docs', 'kml-moved.txt')).equals(content.kml));
+});
+
+T('manual: conflicts (exit 3), the files kept here as they are', async () => {
+  const { srv, a, content } = await world();
+  const r = await imz(['push', '-C', a, '--json']);
+  assert.is(r.code, 3, out(r));
+  assert.ok(readFileSync(join(a, 'README.txt')).equals(content.readme));
+  assert.is(modeOf(join(a, 'README.txt')), '600');
+  assert.ok(readFileSync(join(a, 'docs', 'kml-moved.txt')).equals(content.kml));
+  assert.not.ok(statSync(join(srv, 'README.txt'), { throwIfNoEntry: false }), 'the server keeps its removal until resolved');
+});
+
+T.run();
