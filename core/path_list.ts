@@ -108,36 +108,40 @@ export class PathList implements Iterable<string> {
    * The rows in between are copied as bytes, never decoded.
    */
   merged(at: readonly number[], added: readonly string[]): PathList {
+    return this.edited(at, added, []);
+  }
+
+  /**
+   * The same, with the rows in dropped (rising) left out as well: an added
+   * path may take a dropped row's place (at[i] is that row).
+   */
+  edited(at: readonly number[], added: readonly string[], dropped: readonly number[]): PathList {
     const joined = new TextEncoder().encode(added.join('\0'));
-    const n = this.length + added.length;
-    const size = n === 0 ? 0 : (this.length > 0 ? this.bytes.length + 1 : 0) + (added.length > 0 ? joined.length + 1 : 0) - 1;
+    const n = this.length + added.length - dropped.length;
+    let size = (this.length > 0 ? this.bytes.length - (this.length - 1) : 0) + (added.length > 0 ? joined.length - (added.length - 1) : 0);
+    for (const i of dropped) size -= this.ends[i]! - this.startOf(i);
+    size += Math.max(0, n - 1);
     const buf = _shared(n * 4 + size);
     const ends = new Uint32Array(buf, 0, n);
     const bytes = new Uint8Array(buf, n * 4, size);
     let o = 0;
     let row = 0;
-    let from = 0;
-    let a = 0; // where added path i begins in joined
-    for (let i = 0; i <= added.length; i++) {
-      const end = i < added.length ? at[i]! : this.length;
-      if (end > from) {
-        if (row > 0) bytes[o++] = 0;
-        const start = this.startOf(from);
-        bytes.set(this.bytes.subarray(start, this.ends[end - 1]!), o);
-        for (let j = from; j < end; j++) ends[row++] = this.ends[j]! - start + o;
-        o = ends[row - 1]!;
-        from = end;
-      }
-      if (i < added.length) {
-        if (row > 0) bytes[o++] = 0;
-        let e = a;
-        while (e < joined.length && joined[e] !== 0) e++;
-        bytes.set(joined.subarray(a, e), o);
-        o += e - a;
-        ends[row++] = o;
-        a = e + 1;
-      }
-    }
+    let a = 0; // where the next added path begins in joined
+    editRows(this.length, at, dropped, (from, end) => {
+      if (row > 0) bytes[o++] = 0;
+      const start = this.startOf(from);
+      bytes.set(this.bytes.subarray(start, this.ends[end - 1]!), o);
+      for (let j = from; j < end; j++) ends[row++] = this.ends[j]! - start + o;
+      o = ends[row - 1]!;
+    }, () => {
+      if (row > 0) bytes[o++] = 0;
+      let e = a;
+      while (e < joined.length && joined[e] !== 0) e++;
+      bytes.set(joined.subarray(a, e), o);
+      o += e - a;
+      ends[row++] = o;
+      a = e + 1;
+    });
     return new PathList(bytes, ends);
   }
 
@@ -169,6 +173,29 @@ export class PathList implements Iterable<string> {
 
 /** Paths decoded at a time by at(): the lstat pass's chunk size. */
 export const RUN = 1024;
+
+/**
+ * Walks an edit of a list of length rows, in order: keep(from, end) for
+ * each run of rows kept as they are, insert(k) for added item k, which goes
+ * before row at[k] (at rising); rows in dropped (rising) are left out.
+ */
+export function editRows(length: number, at: readonly number[], dropped: readonly number[], keep: (from: number, end: number) => void, insert: (k: number) => void): void {
+  let i = 0;
+  let k = 0;
+  let d = 0;
+  for (;;) {
+    const stop = Math.min(k < at.length ? at[k]! : length, d < dropped.length ? dropped[d]! : length, length);
+    if (stop > i) {
+      keep(i, stop);
+      i = stop;
+    }
+    if (k < at.length && at[k] === i) insert(k++);
+    else if (d < dropped.length && dropped[d] === i) {
+      i++;
+      d++;
+    } else if (i >= length) break;
+  }
+}
 
 
 function _shared(size: number): ArrayBuffer | SharedArrayBuffer {

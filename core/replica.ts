@@ -72,11 +72,13 @@ export class Replica {
   /** Per bucket, the paths this process set or deleted (see changedPaths). */
   private _changedPaths = new Map<number, Set<string>>();
   /**
-   * Per parsed bucket, the entries of the paths it gained since markAppends
-   * (null once a path it held was set again or deleted): with the bytes the
-   * scan cache read, they are all the bucket holds (see appendedOnly).
+   * Per parsed bucket, how it changed since markAppends: the paths it held
+   * then that were deleted or set again (removed), and the entries set
+   * since of paths it lacked or that were removed (adds); null for a bucket
+   * appended to before markAppends. With the rows the scan cache read, they
+   * are all the bucket holds (see deltaOf).
    */
-  private _appends = new Map<number, Map<string, IndexEntry> | null>();
+  private _deltas = new Map<number, BucketDelta | null>();
   private _locked = false;
 
   private constructor(root: string) {
@@ -184,7 +186,7 @@ export class Replica {
       m = u.file === undefined ? new Map() : decodeBucket(utf8(u.file), name);
       for (const [p, e] of u.adds) m.set(p, e);
       this._unparsed.delete(b);
-      if (this._appends.get(b) !== null) this._appends.set(b, new Map(u.adds));
+      if (this._deltas.get(b) !== null) this._deltas.set(b, { adds: new Map(u.adds), removed: new Set() });
       this._buckets.set(b, m);
       return m;
     }
@@ -242,21 +244,32 @@ export class Replica {
    * was never parsed: it then holds what it held when read, and these.
    */
   appendedOnly(b: number): { adds: ReadonlyMap<string, IndexEntry>; sum: number } | undefined {
-    const sum = this._writtenSums.get(b);
-    const a = this._appends.get(b);
-    if (sum === undefined || this._dirty.has(b) || a === null) return undefined;
-    const adds = this._unparsed.get(b)?.adds ?? a;
-    return adds && adds.size > 0 ? { adds, sum } : undefined;
+    const d = this.deltaOf(b);
+    return d && d.removed.size === 0 && d.adds.size > 0 ? d : undefined;
   }
 
   /**
-   * From here on, appendedOnly tells the entries added to a bucket: called
-   * when the scan cache reads the buckets (its rows are what they held).
-   * Buckets appended to unparsed before it are left out (their adds predate it).
+   * How bucket b changed since markAppends (see _deltas), while it is
+   * written: undefined for a bucket unchanged, unwritten, or appended to
+   * before markAppends.
+   */
+  deltaOf(b: number): (BucketDelta & { sum: number }) | undefined {
+    const sum = this._writtenSums.get(b);
+    const d = this._deltas.get(b);
+    if (sum === undefined || this._dirty.has(b) || d === null) return undefined;
+    const u = this._unparsed.get(b);
+    if (u) return { adds: u.adds, removed: new Set(), sum };
+    return d && (d.adds.size > 0 || d.removed.size > 0) ? { ...d, sum } : undefined;
+  }
+
+  /**
+   * From here on, deltaOf tells how a bucket changed: called when the scan
+   * cache reads the buckets (its rows are what they held). Buckets appended
+   * to unparsed before it are left out (their adds predate it).
    */
   markAppends(): void {
-    this._appends.clear();
-    for (const b of this._unparsed.keys()) this._appends.set(b, null);
+    this._deltas.clear();
+    for (const b of this._unparsed.keys()) this._deltas.set(b, null);
   }
 
   /** The paths of bucket b this process has set or deleted, if any. */
@@ -290,7 +303,7 @@ export class Replica {
     const m = this._bucket(b);
     const r = this._rows.get(b);
     const had = m.has(path);
-    this._noteAppend(b, path, e, had);
+    this._noteSet(b, path, e, had);
     if (r && !had) r.added.push(path);
     else if (r && !r.added.includes(path)) {
       // A changed row: replaced in the text, for the first few; past them the bucket is encoded whole.
@@ -336,23 +349,26 @@ export class Replica {
     const b = bucketOf(path);
     const m = this._bucket(b);
     if (m.delete(path)) {
-      this._appends.set(b, null);
+      const d = this._delta(b);
+      if (d && !d.adds.delete(path)) d.removed.add(path);
       this._dirty.add(b);
       this._rows.delete(b);
       this._changed(b, path);
     }
   }
 
-  // A path set in a parsed bucket: an append while the bucket only gained paths since markAppends.
-  private _noteAppend(b: number, path: string, e: IndexEntry, had: boolean): void {
-    let a = this._appends.get(b);
-    if (a === null) return;
-    if (had && !a?.has(path)) {
-      this._appends.set(b, null);
-      return;
-    }
-    if (a === undefined) this._appends.set(b, (a = new Map()));
-    a.set(path, e);
+  // A path set in a parsed bucket: one it held at markAppends is removed and added again.
+  private _noteSet(b: number, path: string, e: IndexEntry, had: boolean): void {
+    const d = this._delta(b);
+    if (!d) return;
+    if (had && !d.adds.has(path)) d.removed.add(path);
+    d.adds.set(path, e);
+  }
+
+  private _delta(b: number): BucketDelta | null {
+    let d = this._deltas.get(b);
+    if (d === undefined) this._deltas.set(b, (d = { adds: new Map(), removed: new Set() }));
+    return d;
   }
 
   private _changed(b: number, path: string): void {
@@ -486,6 +502,12 @@ export class Replica {
     await rm(file, { force: true });
     return n;
   }
+}
+
+/** How an index bucket changed (see Replica.deltaOf): paths it held that went or changed, and entries set since. */
+export interface BucketDelta {
+  adds: Map<string, IndexEntry>;
+  removed: Set<string>;
 }
 
 /**

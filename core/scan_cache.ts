@@ -4,9 +4,9 @@ import { readFileOrNot, tempNameFor } from './atomic_fs.ts';
 import { crc32 } from './crc32.ts';
 import { type StatFacts, lstatFacts } from './fast_lstat.ts';
 import { BUCKETS, type IndexEntry, decodeBucket } from './index_model.ts';
-import { PathList } from './path_list.ts';
+import { PathList, editRows } from './path_list.ts';
 import { SCAN_CACHE_FILE, readScanCacheFile } from './scan_cache_file.ts';
-import type { Replica } from './replica.ts';
+import type { BucketDelta, Replica } from './replica.ts';
 import {
   type BucketSection,
   CACHE_HEADER,
@@ -148,6 +148,10 @@ export class ScanCache {
    */
   refreshed(replica: Replica): ScanCache {
     const touched = replica.touchedBuckets();
+    // Paths came or went in buckets written as they changed since the load (a push of many deletions, or of new
+    // files among changed ones): their rows are dropped and added, the rest copied as bytes.
+    const edited = this._edited(replica, touched);
+    if (edited) return edited;
     // Buckets that only gained entries (addNew: a push of new files touches them all): their rows here are as they
     // were, and the new ones are merged in, without parsing the buckets.
     const appended = new Map<number, ReadonlyMap<string, IndexEntry>>();
@@ -195,6 +199,31 @@ export class ScanCache {
     if (stale.size > _MERGE_MAX) return this;
     const next = ScanCache._withBuckets({ ...this.data, sections }, sections, stale, this.data.ignoreKey, false, this.changed, appended);
     next.changed ||= this.changed;
+    return next;
+  }
+
+  // This cache with each touched bucket's delta applied, when every one has one and a path came or went in one;
+  // undefined otherwise (contents changed in place are patched, by the caller).
+  private _edited(replica: Replica, touched: number[]): ScanCache | undefined {
+    const deltas = new Map<number, BucketDelta & { sum: number }>();
+    let structural = false;
+    for (const b of touched) {
+      const d = replica.deltaOf(b);
+      if (!d) return undefined;
+      deltas.set(b, d);
+      if (d.removed.size !== d.adds.size || [...d.removed].some((p) => !d.adds.has(p))) structural = true;
+    }
+    if (!structural || deltas.size === 0 || this.data.sections.length !== BUCKETS) return undefined;
+    const sections = this.data.sections.slice();
+    for (const [b, d] of deltas) {
+      const ident = _identity(replica.bucketFile(b));
+      ident.sum = _recent(ident) ? d.sum : -1;
+      sections[b] = ident;
+    }
+    const data = _withDelta(this.data, sections, deltas);
+    if (!data) return undefined;
+    const next = new ScanCache(data.data, true);
+    for (const dir of data.unmark) next.clearMark(dir);
     return next;
   }
 
@@ -485,6 +514,57 @@ function _withNewPaths(old: ScanCacheData, sections: BucketSection[], appended: 
     }
   }
   return { sections, paths: old.paths.merged(at, added.map((x) => x.p)), facts, targets, ignoreKey: old.ignoreKey, rootListed: old.rootListed };
+}
+
+/**
+ * old with each bucket's delta applied: the rows of removed paths dropped,
+ * the added entries put in path order (a changed directory keeps its listing
+ * mark), the rows in between copied as they are. Also the directories whose
+ * marks no longer hold (a tracked name went). Undefined when the rows do not
+ * agree with the deltas (a removed path without its row, an added one
+ * already there): rebuilt by the next scan instead.
+ */
+function _withDelta(old: ScanCacheData, sections: BucketSection[], deltas: ReadonlyMap<number, BucketDelta>): { data: ScanCacheData; unmark: string[] } | undefined {
+  const dropRow = new Map<string, number>();
+  for (const [b, d] of deltas) {
+    for (const p of d.removed) {
+      const i = old.paths.indexOf(p);
+      if (i < 0 || bucketOfFacts(old.facts, i) !== b) return undefined;
+      dropRow.set(p, i);
+    }
+  }
+  const dropped = [...dropRow.values()].sort((x, y) => x - y);
+  const added: Array<{ p: string; e: IndexEntry; b: number }> = [];
+  for (const [b, d] of deltas) for (const [p, e] of d.adds) added.push({ p, e, b });
+  added.sort((x, y) => _stringOrder(x.p, y.p));
+  const at = new Array<number>(added.length);
+  for (let k = 0; k < added.length; k++) {
+    const p = added[k]!.p;
+    const row = old.paths.lowerBound(p);
+    if ((row < old.paths.length && old.paths.at(row) === p && !dropRow.has(p)) || (k > 0 && added[k - 1]!.p === p)) return undefined;
+    at[k] = row;
+  }
+  const n = old.paths.length + added.length - dropped.length;
+  const facts = newFacts(n);
+  const targets = new Array<string>(n);
+  let to = 0;
+  editRows(old.paths.length, at, dropped, (from, end) => {
+    facts.set(old.facts.subarray(from * FACTS, end * FACTS), to * FACTS);
+    for (let j = from; j < end; j++) targets[to++] = old.targets[j]!;
+  }, (k) => {
+    const { p, e, b } = added[k]!;
+    factsOf(e, b, facts, to * FACTS);
+    const was = dropRow.get(p);
+    if (was !== undefined && e.type === 2) {
+      facts[to * FACTS + F_LISTED_MTIME] = old.facts[was * FACTS + F_LISTED_MTIME]!;
+      facts[to * FACTS + F_LISTED_CTIME] = old.facts[was * FACTS + F_LISTED_CTIME]!;
+    }
+    targets[to++] = e.target;
+  });
+  const unmark: string[] = [];
+  for (const [, d] of deltas) for (const p of d.removed) if (!d.adds.has(p)) unmark.push(p.slice(0, Math.max(0, p.lastIndexOf('/'))));
+  const paths = old.paths.edited(at, added.map((x) => x.p), dropped);
+  return { data: { sections, paths, facts, targets, ignoreKey: old.ignoreKey, rootListed: old.rootListed }, unmark };
 }
 
 function _stringOrder(a: string, b: string): number {

@@ -99,4 +99,28 @@ test('lowerBound is where a linear search puts any path, and merged inserts path
   }
 });
 
+test('edited drops rows and inserts paths exactly as encoding the result would, a dropped row replaced by its own path too', () => {
+  const names = ['a', 'é', 'z', '😀', 'ünï', 'b c'];
+  const all = sorted([...new Set(Array.from({ length: RUN * 3 + 40 }, (_, i) => `${names[(i * 7) % names.length]}/${String((i * 37) % 5000).padStart(4, '0')}`))]);
+  let seed = 7;
+  const rand = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
+  for (let round = 0; round < 30; round++) {
+    const pOld = [0.9, 0.5, 0.1, 1, 0][round % 5]!;
+    const oldPaths = all.filter(() => rand() < pOld);
+    const oldSet = new Set(oldPaths);
+    const pDrop = [0, 0.02, 0.5, 1][round % 4]!;
+    const dropped = oldPaths.map((_, i) => i).filter(() => rand() < pDrop);
+    const droppedSet = new Set(dropped.map((i) => oldPaths[i]!));
+    // Added: paths not in the old list, and some dropped ones again (a changed row).
+    const added = all.filter((p) => (!oldSet.has(p) && rand() < 0.3) || (droppedSet.has(p) && rand() < 0.3));
+    const l = PathList.fromStrings(oldPaths);
+    const at = added.map((p) => l.lowerBound(p));
+    const e = l.edited(at, added, dropped);
+    const want = sorted([...oldPaths.filter((p) => !droppedSet.has(p)), ...added]);
+    assert.ok(e.valid(), `round ${round}`);
+    assert.equal(e.toArray(), want, `round ${round}`);
+    assert.equal(Array.from(e.bytes), Array.from(PathList.fromStrings(want).bytes));
+  }
+});
+
 test.run();

@@ -5,7 +5,7 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { lstatSync, readFileSync, writeFileSync } from 'node:fs';
-import { appendFile, cp, mkdir, rename, symlink, utimes, writeFile } from 'node:fs/promises';
+import { appendFile, chmod, cp, mkdir, rename, rm, symlink, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { type ChangeScan, scanChanges } from '../../core/changes.ts';
 import { Replica } from '../../core/replica.ts';
@@ -446,6 +446,26 @@ T('the same when the push had to rebuild the cache first (every bucket parsed): 
   const p = await imz(['push', '-C', dir, '--json']);
   assert.is(p.code, 0, p.stderr);
   await assertCacheIsIndex(dir, paths);
+});
+
+T('a push that removes, changes and retypes paths in many buckets, and adds some: the cache is the index\'s, nothing to rebuild', async () => {
+  const dir = await marked();
+  await newFilesEverywhere(dir, 'e');
+  assert.is((await imz(['push', '-C', dir, '--quiet'])).code, 0);
+  await sleep(1100); // directories old enough to be marked again
+  assert.equal(brief(await scan(dir)), []);
+  for (const d of ['d0', 'd1', 'd2']) await rm(join(dir, 'fresh-e', d), { recursive: true });
+  for (let i = 0; i < 60; i += 3) await writeFile(join(dir, 'fresh-e', 'd3', `n${i}.txt`), `changed ${i}\n`);
+  await chmod(join(dir, 'fresh-e', 'd4'), 0o700);
+  await rm(join(dir, 'docs', 'zz-last-e.txt'));
+  await mkdir(join(dir, 'docs', 'zz-last-e.txt'));
+  await writeFile(join(dir, 'docs', 'zz-last-e.txt', 'inside.txt'), 'a file where a file was\n');
+  const paths = await newFilesEverywhere(dir, 'f');
+  const p = await imz(['push', '-C', dir, '--json']);
+  assert.is(p.code, 0, p.stderr);
+  await assertCacheIsIndex(dir, [...paths, 'docs/zz-last-e.txt/inside.txt', 'fresh-e/d3/n3.txt']);
+  const c = cacheOf(dir)!;
+  assert.is(c.paths.indexOf('fresh-e/d0/n1.txt'), -1, 'a removed path has no row');
 });
 
 T("imz sync that pulls another replica's new files and pushes its own, in many buckets: the cache is the index's", async () => {
