@@ -24,6 +24,8 @@ const EXACT_EVENTS = process.platform === 'linux' && typeof (globalThis as { Den
 export class DirWatcher extends EventEmitter {
   readonly root: string;
   private _watchers = new Map<string, FSWatcher>();
+  /** The inode each watch was set on, where the owner told it (see watchDir). */
+  private _inos = new Map<string, number>();
   private _dirty = new Set<string>();
   private _timer: ReturnType<typeof setTimeout> | undefined;
   private _failed = false;
@@ -51,6 +53,22 @@ export class DirWatcher extends EventEmitter {
   /** True once watches ran out: only periodic scans see changes then. */
   get degraded(): boolean {
     return this._failed;
+  }
+
+  /**
+   * Watches directory rel, found with inode ino: a watch follows its inode,
+   * so one set on another directory that had this name (moved away, a new
+   * one made in its place) is set again.
+   */
+  watchDir(rel: string, ino: number): void {
+    const was = this._inos.get(rel);
+    if (this._watchers.has(rel) && (was === undefined || was === ino)) {
+      this._inos.set(rel, ino);
+      return;
+    }
+    this.unwatch(rel);
+    this.watch(rel);
+    if (this._watchers.has(rel)) this._inos.set(rel, ino);
   }
 
   /** Starts watching one directory (relative path, '' for the root). */
@@ -88,6 +106,7 @@ export class DirWatcher extends EventEmitter {
       w.close();
       this._watchers.delete(rel);
     }
+    this._inos.delete(rel);
   }
 
   /** True when the directory is watched. */
@@ -152,6 +171,7 @@ export class DirWatcher extends EventEmitter {
     this._timer = undefined;
     for (const w of this._watchers.values()) w.close();
     this._watchers.clear();
+    this._inos.clear();
     this._expected.clear();
   }
 }

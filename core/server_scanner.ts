@@ -71,7 +71,7 @@ export class ServerScanner extends EventEmitter {
 
   private _watchAll(): void {
     this._dw.watch('');
-    for (const [p, t] of this.state.table) if (t.type === EntryType.DIR) this._dw.watch(p);
+    for (const [p, t] of this.state.table) if (t.type === EntryType.DIR) this._dw.watchDir(p, t.ino);
   }
 
   private _markDirty(rel: string): void {
@@ -103,6 +103,9 @@ export class ServerScanner extends EventEmitter {
     let committed = 0;
     const consider = async (e: FsEntry) => {
       seen.add(e.path);
+      // Watched as soon as it is seen, before the walk lists it: what is written into it from then on makes an
+      // event under its name (a watch set after the listing missed what came in between).
+      if (e.type === EntryType.DIR && this._dw.size > 0) this._dw.watchDir(e.path, e.ino);
       const c = await this._diff(e);
       if (c === 'retry') retry.push(e.path);
       else if (c) upserts.push(c);
@@ -115,7 +118,6 @@ export class ServerScanner extends EventEmitter {
         upserts.push(...later);
         await this.state.commit(now);
         committed += now.length;
-        if (this._dw.size > 0) for (const u of now) if (u.state?.type === EntryType.DIR) this._watchFound(u.path);
       }
     };
     if (sub !== '') {
@@ -161,19 +163,11 @@ export class ServerScanner extends EventEmitter {
     if (changes.length > 0) await this.state.commit(changes);
     if (this._dw.size > 0 || sub !== '') {
       for (const c of removals) if (this._dw.has(c.path)) this._dw.unwatch(c.path);
-      for (const c of upserts) if (c.state?.type === EntryType.DIR) this._watchFound(c.path);
+      for (const c of upserts) if (c.state?.type === EntryType.DIR) this._dw.watch(c.path);
     }
     for (const p of retry) setTimeout(() => this._markDirty(p), 200).unref?.();
     this.emit('scanned', committed + changes.length);
     return committed + changes.length;
-  }
-
-  // Watches a directory a scan found (made, or moved in), and has it scanned once more: it was listed before its
-  // watch existed, and what was written into it in between made no event here (or one under its old name).
-  private _watchFound(rel: string): void {
-    if (this._dw.has(rel)) return;
-    this._dw.watch(rel);
-    if (this._dw.has(rel)) this._dw.mark(rel);
   }
 
   private _isIgnoredPath(p: string): boolean {

@@ -1,11 +1,14 @@
 // core/server_scanner.ts over a real tree with real watches: a directory that
-// appears (made, or moved in) is listed before its watch exists; what is
-// written into it in between must still be journalled (the crash-rounds run
-// once lost a file made right after `mv dir dir2` until the periodic rescan).
+// appears (made, moved in, or made in place of one moved away) is watched
+// before the scan lists it, so what is written into it is journalled at once
+// (the crash-rounds run once lost a file made right after `mv dir dir2` until
+// the periodic rescan), and many directories made at once cost no walk of
+// the whole table each (from the reviews of 22b810d).
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { writeFileSync } from 'node:fs';
 import { mkdir, rename, writeFile } from 'node:fs/promises';
+import { EntryType } from '../../protocol/messages.ts';
 import { join } from 'node:path';
 import { ServerScanner } from '../../core/server_scanner.ts';
 import { type PendingChange, ServerState } from '../../core/server_state.ts';
@@ -58,5 +61,53 @@ for (const how of ['made', 'moved in'] as const) {
     }
   });
 }
+
+test('a file written into a directory made in place of one moved away is journalled', async () => {
+  const root = await makeTmp('imz-scanner-repl-');
+  await mkdir(join(root, 'logs'));
+  await writeFile(join(root, 'logs', 'a.txt'), 'a\n');
+  const { state, scanner, close } = await scannerWith(root, () => {});
+  try {
+    await rename(join(root, 'logs'), join(root, 'logs.1'));
+    await mkdir(join(root, 'logs'));
+    await waitFor(() => state.table.has('logs.1/a.txt') && !state.table.has('logs/a.txt'), 5_000, 'the move journalled');
+    await scanner.idle();
+    await new Promise((r) => setTimeout(r, 200));
+    await scanner.idle();
+    await writeFile(join(root, 'logs', 'b.txt'), 'b\n');
+    await waitFor(() => state.table.has('logs/b.txt'), 3_000, 'logs/b.txt journalled').catch(() => {});
+    assert.ok(state.table.has('logs/b.txt'), 'logs/b.txt, written into the new logs/, is journalled');
+    await writeFile(join(root, 'logs.1', 'c.txt'), 'c\n');
+    await waitFor(() => state.table.has('logs.1/c.txt'), 3_000, 'logs.1/c.txt journalled');
+  } finally {
+    await close();
+  }
+});
+
+test('many directories made at once on a big served tree cost no walk of the whole table each', async () => {
+  const root = await makeTmp('imz-scanner-many-');
+  const { state, scanner, close } = await scannerWith(root, () => {});
+  // A big tree's table (200,000 paths), as if journalled long ago (only sub-scans run: the periodic rescan is off).
+  for (let i = 0; i < 200_000; i++) state.table.set(`zz/${i}`, { type: EntryType.FILE, size: 1, mode: 0o644, mtimeMs: 1, hash: 'x'.repeat(32), target: '', ino: 1, version: 1 });
+  // Walks of the table counted (a sub-scan of a known directory iterates it for removals).
+  let walks = 0;
+  const iter = state.table[Symbol.iterator].bind(state.table);
+  state.table[Symbol.iterator] = () => {
+    walks++;
+    return iter();
+  };
+  const n = 1500;
+  try {
+    for (let i = 0; i < n; i++) await mkdir(join(root, `d${i}`));
+    await waitFor(() => state.table.has(`d${n - 1}`), 20_000, 'the directories journalled');
+    await scanner.idle();
+    await new Promise((r) => setTimeout(r, 200));
+    await scanner.idle();
+    console.log(`  ${n} directories: ${walks} walks of the table`);
+    assert.ok(walks < n / 10, `${walks} walks of a 200,000-path table for ${n} new directories`);
+  } finally {
+    await close();
+  }
+});
 
 test.run();
