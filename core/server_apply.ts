@@ -941,9 +941,11 @@ function _sameResult(cur: TableEntry | undefined, op: Operation, from: TableEntr
   }
 }
 
-// A chmod of a file this server no longer has as a file, or a move whose source is gone here, that the client wins:
-// its file comes back whole, as a store of the content it sent with it (see push's _carriesContent).
+// A chmod of a file or directory this server no longer has as one, or a move whose source is gone here, that the
+// client wins: its file comes back whole, as a store of the content it sent with it (see push's _carriesContent), and
+// its directory as a mkdir with its mode.
 function _storeWhereGone(op: Operation, cur: TableEntry | undefined, from: TableEntry | undefined): Operation {
+  if (op.kind === OpKind.SETATTR && op.state?.type === EntryType.DIR && cur?.type !== EntryType.DIR) return { ...op, kind: OpKind.MAKEDIR };
   if (op.state?.type !== EntryType.FILE || op.state.hash.length !== 32) return op;
   const gone = op.kind === OpKind.SETATTR ? cur?.type !== EntryType.FILE : op.kind === OpKind.MOVE && from?.type !== EntryType.FILE;
   return gone ? { ...op, kind: OpKind.STORE, fromPath: '', fromBase: 0 } : op;

@@ -5,7 +5,7 @@
 // "setattr was refused: it does not exist on the server", exit 1.)
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { readFileSync, statSync } from 'node:fs';
+import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { chmod, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { type RunResult, cleanupAll, imz, jsonLines, sampleWorld } from '../helpers.ts';
@@ -55,6 +55,25 @@ T('manual: conflicts (exit 3), the files kept here as they are', async () => {
   assert.is(modeOf(join(a, 'README.txt')), '600');
   assert.ok(readFileSync(join(a, 'docs', 'kml-moved.txt')).equals(content.kml));
   assert.not.ok(statSync(join(srv, 'README.txt'), { throwIfNoEntry: false }), 'the server keeps its removal until resolved');
+});
+
+T('client-wins, a chmod of a directory another replica removed, or replaced by a file: the directory comes back with this mode, exit 0', async () => {
+  const { srv, replicas: [a, b] } = await sampleWorld(2);
+  await rm(join(b!, 'src', 'lib'), { recursive: true });
+  await rm(join(b!, 'docs'), { recursive: true });
+  writeFileSync(join(b!, 'docs'), 'now a file\n');
+  assert.is((await imz(['push', '-C', b!, '--quiet'])).code, 0);
+  await chmod(join(a!, 'src', 'lib'), 0o700);
+  await chmod(join(a!, 'docs'), 0o750);
+  const r1 = await imz(['push', '-C', a!, '--policy', 'client-wins', '--json']);
+  assert.is(r1.code, 0, out(r1));
+  assert.ok(statSync(join(srv, 'src', 'lib')).isDirectory(), 'src/lib is a directory on the server again');
+  assert.is(modeOf(join(srv, 'src', 'lib')), '700');
+  assert.ok(statSync(join(srv, 'docs')).isDirectory(), "docs: this replica's directory, not b's file");
+  assert.is(modeOf(join(srv, 'docs')), '750');
+  const r2 = await imz(['push', '-C', a!, '--policy', 'client-wins', '--json']);
+  assert.is(r2.code, 0, `a second push: ${out(r2)}`);
+  assert.equal(await changes(a!), [], 'nothing left to push');
 });
 
 T.run();
