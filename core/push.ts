@@ -713,6 +713,14 @@ async function _settle(replica: Replica, remote: Remote, op: LoggedOp, r: OpResu
   await saveConflict(replica.stateDir, c);
   summary.settled.push(c);
   opts.onEvent?.({ type: 'conflict', conflict: c });
+  const idx = await replica.get(op.path);
+  if (!server && local && typeof local !== 'string' && local.type === EntryType.DIR && idx?.type === EntryType.DIR) {
+    // A directory's mode change lost to its removal there: nothing to keep aside (a mode). Indexed as it is here, so
+    // the pull that brings the removal finds it unchanged and removes it with what the server removed in it (dropped
+    // from the index, it stayed here untracked and the next push made it again).
+    await replica.set(op.path, { ...idx, mode: local.mode, mtimeMs: local.mtimeMs, ctimeMs: local.ctimeMs, ino: local.ino });
+    return;
+  }
   await replica.delete(op.path);
   if (server) serverFetch.push(server);
 }

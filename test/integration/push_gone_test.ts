@@ -1,4 +1,4 @@
-// A chmod or a move made here, of a file another replica removed meanwhile:
+// A chmod or a move made here, of a file or directory another replica removed meanwhile:
 // under client-wins the file comes back on the server whole (this replica's
 // content and mode), not refused; under manual it is a conflict, the file
 // kept here as it is. (Found by the review of b040e51: client-wins answered
@@ -10,7 +10,7 @@ import { chmod, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { type RunResult, cleanupAll, imz, jsonLines, sampleWorld } from '../helpers.ts';
 
-const T = suite('push: a chmod or move of a file removed on the server');
+const T = suite('push: a chmod or move of what the server removed');
 T.after.each(cleanupAll);
 T.after(cleanupAll);
 
@@ -75,5 +75,21 @@ T('client-wins, a chmod of a directory another replica removed, or replaced by a
   assert.is(r2.code, 0, `a second push: ${out(r2)}`);
   assert.equal(await changes(a!), [], 'nothing left to push');
 });
+
+for (const policy of ['server-wins', 'newest', 'keep-both']) {
+  T(`${policy}: a chmod of a directory another replica removed loses to the removal: the next pull removes it here, nothing left to push`, async () => {
+    const { srv, replicas: [a, b] } = await sampleWorld(2);
+    await rm(join(b!, 'src', 'lib'), { recursive: true });
+    assert.is((await imz(['push', '-C', b!, '--quiet'])).code, 0);
+    await chmod(join(a!, 'src', 'lib'), 0o700);
+    const r = await imz(['push', '-C', a!, '--policy', policy, '--json']);
+    assert.is(r.code, 0, out(r));
+    assert.not.ok(statSync(join(srv, 'src', 'lib'), { throwIfNoEntry: false }), 'still removed on the server');
+    const p = await imz(['pull', '-C', a!, '--policy', policy, '--json']);
+    assert.is(p.code, 0, out(p));
+    assert.not.ok(statSync(join(a!, 'src', 'lib'), { throwIfNoEntry: false }), 'removed here by the pull');
+    assert.equal(await changes(a!), [], 'nothing left to push');
+  });
+}
 
 T.run();
