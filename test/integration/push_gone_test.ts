@@ -1,8 +1,10 @@
-// A chmod or a move made here, of a file or directory another replica removed meanwhile:
-// under client-wins the file comes back on the server whole (this replica's
-// content and mode), not refused; under manual it is a conflict, the file
-// kept here as it is. (Found by the review of b040e51: client-wins answered
-// "setattr was refused: it does not exist on the server", exit 1.)
+// A chmod or a move made here, of a file or directory another replica removed
+// (or replaced) meanwhile: under client-wins it comes back on the server
+// whole (this replica's content and mode), not refused; under manual it is a
+// conflict, kept here as it is; where the removal wins (server-wins, newest,
+// keep-both) a directory's chmod gives way and the next pull removes it.
+// (From the reviews of b040e51 and d5ac8dc: client-wins answered "setattr was
+// refused: it does not exist on the server", exit 1, at every push.)
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { readFileSync, statSync, writeFileSync } from 'node:fs';
