@@ -79,7 +79,7 @@ T('client-wins, a chmod of a directory another replica removed, or replaced by a
 });
 
 for (const policy of ['server-wins', 'newest', 'keep-both']) {
-  T(`${policy}: a chmod of a directory another replica removed loses to the removal: the next pull removes it here, nothing left to push`, async () => {
+  T(`${policy}: a chmod of a directory another replica removed loses to the removal: removed here too, nothing left to push`, async () => {
     const { srv, replicas: [a, b] } = await sampleWorld(2);
     await rm(join(b!, 'src', 'lib'), { recursive: true });
     assert.is((await imz(['push', '-C', b!, '--quiet'])).code, 0);
@@ -87,11 +87,28 @@ for (const policy of ['server-wins', 'newest', 'keep-both']) {
     const r = await imz(['push', '-C', a!, '--policy', policy, '--json']);
     assert.is(r.code, 0, out(r));
     assert.not.ok(statSync(join(srv, 'src', 'lib'), { throwIfNoEntry: false }), 'still removed on the server');
+    assert.not.ok(statSync(join(a!, 'src', 'lib'), { throwIfNoEntry: false }), 'removed here by the push');
+    assert.equal(await changes(a!), [], 'nothing left to push');
     const p = await imz(['pull', '-C', a!, '--policy', policy, '--json']);
     assert.is(p.code, 0, out(p));
-    assert.not.ok(statSync(join(a!, 'src', 'lib'), { throwIfNoEntry: false }), 'removed here by the pull');
-    assert.equal(await changes(a!), [], 'nothing left to push');
+    assert.equal(await changes(a!), []);
   });
 }
+
+T('server-wins after a manual pull kept the chmod as a conflict (the removal already read): the push removes the directory here', async () => {
+  const { srv, replicas: [a, b] } = await sampleWorld(2);
+  await rm(join(b!, 'src', 'lib'), { recursive: true });
+  assert.is((await imz(['push', '-C', b!, '--quiet'])).code, 0);
+  await chmod(join(a!, 'src', 'lib'), 0o700);
+  const p = await imz(['pull', '-C', a!, '--json']);
+  assert.is(p.code, 3, out(p));
+  const r = await imz(['push', '-C', a!, '--policy', 'server-wins', '--json']);
+  assert.is(r.code, 0, out(r));
+  assert.not.ok(statSync(join(a!, 'src', 'lib'), { throwIfNoEntry: false }), 'removed here');
+  assert.not.ok(statSync(join(srv, 'src', 'lib'), { throwIfNoEntry: false }), 'and still on the server');
+  assert.equal(await changes(a!), [], 'nothing left to push');
+  const s = jsonLines((await imz(['status', '-C', a!, '--json'])).stdout).at(-1)!;
+  assert.is(s.conflicts, 0, JSON.stringify(s));
+});
 
 T.run();
