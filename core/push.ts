@@ -714,15 +714,18 @@ async function _settle(replica: Replica, remote: Remote, op: LoggedOp, r: OpResu
   summary.settled.push(c);
   opts.onEvent?.({ type: 'conflict', conflict: c });
   const idx = await replica.get(op.path);
-  if (!server && local && typeof local !== 'string' && local.type === EntryType.DIR && idx?.type === EntryType.DIR) {
-    // A directory's mode change lost to its removal there: nothing to keep aside (a mode). Taken as unchanged here,
-    // it is removed now with what it held that the server removed too (all it tracked; what changed here meanwhile
-    // is a conflict, as at a pull); dropped from the index, it stayed here untracked and the next push made it again.
+  if (local && typeof local !== 'string' && local.type === EntryType.DIR && idx?.type === EntryType.DIR) {
+    // A directory's mode change lost: nothing to keep aside (a mode). Taken as unchanged here, it takes the server's
+    // side now: its mode, or its removal or replacement with what it held (all it tracked: the server has nothing
+    // under it; what changed here meanwhile is a conflict, as at a pull). Dropped from the index, it stayed here
+    // untracked: the next push made it again, or the server's mode was never taken.
     await replica.set(op.path, { ...idx, mode: local.mode, mtimeMs: local.mtimeMs, ctimeMs: local.ctimeMs, ino: local.ino });
-    const gone = (path: string): Entry => ({ path, type: EntryType.NONE, size: 0, mode: 0, mtimeMs: 0, hash: new Uint8Array(0), target: '', version: r.version });
-    const prefix = `${op.path}/`;
-    for (const p of (await replica.all()).keys()) if (p.startsWith(prefix)) serverFetch.push(gone(p));
-    serverFetch.push(gone(op.path));
+    if (server?.type !== EntryType.DIR) {
+      const gone = (path: string): Entry => ({ path, type: EntryType.NONE, size: 0, mode: 0, mtimeMs: 0, hash: new Uint8Array(0), target: '', version: r.version });
+      const prefix = `${op.path}/`;
+      for (const p of (await replica.all()).keys()) if (p.startsWith(prefix)) serverFetch.push(gone(p));
+    }
+    serverFetch.push(server ?? { path: op.path, type: EntryType.NONE, size: 0, mode: 0, mtimeMs: 0, hash: new Uint8Array(0), target: '', version: r.version });
     return;
   }
   await replica.delete(op.path);

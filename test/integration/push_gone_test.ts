@@ -95,6 +95,25 @@ for (const policy of ['server-wins', 'newest', 'keep-both']) {
   });
 }
 
+T('server-wins, a chmod of a directory that another replica chmodded too, or replaced by a file: the server\'s side here at once', async () => {
+  const { srv, replicas: [a, b] } = await sampleWorld(2);
+  await chmod(join(b!, 'src'), 0o750);
+  await rm(join(b!, 'docs'), { recursive: true });
+  writeFileSync(join(b!, 'docs'), 'now a file\n');
+  assert.is((await imz(['push', '-C', b!, '--quiet'])).code, 0);
+  await chmod(join(a!, 'src'), 0o700);
+  await chmod(join(a!, 'docs'), 0o700);
+  const r = await imz(['push', '-C', a!, '--policy', 'server-wins', '--json']);
+  assert.is(r.code, 0, out(r));
+  assert.is(modeOf(join(a!, 'src')), '750', "src takes the server's mode");
+  assert.ok(statSync(join(a!, 'docs')).isFile(), "docs is the server's file here");
+  assert.ok(readFileSync(join(a!, 'docs')).equals(readFileSync(join(srv, 'docs'))));
+  assert.equal(await changes(a!), [], 'nothing left to push');
+  const p = await imz(['pull', '-C', a!, '--policy', 'server-wins', '--json']);
+  assert.is(p.code, 0, out(p));
+  assert.is(modeOf(join(a!, 'src')), '750');
+});
+
 T('server-wins after a manual pull kept the chmod as a conflict (the removal already read): the push removes the directory here', async () => {
   const { srv, replicas: [a, b] } = await sampleWorld(2);
   await rm(join(b!, 'src', 'lib'), { recursive: true });
