@@ -147,7 +147,16 @@ async function _pushLinked(replica: Replica, link: Promise<_Link>, opts: PushOpt
   const { sent } = log.pending();
   if (sent.length > 0) {
     const remote = await writable;
-    if (remote) await _send(replica, remote, log, sent, policy, summary, opts, new Map());
+    if (remote) {
+      // Their contents were made sure of before they were sent, but maybe under another policy (a chmod carries its
+      // content only under client-wins or newest), or swept from the server's staging since: asked for again, and
+      // sent if the server lacks them and the file still holds them.
+      const carried = sent.filter((o) => _carriesContent(o, policy));
+      if (carried.length > 0) {
+        summary.uploadedBytes += await (await import('./uploader.ts')).uploadBlobs(remote, carried.map((o) => ({ hash: o.state.hash, size: o.state.size, file: join(replica.root, o.path) })));
+      }
+      await _send(replica, remote, log, sent, policy, summary, opts, new Map());
+    }
   }
 
   // 2. A fresh scan supersedes operations that were logged but never sent.

@@ -10,6 +10,11 @@ import * as assert from 'uvu/assert';
 import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { chmod, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
+import { EntryType } from '../../protocol/messages.ts';
+import { OpKind } from '../../protocol/constants.ts';
+import { ReintLog } from '../../core/reint_log.ts';
+import { Replica } from '../../core/replica.ts';
+import { hashFile, toHex } from '../../core/hash.ts';
 import { type RunResult, cleanupAll, imz, jsonLines, sampleWorld } from '../helpers.ts';
 
 const T = suite('push: a chmod or move of what the server removed');
@@ -128,6 +133,28 @@ T('server-wins after a manual pull kept the chmod as a conflict (the removal alr
   assert.equal(await changes(a!), [], 'nothing left to push');
   const s = jsonLines((await imz(['status', '-C', a!, '--json'])).stdout).at(-1)!;
   assert.is(s.conflicts, 0, JSON.stringify(s));
+});
+
+T('a chmod an interrupted push sent, of a file removed on the server, resent under client-wins: exit 0, the file back', async () => {
+  const { srv, replicas: [a, b] } = await sampleWorld(2);
+  const content = readFileSync(join(a!, 'README.txt'));
+  await rm(join(b!, 'README.txt'));
+  assert.is((await imz(['push', '-C', b!, '--quiet'])).code, 0);
+  await chmod(join(a!, 'README.txt'), 0o600);
+  // What a push (under manual, say) leaves when the connection drops after the operation went out: logged, marked sent.
+  const rep = await Replica.open(a!);
+  const idx = (await rep.get('README.txt'))!;
+  const st = statSync(join(a!, 'README.txt'));
+  const log = await ReintLog.open(rep.stateDir);
+  const seq = await log.reserve(1);
+  await log.append([
+    { t: 'op', op: { seq, kind: OpKind.SETATTR, path: 'README.txt', fromPath: '', base: idx.version, fromBase: 0,
+      state: { type: EntryType.FILE, size: st.size, mode: st.mode & 0o7777, mtimeMs: st.mtimeMs, hash: toHex(await hashFile(join(a!, 'README.txt'))), target: '' } } },
+    { t: 'sent', upto: seq },
+  ]);
+  const r = await imz(['push', '-C', a!, '--policy', 'client-wins']);
+  assert.ok(readFileSync(join(srv, 'README.txt')).equals(content), 'README.txt back on the server');
+  assert.is(r.code, 0, out(r));
 });
 
 T.run();
