@@ -66,9 +66,19 @@ export class DirWatcher extends EventEmitter {
       this._inos.set(rel, ino);
       return;
     }
+    // The old watch is closed a little later: closed right before the new one is set, Deno dropped both.
+    const old = this._watchers.get(rel);
+    this._watchers.delete(rel);
+    if (old) setTimeout(() => old.close(), 1000).unref?.();
     this.unwatch(rel);
     this.watch(rel);
     if (this._watchers.has(rel)) this._inos.set(rel, ino);
+  }
+
+  /** Stops watching rel and every directory under it (the owner removed them). */
+  unwatchUnder(rel: string): void {
+    const prefix = `${rel}/`;
+    for (const p of [...this._watchers.keys()]) if (p === rel || p.startsWith(prefix)) this.unwatch(p);
   }
 
   /** Starts watching one directory (relative path, '' for the root). */

@@ -558,8 +558,10 @@ export class Reintegrator {
         const t = this.state.table.get(p)!;
         await this._displace(p, t);
         const abs = join(this.root, p);
-        if (t.type === EntryType.DIR) rmdirSync(abs);
-        else unlinkSync(abs);
+        if (t.type === EntryType.DIR) {
+          rmdirSync(abs);
+          this.scanner.forgetRemoved(p);
+        } else unlinkSync(abs);
         removals.push({ change: t.type === EntryType.DIR ? Change.RMDIR : Change.REMOVE, path: p, state: undefined, origin: replicaId, originSeq: op.seq });
       }
       this._dirsToSync.add(join(this.root, op.path));
@@ -625,6 +627,7 @@ export class Reintegrator {
       if (onDisk.isDirectory()) {
         if (readdirSyncSafe(abs).length > 0) throw new ImzError(Codes.CONFLICT, `cannot replace directory ${op.path}: it is not empty`);
         rmdirSync(abs);
+        this.scanner.forgetRemoved(op.path);
       } else unlinkSync(abs);
     };
     switch (op.kind) {
@@ -742,7 +745,10 @@ export class Reintegrator {
       case OpKind.REMOVEDIR:
         if (onDisk) {
           if (!onDisk.isDirectory()) unlinkSync(abs);
-          else rmdirSync(abs);
+          else {
+            rmdirSync(abs);
+            this.scanner.forgetRemoved(op.path);
+          }
         }
         changes.push({ change: Change.RMDIR, path: op.path, state: undefined, ...origin });
         break;

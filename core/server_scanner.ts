@@ -1,4 +1,5 @@
 import { EventEmitter } from 'node:events';
+import { lstatSync } from 'node:fs';
 import { lstat, rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { Change, EntryType } from '../protocol/messages.ts';
@@ -254,7 +255,15 @@ export class ServerScanner extends EventEmitter {
 
   /** Starts watching a directory the server itself created. */
   watchCreated(rel: string): void {
-    if (this._dw.size > 0) this._dw.watch(rel);
+    if (this._dw.size === 0) return;
+    // With its inode: a watch left on another directory of that name (moved away, or removed) is set again.
+    const st = lstatSync(join(this.root, rel), { throwIfNoEntry: false });
+    if (st?.isDirectory()) this._dw.watchDir(rel, st.ino);
+  }
+
+  /** Stops watching a directory the server itself removed, and what was under it. */
+  forgetRemoved(rel: string): void {
+    if (this._dw.size > 0) this._dw.unwatchUnder(rel);
   }
 
   /** Waits for scans in progress and queued ones. */

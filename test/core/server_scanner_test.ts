@@ -6,15 +6,16 @@
 // the whole table each (from the reviews of 22b810d).
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { writeFileSync } from 'node:fs';
+import { lstatSync, mkdirSync, rmdirSync, writeFileSync } from 'node:fs';
 import { mkdir, rename, writeFile } from 'node:fs/promises';
-import { EntryType } from '../../protocol/messages.ts';
+import { Change, EntryType } from '../../protocol/messages.ts';
 import { join } from 'node:path';
 import { ServerScanner } from '../../core/server_scanner.ts';
 import { type PendingChange, ServerState } from '../../core/server_state.ts';
 import { cleanupAll, makeTmp, waitFor } from '../helpers.ts';
 
 test.after(cleanupAll);
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 // A scanner over root, its periodic rescan off, whose commits run `during` first (a write landing in the gap between
 // a directory's listing and its watch).
@@ -108,6 +109,43 @@ test('many directories made at once on a big served tree cost no walk of the who
   } finally {
     await close();
   }
+});
+
+test('directories the server made and removed leave no watch behind', async () => {
+  const root = await makeTmp('imz-r14leak-');
+  const state = await ServerState.open(join(root, '.imz-server'));
+  const scanner = new ServerScanner(root, state, { debounceMs: 20, rescanMs: 0 });
+  await scanner.start();
+  const dw = (scanner as unknown as { _dw: { size: number } })._dw; // (private: the count of watches)
+  const before = dw.size;
+  for (let round = 0; round < 3; round++) {
+    for (let i = 0; i < 50; i++) {
+      const p = `tmp${i}`;
+      await scanner.exclusive(async () => {
+        mkdirSync(join(root, p), 0o755);
+        scanner.expectWrite(p);
+        const st = lstatSync(join(root, p));
+        await state.commit([{ change: Change.MKDIR, path: p, state: { type: EntryType.DIR, size: 0, mode: st.mode, mtimeMs: st.mtimeMs, hash: '', target: '', ino: st.ino } }]);
+        scanner.watchCreated(p);
+      });
+    }
+    await sleep(100);
+    await scanner.idle();
+    for (let i = 0; i < 50; i++) {
+      const p = `tmp${i}`;
+      await scanner.exclusive(async () => {
+        rmdirSync(join(root, p));
+        scanner.forgetRemoved(p); // as the server's rmdir does
+        await state.commit([{ change: Change.RMDIR, path: p, state: undefined }]);
+      });
+    }
+    await sleep(200);
+    await scanner.idle();
+  }
+  const after = dw.size;
+  await scanner.close();
+  await state.close();
+  assert.is(after, before, `watches: ${before} before, ${after} after 150 directories made and removed by the server`);
 });
 
 test.run();
