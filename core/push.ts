@@ -389,7 +389,9 @@ async function _settleGroup(replica: Replica, remote: Remote, ops: LoggedOp[], e
     // (Indexed as settled: a mkdir, chmod or move is claimed only when the server journalled just that.)
     own?.note(op, results[k]!, _CLAIMED.has(op.kind) || !results[k]!.server ? undefined : await replica.get(op.path));
   }
-  if (serverFetch.length > 0) await (await import('./reconcile.ts')).reconcile(replica, remote, serverFetch);
+  // Under the push's policy: what it settles there (a directory that cannot go, holding what the index does not) is
+  // settled, as the push said, not left for a person.
+  if (serverFetch.length > 0) await (await import('./reconcile.ts')).reconcile(replica, remote, serverFetch, undefined, policy);
 }
 
 /** Operations per REINTEGRATE sent while the scan goes on (see _Stream). */
@@ -593,6 +595,15 @@ async function _finish(replica: Replica, log: ReintLog, ops: LoggedOp[]): Promis
   await log.append([{ t: 'done', upto: ops[ops.length - 1]!.seq }]);
 }
 
+// True when one of path's ancestors is in dirs.
+function _underAny(path: string, dirs: ReadonlySet<string>): boolean {
+  for (let i = path.lastIndexOf('/'); i > 0; i = path.lastIndexOf('/', i - 1)) if (dirs.has(path.slice(0, i))) return true;
+  return false;
+}
+
+/** Per settle group's list of server entries to take: the directories whose tracked contents are in it as removals. */
+const _goneUnder = new WeakMap<Entry[], { dirs: Set<string>; paths?: string[] }>();
+
 // True when the server's path holds what the operation would have made of it.
 async function _serverHolds(remote: Remote, op: LoggedOp): Promise<boolean> {
   let e: Entry | undefined;
@@ -729,12 +740,21 @@ async function _settle(replica: Replica, remote: Remote, op: LoggedOp, r: OpResu
     // under it; what changed here meanwhile is a conflict, as at a pull). Dropped from the index, it stayed here
     // untracked: the next push made it again, or the server's mode was never taken.
     await replica.set(op.path, { ...idx, mode: local.mode, mtimeMs: local.mtimeMs, ctimeMs: local.ctimeMs, ino: local.ino });
-    if (server?.type !== EntryType.DIR) {
-      const gone = (path: string): Entry => ({ path, type: EntryType.NONE, size: 0, mode: 0, mtimeMs: 0, hash: new Uint8Array(0), target: '', version: r.version });
-      const prefix = `${op.path}/`;
-      for (const p of (await replica.all()).keys()) if (p.startsWith(prefix)) serverFetch.push(gone(p));
+    const gone = (path: string): Entry => ({ path, type: EntryType.NONE, size: 0, mode: 0, mtimeMs: 0, hash: new Uint8Array(0), target: '', version: r.version });
+    // (Once per path: a chmod -R that lost has each directory's contents under every directory above it.)
+    let g = _goneUnder.get(serverFetch);
+    if (!g) _goneUnder.set(serverFetch, (g = { dirs: new Set() }));
+    if (_underAny(op.path, g.dirs)) {
+      if (server?.type === EntryType.DIR) serverFetch.push(server);
+      return;
     }
-    serverFetch.push(server ?? { path: op.path, type: EntryType.NONE, size: 0, mode: 0, mtimeMs: 0, hash: new Uint8Array(0), target: '', version: r.version });
+    if (server?.type !== EntryType.DIR) {
+      g.dirs.add(op.path);
+      g.paths ??= [...(await replica.all()).keys()];
+      const prefix = `${op.path}/`;
+      for (const p of g.paths) if (p.startsWith(prefix)) serverFetch.push(gone(p));
+    }
+    serverFetch.push(server ?? gone(op.path));
     return;
   }
   await replica.delete(op.path);
