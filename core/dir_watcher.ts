@@ -10,7 +10,8 @@ const EXPECT_MS = 5000;
  * mkdir into a watched directory). Elsewhere (FSEvents coalesces, Deno maps
  * events its own way) nothing is announced and every event is scanned.
  */
-const EXACT_EVENTS = process.platform === 'linux' && typeof (globalThis as { Deno?: unknown }).Deno === 'undefined';
+const IS_DENO = typeof (globalThis as { Deno?: unknown }).Deno !== 'undefined';
+const EXACT_EVENTS = process.platform === 'linux' && !IS_DENO;
 
 /**
  * Watches a tree with one non-recursive watch per directory (libuv shares
@@ -66,11 +67,18 @@ export class DirWatcher extends EventEmitter {
       this._inos.set(rel, ino);
       return;
     }
-    // The old watch is closed a little later: closed right before the new one is set, Deno dropped both.
-    const old = this._watchers.get(rel);
-    this._watchers.delete(rel);
-    if (old) setTimeout(() => old.close(), 1000).unref?.();
     this.unwatch(rel);
+    if (IS_DENO && was !== undefined) {
+      // Deno drops a new watch on a path whose old one is closing: set a moment later, then the directory is scanned
+      // again for what came in between.
+      setTimeout(() => {
+        if (this._closed || this._watchers.has(rel)) return;
+        this.watch(rel);
+        if (this._watchers.has(rel)) this._inos.set(rel, ino);
+        this.mark(rel);
+      }, 300).unref?.();
+      return;
+    }
     this.watch(rel);
     if (this._watchers.has(rel)) this._inos.set(rel, ino);
   }
