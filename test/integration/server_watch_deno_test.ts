@@ -6,7 +6,7 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { mkdir, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { cleanupAll, copyFixture, makeTmp, readJournal, startServer, waitFor } from './helpers.ts';
+import { cleanupAll, copyFixture, makeTmp, readJournal, startServer, waitFor } from '../helpers.ts';
 
 const T = suite('server: watches under deno');
 T.after.each(cleanupAll);
