@@ -391,7 +391,23 @@ async function _settleGroup(replica: Replica, remote: Remote, ops: LoggedOp[], e
   }
   // Under the push's policy: what it settles there (a directory that cannot go, holding what the index does not) is
   // settled, as the push said, not left for a person.
-  if (serverFetch.length > 0) await (await import('./reconcile.ts')).reconcile(replica, remote, serverFetch, undefined, policy);
+  if (serverFetch.length === 0) return;
+  const lost = _goneUnder.get(serverFetch);
+  let targets = serverFetch;
+  if (lost) {
+    // A lost directory this push has put something in since (a file sent with the chmod): the server made it again.
+    const queued = new Set(serverFetch.filter((e) => e.type === EntryType.NONE).map((e) => e.path));
+    const kept = new Set<string>();
+    for (const p of (await replica.all()).keys()) {
+      if (queued.has(p)) continue;
+      for (let i = p.lastIndexOf('/'); i > 0; i = p.lastIndexOf('/', i - 1)) if (queued.has(p.slice(0, i))) kept.add(p.slice(0, i));
+    }
+    if (kept.size > 0) targets = serverFetch.filter((e) => !(e.type === EntryType.NONE && kept.has(e.path)));
+  }
+  const res = await (await import('./reconcile.ts')).reconcile(replica, remote, targets, undefined, policy);
+  // What is left for a person there (a directory that cannot go: it holds files this replica added or ignores) is
+  // the push's too: it exits 3, as status would say.
+  for (const c of res.conflicts) if (!c.resolvedBy) summary.conflicts.push(c);
 }
 
 /** Operations per REINTEGRATE sent while the scan goes on (see _Stream). */

@@ -232,9 +232,8 @@ export async function reconcile(replica: Replica, remote: Remote, targets: Entry
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
       if (code === 'ENOTEMPTY' || code === 'EEXIST') {
-        // The server removed a directory to which this replica added files (or holds ignored ones): it stays, with
-        // them. Under a policy other than manual that is settled (the additions go up with the next push).
-        _conflict(result, onEvent, conflictFetch, p.t, 'dir-removed', p.local, policy === 'manual' ? undefined : { resolvedBy: policy });
+        // The server removed a directory to which this replica added files.
+        _conflict(result, onEvent, conflictFetch, p.t, 'dir-removed', p.local);
         p.kind = 'index';
         (p as { skip?: boolean }).skip = true;
         continue;
