@@ -389,12 +389,11 @@ async function _settleGroup(replica: Replica, remote: Remote, ops: LoggedOp[], e
     // (Indexed as settled: a mkdir, chmod or move is claimed only when the server journalled just that.)
     own?.note(op, results[k]!, _CLAIMED.has(op.kind) || !results[k]!.server ? undefined : await replica.get(op.path));
   }
-  // Under the push's policy: what it settles there (a directory that cannot go, holding what the index does not) is
-  // settled, as the push said, not left for a person.
+  // The server's side of what the policy gave it, taken here under the push's policy.
   if (serverFetch.length === 0) return;
   const lost = _goneUnder.get(serverFetch);
   let targets = serverFetch;
-  if (lost) {
+  if (lost && lost.dirs.size > 0) {
     // A lost directory this push has put something in since (a file sent with the chmod): the server made it again.
     const queued = new Set(serverFetch.filter((e) => e.type === EntryType.NONE).map((e) => e.path));
     const kept = new Set<string>();
