@@ -481,39 +481,12 @@ function _writeAt(fd: number, bytes: Uint8Array, position: number): void {
   for (let off = 0; off < bytes.length;) off += writeSync(fd, bytes, off, bytes.length - off, position + off);
 }
 
-/** The order of the cache's rows (PathList.indexOf searches by it): plain string order, not comparePaths'. */
 // old's rows with those of paths it does not hold inserted in order, runs of old rows copied whole (the general merge
-// decodes and re-encodes every path, ~50 ms for 100,000); undefined when one of them is there already.
+// decodes and re-encodes every path, ~50 ms for 100,000); undefined when one of them is there already. A delta
+// that removes nothing.
 function _withNewPaths(old: ScanCacheData, sections: BucketSection[], appended: ReadonlyMap<number, ReadonlyMap<string, IndexEntry>>): ScanCacheData | undefined {
-  const added: Array<{ p: string; e: IndexEntry; b: number }> = [];
-  for (const [b, entries] of appended) for (const [p, e] of entries) added.push({ p, e, b });
-  added.sort((x, y) => _stringOrder(x.p, y.p));
-  const at = new Array<number>(added.length);
-  for (let i = 0; i < added.length; i++) {
-    const p = added[i]!.p;
-    const row = old.paths.lowerBound(p);
-    if ((row < old.paths.length && old.paths.at(row) === p) || (i > 0 && added[i - 1]!.p === p)) return undefined;
-    at[i] = row;
-  }
-  const n = old.paths.length + added.length;
-  const facts = newFacts(n);
-  const targets = new Array<string>(n);
-  let from = 0;
-  let to = 0;
-  for (let i = 0; i <= added.length; i++) {
-    const end = i < added.length ? at[i]! : old.paths.length;
-    if (end > from) {
-      facts.set(old.facts.subarray(from * FACTS, end * FACTS), to * FACTS);
-      for (let j = from; j < end; j++) targets[to++] = old.targets[j]!;
-      from = end;
-    }
-    if (i < added.length) {
-      const { e, b } = added[i]!;
-      factsOf(e, b, facts, to * FACTS);
-      targets[to++] = e.target;
-    }
-  }
-  return { sections, paths: old.paths.merged(at, added.map((x) => x.p)), facts, targets, ignoreKey: old.ignoreKey, rootListed: old.rootListed };
+  const none = new Set<string>();
+  return _withDelta(old, sections, new Map([...appended].map(([b, adds]) => [b, { adds, removed: none }])))?.data;
 }
 
 /**
@@ -524,7 +497,7 @@ function _withNewPaths(old: ScanCacheData, sections: BucketSection[], appended: 
  * agree with the deltas (a removed path without its row, an added one
  * already there): rebuilt by the next scan instead.
  */
-function _withDelta(old: ScanCacheData, sections: BucketSection[], deltas: ReadonlyMap<number, BucketDelta>): { data: ScanCacheData; unmark: string[] } | undefined {
+function _withDelta(old: ScanCacheData, sections: BucketSection[], deltas: ReadonlyMap<number, { adds: ReadonlyMap<string, IndexEntry>; removed: ReadonlySet<string> }>): { data: ScanCacheData; unmark: string[] } | undefined {
   const dropRow = new Map<string, number>();
   for (const [b, d] of deltas) {
     for (const p of d.removed) {
@@ -567,6 +540,7 @@ function _withDelta(old: ScanCacheData, sections: BucketSection[], deltas: Reado
   return { data: { sections, paths, facts, targets, ignoreKey: old.ignoreKey, rootListed: old.rootListed }, unmark };
 }
 
+/** The order of the cache's rows (PathList.indexOf searches by it): plain string order, not comparePaths'. */
 function _stringOrder(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
 }
