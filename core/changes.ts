@@ -1,11 +1,10 @@
 import { type Stats, readdirSync, readlinkSync, statSync } from 'node:fs';
-import { join } from 'node:path';
 import { EntryType } from '../protocol/constants.ts';
 import { hashFile, hashFileKeeping, toHex } from './hash.ts';
 import { loadIgnoreKeyed } from './ignore_rules.ts';
 import type { IndexEntry } from './index_model.ts';
 import { statMatches } from './local_state.ts';
-import { comparePaths, depthOf, isReservedName } from './paths.ts';
+import { comparePaths, depthOf, inDir, isReservedName } from './paths.ts';
 import type { Replica } from './replica.ts';
 import { LISTING_SLACK_MS, ScanCache } from './scan_cache.ts';
 import { checksumOk, isRemoteRow, typeOfFacts } from './scan_cache_model.ts';
@@ -169,12 +168,12 @@ export async function scanChanges(replica: Replica, opts: ScanChangesOptions = {
   const n = paths.length;
   const skipped: SkippedPath[] = [];
 
-  const hashOf = async (path: string): Promise<string> => toHex(await hashFile(join(root, path)));
+  const hashOf = async (path: string): Promise<string> => toHex(await hashFile(inDir(root, path)));
   // The hash of a file, and its bytes as hashed when onContent may take them (stored below only if they are pushed).
   const onContent = opts.onContent;
   const hashed = async (path: string, size: number): Promise<{ hash: string; data?: Buffer }> => {
     if (!onContent || size > onContent.upTo) return { hash: await hashOf(path) };
-    const r = hashFileKeeping(join(root, path), size);
+    const r = hashFileKeeping(inDir(root, path), size);
     return { hash: toHex(r.hash), data: r.data };
   };
   const stored = async (c: LocalChange, data: Buffer | undefined): Promise<void> => {

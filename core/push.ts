@@ -6,7 +6,7 @@ import { type Entry, EntryType, type Envelope, Op, type Operation, OpKind, type 
 import { type ChangeScan, type ChangeStream, type LocalChange, orderChanges, scanChanges } from './changes.ts';
 import { type ConflictRecord, blobPath, clearConflict, conflictCopyName, listConflicts, outstanding, saveConflict, sideOfEntry } from './conflicts.ts';
 import { fromHex, toHex } from './hash.ts';
-import { checkPath, parentOf } from './paths.ts';
+import { checkPath, inDir, parentOf } from './paths.ts';
 import { ReintLog } from './reint_log.ts';
 import type { ScanCache } from './scan_cache.ts';
 import type { IndexEntry } from './index_model.ts';
@@ -153,7 +153,7 @@ async function _pushLinked(replica: Replica, link: Promise<_Link>, opts: PushOpt
       // sent if the server lacks them and the file still holds them.
       const carried = sent.filter((o) => _carriesContent(o, policy));
       if (carried.length > 0) {
-        summary.uploadedBytes += await (await import('./uploader.ts')).uploadBlobs(remote, carried.map((o) => ({ hash: o.state.hash, size: o.state.size, file: join(replica.root, o.path) })));
+        summary.uploadedBytes += await (await import('./uploader.ts')).uploadBlobs(remote, carried.map((o) => ({ hash: o.state.hash, size: o.state.size, file: inDir(replica.root, o.path) })));
       }
       await _send(replica, remote, log, sent, policy, summary, opts, new Map());
     }
@@ -167,7 +167,7 @@ async function _pushLinked(replica: Replica, link: Promise<_Link>, opts: PushOpt
     const remote = await writable;
     if (!remote) return;
     const p = await (pre ??= import('./uploader.ts').then((m) => new m.Prestager(remote)));
-    await p.offer({ hash: c.hash!, size: data.length, file: join(replica.root, c.path), seen: _seen(c) }, data);
+    await p.offer({ hash: c.hash!, size: data.length, file: inDir(replica.root, c.path), seen: _seen(c) }, data);
   } };
   // With nothing tracked gone, the scan hands its changes over as it makes them, and they go up while it goes on.
   const stream = new _Stream(replica, writable, log, policy, () => pre, summary, opts);
@@ -274,7 +274,7 @@ async function _reintegrate(replica: Replica, remote: Remote | undefined, log: R
     const stores = group.filter((o) => _carriesContent(o, policy) && sendOf(o.state.hash));
     const before = summary.uploadedBytes;
     try {
-      summary.uploadedBytes += await (await uploader).uploadBlobs(remote, stores.map((o) => ({ hash: o.state.hash, size: o.state.size, file: join(replica.root, o.path), seen: _seen(byPath.get(o.path)) })),
+      summary.uploadedBytes += await (await uploader).uploadBlobs(remote, stores.map((o) => ({ hash: o.state.hash, size: o.state.size, file: inDir(replica.root, o.path), seen: _seen(byPath.get(o.path)) })),
         (bytes, total) => opts.onEvent?.({ type: 'upload', bytes: before + bytes, total: before + total }), vanishing);
     } catch (err) {
       await sending.catch(() => undefined); // settle what is in flight before giving up
@@ -531,7 +531,7 @@ class _Stream implements ChangeStream {
     const stores = ops.filter((o) => _carriesContent(o, this._policy) && !pre?.staged.has(o.state.hash) && (this._vanishing.has(o.state.hash) || !pre?.held.has(o.state.hash)));
     if (stores.length > 0) {
       const before = this._summary.uploadedBytes;
-      this._summary.uploadedBytes += await (await import('./uploader.ts')).uploadBlobs(remote, stores.map((o) => ({ hash: o.state.hash, size: o.state.size, file: join(this._replica.root, o.path), seen: _seen(this.byPath.get(o.path)) })),
+      this._summary.uploadedBytes += await (await import('./uploader.ts')).uploadBlobs(remote, stores.map((o) => ({ hash: o.state.hash, size: o.state.size, file: inDir(this._replica.root, o.path), seen: _seen(this.byPath.get(o.path)) })),
         (bytes, total) => this._opts.onEvent?.({ type: 'upload', bytes: before + bytes, total: before + total }), this._vanishing);
     }
     await this._log.append([{ t: 'sent', upto: ops[ops.length - 1]!.seq }]);

@@ -294,7 +294,9 @@ export class Replica {
 
   /** The index entry of a path. */
   async get(path: string): Promise<IndexEntry | undefined> {
-    return this._bucket(bucketOf(path)).get(path);
+    const b = bucketOf(path);
+    // Just added to a bucket not parsed (a push's mkdir, asked for again to claim its record): known without parsing.
+    return this._unparsed.get(b)?.adds.get(path) ?? this._bucket(b).get(path);
   }
 
   /** Records a path's entry (written by flushIndex). */

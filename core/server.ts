@@ -11,7 +11,7 @@ import { DEFAULT_MAX_FRAME, encodeFrame } from '../protocol/frame_codec.ts';
 import { Access, type AccessCode, type Entry, EntryType, type Envelope, type JournalRecord, Op, PROTOCOL_VERSION, encodeEnvelope } from '../protocol/messages.ts';
 import { type ReplyChannel, Session } from '../protocol/session.ts';
 import { NONCE_BYTES, newNonce } from './auth.ts';
-import { SERVER_DIR, checkPath, comparePaths } from './paths.ts';
+import { SERVER_DIR, checkPath, comparePaths, inDir } from './paths.ts';
 import type { SkippedPath } from './tree_scan.ts';
 import { Reintegrator } from './server_apply.ts';
 import { ServerAuth, type ServerTokens } from './server_auth.ts';
@@ -462,7 +462,7 @@ export class ImzServer extends EventEmitter {
   private async _openChecked(path: string, t: TableEntry, action: string): Promise<FileHandle> {
     let fh: FileHandle;
     try {
-      fh = await open(join(this.root, path), fsc.O_RDONLY | fsc.O_NOFOLLOW);
+      fh = await open(inDir(this.root, path), fsc.O_RDONLY | fsc.O_NOFOLLOW);
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
       if (code === 'ENOENT' || code === 'ELOOP' || code === 'ENOTDIR') throw new ImzError(Codes.STALE, `cannot ${action}: ${path} changed on the server (pull again)`);
@@ -627,7 +627,7 @@ export class ImzServer extends EventEmitter {
   private _openCheckedSync(path: string, t: TableEntry): number | undefined {
     let fd: number;
     try {
-      fd = openSync(join(this.root, path), fsc.O_RDONLY | fsc.O_NOFOLLOW);
+      fd = openSync(inDir(this.root, path), fsc.O_RDONLY | fsc.O_NOFOLLOW);
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
       if (code === 'ENOENT' || code === 'ELOOP' || code === 'ENOTDIR') return undefined;

@@ -8,7 +8,7 @@ import { fsErrorPlace, fsyncCostsIo, fsyncDir, fsyncFd, inParallel, tempNameFor 
 import { keepName } from './conflicts.ts';
 import { POLICIES, type Policy } from './policy.ts';
 import { hashBytes, hashFileSync, sameHash, toHex } from './hash.ts';
-import { TMP_PREFIX, checkPath } from './paths.ts';
+import { TMP_PREFIX, checkPath, inDir } from './paths.ts';
 import type { ServerScanner } from './server_scanner.ts';
 import { type PendingChange, type ServerState, type TableEntry, tableToEntry } from './server_state.ts';
 import { fsEntryFromStats, sameMtime, utimeSeconds } from './tree_scan.ts';
@@ -86,7 +86,7 @@ export class Reintegrator {
     const now = Date.now();
     this._listing = undefined;
     for (const name of names) {
-      const f = join(this.stagingDir, name);
+      const f = inDir(this.stagingDir, name);
       const st = lstatSync(f, { throwIfNoEntry: false });
       // A temp file (a small upload being written) is what a killed server left: the sweep runs before serving.
       if (st && (name.startsWith(TMP_PREFIX) || now - st.mtimeMs > maxAgeMs)) {
@@ -117,7 +117,7 @@ export class Reintegrator {
       await mkdir(this.stagingDir, { recursive: true });
       this._stagingReady = true;
     }
-    const full = join(this.stagingDir, hex);
+    const full = inDir(this.stagingDir, hex);
     const part = `${full}.part`;
     if (req.offset === 0 && req.last && req.data.length === req.size) {
       _checkWhole(req.data, hex);
@@ -220,7 +220,7 @@ export class Reintegrator {
     // (and may be being made ready by the batch being applied: left alone).
     if (this._verified.has(hex) && listing.staged.has(hex)) return;
     // Content an earlier process staged is written again: the same bytes cost less than reading them back to check.
-    const full = join(this.stagingDir, hex);
+    const full = inDir(this.stagingDir, hex);
     const fd = openSync(full, 'w', 0o600);
     try {
       _writeAllSync(fd, data);
@@ -311,7 +311,7 @@ export class Reintegrator {
     return hashes.map((h) => {
       if (h.length !== 32) return false;
       const hex = toHex(h);
-      const held = staged.has(hex) && (this._verified.has(hex) ? existsSync(join(this.stagingDir, hex)) : this._stagedIntact(hex, h));
+      const held = staged.has(hex) && (this._verified.has(hex) ? existsSync(inDir(this.stagingDir, hex)) : this._stagedIntact(hex, h));
       return held || this.state.pathWithHash(Buffer.from(h).toString('latin1')) !== undefined;
     });
   }
@@ -319,7 +319,7 @@ export class Reintegrator {
   // A blob an earlier process staged (written in place: a kill can have torn
   // it) is checked against its hash before a client is told not to send it.
   private _stagedIntact(hex: string, hash: Uint8Array): boolean {
-    const file = join(this.stagingDir, hex);
+    const file = inDir(this.stagingDir, hex);
     try {
       if (_hashIs(file, hash)) {
         this._trust(hex);
@@ -339,7 +339,7 @@ export class Reintegrator {
     const src = this.state.pathWithHash(Buffer.from(hash).toString('latin1'));
     if (src === undefined) return false;
     try {
-      copyFileSync(join(this.root, src), tmp, fsc.COPYFILE_FICLONE);
+      copyFileSync(inDir(this.root, src), tmp, fsc.COPYFILE_FICLONE);
     } catch (err) {
       // The source went away meanwhile: the content is to be uploaded again. A full disk or a refusal is the error.
       const code = (err as NodeJS.ErrnoException).code;
@@ -407,7 +407,7 @@ export class Reintegrator {
     this._syncCostsIo ??= fsyncCostsIo(this.stagingDir);
     const viaPool = this._syncCostsIo && jobs.length > 1;
     await inParallel(jobs, viaPool ? 32 : 1, async (j) => {
-      const blob = join(this.stagingDir, j.hex);
+      const blob = inDir(this.stagingDir, j.hex);
       let fd: number;
       try {
         fd = _openStaged(blob);
@@ -446,7 +446,7 @@ export class Reintegrator {
     const now = Date.now() / 1000;
     for (const [hex, p] of this._prepared) {
       if (p.error) continue;
-      const blob = join(this.stagingDir, hex);
+      const blob = inDir(this.stagingDir, hex);
       _stagingMode(blob);
       try {
         utimesSync(blob, now, now);
@@ -489,7 +489,7 @@ export class Reintegrator {
     const t = this.state.table.get(path);
     let st;
     try {
-      st = lstatSync(join(this.root, path), { throwIfNoEntry: false });
+      st = lstatSync(inDir(this.root, path), { throwIfNoEntry: false });
     } catch {
       return true; // a parent is not a directory: applying says so
     }
@@ -557,14 +557,14 @@ export class Reintegrator {
       for (const p of inside) {
         const t = this.state.table.get(p)!;
         await this._displace(p, t);
-        const abs = join(this.root, p);
+        const abs = inDir(this.root, p);
         if (t.type === EntryType.DIR) {
           rmdirSync(abs);
           this.scanner.forgetRemoved(p);
         } else unlinkSync(abs);
         removals.push({ change: t.type === EntryType.DIR ? Change.RMDIR : Change.REMOVE, path: p, state: undefined, origin: replicaId, originSeq: op.seq });
       }
-      this._dirsToSync.add(join(this.root, op.path));
+      this._dirsToSync.add(inDir(this.root, op.path));
       await this.state.commit(removals, { durable: false });
       const version = await this._apply(replicaId, op, true);
       return _result(op, OpStatus.APPLIED, version, { conflictClass: 'dir-removed', displaced: `displaced/index.jsonl (${inside.length} entries under ${op.path})` });
@@ -593,7 +593,7 @@ export class Reintegrator {
   private async _displace(path: string, cur: TableEntry): Promise<string> {
     await mkdir(this.displacedDir, { recursive: true });
     const name = `${cur.version}-${basename(path).slice(0, 100)}`;
-    if (cur.type === EntryType.FILE) copyFileSync(join(this.root, path), join(this.displacedDir, name));
+    if (cur.type === EntryType.FILE) copyFileSync(inDir(this.root, path), join(this.displacedDir, name));
     const kind = cur.type === EntryType.FILE ? 'file' : cur.type === EntryType.SYMLINK ? 'symlink' : 'dir';
     await open(join(this.displacedDir, 'index.jsonl'), 'a').then(async (fh) => {
       await fh.write(JSON.stringify({
@@ -608,7 +608,7 @@ export class Reintegrator {
 
   // Applies one operation to the tree, journals it, returns the new version.
   private async _apply(replicaId: string, op: Operation, forced: boolean): Promise<number> {
-    const abs = join(this.root, op.path);
+    const abs = inDir(this.root, op.path);
     const changes: PendingChange[] = [];
     const origin = { origin: replicaId, originSeq: op.seq };
     // Directories may go away or change type: forget what was checked.
@@ -638,7 +638,7 @@ export class Reintegrator {
           this._prepared.delete(hex);
           throw failed;
         }
-        const blob = join(this.stagingDir, hex);
+        const blob = inDir(this.stagingDir, hex);
         const mode = op.state.mode & 0o777;
         const time = utimeSeconds(op.state.mtimeMs);
         const kind = cur ? (cur.type === EntryType.FILE ? Change.MODIFY : Change.RETYPE) : Change.CREATE;
@@ -762,7 +762,7 @@ export class Reintegrator {
         changes.push(this._change(op.path, Change.META, origin));
         break;
       case OpKind.MOVE: {
-        const from = join(this.root, op.fromPath);
+        const from = inDir(this.root, op.fromPath);
         // The source's parents must be real directories: through a symlink, the source could lie outside the tree.
         if (!_underRealDirs(this.root, op.fromPath) || !lstatSync(from, { throwIfNoEntry: false })) throw new ImzError(Codes.NOT_FOUND, `cannot move ${op.fromPath}: it does not exist on the server`);
         if (onDisk && forced) clear();
@@ -778,7 +778,7 @@ export class Reintegrator {
         throw new ImzError(Codes.PROTOCOL, `cannot reintegrate: unknown operation kind ${op.kind}`);
     }
     this._dirsToSync.add(dirname(abs));
-    if (op.kind === OpKind.MOVE) this._dirsToSync.add(dirname(join(this.root, op.fromPath)));
+    if (op.kind === OpKind.MOVE) this._dirsToSync.add(dirname(inDir(this.root, op.fromPath)));
     // Durable once per batch: reintegrate() flushes before answering.
     const records = await this.state.commit(changes, { durable: false });
     return records[records.length - 1]!.seq;
@@ -786,7 +786,7 @@ export class Reintegrator {
 
   // The table state of a path as it is on disk now (after imz wrote it).
   private _change(path: string, change: PendingChange['change'], origin: { origin: string; originSeq: number }, knownHash?: Uint8Array, known?: Stats): PendingChange {
-    const abs = join(this.root, path);
+    const abs = inDir(this.root, path);
     const st = known ?? lstatSync(abs);
     const fe = fsEntryFromStats(path, st, st.isSymbolicLink() ? readlinkSync(abs) : '');
     if (typeof fe === 'string') throw new ImzError(Codes.IO, `cannot journal ${path}: it is a ${fe}`);
@@ -805,9 +805,9 @@ export class Reintegrator {
     for (let i = 0; i < parts.length - 1; i++) {
       cur = cur === '' ? parts[i]! : `${cur}/${parts[i]}`;
       if (this._checkedDirs.has(cur)) continue;
-      const st = lstatSync(join(this.root, cur), { throwIfNoEntry: false });
+      const st = lstatSync(inDir(this.root, cur), { throwIfNoEntry: false });
       if (!st) {
-        mkdirSync(join(this.root, cur), 0o755);
+        mkdirSync(inDir(this.root, cur), 0o755);
         this.scanner.expectWrite(cur);
         changes.push(this._change(cur, Change.MKDIR, origin));
         this.scanner.watchCreated(cur);
@@ -844,7 +844,7 @@ function _underRealDirs(root: string, path: string): boolean {
   const parts = path.split('/');
   let cur = root;
   for (let i = 0; i < parts.length - 1; i++) {
-    cur = join(cur, parts[i]!);
+    cur = inDir(cur, parts[i]!);
     if (!lstatSync(cur, { throwIfNoEntry: false })?.isDirectory()) return false;
   }
   return true;

@@ -1,9 +1,8 @@
 import type { Stats } from 'node:fs';
 import { lstatSync, readdirSync, readlinkSync } from 'node:fs';
 import { lstat, readlink } from 'node:fs/promises';
-import { join } from 'node:path';
 import { EntryType, type EntryTypeCode } from '../protocol/constants.ts';
-import { TMP_PREFIX, isReservedName, pathProblem } from './paths.ts';
+import { TMP_PREFIX, inDir, isReservedName, pathProblem } from './paths.ts';
 
 export { sameMtime } from './file_times.ts';
 
@@ -72,12 +71,12 @@ export function fsEntryFromStats(path: string, st: Stats, target = ''): FsEntry 
 export async function statEntry(root: string, path: string): Promise<FsEntry | string | undefined> {
   let st: Stats;
   try {
-    st = await lstat(join(root, path));
+    st = await lstat(inDir(root, path));
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT' || (err as NodeJS.ErrnoException).code === 'ENOTDIR') return undefined;
     throw err;
   }
-  const target = st.isSymbolicLink() ? await readlink(join(root, path)) : '';
+  const target = st.isSymbolicLink() ? await readlink(inDir(root, path)) : '';
   return fsEntryFromStats(path, st, target);
 }
 
@@ -88,13 +87,13 @@ export async function statEntry(root: string, path: string): Promise<FsEntry | s
 export function statEntrySync(root: string, path: string): FsEntry | string | undefined {
   let st: Stats | undefined;
   try {
-    st = lstatSync(join(root, path), { throwIfNoEntry: false });
+    st = lstatSync(inDir(root, path), { throwIfNoEntry: false });
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOTDIR') return undefined;
     throw err;
   }
   if (!st) return undefined;
-  return fsEntryFromStats(path, st, st.isSymbolicLink() ? readlinkSync(join(root, path)) : '');
+  return fsEntryFromStats(path, st, st.isSymbolicLink() ? readlinkSync(inDir(root, path)) : '');
 }
 
 /** One entry of a directory listing, lstat'ed. */
@@ -189,7 +188,7 @@ export async function* walkTree(root: string, sub = '', opts: ScanOptions = {}):
       let target = '';
       if (st.isSymbolicLink()) {
         try {
-          target = readlinkSync(join(root, rel));
+          target = readlinkSync(inDir(root, rel));
         } catch {
           continue;
         }

@@ -1,3 +1,4 @@
+import { Buffer } from 'node:buffer';
 import { Codes, ImzError } from './errors.ts';
 
 /** Default largest frame body, in bytes (negotiated down or up by HELLO). */
@@ -73,7 +74,9 @@ export class FrameDecoder {
       this._buffered -= n;
       return out;
     }
-    const out = new Uint8Array(n);
+    // Not zero-filled: every byte is written below. (For 80 MB of small contents pushed, the zeroing and the fresh
+    // pages it touched cost the server ~50 ms.)
+    const out = Buffer.allocUnsafe(n);
     let off = 0;
     while (off < n) {
       const c = this._chunks[0]!;

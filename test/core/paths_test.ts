@@ -1,6 +1,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { checkPath, comparePaths, pathProblem } from '../../core/paths.ts';
+import { join } from 'node:path';
+import { checkPath, comparePaths, inDir, pathProblem } from '../../core/paths.ts';
 
 test('safe relative paths pass', () => {
   for (const p of ['a', 'a/b/c.txt', 'dir with space/ü', '.hidden', 'a..b', '...', 'x/.imzignore']) {
@@ -42,3 +43,13 @@ test('parents sort right before their contents', () => {
 });
 
 test.run();
+
+test('inDir gives what path.join gives for every path that passes the check, under any root', () => {
+  const paths = ['', 'a', 'a/b/c.txt', 'dir with space/ü', '.hidden', 'a..b', '...', 'x/.imzignore', 'd/😀 "x"],[y'];
+  for (const root of ['/srv/tree', '/srv/tree/', '/', 'rel/dir', '/a b/ü']) {
+    for (const p of paths) {
+      assert.is(pathProblem(p, true), undefined, p);
+      assert.is(inDir(root, p), join(root, p), `${root} + ${p}`);
+    }
+  }
+});

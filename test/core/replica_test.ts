@@ -62,6 +62,22 @@ test('addNew mixes with get, set and delete in the same process: a path added tw
   assert.equal(all.get('n/3'), e(14));
 });
 
+test('get reads back an entry addNew put in a bucket it never parsed, and the bucket\'s other entries as they were', async () => {
+  const old = Array.from({ length: 300 }, (_, i) => `old/${i}`);
+  const r = await replicaWith(old);
+  const added = Array.from({ length: 300 }, (_, i) => `new/${i}`);
+  for (const [i, p] of added.entries()) await r.addNew(p, e(500 + i));
+  for (const [i, p] of added.entries()) assert.equal(await r.get(p), e(500 + i), p);
+  assert.is(await r.get('new/none'), undefined);
+  for (const [i, p] of old.entries()) assert.equal(await r.get(p), e(i + 1), p);
+  // Parsed now (the gets of old paths): what addNew gave is kept, once.
+  for (const [i, p] of added.entries()) assert.equal(await r.get(p), e(500 + i), p);
+  await r.flushIndex();
+  const all = await (await Replica.open(r.root)).all();
+  assert.is(all.size, 600);
+  for (const [i, p] of added.entries()) assert.equal(all.get(p), e(500 + i), p);
+});
+
 test('a bucket written from its bytes (addNew), then changed in place and added to again, stays what encoding it whole gives', async () => {
   const old = Array.from({ length: 700 }, (_, i) => `vieux/ü${i}/😀 "${i}"],[x`);
   const r = await replicaWith(old);
