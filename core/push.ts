@@ -13,7 +13,7 @@ import type { IndexEntry } from './index_model.ts';
 import type { LogRecord, LoggedOp } from './reint_log_model.ts';
 import { type SecurityOptions, connectReplica } from './credentials.ts';
 import type { Remote } from './remote.ts';
-import type { Prestager } from './uploader.ts';
+import type { BlobItem, Prestager } from './uploader.ts';
 import { Replica } from './replica.ts';
 import { explainFsError, sweepStateTemps } from './atomic_fs.ts';
 import { type Policy, checkPolicy } from './policy.ts';
@@ -153,7 +153,7 @@ async function _pushLinked(replica: Replica, link: Promise<_Link>, opts: PushOpt
       // sent if the server lacks them and the file still holds them.
       const carried = sent.filter((o) => _carriesContent(o, policy));
       if (carried.length > 0) {
-        summary.uploadedBytes += await (await import('./uploader.ts')).uploadBlobs(remote, carried.map((o) => ({ hash: o.state.hash, size: o.state.size, file: inDir(replica.root, o.path) })));
+        summary.uploadedBytes += await (await import('./uploader.ts')).uploadBlobs(remote, carried.map((o) => _blobItem(replica, o)));
       }
       await _send(replica, remote, log, sent, policy, summary, opts, new Map());
     }
@@ -167,7 +167,7 @@ async function _pushLinked(replica: Replica, link: Promise<_Link>, opts: PushOpt
     const remote = await writable;
     if (!remote) return;
     const p = await (pre ??= import('./uploader.ts').then((m) => new m.Prestager(remote)));
-    await p.offer({ hash: c.hash!, size: data.length, file: inDir(replica.root, c.path), seen: _seen(c) }, data);
+    await p.offer({ hash: c.hash!, size: data.length, file: inDir(replica.root, c.path), seen: _seen(c), mode: c.fs?.mode, mtimeMs: c.fs?.mtimeMs }, data);
   } };
   // With nothing tracked gone, the scan hands its changes over as it makes them, and they go up while it goes on.
   const stream = new _Stream(replica, writable, log, policy, () => pre, summary, opts);
@@ -274,7 +274,7 @@ async function _reintegrate(replica: Replica, remote: Remote | undefined, log: R
     const stores = group.filter((o) => _carriesContent(o, policy) && sendOf(o.state.hash));
     const before = summary.uploadedBytes;
     try {
-      summary.uploadedBytes += await (await uploader).uploadBlobs(remote, stores.map((o) => ({ hash: o.state.hash, size: o.state.size, file: inDir(replica.root, o.path), seen: _seen(byPath.get(o.path)) })),
+      summary.uploadedBytes += await (await uploader).uploadBlobs(remote, stores.map((o) => _blobItem(replica, o, byPath.get(o.path))),
         (bytes, total) => opts.onEvent?.({ type: 'upload', bytes: before + bytes, total: before + total }), vanishing);
     } catch (err) {
       await sending.catch(() => undefined); // settle what is in flight before giving up
@@ -309,6 +309,12 @@ async function _close(replica: Replica, log: ReintLog, own: _OwnRecords): Promis
 function _superseded(log: ReintLog): LogRecord[] {
   const { unsent } = log.pending();
   return unsent.length > 0 ? [{ t: 'drop', upto: unsent[unsent.length - 1]!.seq }] : [];
+}
+
+// The content an operation needs on the server, with the mode and time its store gives the file (the server can
+// stage it so, and then only rename it in).
+function _blobItem(replica: Replica, o: LoggedOp, c?: LocalChange): BlobItem {
+  return { hash: o.state.hash, size: o.state.size, file: inDir(replica.root, o.path), seen: _seen(c), mode: o.state.mode, mtimeMs: o.state.mtimeMs };
 }
 
 // What the scan saw of a file it hashed (so the upload need not hash it again; the server checks every hash).
@@ -531,7 +537,7 @@ class _Stream implements ChangeStream {
     const stores = ops.filter((o) => _carriesContent(o, this._policy) && !pre?.staged.has(o.state.hash) && (this._vanishing.has(o.state.hash) || !pre?.held.has(o.state.hash)));
     if (stores.length > 0) {
       const before = this._summary.uploadedBytes;
-      this._summary.uploadedBytes += await (await import('./uploader.ts')).uploadBlobs(remote, stores.map((o) => ({ hash: o.state.hash, size: o.state.size, file: inDir(this._replica.root, o.path), seen: _seen(this.byPath.get(o.path)) })),
+      this._summary.uploadedBytes += await (await import('./uploader.ts')).uploadBlobs(remote, stores.map((o) => _blobItem(this._replica, o, this.byPath.get(o.path))),
         (bytes, total) => this._opts.onEvent?.({ type: 'upload', bytes: before + bytes, total: before + total }), this._vanishing);
     }
     await this._log.append([{ t: 'sent', upto: ops[ops.length - 1]!.seq }]);

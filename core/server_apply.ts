@@ -3,7 +3,7 @@ import { type Stats, chmodSync, closeSync, constants as fsc, copyFileSync, exist
 import { chmod, mkdir, open, rename, rm, stat, utimes } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { Codes, ImzError } from '../protocol/errors.ts';
-import { Change, EntryType, type Operation, OpKind, type OpResult, OpStatus } from '../protocol/messages.ts';
+import { type BlobPiece, Change, EntryType, type Operation, OpKind, type OpResult, OpStatus } from '../protocol/messages.ts';
 import { fsErrorPlace, fsyncCostsIo, fsyncDir, fsyncFd, inParallel, tempNameFor } from './atomic_fs.ts';
 import { keepName } from './conflicts.ts';
 import { POLICIES, type Policy } from './policy.ts';
@@ -58,6 +58,12 @@ export class Reintegrator {
    * given their mode and time and fsynced ahead (_prepare), with their stat.
    */
   private _prepared = new Map<string, _Ready>();
+  /**
+   * Staged blobs this process wrote with the mode and time a client said
+   * the store they are for gives (PUT_BLOBS's hint), with their stat: where
+   * an fsync costs nothing, that store only renames the blob in.
+   */
+  private _hinted = new Map<string, _Ready>();
   /** Whether an fsync in staging does any I/O (not on tmpfs); read on first use. */
   private _syncCostsIo: boolean | undefined;
   /** Whether an fsync of a directory of the served tree does any I/O; read on first use. */
@@ -89,7 +95,8 @@ export class Reintegrator {
       const f = inDir(this.stagingDir, name);
       const st = lstatSync(f, { throwIfNoEntry: false });
       // A temp file (a small upload being written) is what a killed server left: the sweep runs before serving.
-      if (st && (name.startsWith(TMP_PREFIX) || now - st.mtimeMs > maxAgeMs)) {
+      // (A blob staged with a hint has its file's mtime, maybe years old: its ctime says when it was staged.)
+      if (st && (name.startsWith(TMP_PREFIX) || now - Math.max(st.mtimeMs, st.ctimeMs) > maxAgeMs)) {
         rmSync(f, { force: true });
         n++;
       }
@@ -182,7 +189,7 @@ export class Reintegrator {
    * All are checked before any is written: a malformed or mismatching blob
    * fails the request and stages nothing.
    */
-  async putBlobs(blobs: { hash: Uint8Array; size: number; offset: number; data: Uint8Array; last: boolean; query?: Uint8Array[] }[]): Promise<{ present: boolean; have: number }[]> {
+  async putBlobs(blobs: BlobPiece[]): Promise<{ present: boolean; have: number }[]> {
     if (blobs.length > MAX_BATCH) throw new ImzError(Codes.PROTOCOL, `cannot stage content: more than ${MAX_BATCH} blobs in one request`);
     const hexes: string[] = [];
     for (const b of blobs) {
@@ -201,7 +208,7 @@ export class Reintegrator {
         const hex = hexes[i]!;
         // A piece-wise upload of the same content in progress: wait for it, in order.
         if (this._blobLocks.has(hex)) await this.putBlob(blobs[i]!);
-        else this._stageWhole(hex, blobs[i]!.data);
+        else this._stageWhole(hex, blobs[i]!.data, _hintOf(blobs[i]!));
       }
     } catch (err) {
       throw this._fsError(err, 'stage the upload', 'push again');
@@ -214,16 +221,25 @@ export class Reintegrator {
   // cost more than the work. Written in place, not fsynced: a blob staged by
   // an earlier process (which a kill or a crash can tear) is checked again
   // when it is applied, and the applied file is fsynced.
-  private _stageWhole(hex: string, data: Uint8Array): void {
+  // With a hint (see BlobRequest), where an fsync costs nothing (tmpfs),
+  // the blob is given its store's mode and time as it is written: that
+  // store then only renames it in, instead of opening it again for them.
+  // (On a disk _prepare opens it anyway, to fsync it.)
+  private _stageWhole(hex: string, data: Uint8Array, hint?: _Ready): void {
+    this._syncCostsIo ??= fsyncCostsIo(this.stagingDir);
+    if (this._syncCostsIo) hint = undefined;
     const listing = this._staging(); // read before the first write, so it sees what earlier processes left
     // Staged and checked by this process, not used yet: the bytes are there
     // (and may be being made ready by the batch being applied: left alone).
     if (this._verified.has(hex) && listing.staged.has(hex)) return;
     // Content an earlier process staged is written again: the same bytes cost less than reading them back to check.
     const full = inDir(this.stagingDir, hex);
-    const fd = openSync(full, 'w', 0o600);
+    this._hinted.delete(hex);
+    const fd = openSync(full, 'w', hint?.mode ?? 0o600);
+    let ready: _Ready | undefined;
     try {
       _writeAllSync(fd, data);
+      if (hint) ready = _withAttrs(fd, hint);
     } catch (err) {
       // A full disk: no torn blob is left behind.
       closeSync(fd);
@@ -232,6 +248,7 @@ export class Reintegrator {
       throw err;
     }
     closeSync(fd);
+    if (ready) this._hinted.set(hex, ready);
     listing.staged.add(hex);
     if (listing.parts.delete(hex)) _unlinkQuiet(`${full}.part`);
     this._trust(hex);
@@ -255,6 +272,7 @@ export class Reintegrator {
     }
     await rename(part, full);
     this._prepared.delete(hex); // another file now
+    this._hinted.delete(hex);
     const listing = this._staging();
     listing.parts.delete(hex);
     listing.staged.add(hex);
@@ -295,6 +313,7 @@ export class Reintegrator {
   private _unstaged(hex: string): void {
     this._verified.delete(hex);
     this._prepared.delete(hex);
+    this._hinted.delete(hex);
     this._staging().staged.delete(hex);
   }
 
@@ -397,14 +416,17 @@ export class Reintegrator {
     if (ops.length < 2 || this._verified.size === 0 || !this._sameFileSystem()) return;
     const jobs: { hex: string; mode: number; time: number }[] = [];
     const seen = new Set<string>();
+    this._syncCostsIo ??= fsyncCostsIo(this.stagingDir);
     for (const op of ops) {
       if (op.kind !== OpKind.STORE || op.state?.hash?.length !== 32) continue;
       const hex = toHex(op.state.hash);
       if (seen.has(hex) || !this._verified.has(hex)) continue;
       seen.add(hex); // a later store of the same content copies it from the tree
-      jobs.push({ hex, mode: op.state.mode & 0o777, time: utimeSeconds(op.state.mtimeMs) });
+      const mode = op.state.mode & 0o777;
+      const time = utimeSeconds(op.state.mtimeMs);
+      if (!this._syncCostsIo && _matches(this._hinted.get(hex), mode, time)) continue; // ready as staged
+      jobs.push({ hex, mode, time });
     }
-    this._syncCostsIo ??= fsyncCostsIo(this.stagingDir);
     const viaPool = this._syncCostsIo && jobs.length > 1;
     await inParallel(jobs, viaPool ? 32 : 1, async (j) => {
       const blob = inDir(this.stagingDir, j.hex);
@@ -416,6 +438,7 @@ export class Reintegrator {
       }
       const ready: _Ready = { mode: j.mode, time: j.time };
       this._prepared.set(j.hex, ready); // given back its staging mode after the batch if no store used it
+      this._hinted.delete(j.hex);
       try {
         fchmodSync(fd, j.mode);
         futimesSync(fd, j.time, j.time);
@@ -447,6 +470,7 @@ export class Reintegrator {
     for (const [hex, p] of this._prepared) {
       if (p.error) continue;
       const blob = inDir(this.stagingDir, hex);
+      this._hinted.delete(hex);
       _stagingMode(blob);
       try {
         utimesSync(blob, now, now);
@@ -649,8 +673,9 @@ export class Reintegrator {
         if (this._verified.has(hex) && !onDisk?.isDirectory() && this._sameFileSystem()) {
           // What the path holds once renamed (a rename keeps all of it but the ctime).
           let st: Stats | undefined;
-          const ready = this._prepared.get(hex);
-          if (ready?.st && ready.mode === mode && ready.time === time) st = ready.st;
+          this._syncCostsIo ??= fsyncCostsIo(this.stagingDir);
+          const ready = this._prepared.get(hex) ?? (this._syncCostsIo ? undefined : this._hinted.get(hex));
+          if (_matches(ready, mode, time)) st = ready!.st;
           else {
             let fd: number | undefined;
             try {
@@ -682,6 +707,7 @@ export class Reintegrator {
         const tmp = tempNameFor(abs);
         let staged = true;
         try {
+          this._hinted.delete(hex);
           _stagingMode(blob); // a batch that a crash cut short can have left it another mode
           copyFileSync(blob, tmp, fsc.COPYFILE_FICLONE);
         } catch (err) {
@@ -864,6 +890,33 @@ interface _Ready {
   time: number;
   st?: Stats;
   error?: unknown;
+}
+
+// True when a staged blob is ready for a store of this mode and time (its stat taken once it had them).
+function _matches(r: _Ready | undefined, mode: number, time: number): boolean {
+  return r?.st !== undefined && r.mode === mode && r.time === time;
+}
+
+// PUT_BLOBS's hint as the mode and time a store gives (undefined for none, or one unfit for staging: the blob must
+// stay readable and writable by this server, and the time one utimes takes).
+function _hintOf(b: BlobPiece): _Ready | undefined {
+  const mode = (b.mode ?? 0) & 0o777;
+  const ms = b.mtimeMs ?? 0;
+  if ((mode & 0o600) !== 0o600 || !Number.isFinite(ms) || Math.abs(ms) > 8.64e15) return undefined;
+  return { mode, time: utimeSeconds(ms) };
+}
+
+// Gives a staged blob, still open, the hint's mode and time; returns them with its stat, or undefined when the file
+// system keeps another mode or time (the store then sets them itself).
+function _withAttrs(fd: number, hint: _Ready): _Ready | undefined {
+  futimesSync(fd, hint.time, hint.time);
+  let st = fstatSync(fd);
+  // Created with the mode the umask left, or an earlier blob's kept by the truncating open.
+  if ((st.mode & 0o7777) !== hint.mode) {
+    fchmodSync(fd, hint.mode);
+    st = fstatSync(fd);
+  }
+  return (st.mode & 0o7777) === hint.mode ? { mode: hint.mode, time: hint.time, st } : undefined;
 }
 
 // Gives a staged blob its staging mode back, if it is there and ours to change.

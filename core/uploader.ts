@@ -16,6 +16,9 @@ export interface BlobItem {
    * hash again in any case) instead of being hashed a second time.
    */
   seen?: { mtimeMs: number; ctimeMs: number; ino: number };
+  /** The mode and mtime the store the content is for gives its file: sent as a hint (see BlobRequest in imz.proto). */
+  mode?: number;
+  mtimeMs?: number;
 }
 
 const PIECE = 1024 * 1024;
@@ -130,7 +133,7 @@ class _Batcher {
       this._send();
       if (this._inFlight.length >= BATCHES_IN_FLIGHT) await this._inFlight.shift();
     }
-    this._batch.push({ piece: { hash: fromHex(item.hash), size: item.size, offset: 0, data, last: true }, item });
+    this._batch.push({ piece: { hash: fromHex(item.hash), size: item.size, offset: 0, data, last: true, mode: item.mode ?? 0, mtimeMs: item.mtimeMs ?? 0 }, item });
     this._bytes += data.length + PER_BLOB_OVERHEAD;
   }
 

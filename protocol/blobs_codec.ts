@@ -105,6 +105,11 @@ export function encodePutBlobs(env: PutBlobsEnvelope): Uint8Array {
       out[at++] = 1;
     }
     if (b.query != null) for (const q of b.query) bytes(50, q);
+    if (b.mode != null && b.mode !== 0) {
+      out[at++] = 56;
+      varint(b.mode >>> 0);
+    }
+    if (b.mtimeMs != null && !Object.is(b.mtimeMs, 0)) double(65, b.mtimeMs);
   }
   if (at !== total) throw new Error(`encodePutBlobs: wrote ${at} of ${total} bytes`);
   return out;
@@ -119,6 +124,8 @@ function _blobSize(b: BlobPiece): number {
   if (b.data != null && b.data.length) n += 1 + _varintSize(b.data.length) + b.data.length;
   if (b.last) n += 2;
   if (b.query != null) for (const q of b.query) n += 1 + _varintSize(q.length) + q.length;
+  if (b.mode != null && b.mode !== 0) n += 1 + _varintSize(b.mode >>> 0);
+  if (b.mtimeMs != null && !Object.is(b.mtimeMs, 0)) n += 9;
   return n;
 }
 

@@ -2261,6 +2261,8 @@ export const imz = $root.imz = (() => {
         BlobRequest.prototype.data = $util.newBuffer([]);
         BlobRequest.prototype.last = false;
         BlobRequest.prototype.query = $util.emptyArray;
+        BlobRequest.prototype.mode = 0;
+        BlobRequest.prototype.mtimeMs = 0;
 
         BlobRequest.encode = function (message, writer, _depth) {
             if (!writer)
@@ -2282,6 +2284,10 @@ export const imz = $root.imz = (() => {
             if (message.query != null && message.query.length)
                 for (let i = 0; i < message.query.length; ++i)
                     writer.uint32(50).bytes(message.query[i]);
+            if (message.mode != null && $Object.hasOwnProperty.call(message, "mode") && message.mode !== 0)
+                writer.uint32(56).uint32(message.mode);
+            if (message.mtimeMs != null && $Object.hasOwnProperty.call(message, "mtimeMs") && !$Object.is(message.mtimeMs, 0))
+                writer.uint32(65).double(message.mtimeMs);
             if (message.$unknowns != null && $Object.hasOwnProperty.call(message, "$unknowns"))
                 for (let i = 0; i < message.$unknowns.length; ++i)
                     writer.raw(message.$unknowns[i]);
@@ -2366,6 +2372,24 @@ export const imz = $root.imz = (() => {
                         if (!(message.query && message.query.length))
                             message.query = [];
                         message.query.push(reader.bytes());
+                        continue;
+                    }
+                case 7: {
+                        if (wireType !== 0)
+                            break;
+                        if (value = reader.uint32())
+                            message.mode = value;
+                        else
+                            delete message.mode;
+                        continue;
+                    }
+                case 8: {
+                        if (wireType !== 1)
+                            break;
+                        if (!$Object.is(value = reader.double(), 0))
+                            message.mtimeMs = value;
+                        else
+                            delete message.mtimeMs;
                         continue;
                     }
                 }

@@ -520,6 +520,15 @@ export const schema = {
        "rule": "repeated",
        "type": "bytes",
        "id": 6
+      },
+      "mode": {
+       "type": "uint32",
+       "id": 7
+      },
+      "mtimeMs": {
+       "type": "double",
+       "id": 8,
+       "protoName": "mtime_ms"
       }
      }
     },

@@ -76,7 +76,7 @@ export interface Envelope {
   snapshot?: { paths: string[] };
   snapshotReply?: { tar: Uint8Array };
   list?: { prefix: string };
-  putBlob?: { hash: Uint8Array; size: number; offset: number; data: Uint8Array; last: boolean; query?: Uint8Array[] };
+  putBlob?: BlobPiece;
   blobReply?: { present: boolean; have: number; held?: boolean[] };
   putBlobs?: { blobs: BlobPiece[] };
   blobsReply?: { replies: { present: boolean; have: number; held?: boolean[] }[] };
@@ -93,6 +93,9 @@ export interface BlobPiece {
   last: boolean;
   /** Unused in PUT_BLOBS (the message is shared with PUT_BLOB's queries). */
   query?: Uint8Array[];
+  /** PUT_BLOBS: the mode and mtime the store the content is for gives its file, a hint (0 for none). */
+  mode?: number;
+  mtimeMs?: number;
 }
 
 /** Body fields that a caller may put in an outgoing envelope. */
@@ -148,10 +151,13 @@ function _fillEntries(env: Envelope): Envelope {
   }
   if (env.putBlob) {
     const b = env.putBlob;
-    env.putBlob = { hash: bytesOf(b.hash), size: Number(b.size ?? 0), offset: Number(b.offset ?? 0), data: bytesOf(b.data), last: b.last === true, query: (b.query ?? []).map(bytesOf) };
+    env.putBlob = { hash: bytesOf(b.hash), size: Number(b.size ?? 0), offset: Number(b.offset ?? 0), data: bytesOf(b.data), last: b.last === true, query: (b.query ?? []).map(bytesOf), mode: Number(b.mode ?? 0), mtimeMs: Number(b.mtimeMs ?? 0) };
   }
   if (env.putBlobs) {
-    env.putBlobs.blobs = (env.putBlobs.blobs ?? []).map((b) => ({ hash: bytesOf(b.hash), size: Number(b.size ?? 0), offset: Number(b.offset ?? 0), data: bytesOf(b.data), last: b.last === true, query: (b.query ?? []).map(bytesOf) }));
+    env.putBlobs.blobs = (env.putBlobs.blobs ?? []).map((b) => ({
+      hash: bytesOf(b.hash), size: Number(b.size ?? 0), offset: Number(b.offset ?? 0), data: bytesOf(b.data), last: b.last === true, query: (b.query ?? []).map(bytesOf),
+      mode: Number(b.mode ?? 0), mtimeMs: Number(b.mtimeMs ?? 0),
+    }));
   }
   if (env.blobsReply) {
     env.blobsReply.replies = (env.blobsReply.replies ?? []).map((r) => ({ present: r.present === true, have: Number(r.have ?? 0), held: r.held ?? [] }));

@@ -79,8 +79,8 @@ export async function imzArgv(args: string[], runtime: Runtime = 'node'): Promis
 }
 
 /** A fresh directory under the system temp dir, removed by cleanupAll(). */
-export async function makeTmp(prefix = 'imz-test-'): Promise<string> {
-  const d = await mkdtemp(join(tmpdir(), prefix));
+export async function makeTmp(prefix = 'imz-test-', base = tmpdir()): Promise<string> {
+  const d = await mkdtemp(join(base, prefix));
   tempDirs.push(d);
   return d;
 }

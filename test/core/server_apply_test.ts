@@ -1,13 +1,15 @@
 // The reintegrator's batch path, driven on the engine directly (real files,
-// no network): staged blobs made ready ahead of a batch (mode, time, fsync)
-// must land exactly as the operation says, whatever else the batch holds.
+// no network): staged blobs made ready ahead of a batch (mode, time, fsync),
+// or staged with the mode and time PUT_BLOBS's hint gave, must land exactly
+// as the operation says, whatever else the batch holds.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { createHash, randomUUID } from 'node:crypto';
-import { existsSync, lstatSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, lstatSync, readFileSync, readdirSync, statSync, statfsSync, writeFileSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { EntryType, type Operation, OpKind, OpStatus } from '../../protocol/messages.ts';
+import { fsyncCostsIo } from '../../core/atomic_fs.ts';
 import { Reintegrator } from '../../core/server_apply.ts';
 import { ServerState } from '../../core/server_state.ts';
 import { cleanupAll } from '../helpers.ts';
@@ -121,6 +123,125 @@ test('content staged and checked is not written again; a blob an earlier process
     assert.is(r!.status, OpStatus.APPLIED);
     assert.is(readFileSync(join(w.root, 'f.txt'), 'utf8'), c);
     assert.is(readFileSync(join(w.root, 'g.txt'), 'utf8'), c);
+  } finally {
+    await w.close();
+  }
+});
+
+// Where a hint is taken: a memory-backed file system (fsync costs nothing). /dev/shm where there is one.
+const SHM = (() => {
+  try {
+    statfsSync('/dev/shm');
+    return fsyncCostsIo('/dev/shm') ? undefined : '/dev/shm';
+  } catch {
+    return undefined;
+  }
+})();
+const shmWorld = (files: Record<string, string> = {}) => serverEngine(files, 'imz-apply-hint-', SHM);
+
+async function stageHinted(re: Reintegrator, c: string, mode: number, mtimeMs: number): Promise<string> {
+  await re.putBlobs([{ hash: sha(c), size: Buffer.byteLength(c), offset: 0, data: Buffer.from(c), last: true, mode, mtimeMs }]);
+  return createHash('sha256').update(c).digest('hex');
+}
+
+test('on tmpfs, a blob staged with a hint has its store\'s mode and time, and the store renames that very file in', async () => {
+  if (!SHM) throw new Error('no tmpfs at /dev/shm to test on');
+  const w = await shmWorld();
+  try {
+    const staging = join(w.stateDir, 'staging');
+    const cases = [['run.sh', 'a script\n', 0o755], ['notes.txt', 'notes\n', 0o644], ['shared.txt', 'for all\n', 0o666]] as const;
+    const inos = new Map<string, number>();
+    for (const [i, [p, c, mode]] of cases.entries()) {
+      const hex = await stageHinted(w.re, c, 0o100000 | mode, T0 + i * 1000); // (a client sends the whole st_mode)
+      const st = statSync(join(staging, hex));
+      assert.is(st.mode & 0o7777, mode, `${p}: staged with the hinted mode (0666 past the umask too)`);
+      assert.is(Math.round(st.mtimeMs), T0 + i * 1000, `${p}: and time`);
+      inos.set(p, st.ino);
+    }
+    const replica = randomUUID();
+    const results = await w.re.reintegrate(replica, cases.map(([p, c, mode], i) => storeOp(i + 1, p, c, mode, T0 + i * 1000)), 'manual');
+    assert.equal(results.map((r) => r.status), cases.map(() => OpStatus.APPLIED));
+    for (const [i, [p, c, mode]] of cases.entries()) {
+      const st = statSync(join(w.root, p));
+      assert.is(readFileSync(join(w.root, p), 'utf8'), c);
+      assert.is(st.mode & 0o7777, mode, `${p} mode`);
+      assert.is(Math.round(st.mtimeMs), T0 + i * 1000, `${p} mtime`);
+      assert.is(st.ino, inos.get(p), `${p}: the staged file itself, renamed in`);
+      const t = w.state.table.get(p)!;
+      assert.equal([t.ino, t.mode & 0o7777, t.size], [st.ino, mode, st.size], `${p}: the table says what is there`);
+    }
+    assert.equal(readdirSync(staging), []);
+  } finally {
+    await w.close();
+  }
+});
+
+test('on tmpfs, a store whose mode or time is not the hint\'s gets its own, alone or in a batch, also after a refused one', async () => {
+  if (!SHM) throw new Error('no tmpfs at /dev/shm to test on');
+  const w = await shmWorld({ 'taken.txt': 'the server\'s\n' });
+  try {
+    await stageHinted(w.re, 'one\n', 0o755, T0);
+    await stageHinted(w.re, 'two\n', 0o644, T0);
+    await stageHinted(w.re, 'three\n', 0o644, T0);
+    const replica = randomUUID();
+    // A batch: a store refused (create/create) with the hint's mode and time, one with another time, one with another mode.
+    const r1 = await w.re.reintegrate(replica, [storeOp(1, 'taken.txt', 'one\n', 0o755, T0), storeOp(2, 'b.txt', 'two\n', 0o644, T0 + 5000), storeOp(3, 'c.txt', 'three\n', 0o600, T0)], 'manual');
+    assert.equal(r1.map((r) => r.status), [OpStatus.CONFLICT, OpStatus.APPLIED, OpStatus.APPLIED]);
+    assert.is(readFileSync(join(w.root, 'taken.txt'), 'utf8'), 'the server\'s\n');
+    assert.is(Math.round(statSync(join(w.root, 'b.txt')).mtimeMs), T0 + 5000);
+    assert.is(statSync(join(w.root, 'b.txt')).mode & 0o777, 0o644);
+    assert.is(statSync(join(w.root, 'c.txt')).mode & 0o777, 0o600);
+    assert.is(Math.round(statSync(join(w.root, 'c.txt')).mtimeMs), T0);
+    // The refused content, still staged, stored alone (no batch made ready) with another mode, then with the hint's.
+    const [r2] = await w.re.reintegrate(replica, [storeOp(4, 'd.sh', 'one\n', 0o700, T0 + 7000)], 'manual');
+    assert.is(r2!.status, OpStatus.APPLIED);
+    const d = statSync(join(w.root, 'd.sh'));
+    assert.equal([d.mode & 0o777, Math.round(d.mtimeMs)], [0o700, T0 + 7000]);
+    await stageHinted(w.re, 'four\n', 0o755, T0);
+    await w.re.putBlobs([{ hash: sha('four\n'), size: 5, offset: 0, data: Buffer.from('four\n'), last: true }]); // again, no hint: nothing changes
+    const [r3] = await w.re.reintegrate(replica, [storeOp(5, 'e.sh', 'four\n', 0o755, T0)], 'manual');
+    assert.is(r3!.status, OpStatus.APPLIED);
+    const e = statSync(join(w.root, 'e.sh'));
+    assert.equal([e.mode & 0o777, Math.round(e.mtimeMs)], [0o755, T0]);
+    for (const p of ['b.txt', 'c.txt', 'd.sh', 'e.sh']) {
+      const t = w.state.table.get(p)!;
+      const st = statSync(join(w.root, p));
+      assert.equal([t.ino, t.mode & 0o7777, Math.round(t.mtimeMs)], [st.ino, st.mode & 0o7777, Math.round(st.mtimeMs)], `${p}: the table says what is there`);
+    }
+  } finally {
+    await w.close();
+  }
+});
+
+test('a hint the server cannot stage with (no owner read and write, a time out of range) is left: the blob gets the staging mode, the store its own', async () => {
+  const w = await (SHM ? shmWorld() : world());
+  try {
+    const staging = join(w.stateDir, 'staging');
+    const ro = await stageHinted(w.re, 'read only\n', 0o444, T0);
+    assert.is(statSync(join(staging, ro)).mode & 0o777, 0o600);
+    const far = await stageHinted(w.re, 'far\n', 0o644, 9e15);
+    assert.is(statSync(join(staging, far)).mode & 0o777, 0o600);
+    const nan = await stageHinted(w.re, 'nan\n', 0o644, Number.NaN);
+    assert.is(statSync(join(staging, nan)).mode & 0o777, 0o600);
+    const results = await w.re.reintegrate(randomUUID(), [storeOp(1, 'ro.txt', 'read only\n', 0o444, T0), storeOp(2, 'far.txt', 'far\n', 0o644, T0)], 'manual');
+    assert.equal(results.map((r) => r.status), [OpStatus.APPLIED, OpStatus.APPLIED]);
+    assert.is(statSync(join(w.root, 'ro.txt')).mode & 0o777, 0o444);
+    assert.is(Math.round(statSync(join(w.root, 'far.txt')).mtimeMs), T0);
+  } finally {
+    await w.close();
+  }
+});
+
+test('the sweep of old uploads goes by when a blob was staged, not by the old mtime a hint gave it', async () => {
+  const w = await (SHM ? shmWorld() : world());
+  try {
+    const hex = await stageHinted(w.re, 'kept a while\n', 0o644, Date.UTC(2019, 5, 1));
+    const blob = join(w.stateDir, 'staging', hex);
+    if (SHM) assert.is(Math.round(statSync(blob).mtimeMs), Date.UTC(2019, 5, 1), 'staged with the hinted time');
+    assert.is(await w.re.sweepStaging(24 * 3600 * 1000), 0, 'staged a moment ago: kept');
+    assert.ok(existsSync(blob));
+    assert.is(await w.re.sweepStaging(-1), 1, 'past any age: swept');
+    assert.not.ok(existsSync(blob));
   } finally {
     await w.close();
   }

@@ -7,9 +7,9 @@ import { ServerScanner } from '../../core/server_scanner.ts';
 import { ServerState } from '../../core/server_state.ts';
 import { makeTmp } from '../helpers.ts';
 
-/** A served tree holding files, whose watcher waits a minute before reporting anything. */
-export async function serverEngine(files: Record<string, string>, prefix: string) {
-  const root = await makeTmp(prefix);
+/** A served tree holding files (in a temp dir under base), whose watcher waits a minute before reporting anything. */
+export async function serverEngine(files: Record<string, string>, prefix: string, base?: string) {
+  const root = await makeTmp(prefix, base);
   for (const [p, c] of Object.entries(files)) await writeFile(join(root, p), c);
   const stateDir = join(root, '.imz-server');
   const state = await ServerState.open(stateDir);

@@ -1,7 +1,8 @@
 // The one-pass PUT_BLOBS encoder (protocol/blobs_codec.ts) must write the
 // very bytes the generated encoder writes, for any request a client can
 // make: contents empty or past the one- and two-byte length prefixes, sizes
-// and offsets of any double (0 and -0 left out), queries, any request id.
+// and offsets of any double (0 and -0 left out), queries, the staging hint
+// (mode, mtime), any request id.
 // Anything else in the envelope goes to the generated encoder.
 import fc from 'fast-check';
 import { test } from 'uvu';
@@ -29,6 +30,8 @@ const blobArb = fc.record({
   data: bytesArb,
   last: fc.boolean(),
   query: fc.option(fc.array(fc.uint8Array({ maxLength: 40 }), { maxLength: 4 }), { nil: undefined }),
+  mode: fc.oneof(fc.constantFrom(0, 0o644, 0o755, 0o7777, 127, 128), fc.integer({ min: 0, max: 2 ** 32 - 1 })),
+  mtimeMs: fc.oneof(fc.constantFrom(0, -0, 1.7e12 + 0.123, -1), fc.double()),
 }, { requiredKeys: ['hash', 'size', 'offset', 'data', 'last'] });
 const envArb = fc.record({
   xid: fc.oneof(fc.constantFrom(0, 1, 127, 128, 2 ** 32 - 1), fc.integer({ min: 0, max: 2 ** 32 - 1 })),
@@ -50,6 +53,8 @@ test('the same bytes as the generated encoder, and they decode to the same reque
       const d = back.putBlobs!.blobs[i]!;
       assert.is(hex(d.data ?? new Uint8Array(0)), hex(b.data));
       assert.is(hex(d.hash ?? new Uint8Array(0)), hex(b.hash));
+      assert.is(d.mode ?? 0, b.mode ?? 0);
+      assert.ok(Object.is(d.mtimeMs, b.mtimeMs ?? 0), `mtimeMs ${b.mtimeMs} came back ${d.mtimeMs}`);
     });
   }, 2);
 });
