@@ -500,8 +500,8 @@ export class Reintegrator {
 
   // Journals a path whose state on disk is not the table's (a direct write
   // not journalled yet). Refuses the operation while the path keeps changing.
+  // (Called when _agrees said no: the check costs an lstat, the call of an async function a turn of the event loop.)
   private async _catchUp(path: string): Promise<void> {
-    if (this._agrees(path)) return;
     await this.scanner.scanNow(path);
     if (this.state.table.has(path) && !this._agrees(path)) {
       throw new ImzError(Codes.STALE, `cannot apply ${path}: it is being changed on the server right now (push again)`);
@@ -540,8 +540,8 @@ export class Reintegrator {
     // A local program may have just written the path, and the watcher not
     // reported it yet: journal what is really there first, so the operation
     // is checked against it and never replaces a version nobody saw.
-    await this._catchUp(op.path);
-    if (op.kind === OpKind.MOVE) await this._catchUp(op.fromPath);
+    if (!this._agrees(op.path)) await this._catchUp(op.path);
+    if (op.kind === OpKind.MOVE && !this._agrees(op.fromPath)) await this._catchUp(op.fromPath);
     const cur = this.state.table.get(op.path);
     const curVersion = cur?.version ?? 0;
     const baseOk = op.base === curVersion && (op.kind !== OpKind.MOVE || (this.state.table.get(op.fromPath)?.version ?? 0) === op.fromBase);
@@ -637,7 +637,7 @@ export class Reintegrator {
     const origin = { origin: replicaId, originSeq: op.seq };
     // Directories may go away or change type: forget what was checked.
     if (op.kind === OpKind.REMOVEDIR || op.kind === OpKind.MOVE || op.kind === OpKind.UNLINK || forced) this._checkedDirs.clear();
-    await this._ensureParents(op.path, changes, origin);
+    this._ensureParents(op.path, changes, origin);
     const cur = this.state.table.get(op.path);
     // What _catchUp just saw of this path (only reads happened since; a forced win may have displaced things).
     const seen = this._seen;
@@ -806,7 +806,7 @@ export class Reintegrator {
     this._dirsToSync.add(dirname(abs));
     if (op.kind === OpKind.MOVE) this._dirsToSync.add(dirname(inDir(this.root, op.fromPath)));
     // Durable once per batch: reintegrate() flushes before answering.
-    const records = await this.state.commit(changes, { durable: false });
+    const records = this.state.commitNow(changes) ?? (await this.state.commit(changes, { durable: false }));
     return records[records.length - 1]!.seq;
   }
 
@@ -825,7 +825,7 @@ export class Reintegrator {
   }
 
   // Creates missing parent directories of path (journalled), refusing to go through anything but real directories.
-  private async _ensureParents(path: string, changes: PendingChange[], origin: { origin: string; originSeq: number }): Promise<void> {
+  private _ensureParents(path: string, changes: PendingChange[], origin: { origin: string; originSeq: number }): void {
     const parts = path.split('/');
     let cur = '';
     for (let i = 0; i < parts.length - 1; i++) {

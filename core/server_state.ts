@@ -84,6 +84,8 @@ export class ServerState extends EventEmitter {
   readonly origins = new Map<string, number>();
   private _sinceCheckpoint = 0;
   private _commitChain: Promise<unknown> = Promise.resolve();
+  /** Commits under way (queued on _commitChain, not finished). */
+  private _committing = 0;
 
   private constructor(dir: string, id: string, journal: JournalStore) {
     super();
@@ -135,9 +137,26 @@ export class ServerState extends EventEmitter {
    * serialised, so sequence numbers follow commit order.
    */
   commit(changes: PendingChange[], opts: { durable?: boolean } = {}): Promise<JournalRecord[]> {
+    this._committing++;
     const run = this._commitChain.then(() => this._commit(changes, opts.durable ?? true));
-    this._commitChain = run.catch(() => {});
+    this._commitChain = run.catch(() => {}).then(() => {
+      this._committing--;
+    });
     return run;
+  }
+
+  /**
+   * commit(changes, { durable: false }) done at once, when no commit is
+   * under way and no checkpoint falls due (most operations of a batch):
+   * the same records, without a turn of the commit chain per operation.
+   * Undefined otherwise: commit then.
+   */
+  commitNow(changes: PendingChange[]): JournalRecord[] | undefined {
+    if (this._committing > 0 || changes.length === 0 || this._checkpointDue(changes.length)) return undefined;
+    const records = this._records(changes);
+    this._appendDeferred(records);
+    this._toTable(records, changes);
+    return records;
   }
 
   /**
@@ -152,22 +171,38 @@ export class ServerState extends EventEmitter {
 
   private async _commit(changes: PendingChange[], durable: boolean): Promise<JournalRecord[]> {
     if (changes.length === 0) return [];
+    const records = this._records(changes);
+    if (durable) await this.journal.append(records);
+    else this._appendDeferred(records);
+    this._toTable(records, changes);
+    if (this._checkpointDue(0)) await this.checkpoint();
+    if (durable) this.emit('records', records);
+    return records;
+  }
+
+  // The journal records of changes, numbered on from the last.
+  private _records(changes: PendingChange[]): JournalRecord[] {
     let seq = this.journal.last;
     const now = Date.now();
-    const records: JournalRecord[] = changes.map((c) => {
+    return changes.map((c) => {
       seq++;
       const entry: Entry = c.state
         ? tableToEntry(c.path, { ...c.state, version: seq })
         : { path: c.path, type: EntryType.NONE, size: 0, mode: 0, mtimeMs: 0, hash: new Uint8Array(0), target: '', version: seq };
       return { seq, change: c.change, entry, origin: c.origin ?? '', originSeq: c.originSeq ?? 0, timeMs: now };
     });
-    const appended = this.journal.append(records, { deferred: !durable });
-    if (durable) await appended;
-    // Followers hear of records once they are on disk (a crash must not take
-    // back what they applied). flush() reports a failed write to whoever
-    // acknowledges the batch; an 'error' event nobody listens to would crash
-    // the whole server instead.
-    else appended.then(() => this.emit('records', records), (err) => { if (this.listenerCount('error') > 0) this.emit('error', err); });
+  }
+
+  // Appends records to be written with the next flush. Followers hear of
+  // them once they are on disk (a crash must not take back what they
+  // applied). flush() reports a failed write to whoever acknowledges the
+  // batch; an 'error' event nobody listens to would crash the whole server.
+  private _appendDeferred(records: JournalRecord[]): void {
+    this.journal.append(records, { deferred: true }).then(() => this.emit('records', records), (err) => { if (this.listenerCount('error') > 0) this.emit('error', err); });
+  }
+
+  // The table (and origins) after records of changes.
+  private _toTable(records: JournalRecord[], changes: PendingChange[]): void {
     for (let i = 0; i < records.length; i++) {
       const r = records[i]!;
       if (r.origin) this.origins.set(r.origin, Math.max(this.origins.get(r.origin) ?? 0, r.originSeq));
@@ -177,10 +212,11 @@ export class ServerState extends EventEmitter {
       if (this._byHash && st?.type === EntryType.FILE && st.hash) this._byHash.set(st.hash, r.entry.path);
     }
     this._sinceCheckpoint += records.length;
-    // Amortised: a checkpoint costs the table size, so wait for at least that many records.
-    if (this._sinceCheckpoint >= Math.max(CHECKPOINT_EVERY, this.table.size)) await this.checkpoint();
-    if (durable) this.emit('records', records);
-    return records;
+  }
+
+  // Amortised: a checkpoint costs the table size, so it waits for at least that many records (more to come: n).
+  private _checkpointDue(n: number): boolean {
+    return this._sinceCheckpoint + n >= Math.max(CHECKPOINT_EVERY, this.table.size);
   }
 
   private _applyToTable(r: JournalRecord): void {

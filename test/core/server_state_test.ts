@@ -1,0 +1,92 @@
+// core/server_state.ts against a real state directory: commitNow (a
+// batch's operations journalled without a turn of the commit chain each)
+// gives what commit gives, in the same order, and steps aside while a
+// commit is under way or a checkpoint falls due.
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { randomUUID } from 'node:crypto';
+import { statSync } from 'node:fs';
+import { join } from 'node:path';
+import { Change, EntryType } from '../../protocol/messages.ts';
+import { type PendingChange, ServerState } from '../../core/server_state.ts';
+import { cleanupAll, makeTmp } from '../helpers.ts';
+
+test.after(cleanupAll);
+
+const origin = randomUUID();
+const create = (path: string, n: number): PendingChange => ({
+  change: Change.CREATE, path, origin, originSeq: n,
+  state: { type: EntryType.FILE, size: n, mode: 0o644, mtimeMs: 1.7e12 + n, hash: String.fromCharCode(n % 256).repeat(32), target: '', ino: 1000 + n },
+});
+
+// Everything a new process reads back of a state dir: the journal's records and the table.
+async function readBack(dir: string) {
+  const s = await ServerState.open(dir);
+  try {
+    const records = [];
+    for await (const batch of s.journal.readSince(0)) for (const r of batch) records.push({ seq: r.seq, change: r.change, path: r.entry.path, size: r.entry.size, origin: r.origin, originSeq: r.originSeq });
+    return { records, table: [...s.table].sort(), origins: [...s.origins] };
+  } finally {
+    await s.close();
+  }
+}
+
+test('commitNow journals and tables the same as commit, numbered in call order with commits around it', async () => {
+  const a = join(await makeTmp('imz-state-'), 's');
+  const b = join(await makeTmp('imz-state-'), 's');
+  const sa = await ServerState.open(a);
+  const sb = await ServerState.open(b);
+  try {
+    for (let n = 1; n <= 40; n++) {
+      const c = [create(`d/f${n}`, n)];
+      await sa.commit(c, { durable: false });
+      const now = sb.commitNow(c);
+      assert.ok(now, 'nothing under way: done at once');
+      assert.is(now![0]!.seq, n);
+      assert.is(sb.table.get(`d/f${n}`)?.version, n, 'in the table on return');
+    }
+    // A commit under way: commitNow steps aside, and the order stays the call order.
+    const queued = sb.commit([create('q/first', 41)], { durable: false });
+    assert.is(sb.commitNow([create('q/second', 42)]), undefined);
+    await queued;
+    await sa.commit([create('q/first', 41)], { durable: false });
+    await new Promise((r) => setTimeout(r, 0));
+    for (const s of [sa, sb]) {
+      const r = s.commitNow([create('q/second', 42)]);
+      assert.ok(r, 'the chain is idle again');
+      assert.is(r![0]!.seq, 42);
+    }
+    await sa.flush();
+    await sb.flush();
+  } finally {
+    await sa.close();
+    await sb.close();
+  }
+  const [ra, rb] = [await readBack(a), await readBack(b)];
+  assert.equal(rb, ra);
+  assert.is(rb.records.length, 42);
+  assert.equal(rb.origins, [[origin, 42]]);
+});
+
+test('commitNow leaves a commit that brings a checkpoint due to commit, which writes it', async () => {
+  const dir = join(await makeTmp('imz-state-'), 's');
+  const s = await ServerState.open(dir);
+  try {
+    let n = 0;
+    // 5,000 records make a checkpoint due on a small table.
+    for (; n < 4990; n++) assert.ok(s.commitNow([create(`c/${n}`, n + 1)]));
+    const big = Array.from({ length: 20 }, (_, i) => create(`c/${n + i}`, n + i + 1));
+    assert.is(s.commitNow(big), undefined, 'a checkpoint falls due: not done here');
+    const before = statSync(join(dir, 'table'), { throwIfNoEntry: false })?.mtimeMs;
+    await s.commit(big, { durable: false });
+    assert.ok(statSync(join(dir, 'table')).mtimeMs !== before, 'the checkpoint written');
+    await s.flush();
+  } finally {
+    await s.close();
+  }
+  const back = await readBack(dir);
+  assert.is(back.table.length, 5010);
+  assert.is(back.records.length, 5010);
+});
+
+test.run();
