@@ -251,6 +251,13 @@ export async function reconcile(replica: Replica, remote: Remote, targets: Entry
     }
   }
 
+  // What steps 2, 3 and 5 put in the tree, listed first: a run killed before the index is written leaves it for the
+  // next to index (Replica.sweepTemps), not untracked.
+  const placing = plans.filter((p) => (p.kind === 'mkdir' || p.kind === 'symlink' || p.kind === 'file') && !(p as { skip?: boolean }).skip);
+  if (placing.length > 0) {
+    replica.notePlacing(placing.map(({ t }) => ({ path: t.path, type: t.type, version: t.version, hash: t.type === EntryType.FILE ? toHex(t.hash) : '', size: t.size, target: t.target })));
+  }
+
   // 2. Directories, shallowest first.
   const mkdirs = plans.filter((p) => p.kind === 'mkdir' && !(p as { skip?: boolean }).skip).sort((a, b) => depthOf(a.t.path) - depthOf(b.t.path));
   for (const p of mkdirs) {
@@ -364,6 +371,7 @@ export async function reconcile(replica: Replica, remote: Remote, targets: Entry
   for (const c of result.conflicts) await saveConflict(replica.stateDir, c);
   await replica.flushIndex();
   await replica.clearTempDirs();
+  if (placing.length > 0) replica.clearPlacing();
   return result;
 }
 

@@ -1,11 +1,13 @@
 import { randomUUID } from 'node:crypto';
-import { closeSync, existsSync, fdatasyncSync, openSync, readFileSync, renameSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, fdatasyncSync, lstatSync, openSync, readFileSync, readlinkSync, renameSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { mkdir, readFile, readdir, rm, stat } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
+import { EntryType } from '../protocol/constants.ts';
 import { Codes, ImzError } from '../protocol/errors.ts';
 import { fsyncCostsIo, fsyncDirSync, fsyncFd, inParallel, readFileOrNot, tempNameFor, writeFileAtomic } from './atomic_fs.ts';
 import { BUCKETS, type IndexEntry, appendedBucket, bucketCount, bucketOf, bucketText, decodeBucket, encodeBucket, encodeRows, replaceRow, rowsOfBucketText } from './index_model.ts';
-import { REPLICA_DIR, TMP_PREFIX } from './paths.ts';
+import { REPLICA_DIR, TMP_PREFIX, pathProblem } from './paths.ts';
+import { hashFileSync, toHex } from './hash.ts';
 import { crc32 } from './crc32.ts';
 import { utf8 } from './utf8.ts';
 import { monotonicMs } from './file_times.ts';
@@ -459,6 +461,44 @@ export class Replica {
     this._dirty.clear();
   }
 
+  // Indexes what the placing list names where the index lags behind and the disk holds exactly what was placed
+  // (a file the user changed since stays as it is: theirs). Then the list goes.
+  private async _finishPlacing(): Promise<void> {
+    const file = join(this.stateDir, 'placing');
+    const text = readFileOrNot(file);
+    if (text === undefined) return;
+    let placed: Placed[] = [];
+    try {
+      placed = utf8(text).split('\n').filter((l) => l !== '').map((l) => {
+        const [path, type, version, hash, size, target] = JSON.parse(l) as [string, number, number, string, number, string];
+        return { path, type, version, hash, size, target };
+      });
+    } catch {
+      placed = []; // damaged (never written whole, but a disk can fail): nothing to finish
+    }
+    let indexed = 0;
+    for (const x of placed) {
+      if (typeof x.path !== 'string' || pathProblem(x.path) !== undefined) continue;
+      const idx = await this.get(x.path);
+      if (idx && idx.version >= x.version) continue;
+      const abs = join(this.root, x.path);
+      const st = lstatSync(abs, { throwIfNoEntry: false });
+      if (!st) continue;
+      const same = x.type === EntryType.FILE ? st.isFile() && st.size === x.size && toHex(hashFileSync(abs)) === x.hash
+        : x.type === EntryType.DIR ? st.isDirectory()
+        : x.type === EntryType.SYMLINK && st.isSymbolicLink() && readlinkSync(abs) === x.target;
+      if (!same) continue;
+      await this.set(x.path, {
+        type: x.type as IndexEntry['type'], version: x.version, hash: x.type === EntryType.FILE ? x.hash : '', size: x.type === EntryType.FILE ? st.size : 0, mode: st.mode & 0o7777,
+        mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs, ino: st.ino, target: x.type === EntryType.SYMLINK ? x.target : '',
+        ...(x.type === EntryType.FILE && this.config.mode === 'on-demand' ? { fetchedMs: Date.now() } : {}),
+      });
+      indexed++;
+    }
+    if (indexed > 0) await this.flushIndex();
+    this.clearPlacing();
+  }
+
   /** Records directories about to receive temp files, so a crash's leftovers can be swept. */
   async noteTempDirs(dirs: Iterable<string>): Promise<void> {
     const file = join(this.stateDir, 'inflight');
@@ -475,8 +515,33 @@ export class Replica {
     rmSync(join(this.stateDir, 'inflight'), { force: true });
   }
 
-  /** Removes temp files left by an interrupted run, then clears the list. */
+  /**
+   * Records what a pull is about to put in the tree (files, directories,
+   * links, as the server has them), until clearPlacing: a run killed
+   * between putting them there and writing the index leaves them for
+   * sweepTemps to index, instead of untracked (a push would send back what
+   * the server removed since). Written whole under a temp name, renamed.
+   */
+  notePlacing(placed: Placed[]): void {
+    const file = join(this.stateDir, 'placing');
+    const tmp = tempNameFor(file);
+    writeFileSync(tmp, placed.map((x) => JSON.stringify([x.path, x.type, x.version, x.hash, x.size, x.target])).join('\n') + '\n');
+    renameSync(tmp, file);
+  }
+
+  /** Forgets the placing list once the index holds what it lists. */
+  clearPlacing(): void {
+    rmSync(join(this.stateDir, 'placing'), { force: true });
+  }
+
+  /**
+   * Finishes what an interrupted run left: indexes what a killed pull put
+   * in the tree (see notePlacing) where the index lags behind it and the
+   * disk holds just that, then removes temp files left in the tree.
+   * Returns the temp files removed.
+   */
   async sweepTemps(): Promise<number> {
+    await this._finishPlacing();
     const file = join(this.stateDir, 'inflight');
     if (!existsSync(file)) return 0; // the common case, without an exception
     let dirs: string[];
@@ -504,6 +569,18 @@ export class Replica {
     await rm(file, { force: true });
     return n;
   }
+}
+
+/** Something a pull puts in the tree, as the server has it (see Replica.notePlacing). */
+export interface Placed {
+  path: string;
+  /** EntryType code: FILE, DIR or SYMLINK. */
+  type: number;
+  version: number;
+  /** Hex SHA-256 of a file, '' otherwise. */
+  hash: string;
+  size: number;
+  target: string;
 }
 
 /** How an index bucket changed (see Replica.deltaOf): paths it held that went or changed, and entries set since. */

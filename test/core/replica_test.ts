@@ -1,9 +1,11 @@
 // core/replica.ts's index against real files: entries added for new paths
 // (addNew) without parsing their buckets are written with the rows the
-// buckets held, read back whole, and mix with set, get and delete.
+// buckets held, read back whole, and mix with set, get and delete. What a
+// killed pull put in the tree and never indexed is indexed by the next run.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { type IndexEntry, bucketOf, decodeBucket } from '../../core/index_model.ts';
 import { Replica } from '../../core/replica.ts';
@@ -103,6 +105,47 @@ test('a bucket written from its bytes (addNew), then changed in place and added 
     const text = readFileSync(file, 'utf8');
     assert.is(text, encodeBucket(decodeBucket(text, file)), p);
   }
+});
+
+test('what a pull listed as placing and a kill left unindexed is indexed by the next run, where the disk holds just that', async () => {
+  const r = await replicaWith(['kept.txt', 'old.txt']);
+  const hex = (c: string) => createHash('sha256').update(c).digest('hex');
+  const put = (p: string, c: string) => writeFileSync(join(r.root, p), c);
+  // What the killed pull had put in place: a new file, an update of a tracked one, a directory, a link; one file
+  // the user changed since; one never placed; one the index already holds at a later version.
+  put('new.txt', 'from the server\n');
+  put('old.txt', 'version 7\n');
+  mkdirSync(join(r.root, 'dir'));
+  symlinkSync('new.txt', join(r.root, 'link'));
+  put('edited.txt', 'the user wrote this since\n');
+  put('kept.txt', 'later\n');
+  r.notePlacing([
+    { path: 'new.txt', type: 1, version: 5, hash: hex('from the server\n'), size: 16, target: '' },
+    { path: 'old.txt', type: 1, version: 7, hash: hex('version 7\n'), size: 10, target: '' },
+    { path: 'dir', type: 2, version: 8, hash: '', size: 0, target: '' },
+    { path: 'link', type: 3, version: 9, hash: '', size: 0, target: 'new.txt' },
+    { path: 'edited.txt', type: 1, version: 10, hash: hex('what the server sent\n'), size: 21, target: '' },
+    { path: 'never.txt', type: 1, version: 11, hash: hex('x'), size: 1, target: '' },
+    { path: 'kept.txt', type: 1, version: 1, hash: hex('later\n'), size: 6, target: '' },
+  ]);
+  const next = await Replica.open(r.root);
+  await next.lock();
+  try {
+    await next.sweepTemps();
+  } finally {
+    await next.unlock();
+  }
+  const all = await (await Replica.open(r.root)).all();
+  assert.equal([all.get('new.txt')?.version, all.get('new.txt')?.hash, all.get('new.txt')?.size], [5, hex('from the server\n'), 16]);
+  assert.equal([all.get('old.txt')?.version, all.get('old.txt')?.hash], [7, hex('version 7\n')], 'an update the index lagged behind');
+  assert.equal([all.get('dir')?.type, all.get('dir')?.version], [2, 8]);
+  assert.equal([all.get('link')?.type, all.get('link')?.target, all.get('link')?.version], [3, 'new.txt', 9]);
+  assert.is(all.get('edited.txt'), undefined, 'changed since: the user\'s, left untracked');
+  assert.is(all.get('never.txt'), undefined);
+  assert.equal(all.get('kept.txt'), e(1), 'the index held it already (version 1 here): untouched');
+  const st = (await import('node:fs')).lstatSync(join(r.root, 'new.txt'));
+  assert.equal([all.get('new.txt')?.ino, all.get('new.txt')?.mtimeMs, all.get('new.txt')?.ctimeMs], [st.ino, st.mtimeMs, st.ctimeMs], 'with its stat facts: clean at the next scan');
+  assert.not.ok(existsSync(join(r.root, '.imz', 'placing')), 'the list is gone');
 });
 
 test('addNew to a bucket whose header is foreign fails as IMZ_CORRUPT, and writes nothing', async () => {

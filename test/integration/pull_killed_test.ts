@@ -1,0 +1,70 @@
+// A pull killed (SIGKILL) after it put files in the tree and before it wrote
+// the index: the next run indexes them as the server's (they are listed in
+// .imz/placing first), so a push after the other replica removed them does
+// not send them back, and the next pull removes them here too. (Crash rounds
+// found the push resurrecting them; left open for several sessions.)
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { existsSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Replica } from '../../core/replica.ts';
+import { type RunResult, cleanupAll, imz, jsonLines, manyFiles, sampleWorld, spawnImz, waitFor } from '../helpers.ts';
+
+const T = suite('pull: killed while placing files');
+T.after.each(cleanupAll);
+T.after(cleanupAll);
+
+const out = (r: RunResult) => `exit ${r.code} (signal ${r.signal})\nstdout: ${r.stdout.slice(0, 2000)}\nstderr: ${r.stderr}`;
+
+T('files a killed pull placed and never indexed are indexed by the next run: a push then sends none back once the server removed them, and a pull removes them', async () => {
+  const { srv, replicas: [a, b] } = await sampleWorld(2);
+  // Kill a's pull of b's new files once some are in a's tree and its index is not written yet (a few tries: the
+  // window is a fraction of the pull).
+  let placed: string[] = [];
+  let unindexed: string[] = [];
+  const tries: string[] = [];
+  for (let round = 0; round < 6 && unindexed.length === 0; round++) {
+    const paths = await manyFiles(b!, `batch${round}`, 2500, `round ${round}`);
+    const pushed = await imz(['push', '-C', b!, '--quiet']);
+    assert.is(pushed.code, 0, out(pushed));
+    const { proc, done } = await spawnImz(['pull', '-C', a!, '--quiet']);
+    const caught = await waitFor(() => proc.exitCode !== null || (existsSync(join(a!, '.imz', 'placing')) && existsSync(join(a!, paths[0]!))), 20_000, 'the pull to place files', 1);
+    if (caught && proc.exitCode === null) proc.kill('SIGKILL');
+    const r = await done;
+    placed = paths.filter((p) => existsSync(join(a!, p)));
+    const index = await Replica.open(a!);
+    unindexed = [];
+    for (const p of placed) if (!(await index.get(p))) unindexed.push(p);
+    tries.push(`round ${round}: ${r.signal ?? `exit ${r.code}`}, ${placed.length} placed, ${unindexed.length} not indexed`);
+    if (unindexed.length === 0) {
+      // Missed the window: the next round's pull takes what is left of this one too.
+      const rest = await imz(['pull', '-C', a!, '--quiet']);
+      assert.is(rest.code, 0, out(rest));
+    }
+  }
+  assert.ok(unindexed.length > 0, `a pull killed with files placed and not indexed (${tries.join('; ')})`);
+  assert.ok(existsSync(join(a!, '.imz', 'placing')), 'the list of what was being placed is there');
+
+  // Meanwhile b removes everything it pushed; the server journals the removals.
+  for (let round = 0; round < tries.length; round++) await rm(join(b!, `batch${round}`), { recursive: true, force: true });
+  const removed = await imz(['push', '-C', b!, '--quiet', '--allow-mass-delete']);
+  assert.is(removed.code, 0, out(removed));
+
+  // a pushes: what the killed pull placed is the server's, not a's: nothing of it goes back.
+  const pushed = await imz(['push', '-C', a!, '--json']);
+  assert.is(pushed.code, 0, out(pushed));
+  const sent = jsonLines(pushed.stdout).filter((e) => e.event === 'op').map((e) => String(e.path));
+  assert.equal(sent.filter((p) => p.startsWith('batch')), [], 'no placed file pushed back');
+  assert.not.ok(existsSync(join(a!, '.imz', 'placing')), 'the list is gone once indexed');
+  for (const p of unindexed.slice(0, 50)) assert.not.ok(existsSync(join(srv, p)), `${p} stays removed on the server`);
+
+  // And the next pull removes them here.
+  const pulled = await imz(['pull', '-C', a!, '--quiet']);
+  assert.is(pulled.code, 0, out(pulled));
+  for (const p of placed) assert.not.ok(existsSync(join(a!, p)), `${p} removed here too`);
+  const status = await imz(['status', '-C', a!, '--json']);
+  assert.equal(jsonLines(status.stdout).filter((e) => e.event === 'change'), [], 'a is clean');
+});
+
+T.run();
