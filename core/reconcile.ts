@@ -255,7 +255,7 @@ export async function reconcile(replica: Replica, remote: Remote, targets: Entry
   // next to index (Replica.sweepTemps), not untracked.
   const placing = plans.filter((p) => (p.kind === 'mkdir' || p.kind === 'symlink' || p.kind === 'file') && !(p as { skip?: boolean }).skip);
   if (placing.length > 0) {
-    replica.notePlacing(placing.map(({ t }) => ({ path: t.path, type: t.type, version: t.version, hash: t.type === EntryType.FILE ? toHex(t.hash) : '', size: t.size, target: t.target })));
+    replica.notePlacing(placing.map(({ t }) => ({ path: t.path, type: t.type, version: t.version, hash: t.type === EntryType.FILE ? toHex(t.hash) : '', size: t.size, target: t.target, mode: t.mode })));
   }
 
   // 2. Directories, shallowest first.

@@ -6,7 +6,7 @@ import { EntryType } from '../protocol/constants.ts';
 import { Codes, ImzError } from '../protocol/errors.ts';
 import { fsyncCostsIo, fsyncDirSync, fsyncFd, inParallel, readFileOrNot, tempNameFor, writeFileAtomic } from './atomic_fs.ts';
 import { BUCKETS, type IndexEntry, appendedBucket, bucketCount, bucketOf, bucketText, decodeBucket, encodeBucket, encodeRows, replaceRow, rowsOfBucketText } from './index_model.ts';
-import { REPLICA_DIR, TMP_PREFIX, pathProblem } from './paths.ts';
+import { REPLICA_DIR, TMP_PREFIX, parentOf, pathProblem } from './paths.ts';
 import { hashFileSync, toHex } from './hash.ts';
 import { crc32 } from './crc32.ts';
 import { utf8 } from './utf8.ts';
@@ -470,17 +470,30 @@ export class Replica {
     let placed: Placed[] = [];
     try {
       placed = utf8(text).split('\n').filter((l) => l !== '').map((l) => {
-        const [path, type, version, hash, size, target] = JSON.parse(l) as [string, number, number, string, number, string];
-        return { path, type, version, hash, size, target };
+        const [path, type, version, hash, size, target, mode] = JSON.parse(l) as [string, number, number, string, number, string, number | undefined];
+        return { path, type, version, hash, size, target, mode };
       });
     } catch {
       placed = []; // damaged (never written whole, but a disk can fail): nothing to finish
     }
     let indexed = 0;
+    // Whether each parent of a path is a real directory: lstat follows a link met before the last name, and what
+    // lies beyond one is not the replica's (the user may have replaced a listed directory by a link since).
+    const realDirs = new Map<string, boolean>([['', true]]);
+    const underRealDirs = (p: string): boolean => {
+      const dir = parentOf(p);
+      let ok = realDirs.get(dir);
+      if (ok === undefined) {
+        ok = underRealDirs(dir) && lstatSync(join(this.root, dir), { throwIfNoEntry: false })?.isDirectory() === true;
+        realDirs.set(dir, ok);
+      }
+      return ok;
+    };
     for (const x of placed) {
       if (typeof x.path !== 'string' || pathProblem(x.path) !== undefined) continue;
       const idx = await this.get(x.path);
       if (idx && idx.version >= x.version) continue;
+      if (!underRealDirs(x.path)) continue;
       const abs = join(this.root, x.path);
       const st = lstatSync(abs, { throwIfNoEntry: false });
       if (!st) continue;
@@ -488,8 +501,11 @@ export class Replica {
         : x.type === EntryType.DIR ? st.isDirectory()
         : x.type === EntryType.SYMLINK && st.isSymbolicLink() && readlinkSync(abs) === x.target;
       if (!same) continue;
+      // The server's permissions, as the pull gave them (the set-id bits the disk has, as a pull indexes them): a
+      // chmod made here since stays a change to push, as it would be had the pull finished.
+      const mode = x.type !== EntryType.SYMLINK && typeof x.mode === 'number' ? (st.mode & 0o7000) | (x.mode & 0o777) : st.mode & 0o7777;
       await this.set(x.path, {
-        type: x.type as IndexEntry['type'], version: x.version, hash: x.type === EntryType.FILE ? x.hash : '', size: x.type === EntryType.FILE ? st.size : 0, mode: st.mode & 0o7777,
+        type: x.type as IndexEntry['type'], version: x.version, hash: x.type === EntryType.FILE ? x.hash : '', size: x.type === EntryType.FILE ? st.size : 0, mode,
         mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs, ino: st.ino, target: x.type === EntryType.SYMLINK ? x.target : '',
         ...(x.type === EntryType.FILE && this.config.mode === 'on-demand' ? { fetchedMs: Date.now() } : {}),
       });
@@ -525,7 +541,7 @@ export class Replica {
   notePlacing(placed: Placed[]): void {
     const file = join(this.stateDir, 'placing');
     const tmp = tempNameFor(file);
-    writeFileSync(tmp, placed.map((x) => JSON.stringify([x.path, x.type, x.version, x.hash, x.size, x.target])).join('\n') + '\n');
+    writeFileSync(tmp, placed.map((x) => JSON.stringify([x.path, x.type, x.version, x.hash, x.size, x.target, x.mode])).join('\n') + '\n');
     renameSync(tmp, file);
   }
 
@@ -581,6 +597,8 @@ export interface Placed {
   hash: string;
   size: number;
   target: string;
+  /** The mode the server has (and the pull gives a file or directory); absent in a list from an older run. */
+  mode?: number;
 }
 
 /** How an index bucket changed (see Replica.deltaOf): paths it held that went or changed, and entries set since. */

@@ -95,8 +95,9 @@ export class Reintegrator {
       const f = inDir(this.stagingDir, name);
       const st = lstatSync(f, { throwIfNoEntry: false });
       // A temp file (a small upload being written) is what a killed server left: the sweep runs before serving.
-      // (A blob staged with a hint has its file's mtime, maybe years old: its ctime says when it was staged.)
-      if (st && (name.startsWith(TMP_PREFIX) || now - Math.max(st.mtimeMs, st.ctimeMs) > maxAgeMs)) {
+      // By ctime alone: a blob staged with a hint has its file's mtime, which a client chose (years old, or in the
+      // future: never swept); the ctime says when this server last wrote, chmodded or touched it.
+      if (st && (name.startsWith(TMP_PREFIX) || now - st.ctimeMs > maxAgeMs)) {
         rmSync(f, { force: true });
         n++;
       }
@@ -898,11 +899,13 @@ function _matches(r: _Ready | undefined, mode: number, time: number): boolean {
 }
 
 // PUT_BLOBS's hint as the mode and time a store gives (undefined for none, or one unfit for staging: the blob must
-// stay readable and writable by this server, and the time one utimes takes).
+// stay readable and writable by this server, and by no other user: a blob checked against its hash and left
+// writable by others, maybe for long, could be changed before it is renamed in, and journalled with that hash;
+// and the time one utimes takes).
 function _hintOf(b: BlobPiece): _Ready | undefined {
   const mode = (b.mode ?? 0) & 0o777;
   const ms = b.mtimeMs ?? 0;
-  if ((mode & 0o600) !== 0o600 || !Number.isFinite(ms) || Math.abs(ms) > 8.64e15) return undefined;
+  if ((mode & 0o600) !== 0o600 || (mode & 0o022) !== 0 || !Number.isFinite(ms) || Math.abs(ms) > 8.64e15) return undefined;
   return { mode, time: utimeSeconds(ms) };
 }
 

@@ -4,7 +4,8 @@
 // killed pull put in the tree and never indexed is indexed by the next run.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { existsSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { localStateOf } from '../../core/local_state.ts';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { type IndexEntry, bucketOf, decodeBucket } from '../../core/index_model.ts';
@@ -146,6 +147,59 @@ test('what a pull listed as placing and a kill left unindexed is indexed by the 
   const st = (await import('node:fs')).lstatSync(join(r.root, 'new.txt'));
   assert.equal([all.get('new.txt')?.ino, all.get('new.txt')?.mtimeMs, all.get('new.txt')?.ctimeMs], [st.ino, st.mtimeMs, st.ctimeMs], 'with its stat facts: clean at the next scan');
   assert.not.ok(existsSync(join(r.root, '.imz', 'placing')), 'the list is gone');
+});
+
+test('a chmod made since a killed pull placed a file or a directory stays a change: the index takes the server\'s mode from the list, not the disk\'s (review)', async () => {
+  const r = await replicaWith(['kept.txt']);
+  const hex = (c: string) => createHash('sha256').update(c).digest('hex');
+  writeFileSync(join(r.root, 'run.sh'), 'echo hi\n', { mode: 0o644 });
+  mkdirSync(join(r.root, 'box'), { mode: 0o755 });
+  chmodSync(join(r.root, 'box'), 0o755);
+  chmodSync(join(r.root, 'run.sh'), 0o644);
+  r.notePlacing([
+    { path: 'run.sh', type: 1, version: 4, hash: hex('echo hi\n'), size: 8, target: '', mode: 0o644 },
+    { path: 'box', type: 2, version: 5, hash: '', size: 0, target: '', mode: 0o755 },
+  ]);
+  // The user, after the kill: makes the script executable, closes the directory.
+  chmodSync(join(r.root, 'run.sh'), 0o755);
+  chmodSync(join(r.root, 'box'), 0o700);
+  const next = await Replica.open(r.root);
+  await next.lock();
+  try {
+    await next.sweepTemps();
+  } finally {
+    await next.unlock();
+  }
+  const back = await Replica.open(r.root);
+  assert.is((await back.get('run.sh'))?.mode, 0o644, 'the server\'s mode: the chmod is still to push');
+  assert.is((await back.get('box'))?.mode, 0o755);
+  assert.is((await localStateOf(r.root, 'run.sh', await back.get('run.sh'))).kind, 'modified');
+  assert.is((await localStateOf(r.root, 'box', await back.get('box'))).kind, 'modified');
+});
+
+test('the placing list is never followed through a symlink: a listed file under a directory the user replaced by a link out of the replica is not indexed (review)', async () => {
+  const r = await replicaWith(['kept.txt']);
+  const hex = (c: string) => createHash('sha256').update(c).digest('hex');
+  // The killed pull had listed d (a directory) and d/f.txt; since, d was replaced by a link to a directory outside
+  // the replica that holds a file of that name and content.
+  const outside = await makeTmp('imz-outside-');
+  writeFileSync(join(outside, 'f.txt'), 'the server\'s\n');
+  symlinkSync(outside, join(r.root, 'd'));
+  r.notePlacing([
+    { path: 'd', type: 2, version: 3, hash: '', size: 0, target: '' },
+    { path: 'd/f.txt', type: 1, version: 4, hash: hex('the server\'s\n'), size: 13, target: '' },
+  ]);
+  const next = await Replica.open(r.root);
+  await next.lock();
+  try {
+    await next.sweepTemps();
+  } finally {
+    await next.unlock();
+  }
+  const all = await (await Replica.open(r.root)).all();
+  assert.is(all.get('d'), undefined, 'a link, not the directory listed');
+  assert.is(all.get('d/f.txt'), undefined, 'what lies beyond the link is not the replica\'s');
+  assert.not.ok(existsSync(join(r.root, '.imz', 'placing')));
 });
 
 test('addNew to a bucket whose header is foreign fails as IMZ_CORRUPT, and writes nothing', async () => {

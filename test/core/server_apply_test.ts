@@ -5,7 +5,8 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { createHash, randomUUID } from 'node:crypto';
-import { existsSync, lstatSync, readFileSync, readdirSync, statSync, statfsSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, lstatSync, readFileSync, readdirSync, statSync, statfsSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { EntryType, type Operation, OpKind, OpStatus } from '../../protocol/messages.ts';
@@ -154,8 +155,9 @@ test('on tmpfs, a blob staged with a hint has its store\'s mode and time, and th
     for (const [i, [p, c, mode]] of cases.entries()) {
       const hex = await stageHinted(w.re, c, 0o100000 | mode, T0 + i * 1000); // (a client sends the whole st_mode)
       const st = statSync(join(staging, hex));
-      assert.is(st.mode & 0o7777, mode, `${p}: staged with the hinted mode (0666 past the umask too)`);
-      assert.is(Math.round(st.mtimeMs), T0 + i * 1000, `${p}: and time`);
+      // (0666 is not taken: a staged blob is never left writable by other users; its store sets it.)
+      assert.is(st.mode & 0o7777, mode & 0o022 ? 0o600 : mode, `${p}: staged with the hinted mode, unless others could write it`);
+      if (!(mode & 0o022)) assert.is(Math.round(st.mtimeMs), T0 + i * 1000, `${p}: and time`);
       inos.set(p, st.ino);
     }
     const replica = randomUUID();
@@ -242,6 +244,45 @@ test('the sweep of old uploads goes by when a blob was staged, not by the old mt
     assert.ok(existsSync(blob));
     assert.is(await w.re.sweepStaging(-1), 1, 'past any age: swept');
     assert.not.ok(existsSync(blob));
+  } finally {
+    await w.close();
+  }
+});
+
+test('a hint with a time in the future does not keep an abandoned upload from the sweep (review: a client could stage blobs never swept)', async () => {
+  const w = await (SHM ? shmWorld() : world());
+  try {
+    // A file dated in 2200 (a clock gone wrong, or a client that means it): staged with that mtime on tmpfs.
+    const hex = await stageHinted(w.re, 'from the future\n', 0o644, Date.UTC(2200, 0, 1));
+    const blob = join(w.stateDir, 'staging', hex);
+    if (SHM) assert.is(Math.round(statSync(blob).mtimeMs), Date.UTC(2200, 0, 1), 'staged with the hinted time');
+    assert.is(await w.re.sweepStaging(24 * 3600 * 1000), 0, 'staged a moment ago: kept');
+    assert.is(await w.re.sweepStaging(-1), 1, 'past any age: swept, whatever mtime the client gave it');
+    assert.not.ok(existsSync(blob));
+  } finally {
+    await w.close();
+  }
+});
+
+test('a hint never makes a staged blob writable by other users: what another local user writes there is not renamed in under the hash it was checked for (review)', async () => {
+  if (!SHM) throw new Error('no tmpfs at /dev/shm to test on');
+  if (process.getuid?.() !== 0) return; // another user is needed: root runs the writer as nobody
+  const w = await shmWorld();
+  try {
+    chmodSync(w.root, 0o755); // a served tree others may read, as most are
+    // A client pushes a file of mode 0666 (a umask of 0): the hint asks for that mode.
+    const hex = await stageHinted(w.re, 'honest\n', 0o666, T0);
+    const blob = join(w.stateDir, 'staging', hex);
+    assert.is(statSync(blob).mode & 0o022, 0, 'staged writable by its owner only');
+    // Another local user tries to change the checked content before it is stored.
+    const forged = spawnSync(process.execPath, ['-e', `require('fs').writeFileSync(${JSON.stringify(blob)}, 'forged\\n', { flag: 'r+' })`], { uid: 65534, gid: 65534 });
+    const [r] = await w.re.reintegrate(randomUUID(), [storeOp(1, 'x.txt', 'honest\n', 0o666, T0)], 'manual');
+    assert.is(r!.status, OpStatus.APPLIED);
+    const onDisk = readFileSync(join(w.root, 'x.txt'));
+    const t = w.state.table.get('x.txt')!;
+    assert.is(createHash('sha256').update(onDisk).digest('hex'), Buffer.from(t.hash, 'latin1').toString('hex'), `the journal's hash is the file's (the other user's write ${forged.status === 0 ? 'went through' : 'was refused'})`);
+    assert.is(onDisk.toString(), 'honest\n');
+    assert.is(statSync(join(w.root, 'x.txt')).mode & 0o777, 0o666, 'the store still gets its mode');
   } finally {
     await w.close();
   }

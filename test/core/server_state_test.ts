@@ -89,4 +89,40 @@ test('commitNow leaves a commit that brings a checkpoint due to commit, which wr
   assert.is(back.records.length, 5010);
 });
 
+test('commitNow mixed at random with commits (durable or not, awaited or not): every change journalled once, numbered in call order; idle again at the end (review)', async () => {
+  const dir = join(await makeTmp('imz-state-'), 's');
+  const s = await ServerState.open(dir);
+  const order: string[] = [];
+  const pending: Promise<unknown>[] = [];
+  let seed = 12345;
+  const rand = () => (seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff;
+  let n = 0;
+  try {
+    for (let i = 0; i < 4000; i++) {
+      const ch = Array.from({ length: 1 + Math.floor(rand() * 3) }, () => create(`p/${n % 700}`, ++n));
+      order.push(...ch.map((c) => `${c.path}#${c.originSeq}`));
+      const k = rand();
+      if (k < 0.5) {
+        if (!s.commitNow(ch)) pending.push(s.commit(ch, { durable: false }));
+      } else if (k < 0.7) pending.push(s.commit(ch, { durable: false }));
+      else if (k < 0.75) pending.push(s.commit(ch));
+      else if (k < 0.85) await s.commit(ch, { durable: false });
+      else if (!s.commitNow(ch)) await s.commit(ch, { durable: false });
+      if (rand() < 0.01) await new Promise((r) => setTimeout(r, 0));
+      if (rand() < 0.005) await s.flush();
+    }
+    await Promise.all(pending);
+    await s.flush();
+    await new Promise((r) => setTimeout(r, 0));
+    const last = s.commitNow([create('p/last', ++n)]);
+    assert.ok(last, 'nothing under way: commitNow takes it');
+    order.push(`p/last#${n}`);
+    await s.flush();
+  } finally {
+    await s.close();
+  }
+  const back = await readBack(dir);
+  assert.equal(back.records.map((r) => `${r.path}#${r.originSeq}@${r.seq}`), order.map((o, i) => `${o}@${i + 1}`));
+});
+
 test.run();
