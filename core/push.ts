@@ -48,6 +48,8 @@ export interface PushSummary {
   uploadedBytes: number;
   /** Operations sent while the scan went on (nothing tracked was gone). */
   streamed: number;
+  /** Local changes kept back, under a directory whose dir-removed conflict waits for a person (imz resolve). */
+  held: number;
 }
 
 const KIND_NAMES: Record<number, string> = { 1: 'store', 2: 'mkdir', 3: 'symlink', 4: 'remove', 5: 'rmdir', 6: 'setattr', 7: 'move' };
@@ -141,7 +143,7 @@ async function _pushLinked(replica: Replica, link: Promise<_Link>, opts: PushOpt
   const log = await ReintLog.open(replica.stateDir);
   const writable = _writable(replica, link);
   writable.catch(() => undefined); // awaited below, before anything is logged
-  const summary: PushSummary = { logged: 0, applied: 0, conflicts: [], settled: [], rejected: 0, offline: false, uploadedBytes: 0, streamed: 0 };
+  const summary: PushSummary = { logged: 0, applied: 0, conflicts: [], settled: [], rejected: 0, offline: false, uploadedBytes: 0, streamed: 0, held: 0 };
 
   // 1. Operations that may have reached the server before an interruption: resend as they are.
   const { sent } = log.pending();
@@ -171,9 +173,14 @@ async function _pushLinked(replica: Replica, link: Promise<_Link>, opts: PushOpt
   } };
   // With nothing tracked gone, the scan hands its changes over as it makes them, and they go up while it goes on.
   const stream = new _Stream(replica, writable, log, policy, () => pre, summary, opts);
+  // A directory whose dir-removed conflict waits for a person: what changed under it stays here until it is resolved
+  // (pushed, it would decide the conflict: the files removed inside gone from the server, or the directory made
+  // there again). The scan then does not stream: its changes are sorted out first.
+  const held = outstanding(await listConflicts(replica.stateDir)).filter((c) => c.class === 'dir-removed').map((c) => c.path);
   let scan: ChangeScan;
   try {
-    scan = await scanChanges(replica, { keepCache: true, onContent, gate: writable, stream });
+    scan = await scanChanges(replica, { keepCache: true, onContent, gate: writable, stream: held.length > 0 ? undefined : stream });
+    if (held.length > 0) _holdBack(scan, new Set(held), summary);
   } catch (err) {
     await stream.stop(); // nothing is written to the log once the lock is let go
     throw err;
@@ -321,6 +328,21 @@ function _blobItem(replica: Replica, o: LoggedOp, c?: LocalChange): BlobItem {
 function _seen(c: LocalChange | undefined): { mtimeMs: number; ctimeMs: number; ino: number } | undefined {
   if (!c?.fs || !c.hash) return undefined;
   return { mtimeMs: c.fs.mtimeMs, ctimeMs: c.fs.ctimeMs, ino: c.fs.ino };
+}
+
+// Takes out of a scan the changes under (or of) the held directories, counted in summary.held; the mass-delete guard
+// then counts only the deletions that go.
+function _holdBack(scan: ChangeScan, dirs: ReadonlySet<string>, summary: PushSummary): void {
+  const under = (p: string | undefined) => p !== undefined && (dirs.has(p) || _underAny(p, dirs));
+  const kept: LocalChange[] = [];
+  for (const c of scan.changes) {
+    if (!under(c.path) && !under(c.fromPath)) kept.push(c);
+    else {
+      summary.held++;
+      if (c.kind === 'delete' && c.index?.type === EntryType.FILE) scan.deleted--;
+    }
+  }
+  scan.changes = kept;
 }
 
 /** Contents up to this size are uploaded during the scan (see _pushWith). */

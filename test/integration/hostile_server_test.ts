@@ -89,8 +89,10 @@ async function outsideState(b: Box): Promise<Record<string, SnapEntry>> {
   return Object.fromEntries(Object.entries(all).filter(([p]) => p !== 'replica' && !p.startsWith('replica/')));
 }
 
-// scan-cache: derived from the index by the scan (core/scan_cache.ts), checked before use.
-const STATE_NAMES = new Set(['config', 'HEAD', 'index', 'conflicts', 'log', 'opseq', 'inflight', 'scan-cache']);
+// scan-cache: derived from the index by the scan (core/scan_cache.ts), checked before use. placing: what a pull
+// that failed was putting in the tree, for the next run to index where the disk holds just that (never through a
+// link: Replica.sweepTemps).
+const STATE_NAMES = new Set(['config', 'HEAD', 'index', 'conflicts', 'log', 'opseq', 'inflight', 'scan-cache', 'placing']);
 
 /**
  * The confinement checks: the world outside unchanged, no temp file

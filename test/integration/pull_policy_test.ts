@@ -5,7 +5,7 @@ import { access, mkdir, readFile, readdir, rm, writeFile } from 'node:fs/promise
 import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { cleanupAll, conflictRecords, imz, listedConflicts, sampleWorld, waitFor } from '../helpers.ts';
+import { cleanupAll, conflictRecords, imz, jsonLines, listedConflicts, sampleWorld, waitFor } from '../helpers.ts';
 
 const T = suite('pull: conflict policies');
 T.after.each(cleanupAll);
@@ -93,6 +93,27 @@ T('dir removed here, added to there (manual): it stays removed, exit 3; --take s
   assert.ok(await exists(join(a, 'src', 'main.js')), 'what was removed inside comes back too');
   const s = await imz(['status', '-C', a]);
   assert.ok(s.stdout.includes('0 local changes, 0 conflicts'), s.stdout);
+});
+
+T('dir removed here, added to there (manual): a push or sync before the resolve keeps the removal here (exit 3), so --take server still brings back all of it', async () => {
+  const { srv, a } = await removedHere();
+  assert.is((await imz(['pull', '-C', a])).code, 3);
+  const p = await imz(['push', '-C', a, '--json']);
+  assert.is(p.code, 3, `${p.stdout}\n${p.stderr}`);
+  const pushed = jsonLines(p.stdout).find((e) => e.event === 'pushed')!;
+  assert.is(pushed.logged, 0, 'nothing under src logged');
+  assert.ok(Number(pushed.held) > 0, 'the removals under src kept here');
+  const s = await imz(['sync', '-C', a]);
+  assert.is(s.code, 3, s.stderr);
+  assert.ok(await exists(join(srv, 'src', 'main.js')), 'the server keeps what was removed here, until the resolve');
+  assert.is((await listedConflicts(a)).length, 1, 'one conflict still, the pull\'s');
+  const t = await imz(['resolve', 'src', '--take', 'server', '-C', a]);
+  assert.is(t.code, 0, t.stderr);
+  assert.ok(await exists(join(a, 'src', 'main.js')), 'what was removed inside comes back');
+  assert.is(await readFile(join(a, 'src', 'lib', 'more', 'added.js'), 'utf8'), 'added on the server\n');
+  const after = await imz(['push', '-C', a]);
+  assert.is(after.code, 0, after.stderr);
+  assert.ok((await imz(['status', '-C', a])).stdout.includes('0 local changes, 0 conflicts'));
 });
 
 T('dir removed here, added to there (manual): --take local keeps the server\'s files in the blobs, and the next push removes them there', async () => {
