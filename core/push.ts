@@ -331,16 +331,25 @@ function _seen(c: LocalChange | undefined): { mtimeMs: number; ctimeMs: number; 
 }
 
 // Takes out of a scan the changes under (or of) the held directories, counted in summary.held; the mass-delete guard
-// then counts only the deletions that go.
+// then counts only the deletions that go. A rename across the edge of a held directory goes as its half outside it
+// (the removal of where the file was, or the file where it is now), so that the tree outside converges.
 function _holdBack(scan: ChangeScan, dirs: ReadonlySet<string>, summary: PushSummary): void {
   const under = (p: string | undefined) => p !== undefined && (dirs.has(p) || _underAny(p, dirs));
   const kept: LocalChange[] = [];
   for (const c of scan.changes) {
-    if (!under(c.path) && !under(c.fromPath)) kept.push(c);
-    else {
-      summary.held++;
-      if (c.kind === 'delete' && c.index?.type === EntryType.FILE) scan.deleted--;
+    const here = under(c.path);
+    const from = under(c.fromPath);
+    if (!here && !from) {
+      kept.push(c);
+      continue;
     }
+    summary.held++;
+    if (c.kind === 'delete' && c.index?.type === EntryType.FILE) scan.deleted--;
+    if (c.kind !== 'rename' || (here && from)) continue;
+    if (here) {
+      kept.push({ kind: 'delete', path: c.fromPath!, base: c.fromBase ?? 0, index: c.fromIndex });
+      scan.deleted++;
+    } else kept.push({ kind: 'create', path: c.path, base: c.base, fs: c.fs, hash: c.hash, index: c.index });
   }
   scan.changes = kept;
 }

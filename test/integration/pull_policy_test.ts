@@ -1,7 +1,7 @@
 // Conflict policies at pull (replay over a locally modified file): the
 // winner is in place, the loser is kept, and settled conflicts don't make
 // the exit status 3.
-import { access, mkdir, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { access, mkdir, readFile, readdir, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -114,6 +114,31 @@ T('dir removed here, added to there (manual): a push or sync before the resolve 
   const after = await imz(['push', '-C', a]);
   assert.is(after.code, 0, after.stderr);
   assert.ok((await imz(['status', '-C', a])).stdout.includes('0 local changes, 0 conflicts'));
+});
+
+T('dir removed there, added to here (manual): until the resolve the new files stay here, a file moved in goes only as its removal outside; --take local then pushes them', async () => {
+  const { srv, replicas: [a] } = await sampleWorld(1);
+  await rm(join(srv, 'src'), { recursive: true });
+  await waitFor(async () => (await imz(['status', '-C', a!])).stdout.includes('records behind'), 5000, 'the server to journal the removal');
+  await writeFile(join(a!, 'src', 'new.txt'), 'added here\n');
+  const pulled = await imz(['pull', '-C', a!]);
+  assert.is(pulled.code, 3, pulled.stderr);
+  const [c] = await listedConflicts(a!);
+  assert.equal([c?.path, c?.class], ['src', 'dir-removed']);
+  // A tracked file moved into the held directory: a rename across its edge.
+  await rename(join(a!, 'README.txt'), join(a!, 'src', 'README.txt'));
+  const p = await imz(['push', '-C', a!, '--json']);
+  assert.is(p.code, 3, `${p.stdout}\n${p.stderr}`);
+  assert.ok(Number(jsonLines(p.stdout).find((e) => e.event === 'pushed')!.held) >= 2);
+  assert.not.ok(await exists(join(srv, 'README.txt')), 'the removal outside the directory goes');
+  assert.not.ok(await exists(join(srv, 'src')), 'nothing under it is made on the server before the resolve');
+  const t = await imz(['resolve', 'src', '--take', 'local', '-C', a!]);
+  assert.is(t.code, 0, t.stderr);
+  const after = await imz(['push', '-C', a!]);
+  assert.is(after.code, 0, after.stderr);
+  assert.is(await readFile(join(srv, 'src', 'new.txt'), 'utf8'), 'added here\n');
+  assert.ok(await exists(join(srv, 'src', 'README.txt')));
+  assert.ok((await imz(['status', '-C', a!])).stdout.includes('0 local changes, 0 conflicts'));
 });
 
 T('dir removed here, added to there (manual): --take local keeps the server\'s files in the blobs, and the next push removes them there', async () => {
