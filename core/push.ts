@@ -175,8 +175,9 @@ async function _pushLinked(replica: Replica, link: Promise<_Link>, opts: PushOpt
   const stream = new _Stream(replica, writable, log, policy, () => pre, summary, opts);
   // A directory whose dir-removed conflict waits for a person: what changed under it stays here until it is resolved
   // (pushed, it would decide the conflict: the files removed inside gone from the server, or the directory made
-  // there again). The scan then does not stream: its changes are sorted out first.
-  const held = outstanding(await listConflicts(replica.stateDir)).filter((c) => c.class === 'dir-removed').map((c) => c.path);
+  // there again). The scan then does not stream: its changes are sorted out first. A push under another policy than
+  // manual is that decision (client-wins removes the directory there, the server keeping what it displaces).
+  const held = policy !== 'manual' ? [] : outstanding(await listConflicts(replica.stateDir)).filter((c) => c.class === 'dir-removed').map((c) => c.path);
   let scan: ChangeScan;
   try {
     scan = await scanChanges(replica, { keepCache: true, onContent, gate: writable, stream: held.length > 0 ? undefined : stream });
@@ -331,8 +332,10 @@ function _seen(c: LocalChange | undefined): { mtimeMs: number; ctimeMs: number; 
 }
 
 // Takes out of a scan the changes under (or of) the held directories, counted in summary.held; the mass-delete guard
-// then counts only the deletions that go. A rename across the edge of a held directory goes as its half outside it
-// (the removal of where the file was, or the file where it is now), so that the tree outside converges.
+// then weighs only the rest of the tree: the deletions that go, against the tracked files outside those directories
+// (counted among all, a held directory holding most of them let a wiped tree through). A rename across the edge of
+// a held directory goes as its half outside it (the removal of where the file was, or the file where it is now), so
+// that the tree outside converges.
 function _holdBack(scan: ChangeScan, dirs: ReadonlySet<string>, summary: PushSummary): void {
   const under = (p: string | undefined) => p !== undefined && (dirs.has(p) || _underAny(p, dirs));
   const kept: LocalChange[] = [];
@@ -352,6 +355,11 @@ function _holdBack(scan: ChangeScan, dirs: ReadonlySet<string>, summary: PushSum
     } else kept.push({ kind: 'create', path: c.path, base: c.base, fs: c.fs, hash: c.hash, index: c.index });
   }
   scan.changes = kept;
+  // (Read now, before anything changes the cache; the topmost held directories only, so none is counted twice.)
+  let inside = 0;
+  for (const d of dirs) if (!_underAny(d, dirs)) inside += scan.cache.trackedFilesUnder(d);
+  const tracked = scan.tracked - inside;
+  Object.defineProperty(scan, 'tracked', { value: tracked });
 }
 
 /** Contents up to this size are uploaded during the scan (see _pushWith). */

@@ -584,9 +584,12 @@ async function _removeServerSide(ctx: _Ctx, c: ConflictRecord, res: Resolution):
   }
 }
 
-// A pull's dir-removed conflict still open as it was found: the directory removed here, the server's still there.
+// A dir-removed conflict still open as it was found: the directory removed here, the server's still there. Found by a
+// pull, or by a push whose removal the server refused (it holds entries this replica never had, or, on demand, never
+// fetched): either way the entries the server holds inside are not in the index as the server has them, and a removal
+// of the directory alone meets the same conflict again.
 function _removedHere(c: ConflictRecord, now: FsEntry | undefined): boolean {
-  return c.class === 'dir-removed' && c.at === 'pull' && c.local === null && c.server?.type === EntryType.DIR && now === undefined;
+  return c.class === 'dir-removed' && c.local === null && c.server?.type === EntryType.DIR && now === undefined;
 }
 
 /** An index entry at the server's state whose stat facts never match a file, so the next scan compares (and pushes) the local version. */

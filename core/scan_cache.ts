@@ -380,6 +380,16 @@ export class ScanCache {
     return k;
   }
 
+  /** trackedFiles() under directory dir (not counting dir itself). */
+  trackedFilesUnder(dir: string): number {
+    let k = 0;
+    const f = this.data.facts;
+    // Rows are in string order: those under dir/ lie between dir/ and dir0 ('0' follows '/').
+    const end = this.data.paths.lowerBound(`${dir}0`);
+    for (let i = this.data.paths.lowerBound(`${dir}/`); i < end; i++) if ((f[i * FACTS + F_TYPE]! & (15 | REMOTE_FLAG)) === 1) k++;
+    return k;
+  }
+
   /** Records that directory dir ('' for the root) held nothing new when its mtime and ctime were these. */
   setMark(dir: string, mtimeMs: number, ctimeMs: number): void {
     if (dir === '') {
