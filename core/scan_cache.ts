@@ -374,19 +374,20 @@ export class ScanCache {
 
   /** Index entries that are files with content here (what the mass-delete guard counts). */
   trackedFiles(): number {
-    let k = 0;
-    const f = this.data.facts;
-    for (let i = 0; i < this.data.paths.length; i++) if ((f[i * FACTS + F_TYPE]! & (15 | REMOTE_FLAG)) === 1) k++;
-    return k;
+    return this._filesIn(0, this.data.paths.length);
   }
 
   /** trackedFiles() under directory dir (not counting dir itself). */
   trackedFilesUnder(dir: string): number {
+    // Rows are in string order: those under dir/ lie between dir/ and dir0 ('0' follows '/').
+    return this._filesIn(this.data.paths.lowerBound(`${dir}/`), this.data.paths.lowerBound(`${dir}0`));
+  }
+
+  // Files with content here among rows [from, to).
+  private _filesIn(from: number, to: number): number {
     let k = 0;
     const f = this.data.facts;
-    // Rows are in string order: those under dir/ lie between dir/ and dir0 ('0' follows '/').
-    const end = this.data.paths.lowerBound(`${dir}0`);
-    for (let i = this.data.paths.lowerBound(`${dir}/`); i < end; i++) if ((f[i * FACTS + F_TYPE]! & (15 | REMOTE_FLAG)) === 1) k++;
+    for (let i = from; i < to; i++) if ((f[i * FACTS + F_TYPE]! & (15 | REMOTE_FLAG)) === 1) k++;
     return k;
   }
 
