@@ -162,10 +162,17 @@ async function _pushLinked(replica: Replica, link: Promise<_Link>, opts: PushOpt
   }
 
   // 2. A fresh scan supersedes operations that were logged but never sent.
+  // A directory whose dir-removed conflict waits for a person: what changed under it stays here until it is resolved
+  // (pushed, it would decide the conflict: the files removed inside gone from the server, or the directory made
+  // there again). The scan then does not stream: its changes are sorted out first. A push under another policy than
+  // manual is that decision (client-wins removes the directory there, the server keeping what it displaces).
+  const heldDirs = new Set(policy !== 'manual' ? [] : outstanding(await listConflicts(replica.stateDir)).filter((c) => c.class === 'dir-removed').map((c) => c.path));
   // Small contents it hashes go up as it goes (staging is harmless before
-  // they are logged): the server stages while the scan hashes on.
+  // they are logged): the server stages while the scan hashes on. (Not
+  // those kept back.)
   let pre: Promise<Prestager> | undefined;
   const onContent = { upTo: _PRESTAGE_UP_TO, take: async (c: LocalChange, data: Buffer) => {
+    if (heldDirs.size > 0 && (heldDirs.has(c.path) || _underAny(c.path, heldDirs))) return;
     const remote = await writable;
     if (!remote) return;
     const p = await (pre ??= import('./uploader.ts').then((m) => new m.Prestager(remote)));
@@ -173,15 +180,10 @@ async function _pushLinked(replica: Replica, link: Promise<_Link>, opts: PushOpt
   } };
   // With nothing tracked gone, the scan hands its changes over as it makes them, and they go up while it goes on.
   const stream = new _Stream(replica, writable, log, policy, () => pre, summary, opts);
-  // A directory whose dir-removed conflict waits for a person: what changed under it stays here until it is resolved
-  // (pushed, it would decide the conflict: the files removed inside gone from the server, or the directory made
-  // there again). The scan then does not stream: its changes are sorted out first. A push under another policy than
-  // manual is that decision (client-wins removes the directory there, the server keeping what it displaces).
-  const held = policy !== 'manual' ? [] : outstanding(await listConflicts(replica.stateDir)).filter((c) => c.class === 'dir-removed').map((c) => c.path);
   let scan: ChangeScan;
   try {
-    scan = await scanChanges(replica, { keepCache: true, onContent, gate: writable, stream: held.length > 0 ? undefined : stream });
-    if (held.length > 0) _holdBack(scan, new Set(held), summary);
+    scan = await scanChanges(replica, { keepCache: true, onContent, gate: writable, stream: heldDirs.size > 0 ? undefined : stream });
+    if (heldDirs.size > 0) _holdBack(scan, heldDirs, summary);
   } catch (err) {
     await stream.stop(); // nothing is written to the log once the lock is let go
     throw err;

@@ -129,7 +129,9 @@ T('dir removed there, added to here (manual): until the resolve the new files st
   await rename(join(a!, 'README.txt'), join(a!, 'src', 'README.txt'));
   const p = await imz(['push', '-C', a!, '--json']);
   assert.is(p.code, 3, `${p.stdout}\n${p.stderr}`);
-  assert.ok(Number(jsonLines(p.stdout).find((e) => e.event === 'pushed')!.held) >= 2);
+  const pushed = jsonLines(p.stdout).find((e) => e.event === 'pushed')!;
+  assert.ok(Number(pushed.held) >= 2);
+  assert.is(pushed.uploadedBytes, 0, 'nothing kept back is uploaded either');
   assert.not.ok(await exists(join(srv, 'README.txt')), 'the removal outside the directory goes');
   assert.not.ok(await exists(join(srv, 'src')), 'nothing under it is made on the server before the resolve');
   const t = await imz(['resolve', 'src', '--take', 'local', '-C', a!]);
