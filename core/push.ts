@@ -450,7 +450,10 @@ async function _settleGroup(replica: Replica, remote: Remote, ops: LoggedOp[], e
     }
     if (kept.size > 0) targets = serverFetch.filter((e) => !(e.type === EntryType.NONE && kept.has(e.path)));
   }
-  const res = await (await import('./reconcile.ts')).reconcile(replica, remote, targets, undefined, policy);
+  // (One entry per path, the newest: a directory's listing can repeat what another conflict in the group gave.)
+  const newest = new Map<string, Entry>();
+  for (const e of targets) if ((newest.get(e.path)?.version ?? -1) < e.version) newest.set(e.path, e);
+  const res = await (await import('./reconcile.ts')).reconcile(replica, remote, [...newest.values()], undefined, policy);
   // What is left for a person there (a directory that cannot go: it holds files this replica added or ignores) is
   // the push's too: it exits 3, as status would say.
   for (const c of res.conflicts) if (!c.resolvedBy) summary.conflicts.push(c);
@@ -821,4 +824,10 @@ async function _settle(replica: Replica, remote: Remote, op: LoggedOp, r: OpResu
   }
   await replica.delete(op.path);
   if (server) serverFetch.push(server);
+  // A directory's removal that lost: the server holds entries under it that this replica may never have had (a pull
+  // that met the same conflict skipped them, its cursor past them): taken with it, as resolve --take server does.
+  if (op.kind === OpKind.REMOVEDIR && server?.type === EntryType.DIR) {
+    const prefix = `${op.path}/`;
+    for await (const b of remote.list(op.path)) for (const e of b.entries) if (e.path.startsWith(prefix)) serverFetch.push(e);
+  }
 }

@@ -161,6 +161,21 @@ T('dir removed here, added to there (manual): --take local keeps the server\'s f
   assert.ok((await imz(['status', '-C', a, '--offline'])).stdout.includes('0 local changes, 0 conflicts'));
 });
 
+T('dir removed here, added to there: found by a manual pull, then a sync under server-wins or keep-both brings what the server added (the pull skipped it; the push that loses the removal takes the whole directory)', async () => {
+  for (const policy of ['keep-both', 'server-wins']) {
+    const { srv, a } = await removedHere();
+    assert.is((await imz(['pull', '-C', a])).code, 3);
+    const s = await imz(['sync', '-C', a, '--policy', policy]);
+    assert.is(s.code, 0, `${policy}: ${s.stderr}`);
+    assert.is(await readFile(join(a, 'src', 'lib', 'more', 'added.js'), 'utf8'), 'added on the server\n', `${policy}: the server's addition is here`);
+    assert.ok(await exists(join(srv, 'src', 'lib', 'more', 'added.js')));
+    const p = await imz(['pull', '-C', a]);
+    assert.is(p.code, 0, p.stderr);
+    const st = await imz(['status', '-C', a]);
+    assert.ok(st.stdout.includes('0 local changes, 0 conflicts'), `${policy}: ${st.stdout}`);
+  }
+});
+
 T('dir removed here, added to there (client-wins): it stays removed; the next push removes it there, the server keeping what it added', async () => {
   const { srv, a } = await removedHere();
   const r = await imz(['pull', '-C', a, '--policy', 'client-wins']);
