@@ -5,7 +5,7 @@
 // leaves no process running and no directory behind.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { createReadStream, rmSync } from 'node:fs';
+import { createReadStream, existsSync, rmSync } from 'node:fs';
 import { access, cp, lstat, mkdir, mkdtemp, readFile, readdir, readlink, rename, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -559,4 +559,37 @@ export function httpRequest(port: number, method: string, path: string, headers:
     req.on('error', reject);
     req.end();
   });
+}
+
+/**
+ * Replica b pushes a few thousand new files and replica a pulls them, killed
+ * (SIGKILL) once .imz/placing is there and some are in a's tree, until a try
+ * leaves files placed and not indexed (a try that misses the window is
+ * finished by a plain pull). The paths of batch<round>/... b made, and those
+ * a holds unindexed; tries says how each try ended.
+ */
+export async function pullKilledWhilePlacing(a: string, b: string, maxTries = 6): Promise<{ rounds: number; placed: string[]; unindexed: string[]; tries: string[] }> {
+  const { Replica } = await import('../core/replica.ts');
+  let placed: string[] = [];
+  let unindexed: string[] = [];
+  const tries: string[] = [];
+  const check = (r: RunResult, what: string) => {
+    if (r.code !== 0) throw new Error(`${what}: exit ${r.code} (signal ${r.signal})\nstdout: ${r.stdout.slice(0, 2000)}\nstderr: ${r.stderr}`);
+  };
+  for (let round = 0; round < maxTries && unindexed.length === 0; round++) {
+    const paths = await manyFiles(b, `batch${round}`, 2500, `round ${round}`);
+    check(await imz(['push', '-C', b, '--quiet']), 'the push of the new files');
+    const { proc, done } = await spawnImz(['pull', '-C', a, '--quiet']);
+    await waitFor(() => proc.exitCode !== null || (existsSync(join(a, '.imz', 'placing')) && existsSync(join(a, paths[0]!))), 20_000, 'the pull to place files', 1);
+    if (proc.exitCode === null) proc.kill('SIGKILL');
+    const r = await done;
+    placed = paths.filter((p) => existsSync(join(a, p)));
+    const index = await Replica.open(a);
+    unindexed = [];
+    for (const p of placed) if (!(await index.get(p))) unindexed.push(p);
+    tries.push(`round ${round}: ${r.signal ?? `exit ${r.code}`}, ${placed.length} placed, ${unindexed.length} not indexed`);
+    // Missed the window: the next round's pull takes what is left of this one too.
+    if (unindexed.length === 0) check(await imz(['pull', '-C', a, '--quiet']), 'the pull after a missed try');
+  }
+  return { rounds: tries.length, placed, unindexed, tries };
 }

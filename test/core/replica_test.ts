@@ -16,6 +16,19 @@ test.after(cleanupAll);
 
 const e = (v: number): IndexEntry => ({ type: 1 as const, version: v, hash: 'cd'.repeat(32), size: v, mode: 0o644, mtimeMs: 1.7e12 + v, ctimeMs: 1.7e12 + 0.5, ino: 99 + v, target: '' });
 
+const hex = (c: string) => createHash('sha256').update(c).digest('hex');
+
+// What the next command that locks the replica does first (Replica.sweepTemps).
+async function sweepNext(root: string): Promise<void> {
+  const next = await Replica.open(root);
+  await next.lock();
+  try {
+    await next.sweepTemps();
+  } finally {
+    await next.unlock();
+  }
+}
+
 async function replicaWith(paths: string[]): Promise<Replica> {
   const dir = await makeTmp('imz-replica-');
   const r = await Replica.init(dir, '127.0.0.1:1', 'full');
@@ -110,7 +123,6 @@ test('a bucket written from its bytes (addNew), then changed in place and added 
 
 test('what a pull listed as placing and a kill left unindexed is indexed by the next run, where the disk holds just that', async () => {
   const r = await replicaWith(['kept.txt', 'old.txt']);
-  const hex = (c: string) => createHash('sha256').update(c).digest('hex');
   const put = (p: string, c: string) => writeFileSync(join(r.root, p), c);
   // What the killed pull had put in place: a new file, an update of a tracked one, a directory, a link; one file
   // the user changed since; one never placed; one the index already holds at a later version.
@@ -129,13 +141,7 @@ test('what a pull listed as placing and a kill left unindexed is indexed by the 
     { path: 'never.txt', type: 1, version: 11, hash: hex('x'), size: 1, target: '' },
     { path: 'kept.txt', type: 1, version: 1, hash: hex('later\n'), size: 6, target: '' },
   ]);
-  const next = await Replica.open(r.root);
-  await next.lock();
-  try {
-    await next.sweepTemps();
-  } finally {
-    await next.unlock();
-  }
+  await sweepNext(r.root);
   const all = await (await Replica.open(r.root)).all();
   assert.equal([all.get('new.txt')?.version, all.get('new.txt')?.hash, all.get('new.txt')?.size], [5, hex('from the server\n'), 16]);
   assert.equal([all.get('old.txt')?.version, all.get('old.txt')?.hash], [7, hex('version 7\n')], 'an update the index lagged behind');
@@ -151,7 +157,6 @@ test('what a pull listed as placing and a kill left unindexed is indexed by the 
 
 test('a chmod made since a killed pull placed a file or a directory stays a change: the index takes the server\'s mode from the list, not the disk\'s (review)', async () => {
   const r = await replicaWith(['kept.txt']);
-  const hex = (c: string) => createHash('sha256').update(c).digest('hex');
   writeFileSync(join(r.root, 'run.sh'), 'echo hi\n', { mode: 0o644 });
   mkdirSync(join(r.root, 'box'), { mode: 0o755 });
   chmodSync(join(r.root, 'box'), 0o755);
@@ -163,13 +168,7 @@ test('a chmod made since a killed pull placed a file or a directory stays a chan
   // The user, after the kill: makes the script executable, closes the directory.
   chmodSync(join(r.root, 'run.sh'), 0o755);
   chmodSync(join(r.root, 'box'), 0o700);
-  const next = await Replica.open(r.root);
-  await next.lock();
-  try {
-    await next.sweepTemps();
-  } finally {
-    await next.unlock();
-  }
+  await sweepNext(r.root);
   const back = await Replica.open(r.root);
   assert.is((await back.get('run.sh'))?.mode, 0o644, 'the server\'s mode: the chmod is still to push');
   assert.is((await back.get('box'))?.mode, 0o755);
@@ -179,7 +178,6 @@ test('a chmod made since a killed pull placed a file or a directory stays a chan
 
 test('the placing list is never followed through a symlink: a listed file under a directory the user replaced by a link out of the replica is not indexed (review)', async () => {
   const r = await replicaWith(['kept.txt']);
-  const hex = (c: string) => createHash('sha256').update(c).digest('hex');
   // The killed pull had listed d (a directory) and d/f.txt; since, d was replaced by a link to a directory outside
   // the replica that holds a file of that name and content.
   const outside = await makeTmp('imz-outside-');
@@ -189,13 +187,7 @@ test('the placing list is never followed through a symlink: a listed file under 
     { path: 'd', type: 2, version: 3, hash: '', size: 0, target: '' },
     { path: 'd/f.txt', type: 1, version: 4, hash: hex('the server\'s\n'), size: 13, target: '' },
   ]);
-  const next = await Replica.open(r.root);
-  await next.lock();
-  try {
-    await next.sweepTemps();
-  } finally {
-    await next.unlock();
-  }
+  await sweepNext(r.root);
   const all = await (await Replica.open(r.root)).all();
   assert.is(all.get('d'), undefined, 'a link, not the directory listed');
   assert.is(all.get('d/f.txt'), undefined, 'what lies beyond the link is not the replica\'s');

@@ -6,10 +6,9 @@
 // push sent nothing and the server kept its mode (the user's chmod lost).
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { chmodSync, existsSync, lstatSync } from 'node:fs';
+import { chmodSync, lstatSync } from 'node:fs';
 import { join } from 'node:path';
-import { Replica } from '../../core/replica.ts';
-import { type RunResult, cleanupAll, imz, jsonLines, manyFiles, sampleWorld, spawnImz, waitFor } from '../helpers.ts';
+import { type RunResult, cleanupAll, imz, jsonLines, pullKilledWhilePlacing, sampleWorld } from '../helpers.ts';
 
 const T = suite('pull: killed while placing files, then a chmod');
 T.after.each(cleanupAll);
@@ -19,26 +18,7 @@ const out = (r: RunResult) => `exit ${r.code} (signal ${r.signal})\nstdout: ${r.
 
 T('a chmod made to a file a killed pull placed and never indexed is pushed, not taken for the server\'s mode', async () => {
   const { srv, replicas: [a, b] } = await sampleWorld(2);
-  let unindexed: string[] = [];
-  const tries: string[] = [];
-  for (let round = 0; round < 6 && unindexed.length === 0; round++) {
-    const paths = await manyFiles(b!, `batch${round}`, 2500, `round ${round}`);
-    const pushed = await imz(['push', '-C', b!, '--quiet']);
-    assert.is(pushed.code, 0, out(pushed));
-    const { proc, done } = await spawnImz(['pull', '-C', a!, '--quiet']);
-    const caught = await waitFor(() => proc.exitCode !== null || (existsSync(join(a!, '.imz', 'placing')) && existsSync(join(a!, paths[0]!))), 20_000, 'the pull to place files', 1);
-    if (caught && proc.exitCode === null) proc.kill('SIGKILL');
-    const r = await done;
-    const placed = paths.filter((p) => existsSync(join(a!, p)));
-    const index = await Replica.open(a!);
-    unindexed = [];
-    for (const p of placed) if (!(await index.get(p))) unindexed.push(p);
-    tries.push(`round ${round}: ${r.signal ?? `exit ${r.code}`}, ${placed.length} placed, ${unindexed.length} not indexed`);
-    if (unindexed.length === 0) {
-      const rest = await imz(['pull', '-C', a!, '--quiet']);
-      assert.is(rest.code, 0, out(rest));
-    }
-  }
+  const { unindexed, tries } = await pullKilledWhilePlacing(a!, b!);
   assert.ok(unindexed.length > 0, `a pull killed with files placed and not indexed (${tries.join('; ')})`);
   const p = unindexed[0]!;
   assert.is(lstatSync(join(a!, p)).mode & 0o777, lstatSync(join(srv, p)).mode & 0o777, 'placed with the server\'s mode');

@@ -8,8 +8,7 @@ import * as assert from 'uvu/assert';
 import { existsSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Replica } from '../../core/replica.ts';
-import { type RunResult, cleanupAll, imz, jsonLines, manyFiles, sampleWorld, spawnImz, waitFor } from '../helpers.ts';
+import { type RunResult, cleanupAll, imz, jsonLines, pullKilledWhilePlacing, sampleWorld } from '../helpers.ts';
 
 const T = suite('pull: killed while placing files');
 T.after.each(cleanupAll);
@@ -19,35 +18,13 @@ const out = (r: RunResult) => `exit ${r.code} (signal ${r.signal})\nstdout: ${r.
 
 T('files a killed pull placed and never indexed are indexed by the next run: a push then sends none back once the server removed them, and a pull removes them', async () => {
   const { srv, replicas: [a, b] } = await sampleWorld(2);
-  // Kill a's pull of b's new files once some are in a's tree and its index is not written yet (a few tries: the
-  // window is a fraction of the pull).
-  let placed: string[] = [];
-  let unindexed: string[] = [];
-  const tries: string[] = [];
-  for (let round = 0; round < 6 && unindexed.length === 0; round++) {
-    const paths = await manyFiles(b!, `batch${round}`, 2500, `round ${round}`);
-    const pushed = await imz(['push', '-C', b!, '--quiet']);
-    assert.is(pushed.code, 0, out(pushed));
-    const { proc, done } = await spawnImz(['pull', '-C', a!, '--quiet']);
-    const caught = await waitFor(() => proc.exitCode !== null || (existsSync(join(a!, '.imz', 'placing')) && existsSync(join(a!, paths[0]!))), 20_000, 'the pull to place files', 1);
-    if (caught && proc.exitCode === null) proc.kill('SIGKILL');
-    const r = await done;
-    placed = paths.filter((p) => existsSync(join(a!, p)));
-    const index = await Replica.open(a!);
-    unindexed = [];
-    for (const p of placed) if (!(await index.get(p))) unindexed.push(p);
-    tries.push(`round ${round}: ${r.signal ?? `exit ${r.code}`}, ${placed.length} placed, ${unindexed.length} not indexed`);
-    if (unindexed.length === 0) {
-      // Missed the window: the next round's pull takes what is left of this one too.
-      const rest = await imz(['pull', '-C', a!, '--quiet']);
-      assert.is(rest.code, 0, out(rest));
-    }
-  }
+  // Kill a's pull of b's new files once some are in a's tree and its index is not written yet.
+  const { rounds, placed, unindexed, tries } = await pullKilledWhilePlacing(a!, b!);
   assert.ok(unindexed.length > 0, `a pull killed with files placed and not indexed (${tries.join('; ')})`);
   assert.ok(existsSync(join(a!, '.imz', 'placing')), 'the list of what was being placed is there');
 
   // Meanwhile b removes everything it pushed; the server journals the removals.
-  for (let round = 0; round < tries.length; round++) await rm(join(b!, `batch${round}`), { recursive: true, force: true });
+  for (let round = 0; round < rounds; round++) await rm(join(b!, `batch${round}`), { recursive: true, force: true });
   const removed = await imz(['push', '-C', b!, '--quiet', '--allow-mass-delete']);
   assert.is(removed.code, 0, out(removed));
 
