@@ -54,13 +54,13 @@ export function hashFileSync(path: string): Uint8Array {
 export function hashFileKeeping(path: string, size: number): { hash: Uint8Array; data?: Buffer } {
   const fd = openSync(path, 'r');
   try {
-    const data = Buffer.allocUnsafe(Math.min(size, SYNC_LIMIT));
-    let got = 0;
-    for (let n = 1; got < data.length && n > 0; got += n) n = readSync(fd, data, got, data.length - got, null);
-    const h = createHash('sha256').update(data.subarray(0, got));
-    const more = readSync(fd, _syncBuf, 0, SYNC_LIMIT, null);
-    if (more === 0) return { hash: new Uint8Array(h.digest()), data: got === data.length ? data : data.subarray(0, got) };
-    h.update(_syncBuf.subarray(0, more));
+    // One byte more than lstat said: a read that stops at the size is the end of the file, without a second read to
+    // hear it (10,000 system calls on a push of 10,000 files). A shorter read goes on until a read gives nothing.
+    const data = Buffer.allocUnsafe(Math.min(size, SYNC_LIMIT) + 1);
+    let got = readSync(fd, data, 0, data.length, null);
+    if (got < size) for (let n = 1; got < data.length && n > 0; got += n) n = readSync(fd, data, got, data.length - got, null);
+    if (got < data.length) return { hash: new Uint8Array(createHash('sha256').update(data.subarray(0, got)).digest()), data: data.subarray(0, got) };
+    const h = createHash('sha256').update(data);
     for (let n = readSync(fd, _syncBuf, 0, SYNC_LIMIT, null); n > 0; n = readSync(fd, _syncBuf, 0, SYNC_LIMIT, null)) h.update(_syncBuf.subarray(0, n));
     return { hash: new Uint8Array(h.digest()) };
   } finally {

@@ -2,7 +2,7 @@ import { closeSync, fdatasyncSync, ftruncateSync, openSync, readFileSync, writeS
 import { copyFile, truncate } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fsyncDirSync, writeFileAtomic } from './atomic_fs.ts';
-import { LOG_HEADER, type LogRecord, type LoggedOp, decodeLog, encodeLogRecord, pendingOps } from './reint_log_model.ts';
+import { LOG_HEADER, type LogRecord, type LoggedOp, decodeLog, encodeLogRecords, pendingOps } from './reint_log_model.ts';
 
 /**
  * The replica's reintegration log (Coda's CML) in .imz/log, plus the
@@ -73,7 +73,7 @@ export class ReintLog {
     if (records.length === 0) return;
     const fd = openSync(this.file, 'a');
     try {
-      const bytes = Buffer.from((this._headless ? `${LOG_HEADER}\n` : '') + records.map(encodeLogRecord).join(''), 'utf8');
+      const bytes = encodeLogRecords(records, this._headless);
       for (let off = 0; off < bytes.length;) off += writeSync(fd, bytes, off);
       fdatasyncSync(fd);
     } finally {

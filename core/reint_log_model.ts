@@ -1,3 +1,4 @@
+import { Buffer } from 'node:buffer';
 import { crc32 } from './crc32.ts';
 
 /** A logged operation as stored in .imz/log (hash as hex). */
@@ -28,6 +29,30 @@ const _enc = new TextEncoder();
 export function encodeLogRecord(r: LogRecord): string {
   const json = JSON.stringify(r);
   return `${crc32(_enc.encode(json)).toString(16).padStart(8, '0')} ${json}\n`;
+}
+
+/**
+ * The lines encodeLogRecord gives for records, as UTF-8 bytes, after the
+ * log's header line when withHeader: each JSON is written once, straight
+ * into the one buffer, and checksummed there (a push of 10,000 new files
+ * appends 10,000 records at once).
+ */
+export function encodeLogRecords(records: LogRecord[], withHeader: boolean): Buffer {
+  const jsons = records.map((r) => JSON.stringify(r));
+  const head = withHeader ? `${LOG_HEADER}\n` : '';
+  let total = Buffer.byteLength(head);
+  for (const j of jsons) total += 10 + Buffer.byteLength(j);
+  const out = Buffer.allocUnsafe(total); // every byte is written below
+  let at = out.write(head, 0);
+  for (const j of jsons) {
+    const start = at + 9;
+    const end = start + out.write(j, start);
+    out.write(crc32(out.subarray(start, end)).toString(16).padStart(8, '0'), at, 'latin1');
+    out[at + 8] = 0x20;
+    out[end] = 0x0a;
+    at = end + 1;
+  }
+  return out;
 }
 
 /**

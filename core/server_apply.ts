@@ -120,7 +120,7 @@ export class Reintegrator {
     return run;
   }
 
-  private async _putBlob(hex: string, req: { size: number; offset: number; data: Uint8Array; last: boolean }): Promise<{ present: boolean; have: number }> {
+  private async _putBlob(hex: string, req: { hash: Uint8Array; size: number; offset: number; data: Uint8Array; last: boolean }): Promise<{ present: boolean; have: number }> {
     if (!this._stagingReady) {
       await mkdir(this.stagingDir, { recursive: true });
       this._stagingReady = true;
@@ -128,7 +128,7 @@ export class Reintegrator {
     const full = inDir(this.stagingDir, hex);
     const part = `${full}.part`;
     if (req.offset === 0 && req.last && req.data.length === req.size) {
-      _checkWhole(req.data, hex);
+      _checkWhole(req.data, req.hash);
       this._stageWhole(hex, req.data);
       return { present: true, have: req.size };
     }
@@ -197,7 +197,7 @@ export class Reintegrator {
       if (b.hash.length !== 32) throw new ImzError(Codes.PROTOCOL, 'cannot stage content: the hash is not a SHA-256');
       if (b.offset !== 0 || !b.last || b.size !== b.data.length || (b.query?.length ?? 0) > 0) throw new ImzError(Codes.PROTOCOL, 'cannot stage content: PUT_BLOBS takes whole contents only (offset 0, last, size bytes of data)');
       const hex = toHex(b.hash);
-      _checkWhole(b.data, hex);
+      _checkWhole(b.data, b.hash);
       hexes.push(hex);
     }
     try {
@@ -1024,8 +1024,8 @@ function _classify(cur: TableEntry | undefined, op: Operation): string {
 
 
 // A whole content received in one piece: refused unless it has the SHA-256 it came with.
-function _checkWhole(data: Uint8Array, hex: string): void {
-  if (toHex(hashBytes(data)) !== hex) throw new ImzError(Codes.HASH_MISMATCH, 'cannot stage content: the bytes received do not match their SHA-256 (upload again)');
+function _checkWhole(data: Uint8Array, hash: Uint8Array): void {
+  if (!sameHash(hashBytes(data), hash)) throw new ImzError(Codes.HASH_MISMATCH, 'cannot stage content: the bytes received do not match their SHA-256 (upload again)');
 }
 
 // True when the file's content has this SHA-256.

@@ -12,7 +12,7 @@ import { Codes, ImzError } from '../../protocol/errors.ts';
 import type { JournalRecord } from '../../protocol/messages.ts';
 import { type IndexEntry, decodeBucket, encodeBucket } from '../../core/index_model.ts';
 import { MAX_RECORD, SEGMENT_HEADER_SIZE, decodeSegment, encodeJournalRecords, segmentHeader } from '../../core/journal_model.ts';
-import { LOG_HEADER, type LogRecord, decodeLog, encodeLogRecord, pendingOps } from '../../core/reint_log_model.ts';
+import { LOG_HEADER, type LogRecord, decodeLog, encodeLogRecord, encodeLogRecords, pendingOps } from '../../core/reint_log_model.ts';
 import { crc32 } from '../../core/crc32.ts';
 import { FuzzSuite } from '../fuzz_config.ts';
 import { concat } from '../protocol/frame_fixtures.ts';
@@ -305,6 +305,13 @@ test('reintegration logs round-trip, and any truncation keeps exactly the whole 
     assertLogPrefix(dec, records, ends, cutText);
     if (cutAt >= Buffer.byteLength(`${LOG_HEADER}\n`)) assert.is(dec.records.length, ends.filter((e) => e <= cutAt).length);
   }, 1.5);
+});
+
+test('a batch of log records encodes to the bytes of its lines one by one (with and without the header)', () => {
+  suite.check(fc.tuple(fc.array(logRecordArb, { maxLength: 8 }), fc.boolean()), ([records, withHeader]) => {
+    const lines = (withHeader ? `${LOG_HEADER}\n` : '') + records.map(encodeLogRecord).join('');
+    assert.equal(encodeLogRecords(records, withHeader), Buffer.from(lines, 'utf8'));
+  });
 });
 
 test('damaged reintegration logs keep an intact prefix of records and never throw', () => {
