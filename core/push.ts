@@ -231,7 +231,7 @@ async function _reintegrate(replica: Replica, remote: Remote | undefined, log: R
   // A wiped root (all tracked files gone, from 2 up) or more than half of a larger tree deleted.
   const massDelete = scan.deleted > 0 && ((scan.tracked >= 2 && scan.deleted === scan.tracked) || (scan.tracked >= 4 && scan.deleted * 2 > scan.tracked));
   if (!opts.allowMassDelete && massDelete) {
-    throw new ImzError('IMZ_MASS_DELETE', `cannot push: ${scan.deleted} of ${scan.tracked} tracked files are deleted in ${replica.root}; if that is really what you want, push again with --allow-mass-delete`);
+    throw new ImzError('IMZ_MASS_DELETE', `cannot push: ${scan.deleted} of ${scan.tracked} tracked files${summary.held > 0 ? ' (outside directories held back by an unresolved conflict)' : ''} are deleted in ${replica.root}; if that is really what you want, push again with --allow-mass-delete`);
   }
   const changes = scan.changes;
   // The scan's uploads are finished while the operations are being logged (staging is harmless either way).

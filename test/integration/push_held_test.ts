@@ -122,6 +122,7 @@ T('a wiped replica with held directories: the mass-delete guard still refuses', 
   const p = await imz(['push', '-C', a, '--json']);
   assert.is(p.code, 1, out(p));
   assert.is(event(p, 'error')?.code, 'IMZ_MASS_DELETE');
+  assert.match(String(event(p, 'error')?.message), /outside directories held back/);
   assert.equal(Object.keys(await snapshotTree(srv)).sort(), Object.keys(before).sort(), 'nothing removed on the server');
   assert.ok(existsSync(join(srv, 'README.txt')));
 });
