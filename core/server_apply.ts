@@ -8,6 +8,7 @@ import { fsErrorPlace, fsyncCostsIo, fsyncDir, fsyncFd, inParallel, tempNameFor 
 import { keepName } from './conflicts.ts';
 import { POLICIES, type Policy } from './policy.ts';
 import { hashBytes, hashFileSync, sameHash, toHex } from './hash.ts';
+import { type StatFacts, lstatFacts } from './fast_lstat.ts';
 import { TMP_PREFIX, checkPath, inDir } from './paths.ts';
 import type { ServerScanner } from './server_scanner.ts';
 import { type PendingChange, type ServerState, type TableEntry, tableToEntry } from './server_state.ts';
@@ -52,7 +53,7 @@ export class Reintegrator {
   /** Whether staged blobs can be renamed into the tree (the state dir on the same file system). */
   private _sameFs: boolean | undefined;
   /** The lstat _agrees made last, reused by _apply for the same path. */
-  private _seen: { path: string; st: Stats | undefined } | undefined;
+  private _seen: { path: string; kind: _Kind | undefined } | undefined;
   /**
    * Verified staged blobs the batch being applied will rename into the tree,
    * given their mode and time and fsynced ahead (_prepare), with their stat.
@@ -510,21 +511,24 @@ export class Reintegrator {
   }
 
   // True when the path on disk is what the table says (by lstat, as the scanner tells a change).
+  // (By lstatFacts: Node 20's lstatSync builds four Dates per call, a tenth of the server's work on a push of new files.)
   private _agrees(path: string): boolean {
     const t = this.state.table.get(path);
-    let st;
+    const st = _agreeFacts;
+    let there;
     try {
-      st = lstatSync(inDir(this.root, path), { throwIfNoEntry: false });
+      there = lstatFacts(inDir(this.root, path), st);
     } catch {
       return true; // a parent is not a directory: applying says so
     }
-    this._seen = { path, st };
+    const kind = there ? _kindOf(st.mode) : undefined;
+    this._seen = { path, kind };
     // An untracked directory holds no version of its own: applying handles it (and refuses to replace one that is not empty).
-    if (!t && st?.isDirectory()) return true;
-    if (!t || !st) return !t && !st;
-    if (st.isDirectory()) return t.type === EntryType.DIR;
-    if (st.isSymbolicLink()) return t.type === EntryType.SYMLINK;
-    return st.isFile() && t.type === EntryType.FILE && t.size === st.size && sameMtime(t.mtimeMs, st.mtimeMs) && (t.ino === 0 || t.ino === st.ino);
+    if (!t && kind?.isDirectory()) return true;
+    if (!t || !kind) return !t && !kind;
+    if (kind.isDirectory()) return t.type === EntryType.DIR;
+    if (kind.isSymbolicLink()) return t.type === EntryType.SYMLINK;
+    return kind.isFile() && t.type === EntryType.FILE && t.size === st.size && sameMtime(t.mtimeMs, st.mtimeMs) && (t.ino === 0 || t.ino === st.ino);
   }
 
   private _version(path: string): number {
@@ -643,7 +647,7 @@ export class Reintegrator {
     // What _catchUp just saw of this path (only reads happened since; a forced win may have displaced things).
     const seen = this._seen;
     this._seen = undefined;
-    const onDisk = !forced && seen?.path === op.path ? seen.st : lstatSync(abs, { throwIfNoEntry: false });
+    const onDisk: _Kind | undefined = !forced && seen?.path === op.path ? seen.kind : lstatSync(abs, { throwIfNoEntry: false });
     // A directory about to be replaced (by a file or a link): what was checked under it no longer holds.
     if (onDisk?.isDirectory() && (op.kind === OpKind.STORE || op.kind === OpKind.LINK)) this._checkedDirs.clear();
     // Something of another type in the way (a forced win, or a retype): clear it first.
@@ -908,6 +912,28 @@ function _hintOf(b: BlobPiece): _Ready | undefined {
   if ((mode & 0o600) !== 0o600 || (mode & 0o022) !== 0 || !Number.isFinite(ms) || Math.abs(ms) > 8.64e15) return undefined;
   return { mode, time: utimeSeconds(ms) };
 }
+
+/** What _apply asks of the thing at a path: its type (a Stats, or _kindOf a mode). */
+interface _Kind {
+  isDirectory(): boolean;
+  isSymbolicLink(): boolean;
+  isFile(): boolean;
+}
+
+const _KINDS = new Map<number, _Kind>();
+
+// The type of an lstat's mode, as Stats tells it (one shared object per type).
+function _kindOf(mode: number): _Kind {
+  const fmt = mode & 0o170000;
+  let k = _KINDS.get(fmt);
+  if (!k) {
+    k = { isDirectory: () => fmt === 0o040000, isSymbolicLink: () => fmt === 0o120000, isFile: () => fmt === 0o100000 };
+    _KINDS.set(fmt, k);
+  }
+  return k;
+}
+
+const _agreeFacts: StatFacts = { mode: 0, ino: 0, size: 0, mtimeMs: 0, ctimeMs: 0 };
 
 // Gives a staged blob, still open, the hint's mode and time; returns them with its stat, or undefined when the file
 // system keeps another mode or time (the store then sets them itself).
