@@ -75,8 +75,13 @@ function _probe(path: string): _RawLstat | null | undefined {
     return null;
   }
   try {
-    const st = lstatSync(path, { throwIfNoEntry: false });
-    if (!st) return undefined; // nothing to compare with: ask again on the next path
+    // Nothing there (the server's check before it makes a new file): compared on the file system's root instead. Asking
+    // again on the next path, every call of a push of new files paid two lstats, through lstatSync.
+    let st = lstatSync(path, { throwIfNoEntry: false });
+    if (!st) {
+      path = '/';
+      st = lstatSync(path);
+    }
     const v = raw(path, false, undefined, false);
     if (!(v instanceof Float64Array) || v.length < 16) return null;
     const got: StatFacts = { mode: 0, ino: 0, size: 0, mtimeMs: 0, ctimeMs: 0 };

@@ -4,6 +4,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { lstatSync } from 'node:fs';
 import { mkdir, symlink, utimes, writeFile } from 'node:fs/promises';
+import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { type StatFacts, lstatFacts } from '../../core/fast_lstat.ts';
 import { cleanupAll, makeTmp } from '../helpers.ts';
@@ -32,6 +33,16 @@ test('file, directory, symlink, odd times: the same facts as lstatSync', async (
   } catch (err) {
     assert.is((err as NodeJS.ErrnoException).code, 'ENOTDIR');
   }
+});
+
+test('a first call on a missing path (a server about to make a new file) still gets the raw lstat for the calls after it', () => {
+  // A fresh process: the choice is made once per process, at its first call.
+  const mod = new URL('../../core/fast_lstat.ts', import.meta.url).href;
+  const code = `const m = await import(${JSON.stringify(mod)}); const f = { mode: 0, ino: 0, size: 0, mtimeMs: 0, ctimeMs: 0 };
+    const first = m.lstatFacts('/no/such/imz-path', f); console.log(JSON.stringify([first, typeof m.rawLstat('/no/such/imz-path')]));`;
+  const out = execFileSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code], { encoding: 'utf8' });
+  // Node 20 has the binding (Deno, which has none, never runs this file under node).
+  assert.equal(JSON.parse(out), [false, 'function']);
 });
 
 test.run();
