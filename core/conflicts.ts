@@ -1,10 +1,12 @@
 import { createHash } from 'node:crypto';
-import { readFileSync, readdirSync } from 'node:fs';
+import { lstatSync, readFileSync, readdirSync } from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';
-import { extname, join } from 'node:path';
+import { extname, join, posix } from 'node:path';
+import { Codes, ImzError } from '../protocol/errors.ts';
 import type { Entry } from '../protocol/messages.ts';
 import { writeFileAtomic } from './atomic_fs.ts';
 import { toHex } from './hash.ts';
+import { checkPath } from './paths.ts';
 
 /** Conflict classes, after Coda (local side first, server side second). */
 export type ConflictClass = 'update/update' | 'update/remove' | 'remove/update' | 'create/create' | 'type-change' | 'dir-removed';
@@ -33,6 +35,8 @@ export interface ConflictRecord {
   serverBlob?: string;
   /** server-wins: where the local version was kept (relative to the replica root). */
   localCopy?: string;
+  /** The copies earlier conflicts on this path kept (settled by a policy, not resolved since): listed, never reused. */
+  earlierCopies?: string[];
   /** Set when a policy already settled it (kept for the record, listed, not outstanding). */
   resolvedBy?: string;
   /** client-wins/newest: where the server keeps the version that was replaced (under its state dir). */
@@ -45,11 +49,40 @@ export function conflictFileName(path: string): string {
   return createHash('sha256').update(path).digest('hex').slice(0, 32) + '.json';
 }
 
-/** Saves (or replaces) the conflict record of a path. */
+/**
+ * Saves (or replaces) the conflict record of a path. The copies a replaced
+ * record named (a policy's earlier conflict on the same path, never
+ * resolved) stay named in the new one (earlierCopies), so that resolve
+ * --list still shows where those versions are.
+ */
 export async function saveConflict(stateDir: string, c: ConflictRecord): Promise<void> {
   const dir = join(stateDir, 'conflicts');
   await mkdir(dir, { recursive: true });
-  await writeFileAtomic(join(dir, conflictFileName(c.path)), JSON.stringify(c, null, 2) + '\n');
+  const file = join(dir, conflictFileName(c.path));
+  let old: ConflictRecord | undefined;
+  try {
+    old = JSON.parse(readFileSync(file, 'utf8'));
+  } catch { /* none (or torn: nothing to carry) */ }
+  const earlier = [...(old?.earlierCopies ?? []), ...(old?.localCopy ? [old.localCopy] : [])].filter((p) => typeof p === 'string' && p !== c.localCopy);
+  if (earlier.length > 0) c = { ...c, earlierCopies: [...new Set([...earlier, ...(c.earlierCopies ?? [])])] };
+  await writeFileAtomic(file, JSON.stringify(c, null, 2) + '\n');
+}
+
+/**
+ * name if nothing is there in root, else the first of name-2, name-3...
+ * (before the extension) that is free: a conflict copy or a kept version
+ * never replaces another (two conflicts on one path at the same server
+ * version would get the same name).
+ */
+export function freeName(root: string, name: string): string {
+  const ext = posix.extname(name);
+  const stem = ext && !name.endsWith(`/${ext}`) ? name.slice(0, -ext.length) : name;
+  for (let n = 1; n < 1000; n++) {
+    const candidate = n === 1 ? name : `${stem}-${n}${stem === name ? '' : ext}`;
+    checkPath(candidate, 'keep a version');
+    if (!lstatSync(join(root, candidate), { throwIfNoEntry: false })) return candidate;
+  }
+  throw new ImzError(Codes.IO, `cannot find a free name for ${name}`);
 }
 
 /** Lists the recorded conflicts, by path. */

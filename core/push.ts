@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { Codes, ImzError } from '../protocol/errors.ts';
 import { type Entry, EntryType, type Envelope, Op, type Operation, OpKind, type OpResult, OpStatus } from '../protocol/messages.ts';
 import { type ChangeScan, type ChangeStream, type LocalChange, orderChanges, scanChanges } from './changes.ts';
-import { type ConflictRecord, blobPath, clearConflict, conflictCopyName, listConflicts, outstanding, saveConflict, sideOfEntry } from './conflicts.ts';
+import { type ConflictRecord, blobPath, clearConflict, conflictCopyName, freeName, listConflicts, outstanding, saveConflict, sideOfEntry } from './conflicts.ts';
 import { fromHex, toHex } from './hash.ts';
 import { checkPath, inDir, parentOf } from './paths.ts';
 import { ReintLog } from './reint_log.ts';
@@ -789,7 +789,8 @@ async function _settle(replica: Replica, remote: Remote, op: LoggedOp, r: OpResu
   // the local version under a conflict name, never pushed, and take the server's.
   const local = statEntrySync(replica.root, op.path);
   if (local && typeof local !== 'string' && local.type !== EntryType.DIR) {
-    const copy = conflictCopyName(op.path, replica.config.replicaId, server?.version ?? r.version);
+    // A free name: an earlier conflict on the path at the same version (0: the server removed it) kept one there.
+    const copy = freeName(replica.root, conflictCopyName(op.path, replica.config.replicaId, server?.version ?? r.version));
     await rename(abs, join(replica.root, copy));
     c.localCopy = copy;
   }

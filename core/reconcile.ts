@@ -4,7 +4,7 @@ import { dirname, join } from 'node:path';
 import { Codes, ImzError } from '../protocol/errors.ts';
 import { type Entry, EntryType } from '../protocol/messages.ts';
 import { fsyncDir, fsyncDirSync, inParallel, tempNameFor } from './atomic_fs.ts';
-import { type ConflictClass, type ConflictRecord, type ConflictSide, blobPath, clearConflict, conflictCopyName, keepName, listConflicts, outstanding, saveConflict, sideOfEntry } from './conflicts.ts';
+import { type ConflictClass, type ConflictRecord, type ConflictSide, blobPath, clearConflict, conflictCopyName, freeName, keepName, listConflicts, outstanding, saveConflict, sideOfEntry } from './conflicts.ts';
 import { type FetchItem, type FetchProgress, fetchFiles, tempDirsOf } from './fetcher.ts';
 import { hashFile, toHex } from './hash.ts';
 import type { IndexEntry } from './index_model.ts';
@@ -184,8 +184,7 @@ export async function reconcile(replica: Replica, remote: Remote, targets: Entry
       if (policy !== 'manual' && !localWins && local.fs && local.fs.type !== EntryType.DIR && t.type !== EntryType.NONE) {
         // The policy gives the path to the server's version: ours moves aside
         // (a conflict copy, never pushed; under keep-both a name that is).
-        const aside = asideName(t.path, replica.config.replicaId, t.version);
-        checkPath(aside, 'keep the local version');
+        const aside = freeName(root, asideName(t.path, replica.config.replicaId, t.version));
         renameSync(join(root, t.path), join(root, aside));
         _conflict(result, onEvent, undefined, t, cls, local, { localCopy: aside, resolvedBy: policy });
         await replica.delete(t.path);

@@ -12,7 +12,8 @@ import { dirname, isAbsolute, join, posix, relative, resolve as resolvePath, sep
 import { Codes, ImzError } from '../protocol/errors.ts';
 import { type Entry, EntryType, type EntryTypeCode } from '../protocol/messages.ts';
 import { fsyncDir, tempNameFor } from './atomic_fs.ts';
-import { type ConflictRecord, type ConflictSide, blobPath, clearConflict, conflictCopyName, keepName, listConflicts, outstanding, sideOfEntry } from './conflicts.ts';
+import { type ConflictRecord, type ConflictSide, blobPath, clearConflict, conflictCopyName, freeName, keepName, listConflicts, outstanding, sideOfEntry } from './conflicts.ts';
+import { isConflictCopy } from './changes.ts';
 import { fetchFiles } from './fetcher.ts';
 import { hashFile, toHex } from './hash.ts';
 import type { IndexEntry } from './index_model.ts';
@@ -166,10 +167,13 @@ export async function resolveConflict(dir: string, opts: ResolveOptions): Promis
     const targets = opts.all ? records : [_lookup(replica, dir, opts.path!, records)];
     // Deepest first: a directory is settled after what was recorded inside it.
     targets.sort((a, b) => depthOf(b.path) - depthOf(a.path) || (a.path < b.path ? -1 : 1));
+    // Which directories were removed here, read before any is settled: taking the server's version of a path inside
+    // one makes the directory again, and it then looked kept, its other entries never fetched.
+    const removedHere = new Set(targets.filter((c) => _removedHere(c, _fsOf(replica.root, c.path))).map((c) => c.path));
     const summary: ResolveSummary = { resolved: [], failed: [], remaining: 0 };
     for (const c of targets) {
       try {
-        summary.resolved.push(await _resolveOne(ctx, c, opts.take));
+        summary.resolved.push(await _resolveOne(ctx, c, opts.take, removedHere.has(c.path)));
       } catch (err) {
         if (!opts.all) throw err;
         const e = err as { code?: string; message?: string };
@@ -226,16 +230,18 @@ interface _ServerState {
   target: string;
 }
 
-async function _resolveOne(ctx: _Ctx, c: ConflictRecord, take: Take): Promise<Resolution> {
+async function _resolveOne(ctx: _Ctx, c: ConflictRecord, take: Take, removedHere: boolean): Promise<Resolution> {
   const replica = ctx.replica;
   checkPath(c.path, 'resolve a conflict');
   if (c.localCopy) checkPath(c.localCopy, 'resolve a conflict');
   const res: Resolution = { path: c.path, class: c.class, take, serverVersion: c.server?.version ?? 0, fetched: false, next: 'nothing', kept: [] };
   const copyFs = c.localCopy ? _fsOf(replica.root, c.localCopy) : undefined;
-  if (c.resolvedBy && c.resolvedBy !== 'server-wins') {
+  if (c.resolvedBy && c.resolvedBy !== 'server-wins' && !(copyFs && isConflictCopy(c.localCopy!))) {
     // A policy already kept both versions in place (keep-both's copy is a
     // replicated file; client-wins' loser is on the server): settling it
-    // only takes the record off the list, nothing is moved.
+    // only takes the record off the list, nothing is moved. (newest, and
+    // keep-both where the server could not keep both, leave ours as a
+    // conflict copy, as server-wins does: that is settled as server-wins'.)
     await clearConflict(replica.stateDir, c.path);
     return res;
   }
@@ -250,7 +256,7 @@ async function _resolveOne(ctx: _Ctx, c: ConflictRecord, take: Take): Promise<Re
       await fsyncDir(dirname(join(replica.root, c.localCopy!)));
     }
     const now = _fsOf(replica.root, c.path);
-    if (_removedHere(c, now)) await _removeServerSide(ctx, c, res);
+    if (removedHere && !now) await _removeServerSide(ctx, c, res);
     if (!c.server) {
       await replica.delete(c.path);
       res.next = now ? 'create' : 'nothing';
@@ -264,7 +270,7 @@ async function _resolveOne(ctx: _Ctx, c: ConflictRecord, take: Take): Promise<Re
       const fromRel = copyFs ? c.localCopy! : _fsOf(replica.root, c.path) ? c.path : undefined;
       if (fromRel) {
         const idx = await replica.get(c.path);
-        const name = _freeName(replica.root, keepName(c.path, replica.config.replicaId, c.server?.version ?? idx?.version ?? 0));
+        const name = freeName(replica.root, keepName(c.path, replica.config.replicaId, c.server?.version ?? idx?.version ?? 0));
         _ensureParents(replica.root, name);
         const moved = _fsOf(replica.root, fromRel);
         renameSync(join(replica.root, fromRel), join(replica.root, name));
@@ -277,8 +283,8 @@ async function _resolveOne(ctx: _Ctx, c: ConflictRecord, take: Take): Promise<Re
       }
     }
     // A directory removed here: the server's whole directory comes back, what was removed inside it too.
-    if (_removedHere(c, _fsOf(replica.root, c.path))) await _forgetInside(replica, c.path);
-    await _takeServer(ctx, c, res);
+    if (removedHere) await _forgetInside(replica, c.path);
+    await _takeServer(ctx, c, res, removedHere);
     // The server-wins copy (still there under take server): keep it, then remove it.
     if (take === 'server' && c.localCopy && _fsOf(replica.root, c.localCopy)) {
       await _setAside(ctx, c.localCopy, c, res, { replacing: false, copyFallback: false });
@@ -292,7 +298,7 @@ async function _resolveOne(ctx: _Ctx, c: ConflictRecord, take: Take): Promise<Re
 }
 
 // The path gets the server's state; whatever local content is there is kept first.
-async function _takeServer(ctx: _Ctx, c: ConflictRecord, res: Resolution): Promise<void> {
+async function _takeServer(ctx: _Ctx, c: ConflictRecord, res: Resolution, removedHere = false): Promise<void> {
   const replica = ctx.replica;
   const root = replica.root;
   const abs = join(root, c.path);
@@ -322,8 +328,9 @@ async function _takeServer(ctx: _Ctx, c: ConflictRecord, res: Resolution): Promi
       } else tmp = undefined;
     }
   }
-  // A directory made here from something else needs its contents from the server: connect before changing anything.
-  const wantsTree = state?.type === EntryType.DIR && cur?.type !== EntryType.DIR;
+  // A directory made here from something else (or removed here, even if settling a path inside made it again) needs
+  // its contents from the server: connect before changing anything.
+  const wantsTree = state?.type === EntryType.DIR && (cur?.type !== EntryType.DIR || removedHere);
   const remote = wantsTree ? await ctx.remote() : undefined;
   const inside: Entry[] = [];
 
@@ -439,7 +446,7 @@ async function _setAside(ctx: _Ctx, rel: string, c: ConflictRecord, res: Resolut
   if (!opts.copyFallback) {
     throw new ImzError(Codes.NOT_EMPTY, `cannot resolve ${c.path}: ${rel} is a directory that is not empty; move its contents away first`);
   }
-  const name = _freeName(replica.root, conflictCopyName(rel, replica.config.replicaId, c.server?.version ?? (await replica.get(c.path))?.version ?? 0));
+  const name = freeName(replica.root, conflictCopyName(rel, replica.config.replicaId, c.server?.version ?? (await replica.get(c.path))?.version ?? 0));
   renameSync(abs, join(replica.root, name));
   await fsyncDir(dirname(abs));
   res.kept.push({ from: rel, as: 'copy', where: name });
@@ -632,18 +639,6 @@ async function _hashOf(abs: string): Promise<string> {
 function _fsOf(root: string, rel: string): FsEntry | undefined {
   const e = statEntrySync(root, rel);
   return typeof e === 'string' ? undefined : e;
-}
-
-/** name, or name-2, name-3... (before the extension): the first that nothing in the replica uses yet. */
-function _freeName(root: string, name: string): string {
-  const ext = posix.extname(name);
-  const stem = ext && !name.endsWith(`/${ext}`) ? name.slice(0, -ext.length) : name;
-  for (let n = 1; n < 1000; n++) {
-    const candidate = n === 1 ? name : `${stem}-${n}${stem === name ? '' : ext}`;
-    checkPath(candidate, 'keep a version');
-    if (!lstatSync(join(root, candidate), { throwIfNoEntry: false })) return candidate;
-  }
-  throw new ImzError(Codes.IO, `cannot find a free name for ${name}`);
 }
 
 /** Makes sure every parent of rel is a real directory (never a symlink), creating missing ones. */

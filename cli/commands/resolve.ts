@@ -71,7 +71,7 @@ export const resolveCommand: CommandModule<GlobalArgs, ResolveArgs> = {
     }
     const rows = [['PATH', 'CLASS', 'AT', 'LOCAL', 'SERVER', 'LOCAL COPY']];
     for (const c of list) {
-      rows.push([c.path, c.class, c.at, _side(c.local, c.local?.version ?? c.base, core.typeName, 'base v'), _side(c.server, c.server?.version, core.typeName, 'v'), c.localCopy ? `${c.localCopy}${c.localCopyPresent ? '' : ' (gone)'}` : '-']);
+      rows.push([c.path, c.class, c.at, _side(c.local, c.local?.version ?? c.base, core.typeName, 'base v'), _side(c.server, c.server?.version, core.typeName, 'v'), _copies(c)]);
     }
     const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
     for (const r of rows) out.line(r.map((cell, i) => (i === r.length - 1 ? cell : cell.padEnd(widths[i]!))).join('  ').trimEnd());
@@ -84,10 +84,17 @@ export const resolveCommand: CommandModule<GlobalArgs, ResolveArgs> = {
 
 type _Side = ConflictDetails['local'];
 
+// The LOCAL COPY cell: this conflict's copy, then those earlier conflicts on the path kept.
+function _copies(c: ConflictDetails): string {
+  const cells = [...(c.localCopy ? [`${c.localCopy}${c.localCopyPresent ? '' : ' (gone)'}`] : []), ...(c.earlierCopies ?? []).map((p) => `${p} (earlier)`)];
+  return cells.length > 0 ? cells.join(', ') : '-';
+}
+
 function _jsonOf(c: ConflictDetails): Record<string, unknown> {
   return {
     path: c.path, class: c.class, at: c.at, detected: c.detected, base: c.base, local: c.local, server: c.server,
     serverBlob: c.serverBlob, serverContentKept: c.serverContentKept, localCopy: c.localCopy, localCopyPresent: c.localCopy ? c.localCopyPresent : undefined,
+    earlierCopies: c.earlierCopies, resolvedBy: c.resolvedBy, serverDisplaced: c.serverDisplaced,
   };
 }
 

@@ -1,0 +1,103 @@
+// How conflicts are settled, against real `imz serve` and CLI processes: a
+// second conflict on a path never replaces the copy an earlier one kept;
+// `resolve --take local` swaps back a copy that newest (not only
+// server-wins) left; `resolve --all --take server` brings back the whole of
+// a directory removed here, whatever it settles inside it first.
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { mkdir, readFile, readdir, rm, utimes, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { type ServerHandle, cleanupAll, diffTrees, imz, listedConflicts, makeTmp, snapshotTree, startServer } from '../helpers.ts';
+
+test.after(cleanupAll);
+
+async function world(seed: Record<string, string>): Promise<{ srv: string; server: ServerHandle; a: string; b: string }> {
+  const tmp = await makeTmp('imz-copies-');
+  const srv = join(tmp, 'srv');
+  await mkdir(srv, { recursive: true });
+  for (const [p, c] of Object.entries(seed)) {
+    await mkdir(join(srv, p, '..'), { recursive: true });
+    await writeFile(join(srv, p), c);
+  }
+  const server = await startServer(srv);
+  const a = join(tmp, 'a');
+  const b = join(tmp, 'b');
+  for (const r of [a, b]) assert.is((await imz(['clone', server.address, r, '--quiet'])).code, 0);
+  return { srv, server, a, b };
+}
+
+const run = async (args: string[], code: number) => {
+  const r = await imz(args);
+  assert.is(r.code, code, `imz ${args.join(' ')}\n${r.stdout}\n${r.stderr}`);
+  return r;
+};
+
+/** Contents of the conflict copies of f.txt in a replica, sorted. */
+async function copies(dir: string): Promise<string[]> {
+  const names = (await readdir(dir)).filter((n) => n.startsWith('f.imz-conflict-'));
+  return (await Promise.all(names.map((n) => readFile(join(dir, n), 'utf8')))).sort();
+}
+
+test('server-wins, the same update/remove conflict twice: the second copy takes a free name, both versions kept and listed', async () => {
+  const { a, b } = await world({ 'f.txt': 'base\n', 'o1': 'o\n', 'o2': 'o\n' });
+  await writeFile(join(a, 'f.txt'), 'A-edit-1\n');
+  await rm(join(b, 'f.txt'));
+  await run(['push', '-C', b, '--quiet'], 0);
+  await run(['push', '-C', a, '--policy', 'server-wins', '--quiet'], 0);
+  assert.equal(await copies(a), ['A-edit-1\n']);
+  // The file comes back, A edits it again, B removes it again: the same conflict at the same version (0, removed).
+  await writeFile(join(b, 'f.txt'), 'again\n');
+  await run(['push', '-C', b, '--quiet'], 0);
+  await run(['pull', '-C', a, '--quiet'], 0);
+  await writeFile(join(a, 'f.txt'), 'A-edit-2\n');
+  await run(['pull', '-C', b, '--quiet'], 0);
+  await rm(join(b, 'f.txt'));
+  await run(['push', '-C', b, '--quiet'], 0);
+  await run(['push', '-C', a, '--policy', 'server-wins', '--quiet'], 0);
+  assert.equal(await copies(a), ['A-edit-1\n', 'A-edit-2\n'], 'the first copy is not replaced');
+  const listed = await listedConflicts(a);
+  assert.is(listed.length, 1, JSON.stringify(listed));
+  const c = listed[0]!;
+  assert.is(c.resolvedBy, 'server-wins');
+  const named = [c.localCopy, ...((c.earlierCopies as string[] | undefined) ?? [])] as string[];
+  assert.equal((await Promise.all(named.map((n) => readFile(join(a, n), 'utf8')))).sort(), ['A-edit-1\n', 'A-edit-2\n'], 'both copies listed');
+  // And neither copy is ever pushed.
+  await run(['push', '-C', a, '--quiet'], 0);
+  assert.equal(await copies(b), []);
+});
+
+test('newest, ours older: resolve --take local swaps the conflict copy back, and the next push sends it', async () => {
+  const { srv, a, b } = await world({ 'f.txt': 'base\n', 'o1': 'o\n' });
+  await writeFile(join(a, 'f.txt'), 'A-version\n');
+  await utimes(join(a, 'f.txt'), new Date('2001-01-01'), new Date('2001-01-01'));
+  await writeFile(join(b, 'f.txt'), 'B-version\n');
+  await run(['push', '-C', b, '--quiet'], 0);
+  await run(['push', '-C', a, '--policy', 'newest', '--quiet'], 0);
+  assert.is(await readFile(join(a, 'f.txt'), 'utf8'), 'B-version\n');
+  assert.equal(await copies(a), ['A-version\n']);
+  const r = await run(['resolve', 'f.txt', '--take', 'local', '-C', a, '--json'], 0);
+  assert.is(await readFile(join(a, 'f.txt'), 'utf8'), 'A-version\n', r.stdout);
+  assert.equal(await copies(a), [], 'the copy went back to its path');
+  assert.equal(await listedConflicts(a), []);
+  await run(['push', '-C', a, '--quiet'], 0);
+  assert.is(await readFile(join(srv, 'f.txt'), 'utf8'), 'A-version\n');
+  await run(['pull', '-C', b, '--quiet'], 0);
+  assert.is(await readFile(join(b, 'f.txt'), 'utf8'), 'A-version\n');
+});
+
+test('resolve --all --take server after a pull met a directory removed here: the whole server directory comes back, no stale removal goes up', async () => {
+  const { srv, a, b } = await world({ 'd/a.txt': 'a\n', 'd/b.txt': 'b\n', 'o1': 'o\n', 'o2': 'o\n', 'o3': 'o\n' });
+  await rm(join(a, 'd'), { recursive: true });
+  await writeFile(join(b, 'd', 'b.txt'), 'B-EDIT\n');
+  await writeFile(join(b, 'd', 'new.txt'), 'B-NEW\n');
+  await run(['push', '-C', b, '--quiet'], 0);
+  await run(['pull', '-C', a, '--quiet'], 3);
+  assert.equal((await listedConflicts(a)).map((c) => c.path).sort(), ['d', 'd/b.txt']);
+  await run(['resolve', '--all', '--take', 'server', '-C', a, '--quiet'], 0);
+  await run(['sync', '-C', a, '--quiet'], 0);
+  assert.equal(diffTrees(await snapshotTree(srv), await snapshotTree(a)), [], 'the replica is the server');
+  assert.is(await readFile(join(srv, 'd', 'a.txt'), 'utf8'), 'a\n', 'the old removal of d/a.txt was not pushed');
+  assert.is(await readFile(join(a, 'd', 'new.txt'), 'utf8'), 'B-NEW\n');
+});
+
+test.run();
