@@ -825,9 +825,10 @@ async function _settle(replica: Replica, remote: Remote, op: LoggedOp, r: OpResu
   }
   await replica.delete(op.path);
   if (server) serverFetch.push(server);
-  // A directory's removal that lost: the server holds entries under it that this replica may never have had (a pull
-  // that met the same conflict skipped them, its cursor past them): taken with it, as resolve --take server does.
-  if (op.kind === OpKind.REMOVEDIR && server?.type === EntryType.DIR) {
+  // The server's directory won (our removal of it, or our file or link in its place): it holds entries this replica
+  // may never have had (a pull that met the same conflict skipped them, its cursor past them): taken with it, as
+  // resolve --take server does.
+  if (server?.type === EntryType.DIR) {
     const prefix = `${op.path}/`;
     for await (const b of remote.list(op.path)) for (const e of b.entries) if (e.path.startsWith(prefix)) serverFetch.push(e);
   }
