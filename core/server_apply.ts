@@ -552,6 +552,12 @@ export class Reintegrator {
     const baseOk = op.base === curVersion && (op.kind !== OpKind.MOVE || (this.state.table.get(op.fromPath)?.version ?? 0) === op.fromBase);
     if (!baseOk) {
       if (_sameResult(cur, op, this.state.table.get(op.fromPath))) return _result(op, OpStatus.SAME, curVersion);
+      if (op.kind === OpKind.STORE && cur?.type === EntryType.FILE && cur.hash === Buffer.from(op.state.hash).toString('latin1')) {
+        // The content the server got since, with another mode: the contents agree, the mode is a change of ours
+        // meeting theirs, applied as a chmod would be (taken as the same, the client indexed a mode the server lacks).
+        const version = await this._apply(replicaId, { ...op, kind: OpKind.SETATTR, state: { ...op.state, mtimeMs: cur.mtimeMs } }, false);
+        return _result(op, OpStatus.APPLIED, version, { conflictClass: 'meta/update' });
+      }
       if (op.kind === OpKind.SETATTR && cur && cur.type === op.state.type && cur.type === EntryType.FILE) {
         // A mode change meets a content change made since: both apply, no conflict.
         const version = await this._apply(replicaId, { ...op, state: { ...op.state, mtimeMs: cur.mtimeMs } }, false);
@@ -1021,7 +1027,8 @@ function _sameResult(cur: TableEntry | undefined, op: Operation, from: TableEntr
       return cur?.type === EntryType.SYMLINK && cur.target === op.state.target;
     case OpKind.STORE:
     case OpKind.SETATTR:
-      return cur?.type === EntryType.FILE && cur.hash === Buffer.from(op.state.hash).toString('latin1') && (op.kind === OpKind.STORE || cur.mode === op.state.mode);
+      // (A store of the same content with another mode is not the same: see _one.)
+      return cur?.type === EntryType.FILE && cur.hash === Buffer.from(op.state.hash).toString('latin1') && (cur.mode & 0o7777) === (op.state.mode & 0o7777);
     case OpKind.MOVE:
       return from === undefined && cur?.type === EntryType.FILE && cur.hash === Buffer.from(op.state.hash).toString('latin1');
     default:
