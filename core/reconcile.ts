@@ -34,7 +34,7 @@ type _Plan =
   | { kind: 'remove'; t: Entry; local: LocalState }
   | { kind: 'mkdir'; t: Entry; local: LocalState }
   | { kind: 'symlink'; t: Entry; local: LocalState }
-  | { kind: 'file'; t: Entry; local: LocalState }
+  | { kind: 'file'; t: Entry; local: LocalState; keepMode?: number }
   | { kind: 'meta'; t: Entry; local: LocalState }
   | { kind: 'index'; t: Entry; local: LocalState; localMode?: boolean }
   | { kind: 'remote'; t: Entry; local: LocalState };
@@ -175,6 +175,12 @@ export async function reconcile(replica: Replica, remote: Remote, targets: Entry
       await replica.set(t.path, { ...idx, version: t.version, mode: t.mode });
       result.changed++;
       onEvent?.({ type: 'change', path: t.path, action: 'meta' });
+      continue;
+    }
+    if (local.kind === 'modified' && idx?.type === EntryType.FILE && t.type === EntryType.FILE && local.fs?.type === EntryType.FILE && local.hash === idx.hash && local.fs.mode !== idx.mode) {
+      // We changed only the mode, the server the content: both apply, no conflict (as at a push: meta/update). The
+      // server's content comes with our mode, indexed with the server's, so that our chmod is still a change to push.
+      plans.push({ kind: 'file', t, local, keepMode: local.fs.mode });
       continue;
     }
     if (local.kind === 'modified' || local.kind === 'deleted' || local.kind === 'created') {
@@ -350,9 +356,11 @@ export async function reconcile(replica: Replica, remote: Remote, targets: Entry
           continue;
         }
         if (p.local.fs?.type === EntryType.DIR) rmdirSync(item.dest);
+        const keepMode = p.kind === 'file' ? p.keepMode : undefined;
+        if (keepMode !== undefined) await chmod(tmp, keepMode & 0o777);
         renameSync(tmp, item.dest);
         renamedIn.add(dirname(item.dest));
-        await indexFrom(p.t);
+        await indexFrom(p.t, keepMode !== undefined);
         await settle(p.t.path);
         result.changed++;
         result.files++;

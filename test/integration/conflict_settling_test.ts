@@ -5,7 +5,7 @@
 // a directory removed here, whatever it settles inside it first.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { mkdir, readFile, readdir, rm, utimes, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, readFile, readdir, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { type ServerHandle, cleanupAll, diffTrees, imz, listedConflicts, makeTmp, snapshotTree, startServer } from '../helpers.ts';
 
@@ -99,5 +99,67 @@ test('resolve --all --take server after a pull met a directory removed here: the
   assert.is(await readFile(join(srv, 'd', 'a.txt'), 'utf8'), 'a\n', 'the old removal of d/a.txt was not pushed');
   assert.is(await readFile(join(a, 'd', 'new.txt'), 'utf8'), 'B-NEW\n');
 });
+
+for (const how of [['push', '--policy', 'server-wins'], ['sync', '--policy', 'client-wins']]) {
+  test(`a file here against the server's non-empty directory (type change), then ${how.join(' ')}: what the server holds inside comes too`, async () => {
+    const { srv, a, b } = await world({ 'f.txt': 'base\n', 'o1': 'o\n', 'o2': 'o\n' });
+    await rm(join(a, 'f.txt'));
+    await mkdir(join(a, 'f.txt', 'sub'), { recursive: true });
+    await writeFile(join(a, 'f.txt', 'sub', 'in.txt'), 'INSIDE-A\n');
+    await writeFile(join(b, 'f.txt'), 'B-edit\n');
+    await run(['push', '-C', a, '--quiet'], 0);
+    if (how[0] === 'push') await run(['pull', '-C', b, '--quiet'], 3); // the cursor moves past f.txt/sub/*
+    const r = await imz([how[0]!, '-C', b, ...how.slice(1), '--quiet']);
+    assert.ok(r.code === 0 || r.code === 3, `${how.join(' ')} exited ${r.code}\n${r.stderr}`);
+    await run(['sync', '-C', b, '--quiet'], 0);
+    const diff = diffTrees(await snapshotTree(srv), await snapshotTree(b)).filter((d) => !d.includes('.imz-conflict-'));
+    assert.equal(diff, [], 'the replica has all the server has');
+    assert.is(await readFile(join(b, 'f.txt', 'sub', 'in.txt'), 'utf8'), 'INSIDE-A\n');
+    const kept = (await readdir(b)).filter((n) => n.startsWith('f.imz-conflict-'));
+    assert.is(kept.length, 1, 'B\'s file is kept as a conflict copy');
+    assert.is(await readFile(join(b, kept[0]!), 'utf8'), 'B-edit\n');
+  });
+}
+
+test('the same new content pushed from two replicas, one of them with a chmod: the mode reaches the server and stays', async () => {
+  const { srv, a, b } = await world({ 'f.sh': 'base\n', 'o1': 'o\n' });
+  await writeFile(join(a, 'f.sh'), 'new\n');
+  await chmod(join(a, 'f.sh'), 0o755);
+  await writeFile(join(b, 'f.sh'), 'new\n');
+  await chmod(join(b, 'f.sh'), 0o644);
+  await run(['push', '-C', b, '--quiet'], 0);
+  await run(['push', '-C', a, '--quiet'], 0);
+  const mode = async (p: string) => (await stat(p)).mode & 0o777;
+  assert.is(await mode(join(srv, 'f.sh')), 0o755, 'the chmod reached the server');
+  const st = await imz(['status', '-C', a, '--json']);
+  assert.ok(!st.stdout.includes('"change"'), `nothing left to push: ${st.stdout}`);
+  await run(['pull', '-C', a, '--quiet'], 0);
+  await run(['pull', '-C', b, '--quiet'], 0);
+  assert.is(await mode(join(a, 'f.sh')), 0o755, 'a pull does not take the chmod back');
+  assert.is(await mode(join(b, 'f.sh')), 0o755);
+  assert.is(await readFile(join(b, 'f.sh'), 'utf8'), 'new\n');
+});
+
+for (const policy of ['manual', 'server-wins']) {
+  test(`a chmod here against a content change there, met at a pull (sync, ${policy}): both apply, no conflict`, async () => {
+    const { srv, a, b } = await world({ 'run.sh': 'base\n', 'o1': 'o\n' });
+    await chmod(join(srv, 'run.sh'), 0o644);
+    await run(['pull', '-C', a, '--quiet'], 0);
+    await run(['pull', '-C', b, '--quiet'], 0);
+    await chmod(join(a, 'run.sh'), 0o755);
+    await writeFile(join(b, 'run.sh'), 'B-content\n');
+    await run(['push', '-C', b, '--quiet'], 0);
+    await run(['sync', '-C', a, '--policy', policy, '--quiet'], 0);
+    const mode = async (p: string) => (await stat(p)).mode & 0o777;
+    for (const [where, root] of [['replica', a], ['server', srv]] as const) {
+      assert.is(await readFile(join(root, 'run.sh'), 'utf8'), 'B-content\n', `${where}: the server's content`);
+      assert.is(await mode(join(root, 'run.sh')), 0o755, `${where}: our mode`);
+    }
+    assert.equal((await readdir(a)).filter((n) => n.includes('.imz-conflict-')), [], 'no conflict copy');
+    assert.equal(await listedConflicts(a), []);
+    await run(['pull', '-C', b, '--quiet'], 0);
+    assert.is(await mode(join(b, 'run.sh')), 0o755);
+  });
+}
 
 test.run();
