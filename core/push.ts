@@ -30,7 +30,7 @@ export interface PushOptions {
 
 /** What push reports as it goes. */
 export type PushEvent =
-  | { type: 'op'; path: string; kind: string; status: 'applied' | 'duplicate' | 'same' | 'conflict' | 'rejected'; message?: string }
+  | { type: 'op'; path: string; kind: string; status: 'applied' | 'duplicate' | 'same' | 'conflict' | 'rejected' | 'held' | 'aside'; message?: string }
   | { type: 'conflict'; conflict: ConflictRecord }
   | { type: 'displaced'; path: string; displaced: string }
   | { type: 'upload'; bytes: number; total: number };
@@ -331,6 +331,16 @@ function _blobItem(replica: Replica, o: LoggedOp, c?: LocalChange): BlobItem {
 function _seen(c: LocalChange | undefined): { mtimeMs: number; ctimeMs: number; ino: number } | undefined {
   if (!c?.fs || !c.hash) return undefined;
   return { mtimeMs: c.fs.mtimeMs, ctimeMs: c.fs.ctimeMs, ino: c.fs.ino };
+}
+
+// The conflict of this push (or an open one) on a path above path: true when a policy moved our version aside, false
+// when it waits for a person; undefined when there is none.
+function _conflictAbove(path: string, summary: PushSummary, open: ReadonlySet<string>): boolean | undefined {
+  for (let p = parentOf(path); p !== ''; p = parentOf(p)) {
+    if (summary.settled.some((c) => c.path === p && c.localCopy !== undefined)) return true;
+    if (open.has(p) || summary.conflicts.some((c) => c.path === p)) return false;
+  }
+  return undefined;
 }
 
 // Takes out of a scan the changes under (or of) the held directories, counted in summary.held; the mass-delete guard
@@ -737,6 +747,15 @@ async function _settle(replica: Replica, remote: Remote, op: LoggedOp, r: OpResu
     return;
   }
   if (r.status === OpStatus.REJECTED) {
+    // Refused because a path above it is in conflict (our new directory where the server has a file): under manual
+    // it waits with that conflict (held: exit 3, sent again once resolved); where a policy moved our directory aside
+    // it went with it. Counted as refused, every push and sync failed (exit 1) and never settled.
+    const above = r.error?.code === Codes.CONFLICT ? _conflictAbove(op.path, summary, openConflicts) : undefined;
+    if (above !== undefined) {
+      if (!above) summary.held++;
+      opts.onEvent?.({ type: 'op', path: op.path, kind, status: above ? 'aside' : 'held', message: r.error?.message });
+      return;
+    }
     summary.rejected++;
     opts.onEvent?.({ type: 'op', path: op.path, kind, status: 'rejected', message: r.error?.message });
     return;
@@ -788,10 +807,18 @@ async function _settle(replica: Replica, remote: Remote, op: LoggedOp, r: OpResu
   // server-wins (and newest or keep-both when the server's side stays): keep
   // the local version under a conflict name, never pushed, and take the server's.
   const local = statEntrySync(replica.root, op.path);
-  if (local && typeof local !== 'string' && local.type !== EntryType.DIR) {
+  // A directory made here where the server has a file or a link (not one this replica tracked: see below) goes aside
+  // whole, as a file does; what the push sent inside it is refused, and counted as gone with it.
+  const dirAside = local !== undefined && typeof local !== 'string' && local.type === EntryType.DIR && server !== null && server !== undefined &&
+    server.type !== EntryType.DIR && (await replica.get(op.path))?.type !== EntryType.DIR;
+  if (local && typeof local !== 'string' && (local.type !== EntryType.DIR || dirAside)) {
     // A free name: an earlier conflict on the path at the same version (0: the server removed it) kept one there.
     const copy = freeName(replica.root, conflictCopyName(op.path, replica.config.replicaId, server?.version ?? r.version));
     await rename(abs, join(replica.root, copy));
+    if (dirAside) {
+      const prefix = `${op.path}/`;
+      for (const p of [...(await replica.all()).keys()]) if (p.startsWith(prefix)) await replica.delete(p);
+    }
     c.localCopy = copy;
   }
   // Recorded even when nothing local needed keeping (a removal that lost): the user sees what happened.

@@ -162,4 +162,28 @@ for (const policy of ['manual', 'server-wins']) {
   });
 }
 
+test('our new directory where the server has a file (type change): manual holds it (exit 3, not 1), server-wins moves it aside whole and converges', async () => {
+  const { srv, a, b } = await world({ 'f.txt': 'base\n', 'o1': 'o\n', 'o2': 'o\n' });
+  await rm(join(a, 'f.txt'));
+  await mkdir(join(a, 'f.txt', 'sub'), { recursive: true });
+  await writeFile(join(a, 'f.txt', 'sub', 'in.txt'), 'INSIDE\n');
+  await writeFile(join(b, 'f.txt'), 'B-edit\n');
+  await run(['push', '-C', b, '--quiet'], 0);
+  // manual: a conflict for a person; what lies inside the directory waits with it.
+  await run(['push', '-C', a, '--quiet'], 3);
+  await run(['sync', '-C', a, '--quiet'], 3);
+  assert.is(await readFile(join(a, 'f.txt', 'sub', 'in.txt'), 'utf8'), 'INSIDE\n', 'left as the user made it');
+  assert.is(await readFile(join(srv, 'f.txt'), 'utf8'), 'B-edit\n');
+  // server-wins: the directory goes aside (a conflict copy, never pushed), the server's file comes.
+  await run(['sync', '-C', a, '--policy', 'server-wins', '--quiet'], 0);
+  assert.is(await readFile(join(a, 'f.txt'), 'utf8'), 'B-edit\n');
+  const kept = (await readdir(a)).filter((n) => n.startsWith('f.imz-conflict-'));
+  assert.is(kept.length, 1);
+  assert.is(await readFile(join(a, kept[0]!, 'sub', 'in.txt'), 'utf8'), 'INSIDE\n', 'our directory, whole');
+  await run(['sync', '-C', a, '--quiet'], 0);
+  assert.equal(diffTrees(await snapshotTree(srv), await snapshotTree(a)).filter((d) => !d.includes('.imz-conflict-')), []);
+  await run(['pull', '-C', b, '--quiet'], 0);
+  assert.equal((await readdir(b)).filter((n) => n.includes('.imz-conflict-')), [], 'the copy was never pushed');
+});
+
 test.run();
