@@ -100,13 +100,19 @@ test('resolve --all --take server after a pull met a directory removed here: the
   assert.is(await readFile(join(a, 'd', 'new.txt'), 'utf8'), 'B-NEW\n');
 });
 
+/** A world where replica a made f.txt a directory (f.txt/sub/in.txt holding inside) and replica b edited the file. */
+async function fileBecameDir(inside: string): Promise<Awaited<ReturnType<typeof world>>> {
+  const w = await world({ 'f.txt': 'base\n', 'o1': 'o\n', 'o2': 'o\n' });
+  await rm(join(w.a, 'f.txt'));
+  await mkdir(join(w.a, 'f.txt', 'sub'), { recursive: true });
+  await writeFile(join(w.a, 'f.txt', 'sub', 'in.txt'), inside);
+  await writeFile(join(w.b, 'f.txt'), 'B-edit\n');
+  return w;
+}
+
 for (const how of [['push', '--policy', 'server-wins'], ['sync', '--policy', 'client-wins']]) {
   test(`a file here against the server's non-empty directory (type change), then ${how.join(' ')}: what the server holds inside comes too`, async () => {
-    const { srv, a, b } = await world({ 'f.txt': 'base\n', 'o1': 'o\n', 'o2': 'o\n' });
-    await rm(join(a, 'f.txt'));
-    await mkdir(join(a, 'f.txt', 'sub'), { recursive: true });
-    await writeFile(join(a, 'f.txt', 'sub', 'in.txt'), 'INSIDE-A\n');
-    await writeFile(join(b, 'f.txt'), 'B-edit\n');
+    const { srv, a, b } = await fileBecameDir('INSIDE-A\n');
     await run(['push', '-C', a, '--quiet'], 0);
     if (how[0] === 'push') await run(['pull', '-C', b, '--quiet'], 3); // the cursor moves past f.txt/sub/*
     const r = await imz([how[0]!, '-C', b, ...how.slice(1), '--quiet']);
@@ -163,11 +169,7 @@ for (const policy of ['manual', 'server-wins']) {
 }
 
 test('our new directory where the server has a file (type change): manual holds it (exit 3, not 1), server-wins moves it aside whole and converges', async () => {
-  const { srv, a, b } = await world({ 'f.txt': 'base\n', 'o1': 'o\n', 'o2': 'o\n' });
-  await rm(join(a, 'f.txt'));
-  await mkdir(join(a, 'f.txt', 'sub'), { recursive: true });
-  await writeFile(join(a, 'f.txt', 'sub', 'in.txt'), 'INSIDE\n');
-  await writeFile(join(b, 'f.txt'), 'B-edit\n');
+  const { srv, a, b } = await fileBecameDir('INSIDE\n');
   await run(['push', '-C', b, '--quiet'], 0);
   // manual: a conflict for a person; what lies inside the directory waits with it.
   await run(['push', '-C', a, '--quiet'], 3);
