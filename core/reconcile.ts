@@ -198,6 +198,13 @@ export async function reconcile(replica: Replica, remote: Remote, targets: Entry
         plans.push({ kind: t.type === EntryType.DIR ? 'mkdir' : t.type === EntryType.SYMLINK ? 'symlink' : 'file', t, local: moved });
         continue;
       }
+      if (policy !== 'manual' && !localWins && local.kind === 'deleted' && (t.type === EntryType.FILE || t.type === EntryType.SYMLINK)) {
+        // Our removal loses to the server's change: its version comes back, nothing of ours to keep (it was left
+        // for a person, as under manual, until the push of a sync settled it).
+        _conflict(result, onEvent, undefined, t, cls, local, { resolvedBy: policy });
+        plans.push({ kind: t.type === EntryType.SYMLINK ? 'symlink' : 'file', t, local: { kind: 'absent' } });
+        continue;
+      }
       // Under client-wins (or newest, ours newer) ours stays: the next push sends it under the same policy.
       _conflict(result, onEvent, localWins ? undefined : conflictFetch, t, cls, local, localWins ? { resolvedBy: policy } : undefined);
       if (local.fs && local.fs.type !== EntryType.DIR) blocked.add(t.path);

@@ -22,6 +22,8 @@ export function pullEventPrinter(out: Output, verbose: boolean): (e: PullEvent) 
           : `conflict (${c.class}) on ${c.path}: you removed it, the server added entries inside; it stays removed here${c.resolvedBy ? ` (${c.resolvedBy}: the next push removes it there)` : ', theirs stay on the server'}`
         : c.localCopy
         ? `conflict (${c.class}) on ${c.path}: the server's version is in place (${c.resolvedBy}); yours is kept as ${c.localCopy}`
+        : c.resolvedBy && c.local === null && c.resolvedBy !== 'client-wins'
+          ? `conflict (${c.class}) on ${c.path}: the server's version is in place (${c.resolvedBy}); your removal is not applied`
         : c.resolvedBy
           ? `conflict (${c.class}) on ${c.path}: your version stays (${c.resolvedBy}); the next push sends it`
           : `conflict (${c.class}) on ${c.path}: your version is left as it is; the server's is kept in .imz/${c.serverBlob ?? 'conflicts/'}`);

@@ -188,4 +188,18 @@ test('our new directory where the server has a file (type change): manual holds 
   assert.equal((await readdir(b)).filter((n) => n.includes('.imz-conflict-')), [], 'the copy was never pushed');
 });
 
+test('a removal here against an update there, met at a pull under server-wins: the server\'s version comes back, nothing left for a person', async () => {
+  const { a, b } = await world({ 'f.txt': 'base\n', 'o1': 'o\n' });
+  await rm(join(a, 'f.txt'));
+  await writeFile(join(b, 'f.txt'), 'B-edit\n');
+  await run(['push', '-C', b, '--quiet'], 0);
+  await run(['pull', '-C', a, '--policy', 'server-wins', '--quiet'], 0);
+  assert.is(await readFile(join(a, 'f.txt'), 'utf8'), 'B-edit\n');
+  const listed = await listedConflicts(a);
+  assert.equal(listed.map((c) => [c.path, c.class, c.resolvedBy]), [['f.txt', 'remove/update', 'server-wins']]);
+  await run(['push', '-C', a, '--quiet'], 0);
+  await run(['pull', '-C', b, '--quiet'], 0);
+  assert.is(await readFile(join(b, 'f.txt'), 'utf8'), 'B-edit\n', 'the removal never went up');
+});
+
 test.run();
