@@ -141,7 +141,13 @@ async function _pushLinked(replica: Replica, link: Promise<_Link>, opts: PushOpt
   sweepStateTemps(['', 'index', 'conflicts', 'conflicts/blobs'].map((d) => join(replica.stateDir, d)));
   const policy = checkPolicy(opts.policy ?? replica.config.policy ?? 'manual');
   const log = await ReintLog.open(replica.stateDir);
-  const writable = _writable(replica, link);
+  // Operations are numbered above the highest the server applied from this replica id, whatever .imz/opseq says: lost,
+  // damaged or restored from a backup (or the replica copied whole), it numbered new operations the server took for
+  // ones it had applied, and they were dropped as duplicates, the push saying all was well.
+  const writable = _writable(replica, link).then((remote) => {
+    if (remote) log.numberAbove(remote.info.originSeq);
+    return remote;
+  });
   writable.catch(() => undefined); // awaited below, before anything is logged
   const summary: PushSummary = { logged: 0, applied: 0, conflicts: [], settled: [], rejected: 0, offline: false, uploadedBytes: 0, streamed: 0, held: 0 };
 
@@ -564,6 +570,7 @@ class _Stream implements ChangeStream {
     const ops: LoggedOp[] = [];
     for (const c of group) {
       if (this._seq === this._seqEnd) {
+        await this._writable; // (numberAbove first)
         this._seq = await this._log.reserve(_STREAM_SEQS);
         this._seqEnd = this._seq + _STREAM_SEQS;
       }
@@ -724,6 +731,11 @@ async function _settle(replica: Replica, remote: Remote, op: LoggedOp, r: OpResu
     // but does not hold its result: that try met a conflict, or the path
     // changed since. Left unindexed, so the fresh scan of this same push
     // sends it again as a new operation, checked like any other.
+    if (change === undefined) return;
+    // An operation of that fresh scan itself (numbered above what the server applied from us, it never should be):
+    // not applied, and said so, so that the push does not pass for done. Left unindexed, the next push sends it again.
+    summary.rejected++;
+    opts.onEvent?.({ type: 'op', path: op.path, kind, status: 'rejected', message: 'the server took it for an operation it had already applied (push again)' });
     return;
   }
   if (r.status === OpStatus.APPLIED || r.status === OpStatus.DUPLICATE || r.status === OpStatus.SAME) {

@@ -60,6 +60,11 @@ export class ReintLog {
     return pendingOps(this._records);
   }
 
+  /** Makes the next reservation start above seq (the highest the server applied from this replica). */
+  numberAbove(seq: number): void {
+    if (Number.isSafeInteger(seq) && seq < 2 ** 50 && seq >= this._nextSeq) this._nextSeq = seq + 1;
+  }
+
   /** Reserves n operation sequence numbers durably; returns the first. */
   async reserve(n: number): Promise<number> {
     const first = this._nextSeq;

@@ -22,6 +22,8 @@ export interface ServerInfo {
   tlsFingerprint?: string;
   /** A mirror: the server it mirrors, and whether it is following it now. */
   upstream?: { address: string; reachable: boolean };
+  /** The highest operation seq the server applied from this replica (0: none, or an older server). */
+  originSeq: number;
 }
 
 /** How to reach a server safely: a token, and TLS settings. */
@@ -89,6 +91,7 @@ export class Remote {
       if (maxFrame < 64 * 1024) throw new ImzError(Codes.PROTOCOL, `cannot greet server ${address}: it offers frames of only ${h.maxFrame} bytes`);
       let access = h.access ?? Access.READ_WRITE;
       let authenticated = false;
+      let originSeq = Number(h.originSeq) || 0;
       // An older server sends no access field: it reads as NONE (0) only when a nonce came too.
       if (access === Access.NONE && (h.nonce?.length ?? 0) === 0) access = Access.READ_WRITE;
       if (access === Access.NONE) {
@@ -101,6 +104,7 @@ export class Remote {
         }
         access = a.authReply.access;
         authenticated = true;
+        originSeq = Number(a.authReply.originSeq) || 0;
       }
       if (access !== Access.READ_WRITE && access !== Access.READ_ONLY) throw new ImzError(Codes.PROTOCOL, `cannot greet server ${address}: it granted unknown access ${access}`);
       session.maxFrame = maxFrame;
@@ -109,6 +113,7 @@ export class Remote {
         access: access === Access.READ_WRITE ? 'read-write' : 'read-only', authenticated,
         tlsFingerprint: opts.tls ? (socket as TLSSocket).getPeerCertificate?.()?.fingerprint256 : undefined,
         upstream: h.upstream ? { address: h.upstream, reachable: h.upstreamReachable === true } : undefined,
+        originSeq,
       };
     };
     try {

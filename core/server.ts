@@ -96,6 +96,8 @@ interface _Peer {
   access: AccessCode;
   serverNonce: Uint8Array;
   clientNonce: Uint8Array;
+  /** The replica id HELLO gave ('' for none). */
+  replicaId: string;
   maxFrame: number;
   /** Ends the handshake deadline. */
   done: () => void;
@@ -289,7 +291,7 @@ export class ImzServer extends EventEmitter {
     this._sessions.add(session);
     this.emit('connection', `${address}:${socket.remotePort}`);
     session.on('close', () => this._sessions.delete(session));
-    const peer: _Peer = { address, hello: false, access: Access.NONE, serverNonce: newNonce(), clientNonce: new Uint8Array(0), maxFrame: HANDSHAKE_MAX_FRAME, done: () => {
+    const peer: _Peer = { address, hello: false, access: Access.NONE, serverNonce: newNonce(), clientNonce: new Uint8Array(0), replicaId: '', maxFrame: HANDSHAKE_MAX_FRAME, done: () => {
       if (pending) clearTimeout(pending.timer);
       if (this._handshakes.get(key) === pending) this._handshakes.delete(key);
     }, heavy: 0, waiting: [] };
@@ -340,6 +342,7 @@ export class ImzServer extends EventEmitter {
     if (!h || !h.version) throw new ImzError(Codes.PROTOCOL, 'cannot greet: HELLO without a version');
     peer.hello = true;
     peer.clientNonce = h.nonce ?? new Uint8Array(0);
+    peer.replicaId = h.replicaId ?? '';
     const ours = this._opts.maxFrame ?? DEFAULT_MAX_FRAME;
     peer.maxFrame = Math.max(64 * 1024, Math.min(ours, h.maxFrame || DEFAULT_MAX_FRAME));
     if (!this._auth.required) peer.access = this._opts.readOnly ? Access.READ_ONLY : Access.READ_WRITE;
@@ -348,6 +351,7 @@ export class ImzServer extends EventEmitter {
         version: Math.min(PROTOCOL_VERSION, h.version), maxFrame: peer.maxFrame, serverId: this.state.id, journalFirst: this.state.journal.first,
         journalLast: this.state.journal.durableLast, server: `imz/${VERSION}`, nonce: peer.serverNonce, access: peer.access,
         upstream: this._opts.upstream?.address ?? '', upstreamReachable: this._opts.upstream?.reachable() ?? false,
+        originSeq: peer.access !== Access.NONE ? this._originSeq(h.replicaId) : 0,
       },
     }, true);
     if (peer.access !== Access.NONE) this._handshakeDone(session, peer);
@@ -364,6 +368,11 @@ export class ImzServer extends EventEmitter {
       peer.heavy--;
       peer.waiting.shift()?.();
     }
+  }
+
+  // What a replica needs to number its next operations: the highest seq of its that this server applied (see ReintLog).
+  private _originSeq(replicaId: string | undefined): number {
+    return replicaId ? this.state.origins.get(replicaId) ?? 0 : 0;
   }
 
   private _handshakeDone(session: Session, peer: _Peer): void {
@@ -391,7 +400,7 @@ export class ImzServer extends EventEmitter {
       return;
     }
     peer.access = this._opts.readOnly ? Access.READ_ONLY : ok.access;
-    await reply.send({ authReply: { proof: ok.proof, access: peer.access } }, true);
+    await reply.send({ authReply: { proof: ok.proof, access: peer.access, originSeq: this._originSeq(peer.replicaId) } }, true);
     this._handshakeDone(session, peer);
   }
 

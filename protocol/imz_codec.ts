@@ -801,6 +801,7 @@ export const imz = $root.imz = (() => {
         HelloReply.prototype.access = 0;
         HelloReply.prototype.upstream = "";
         HelloReply.prototype.upstreamReachable = false;
+        HelloReply.prototype.originSeq = 0;
 
         HelloReply.encode = function (message, writer, _depth) {
             if (!writer)
@@ -829,6 +830,8 @@ export const imz = $root.imz = (() => {
                 writer.uint32(74).string(message.upstream);
             if (message.upstreamReachable != null && $Object.hasOwnProperty.call(message, "upstreamReachable") && message.upstreamReachable !== false)
                 writer.uint32(80).bool(message.upstreamReachable);
+            if (message.originSeq != null && $Object.hasOwnProperty.call(message, "originSeq") && !$Object.is(message.originSeq, 0))
+                writer.uint32(89).double(message.originSeq);
             if (message.$unknowns != null && $Object.hasOwnProperty.call(message, "$unknowns"))
                 for (let i = 0; i < message.$unknowns.length; ++i)
                     writer.raw(message.$unknowns[i]);
@@ -952,6 +955,15 @@ export const imz = $root.imz = (() => {
                             delete message.upstreamReachable;
                         continue;
                     }
+                case 11: {
+                        if (wireType !== 1)
+                            break;
+                        if (!$Object.is(value = reader.double(), 0))
+                            message.originSeq = value;
+                        else
+                            delete message.originSeq;
+                        continue;
+                    }
                 }
                 reader.skipType(wireType, _depth, tag);
                 if (!reader.discardUnknown) {
@@ -1065,6 +1077,7 @@ export const imz = $root.imz = (() => {
 
         AuthReply.prototype.proof = $util.newBuffer([]);
         AuthReply.prototype.access = 0;
+        AuthReply.prototype.originSeq = 0;
 
         AuthReply.encode = function (message, writer, _depth) {
             if (!writer)
@@ -1077,6 +1090,8 @@ export const imz = $root.imz = (() => {
                 writer.uint32(10).bytes(message.proof);
             if (message.access != null && $Object.hasOwnProperty.call(message, "access") && message.access !== 0)
                 writer.uint32(16).int32(message.access);
+            if (message.originSeq != null && $Object.hasOwnProperty.call(message, "originSeq") && !$Object.is(message.originSeq, 0))
+                writer.uint32(25).double(message.originSeq);
             if (message.$unknowns != null && $Object.hasOwnProperty.call(message, "$unknowns"))
                 for (let i = 0; i < message.$unknowns.length; ++i)
                     writer.raw(message.$unknowns[i]);
@@ -1126,6 +1141,15 @@ export const imz = $root.imz = (() => {
                             message.access = value;
                         else
                             delete message.access;
+                        continue;
+                    }
+                case 3: {
+                        if (wireType !== 1)
+                            break;
+                        if (!$Object.is(value = reader.double(), 0))
+                            message.originSeq = value;
+                        else
+                            delete message.originSeq;
                         continue;
                     }
                 }

@@ -304,6 +304,11 @@ export const schema = {
        "type": "bool",
        "id": 10,
        "protoName": "upstream_reachable"
+      },
+      "originSeq": {
+       "type": "double",
+       "id": 11,
+       "protoName": "origin_seq"
       }
      }
     },
@@ -324,6 +329,11 @@ export const schema = {
       "access": {
        "type": "Access",
        "id": 2
+      },
+      "originSeq": {
+       "type": "double",
+       "id": 3,
+       "protoName": "origin_seq"
       }
      }
     },

@@ -62,9 +62,9 @@ export interface Envelope {
   last?: boolean;
   error?: WireError | null;
   hello?: { version: number; maxFrame: number; client: string; replicaId: string; nonce?: Uint8Array };
-  helloReply?: { version: number; maxFrame: number; serverId: string; journalFirst: number; journalLast: number; server: string; nonce?: Uint8Array; access?: AccessCode; upstream?: string; upstreamReachable?: boolean };
+  helloReply?: { version: number; maxFrame: number; serverId: string; journalFirst: number; journalLast: number; server: string; nonce?: Uint8Array; access?: AccessCode; upstream?: string; upstreamReachable?: boolean; originSeq?: number };
   auth?: { proof: Uint8Array };
-  authReply?: { proof: Uint8Array; access: AccessCode };
+  authReply?: { proof: Uint8Array; access: AccessCode; originSeq?: number };
   stat?: { path: string };
   statReply?: Entry;
   readdir?: { path: string };
