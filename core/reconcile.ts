@@ -110,8 +110,32 @@ export async function reconcile(replica: Replica, remote: Remote, targets: Entry
     }
     return ok;
   };
+  // Tracked directories made something else here (a symlink, a file; not pushed yet): the server's changes inside
+  // are a type-change conflict on that directory, and wait with it (they failed the whole pull, every time, the
+  // cursor stuck and nothing else arriving).
+  const replacedConflicts = new Set<string>();
+  const replacedAbove = async (dir: string): Promise<string | undefined> => {
+    for (let d = dir, top: string | undefined; ; d = parentOf(d)) {
+      if (d === '') return top;
+      const st = parentsAreDirs(d) ? lstatSync(join(root, d), { throwIfNoEntry: false }) : undefined;
+      if (st && !st.isDirectory() && (await replica.get(d))?.type === EntryType.DIR) top = d;
+    }
+  };
   for (const t of targets) {
     if (blocked.size > 0 && underBlocked(t.path)) continue;
+    if (!parentsAreDirs(t.path)) {
+      const dir = await replacedAbove(parentOf(t.path));
+      if (dir !== undefined) {
+        if (!replacedConflicts.has(dir)) {
+          replacedConflicts.add(dir);
+          const idx = (await replica.get(dir))!;
+          const server: Entry = { path: dir, type: EntryType.DIR, size: 0, mode: idx.mode & 0o777, mtimeMs: idx.mtimeMs, hash: new Uint8Array(0), target: '', version: idx.version };
+          _conflict(result, onEvent, undefined, server, 'type-change', await localStateOf(root, dir, idx));
+        }
+        blocked.add(dir);
+        continue;
+      }
+    }
     let idx = await replica.get(t.path);
     const parentAbsent = absentDirs.has(parentOf(t.path));
     if ((onDemand && t.type === EntryType.FILE && (!idx || idx.remote)) || idx?.remote) {

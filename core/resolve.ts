@@ -265,6 +265,10 @@ async function _resolveOne(ctx: _Ctx, c: ConflictRecord, take: Take, removedHere
       res.next = now ? 'update' : 'remove';
     }
   } else {
+    // A tracked directory made a file or a link here: what the index holds inside it is the server's directory as it
+    // was, and comes back with it (left in the index, it read as removed here, and the next push removed it there).
+    const here = _fsOf(replica.root, c.path);
+    const replacedDir = c.server?.type === EntryType.DIR && here !== undefined && here.type !== EntryType.DIR;
     if (take === 'both') {
       // Ours goes under a name the next push sends: the server ends up with both.
       const fromRel = copyFs ? c.localCopy! : _fsOf(replica.root, c.path) ? c.path : undefined;
@@ -283,7 +287,7 @@ async function _resolveOne(ctx: _Ctx, c: ConflictRecord, take: Take, removedHere
       }
     }
     // A directory removed here: the server's whole directory comes back, what was removed inside it too.
-    if (removedHere) await _forgetInside(replica, c.path);
+    if (removedHere || replacedDir) await _forgetInside(replica, c.path);
     await _takeServer(ctx, c, res, removedHere);
     // The server-wins copy (still there under take server): keep it, then remove it.
     if (take === 'server' && c.localCopy && _fsOf(replica.root, c.localCopy)) {

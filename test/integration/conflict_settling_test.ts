@@ -5,7 +5,7 @@
 // a directory removed here, whatever it settles inside it first.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { chmod, mkdir, readFile, readdir, rm, stat, utimes, writeFile } from 'node:fs/promises';
+import { chmod, cp, mkdir, readFile, readdir, rm, stat, symlink, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { type ServerHandle, cleanupAll, diffTrees, imz, listedConflicts, makeTmp, snapshotTree, startServer } from '../helpers.ts';
 
@@ -201,5 +201,33 @@ test('a removal here against an update there, met at a pull under server-wins: t
   await run(['pull', '-C', b, '--quiet'], 0);
   assert.is(await readFile(join(b, 'f.txt'), 'utf8'), 'B-edit\n', 'the removal never went up');
 });
+
+for (const made of ['symlink', 'file']) {
+  test(`a tracked directory made a ${made} here, the server adding inside it: a type-change conflict at pull (exit 3), the rest arrives, resolve --take server brings the whole directory`, async () => {
+    const { srv, a, b } = await world({ 'd1/f1': '1\n', 'd1/d2/keep': 'k\n', 'top.txt': 't\n' });
+    const elsewhere = join(a, '..', 'elsewhere');
+    await mkdir(join(b, 'd1', 'd2', 'new'));
+    await writeFile(join(b, 'd1', 'd2', 'new', 'z'), 'deep\n');
+    await writeFile(join(b, 'top.txt'), 'edited by B\n');
+    await run(['push', '-C', b, '--quiet'], 0);
+    if (made === 'symlink') {
+      await cp(join(a, 'd1'), elsewhere, { recursive: true });
+      await rm(join(a, 'd1'), { recursive: true });
+      await symlink(elsewhere, join(a, 'd1'));
+    } else {
+      await rm(join(a, 'd1'), { recursive: true });
+      await writeFile(join(a, 'd1'), 'x\n');
+    }
+    for (let k = 0; k < 2; k++) await run(['pull', '-C', a, '--quiet'], 3);
+    assert.is(await readFile(join(a, 'top.txt'), 'utf8'), 'edited by B\n', 'the rest of the journal arrived');
+    assert.equal((await listedConflicts(a)).map((c) => [c.path, c.class]), [['d1', 'type-change']]);
+    if (made === 'symlink') assert.equal((await readdir(join(elsewhere, 'd2'))).sort(), ['keep'], 'nothing written through the symlink');
+    await run(['resolve', 'd1', '--take', 'server', '-C', a, '--quiet'], 0);
+    await run(['sync', '-C', a, '--quiet'], 0);
+    assert.equal(diffTrees(await snapshotTree(srv), await snapshotTree(a)), []);
+    assert.is(await readFile(join(srv, 'd1', 'f1'), 'utf8'), '1\n', 'nothing of the server\'s directory removed');
+    assert.is(await readFile(join(a, 'd1', 'd2', 'new', 'z'), 'utf8'), 'deep\n');
+  });
+}
 
 test.run();
