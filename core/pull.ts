@@ -52,6 +52,8 @@ async function _pull(dir: string, opts: PullOptions = {}): Promise<PullSummary> 
   const replica = await Replica.open(dir);
   await replica.lock();
   try {
+    // What a damaged index bucket held is compared by hash again (the error that names one says to run this).
+    if (opts.resync) for (const b of replica.setAsideDamagedBuckets()) opts.onEvent?.({ type: 'resync', reason: `${b} was damaged: set aside, its paths compared by hash` });
     await replica.sweepTemps();
     const remote = await connectReplica(replica, opts.security);
     try {

@@ -213,7 +213,7 @@ export class Replica {
   // A synchronous read: buckets are small, and 256 thread-pool round trips
   // cost more than the reads when the whole index is loaded.
   private _readBucket(name: string): string | undefined {
-    const file = readFileOrNot(name);
+    const file = readBucketFile(name);
     return file && utf8(file);
   }
 
@@ -385,6 +385,32 @@ export class Replica {
   async all(): Promise<Map<string, IndexEntry>> {
     const out = new Map<string, IndexEntry>();
     for (let b = 0; b < BUCKETS; b++) for (const [p, e] of this._bucket(b)) out.set(p, e);
+    return out;
+  }
+
+  /**
+   * Sets aside every index bucket that cannot be read (damaged, or not a
+   * file), renamed to NAME.damaged-<ms> beside it, never removed; the
+   * index then holds nothing of those paths, which a resync compares by
+   * hash. Returns the buckets' names (for pull --resync, which the error
+   * that names a damaged bucket recommends).
+   */
+  setAsideDamagedBuckets(): string[] {
+    const out: string[] = [];
+    for (let b = 0; b < BUCKETS; b++) {
+      try {
+        this._bucket(b);
+      } catch (err) {
+        const code = (err as { code?: string }).code;
+        if (code !== Codes.CORRUPT) throw err;
+        const name = this.bucketFile(b);
+        renameSync(name, `${name}.damaged-${Date.now()}`);
+        this._unparsed.delete(b);
+        this._buckets.set(b, new Map());
+        this._rowsFrom(b, undefined);
+        out.push(name.slice(this.stateDir.length + 1));
+      }
+    }
     return out;
   }
 
@@ -657,4 +683,19 @@ interface _Rows {
 // The rows as text (decoded from the file's bytes at the first need).
 function _rowsText(r: _Rows): string {
   return (r.text ??= rowsOfBucketText(utf8(r.file!)));
+}
+
+/**
+ * The bytes of index bucket file name (undefined: none). One that is a
+ * directory, or cannot be read, is IMZ_CORRUPT naming it, as a damaged
+ * one is (pull --resync sets it aside).
+ */
+export function readBucketFile(name: string): Buffer | undefined {
+  try {
+    return readFileOrNot(name);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code !== 'EISDIR' && code !== 'EACCES') throw err;
+    throw new ImzError(Codes.CORRUPT, `cannot read replica index: ${name} is ${code === 'EISDIR' ? 'a directory' : 'not readable'} (run \`imz pull --resync\` to rebuild it)`);
+  }
 }

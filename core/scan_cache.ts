@@ -1,12 +1,12 @@
 import { closeSync, fstatSync, lstatSync, openSync, readSync, renameSync, rmSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
-import { readFileOrNot, tempNameFor } from './atomic_fs.ts';
+import { tempNameFor } from './atomic_fs.ts';
 import { crc32 } from './crc32.ts';
 import { type StatFacts, lstatFacts } from './fast_lstat.ts';
 import { BUCKETS, type IndexEntry, decodeBucket } from './index_model.ts';
 import { PathList, editRows } from './path_list.ts';
 import { SCAN_CACHE_FILE, readScanCacheFile } from './scan_cache_file.ts';
-import type { BucketDelta, Replica } from './replica.ts';
+import { type BucketDelta, type Replica, readBucketFile } from './replica.ts';
 import {
   type BucketSection,
   CACHE_HEADER,
@@ -107,7 +107,7 @@ export class ScanCache {
           continue;
         }
         // Recorded within a tick of its writing: the bytes must be the same too.
-        bytes = readFileOrNot(file);
+        bytes = readBucketFile(file);
         if (bytes && crc32(bytes) === prev.sum) {
           // Past the tick now: the identity alone will do, once the cache is written again.
           if (_recent(ident)) sections.push(prev);
@@ -118,7 +118,7 @@ export class ScanCache {
           continue;
         }
       }
-      bytes ??= ident.size >= 0 ? readFileOrNot(file) : undefined;
+      bytes ??= ident.size >= 0 ? readBucketFile(file) : undefined;
       let entries = new Map<string, IndexEntry>();
       if (bytes) {
         const text = bytes.toString('utf8');
