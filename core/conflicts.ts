@@ -1,3 +1,4 @@
+import { Buffer } from 'node:buffer';
 import { createHash } from 'node:crypto';
 import { lstatSync, readFileSync, readdirSync } from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';
@@ -6,7 +7,7 @@ import { Codes, ImzError } from '../protocol/errors.ts';
 import type { Entry } from '../protocol/messages.ts';
 import { writeFileAtomic } from './atomic_fs.ts';
 import { toHex } from './hash.ts';
-import { checkPath } from './paths.ts';
+import { MAX_NAME_BYTES, checkPath } from './paths.ts';
 
 /** Conflict classes, after Coda (local side first, server side second). */
 export type ConflictClass = 'update/update' | 'update/remove' | 'remove/update' | 'create/create' | 'type-change' | 'dir-removed';
@@ -78,7 +79,7 @@ export function freeName(root: string, name: string): string {
   const ext = posix.extname(name);
   const stem = ext && !name.endsWith(`/${ext}`) ? name.slice(0, -ext.length) : name;
   for (let n = 1; n < 1000; n++) {
-    const candidate = n === 1 ? name : `${stem}-${n}${stem === name ? '' : ext}`;
+    const candidate = n === 1 ? name : _fit(stem, `-${n}${stem === name ? '' : ext}`);
     checkPath(candidate, 'keep a version');
     if (!lstatSync(join(root, candidate), { throwIfNoEntry: false })) return candidate;
   }
@@ -126,9 +127,26 @@ export function blobPath(hashHex: string): string {
 }
 
 function _withTag(path: string, tag: string): string {
-  const ext = extname(path);
-  const stem = ext && ext !== path && !path.endsWith(`/${ext}`) ? path.slice(0, -ext.length) : path;
-  return `${stem}${tag}${ext}`;
+  let ext = extname(path);
+  let stem = ext && ext !== path && !path.endsWith(`/${ext}`) ? path.slice(0, -ext.length) : path;
+  // An extension that leaves no room for the tag is kept in the stem (and cut with it).
+  if (Buffer.byteLength(tag + ext) > MAX_NAME_BYTES / 2) {
+    stem = path;
+    ext = '';
+  }
+  return _fit(stem, `${tag}${ext}`);
+}
+
+// stem + suffix, the last name of stem cut short (at a character's edge) so that the name fits in MAX_NAME_BYTES: a
+// conflict copy of a long name was refused as too long, and the conflict could never be settled by a policy.
+function _fit(stem: string, suffix: string): string {
+  const slash = stem.lastIndexOf('/');
+  const base = Buffer.from(stem.slice(slash + 1));
+  const room = MAX_NAME_BYTES - Buffer.byteLength(suffix);
+  if (base.length <= room) return stem + suffix;
+  let end = Math.max(1, room);
+  while (end > 0 && (base[end]! & 0xc0) === 0x80) end--; // not inside a character
+  return stem.slice(0, slash + 1) + base.subarray(0, end).toString('utf8') + suffix;
 }
 
 /** Where server-wins keeps the local version: name.imz-conflict-<replica8>-<version>.ext (never pushed unless renamed). */
