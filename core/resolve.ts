@@ -271,7 +271,8 @@ async function _resolveOne(ctx: _Ctx, c: ConflictRecord, take: Take, removedHere
     const replacedDir = c.server?.type === EntryType.DIR && here !== undefined && here.type !== EntryType.DIR;
     if (take === 'both') {
       // Ours goes under a name the next push sends: the server ends up with both.
-      const fromRel = copyFs ? c.localCopy! : _fsOf(replica.root, c.path) ? c.path : undefined;
+      // (The path already holding the server's version is a rerun of an interrupted resolve: ours went before.)
+      const fromRel = copyFs ? c.localCopy! : here && !(await _holdsServers(replica.root, c, here)) ? c.path : undefined;
       if (fromRel) {
         const idx = await replica.get(c.path);
         const name = freeName(replica.root, keepName(c.path, replica.config.replicaId, c.server?.version ?? idx?.version ?? 0));
@@ -601,6 +602,14 @@ async function _removeServerSide(ctx: _Ctx, c: ConflictRecord, res: Resolution):
 // of the directory alone meets the same conflict again.
 function _removedHere(c: ConflictRecord, now: FsEntry | undefined): boolean {
   return c.class === 'dir-removed' && c.local === null && c.server?.type === EntryType.DIR && now === undefined;
+}
+
+// True when the path holds what the conflict's server side is (a file of its content, a symlink to its target).
+async function _holdsServers(root: string, c: ConflictRecord, here: FsEntry): Promise<boolean> {
+  const s = c.server;
+  if (!s || s.type !== here.type) return false;
+  if (here.type === EntryType.FILE) return s.hash !== undefined && here.size === s.size && toHex(await hashFile(join(root, c.path))) === s.hash;
+  return here.type === EntryType.SYMLINK && here.target === s.target;
 }
 
 /** An index entry at the server's state whose stat facts never match a file, so the next scan compares (and pushes) the local version. */

@@ -230,4 +230,24 @@ for (const made of ['symlink', 'file']) {
   });
 }
 
+test('resolve --take both run again after a kill that left ours moved and the server\'s in place: no second keep copy', async () => {
+  const { srv, a, b } = await world({ 'f.txt': 'base\n', 'o1': 'o\n' });
+  await writeFile(join(b, 'f.txt'), 'server\n');
+  await run(['push', '-C', b, '--quiet'], 0);
+  await writeFile(join(a, 'f.txt'), 'local\n');
+  await run(['push', '-C', a, '--quiet'], 3);
+  // Where a kill between the move and the end of the first run leaves it: ours under the keep name (the name
+  // resolve gives it), the server's at the path, the record still there.
+  const c = (await listedConflicts(a))[0]!;
+  const keep = `f.imz-keep-${(await readFile(join(a, '.imz', 'config'), 'utf8')).match(/"replicaId":\s*"([0-9a-f]{8})/)![1]}-${(c.server as { version: number }).version}.txt`;
+  await writeFile(join(a, keep), 'local\n');
+  await writeFile(join(a, 'f.txt'), 'server\n');
+  await run(['resolve', 'f.txt', '--take', 'both', '-C', a, '--quiet'], 0);
+  const keeps = (await readdir(a)).filter((n) => n.includes('.imz-keep-'));
+  assert.equal(keeps, [keep], 'one keep copy: ours');
+  await run(['sync', '-C', a, '--quiet'], 0);
+  assert.is(await readFile(join(srv, keep), 'utf8'), 'local\n');
+  assert.is(await readFile(join(srv, 'f.txt'), 'utf8'), 'server\n');
+});
+
 test.run();
