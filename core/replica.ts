@@ -150,9 +150,13 @@ export class Replica {
       let holder: { pid?: number; since?: string } = {};
       let unreadable = false;
       try {
-        holder = JSON.parse(await readFile(file, 'utf8'));
-      } catch {
-        unreadable = true; // being written right now, or a crash right after creating it
+        const v: unknown = JSON.parse(await readFile(file, 'utf8'));
+        if (v === null || typeof v !== 'object' || typeof (v as { pid?: unknown }).pid !== 'number') throw new Error('not a lock');
+        holder = v as typeof holder;
+      } catch (err) {
+        // Not ours to remove (a stale lock is a file).
+        if ((err as NodeJS.ErrnoException).code === 'EISDIR') throw new ImzError(Codes.LOCKED, `cannot lock replica: ${file} is a directory, not a lock imz made; remove it if no imz is running in ${this.root}`);
+        unreadable = true; // being written right now, or a crash right after creating it (or damaged)
       }
       const age = unreadable ? Date.now() - (await stat(file).then((s) => s.mtimeMs, () => Date.now())) : 0;
       if ((holder.pid && !_alive(holder.pid)) || (unreadable && age > 5000)) {

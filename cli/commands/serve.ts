@@ -61,6 +61,10 @@ export const serveCommand: CommandModule<GlobalArgs, ServeArgs> = {
       process.once('SIGINT', () => resolve());
       process.once('SIGTERM', () => resolve());
     });
+    if (!Number.isInteger(args.port) || args.port < 0 || args.port > 65535) {
+      const { ImzError } = await import('../../protocol/errors.ts');
+      throw new ImzError('IMZ_USAGE', `cannot serve: --port must be a TCP port (0 to 65535), not ${args.port}`);
+    }
     for (const [name, v] of [['--max-connections', args.maxConnections], ['--max-connections-per-address', args.maxConnectionsPerAddress], ['--handshake-timeout', args.handshakeTimeout]] as const) {
       if (!(v > 0)) {
         const { ImzError } = await import('../../protocol/errors.ts');

@@ -410,6 +410,22 @@ T('the lock: a live holder (a pid in .imz/lock, or a running push) makes push, p
   assert.is(event(young, 'error').code, 'IMZ_LOCKED');
   assert.not.ok(existsSync(join(srv, 'new.txt')), 'nothing was pushed');
 
+  // Damaged: JSON that is no lock (held until it is old, as an unreadable one), or a directory (never removed).
+  await writeFile(lock, 'null');
+  const junk = await imz(['push', '-C', a, '--json']);
+  assert.is(junk.code, 1, `a lock holding null: ${out(junk)}`);
+  assert.is(event(junk, 'error').code, 'IMZ_LOCKED');
+  assertOneErrorLine(junk.stderr, 'null lock');
+  await rm(lock);
+  await mkdir(lock);
+  const dir = await imz(['push', '-C', a, '--json']);
+  assert.is(dir.code, 1, `a lock that is a directory: ${out(dir)}`);
+  assert.is(event(dir, 'error').code, 'IMZ_LOCKED');
+  assert.match(dir.stderr, /is a directory, not a lock imz made/);
+  assertOneErrorLine(dir.stderr, 'directory lock');
+  await rm(lock, { recursive: true });
+  assert.not.ok(existsSync(join(srv, 'new.txt')), 'nothing was pushed');
+
   // The holder died: its lock is stale and taken over.
   const dead = spawn(process.execPath, ['-e', '']);
   const deadPid = dead.pid!;
