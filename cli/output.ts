@@ -1,4 +1,5 @@
 import { ImzError } from '../protocol/errors.ts';
+import { printable } from '../core/paths.ts';
 import type { ChalkInstance } from 'chalk';
 
 /** Options every command takes. */
@@ -62,13 +63,13 @@ export class Output {
   /** A warning on stderr (kept under --quiet: it is something to act on). */
   warn(s: string): void {
     this._pauseSpinner();
-    process.stderr.write(`${this._chalk ? this._chalk.yellow('warning:') : 'warning:'} ${s}\n`);
+    process.stderr.write(`${this._chalk ? this._chalk.yellow('warning:') : 'warning:'} ${_oneLine(s)}\n`);
   }
 
   /** An error line on stderr, and as a JSON event with --json. */
   error(code: string, message: string): void {
     this.stopProgress();
-    process.stderr.write(`${this._chalk ? this._chalk.red('imz:') : 'imz:'} ${message}\n`);
+    process.stderr.write(`${this._chalk ? this._chalk.red('imz:') : 'imz:'} ${_oneLine(message)}\n`);
     this.event({ event: 'error', code, message });
   }
 
@@ -118,4 +119,10 @@ export function formatBytes(n: number): string {
     i++;
   }
   return `${v.toFixed(1)} ${units[i]}`;
+}
+
+// A warning or an error is one line, whatever the names in it hold (a file name may hold a newline or an escape
+// sequence): control characters are shown escaped, as in JSON.
+function _oneLine(s: string): string {
+  return printable(s.replace(/[\u0000-\u001f]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`));
 }

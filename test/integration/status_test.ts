@@ -78,6 +78,18 @@ T('local edits: one line per change with its code, then the summary; status writ
   assert.ok(!s.stdout.includes('local change'));
 });
 
+T('a name holding a newline or an escape sequence: the warning stays one line, the characters shown escaped', async () => {
+  const { replica } = await setup();
+  await writeFile(join(replica, 'bad\nname'), 'x');
+  await writeFile(join(replica, 'esc\u001b[31mred'), 'x');
+  const r = await imz(['status', '-C', replica]);
+  assert.is(r.code, 0, r.stderr);
+  const warned = lines(r.stderr);
+  assert.is(warned.length, 1, r.stderr);
+  assert.ok(warned[0]!.includes('bad\\u000aname') && warned[0]!.includes('esc\\u001b[31mred'), r.stderr);
+  assert.not.ok(r.stderr.includes('\u001b'), 'no raw escape reaches the terminal');
+});
+
 T('--json: one object per change, then a status object', async () => {
   const { server, replica } = await setup();
   await writeFile(join(replica, 'new.txt'), 'new\n');
