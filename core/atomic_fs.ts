@@ -130,6 +130,11 @@ export function explainFsError(err: unknown, action: string, where: string): unk
     case 'EACCES':
     case 'EPERM':
       return new ImzError(Codes.IO, `cannot ${action}: permission denied on ${at}${e.syscall ? ` (${e.syscall})` : ''}; fix its permissions (or run imz as its owner), then ${again}`, { path: at, errno: e.code }, { cause: err });
+    case 'EISDIR': {
+      // A rename names both ends: the directory is the one renamed onto.
+      const dir = typeof e.dest === 'string' ? e.dest : at;
+      return new ImzError(Codes.IO, `cannot ${action}: ${dir} is a directory where imz keeps a file; move it away, then ${again}`, { path: dir, errno: e.code }, { cause: err });
+    }
     default:
       return err;
   }

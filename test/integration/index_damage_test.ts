@@ -1,7 +1,9 @@
-// A damaged index bucket, against a real `imz serve`: status and push name
-// it and say to run `imz pull --resync` (exit 1), and that command does
-// rebuild it: the bucket set aside (kept), its paths compared by hash, a
-// local change in it kept and pushed.
+// Damaged replica state, against a real `imz serve`. An index bucket:
+// status and push name it and say to run `imz pull --resync` (exit 1), and
+// that command does rebuild it (the bucket set aside, kept; its paths
+// compared by hash; a local change in it kept and pushed). A state file
+// that is a directory: one line naming it, and once it is moved away the
+// push goes through.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { mkdir, readFile, readdir, rm, truncate, writeFile } from 'node:fs/promises';
@@ -43,6 +45,28 @@ for (const damage of ['truncated', 'a directory']) {
     assert.is(s.code, 0, s.stderr);
     assert.equal(diffTrees(await snapshotTree(srv), await snapshotTree(a)), []);
     assert.is(await readFile(join(srv, 'f7.txt'), 'utf8'), 'mine\n');
+  });
+}
+
+for (const name of ['log', 'opseq']) {
+  test(`.imz/${name} a directory: push names it in one line (exit 1); moved away, the push goes through`, async () => {
+    const tmp = await makeTmp('imz-state-dir-');
+    const srv = join(tmp, 'srv');
+    await mkdir(srv);
+    await writeFile(join(srv, 'seed.txt'), 'seed\n');
+    const server = await startServer(srv);
+    const a = join(tmp, 'a');
+    assert.is((await imz(['clone', server.address, a, '--quiet'])).code, 0);
+    await writeFile(join(a, 'new.txt'), 'new\n');
+    const file = join(a, '.imz', name);
+    await rm(file, { force: true });
+    await mkdir(file);
+    const r = await imz(['push', '-C', a]);
+    assert.is(r.code, 1, r.stderr);
+    assert.is(r.stderr, `imz: cannot push: ${file} is a directory where imz keeps a file; move it away, then run the command again (it resumes where it stopped)\n`);
+    await rm(file, { recursive: true });
+    assert.is((await imz(['push', '-C', a, '--quiet'])).code, 0);
+    assert.is(await readFile(join(srv, 'new.txt'), 'utf8'), 'new\n');
   });
 }
 
