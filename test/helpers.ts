@@ -593,3 +593,22 @@ export async function pullKilledWhilePlacing(a: string, b: string, maxTries = 6)
   }
   return { rounds: tries.length, placed, unindexed, tries };
 }
+
+/**
+ * A server on a new directory holding files (relative path → content,
+ * parents made) and one clone of it, in a temp dir registered for cleanup.
+ */
+export async function servedClone(prefix: string, files: Record<string, string>): Promise<{ tmp: string; srv: string; server: ServerHandle; a: string }> {
+  const tmp = await makeTmp(prefix);
+  const srv = join(tmp, 'srv');
+  await mkdir(srv, { recursive: true });
+  for (const [p, c] of Object.entries(files)) {
+    await mkdir(dirname(join(srv, p)), { recursive: true });
+    await writeFile(join(srv, p), c);
+  }
+  const server = await startServer(srv);
+  const a = join(tmp, 'a');
+  const r = await imz(['clone', server.address, a, '--quiet']);
+  if (r.code !== 0) throw new Error(`clone exited ${r.code}: ${r.stderr}`);
+  return { tmp, srv, server, a };
+}

@@ -8,19 +8,13 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { mkdir, readFile, readdir, rm, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { cleanupAll, diffTrees, imz, makeTmp, snapshotTree, startServer } from '../helpers.ts';
+import { cleanupAll, diffTrees, imz, servedClone, snapshotTree } from '../helpers.ts';
 
 test.after(cleanupAll);
 
 for (const damage of ['truncated', 'a directory']) {
   test(`an index bucket ${damage}: a clear error, and pull --resync rebuilds it`, async () => {
-    const tmp = await makeTmp('imz-index-damage-');
-    const srv = join(tmp, 'srv');
-    await mkdir(srv);
-    for (let i = 0; i < 60; i++) await writeFile(join(srv, `f${i}.txt`), `server ${i}\n`);
-    const server = await startServer(srv);
-    const a = join(tmp, 'a');
-    assert.is((await imz(['clone', server.address, a, '--quiet'])).code, 0);
+    const { srv, a } = await servedClone('imz-index-damage-', Object.fromEntries(Array.from({ length: 60 }, (_, i) => [`f${i}.txt`, `server ${i}\n`])));
     await writeFile(join(a, 'f7.txt'), 'mine\n');
     const dir = join(a, '.imz', 'index');
     const buckets = (await readdir(dir)).sort();
@@ -50,13 +44,7 @@ for (const damage of ['truncated', 'a directory']) {
 
 for (const name of ['log', 'opseq']) {
   test(`.imz/${name} a directory: push names it in one line (exit 1); moved away, the push goes through`, async () => {
-    const tmp = await makeTmp('imz-state-dir-');
-    const srv = join(tmp, 'srv');
-    await mkdir(srv);
-    await writeFile(join(srv, 'seed.txt'), 'seed\n');
-    const server = await startServer(srv);
-    const a = join(tmp, 'a');
-    assert.is((await imz(['clone', server.address, a, '--quiet'])).code, 0);
+    const { srv, a } = await servedClone('imz-state-dir-', { 'seed.txt': 'seed\n' });
     await writeFile(join(a, 'new.txt'), 'new\n');
     const file = join(a, '.imz', name);
     await rm(file, { force: true });

@@ -5,20 +5,14 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { execFileSync } from 'node:child_process';
-import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { cleanupAll, imz, makeTmp, startServer } from '../helpers.ts';
+import { cleanupAll, imz, servedClone } from '../helpers.ts';
 
 test.after(cleanupAll);
 
 async function world(): Promise<{ tmp: string; srv: string; a: string }> {
-  const tmp = await makeTmp('imz-seq-');
-  const srv = join(tmp, 'srv');
-  await mkdir(srv);
-  await writeFile(join(srv, 'seed.txt'), 'seed\n');
-  const server = await startServer(srv);
-  const a = join(tmp, 'a');
-  assert.is((await imz(['clone', server.address, a, '--quiet'])).code, 0);
+  const { tmp, srv, a } = await servedClone('imz-seq-', { 'seed.txt': 'seed\n' });
   for (let i = 1; i <= 3; i++) await writeFile(join(a, `f${i}.txt`), `${i}\n`);
   assert.is((await imz(['push', '-C', a, '--quiet'])).code, 0);
   return { tmp, srv, a };
