@@ -50,6 +50,8 @@ export interface PushSummary {
   streamed: number;
   /** Local changes kept back, under a directory whose dir-removed conflict waits for a person (imz resolve). */
   held: number;
+  /** Operations an interrupted push had sent, sent again first (not counted in logged). */
+  resent: number;
 }
 
 const KIND_NAMES: Record<number, string> = { 1: 'store', 2: 'mkdir', 3: 'symlink', 4: 'remove', 5: 'rmdir', 6: 'setattr', 7: 'move' };
@@ -149,7 +151,7 @@ async function _pushLinked(replica: Replica, link: Promise<_Link>, opts: PushOpt
     return remote;
   });
   writable.catch(() => undefined); // awaited below, before anything is logged
-  const summary: PushSummary = { logged: 0, applied: 0, conflicts: [], settled: [], rejected: 0, offline: false, uploadedBytes: 0, streamed: 0, held: 0 };
+  const summary: PushSummary = { logged: 0, applied: 0, conflicts: [], settled: [], rejected: 0, offline: false, uploadedBytes: 0, streamed: 0, held: 0, resent: 0 };
 
   // 1. Operations that may have reached the server before an interruption: resend as they are.
   const { sent } = log.pending();
@@ -164,6 +166,7 @@ async function _pushLinked(replica: Replica, link: Promise<_Link>, opts: PushOpt
         summary.uploadedBytes += await (await import('./uploader.ts')).uploadBlobs(remote, carried.map((o) => _blobItem(replica, o)));
       }
       await _send(replica, remote, log, sent, policy, summary, opts, new Map());
+      summary.resent = sent.length;
     }
   }
 

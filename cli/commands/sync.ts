@@ -34,7 +34,7 @@ export const syncCommand: CommandModule<GlobalArgs, SyncArgs> = {
         onEvent: (e) => {
           if (e.type === 'pushed') {
             out.event({ event: 'pushed', logged: e.summary.logged, applied: e.summary.applied, conflicts: e.summary.conflicts.length });
-            out.line(`pushed ${e.summary.applied} of ${e.summary.logged} changes`);
+            out.line(`pushed ${e.summary.applied} of ${e.summary.logged + e.summary.resent} changes`);
             for (const c of [...e.summary.conflicts, ...e.summary.settled]) pushes({ type: 'conflict', conflict: c });
           } else if (e.type === 'push-offline' || e.type === 'push-error' || e.type === 'watch-degraded') {
             out.event({ event: e.type, message: e.message });
