@@ -406,7 +406,7 @@ function _opOf(c: LocalChange, seq: number): LoggedOp {
     : c.kind === 'meta' ? OpKind.SETATTR : c.kind === 'rename' ? OpKind.MOVE
     : fs?.type === EntryType.DIR ? OpKind.MAKEDIR : fs?.type === EntryType.SYMLINK ? OpKind.LINK : OpKind.STORE;
   return {
-    seq, kind, path: c.path, fromPath: c.fromPath ?? '', base: c.base, fromBase: c.fromBase ?? 0,
+    seq, kind, path: c.path, fromPath: c.fromPath ?? '', base: c.base, fromBase: c.fromBase ?? 0, baseMode: c.index?.mode ?? 0,
     state: fs
       ? { type: fs.type, size: fs.size, mode: fs.mode, mtimeMs: fs.mtimeMs, hash: c.hash ?? c.index?.hash ?? '', target: fs.target }
       : { type: EntryType.NONE, size: 0, mode: 0, mtimeMs: 0, hash: '', target: '' },
@@ -415,7 +415,7 @@ function _opOf(c: LocalChange, seq: number): LoggedOp {
 
 function _wireOp(o: LoggedOp): Operation {
   return {
-    seq: o.seq, kind: o.kind as Operation['kind'], path: o.path, fromPath: o.fromPath, base: o.base, fromBase: o.fromBase,
+    seq: o.seq, kind: o.kind as Operation['kind'], path: o.path, fromPath: o.fromPath, base: o.base, fromBase: o.fromBase, baseMode: o.baseMode ?? 0,
     state: { path: o.path, type: o.state.type as Entry['type'], size: o.state.size, mode: o.state.mode, mtimeMs: o.state.mtimeMs, hash: o.state.hash ? fromHex(o.state.hash) : new Uint8Array(0), target: o.state.target, version: 0 },
   };
 }

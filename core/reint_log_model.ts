@@ -10,6 +10,8 @@ export interface LoggedOp {
   base: number;
   fromBase: number;
   state: { type: number; size: number; mode: number; mtimeMs: number; hash: string; target: string };
+  /** The mode of the base version in the index (absent in logs of an older imz: unknown). */
+  baseMode?: number;
 }
 
 /** One line of the reintegration log. */

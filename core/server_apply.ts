@@ -553,8 +553,9 @@ export class Reintegrator {
     if (!baseOk) {
       if (_sameResult(cur, op, this.state.table.get(op.fromPath))) return _result(op, OpStatus.SAME, curVersion);
       if (op.kind === OpKind.STORE && cur?.type === EntryType.FILE && cur.hash === Buffer.from(op.state.hash).toString('latin1')) {
-        // The content the server got since, with another mode: the contents agree, the mode is a change of ours
-        // meeting theirs, applied as a chmod would be (taken as the same, the client indexed a mode the server lacks).
+        // The content the server got since, and a chmod of the client's (see _sameResult): the contents agree, the
+        // mode is a change of ours meeting theirs, applied as a chmod would be (taken as the same, the client indexed
+        // a mode the server lacks, and its next pull took the chmod back).
         const version = await this._apply(replicaId, { ...op, kind: OpKind.SETATTR, state: { ...op.state, mtimeMs: cur.mtimeMs } }, false);
         return _result(op, OpStatus.APPLIED, version, { conflictClass: 'meta/update' });
       }
@@ -1027,13 +1028,21 @@ function _sameResult(cur: TableEntry | undefined, op: Operation, from: TableEntr
       return cur?.type === EntryType.SYMLINK && cur.target === op.state.target;
     case OpKind.STORE:
     case OpKind.SETATTR:
-      // (A store of the same content with another mode is not the same: see _one.)
-      return cur?.type === EntryType.FILE && cur.hash === Buffer.from(op.state.hash).toString('latin1') && (cur.mode & 0o7777) === (op.state.mode & 0o7777);
+      // (A store of the same content that also changes the mode is not the same: see _one. One that only keeps the
+      // mode it had is: the server's mode stays, and the client's next pull takes it.)
+      return cur?.type === EntryType.FILE && cur.hash === Buffer.from(op.state.hash).toString('latin1') &&
+        ((cur.mode & 0o7777) === (op.state.mode & 0o7777) || (op.kind === OpKind.STORE && !_changesMode(op)));
     case OpKind.MOVE:
       return from === undefined && cur?.type === EntryType.FILE && cur.hash === Buffer.from(op.state.hash).toString('latin1');
     default:
       return false;
   }
+}
+
+// True when a store also changes the file's mode: its mode is not that of the version it was based on (unknown base
+// mode, from an older client: taken as no change).
+function _changesMode(op: Operation): boolean {
+  return !!op.baseMode && (op.state.mode & 0o7777) !== (op.baseMode & 0o7777);
 }
 
 // A chmod of a file or directory this server no longer has as one, or a move whose source is gone here, that the

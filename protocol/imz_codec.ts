@@ -2743,6 +2743,7 @@ export const imz = $root.imz = (() => {
         Operation.prototype.base = 0;
         Operation.prototype.fromBase = 0;
         Operation.prototype.state = null;
+        Operation.prototype.baseMode = 0;
 
         Operation.encode = function (message, writer, _depth) {
             if (!writer)
@@ -2765,6 +2766,8 @@ export const imz = $root.imz = (() => {
                 writer.uint32(49).double(message.fromBase);
             if (message.state != null && $Object.hasOwnProperty.call(message, "state"))
                 $root.imz.Entry.encode(message.state, writer.uint32(58).fork(), _depth + 1).ldelim();
+            if (message.baseMode != null && $Object.hasOwnProperty.call(message, "baseMode") && message.baseMode !== 0)
+                writer.uint32(64).uint32(message.baseMode);
             if (message.$unknowns != null && $Object.hasOwnProperty.call(message, "$unknowns"))
                 for (let i = 0; i < message.$unknowns.length; ++i)
                     writer.raw(message.$unknowns[i]);
@@ -2856,6 +2859,15 @@ export const imz = $root.imz = (() => {
                         if (wireType !== 2)
                             break;
                         message.state = $root.imz.Entry.decode(reader, reader.size(), $undefined, _depth + 1, message.state);
+                        continue;
+                    }
+                case 8: {
+                        if (wireType !== 0)
+                            break;
+                        if (value = reader.uint32())
+                            message.baseMode = value;
+                        else
+                            delete message.baseMode;
                         continue;
                     }
                 }

@@ -620,6 +620,11 @@ export const schema = {
       "state": {
        "type": "Entry",
        "id": 7
+      },
+      "baseMode": {
+       "type": "uint32",
+       "id": 8,
+       "protoName": "base_mode"
       }
      }
     },

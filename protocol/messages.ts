@@ -18,6 +18,8 @@ export interface Operation {
   base: number;
   fromBase: number;
   state: Entry;
+  /** The mode of the base version as the client has it (0 or absent: unknown). */
+  baseMode?: number;
 }
 
 /** The server's answer for one operation. */
@@ -140,7 +142,7 @@ function _fillEntries(env: Envelope): Envelope {
   if (env.reintegrate) {
     env.reintegrate.ops = (env.reintegrate.ops ?? []).map((o) => ({
       seq: Number(o.seq ?? 0), kind: (o.kind ?? 0) as OpKindCode, path: o.path ?? '', fromPath: o.fromPath ?? '', base: Number(o.base ?? 0),
-      fromBase: Number(o.fromBase ?? 0), state: fillEntry(o.state),
+      fromBase: Number(o.fromBase ?? 0), state: fillEntry(o.state), baseMode: Number(o.baseMode ?? 0),
     }));
   }
   if (env.reintegrateReply) {

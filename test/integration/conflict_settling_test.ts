@@ -127,24 +127,25 @@ for (const how of [['push', '--policy', 'server-wins'], ['sync', '--policy', 'cl
   });
 }
 
-test('the same new content pushed from two replicas, one of them with a chmod: the mode reaches the server and stays', async () => {
-  const { srv, a, b } = await world({ 'f.sh': 'base\n', 'o1': 'o\n' });
-  await writeFile(join(a, 'f.sh'), 'new\n');
-  await chmod(join(a, 'f.sh'), 0o755);
-  await writeFile(join(b, 'f.sh'), 'new\n');
-  await chmod(join(b, 'f.sh'), 0o644);
-  await run(['push', '-C', b, '--quiet'], 0);
-  await run(['push', '-C', a, '--quiet'], 0);
-  const mode = async (p: string) => (await stat(p)).mode & 0o777;
-  assert.is(await mode(join(srv, 'f.sh')), 0o755, 'the chmod reached the server');
-  const st = await imz(['status', '-C', a, '--json']);
-  assert.ok(!st.stdout.includes('"change"'), `nothing left to push: ${st.stdout}`);
-  await run(['pull', '-C', a, '--quiet'], 0);
-  await run(['pull', '-C', b, '--quiet'], 0);
-  assert.is(await mode(join(a, 'f.sh')), 0o755, 'a pull does not take the chmod back');
-  assert.is(await mode(join(b, 'f.sh')), 0o755);
-  assert.is(await readFile(join(b, 'f.sh'), 'utf8'), 'new\n');
-});
+for (const chmodFirst of [false, true]) {
+  test(`the same new content pushed from two replicas, one of them with a chmod, pushed ${chmodFirst ? 'first' : 'second'}: the mode reaches the server and stays`, async () => {
+    const { srv, a, b } = await world({ 'f.sh': 'base\n', 'o1': 'o\n' });
+    await writeFile(join(a, 'f.sh'), 'new\n');
+    await chmod(join(a, 'f.sh'), 0o755);
+    await writeFile(join(b, 'f.sh'), 'new\n');
+    await chmod(join(b, 'f.sh'), 0o644);
+    for (const r of chmodFirst ? [a, b] : [b, a]) await run(['push', '-C', r, '--quiet'], 0);
+    const mode = async (p: string) => (await stat(p)).mode & 0o777;
+    assert.is(await mode(join(srv, 'f.sh')), 0o755, 'the chmod reached the server');
+    const st = await imz(['status', '-C', a, '--json']);
+    assert.ok(!st.stdout.includes('"change"'), `nothing left to push: ${st.stdout}`);
+    await run(['pull', '-C', a, '--quiet'], 0);
+    await run(['pull', '-C', b, '--quiet'], 0);
+    assert.is(await mode(join(a, 'f.sh')), 0o755, 'a pull does not take the chmod back');
+    assert.is(await mode(join(b, 'f.sh')), 0o755);
+    assert.is(await readFile(join(b, 'f.sh'), 'utf8'), 'new\n');
+  });
+}
 
 for (const policy of ['manual', 'server-wins']) {
   test(`a chmod here against a content change there, met at a pull (sync, ${policy}): both apply, no conflict`, async () => {
