@@ -1,7 +1,9 @@
 import { join } from 'node:path';
 import { Codes, ImzError } from '../protocol/errors.ts';
 import { type Entry, EntryType } from '../protocol/messages.ts';
-import { listConflicts, outstanding } from './conflicts.ts';
+import { type ConflictRecord, listConflicts, outstanding, saveConflict } from './conflicts.ts';
+import { loadIgnore } from './ignore_rules.ts';
+import { bucketOf } from './index_model.ts';
 import { checkPolicy } from './policy.ts';
 import { type ReconcileEvent, type ReconcileResult, reconcile } from './reconcile.ts';
 import { type SecurityOptions, connectReplica } from './credentials.ts';
@@ -9,6 +11,7 @@ import type { Remote } from './remote.ts';
 import { printable } from './paths.ts';
 import { Replica } from './replica.ts';
 import { explainFsError, sweepStateTemps } from './atomic_fs.ts';
+import { walkTree } from './tree_scan.ts';
 
 /** Options of pull. */
 export interface PullOptions {
@@ -52,8 +55,6 @@ async function _pull(dir: string, opts: PullOptions = {}): Promise<PullSummary> 
   const replica = await Replica.open(dir);
   await replica.lock();
   try {
-    // What a damaged index bucket held is compared by hash again (the error that names one says to run this).
-    if (opts.resync) for (const b of replica.setAsideDamagedBuckets()) opts.onEvent?.({ type: 'resync', reason: `${b} was damaged: set aside, its paths compared by hash` });
     await replica.sweepTemps();
     const remote = await connectReplica(replica, opts.security);
     try {
@@ -100,6 +101,10 @@ async function _pullWith(replica: Replica, remote: Remote, opts: PullOptions = {
 
   if (resync) {
     opts.onEvent?.({ type: 'resync', reason: head.cloning ? 'clone' : head.serverId !== info.serverId ? 'server identity changed' : 'requested' });
+    // What a damaged index bucket held is compared by hash again (the error that names one says to run this); set
+    // aside only now, the server reached, so that a resync that cannot connect leaves the damage to be seen again.
+    const damaged = replica.setAsideDamagedBuckets();
+    for (const b of damaged) opts.onEvent?.({ type: 'resync', reason: `${replica.bucketFile(b).slice(replica.stateDir.length + 1)} was damaged: set aside, its paths compared by hash` });
     const sameServer = head.serverId === info.serverId || head.serverId === '';
     const listed: Entry[] = [];
     let cursor = 0;
@@ -121,6 +126,7 @@ async function _pullWith(replica: Replica, remote: Remote, opts: PullOptions = {
       // A different server: what it lacks stays here as local files, untracked.
       for (const [p] of await replica.all()) if (!seen.has(p)) await replica.delete(p);
     }
+    if (sameServer && damaged.length > 0) total.conflicts.push(...(await _unknownHere(replica, new Set(damaged), seen)));
     merge(await reconcile(replica, remote, targets, opts.onEvent, policy));
     // A clone stays marked unfinished until the journal replay below is done
     // too: killed in between, the same `imz clone` resumes it.
@@ -181,3 +187,28 @@ export function checkSeq(n: number, what: string): number {
   return n;
 }
 
+/**
+ * Paths here in a damaged index bucket that the server does not have: this
+ * replica's own new files, or files it had that the server removed since;
+ * the damaged index cannot tell which. Each becomes a conflict (the path
+ * left as it is, exit 3), indexed at an unknown earlier version so that a
+ * push meets the server's removal instead of making the file again there
+ * (imz resolve PATH --take local sends it, --take server removes it here,
+ * kept in .imz/conflicts/blobs).
+ */
+async function _unknownHere(replica: Replica, damaged: Set<number>, onServer: Set<string>): Promise<ConflictRecord[]> {
+  const out: ConflictRecord[] = [];
+  const ignore = await loadIgnore(replica.root);
+  for await (const e of walkTree(replica.root, '', { ignore })) {
+    if (onServer.has(e.path) || !damaged.has(bucketOf(e.path)) || (await replica.get(e.path))) continue;
+    await replica.set(e.path, { type: e.type, version: 1, hash: '', size: -1, mode: -1, mtimeMs: 0, ctimeMs: 0, ino: 0, target: e.target });
+    const c: ConflictRecord = {
+      path: e.path, class: 'update/remove', at: 'pull', local: { type: e.type, size: e.size, mode: e.mode, mtimeMs: e.mtimeMs, target: e.target || undefined }, server: null,
+      detected: new Date().toISOString(),
+    };
+    await saveConflict(replica.stateDir, c);
+    out.push(c);
+  }
+  await replica.flushIndex();
+  return out;
+}

@@ -396,11 +396,11 @@ export class Replica {
    * Sets aside every index bucket that cannot be read (damaged, or not a
    * file), renamed to NAME.damaged-<ms> beside it, never removed; the
    * index then holds nothing of those paths, which a resync compares by
-   * hash. Returns the buckets' names (for pull --resync, which the error
+   * hash. Returns the buckets' numbers (for pull --resync, which the error
    * that names a damaged bucket recommends).
    */
-  setAsideDamagedBuckets(): string[] {
-    const out: string[] = [];
+  setAsideDamagedBuckets(): number[] {
+    const out: number[] = [];
     for (let b = 0; b < BUCKETS; b++) {
       try {
         this._bucket(b);
@@ -412,7 +412,7 @@ export class Replica {
         this._unparsed.delete(b);
         this._buckets.set(b, new Map());
         this._rowsFrom(b, undefined);
-        out.push(name.slice(this.stateDir.length + 1));
+        out.push(b);
       }
     }
     return out;

@@ -1,28 +1,33 @@
-// Damaged replica state, against a real `imz serve`. An index bucket:
-// status and push name it and say to run `imz pull --resync` (exit 1), and
-// that command does rebuild it (the bucket set aside, kept; its paths
-// compared by hash; a local change in it kept and pushed). A state file
-// that is a directory: one line naming it, and once it is moved away the
-// push goes through.
+// Damaged replica state, against a real `imz serve`. Index buckets: status
+// and push name one and say to run `imz pull --resync` (exit 1), and that
+// command does rebuild them once the server is reached (set aside, kept;
+// their paths compared by hash). What the damaged index cannot tell (a file
+// here the server lacks: new here, or removed there) is a conflict, never
+// made again on the server behind the user's back. A state file that is a
+// directory: one line naming it; once it is moved away the push goes through.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { mkdir, readFile, readdir, rm, truncate, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { cleanupAll, diffTrees, imz, servedClone, snapshotTree } from '../helpers.ts';
+import { cleanupAll, diffTrees, imz, servedClone, setRemote, snapshotTree, startServer } from '../helpers.ts';
 
 test.after(cleanupAll);
 
 for (const damage of ['truncated', 'a directory']) {
-  test(`an index bucket ${damage}: a clear error, and pull --resync rebuilds it`, async () => {
-    const { srv, a } = await servedClone('imz-index-damage-', Object.fromEntries(Array.from({ length: 60 }, (_, i) => [`f${i}.txt`, `server ${i}\n`])));
-    await writeFile(join(a, 'f7.txt'), 'mine\n');
+  test(`index buckets ${damage}: a clear error; pull --resync rebuilds them (offline: leaves them), nothing the server removed comes back`, async () => {
+    const { tmp, srv, server, a } = await servedClone('imz-index-damage-', Object.fromEntries(Array.from({ length: 60 }, (_, i) => [`f${i}.txt`, `server ${i}\n`])));
+    const b = join(tmp, 'b');
+    assert.is((await imz(['clone', server.address, b, '--quiet'])).code, 0);
+    for (let i = 3; i <= 10; i++) await rm(join(b, `f${i}.txt`));
+    assert.is((await imz(['push', '-C', b, '--quiet'])).code, 0);
+    await writeFile(join(a, 'f20.txt'), 'mine\n');
     const dir = join(a, '.imz', 'index');
-    const buckets = (await readdir(dir)).sort();
-    for (const b of buckets.slice(0, 3)) {
-      if (damage === 'truncated') await truncate(join(dir, b), 20);
+    for (const n of await readdir(dir)) {
+      if (damage === 'truncated') await truncate(join(dir, n), 20);
       else {
-        await rm(join(dir, b));
-        await mkdir(join(dir, b));
+        await rm(join(dir, n));
+        await mkdir(join(dir, n));
       }
     }
     for (const cmd of ['status', 'push']) {
@@ -31,14 +36,26 @@ for (const damage of ['truncated', 'a directory']) {
       assert.match(r.stderr, /cannot read replica index: .*index\/\w\w .*imz pull --resync/, r.stderr);
       assert.is(r.stderr.trim().split('\n').length, 1, `one line: ${r.stderr}`);
     }
+    // The server away: nothing set aside, the damage still said.
+    await server.stop();
+    assert.is((await imz(['pull', '--resync', '-C', a, '--quiet'])).code, 4);
+    assert.is((await imz(['status', '-C', a])).code, 1, 'still refused');
+    const again = await startServer(srv);
+    await setRemote(a, again.address);
     const p = await imz(['pull', '--resync', '-C', a]);
-    assert.ok(p.code === 0 || p.code === 3, `pull --resync: ${p.code} ${p.stderr}`);
-    assert.ok((await readdir(dir)).some((n) => n.includes('.damaged-')), 'the damaged bucket is kept aside');
-    assert.is(await readFile(join(a, 'f7.txt'), 'utf8'), 'mine\n', 'the local change is kept');
-    const s = await imz(['sync', '-C', a, '--policy', 'client-wins', '--quiet']);
-    assert.is(s.code, 0, s.stderr);
+    assert.is(p.code, 3, `pull --resync: what the damaged index cannot tell is a conflict: ${p.stderr}`);
+    assert.ok((await readdir(dir)).some((n) => n.includes('.damaged-')), 'the damaged buckets are kept aside');
+    assert.is(await readFile(join(a, 'f20.txt'), 'utf8'), 'mine\n', 'the local change is kept');
+    // Nothing the other replica removed is made again on the server, whatever runs next.
+    assert.is((await imz(['sync', '-C', a, '--quiet'])).code, 3);
+    for (let i = 3; i <= 10; i++) assert.not.ok(existsSync(join(srv, `f${i}.txt`)), `f${i}.txt stays removed on the server`);
+    assert.is(await readFile(join(srv, 'f20.txt'), 'utf8'), 'server 20\n');
+    // Settled by a person: the server's side everywhere, every local version kept.
+    assert.is((await imz(['resolve', '--all', '--take', 'server', '-C', a, '--quiet'])).code, 0);
+    assert.is((await imz(['sync', '-C', a, '--quiet'])).code, 0);
     assert.equal(diffTrees(await snapshotTree(srv), await snapshotTree(a)), []);
-    assert.is(await readFile(join(srv, 'f7.txt'), 'utf8'), 'mine\n');
+    const kept = await readdir(join(a, '.imz', 'conflicts', 'blobs'));
+    assert.ok(kept.length >= 2, `local versions kept: ${kept.length}`);
   });
 }
 
