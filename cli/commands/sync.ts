@@ -52,7 +52,7 @@ export const syncCommand: CommandModule<GlobalArgs, SyncArgs> = {
     const outstanding = r.outstanding;
     out.event({ event: 'synced', pulled: r.pull.changed, pushed: r.push.applied, conflicts: outstanding, cursor: r.pull.cursor, held: r.push.held });
     out.line(`pulled ${r.pull.changed} changes, pushed ${r.push.applied} (journal at ${r.pull.cursor})`);
-    if (r.push.held > 0) out.line(`${r.push.held} changes kept here, under a directory whose dir-removed conflict waits for you (imz resolve --list)`);
+    if (r.push.held > 0) out.line(`${r.push.held} changes kept here, under a directory whose conflict waits for you (imz resolve --list)`);
     if (r.push.rejected > 0) return Exit.FAILED;
     return outstanding > 0 ? Exit.CONFLICTS : Exit.OK;
   }),
