@@ -2,6 +2,7 @@ import { join } from 'node:path';
 import { Codes, ImzError } from '../protocol/errors.ts';
 import { type Entry, EntryType } from '../protocol/messages.ts';
 import { type ConflictRecord, listConflicts, outstanding, saveConflict } from './conflicts.ts';
+import { isConflictCopy } from './changes.ts';
 import { loadIgnore } from './ignore_rules.ts';
 import { bucketOf } from './index_model.ts';
 import { checkPolicy } from './policy.ts';
@@ -200,7 +201,8 @@ async function _unknownHere(replica: Replica, damaged: Set<number>, onServer: Se
   const out: ConflictRecord[] = [];
   const ignore = await loadIgnore(replica.root);
   for await (const e of walkTree(replica.root, '', { ignore })) {
-    if (onServer.has(e.path) || !damaged.has(bucketOf(e.path)) || (await replica.get(e.path))) continue;
+    // (Conflict copies, and what lies in one, are never tracked: nothing to tell.)
+    if (onServer.has(e.path) || !damaged.has(bucketOf(e.path)) || isConflictCopy(e.path) || (await replica.get(e.path))) continue;
     await replica.set(e.path, { type: e.type, version: 1, hash: '', size: -1, mode: -1, mtimeMs: 0, ctimeMs: 0, ino: 0, target: e.target });
     const c: ConflictRecord = {
       path: e.path, class: 'update/remove', at: 'pull', local: { type: e.type, size: e.size, mode: e.mode, mtimeMs: e.mtimeMs, target: e.target || undefined }, server: null,
