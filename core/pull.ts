@@ -203,7 +203,8 @@ async function _unknownHere(replica: Replica, damaged: Set<number>, onServer: Se
   for await (const e of walkTree(replica.root, '', { ignore })) {
     // (Conflict copies, and what lies in one, are never tracked: nothing to tell.)
     if (onServer.has(e.path) || !damaged.has(bucketOf(e.path)) || isConflictCopy(e.path) || (await replica.get(e.path))) continue;
-    await replica.set(e.path, { type: e.type, version: 1, hash: '', size: -1, mode: -1, mtimeMs: 0, ctimeMs: 0, ino: 0, target: e.target });
+    // Facts that never match (a symlink is compared by its target alone: none is empty), so a push sends it.
+    await replica.set(e.path, { type: e.type, version: 1, hash: '', size: -1, mode: -1, mtimeMs: 0, ctimeMs: 0, ino: 0, target: '' });
     const c: ConflictRecord = {
       path: e.path, class: 'update/remove', at: 'pull', local: { type: e.type, size: e.size, mode: e.mode, mtimeMs: e.mtimeMs, target: e.target || undefined }, server: null,
       detected: new Date().toISOString(),

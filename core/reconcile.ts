@@ -184,7 +184,9 @@ export async function reconcile(replica: Replica, remote: Remote, targets: Entry
       const hasMode = t.type === EntryType.FILE || t.type === EntryType.DIR;
       // A chmod made here and not pushed yet (the content is the server's): it stays a change to push, the index
       // taking the server's mode; indexing the mode on disk made the next push find nothing to send.
-      const localMode = hasMode && local.kind === 'modified' && idx !== undefined && local.fs !== undefined && local.fs.mode !== idx.mode && local.fs.mode !== t.mode;
+      // (A file made here with the server's content and another mode: the same, its mode a change to push.)
+      const localMode = hasMode && local.fs !== undefined && local.fs.mode !== t.mode &&
+        ((local.kind === 'modified' && idx !== undefined && local.fs.mode !== idx.mode) || (local.kind === 'created' && t.type === EntryType.FILE));
       // Otherwise what the server holds is taken, its mode too (a local touch does not keep a server's chmod out).
       const needsMeta = hasMode && !localMode && local.kind !== 'created' && local.fs !== undefined &&
         (local.fs.mode !== t.mode || (t.type === EntryType.FILE && local.kind !== 'modified' && !sameMtime(local.fs.mtimeMs, t.mtimeMs)));

@@ -502,6 +502,21 @@ export class Reintegrator {
 
   // Journals a path whose state on disk is not the table's (a direct write
   // not journalled yet). Refuses the operation while the path keeps changing.
+  // Whether a store changes the file's mode: its mode against the base version's, which the client sends (an older
+  // client does not: then the journal's record of that version says). A create has no base: its mode is its own.
+  // Unknown (the record trimmed from the journal): no change, the server's mode staying.
+  private async _changesMode(op: Operation): Promise<boolean> {
+    const mode = op.state.mode & 0o7777;
+    if (op.base === 0) return true;
+    if (op.baseMode) return mode !== (op.baseMode & 0o7777);
+    for await (const recs of this.state.journal.readSince(op.base - 1, 1)) {
+      const r = recs[0];
+      if (r?.seq === op.base && r.entry.path === op.path && r.entry.type === EntryType.FILE) return mode !== (r.entry.mode & 0o7777);
+      break;
+    }
+    return false;
+  }
+
   // (Called when _agrees said no: the check costs an lstat, the call of an async function a turn of the event loop.)
   private async _catchUp(path: string): Promise<void> {
     await this.scanner.scanNow(path);
@@ -553,9 +568,11 @@ export class Reintegrator {
     if (!baseOk) {
       if (_sameResult(cur, op, this.state.table.get(op.fromPath))) return _result(op, OpStatus.SAME, curVersion);
       if (op.kind === OpKind.STORE && cur?.type === EntryType.FILE && cur.hash === Buffer.from(op.state.hash).toString('latin1')) {
-        // The content the server got since, and a chmod of the client's (see _sameResult): the contents agree, the
-        // mode is a change of ours meeting theirs, applied as a chmod would be (taken as the same, the client indexed
-        // a mode the server lacks, and its next pull took the chmod back).
+        // The content the server got since, with another mode (see _sameResult). Kept from the base version, the
+        // mode is the server's newer one: the same. Changed by the client, it is a change of ours meeting theirs,
+        // applied as a chmod would be (taken as the same, the client indexed a mode the server lacks, and its next
+        // pull took the chmod back).
+        if (!(await this._changesMode(op))) return _result(op, OpStatus.SAME, curVersion);
         const version = await this._apply(replicaId, { ...op, kind: OpKind.SETATTR, state: { ...op.state, mtimeMs: cur.mtimeMs } }, false);
         return _result(op, OpStatus.APPLIED, version, { conflictClass: 'meta/update' });
       }
@@ -1028,21 +1045,13 @@ function _sameResult(cur: TableEntry | undefined, op: Operation, from: TableEntr
       return cur?.type === EntryType.SYMLINK && cur.target === op.state.target;
     case OpKind.STORE:
     case OpKind.SETATTR:
-      // (A store of the same content that also changes the mode is not the same: see _one. One that only keeps the
-      // mode it had is: the server's mode stays, and the client's next pull takes it.)
-      return cur?.type === EntryType.FILE && cur.hash === Buffer.from(op.state.hash).toString('latin1') &&
-        ((cur.mode & 0o7777) === (op.state.mode & 0o7777) || (op.kind === OpKind.STORE && !_changesMode(op)));
+      // (A store of the same content with another mode: see _one.)
+      return cur?.type === EntryType.FILE && cur.hash === Buffer.from(op.state.hash).toString('latin1') && (cur.mode & 0o7777) === (op.state.mode & 0o7777);
     case OpKind.MOVE:
       return from === undefined && cur?.type === EntryType.FILE && cur.hash === Buffer.from(op.state.hash).toString('latin1');
     default:
       return false;
   }
-}
-
-// True when a store also changes the file's mode: its mode is not that of the version it was based on (unknown base
-// mode, from an older client: taken as no change).
-function _changesMode(op: Operation): boolean {
-  return !!op.baseMode && (op.state.mode & 0o7777) !== (op.baseMode & 0o7777);
 }
 
 // A chmod of a file or directory this server no longer has as one, or a move whose source is gone here, that the

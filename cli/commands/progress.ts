@@ -28,7 +28,9 @@ export function pullEventPrinter(out: Output, verbose: boolean): (e: PullEvent) 
           ? `conflict (${c.class}) on ${c.path}: your version stays (${c.resolvedBy}); the next push sends it`
           : c.serverBlob
             ? `conflict (${c.class}) on ${c.path}: your version is left as it is; the server's is kept in .imz/${c.serverBlob}`
-            : `conflict (${c.class}) on ${c.path}: your version is left as it is; the server's stays on the server (imz resolve ${c.path} --take server fetches it)`);
+            : c.server === null
+              ? `conflict (${c.class}) on ${c.path}: your version is left as it is; the server removed it (imz resolve ${c.path} --take server removes it here, yours kept)`
+              : `conflict (${c.class}) on ${c.path}: your version is left as it is; the server's stays on the server (imz resolve ${c.path} --take server fetches it)`);
     } else if (e.type === 'skipped') {
       out.event({ event: 'skipped', path: e.path, reason: e.reason });
       out.warn(`not replicated: ${e.path} (${e.reason}, on the server)`);

@@ -70,6 +70,48 @@ test('a batch of stores lands with each operation\'s content, mode and time, the
   }
 });
 
+test('a store of the content the server got since: its mode applies only when it changed it (base_mode, or the base version\'s record for a client that sends none; a create\'s is its own)', async () => {
+  const w = await world();
+  try {
+    await stage(w.re, 'base\n', 'new\n');
+    const replica = randomUUID();
+    const mode = (p: string) => statSync(join(w.root, p)).mode & 0o777;
+    // Each path: version 1 'base' 644, then another replica's 'new' at the given mode (version 2).
+    const seed = async (p: string, theirs: number, seq: number) => {
+      await stage(w.re, 'base\n', 'new\n');
+      const [s0] = await w.re.reintegrate(replica, [storeOp(seq, p, 'base\n', 0o644, T0)], 'manual');
+      assert.is(s0!.status, OpStatus.APPLIED, JSON.stringify(s0));
+      const v1 = w.state.table.get(p)!.version;
+      await w.re.reintegrate(replica, [storeOp(seq + 1, p, 'new\n', theirs, T0, v1)], 'manual');
+      return v1;
+    };
+    const other = randomUUID();
+    const cases: { p: string; theirs: number; ours: number; baseMode?: number; want: number; status: number }[] = [
+      { p: 'kept.sh', theirs: 0o755, ours: 0o644, baseMode: 0o644, want: 0o755, status: OpStatus.SAME }, // ours kept the old mode
+      { p: 'chmod.sh', theirs: 0o644, ours: 0o755, baseMode: 0o644, want: 0o755, status: OpStatus.APPLIED }, // ours changed it
+      { p: 'old-kept.sh', theirs: 0o755, ours: 0o644, want: 0o755, status: OpStatus.SAME }, // no base_mode: the journal says 644
+      { p: 'old-chmod.sh', theirs: 0o644, ours: 0o755, want: 0o755, status: OpStatus.APPLIED },
+    ];
+    let seq = 10;
+    for (const c of cases) {
+      const v1 = await seed(c.p, c.theirs, seq);
+      seq += 2;
+      const op = { ...storeOp(1000 + seq, c.p, 'new\n', c.ours, T0 + 1, v1), ...(c.baseMode ? { baseMode: c.baseMode } : {}) };
+      const [r] = await w.re.reintegrate(other, [op], 'manual');
+      assert.is(r!.status, c.status, c.p);
+      assert.is(mode(c.p), c.want, `${c.p}: mode`);
+      assert.is(w.state.table.get(c.p)!.mode & 0o777, c.want, `${c.p}: table`);
+    }
+    // Two creates of the same content: the second's mode is its own (no base to keep).
+    await w.re.reintegrate(replica, [storeOp(100, 'twice.sh', 'new\n', 0o644, T0)], 'manual');
+    const [r] = await w.re.reintegrate(other, [storeOp(2000, 'twice.sh', 'new\n', 0o755, T0)], 'manual');
+    assert.is(r!.status, OpStatus.APPLIED);
+    assert.is(mode('twice.sh'), 0o755);
+  } finally {
+    await w.close();
+  }
+});
+
 test('a blob made ready for a store refused as a conflict stays staged, and a later store with another mode and time gets its own', async () => {
   const w = await world({ 'x.txt': 'on the server\n' });
   try {

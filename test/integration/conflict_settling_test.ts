@@ -251,4 +251,22 @@ test('resolve --take both run again after a kill that left ours moved and the se
   assert.is(await readFile(join(srv, 'f.txt'), 'utf8'), 'server\n');
 });
 
+for (const how of ['push', 'sync']) {
+  test(`two replicas make the same new file, the second with its own mode (${how}): that mode reaches the server and every replica, status clean`, async () => {
+    const { srv, a, b } = await world({ 'o1': 'o\n' });
+    await writeFile(join(a, 'f.sh'), 'x\n');
+    await chmod(join(a, 'f.sh'), 0o644);
+    await run(['push', '-C', a, '--quiet'], 0);
+    await writeFile(join(b, 'f.sh'), 'x\n');
+    await chmod(join(b, 'f.sh'), 0o755);
+    await run([how, '-C', b, '--quiet'], 0);
+    await run(['sync', '-C', b, '--quiet'], 0);
+    await run(['pull', '-C', a, '--quiet'], 0);
+    const mode = async (p: string) => (await stat(p)).mode & 0o777;
+    for (const [where, root] of [['server', srv], ['a', a], ['b', b]] as const) assert.is(await mode(join(root, 'f.sh')), 0o755, where);
+    const st = await imz(['status', '-C', b, '--json']);
+    assert.ok(!st.stdout.includes('"change"'), st.stdout);
+  });
+}
+
 test.run();

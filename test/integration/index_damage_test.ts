@@ -7,11 +7,11 @@
 // directory: one line naming it; once it is moved away the push goes through.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { mkdir, readFile, readdir, rm, truncate, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, readdir, rm, symlink, truncate, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { bucketOf } from '../../core/index_model.ts';
-import { cleanupAll, diffTrees, imz, listedConflicts, servedClone, setRemote, snapshotTree, startServer } from '../helpers.ts';
+import { cleanupAll, diffTrees, imz, jsonLines, listedConflicts, servedClone, setRemote, snapshotTree, startServer } from '../helpers.ts';
 
 test.after(cleanupAll);
 
@@ -32,6 +32,10 @@ for (const damage of ['truncated', 'a directory']) {
       if (had.has(bucketOf(name).toString(16).padStart(2, '0'))) copy = name;
     }
     await writeFile(join(a, copy), 'an old conflict copy\n');
+    // A link made here (not pushed yet) in a damaged bucket: unknown too, and never taken for clean.
+    let link = '';
+    for (let i = 1; !link; i++) if (had.has(bucketOf(`L${i}`).toString(16).padStart(2, '0'))) link = `L${i}`;
+    await symlink('f1.txt', join(a, link));
     for (const n of await readdir(dir)) {
       if (damage === 'truncated') await truncate(join(dir, n), 20);
       else {
@@ -55,7 +59,11 @@ for (const damage of ['truncated', 'a directory']) {
     assert.is(p.code, 3, `pull --resync: what the damaged index cannot tell is a conflict: ${p.stderr}`);
     assert.ok((await readdir(dir)).some((n) => n.includes('.damaged-')), 'the damaged buckets are kept aside');
     assert.is(await readFile(join(a, 'f20.txt'), 'utf8'), 'mine\n', 'the local change is kept');
-    assert.not.ok((await listedConflicts(a)).some((c) => String(c.path).includes('.imz-conflict-')), 'a conflict copy is no conflict');
+    const listed = await listedConflicts(a);
+    assert.not.ok(listed.some((c) => String(c.path).includes('.imz-conflict-')), 'a conflict copy is no conflict');
+    assert.ok(listed.some((c) => c.path === link && c.class === 'update/remove'), `the link is a conflict: ${JSON.stringify(listed.map((c) => c.path))}`);
+    const st = await imz(['status', '-C', a, '--json']);
+    assert.ok(jsonLines(st.stdout).some((e) => e.event === 'change' && e.path === link), `the link is a change to push, not clean: ${st.stdout}`);
     // Nothing the other replica removed is made again on the server, whatever runs next.
     assert.is((await imz(['sync', '-C', a, '--quiet'])).code, 3);
     for (let i = 3; i <= 10; i++) assert.not.ok(existsSync(join(srv, `f${i}.txt`)), `f${i}.txt stays removed on the server`);
