@@ -830,10 +830,7 @@ async function _settle(replica: Replica, remote: Remote, op: LoggedOp, r: OpResu
     // A free name: an earlier conflict on the path at the same version (0: the server removed it) kept one there.
     const copy = freeName(replica.root, conflictCopyName(op.path, replica.config.replicaId, server?.version ?? r.version));
     await rename(abs, join(replica.root, copy));
-    if (dirAside) {
-      const prefix = `${op.path}/`;
-      for (const p of [...(await replica.all()).keys()]) if (p.startsWith(prefix)) await replica.delete(p);
-    }
+    if (dirAside) await replica.forgetInside(op.path);
     c.localCopy = copy;
   }
   // Recorded even when nothing local needed keeping (a removal that lost): the user sees what happened.

@@ -305,6 +305,12 @@ export class Replica {
     return this._unparsed.get(b)?.adds.get(path) ?? this._bucket(b).get(path);
   }
 
+  /** Forgets every entry under directory path (written by flushIndex). */
+  async forgetInside(path: string): Promise<void> {
+    const prefix = `${path}/`;
+    for (const p of [...(await this.all()).keys()]) if (p.startsWith(prefix)) await this.delete(p);
+  }
+
   /** Records a path's entry (written by flushIndex). */
   async set(path: string, e: IndexEntry): Promise<void> {
     const b = bucketOf(path);

@@ -280,7 +280,7 @@ async function _resolveOne(ctx: _Ctx, c: ConflictRecord, take: Take, removedHere
         const moved = _fsOf(replica.root, fromRel);
         renameSync(join(replica.root, fromRel), join(replica.root, name));
         // What was tracked inside a directory moved with it (and is sent again under the new name).
-        if (moved?.type === EntryType.DIR) await _forgetInside(replica, fromRel);
+        if (moved?.type === EntryType.DIR) await replica.forgetInside(fromRel);
         await fsyncDir(dirname(join(replica.root, name)));
         await fsyncDir(dirname(join(replica.root, fromRel)));
         res.kept.push({ from: fromRel, as: 'keep', where: name });
@@ -288,7 +288,7 @@ async function _resolveOne(ctx: _Ctx, c: ConflictRecord, take: Take, removedHere
       }
     }
     // A directory removed here: the server's whole directory comes back, what was removed inside it too.
-    if (removedHere || replacedDir) await _forgetInside(replica, c.path);
+    if (removedHere || replacedDir) await replica.forgetInside(c.path);
     await _takeServer(ctx, c, res, removedHere);
     // The server-wins copy (still there under take server): keep it, then remove it.
     if (take === 'server' && c.localCopy && _fsOf(replica.root, c.localCopy)) {
@@ -456,20 +456,15 @@ async function _setAside(ctx: _Ctx, rel: string, c: ConflictRecord, res: Resolut
   await fsyncDir(dirname(abs));
   res.kept.push({ from: rel, as: 'copy', where: name });
   // What was tracked inside went with it (the copy is never pushed).
-  await _forgetInside(replica, rel);
+  await replica.forgetInside(rel);
 }
 
 // Forgets a path and anything tracked under it in the index.
 async function _forget(replica: Replica, path: string): Promise<void> {
   await replica.delete(path);
-  await _forgetInside(replica, path);
+  await replica.forgetInside(path);
 }
 
-// Forgets what is tracked under a directory path.
-async function _forgetInside(replica: Replica, path: string): Promise<void> {
-  const prefix = `${path}/`;
-  for (const p of (await replica.all()).keys()) if (p.startsWith(prefix)) await replica.delete(p);
-}
 
 /** Copies a replica file into .imz/conflicts/blobs/<sha256> (unless there) and says where. */
 async function _keepFile(replica: Replica, rel: string): Promise<KeptVersion> {
