@@ -251,6 +251,11 @@ export async function imz(args: string[], opts: ImzOptions = {}): Promise<RunRes
   return r;
 }
 
+/** A run's exit status and the ends of its output, for an assertion's message. */
+export function runReport(r: RunResult): string {
+  return `exit ${r.code} (signal ${r.signal})\nstdout: ${r.stdout.slice(-3000)}\nstderr: ${r.stderr.slice(-3000)}`;
+}
+
 /** Parses every stdout line as JSON (throws naming the line that is not). */
 export function jsonLines(stdout: string): Record<string, unknown>[] {
   return stdout.split('\n').filter((l) => l.length > 0).map((l) => {

@@ -17,7 +17,7 @@ import { type ChangeScan, scanChanges } from '../../core/changes.ts';
 import { Replica } from '../../core/replica.ts';
 import { SCAN_CACHE_FILE } from '../../core/scan_cache.ts';
 import { FACTS, F_LISTED_MTIME, decodeScanCache, typeOfFacts } from '../../core/scan_cache_model.ts';
-import { type RunResult, type ServerHandle, cleanupAll, copyFixture, imz, imzBundle, jsonLines, makeTmp, startServer } from '../helpers.ts';
+import { runReport as out, type ServerHandle, cleanupAll, copyFixture, imz, imzBundle, jsonLines, makeTmp, startServer } from '../helpers.ts';
 
 const T = suite('scan_cache_hostile');
 
@@ -36,7 +36,6 @@ const sorted = (a: string[]) => [...a].sort();
 const scan = async (dir: string) => scanChanges(await Replica.open(dir));
 const cacheFile = (dir: string) => join(dir, '.imz', SCAN_CACHE_FILE);
 const cacheOf = (dir: string) => decodeScanCache(readFileSync(cacheFile(dir)));
-const out = (r: RunResult) => `exit ${r.code} (signal ${r.signal})\nstdout: ${r.stdout.slice(-3000)}\nstderr: ${r.stderr.slice(-3000)}`;
 /** The listing mark of a tracked directory in the cache on disk (0: none). */
 const markOf = (dir: string, path: string) => {
   const c = cacheOf(dir)!;

@@ -6,12 +6,11 @@ import { appendFile, mkdir, readlink, rm, symlink, unlink, writeFile } from 'nod
 import { join } from 'node:path';
 import { scanChanges } from '../../core/changes.ts';
 import { Replica } from '../../core/replica.ts';
-import { type RunResult, cleanupAll, diffTrees, imz, jsonLines, makeTmp, snapshotTree, startServer } from '../helpers.ts';
+import { runReport as out, cleanupAll, diffTrees, imz, jsonLines, makeTmp, snapshotTree, startServer } from '../helpers.ts';
 
 const T = suite('scan: verdicts');
 T.after.each(cleanupAll);
 T.after(cleanupAll);
-const out = (r: RunResult) => `exit ${r.code}\nstdout: ${r.stdout.slice(-2000)}\nstderr: ${r.stderr}`;
 
 T('a flag in every row position is found, for every row count mod 8 (modify and delete, first and last rows)', async () => {
   const tmp = await makeTmp();

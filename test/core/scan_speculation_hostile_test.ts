@@ -21,7 +21,7 @@ import { loadIgnoreKeyed } from '../../core/ignore_rules.ts';
 import { PassWorker } from '../../core/pass_worker.ts';
 import { decodeScanCache } from '../../core/scan_cache_model.ts';
 import {
-  type RunResult, type ServerHandle, cleanupAll, copyFixture, imz, imzBundle, jsonLines, makeTmp, setRemote, spawnImz, startServer, waitFor,
+  type RunResult, runReport as out, type ServerHandle, cleanupAll, copyFixture, imz, imzBundle, jsonLines, makeTmp, setRemote, spawnImz, startServer, waitFor,
 } from '../helpers.ts';
 
 const T = suite('scan_speculation_hostile');
@@ -59,7 +59,6 @@ let n = 0;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const brief = (s: ChangeScan) => s.changes.map((c) => (c.kind === 'rename' ? `rename ${c.fromPath} -> ${c.path}` : `${c.kind} ${c.path}`)).sort();
 const scan = async (dir: string) => scanChanges(await Replica.open(dir));
-const out = (r: RunResult) => `exit ${r.code} (signal ${r.signal})\nstdout: ${r.stdout.slice(-3000)}\nstderr: ${r.stderr.slice(-3000)}`;
 const cacheFile = (dir: string) => join(dir, '.imz', SCAN_CACHE_FILE);
 
 /** Names that exercise the paths' UTF-8 bytes and their order. */

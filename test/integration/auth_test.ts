@@ -15,7 +15,7 @@ import { existsSync } from 'node:fs';
 import { appendFile, mkdir, readFile, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
-  type ImzOptions, type RunResult, type ServerHandle, type SnapEntry,
+  type ImzOptions, type RunResult, runReport as out, type ServerHandle, type SnapEntry,
   cleanupAll, copyFixture, diffTrees, jsonLines, makeTmp, snapshotTree, spawnImz, startServer, waitFor,
 } from '../helpers.ts';
 
@@ -24,7 +24,6 @@ T.after.each(cleanupAll);
 T.after(cleanupAll);
 
 type Tree = Record<string, SnapEntry>;
-const out = (r: RunResult) => `exit ${r.code} (signal ${r.signal})\nstdout: ${r.stdout}\nstderr: ${r.stderr}`;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** A fresh 48-character token (what `openssl rand -hex 24` makes). */

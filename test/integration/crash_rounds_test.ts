@@ -31,7 +31,7 @@ import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { chmod, lstat, mkdir, readFile, readdir, rename, rm, rmdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
-  type RunResult, type ServerHandle,
+  type RunResult, runReport as out, type ServerHandle,
   cleanupAll, copyFixture, diffTrees, findTemps, imz, makeTmp, sampleWorld, setRemote, snapshotTree, spawnImz, startServer,
 } from '../helpers.ts';
 import { journalTree, waitJournalMatchesTree } from '../fault_helpers.ts';
@@ -46,7 +46,6 @@ T.after(cleanupAll);
 
 const sha = (b: string | Buffer) => createHash('sha256').update(b).digest('hex');
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const out = (r: RunResult) => `exit ${r.code} (signal ${r.signal})\nstdout: ${r.stdout.slice(-1500)}\nstderr: ${r.stderr.slice(-1500)}`;
 
 /** mulberry32: a small seeded PRNG, so a failing run can be replayed by its seed (timing aside). */
 function prng(seed: number): () => number {

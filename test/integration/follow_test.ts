@@ -17,7 +17,7 @@ import { join } from 'node:path';
 import { Remote } from '../../core/remote.ts';
 import { Op } from '../../protocol/messages.ts';
 import {
-  type RunResult, type ServerHandle, type SnapEntry,
+  type RunResult, runReport as out, type ServerHandle, type SnapEntry,
   cleanupAll, copyFixture, diffTrees, findTemps, imz, makeTmp, readJournal, snapshotTree, spawnImz, startServer,
   setRemote,
 } from '../helpers.ts';
@@ -38,7 +38,6 @@ T.after.each(cleanup);
 T.after(cleanup);
 
 const sha = (b: string | Buffer) => createHash('sha256').update(b).digest('hex');
-const out = (r: RunResult) => `exit ${r.code} (signal ${r.signal})\nstdout: ${r.stdout}\nstderr: ${r.stderr}`;
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 type Tree = Record<string, SnapEntry>;
 

@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import { decodeSegment } from '../../core/journal_model.ts';
 import { Replica } from '../../core/replica.ts';
 import {
-  type RunResult, type ServerHandle,
+  type RunResult, runReport as out, type ServerHandle,
   cleanupAll, diffTrees, findTemps, imz, jsonLines, makeTmp, readReintLog, setRemote, snapshotTree, startServer,
 } from '../helpers.ts';
 import { journalTree, journalVsTree, leaveFree, mountTmpfs, resizeTmpfs, unmountAll, waitJournalMatchesTree } from '../fault_helpers.ts';
@@ -33,7 +33,6 @@ T.after.each(teardown);
 T.after(teardown);
 
 const sha = (b: string | Buffer) => createHash('sha256').update(b).digest('hex');
-const out = (r: RunResult) => `exit ${r.code} (signal ${r.signal})\nstdout: ${r.stdout.slice(-2000)}\nstderr: ${r.stderr}`;
 
 let skipNoted = false;
 /** Mounts a tmpfs, or says once that this process may not and returns false (the test then skips). */

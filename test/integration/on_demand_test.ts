@@ -14,7 +14,7 @@ import { existsSync } from 'node:fs';
 import { appendFile, chmod, lstat, mkdir, readFile, readdir, readlink, rename, rm, symlink, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
-  type RunResult, type ServerHandle, type SnapEntry,
+  type RunResult, runReport as out, type ServerHandle, type SnapEntry,
   cleanupAll, diffTrees, findTemps, imz, imzArgv, jsonLines, makeTmp, readJournal, snapshotTree, startServer, waitFor,
 } from '../helpers.ts';
 
@@ -32,7 +32,6 @@ T.after(cleanup);
 
 type Tree = Record<string, SnapEntry>;
 const sha = (b: string | Buffer) => createHash('sha256').update(b).digest('hex');
-const out = (r: RunResult) => `exit ${r.code} (signal ${r.signal})\nstdout: ${r.stdout}\nstderr: ${r.stderr}`;
 const MiB = 1024 * 1024;
 
 // ---------- local helpers ----------

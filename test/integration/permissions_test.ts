@@ -15,7 +15,7 @@ import { chmod, chown, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { Replica } from '../../core/replica.ts';
 import {
-  type ImzOptions, type RunResult, type ServerHandle,
+  type ImzOptions, type RunResult, runReport as out, type ServerHandle,
   cleanupAll, diffTrees, findTemps, imz, imzBundle, makeTmp, snapshotTree, startServer,
 } from '../helpers.ts';
 import { journalTree, waitJournalMatchesTree } from '../fault_helpers.ts';
@@ -26,7 +26,6 @@ T.after(cleanupAll);
 
 const NOBODY = { uid: 65534, gid: 65534 };
 const sha = (b: string | Buffer) => createHash('sha256').update(b).digest('hex');
-const out = (r: RunResult) => `exit ${r.code} (signal ${r.signal})\nstdout: ${r.stdout.slice(-2000)}\nstderr: ${r.stderr}`;
 const headOf = (rep: string) => JSON.parse(readFileSync(join(rep, '.imz', 'HEAD'), 'utf8')) as { serverId: string; cursor: number };
 
 let noted = false;

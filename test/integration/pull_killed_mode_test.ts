@@ -8,13 +8,11 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { chmodSync, lstatSync } from 'node:fs';
 import { join } from 'node:path';
-import { type RunResult, cleanupAll, imz, jsonLines, pullKilledWhilePlacing, sampleWorld } from '../helpers.ts';
+import { runReport as out, cleanupAll, imz, jsonLines, pullKilledWhilePlacing, sampleWorld } from '../helpers.ts';
 
 const T = suite('pull: killed while placing files, then a chmod');
 T.after.each(cleanupAll);
 T.after(cleanupAll);
-
-const out = (r: RunResult) => `exit ${r.code} (signal ${r.signal})\nstdout: ${r.stdout.slice(0, 2000)}\nstderr: ${r.stderr}`;
 
 T('a chmod made to a file a killed pull placed and never indexed is pushed, not taken for the server\'s mode', async () => {
   const { srv, replicas: [a, b] } = await sampleWorld(2);

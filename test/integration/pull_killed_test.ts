@@ -8,13 +8,11 @@ import * as assert from 'uvu/assert';
 import { existsSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { type RunResult, cleanupAll, imz, jsonLines, pullKilledWhilePlacing, sampleWorld } from '../helpers.ts';
+import { runReport as out, cleanupAll, imz, jsonLines, pullKilledWhilePlacing, sampleWorld } from '../helpers.ts';
 
 const T = suite('pull: killed while placing files');
 T.after.each(cleanupAll);
 T.after(cleanupAll);
-
-const out = (r: RunResult) => `exit ${r.code} (signal ${r.signal})\nstdout: ${r.stdout.slice(0, 2000)}\nstderr: ${r.stderr}`;
 
 T('files a killed pull placed and never indexed are indexed by the next run: a push then sends none back once the server removed them, and a pull removes them', async () => {
   const { srv, replicas: [a, b] } = await sampleWorld(2);

@@ -9,13 +9,12 @@ import * as assert from 'uvu/assert';
 import { statSync, writeFileSync } from 'node:fs';
 import { chmod, mkdir, utimes } from 'node:fs/promises';
 import { join } from 'node:path';
-import { type RunResult, cleanupAll, imz, jsonLines, sampleWorld } from '../helpers.ts';
+import { runReport as out, cleanupAll, imz, jsonLines, sampleWorld } from '../helpers.ts';
 
 const T = suite('pull: a local mode change');
 T.after.each(cleanupAll);
 T.after(cleanupAll);
 
-const out = (r: RunResult) => `exit ${r.code} (signal ${r.signal})\nstdout: ${r.stdout.slice(0, 2000)}\nstderr: ${r.stderr}`;
 const modeOf = (p: string) => (statSync(p).mode & 0o777).toString(8);
 const changes = async (rep: string) => jsonLines((await imz(['status', '-C', rep, '--json'])).stdout).filter((e) => e.event === 'change');
 

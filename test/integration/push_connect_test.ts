@@ -9,14 +9,12 @@ import { existsSync, openSync, closeSync, readFileSync } from 'node:fs';
 import { appendFile, mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
-  type RunResult, cleanupAll, imz, imzArgv, jsonLines, makeTmp, readReintLog, sampleWorld, setRemote, snapshotTree, startServer, diffTrees,
+  type RunResult, runReport as out, cleanupAll, imz, imzArgv, jsonLines, makeTmp, readReintLog, sampleWorld, setRemote, snapshotTree, startServer, diffTrees,
 } from '../helpers.ts';
 
 const T = suite('push: connecting');
 T.after.each(cleanupAll);
 T.after(cleanupAll);
-
-const out = (r: RunResult) => `exit ${r.code} (signal ${r.signal})\nstdout: ${r.stdout}\nstderr: ${r.stderr}`;
 
 function errorEvent(r: RunResult): Record<string, unknown> | undefined {
   return jsonLines(r.stdout).find((e) => e.event === 'error');

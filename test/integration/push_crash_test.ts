@@ -14,7 +14,7 @@ import { appendFile, cp, mkdir, readFile, readdir, rm, stat, writeFile } from 'n
 import { encodeLogRecord } from '../../core/reint_log_model.ts';
 import { join } from 'node:path';
 import {
-  type JournalLine, type RunResult, type SnapEntry,
+  type JournalLine, type RunResult, runReport as out, type SnapEntry,
   cleanupAll, diffTrees, findTemps, imz, jsonLines, readJournal, readReintLog, sampleWorld, setRemote, snapshotTree, spawnImz, startServer, waitFor,
 } from '../helpers.ts';
 
@@ -23,7 +23,6 @@ T.after.each(cleanupAll);
 T.after(cleanupAll);
 
 const sha = (b: string | Buffer) => createHash('sha256').update(b).digest('hex');
-const out = (r: RunResult) => `exit ${r.code} (signal ${r.signal})\nstdout: ${r.stdout.slice(-3000)}\nstderr: ${r.stderr}`;
 
 function assertSame(a: Record<string, SnapEntry>, b: Record<string, SnapEntry>, what: string): void {
   const d = diffTrees(a, b);

@@ -8,7 +8,7 @@ import { readFileSync, statSync } from 'node:fs';
 import { appendFile, chmod, mkdir, rename, rm, stat, symlink, unlink, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
-  type RunResult, type SnapEntry, cleanupAll, diffTrees, diffTreesBut, imz, jsonLines, makeTmp, readJournal, sampleWorld, snapshotTree, spawnImz, startServer, waitFor,
+  type RunResult, runReport as out, type SnapEntry, cleanupAll, diffTrees, diffTreesBut, imz, jsonLines, makeTmp, readJournal, sampleWorld, snapshotTree, spawnImz, startServer, waitFor,
 } from '../helpers.ts';
 
 const T = suite('push: cursor');
@@ -16,7 +16,6 @@ T.after.each(cleanupAll);
 T.after(cleanupAll);
 
 type Tree = Record<string, SnapEntry>;
-const out = (r: RunResult) => `exit ${r.code} (signal ${r.signal})\nstdout: ${r.stdout}\nstderr: ${r.stderr}`;
 const ok = (r: RunResult, what = 'imz') => assert.ok(r.code === 0, `${what}: ${out(r)}`);
 const modeOf = (p: string) => execFileSync('stat', ['-c', '%a', p]).toString().trim();
 const cursorOf = (rep: string) => JSON.parse(readFileSync(join(rep, '.imz', 'HEAD'), 'utf8')).cursor as number;

@@ -8,13 +8,12 @@ import * as assert from 'uvu/assert';
 import { statSync, writeFileSync } from 'node:fs';
 import { chmod, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { type RunResult, cleanupAll, imz, jsonLines, diffTreesBut, sampleWorld, snapshotTree } from '../helpers.ts';
+import { runReport as out, cleanupAll, imz, jsonLines, diffTreesBut, sampleWorld, snapshotTree } from '../helpers.ts';
 
 const T = suite('push: a lost directory chmod with something of ours inside');
 T.after.each(cleanupAll);
 T.after(cleanupAll);
 
-const out = (r: RunResult) => `exit ${r.code}\nstdout: ${r.stdout.slice(0, 3000)}\nstderr: ${r.stderr}`;
 const statusOf = async (rep: string) => {
   const r = await imz(['status', '-C', rep, '--json']);
   return { code: r.code, lines: jsonLines(r.stdout) };

@@ -15,13 +15,12 @@ import { OpKind } from '../../protocol/constants.ts';
 import { ReintLog } from '../../core/reint_log.ts';
 import { Replica } from '../../core/replica.ts';
 import { hashFile, toHex } from '../../core/hash.ts';
-import { type RunResult, cleanupAll, imz, jsonLines, sampleWorld } from '../helpers.ts';
+import { runReport as out, cleanupAll, imz, jsonLines, sampleWorld } from '../helpers.ts';
 
 const T = suite('push: a chmod or move of what the server removed');
 T.after.each(cleanupAll);
 T.after(cleanupAll);
 
-const out = (r: RunResult) => `exit ${r.code} (signal ${r.signal})\nstdout: ${r.stdout.slice(0, 2000)}\nstderr: ${r.stderr}`;
 const modeOf = (p: string) => (statSync(p).mode & 0o777).toString(8);
 const changes = async (rep: string) => jsonLines((await imz(['status', '-C', rep, '--json'])).stdout).filter((e) => e.event === 'change');
 

@@ -8,13 +8,12 @@ import { mkdir, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { type RunResult, cleanupAll, conflictRecords, imz, jsonLines, listedConflicts, sampleWorld, snapshotTree, waitFor } from '../helpers.ts';
+import { type RunResult, runReport as out, cleanupAll, conflictRecords, imz, jsonLines, listedConflicts, sampleWorld, snapshotTree, waitFor } from '../helpers.ts';
 
 const T = suite('push: held back under a dir-removed conflict');
 T.after.each(cleanupAll);
 T.after(cleanupAll);
 
-const out = (r: RunResult) => `exit ${r.code}\nstdout: ${r.stdout}\nstderr: ${r.stderr}`;
 const event = (r: RunResult, name: string) => jsonLines(r.stdout).find((e) => e.event === name);
 
 async function blobsHold(replica: string, text: string): Promise<boolean> {

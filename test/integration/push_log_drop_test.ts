@@ -8,13 +8,11 @@ import * as assert from 'uvu/assert';
 import { copyFile, mkdir, rm, stat } from 'node:fs/promises';
 import { createServer, connect, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
-import { type RunResult, cleanupAll, diffTreesBut, imz, readJournal, readReintLog, sampleWorld, setRemote, snapshotTree } from '../helpers.ts';
+import { runReport as out, cleanupAll, diffTreesBut, imz, readJournal, readReintLog, sampleWorld, setRemote, snapshotTree } from '../helpers.ts';
 
 const T = suite('push: dropped operations stay dropped');
 T.after.each(cleanupAll);
 T.after(cleanupAll);
-
-const out = (r: RunResult) => `exit ${r.code} (signal ${r.signal})\nstdout: ${r.stdout.slice(-2000)}\nstderr: ${r.stderr}`;
 
 /**
  * A loopback TCP proxy to port that forwards both ways until the server has

@@ -15,7 +15,7 @@ import { existsSync } from 'node:fs';
 import { mkdir, readFile, readdir, rm, symlink, unlink, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
-  type RunResult, type SnapEntry,
+  type RunResult, runReport as out, type SnapEntry,
   cleanupAll, conflictRecords, diffTrees, imz, jsonLines, makeTmp, replicaIdOf, snapshotTree, startServer,
 } from '../helpers.ts';
 
@@ -201,7 +201,6 @@ const world = (p: Policy): Promise<World> => {
   return worlds.get(p)!;
 };
 
-const out = (r: RunResult) => `exit ${r.code}\nstdout: ${r.stdout}\nstderr: ${r.stderr}`;
 const recordOf = (w: World, path: string) => w.records.find((r) => r.path === path);
 
 /** Asserts a file in a tree holds content. */

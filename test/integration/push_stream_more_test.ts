@@ -7,14 +7,13 @@ import * as assert from 'uvu/assert';
 import { copyFile, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
-  type RunResult, appliedPerPath, cleanupAll, diffTreesBut, imz, manyFiles, jsonLines, pushUnderWay, readReintLog, sampleWorld, setRemote, snapshotTree, startServer,
+  type RunResult, runReport as out, appliedPerPath, cleanupAll, diffTreesBut, imz, manyFiles, jsonLines, pushUnderWay, readReintLog, sampleWorld, setRemote, snapshotTree, startServer,
 } from '../helpers.ts';
 
 const T = suite('push: streamed while scanning, more');
 T.after.each(cleanupAll);
 T.after(cleanupAll);
 
-const out = (r: RunResult) => `exit ${r.code} (signal ${r.signal})\nstdout: ${r.stdout.slice(-2000)}\nstderr: ${r.stderr}`;
 const pushed = (r: RunResult) => jsonLines(r.stdout).find((e) => e.event === 'pushed') as Record<string, number> | undefined;
 
 for (const policy of ['server-wins', 'client-wins', 'newest', 'keep-both']) {

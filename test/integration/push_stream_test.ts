@@ -11,14 +11,13 @@ import * as assert from 'uvu/assert';
 import { chmod, copyFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
-  type RunResult, type SnapEntry, appliedPerPath, cleanupAll, diffTreesBut, imz, manyFiles, jsonLines, pushUnderWay, readJournal, readReintLog, sampleWorld, snapshotTree,
+  type RunResult, runReport as out, type SnapEntry, appliedPerPath, cleanupAll, diffTreesBut, imz, manyFiles, jsonLines, pushUnderWay, readJournal, readReintLog, sampleWorld, snapshotTree,
 } from '../helpers.ts';
 
 const T = suite('push: streamed while scanning');
 T.after.each(cleanupAll);
 T.after(cleanupAll);
 
-const out = (r: RunResult) => `exit ${r.code} (signal ${r.signal})\nstdout: ${r.stdout.slice(-2000)}\nstderr: ${r.stderr}`;
 function assertSame(a: Record<string, SnapEntry>, b: Record<string, SnapEntry>, what: string): void {
   const d = diffTreesBut(a, b);
   assert.ok(d.length === 0, `${what}: trees differ:\n  ${d.slice(0, 20).join('\n  ')}`);

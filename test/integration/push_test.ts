@@ -12,7 +12,7 @@ import { existsSync } from 'node:fs';
 import { appendFile, chmod, mkdir, readFile, readdir, rename, rm, symlink, unlink, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
-  type LogLine, type RunResult, type ServerHandle, type SnapEntry,
+  type LogLine, type RunResult, runReport as out, type ServerHandle, type SnapEntry,
   REPO, cleanupAll, copyFixture, diffTrees, imz, jsonLines, makeTmp, readJournal, readReintLog, replicaIdOf, sampleWorld, setRemote, snapshotTree, spawnImz, startServer, waitFor,
 } from '../helpers.ts';
 import { loadIgnoreKeyed } from '../../core/ignore_rules.ts';
@@ -25,7 +25,6 @@ T.after(cleanupAll);
 
 const sha = (b: string | Buffer) => createHash('sha256').update(b).digest('hex');
 const SAMPLE = join(REPO, 'fixtures', 'sample');
-const out = (r: RunResult) => `exit ${r.code} (signal ${r.signal})\nstdout: ${r.stdout}\nstderr: ${r.stderr}`;
 type Tree = Record<string, SnapEntry>;
 
 const world = sampleWorld;

@@ -18,7 +18,7 @@ import { appendFile, mkdir, readFile, readdir, writeFile } from 'node:fs/promise
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import {
-  type RunResult, type ServerHandle, type SnapEntry,
+  type RunResult, runReport as out, type ServerHandle, type SnapEntry,
   cleanupAll, copyFixture, diffTrees, jsonLines, makeTmp, setRemote, snapshotTree, spawnImz, startServer, waitFor,
 } from '../helpers.ts';
 
@@ -29,7 +29,6 @@ T.after(cleanupAll);
 
 type Tree = Record<string, SnapEntry>;
 const OPENSSL = '/usr/bin/openssl';
-const out = (r: RunResult) => `exit ${r.code} (signal ${r.signal})\nstdout: ${r.stdout}\nstderr: ${r.stderr}`;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 // ---------- every process output of a test, to check that no token leaks ----------
