@@ -7,6 +7,7 @@ import { type Entry, EntryType } from '../protocol/messages.ts';
 import { fsyncDirSync, tempNameFor } from './atomic_fs.ts';
 import { type SecurityOptions, connectReplica } from './credentials.ts';
 import { toHex } from './hash.ts';
+import { placedFacts } from './local_state.ts';
 import { parentOf } from './paths.ts';
 import type { Remote } from './remote.ts';
 import { Replica } from './replica.ts';
@@ -97,7 +98,7 @@ export async function* catFile(dir: string, path: string, opts: { security?: Sec
       renameSync(tmp, dest);
       tmp = undefined;
       fsyncDirSync(dirname(dest));
-      const fs = fsEntryFromStats(rel, lstatSync(dest), '') as FsEntry;
+      const fs = placedFacts(fsEntryFromStats(rel, lstatSync(dest), '') as FsEntry, entry);
       await replica.set(rel, { ...idx, size: fs.size, mode: fs.mode, mtimeMs: fs.mtimeMs, ctimeMs: fs.ctimeMs, ino: fs.ino, remote: undefined, fetchedMs: Date.now() });
       await replica.flushIndex();
       await enforceCacheLimit(replica, new Set([rel]));

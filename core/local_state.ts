@@ -22,6 +22,17 @@ export function statMatches(fs: FsEntry, idx: IndexEntry): boolean {
 }
 
 /**
+ * The facts to index for a file this replica just wrote (or hashed) with a
+ * known size and mtime: its lstat when that still shows them, else the same
+ * facts with a ctime that never matches. A write made between placing the
+ * content and this lstat is then hashed again by the next scan, never indexed
+ * as the content placed (a later edit would pass for synced, and never go up).
+ */
+export function placedFacts(fs: FsEntry, placed: { size: number; mtimeMs: number }): FsEntry {
+  return fs.size === placed.size && sameMtime(fs.mtimeMs, placed.mtimeMs) ? fs : { ...fs, ctimeMs: 0 };
+}
+
+/**
  * Compares one path in the working tree with its index entry: lstat first,
  * hashing a file only when stat differs (git's approach).
  */

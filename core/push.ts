@@ -17,7 +17,8 @@ import type { BlobItem, Prestager } from './uploader.ts';
 import { Replica } from './replica.ts';
 import { explainFsError, sweepStateTemps } from './atomic_fs.ts';
 import { type Policy, checkPolicy } from './policy.ts';
-import { sameMtime, statEntrySync } from './tree_scan.ts';
+import { placedFacts } from './local_state.ts';
+import { fsEntryAt, sameMtime, statEntrySync } from './tree_scan.ts';
 
 /** Options of push. */
 export interface PushOptions {
@@ -718,7 +719,7 @@ async function _settle(replica: Replica, remote: Remote, op: LoggedOp, r: OpResu
     if (op.state.type === EntryType.NONE) return replica.delete(path);
     // Index what was scanned; a write made since then shows up at the next scan.
     const fs = change?.path === path ? change.fs : undefined;
-    const now = fs ?? (() => { const e = statEntrySync(replica.root, path); return typeof e === 'string' ? undefined : e; })();
+    const now = fs ?? fsEntryAt(replica.root, path);
     if (!now) return replica.delete(path);
     // Facts read now, not when the content was hashed (an operation resent after an interrupted push: the file may
     // have been written since): recorded so that they never match, and the next scan hashes the file again instead
@@ -793,8 +794,12 @@ async function _settle(replica: Replica, remote: Remote, op: LoggedOp, r: OpResu
       throw new ImzError(Codes.PROTOCOL, `cannot keep both versions of ${op.path}: the server named the copy ${JSON.stringify(r.keptAs).slice(0, 200)}, which is not a new name beside it`);
     }
     await rename(abs, join(replica.root, r.keptAs));
-    const moved = statEntrySync(replica.root, r.keptAs);
-    if (moved && typeof moved !== 'string') {
+    const now = fsEntryAt(replica.root, r.keptAs);
+    if (now) {
+      // Renamed, so only its ctime moved since the scan hashed it, unless it was written since (or the operation was
+      // resent, hashed by an earlier run): then indexed with facts that never match, for the next scan to hash again.
+      const seen = change?.path === op.path ? change.fs : undefined;
+      const moved = seen && now.ino === seen.ino ? placedFacts(now, seen) : { ...now, ctimeMs: 0 };
       await replica.set(r.keptAs, { type: op.state.type as never, version: r.version, hash: op.state.hash, size: moved.size, mode: moved.mode, mtimeMs: moved.mtimeMs, ctimeMs: moved.ctimeMs, ino: moved.ino, target: moved.target });
     }
     await replica.delete(op.path);

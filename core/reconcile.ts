@@ -8,11 +8,11 @@ import { type ConflictClass, type ConflictRecord, type ConflictSide, blobPath, c
 import { type FetchItem, type FetchProgress, fetchFiles, tempDirsOf } from './fetcher.ts';
 import { hashFile, toHex } from './hash.ts';
 import type { IndexEntry } from './index_model.ts';
-import { type LocalState, localStateOf } from './local_state.ts';
+import { type LocalState, localStateOf, placedFacts } from './local_state.ts';
 import { checkPath, depthOf, parentOf } from './paths.ts';
 import type { Remote } from './remote.ts';
 import type { Replica } from './replica.ts';
-import { type FsEntry, fsEntryFromStats, sameMtime, statEntrySync, utimeSeconds } from './tree_scan.ts';
+import { type FsEntry, fsEntryAt, fsEntryFromStats, sameMtime, statEntrySync, utimeSeconds } from './tree_scan.ts';
 
 /** Something reconcile did or found, for progress output. */
 export type ReconcileEvent =
@@ -244,9 +244,15 @@ export async function reconcile(replica: Replica, remote: Remote, targets: Entry
 
   const safeDirs = new Set<string>(['']);
   const ensureParents = (p: string) => _ensureParents(root, p, safeDirs);
-  const indexFrom = async (t: Entry, serverMode = false) => {
-    const st = lstatSync(join(root, t.path));
-    const fs = fsEntryFromStats(t.path, st, t.type === EntryType.SYMLINK ? t.target : '') as FsEntry;
+  // seen: the facts read before the local content was compared with the server's (an 'index' plan). Read again here,
+  // they could be a write made since, indexed as the server's content and never pushed.
+  const indexFrom = async (t: Entry, serverMode = false, seen?: FsEntry) => {
+    let fs = seen;
+    if (!fs) {
+      fs = fsEntryFromStats(t.path, lstatSync(join(root, t.path)), t.type === EntryType.SYMLINK ? t.target : '') as FsEntry;
+      // A file placed or touched by this pull carries the server's size and mtime.
+      if (t.type === EntryType.FILE) fs = placedFacts(fs, t);
+    }
     const e = _indexEntry(t, fs);
     if (serverMode) e.mode = t.mode;
     // On demand, fetched content is remembered with its time, for least-recently-fetched eviction.
@@ -334,9 +340,18 @@ export async function reconcile(replica: Replica, remote: Remote, targets: Entry
   for (const p of plans) {
     if (p.kind === 'meta') {
       const abs = join(root, p.t.path);
+      const writtenSince = p.t.type === EntryType.FILE && !_sameFs(fsEntryAt(root, p.t.path), p.local.fs);
       await chmod(abs, p.t.mode & 0o777);
-      if (p.t.type === EntryType.FILE) await utimes(abs, utimeSeconds(p.t.mtimeMs), utimeSeconds(p.t.mtimeMs));
-      await indexFrom(p.t);
+      if (writtenSince) {
+        // A file written since it was compared: the server's mode applies, but not its mtime, which would make that
+        // write read as the server's content. Indexed as the server's version with facts that never match, the
+        // write is hashed at the next scan and goes up against that version, as a content change here meeting a
+        // chmod there does.
+        await replica.set(p.t.path, _indexEntry(p.t, { ...p.local.fs!, mode: p.t.mode, ctimeMs: 0 }));
+      } else {
+        if (p.t.type === EntryType.FILE) await utimes(abs, utimeSeconds(p.t.mtimeMs), utimeSeconds(p.t.mtimeMs));
+        await indexFrom(p.t);
+      }
       result.changed++;
       onEvent?.({ type: 'change', path: p.t.path, action: 'meta' });
     } else if (p.kind === 'remote') {
@@ -348,7 +363,7 @@ export async function reconcile(replica: Replica, remote: Remote, targets: Entry
       onEvent?.({ type: 'change', path: p.t.path, action: p.t.type === EntryType.NONE ? 'remove' : 'remote', entry: p.t, wasRemote: true });
     } else if (p.kind === 'index' && !(p as { skip?: boolean }).skip) {
       if (p.t.type === EntryType.NONE) await replica.delete(p.t.path);
-      else await indexFrom(p.t, p.localMode);
+      else await indexFrom(p.t, p.localMode, p.local.fs);
       await settle(p.t.path);
     }
   }
@@ -379,8 +394,7 @@ export async function reconcile(replica: Replica, remote: Remote, targets: Entry
           continue;
         }
         // The user may have written the file since we looked: never overwrite that.
-        const seen = statEntrySync(root, p.t.path);
-        if (!_sameFs(typeof seen === 'string' ? undefined : seen, p.local.fs)) {
+        if (!_sameFs(fsEntryAt(root, p.t.path), p.local.fs)) {
           const now = await localStateOf(root, p.t.path, await replica.get(p.t.path));
           // Keep the server's version beside the conflict record instead.
           const c = _conflict(result, onEvent, undefined, p.t, _classify(now, p.t), now);

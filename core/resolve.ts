@@ -16,6 +16,7 @@ import { type ConflictRecord, type ConflictSide, blobPath, clearConflict, confli
 import { isConflictCopy } from './changes.ts';
 import { fetchFiles } from './fetcher.ts';
 import { hashFile, toHex } from './hash.ts';
+import { placedFacts } from './local_state.ts';
 import type { IndexEntry } from './index_model.ts';
 import { MAX_DIFF_LINES, unifiedDiff } from './line_diff.ts';
 import { checkPath, depthOf } from './paths.ts';
@@ -23,7 +24,7 @@ import { reconcile } from './reconcile.ts';
 import { type SecurityOptions, connectReplica } from './credentials.ts';
 import type { Remote } from './remote.ts';
 import { Replica } from './replica.ts';
-import { type FsEntry, statEntrySync, utimeSeconds } from './tree_scan.ts';
+import { type FsEntry, fsEntryAt, statEntrySync, utimeSeconds } from './tree_scan.ts';
 
 /** Which version a resolution keeps at the conflicting path. */
 export type Take = 'local' | 'server' | 'both';
@@ -107,7 +108,7 @@ async function _details(replica: Replica, c: ConflictRecord): Promise<ConflictDe
   const idx = await replica.get(c.path).catch(() => undefined);
   let serverContentKept = true;
   if (c.server?.type === EntryType.FILE) serverContentKept = (await _serverBlob(replica, c)) !== undefined || (await _pathHolds(replica, c.path, c.server.hash));
-  const localCopyPresent = c.localCopy ? _fsOf(replica.root, c.localCopy) !== undefined : false;
+  const localCopyPresent = c.localCopy ? fsEntryAt(replica.root, c.localCopy) !== undefined : false;
   return { ...c, base: idx?.version, serverContentKept, localCopyPresent };
 }
 
@@ -120,8 +121,8 @@ async function _details(replica: Replica, c: ConflictRecord): Promise<ConflictDe
 export async function conflictDiff(dir: string, path: string): Promise<string> {
   const replica = await Replica.open(dir);
   const c = _lookup(replica, dir, path, await listConflicts(replica.stateDir));
-  const localRel = c.localCopy && _fsOf(replica.root, c.localCopy) ? c.localCopy : c.path;
-  const localFs = _fsOf(replica.root, localRel);
+  const localRel = c.localCopy && fsEntryAt(replica.root, c.localCopy) ? c.localCopy : c.path;
+  const localFs = fsEntryAt(replica.root, localRel);
   const localHash = localFs?.type === EntryType.FILE ? await _hashOf(join(replica.root, localRel)) : undefined;
   const describe = (why: string) => `${why}: local ${_sideText(localFs ? { type: localFs.type, size: localFs.size, target: localFs.target || undefined, hash: localHash } : null)}; server ${_sideText(c.server)}`;
   if (!localFs || !c.server) return describe(localFs ? 'removed on the server' : 'removed locally');
@@ -169,7 +170,7 @@ export async function resolveConflict(dir: string, opts: ResolveOptions): Promis
     targets.sort((a, b) => depthOf(b.path) - depthOf(a.path) || (a.path < b.path ? -1 : 1));
     // Which directories were removed here, read before any is settled: taking the server's version of a path inside
     // one makes the directory again, and it then looked kept, its other entries never fetched.
-    const removedHere = new Set(targets.filter((c) => _removedHere(c, _fsOf(replica.root, c.path))).map((c) => c.path));
+    const removedHere = new Set(targets.filter((c) => _removedHere(c, fsEntryAt(replica.root, c.path))).map((c) => c.path));
     const summary: ResolveSummary = { resolved: [], failed: [], remaining: 0 };
     for (const c of targets) {
       try {
@@ -235,7 +236,7 @@ async function _resolveOne(ctx: _Ctx, c: ConflictRecord, take: Take, removedHere
   checkPath(c.path, 'resolve a conflict');
   if (c.localCopy) checkPath(c.localCopy, 'resolve a conflict');
   const res: Resolution = { path: c.path, class: c.class, take, serverVersion: c.server?.version ?? 0, fetched: false, next: 'nothing', kept: [] };
-  const copyFs = c.localCopy ? _fsOf(replica.root, c.localCopy) : undefined;
+  const copyFs = c.localCopy ? fsEntryAt(replica.root, c.localCopy) : undefined;
   if (c.resolvedBy && c.resolvedBy !== 'server-wins' && !(copyFs && isConflictCopy(c.localCopy!))) {
     // A policy already kept both versions in place (keep-both's copy is a
     // replicated file; client-wins' loser is on the server): settling it
@@ -255,7 +256,7 @@ async function _resolveOne(ctx: _Ctx, c: ConflictRecord, take: Take, removedHere
       await fsyncDir(dirname(join(replica.root, c.path)));
       await fsyncDir(dirname(join(replica.root, c.localCopy!)));
     }
-    const now = _fsOf(replica.root, c.path);
+    const now = fsEntryAt(replica.root, c.path);
     if (removedHere && !now) await _removeServerSide(ctx, c, res);
     if (!c.server) {
       await replica.delete(c.path);
@@ -267,7 +268,7 @@ async function _resolveOne(ctx: _Ctx, c: ConflictRecord, take: Take, removedHere
   } else {
     // A tracked directory made a file or a link here: what the index holds inside it is the server's directory as it
     // was, and comes back with it (left in the index, it read as removed here, and the next push removed it there).
-    const here = _fsOf(replica.root, c.path);
+    const here = fsEntryAt(replica.root, c.path);
     const replacedDir = c.server?.type === EntryType.DIR && here !== undefined && here.type !== EntryType.DIR;
     if (take === 'both') {
       // Ours goes under a name the next push sends: the server ends up with both.
@@ -277,7 +278,7 @@ async function _resolveOne(ctx: _Ctx, c: ConflictRecord, take: Take, removedHere
         const idx = await replica.get(c.path);
         const name = freeName(replica.root, keepName(c.path, replica.config.replicaId, c.server?.version ?? idx?.version ?? 0));
         _ensureParents(replica.root, name);
-        const moved = _fsOf(replica.root, fromRel);
+        const moved = fsEntryAt(replica.root, fromRel);
         renameSync(join(replica.root, fromRel), join(replica.root, name));
         // What was tracked inside a directory moved with it (and is sent again under the new name).
         if (moved?.type === EntryType.DIR) await replica.forgetInside(fromRel);
@@ -291,7 +292,7 @@ async function _resolveOne(ctx: _Ctx, c: ConflictRecord, take: Take, removedHere
     if (removedHere || replacedDir) await replica.forgetInside(c.path);
     await _takeServer(ctx, c, res, removedHere);
     // The server-wins copy (still there under take server): keep it, then remove it.
-    if (take === 'server' && c.localCopy && _fsOf(replica.root, c.localCopy)) {
+    if (take === 'server' && c.localCopy && fsEntryAt(replica.root, c.localCopy)) {
       await _setAside(ctx, c.localCopy, c, res, { replacing: false, copyFallback: false });
     }
   }
@@ -310,7 +311,7 @@ async function _takeServer(ctx: _Ctx, c: ConflictRecord, res: Resolution, remove
   let state: _ServerState | null = c.server ? _stateOf(c.server) : null;
 
   // Local content first goes to the blobs: when it is the server's content, that is also our source.
-  const cur = _fsOf(root, c.path);
+  const cur = fsEntryAt(root, c.path);
   if (cur?.type === EntryType.FILE) res.kept.push(await _keepFile(replica, c.path));
 
   // A file from the kept blob, else fetched (then the server's current state is what we take).
@@ -340,7 +341,9 @@ async function _takeServer(ctx: _Ctx, c: ConflictRecord, res: Resolution, remove
   const inside: Entry[] = [];
 
   try {
-    const now = _fsOf(root, c.path);
+    const now = fsEntryAt(root, c.path);
+    // The placed file's own facts before its rename, to tell them from a write made just after it.
+    let placed: { size: number; mtimeMs: number } | undefined;
     if (!state) {
       if (now) await _setAside(ctx, c.path, c, res, { replacing: false, copyFallback: true });
       await _forget(replica, c.path);
@@ -348,6 +351,7 @@ async function _takeServer(ctx: _Ctx, c: ConflictRecord, res: Resolution, remove
     }
     if (state.type === EntryType.FILE) {
       if (now && now.type !== EntryType.FILE) await _setAside(ctx, c.path, c, res, { replacing: true, copyFallback: true });
+      placed = lstatSync(tmp!);
       renameSync(tmp!, abs);
       tmp = undefined;
       await fsyncDir(dirname(abs));
@@ -375,12 +379,13 @@ async function _takeServer(ctx: _Ctx, c: ConflictRecord, res: Resolution, remove
         }
       }
       _ensureParents(root, c.path);
-      if (!_fsOf(root, c.path)) mkdirSync(abs, state.mode ?? 0o755);
+      if (!fsEntryAt(root, c.path)) mkdirSync(abs, state.mode ?? 0o755);
       if (state.mode !== undefined) await chmod(abs, state.mode & 0o777);
       await fsyncDir(dirname(abs));
     }
-    const fs = _fsOf(root, c.path);
-    if (!fs) throw new ImzError(Codes.IO, `cannot take the server's version of ${c.path}: it vanished while being written`);
+    const here = fsEntryAt(root, c.path);
+    if (!here) throw new ImzError(Codes.IO, `cannot take the server's version of ${c.path}: it vanished while being written`);
+    const fs = placed ? placedFacts(here, placed) : here;
     await replica.set(c.path, { type: state.type, version: state.version, hash: state.type === EntryType.FILE ? state.hash : '', size: fs.size, mode: fs.mode, mtimeMs: fs.mtimeMs, ctimeMs: fs.ctimeMs, ino: fs.ino, target: fs.target });
     if (remote && inside.length > 0) {
       await replica.flushIndex();
@@ -424,7 +429,7 @@ async function _fetchCurrent(ctx: _Ctx, path: string): Promise<_ServerState | nu
 async function _setAside(ctx: _Ctx, rel: string, c: ConflictRecord, res: Resolution, opts: { replacing: boolean; copyFallback: boolean }): Promise<void> {
   const replica = ctx.replica;
   const abs = join(replica.root, rel);
-  const fs = _fsOf(replica.root, rel);
+  const fs = fsEntryAt(replica.root, rel);
   if (!fs) return;
   if (fs.type === EntryType.FILE) {
     if (!res.kept.some((k) => k.from === rel && k.as === 'blob')) res.kept.push(await _keepFile(replica, rel));
@@ -633,7 +638,7 @@ async function _serverBlob(replica: Replica, c: ConflictRecord): Promise<string 
 /** True when the replica file at rel has the given content hash (hashing only when the size allows it). */
 async function _pathHolds(replica: Replica, rel: string, hashHex: string | undefined): Promise<boolean> {
   if (!hashHex) return false;
-  const fs = _fsOf(replica.root, rel);
+  const fs = fsEntryAt(replica.root, rel);
   if (!fs || fs.type !== EntryType.FILE) return false;
   return (await _hashOf(join(replica.root, rel))) === hashHex;
 }
@@ -644,11 +649,6 @@ async function _hashOf(abs: string): Promise<string> {
 }
 
 /** lstat of a replica path: undefined when absent (or not something imz replicates). */
-function _fsOf(root: string, rel: string): FsEntry | undefined {
-  const e = statEntrySync(root, rel);
-  return typeof e === 'string' ? undefined : e;
-}
-
 /** Makes sure every parent of rel is a real directory (never a symlink), creating missing ones. */
 function _ensureParents(root: string, rel: string): void {
   const parts = rel.split('/');

@@ -96,6 +96,12 @@ export function statEntrySync(root: string, path: string): FsEntry | string | un
   return fsEntryFromStats(path, st, st.isSymbolicLink() ? readlinkSync(inDir(root, path)) : '');
 }
 
+/** statEntrySync, with what imz cannot sync (a socket, a FIFO...) read as nothing there. */
+export function fsEntryAt(root: string, path: string): FsEntry | undefined {
+  const e = statEntrySync(root, path);
+  return typeof e === 'string' ? undefined : e;
+}
+
 /** One entry of a directory listing, lstat'ed. */
 export interface DirStat {
   rel: string;
