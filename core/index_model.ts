@@ -68,11 +68,35 @@ export function encodeRows(entries: Iterable<[string, IndexEntry]>): string {
 
 /**
  * rows (as encodeRows makes them) with the row of path replaced by row (one
- * row of encodeRows); undefined when rows hold no row for path. A row
- * begins with '["' only at its start: inside a JSON string a quote is
- * escaped.
+ * row of encodeRows); undefined when rows hold no row for path.
  */
 export function replaceRow(rows: string, path: string, row: string): string | undefined {
+  const at = _rowSpan(rows, path);
+  return at && rows.slice(0, at[0]) + row + rows.slice(at[1]);
+}
+
+/**
+ * The entry of path in rows (as encodeRows makes them), found and parsed
+ * without parsing the other rows (a push of a few changes reads a few rows
+ * of buckets of hundreds); undefined when rows hold no row for path.
+ * Throws IMZ_CORRUPT (naming the bucket, name) for a damaged row.
+ */
+export function rowOf(rows: string, path: string, name: string): IndexEntry | undefined {
+  const at = _rowSpan(rows, path);
+  if (!at) return undefined;
+  let a: unknown;
+  try {
+    a = JSON.parse(rows.slice(at[0], at[1]));
+  } catch {
+    a = undefined;
+  }
+  if (!_wellFormedRow(a)) throw _corrupt(name, 'has a damaged entry');
+  return _entryOfRow(a);
+}
+
+// Where the row of path lies in rows: [start, end) or undefined. A row begins with '["' only at its start (inside a
+// JSON string a quote is escaped), and ends at the first ']' outside a string.
+function _rowSpan(rows: string, path: string): [number, number] | undefined {
   const head = `[${JSON.stringify(path)},`;
   let at: number;
   if (rows.startsWith(head)) at = 0;
@@ -81,7 +105,6 @@ export function replaceRow(rows: string, path: string, row: string): string | un
     if (at < 0) return undefined;
     at += 2;
   }
-  // The row ends at the first ']' outside a string.
   let inString = false;
   for (let i = at + head.length; i < rows.length; i++) {
     const c = rows.charCodeAt(i);
@@ -89,7 +112,7 @@ export function replaceRow(rows: string, path: string, row: string): string | un
       if (c === 92) i++; // a backslash escapes what follows
       else if (c === 34) inString = false;
     } else if (c === 34) inString = true;
-    else if (c === 93) return rows.slice(0, at) + row + rows.slice(i + 1);
+    else if (c === 93) return [at, i + 1];
   }
   return undefined;
 }
@@ -131,7 +154,7 @@ export function bucketCount(bucket: string | Uint8Array): number | undefined {
 export function decodeBucket(text: string, name: string): Map<string, IndexEntry> {
   const nl = text.indexOf('\n');
   const head = /^imz-index (\d+) (\d+)$/.exec(nl < 0 ? text : text.slice(0, nl));
-  const bad = (why: string) => new ImzError(Codes.CORRUPT, `cannot read replica index: ${name} ${why} (run \`imz pull --resync\` to rebuild it)`);
+  const bad = (why: string) => _corrupt(name, why);
   if (!head) throw bad('has no valid header');
   if (Number(head[1]) !== INDEX_VERSION) throw bad(`has format version ${head[1]}, this imz reads ${INDEX_VERSION}`);
   let rows: unknown;
@@ -149,13 +172,21 @@ export function decodeBucket(text: string, name: string): Map<string, IndexEntry
     const a = list[i];
     // A damaged row must not reach callers as an entry of the wrong shape (they would crash later, far from here).
     if (!_wellFormedRow(a)) throw bad('has a damaged entry');
-    const e: IndexEntry = { type: a[1], version: a[2], hash: a[3], size: a[4], mode: a[5], mtimeMs: a[6], ctimeMs: a[7], ino: a[8], target: a[9] };
-    const cache = a[10];
-    if (cache === -1) e.remote = true;
-    else if (cache !== undefined && cache > 0) e.fetchedMs = cache;
-    out.set(a[0], e);
+    out.set(a[0], _entryOfRow(a));
   }
   return out;
+}
+
+function _entryOfRow(a: _Row): IndexEntry {
+  const e: IndexEntry = { type: a[1], version: a[2], hash: a[3], size: a[4], mode: a[5], mtimeMs: a[6], ctimeMs: a[7], ino: a[8], target: a[9] };
+  const cache = a[10];
+  if (cache === -1) e.remote = true;
+  else if (cache !== undefined && cache > 0) e.fetchedMs = cache;
+  return e;
+}
+
+function _corrupt(name: string, why: string): ImzError {
+  return new ImzError(Codes.CORRUPT, `cannot read replica index: ${name} ${why} (run \`imz pull --resync\` to rebuild it)`);
 }
 
 type _Row = [string, EntryTypeCode, number, string, number, number, number, number, number, string, number?];

@@ -5,7 +5,7 @@ import { join, resolve } from 'node:path';
 import { EntryType } from '../protocol/constants.ts';
 import { Codes, ImzError } from '../protocol/errors.ts';
 import { fsyncCostsIo, fsyncDirSync, fsyncFd, inParallel, readFileOrNot, tempNameFor, writeFileAtomic } from './atomic_fs.ts';
-import { BUCKETS, type IndexEntry, appendedBucket, bucketCount, bucketOf, bucketText, decodeBucket, encodeBucket, encodeRows, replaceRow, rowsOfBucketText } from './index_model.ts';
+import { BUCKETS, type IndexEntry, appendedBucket, bucketCount, bucketOf, bucketText, decodeBucket, encodeBucket, encodeRows, replaceRow, rowOf, rowsOfBucketText } from './index_model.ts';
 import { REPLICA_DIR, TMP_PREFIX, parentOf, pathProblem } from './paths.ts';
 import { hashFileSync, toHex } from './hash.ts';
 import { crc32 } from './crc32.ts';
@@ -56,6 +56,13 @@ export class Replica {
    * entries its header gives, and the entries added. Parsed (and the entries merged) when anything reads them.
    */
   private _unparsed = new Map<number, { file: Uint8Array | undefined; count: number; adds: Map<string, IndexEntry> }>();
+  /**
+   * Buckets read but not parsed, whose rows get and set find in their text one by one (a push of a few changes
+   * looks at a few rows of buckets of hundreds): the entry count of the header, and the rows found so far (null:
+   * none for that path). Their rows (_rows) are the text with the rows set since replaced. Parsed from that text
+   * when anything needs more (a path added or deleted, all entries).
+   */
+  private _sparse = new Map<number, { count: number; seen: Map<string, IndexEntry | null> }>();
   private _dirty = new Set<number>();
   /** Whether an fdatasync in the index directory does any I/O (not on tmpfs); read on first use. */
   private _syncCostsIo: boolean | undefined;
@@ -186,6 +193,14 @@ export class Replica {
     let m = this._buckets.get(b);
     if (m) return m;
     const name = this.bucketFile(b);
+    const s = this._sparse.get(b);
+    if (s) {
+      // Its text as it now stands (rows set since replaced in it), the rows kept as they are.
+      this._sparse.delete(b);
+      m = decodeBucket(bucketText(s.count, _rowsText(this._rows.get(b)!)), name);
+      this._buckets.set(b, m);
+      return m;
+    }
     const u = this._unparsed.get(b);
     if (u) {
       // Its rows (as read, and as added) stay as they are.
@@ -240,9 +255,10 @@ export class Replica {
    * the bytes written), while that is what its file holds: undefined for a
    * bucket it did not write, or changed again since.
    */
-  writtenBucket(b: number): { entries: Map<string, IndexEntry>; sum: number } | undefined {
+  writtenBucket(b: number): { entry: (path: string) => IndexEntry | undefined; entries: () => Map<string, IndexEntry>; sum: number } | undefined {
     const sum = this._writtenSums.get(b);
-    return sum === undefined || this._dirty.has(b) ? undefined : { entries: this._bucket(b), sum };
+    if (sum === undefined || this._dirty.has(b)) return undefined;
+    return { entry: (path) => this._entryOf(b, path), entries: () => this._bucket(b), sum };
   }
 
   /**
@@ -293,7 +309,7 @@ export class Replica {
    * cache), so it is not parsed twice; ignored once the bucket is loaded.
    */
   adoptBucket(b: number, m: Map<string, IndexEntry>, text: string): void {
-    if (this._buckets.has(b) || this._unparsed.has(b)) return;
+    if (this._buckets.has(b) || this._unparsed.has(b) || this._sparse.has(b)) return;
     this._buckets.set(b, m);
     this._rowsFrom(b, text);
   }
@@ -302,7 +318,26 @@ export class Replica {
   async get(path: string): Promise<IndexEntry | undefined> {
     const b = bucketOf(path);
     // Just added to a bucket not parsed (a push's mkdir, asked for again to claim its record): known without parsing.
-    return this._unparsed.get(b)?.adds.get(path) ?? this._bucket(b).get(path);
+    return this._unparsed.get(b)?.adds.get(path) ?? this._entryOf(b, path);
+  }
+
+  // The entry of path in bucket b: from the parsed bucket, or else its row alone, found in the bucket's text.
+  private _entryOf(b: number, path: string): IndexEntry | undefined {
+    const m = this._buckets.get(b);
+    if (m || this._unparsed.has(b)) return (m ?? this._bucket(b)).get(path);
+    let s = this._sparse.get(b);
+    if (!s) {
+      const name = this.bucketFile(b);
+      const text = this._readBucket(name);
+      const count = text === undefined ? undefined : bucketCount(text);
+      // No file (an empty bucket), or a header or end not as written: parsed whole (which says what is wrong).
+      if (count === undefined || !text!.endsWith(']\n')) return this._bucket(b).get(path);
+      this._rowsFrom(b, text);
+      this._sparse.set(b, (s = { count, seen: new Map() }));
+    }
+    let e = s.seen.get(path);
+    if (e === undefined) s.seen.set(path, (e = rowOf(_rowsText(this._rows.get(b)!), path, this.bucketFile(b)) ?? null));
+    return e ?? undefined;
   }
 
   /** Forgets every entry under directory path (written by flushIndex). */
@@ -314,6 +349,7 @@ export class Replica {
   /** Records a path's entry (written by flushIndex). */
   async set(path: string, e: IndexEntry): Promise<void> {
     const b = bucketOf(path);
+    if (this._sparse.has(b) && this._setRow(b, path, e)) return;
     const m = this._bucket(b);
     const r = this._rows.get(b);
     const had = m.has(path);
@@ -333,6 +369,23 @@ export class Replica {
     this._changed(b, path);
   }
 
+  // Replaces the row of path in a sparse bucket's text; false when the bucket has no row for path (or has had
+  // many replaced), for set to parse it and go on the usual way.
+  private _setRow(b: number, path: string, e: IndexEntry): boolean {
+    const r = this._rows.get(b)!;
+    if (r.replaced >= _REPLACED_MAX) return false;
+    const rows = replaceRow(_rowsText(r), path, encodeRows([[path, e]]));
+    if (rows === undefined) return false;
+    r.text = rows;
+    r.file = undefined;
+    r.replaced++;
+    this._sparse.get(b)!.seen.set(path, e);
+    this._noteSet(b, path, e, true);
+    this._dirty.add(b);
+    this._changed(b, path);
+    return true;
+  }
+
   /**
    * Records the entry of a path that the caller knows had none when its
    * scan began (a push's create): a bucket not read yet is then appended
@@ -341,7 +394,7 @@ export class Replica {
   async addNew(path: string, e: IndexEntry): Promise<void> {
     const b = bucketOf(path);
     // Set by this process since (its file may no longer say what the scan saw): the usual way.
-    if (this._buckets.has(b) || this._changedPaths.get(b)?.has(path)) return this.set(path, e);
+    if (this._buckets.has(b) || this._sparse.has(b) || this._changedPaths.get(b)?.has(path)) return this.set(path, e);
     let u = this._unparsed.get(b);
     if (!u) {
       // Its bytes as read: neither decoded here nor encoded again when written (~50 ms each way for 100,000 paths).
@@ -459,11 +512,13 @@ export class Replica {
 
   // A bucket's bytes: its old rows and the rows added since, or all of it encoded again.
   private _encode(b: number): Uint8Array {
+    // (A sparse bucket had rows replaced in its text, none added: its count stays.)
+    const s = this._sparse.get(b);
     const u = this._unparsed.get(b);
-    const m = u ? u.adds : this._buckets.get(b)!;
+    const m = s ? new Map<string, IndexEntry>() : u ? u.adds : this._buckets.get(b)!;
     const r = this._rows.get(b);
     const added = r && r.added.length > 0 ? encodeRows(r.added.map((p) => [p, m.get(p)!] as [string, IndexEntry])) : '';
-    const count = u ? u.count + u.adds.size : m.size;
+    const count = s ? s.count : u ? u.count + u.adds.size : m.size;
     if (r?.file !== undefined) {
       const file = appendedBucket(r.file, count, added);
       this._encodedLast.set(b, { file, sum: crc32(file) });

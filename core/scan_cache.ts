@@ -168,12 +168,13 @@ export class ScanCache {
     // Paths came past a few other buckets: merging their rows anew is most of a rebuild, left to the next scan (which
     // may never come). Told before the buckets are parsed for it.
     if (rest.length > _MERGE_MAX && rest.some((b) => [...(replica.changedPaths(b) ?? [])].some((p) => this.lookup(p) < 0))) return this;
-    const stale = new Map<number, Map<string, IndexEntry>>();
+    // Per bucket to take again, its entries: a bucket written is parsed only if the rows cannot be patched.
+    const stale = new Map<number, { entry: (path: string) => IndexEntry | undefined; entries: () => Map<string, IndexEntry> }>();
     for (const b of rest) {
       const unflushed = replica.unflushedBucket(b);
       if (unflushed) {
         sections[b] = _NEVER;
-        stale.set(b, unflushed);
+        stale.set(b, { entry: (p) => unflushed.get(p), entries: () => unflushed });
         continue;
       }
       const written = replica.writtenBucket(b)!;
@@ -182,7 +183,7 @@ export class ScanCache {
       if (_sameIdentity(sections[b]!, ident) && sections[b]!.sum === ident.sum) continue;
       if (!_recent(ident)) ident.sum = -1;
       sections[b] = ident;
-      stale.set(b, written.entries);
+      stale.set(b, written);
     }
     if (stale.size === 0 && appended.size === 0) return this;
     // Most pushes change contents only: the rows of the paths set are updated where they are.
@@ -197,7 +198,8 @@ export class ScanCache {
     // Paths came or went: the rows are merged anew, as the next load would. Past a few buckets (a push of many new
     // files touches them all) that is most of a rebuild: those are left to the next scan, which may never come.
     if (stale.size > _MERGE_MAX) return this;
-    const next = ScanCache._withBuckets({ ...this.data, sections }, sections, stale, this.data.ignoreKey, false, this.changed, appended);
+    const entries = new Map([...stale].map(([b, s]) => [b, s.entries()]));
+    const next = ScanCache._withBuckets({ ...this.data, sections }, sections, entries, this.data.ignoreKey, false, this.changed, appended);
     next.changed ||= this.changed;
     return next;
   }
@@ -228,13 +230,13 @@ export class ScanCache {
   }
 
   // The rows of the paths this process changed in the stale buckets, with their entries now; undefined when a path came or went.
-  private _rowsOfChanged(replica: Replica, stale: Map<number, Map<string, IndexEntry>>): _RowUpdate[] | undefined {
+  private _rowsOfChanged(replica: Replica, stale: Map<number, { entry: (path: string) => IndexEntry | undefined }>): _RowUpdate[] | undefined {
     const updates: _RowUpdate[] = [];
     for (const [b, entries] of stale) {
       const changed = replica.changedPaths(b);
       if (!changed) return undefined;
       for (const p of changed) {
-        const e = entries.get(p);
+        const e = entries.entry(p);
         const i = e ? this.lookup(p) : -1;
         // (A symlink's new target moves what follows the rows: left to a rebuild.)
         if (i < 0 || bucketOfFacts(this.data.facts, i) !== b || this.data.targets[i] !== e!.target) return undefined;

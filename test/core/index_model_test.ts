@@ -1,6 +1,6 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { BUCKETS, type IndexEntry, appendedBucket, bucketCount, bucketOf, bucketText, decodeBucket, encodeBucket, encodeRows, replaceRow, rowsOfBucketText } from '../../core/index_model.ts';
+import { BUCKETS, type IndexEntry, appendedBucket, bucketCount, bucketOf, bucketText, decodeBucket, encodeBucket, encodeRows, replaceRow, rowOf, rowsOfBucketText } from '../../core/index_model.ts';
 
 const e = (v: number): IndexEntry => ({ type: 1 as const, version: v, hash: 'ab'.repeat(32), size: v, mode: 0o644, mtimeMs: 1.7e12 + v, ctimeMs: 1.7e12 + 0.5, ino: 1234 + v, target: '' });
 
@@ -67,6 +67,27 @@ test('replaceRow replaces exactly the row of its path, whatever the names and ta
   }
   assert.is(replaceRow(encodeRows(m), 'b', encodeRows([['b', e(1)]])), undefined);
   assert.is(replaceRow('', 'a', encodeRows([['a', e(1)]])), undefined);
+});
+
+test('rowOf finds exactly the entry of its path, whatever the names and targets hold, and calls a damaged row IMZ_CORRUPT', () => {
+  const names = ['a', 'a"b', '],["a",', 'x\\"],["a",1]', 'dir/ü "quoted"\\', '[', 'z', 'a/b'];
+  const m = new Map<string, IndexEntry>(names.map((p, i) => [p, { ...e(i), type: i % 2 ? 3 as const : 1 as const, target: i % 2 ? `"],["${names[i + 1] ?? 'a'}",` : '' }]));
+  m.set('remote', { ...e(9), remote: true });
+  m.set('fetched', { ...e(10), fetchedMs: 1.7e12 });
+  const rows = encodeRows(m);
+  for (const [p, want] of m) assert.equal(rowOf(rows, p, 'b'), want, p);
+  assert.is(rowOf(rows, 'b', 'b'), undefined);
+  assert.is(rowOf(rows, 'a/', 'b'), undefined);
+  assert.is(rowOf('', 'a', 'b'), undefined);
+  for (const bad of [rows.replace('["z",1,', '["z","1",'), rows.replace(/\["z",[^\]]*\]/, '["z",1,2]')]) {
+    try {
+      rowOf(bad, 'z', 'index/7a');
+      assert.unreachable('a damaged row was read');
+    } catch (err) {
+      assert.is((err as { code?: string }).code, 'IMZ_CORRUPT');
+      assert.match((err as Error).message, 'index/7a');
+    }
+  }
 });
 
 test('a bucket that only gained entries is written by appending rows: the same bytes as encoding it whole', async () => {
