@@ -3,7 +3,7 @@ import { type Stats, chmodSync, closeSync, constants as fsc, copyFileSync, exist
 import { chmod, mkdir, open, rename, rm, stat, utimes } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { Codes, ImzError } from '../protocol/errors.ts';
-import { type BlobPiece, Change, EntryType, type Operation, OpKind, type OpResult, OpStatus } from '../protocol/messages.ts';
+import { type BlobPiece, Change, type Entry, EntryType, type Operation, OpKind, type OpResult, OpStatus } from '../protocol/messages.ts';
 import { fsErrorPlace, fsyncCostsIo, fsyncDir, fsyncFd, inParallel, tempNameFor } from './atomic_fs.ts';
 import { keepName } from './conflicts.ts';
 import { POLICIES, type Policy } from './policy.ts';
@@ -509,12 +509,19 @@ export class Reintegrator {
     const mode = op.state.mode & 0o7777;
     if (op.base === 0) return true;
     if (op.baseMode) return mode !== (op.baseMode & 0o7777);
+    const base = await this._baseFile(op);
+    return base !== undefined && mode !== (base.mode & 0o7777);
+  }
+
+  // The journal's record of the file an operation was based on (undefined: not a file, or trimmed from the journal).
+  private async _baseFile(op: Operation): Promise<Entry | undefined> {
+    if (op.base === 0) return undefined;
     for await (const recs of this.state.journal.readSince(op.base - 1, 1)) {
       const r = recs[0];
-      if (r?.seq === op.base && r.entry.path === op.path && r.entry.type === EntryType.FILE) return mode !== (r.entry.mode & 0o7777);
+      if (r?.seq === op.base && r.entry.path === op.path && r.entry.type === EntryType.FILE) return r.entry;
       break;
     }
-    return false;
+    return undefined;
   }
 
   // (Called when _agrees said no: the check costs an lstat, the call of an async function a turn of the event loop.)
@@ -574,6 +581,13 @@ export class Reintegrator {
         // pull took the chmod back).
         if (!(await this._changesMode(op))) return _result(op, OpStatus.SAME, curVersion);
         const version = await this._apply(replicaId, { ...op, kind: OpKind.SETATTR, state: { ...op.state, mtimeMs: cur.mtimeMs } }, false);
+        return _result(op, OpStatus.APPLIED, version, { conflictClass: 'meta/update' });
+      }
+      if (op.kind === OpKind.STORE && cur?.type === EntryType.FILE && op.state.type === EntryType.FILE && _sameContent(await this._baseFile(op), cur)) {
+        // Our content change meets only a mode change (or a touch) there since our base: both apply, as at a pull.
+        // The mode is the server's, unless the client changed it too (then the later change wins, as two chmods do).
+        const mode = (await this._changesMode(op)) ? op.state.mode : cur.mode;
+        const version = await this._apply(replicaId, { ...op, state: { ...op.state, mode } }, false);
         return _result(op, OpStatus.APPLIED, version, { conflictClass: 'meta/update' });
       }
       if (op.kind === OpKind.SETATTR && cur && cur.type === op.state.type && cur.type === EntryType.FILE) {
@@ -1052,6 +1066,11 @@ function _sameResult(cur: TableEntry | undefined, op: Operation, from: TableEntr
     default:
       return false;
   }
+}
+
+// True when a journal record of a file (a base version) holds the content the table's entry holds.
+function _sameContent(base: Entry | undefined, cur: TableEntry): boolean {
+  return base !== undefined && base.size === cur.size && Buffer.from(base.hash).toString('latin1') === cur.hash;
 }
 
 // A chmod of a file or directory this server no longer has as one, or a move whose source is gone here, that the

@@ -1,0 +1,73 @@
+// A content change pushed over a file whose mode (or only mtime) another replica changed since is no conflict: both
+// apply at the push, as they do at a pull. A content change there is still one.
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { readFileSync, statSync } from 'node:fs';
+import { chmod, utimes, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { runReport as out, cleanupAll, imz, jsonLines, listedConflicts, sampleWorld } from '../helpers.ts';
+
+const T = suite('push: a content change meets a chmod there');
+T.after.each(cleanupAll);
+T.after(cleanupAll);
+
+const modeOf = (p: string) => statSync(p).mode & 0o777;
+const changes = async (rep: string) => jsonLines((await imz(['status', '-C', rep, '--json'])).stdout).filter((e) => e.event === 'change');
+
+/** Two replicas sharing f.txt (mode 644); b's change to it is pushed first, then a's new content, without a pull. */
+async function world(there: (f: string) => Promise<void>, here: (f: string) => Promise<void>) {
+  const { srv, replicas: [a, b] } = await sampleWorld(2);
+  await writeFile(join(a!, 'f.txt'), 'one\n');
+  await chmod(join(a!, 'f.txt'), 0o644);
+  for (const [cmd, rep] of [['push', a], ['pull', b]] as const) {
+    const r = await imz([cmd, '-C', rep!, '--quiet']);
+    assert.is(r.code, 0, out(r));
+  }
+  await there(join(b!, 'f.txt'));
+  const r = await imz(['push', '-C', b!, '--quiet']);
+  assert.is(r.code, 0, out(r));
+  await here(join(a!, 'f.txt'));
+  return { srv, a: a!, b: b!, push: await imz(['push', '-C', a!, '--json']) };
+}
+
+T("new content here, a chmod there: the push applies, with the server's mode; a pull then gives that mode here, nothing left", async () => {
+  const { srv, a, b, push } = await world((f) => chmod(f, 0o600), (f) => writeFile(f, 'two, longer\n'));
+  assert.is(push.code, 0, out(push));
+  assert.is(readFileSync(join(srv, 'f.txt'), 'utf8'), 'two, longer\n');
+  assert.is(modeOf(join(srv, 'f.txt')), 0o600, "the server's chmod stays");
+  assert.equal(await listedConflicts(a), []);
+  const p = await imz(['pull', '-C', a, '--quiet']);
+  assert.is(p.code, 0, out(p));
+  assert.is(modeOf(join(a, 'f.txt')), 0o600);
+  assert.equal(await changes(a), [], 'nothing left to push');
+  const q = await imz(['pull', '-C', b, '--quiet']);
+  assert.is(q.code, 0, out(q));
+  assert.is(readFileSync(join(b, 'f.txt'), 'utf8'), 'two, longer\n');
+  assert.is(modeOf(join(b, 'f.txt')), 0o600);
+});
+
+T('new content and a chmod here, another chmod there: the later push wins the mode, as two chmods do', async () => {
+  const { srv, push } = await world((f) => chmod(f, 0o600), async (f) => {
+    await writeFile(f, 'two\n');
+    await chmod(f, 0o640);
+  });
+  assert.is(push.code, 0, out(push));
+  assert.is(readFileSync(join(srv, 'f.txt'), 'utf8'), 'two\n');
+  assert.is(modeOf(join(srv, 'f.txt')), 0o640);
+});
+
+T('new content here, only a touch there (the same content, another mtime): the push applies', async () => {
+  const { srv, push } = await world((f) => utimes(f, new Date('2020-01-02'), new Date('2020-01-02')), (f) => writeFile(f, 'two\n'));
+  assert.is(push.code, 0, out(push));
+  assert.is(readFileSync(join(srv, 'f.txt'), 'utf8'), 'two\n');
+});
+
+T('new content here, new content there: still an update/update conflict under manual (exit 3), both kept', async () => {
+  const { srv, a, push } = await world((f) => writeFile(f, 'theirs\n'), (f) => writeFile(f, 'ours!\n'));
+  assert.is(push.code, 3, out(push));
+  assert.is(readFileSync(join(srv, 'f.txt'), 'utf8'), 'theirs\n');
+  assert.is(readFileSync(join(a, 'f.txt'), 'utf8'), 'ours!\n');
+  assert.equal((await listedConflicts(a)).map((c) => [c.path, c.class]), [['f.txt', 'update/update']]);
+});
+
+T.run();
