@@ -126,3 +126,8 @@ export function formatBytes(n: number): string {
 function _oneLine(s: string): string {
   return printable(s.replace(/[\u0000-\u001f]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`));
 }
+
+/** The warning for a conflict record that does not read as one (rel: its path under .imz/). */
+export function damagedConflictWarning(rel: string): string {
+  return `conflict record .imz/${rel} is damaged and was left out: move it away; a push or pull that meets the conflict again records it anew`;
+}

@@ -87,7 +87,7 @@ export function freeName(root: string, name: string): string {
 }
 
 /** Lists the recorded conflicts, by path. */
-export async function listConflicts(stateDir: string): Promise<ConflictRecord[]> {
+export async function listConflicts(stateDir: string, damaged?: string[]): Promise<ConflictRecord[]> {
   const dir = join(stateDir, 'conflicts');
   // Synchronous: usually an empty directory, read at every pull and followed batch.
   let names: string[];
@@ -99,11 +99,27 @@ export async function listConflicts(stateDir: string): Promise<ConflictRecord[]>
   const out: ConflictRecord[] = [];
   for (const n of names) {
     if (!n.endsWith('.json')) continue;
+    let c: unknown;
     try {
-      out.push(JSON.parse(readFileSync(join(dir, n), 'utf8')));
-    } catch { /* a record being written: skip */ }
+      c = JSON.parse(readFileSync(join(dir, n), 'utf8'));
+    } catch {
+      c = undefined;
+    }
+    // (Written whole, by rename: one that does not read as a record was damaged. Taken as one, it failed every
+    // command with a TypeError; skipped, and named to whoever asks, the push or pull that meets the path again
+    // records its conflict anew.)
+    if (_wellFormed(c)) out.push(c);
+    else damaged?.push(join('conflicts', n));
   }
   return out.sort((a, b) => (a.path < b.path ? -1 : 1));
+}
+
+function _wellFormed(c: unknown): c is ConflictRecord {
+  if (c === null || typeof c !== 'object') return false;
+  const r = c as Record<string, unknown>;
+  const side = (x: unknown) => x === undefined || x === null || (typeof x === 'object' && typeof (x as { type?: unknown }).type === 'number');
+  return typeof r.path === 'string' && r.path !== '' && typeof r.class === 'string' && side(r.local) && side(r.server) &&
+    (r.localCopy === undefined || typeof r.localCopy === 'string') && (r.earlierCopies === undefined || Array.isArray(r.earlierCopies));
 }
 
 /** Conflicts still waiting for a person (not settled by a policy). */

@@ -90,11 +90,11 @@ const MAX_TEXT_BYTES = 1024 * 1024;
 /** Modes that cannot match a file's, so the next scan sees the path as changed. */
 const NEVER = -1;
 
-/** The recorded conflicts with what the replica knows of each. Read-only: no lock. */
-export async function listConflictsDetailed(dir: string): Promise<ConflictDetails[]> {
+/** The recorded conflicts with what the replica knows of each (damaged: gets the records that do not read as ones). Read-only: no lock. */
+export async function listConflictsDetailed(dir: string, damaged?: string[]): Promise<ConflictDetails[]> {
   const replica = await Replica.open(dir);
   const out: ConflictDetails[] = [];
-  for (const c of await listConflicts(replica.stateDir)) out.push(await _details(replica, c));
+  for (const c of await listConflicts(replica.stateDir, damaged)) out.push(await _details(replica, c));
   return out;
 }
 

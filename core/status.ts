@@ -31,6 +31,8 @@ export interface StatusReport {
   changes: LocalChange[];
   skipped: SkippedPath[];
   conflicts: ConflictRecord[];
+  /** Conflict records that do not read as records (damaged), relative to .imz/: left out of conflicts. */
+  damagedConflicts: string[];
   server: ServerStatus;
   /** The journal cursor in HEAD. */
   cursor: number;
@@ -66,12 +68,13 @@ export async function status(dir: string, opts: StatusOptions = {}): Promise<Sta
     : _askServer(replica, opts.timeoutMs ?? 2_000, opts.security);
   // Keep a rejected server promise from counting as unhandled while the scan runs.
   serverP.catch(() => undefined);
+  const damagedConflicts: string[] = [];
   const [scan, conflicts] = await Promise.all([
     scanChanges(replica, { onProgress: opts.onProgress, contentHashes: false }),
-    listConflicts(replica.stateDir),
+    listConflicts(replica.stateDir, damagedConflicts),
   ]);
   return {
-    root: replica.root, changes: scan.changes, skipped: scan.skipped, conflicts, server: await serverP, cursor: replica.head.cursor,
+    root: replica.root, changes: scan.changes, skipped: scan.skipped, conflicts, damagedConflicts, server: await serverP, cursor: replica.head.cursor,
     cloning: replica.head.cloning === true,
     tracked: scan.tracked, deleted: scan.deleted,
   };

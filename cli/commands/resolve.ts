@@ -1,7 +1,7 @@
 import type { Argv, CommandModule } from 'yargs';
 import type { ConflictDetails, Resolution, Take } from '../../core/resolve.ts';
 import { Exit, exitFor } from '../exit_codes.ts';
-import { type GlobalArgs, type Output, formatBytes } from '../output.ts';
+import { type GlobalArgs, type Output, damagedConflictWarning, formatBytes } from '../output.ts';
 import { run, securityOf, workDir } from '../run.ts';
 
 interface ResolveArgs extends GlobalArgs {
@@ -63,7 +63,9 @@ export const resolveCommand: CommandModule<GlobalArgs, ResolveArgs> = {
       return Exit.CONFLICTS;
     }
 
-    const list = await core.listConflictsDetailed(dir);
+    const damaged: string[] = [];
+    const list = await core.listConflictsDetailed(dir, damaged);
+    for (const d of damaged) out.warn(damagedConflictWarning(d));
     for (const c of list) out.event({ event: 'conflict', ..._jsonOf(c) });
     if (list.length === 0) {
       out.line('no conflicts');

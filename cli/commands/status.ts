@@ -1,7 +1,7 @@
 import type { Argv, CommandModule } from 'yargs';
 import type { LocalChange } from '../../core/changes.ts';
 import { Exit } from '../exit_codes.ts';
-import type { GlobalArgs } from '../output.ts';
+import { type GlobalArgs, damagedConflictWarning } from '../output.ts';
 import { enterReplica, run, securityOf } from '../run.ts';
 
 interface StatusArgs extends GlobalArgs {
@@ -90,6 +90,7 @@ export const statusCommand: CommandModule<GlobalArgs, StatusArgs> = {
     }
     if (srv.upstream) out.line(`  (a mirror of ${srv.upstream.address}${srv.upstream.reachable ? '' : ', which it cannot reach now: it serves what it has'})`);
     if (srv.reachable && srv.error) out.warn(srv.error);
+    for (const d of r.damagedConflicts) out.warn(damagedConflictWarning(d));
     if (r.cloning) out.warn(`the clone of ${srv.address} into ${r.root} has not finished: run the same \`imz clone\` again to resume it`);
     return r.conflicts.length > 0 ? Exit.CONFLICTS : Exit.OK;
   }),

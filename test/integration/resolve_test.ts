@@ -12,7 +12,7 @@ import { readFile, readdir, rm, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
   type RunResult, type ServerHandle,
-  cleanupAll, copyFixture, diffTrees, imz, jsonLines, listedConflicts, makeTmp, snapshotTree, startServer, waitFor,
+  cleanupAll, copyFixture, diffTrees, imz, jsonLines, listedConflicts, makeTmp, runReport, servedClone, snapshotTree, startServer, waitFor,
 } from '../helpers.ts';
 
 const T = suite('resolve');
@@ -497,6 +497,23 @@ T('resolve takes the replica lock: a concurrent run fails clearly and changes no
   const ok = await imz(['resolve', 'docs/kml.txt', '--take', 'server', '-C', w.replica]);
   assert.is(ok.code, 0, ok.stderr);
   assert.ok(!(await readdir(join(w.replica, '.imz'))).includes('lock'), 'the lock is released');
+});
+
+T('a damaged conflict record (null, no path) is named by status and resolve --list, and push, pull and sync still work (each failed on a TypeError)', async () => {
+  const { srv, a } = await servedClone('imz-resolve-damaged-', { 'f.txt': 'one\n' });
+  await writeFile(join(a, '.imz', 'conflicts', '0'.repeat(32) + '.json'), 'null\n');
+  await writeFile(join(a, '.imz', 'conflicts', '1'.repeat(32) + '.json'), '{"class":"update/update"}\n');
+  await writeFile(join(a, 'f.txt'), 'two\n');
+  await writeFile(join(srv, 'g.txt'), 'server\n');
+  for (const args of [['status'], ['resolve', '--list'], ['push'], ['pull'], ['sync']]) {
+    const r = await imz([...args, '-C', a]);
+    assert.is(r.code, 0, `${args.join(' ')}: ${runReport(r)}`);
+    if (args[0] === 'status' || args[0] === 'resolve') {
+      for (const n of ['0', '1']) assert.match(r.stderr, `conflict record .imz/conflicts/${n.repeat(32)}.json is damaged`, args.join(' '));
+    }
+  }
+  assert.is(await readFile(join(srv, 'f.txt'), 'utf8'), 'two\n');
+  await waitFor(() => existsSync(join(a, 'g.txt')), 5_000, 'the server file pulled');
 });
 
 T.run();
