@@ -53,7 +53,7 @@ export async function pull(dir: string, opts: PullOptions = {}): Promise<PullSum
 }
 
 async function _pull(dir: string, opts: PullOptions = {}): Promise<PullSummary> {
-  const replica = await Replica.open(dir);
+  const replica = await Replica.open(dir, { rebuildHead: opts.resync === true });
   await replica.lock();
   try {
     await replica.sweepTemps();

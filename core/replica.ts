@@ -112,19 +112,26 @@ export class Replica {
     await writeFileAtomic(join(this.stateDir, 'config'), JSON.stringify(this.config, null, 2) + '\n');
   }
 
-  /** Opens the replica at dir, or the nearest ancestor holding .imz/ (as git does). */
-  static async open(dir: string): Promise<Replica> {
+  /**
+   * Opens the replica at dir, or the nearest ancestor holding .imz/ (as git
+   * does). rebuildHead (pull --resync): a damaged or missing HEAD is taken
+   * as following no server from record 0, which a resync rebuilds.
+   */
+  static async open(dir: string, opts: { rebuildHead?: boolean } = {}): Promise<Replica> {
     const cur = replicaRootOf(dir);
     if (cur === undefined) throw new ImzError(Codes.NOT_REPLICA, `cannot find a replica: ${resolve(dir)} is not inside an imz replica (run \`imz clone HOST:PORT DIR\`, or pass -C DIR)`);
     const r = new Replica(cur);
-    try {
-      // Small files, read synchronously: a follower opens the replica for every batch.
-      r.config = JSON.parse(readFileSync(join(r.stateDir, 'config'), 'utf8'));
-      r.head = JSON.parse(readFileSync(join(r.stateDir, 'HEAD'), 'utf8'));
-    } catch (err) {
-      throw new ImzError(Codes.CORRUPT, `cannot open replica ${cur}: .imz/config or .imz/HEAD is unreadable (${(err as Error).message})`);
+    // Small files, read synchronously: a follower opens the replica for every batch.
+    const config = _stateFile(join(r.stateDir, 'config'));
+    if (!_isConfig(config)) {
+      throw new ImzError(Codes.CORRUPT, `cannot open replica ${cur}: .imz/config is ${config instanceof Error ? `unreadable (${config.message})` : 'damaged'}; restore it from a backup (it names the server and this replica's id)`);
     }
+    r.config = config;
     if (r.config.format !== 1) throw new ImzError(Codes.CORRUPT, `cannot open replica ${cur}: .imz/config has format ${r.config.format}, this imz reads 1`);
+    const head = _stateFile(join(r.stateDir, 'HEAD'));
+    if (_isHead(head)) r.head = head;
+    else if (opts.rebuildHead) r.head = { serverId: '', cursor: 0 };
+    else throw new ImzError(Codes.CORRUPT, `cannot open replica ${cur}: .imz/HEAD is ${head instanceof Error ? `unreadable (${head.message})` : 'damaged'}; run \`imz pull --resync\` to rebuild it (it compares by hash; local changes are kept)`);
     return r;
   }
 
@@ -609,10 +616,7 @@ export class Replica {
   /** Records directories about to receive temp files, so a crash's leftovers can be swept. */
   async noteTempDirs(dirs: Iterable<string>): Promise<void> {
     const file = join(this.stateDir, 'inflight');
-    let cur: string[] = [];
-    try {
-      if (existsSync(file)) cur = JSON.parse(readFileSync(file, 'utf8'));
-    } catch { /* damaged: start a new list */ }
+    const cur = existsSync(file) ? _tempDirList(readFileOrNot(file)) : [];
     const set = new Set([...cur, ...dirs]);
     writeFileSync(file, JSON.stringify([...set]));
   }
@@ -651,12 +655,7 @@ export class Replica {
     await this._finishPlacing();
     const file = join(this.stateDir, 'inflight');
     if (!existsSync(file)) return 0; // the common case, without an exception
-    let dirs: string[];
-    try {
-      dirs = JSON.parse(await readFile(file, 'utf8'));
-    } catch {
-      return 0;
-    }
+    const dirs = _tempDirList(readFileOrNot(file));
     let n = 0;
     for (const d of dirs) {
       const abs = join(this.root, d);
@@ -733,6 +732,37 @@ function _alive(pid: number): boolean {
   }
 }
 
+
+// The directories a list of temp-file directories names (.imz/inflight, bytes or undefined): a damaged list names
+// none (its temp files stay until removed by hand), and a name that is not a path inside the replica is never swept.
+function _tempDirList(bytes: Uint8Array | undefined): string[] {
+  let v: unknown;
+  try {
+    v = bytes && JSON.parse(utf8(bytes));
+  } catch {
+    return [];
+  }
+  return Array.isArray(v) ? v.filter((d): d is string => typeof d === 'string' && (d === '' || pathProblem(d) === undefined)) : [];
+}
+
+// A state file's JSON, or the error that kept it from being read or parsed.
+function _stateFile(file: string): unknown {
+  try {
+    return JSON.parse(readFileSync(file, 'utf8'));
+  } catch (err) {
+    return err instanceof Error ? err : new Error(String(err));
+  }
+}
+
+function _isConfig(c: unknown): c is ReplicaConfig {
+  const x = c as Partial<ReplicaConfig> | null;
+  return typeof x === 'object' && x !== null && typeof x.format === 'number' && typeof x.remote === 'string' && typeof x.replicaId === 'string';
+}
+
+function _isHead(h: unknown): h is Head {
+  const x = h as Partial<Head> | null;
+  return typeof x === 'object' && x !== null && typeof x.serverId === 'string' && Number.isSafeInteger(x.cursor) && x.cursor! >= 0;
+}
 
 /** Rows of a bucket replaced in its text before it is encoded whole instead (each replacement copies the text). */
 const _REPLACED_MAX = 32;

@@ -93,4 +93,44 @@ for (const name of ['log', 'opseq']) {
   });
 }
 
+for (const damage of ['null', 'missing']) {
+  test(`HEAD ${damage}: every command says to run pull --resync (exit 1, a TypeError before), which rebuilds it; the push then goes up`, async () => {
+    const { srv, a } = await servedClone('imz-head-damage-', { 'f.txt': 'one\n' });
+    await writeFile(join(a, 'mine.txt'), 'mine\n');
+    await writeFile(join(srv, 'theirs.txt'), 'theirs\n');
+    if (damage === 'null') await writeFile(join(a, '.imz', 'HEAD'), 'null\n');
+    else await rm(join(a, '.imz', 'HEAD'));
+    for (const cmd of ['status', 'push', 'pull', 'sync']) {
+      const r = await imz([cmd, '-C', a]);
+      assert.is(r.code, 1, `${cmd}: ${r.stderr}`);
+      assert.match(r.stderr, /\.imz\/HEAD is (damaged|unreadable).*run `imz pull --resync` to rebuild it/, cmd);
+      assert.not.match(r.stderr, /Cannot read properties/, cmd);
+    }
+    const p = await imz(['pull', '--resync', '-C', a]);
+    assert.is(p.code, 0, p.stderr);
+    assert.is(await readFile(join(a, 'theirs.txt'), 'utf8'), 'theirs\n');
+    const q = await imz(['push', '-C', a]);
+    assert.is(q.code, 0, q.stderr);
+    assert.is(await readFile(join(srv, 'mine.txt'), 'utf8'), 'mine\n');
+    const st = jsonLines((await imz(['status', '-C', a, '--json'])).stdout).at(-1)!;
+    assert.is(st.changes, 0);
+  });
+}
+
+test('config damaged: one line naming it, exit 1; a damaged list of temp-file directories (inflight) is ignored, the pull goes on', async () => {
+  const { srv, a } = await servedClone('imz-config-damage-', { 'f.txt': 'one\n' });
+  await writeFile(join(srv, 'g.txt'), 'g\n');
+  await writeFile(join(a, '.imz', 'inflight'), '{"not":"a list"}');
+  const p = await imz(['pull', '-C', a]);
+  assert.is(p.code, 0, p.stderr);
+  assert.ok(existsSync(join(a, 'g.txt')));
+  const config = await readFile(join(a, '.imz', 'config'), 'utf8');
+  await writeFile(join(a, '.imz', 'config'), '[]');
+  const r = await imz(['status', '-C', a]);
+  assert.is(r.code, 1);
+  assert.match(r.stderr, '.imz/config is damaged; restore it');
+  await writeFile(join(a, '.imz', 'config'), config);
+  assert.is((await imz(['status', '-C', a])).code, 0);
+});
+
 test.run();
