@@ -90,22 +90,28 @@ export function rowOf(rows: string, path: string, name: string): IndexEntry | un
   } catch {
     a = undefined;
   }
-  if (!_wellFormedRow(a)) throw _corrupt(name, 'has a damaged entry');
+  if (!_wellFormedRow(a) || a[0] !== path) throw _corrupt(name, 'has a damaged entry');
   return _entryOfRow(a);
 }
 
-// Where the row of path lies in rows: [start, end) or undefined. A row begins with '["' only at its start (inside a
-// JSON string a quote is escaped), and ends at the first ']' outside a string.
+// Where the row of path lies in rows: [start, end) or undefined. A candidate (the path's JSON after a row's end) is
+// a row's start only where the text before it ends outside a string: a string may end in '],[' just before its
+// closing quote (a symlink to "to],[", then a row of a path beginning with ','). The unescaped quotes before it are
+// counted, from the last place known to be outside a string, jumping from quote to quote. The row ends at the first
+// ']' outside a string.
 function _rowSpan(rows: string, path: string): [number, number] | undefined {
   const head = `[${JSON.stringify(path)},`;
-  let at: number;
-  if (rows.startsWith(head)) at = 0;
-  else {
-    at = rows.indexOf(`],${head}`);
-    if (at < 0) return undefined;
-    at += 2;
-  }
+  let at = rows.startsWith(head) ? 0 : -1;
+  let from = 0;
   let inString = false;
+  while (at < 0) {
+    const k = rows.indexOf(`],${head}`, from);
+    if (k < 0) return undefined;
+    for (let q = rows.indexOf('"', from); q >= 0 && q < k; q = rows.indexOf('"', q + 1)) if (!_escaped(rows, q)) inString = !inString;
+    if (!inString) at = k + 2;
+    from = k + 1; // (rows[k] is ']', no quote)
+  }
+  inString = false;
   for (let i = at + head.length; i < rows.length; i++) {
     const c = rows.charCodeAt(i);
     if (inString) {
@@ -115,6 +121,13 @@ function _rowSpan(rows: string, path: string): [number, number] | undefined {
     else if (c === 93) return [at, i + 1];
   }
   return undefined;
+}
+
+// True when the quote at q is escaped: an odd run of backslashes before it (JSON has backslashes only in strings).
+function _escaped(text: string, q: number): boolean {
+  let n = 0;
+  while (q - 1 - n >= 0 && text.charCodeAt(q - 1 - n) === 92) n++;
+  return n % 2 === 1;
 }
 
 /** The rows part of a bucket's text (what encodeRows made of its entries). */

@@ -202,9 +202,10 @@ export class Replica {
     const name = this.bucketFile(b);
     const s = this._sparse.get(b);
     if (s) {
-      // Its text as it now stands (rows set since replaced in it), the rows kept as they are.
-      this._sparse.delete(b);
+      // Its text as it now stands (rows set since replaced in it), the rows kept as they are. Parsed first: damaged,
+      // it stays sparse, its rows set since kept for flushIndex (half converted, they were lost, or the flush failed).
       m = decodeBucket(bucketText(s.count, _rowsText(this._rows.get(b)!)), name);
+      this._sparse.delete(b);
       this._buckets.set(b, m);
       return m;
     }
@@ -476,6 +477,7 @@ export class Replica {
         const name = this.bucketFile(b);
         renameSync(name, `${name}.damaged-${Date.now()}`);
         this._unparsed.delete(b);
+        this._sparse.delete(b);
         this._buckets.set(b, new Map());
         this._rowsFrom(b, undefined);
         out.push(b);

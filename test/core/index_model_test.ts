@@ -90,6 +90,37 @@ test('rowOf finds exactly the entry of its path, whatever the names and targets 
   }
 });
 
+test('rowOf and replaceRow never take text inside another row for a row: random names and link targets made of the rows\' own syntax (review: a target ending in "],[" before a path beginning with ",")', () => {
+  let x = 20261127;
+  const rnd = (n: number) => {
+    x = (Math.imul(x ^ (x >>> 15), 0x2c1b3c6d) + 0x6d2b79f5) >>> 0;
+    return ((x ^ (x >>> 13)) >>> 0) % n;
+  };
+  const alphabet = ['[', ']', ',', '"', '\\', 'x', '],[', '],["', '",'];
+  const word = () => Array.from({ length: 1 + rnd(5) }, () => alphabet[rnd(alphabet.length)]).join('');
+  for (let round = 0; round < 400; round++) {
+    const m = new Map<string, IndexEntry>();
+    for (let i = 0; i < 2 + rnd(6); i++) {
+      const link = rnd(2) === 0;
+      m.set(word(), { ...e(i), type: link ? 3 as const : 1 as const, target: link ? word() : '' });
+    }
+    const rows = encodeRows(m);
+    for (const [p, want] of m) {
+      assert.equal(rowOf(rows, p, 'b'), want, `round ${round}: ${JSON.stringify(p)} in ${rows}`);
+      const next = new Map(m);
+      next.set(p, e(777));
+      assert.is(replaceRow(rows, p, encodeRows([[p, e(777)]])), encodeRows(next), `round ${round}: ${JSON.stringify(p)}`);
+    }
+    const absent = word();
+    if (!m.has(absent)) {
+      assert.is(rowOf(rows, absent, 'b'), undefined, `round ${round}: ${JSON.stringify(absent)} is no row`);
+      assert.is(replaceRow(rows, absent, encodeRows([[absent, e(1)]])), undefined);
+    }
+  }
+  const seen = encodeRows([['link', { ...e(1), type: 3 as const, target: 'to],[' }], [',x', e(2)], ['],[', e(3)]]);
+  assert.equal(rowOf(seen, '],[', 'b'), e(3));
+});
+
 test('a bucket that only gained entries is written by appending rows: the same bytes as encoding it whole', async () => {
   const { Replica } = await import('../../core/replica.ts');
   const { makeTmp, cleanupAll } = await import('../helpers.ts');

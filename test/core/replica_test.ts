@@ -8,7 +8,7 @@ import { chmodSync, existsSync, mkdirSync, readFileSync, symlinkSync, writeFileS
 import { localStateOf } from '../../core/local_state.ts';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
-import { type IndexEntry, bucketOf, decodeBucket } from '../../core/index_model.ts';
+import { type IndexEntry, bucketOf, decodeBucket, encodeRows } from '../../core/index_model.ts';
 import { Replica } from '../../core/replica.ts';
 import { cleanupAll, makeTmp } from '../helpers.ts';
 
@@ -187,6 +187,31 @@ test('a damaged row read on its own is IMZ_CORRUPT naming the bucket, and nothin
   }
   await r.flushIndex();
   assert.is(readFileSync(file, 'utf8'), damaged);
+});
+
+test('a row set in a bucket read row by row, then a parse of it that fails on another, damaged row (caught): the set is written, never lost (review)', async () => {
+  const p = 'p/1';
+  let q = 'q/0';
+  for (let i = 1; bucketOf(q) !== bucketOf(p); i++) q = `q/${i}`;
+  for (const readAgain of [true, false]) {
+    const r0 = await replicaWith([p, q]);
+    const file = r0.bucketFile(bucketOf(p));
+    writeFileSync(file, readFileSync(file, 'utf8').replace(`["${q}",1,`, `["${q}","1",`));
+    const r = await Replica.open(r0.root);
+    assert.equal(await r.get(p), e(1));
+    await r.set(p, e(50));
+    try {
+      await r.delete(q); // parses the bucket: its damaged row is met
+      assert.unreachable('a damaged bucket was parsed');
+    } catch (err) {
+      assert.is((err as { code: string }).code, 'IMZ_CORRUPT');
+    }
+    if (readAgain) assert.equal(await r.get(p), e(50));
+    await r.flushIndex();
+    const text = readFileSync(file, 'utf8');
+    assert.ok(text.includes(encodeRows([[p, e(50)]])), `the set is written (read again: ${readAgain}): ${text}`);
+    assert.ok(text.includes(`["${q}","1",`), 'the damage stays for pull --resync to see');
+  }
 });
 
 test('what a pull listed as placing and a kill left unindexed is indexed by the next run, where the disk holds just that', async () => {
