@@ -1,5 +1,5 @@
 import { EventEmitter } from 'node:events';
-import { closeSync, constants as fsc, fstatSync, openSync, readSync } from 'node:fs';
+import { closeSync, constants as fsc, fstatSync, openSync, readSync, statSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { X509Certificate } from 'node:crypto';
 import { type AddressInfo, createServer, isIPv4, type Server, type Socket } from 'node:net';
@@ -151,6 +151,10 @@ export class ImzServer extends EventEmitter {
     if (!isLoopback(host) && !this._auth.required && !this._opts.insecure) {
       throw new ImzError(Codes.BAD_USAGE, `cannot listen on ${host}: without tokens imz serves only loopback addresses (give --token-file, use --host 127.0.0.1, or --insecure to expose the tree to anyone who can connect)`);
     }
+    // A mistyped directory would be made and served empty (and filled by the next push): refused instead.
+    const rootSt = statSync(this.root, { throwIfNoEntry: false });
+    if (!rootSt) throw new ImzError(Codes.BAD_USAGE, `cannot serve ${this.root}: no such directory (create it first, or check the path)`);
+    if (!rootSt.isDirectory()) throw new ImzError(Codes.BAD_USAGE, `cannot serve ${this.root}: it is not a directory`);
     let tlsFingerprint: string | undefined;
     if (this._opts.tls) {
       try {

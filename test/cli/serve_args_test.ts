@@ -1,8 +1,9 @@
-// `imz serve` with a --port that is no TCP port: exit 2 (bad usage), one
-// line, and nothing written into the tree (no server state made first).
+// `imz serve` with a --port that is no TCP port, or a directory that is not
+// there: exit 2 (bad usage), one line, and nothing written (no server state
+// made first).
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { mkdir, readdir } from 'node:fs/promises';
+import { mkdir, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { cleanupAll, imz, makeTmp } from '../helpers.ts';
 
@@ -18,6 +19,19 @@ test('a bad --port: exit 2, one line naming it, no .imz-server made', async () =
     assert.match(r.stderr, /^imz: cannot serve: --port must be a TCP port \(0 to 65535\), not \S+\n$/, r.stderr);
     assert.equal(await readdir(dir), [], `--port ${port}: nothing written`);
   }
+});
+
+test('a directory that does not exist, or a file: exit 2, one line, nothing made (a mistyped path was made and served empty)', async () => {
+  const tmp = await makeTmp('imz-serve-args-');
+  const missing = join(tmp, 'no', 'such');
+  const r = await imz(['serve', missing, '--port', '0'], { timeoutMs: 10_000 });
+  assert.is(r.code, 2, r.stderr);
+  assert.match(r.stderr, /^imz: cannot serve \S+: no such directory \(create it first, or check the path\)\n$/, r.stderr);
+  assert.equal(await readdir(tmp), [], 'nothing made');
+  await writeFile(join(tmp, 'file'), 'x');
+  const f = await imz(['serve', join(tmp, 'file'), '--port', '0'], { timeoutMs: 10_000 });
+  assert.is(f.code, 2, f.stderr);
+  assert.match(f.stderr, 'it is not a directory');
 });
 
 test.run();
