@@ -7,6 +7,7 @@ import { fsyncDir, fsyncDirSync, inParallel, tempNameFor } from './atomic_fs.ts'
 import { type ConflictClass, type ConflictRecord, type ConflictSide, blobPath, clearConflict, conflictCopyName, freeName, keepName, listConflicts, outstanding, saveConflict, sideOfEntry } from './conflicts.ts';
 import { type FetchItem, type FetchProgress, fetchFiles, tempDirsOf } from './fetcher.ts';
 import { hashFile, toHex } from './hash.ts';
+import { IGNORE_FILE } from './ignore_rules.ts';
 import type { IndexEntry } from './index_model.ts';
 import { type LocalState, localStateOf, placedFacts } from './local_state.ts';
 import { checkPath, depthOf, parentOf } from './paths.ts';
@@ -143,7 +144,8 @@ export async function reconcile(replica: Replica, remote: Remote, targets: Entry
       const nothingHere = (parentAbsent && (!idx || idx.remote)) || !parentsAreDirs(t.path) || !lstatSync(join(root, t.path), { throwIfNoEntry: false });
       if (nothingHere) {
         const local: LocalState = { kind: 'absent' };
-        if (t.type === EntryType.FILE && onDemand && !opts.fetch?.has(t.path)) plans.push({ kind: 'remote', t, local });
+        // (.imzignore comes whole: without it here, this replica would push what the tree excludes.)
+        if (t.type === EntryType.FILE && onDemand && !opts.fetch?.has(t.path) && t.path !== IGNORE_FILE) plans.push({ kind: 'remote', t, local });
         else if (t.type === EntryType.NONE) plans.push({ kind: idx?.remote ? 'remote' : 'index', t, local });
         else plans.push({ kind: t.type === EntryType.DIR ? 'mkdir' : t.type === EntryType.SYMLINK ? 'symlink' : 'file', t, local });
         if (t.type === EntryType.DIR) absentDirs.add(t.path);
@@ -256,7 +258,8 @@ export async function reconcile(replica: Replica, remote: Remote, targets: Entry
     const e = _indexEntry(t, fs);
     if (serverMode) e.mode = t.mode;
     // On demand, fetched content is remembered with its time, for least-recently-fetched eviction.
-    if (onDemand && t.type === EntryType.FILE) e.fetchedMs = Date.now();
+    // (Never .imzignore: evicted, its rules would stop applying here.)
+    if (onDemand && t.type === EntryType.FILE && t.path !== IGNORE_FILE) e.fetchedMs = Date.now();
     await replica.set(t.path, e);
   };
 

@@ -228,6 +228,32 @@ T('clone --on-demand: the namespace only (a 20 MiB file costs nothing), dirs (em
   await noTemps(rep, srv);
 });
 
+T('clone --on-demand fetches .imzignore (only it): what the tree excludes is never pushed from here; a change to it is pulled; the cache limit never evicts it', async () => {
+  const { srv, server, rep } = await world({ cloneArgs: ['--max-cache', '1'], tree: async (s) => {
+    await makeTree(s);
+    await writeFile(join(s, '.imzignore'), '*.log\nbuild/\n');
+  } });
+  assert.is(await readFile(join(rep, '.imzignore'), 'utf8'), '*.log\nbuild/\n');
+  for (const f of ['README.txt', 'src/main.js']) assert.not.ok(existsSync(join(rep, f)), `${f} is not fetched`);
+  await writeFile(join(rep, 'debug.log'), 'noise\n');
+  await mkdir(join(rep, 'build'));
+  await writeFile(join(rep, 'build', 'out.o'), 'obj\n');
+  await writeFile(join(rep, 'kept.txt'), 'kept\n');
+  assert.equal((await status(rep)).list.map((c) => c.path), ['kept.txt']);
+  await ok(rep, ['push']);
+  assert.ok(existsSync(join(srv, 'kept.txt')));
+  for (const p of ['debug.log', 'build']) assert.not.ok(existsSync(join(srv, p)), `${p} stays here`);
+  // Fetching past the cache limit (1 byte) evicts what was fetched, never .imzignore.
+  await ok(rep, ['get', 'README.txt', 'src/main.js']);
+  assert.ok(existsSync(join(rep, '.imzignore')), '.imzignore is kept');
+  await writeFile(join(srv, '.imzignore'), '*.log\nbuild/\n*.tmp\n');
+  await serverSaw(server, '.imzignore', '*.log\nbuild/\n*.tmp\n');
+  await ok(rep, ['pull']);
+  assert.is(await readFile(join(rep, '.imzignore'), 'utf8'), '*.log\nbuild/\n*.tmp\n');
+  await writeFile(join(rep, 'x.tmp'), 'tmp\n');
+  assert.equal((await status(rep)).list, []);
+});
+
 // ---------- ls ----------
 
 T('ls: text and --json (local flags, sizes, versions), a file path, the current directory, a missing path → exit 1', async () => {
