@@ -744,7 +744,10 @@ async function _settle(replica: Replica, remote: Remote, op: LoggedOp, r: OpResu
   }
   if (r.status === OpStatus.APPLIED || r.status === OpStatus.DUPLICATE || r.status === OpStatus.SAME) {
     if (op.kind === OpKind.MOVE) await replica.delete(op.fromPath);
-    await index(op.path, r.version);
+    // A chmod merged over a content change made there: indexed at the version it was based on (the content here), so
+    // that the next pull brings that content, and a content change made here meanwhile meets it as a conflict. At the
+    // merged version, a content push went over it unseen.
+    await index(op.path, op.kind === OpKind.SETATTR && r.conflictClass === 'meta/update' ? op.base : r.version);
     // An open conflict on this path is settled by this push going through.
     if (openConflicts.delete(op.path)) await clearConflict(replica.stateDir, op.path);
     summary.applied++;

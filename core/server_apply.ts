@@ -636,6 +636,11 @@ export class Reintegrator {
       const version = await this._apply(replicaId, op, true);
       return _result(op, OpStatus.APPLIED, version, { conflictClass: 'dir-removed', displaced: `displaced/index.jsonl (${inside.length} entries under ${op.path})` });
     }
+    // A store that leaves the mode as the client knew it keeps the server's: after a push that merged its content over
+    // a chmod made elsewhere, the client indexed its own mode, and sending that again undid the chmod.
+    if (op.kind === OpKind.STORE && cur?.type === EntryType.FILE && op.baseMode && ((op.state.mode ^ op.baseMode) & 0o7777) === 0) {
+      op = { ...op, state: { ...op.state, mode: cur.mode } };
+    }
     const version = await this._apply(replicaId, op, false);
     // What was read back from the disk and journalled for a mkdir, chmod or move can differ from what the client
     // has (a mode the file system refused, a set-id bit inherited): told, so the client claims the records only

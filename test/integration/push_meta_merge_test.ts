@@ -46,6 +46,42 @@ T("new content here, a chmod there: the push applies, with the server's mode; a 
   assert.is(modeOf(join(b, 'f.txt')), 0o600);
 });
 
+T("push-only: a second content push after the merged one keeps the server's mode (the replica indexed its own, and sent it back: review)", async () => {
+  const { srv, a, push } = await world((f) => chmod(f, 0o600), (f) => writeFile(f, 'two, longer\n'));
+  assert.is(push.code, 0, out(push));
+  await writeFile(join(a, 'f.txt'), 'three, longer still\n');
+  const again = await imz(['push', '-C', a, '--json']);
+  assert.is(again.code, 0, out(again));
+  assert.is(readFileSync(join(srv, 'f.txt'), 'utf8'), 'three, longer still\n');
+  assert.is(modeOf(join(srv, 'f.txt')), 0o600, "the other replica's chmod stays");
+  const p = await imz(['pull', '-C', a, '--quiet']);
+  assert.is(p.code, 0, out(p));
+  assert.is(modeOf(join(a, 'f.txt')), 0o600);
+  assert.equal(await changes(a), []);
+});
+
+T("a chmod pushed over a content change there, then new content here before a pull: a conflict, the other replica's content kept (review: it was overwritten unseen)", async () => {
+  const { srv, a, push } = await world((f) => writeFile(f, 'theirs\n'), (f) => chmod(f, 0o600));
+  assert.is(push.code, 0, out(push));
+  assert.is(readFileSync(join(srv, 'f.txt'), 'utf8'), 'theirs\n');
+  assert.is(modeOf(join(srv, 'f.txt')), 0o600, 'the chmod merged');
+  await writeFile(join(a, 'f.txt'), 'mine!!\n');
+  const again = await imz(['push', '-C', a, '--json']);
+  assert.is(again.code, 3, out(again));
+  assert.is(readFileSync(join(srv, 'f.txt'), 'utf8'), 'theirs\n');
+  assert.equal((await listedConflicts(a)).map((c) => [c.path, c.class]), [['f.txt', 'update/update']]);
+});
+
+T('a chmod pushed over a content change there, then a pull: the content comes, with the mode pushed; nothing left', async () => {
+  const { a, push } = await world((f) => writeFile(f, 'theirs\n'), (f) => chmod(f, 0o600));
+  assert.is(push.code, 0, out(push));
+  const p = await imz(['pull', '-C', a, '--quiet']);
+  assert.is(p.code, 0, out(p));
+  assert.is(readFileSync(join(a, 'f.txt'), 'utf8'), 'theirs\n');
+  assert.is(modeOf(join(a, 'f.txt')), 0o600);
+  assert.equal(await changes(a), []);
+});
+
 T('new content and a chmod here, another chmod there: the later push wins the mode, as two chmods do', async () => {
   const { srv, push } = await world((f) => chmod(f, 0o600), async (f) => {
     await writeFile(f, 'two\n');
