@@ -118,7 +118,14 @@ async function _pullWith(replica: Replica, remote: Remote, opts: PullOptions = {
     }
     const seen = new Set(listed.map((e) => e.path));
     const targets = listed;
-    if (sameServer) {
+    // HEAD was lost: which server this replica followed is unknown, so what it tracks and this server lacks may be
+    // new here or removed there (or on another server): neither removed here nor pushed as new, each is a conflict.
+    const unknown = new Set<string>();
+    if (replica.headRebuilt) {
+      for (const [p] of await replica.all()) if (!seen.has(p)) unknown.add(p);
+      for (const p of unknown) await replica.delete(p);
+    }
+    if (sameServer && !replica.headRebuilt) {
       // Tracked paths the server no longer has were removed there.
       for (const [p, e] of await replica.all()) {
         if (!seen.has(p)) targets.push({ path: p, type: EntryType.NONE, size: 0, mode: 0, mtimeMs: 0, hash: new Uint8Array(0), target: '', version: e.version });
@@ -127,7 +134,11 @@ async function _pullWith(replica: Replica, remote: Remote, opts: PullOptions = {
       // A different server: what it lacks stays here as local files, untracked.
       for (const [p] of await replica.all()) if (!seen.has(p)) await replica.delete(p);
     }
-    if (sameServer && damaged.length > 0) total.conflicts.push(...(await _unknownHere(replica, new Set(damaged), seen)));
+    if (sameServer && damaged.length > 0) {
+      const inDamaged = new Set(damaged);
+      total.conflicts.push(...(await _unknownHere(replica, (p) => inDamaged.has(bucketOf(p)), seen)));
+    }
+    if (unknown.size > 0) total.conflicts.push(...(await _unknownHere(replica, (p) => unknown.has(p), seen)));
     merge(await reconcile(replica, remote, targets, opts.onEvent, policy));
     // A clone stays marked unfinished until the journal replay below is done
     // too: killed in between, the same `imz clone` resumes it.
@@ -189,20 +200,21 @@ export function checkSeq(n: number, what: string): number {
 }
 
 /**
- * Paths here in a damaged index bucket that the server does not have: this
+ * Paths here the index cannot vouch for (isUnknown: in a damaged index
+ * bucket, or tracked when HEAD was lost) that the server does not have: this
  * replica's own new files, or files it had that the server removed since;
- * the damaged index cannot tell which. Each becomes a conflict (the path
+ * nothing here can tell which. Each becomes a conflict (the path
  * left as it is, exit 3), indexed at an unknown earlier version so that a
  * push meets the server's removal instead of making the file again there
  * (imz resolve PATH --take local sends it, --take server removes it here,
  * kept in .imz/conflicts/blobs).
  */
-async function _unknownHere(replica: Replica, damaged: Set<number>, onServer: Set<string>): Promise<ConflictRecord[]> {
+async function _unknownHere(replica: Replica, isUnknown: (path: string) => boolean, onServer: Set<string>): Promise<ConflictRecord[]> {
   const out: ConflictRecord[] = [];
   const ignore = await loadIgnore(replica.root);
   for await (const e of walkTree(replica.root, '', { ignore })) {
     // (Conflict copies, and what lies in one, are never tracked: nothing to tell.)
-    if (onServer.has(e.path) || !damaged.has(bucketOf(e.path)) || isConflictCopy(e.path) || (await replica.get(e.path))) continue;
+    if (onServer.has(e.path) || !isUnknown(e.path) || isConflictCopy(e.path) || (await replica.get(e.path))) continue;
     // Facts that never match (a symlink is compared by its target alone: none is empty), so a push sends it.
     await replica.set(e.path, { type: e.type, version: 1, hash: '', size: -1, mode: -1, mtimeMs: 0, ctimeMs: 0, ino: 0, target: '' });
     const c: ConflictRecord = {

@@ -50,6 +50,8 @@ export class Replica {
   readonly stateDir: string;
   config!: ReplicaConfig;
   head!: Head;
+  /** True when HEAD was damaged or lost and open was asked to rebuild it (pull --resync): the server followed is unknown. */
+  headRebuilt = false;
   private _buckets = new Map<number, Map<string, IndexEntry>>();
   /**
    * Buckets not parsed, that addNew added entries to: the bytes read (undefined: no file yet), the count of
@@ -130,7 +132,10 @@ export class Replica {
     if (r.config.format !== 1) throw new ImzError(Codes.CORRUPT, `cannot open replica ${cur}: .imz/config has format ${r.config.format}, this imz reads 1`);
     const head = _stateFile(join(r.stateDir, 'HEAD'));
     if (_isHead(head)) r.head = head;
-    else if (opts.rebuildHead) r.head = { serverId: '', cursor: 0 };
+    else if (opts.rebuildHead) {
+      r.head = { serverId: '', cursor: 0 };
+      r.headRebuilt = true;
+    }
     else throw new ImzError(Codes.CORRUPT, `cannot open replica ${cur}: .imz/HEAD is ${head instanceof Error ? `unreadable (${head.message})` : 'damaged'}; run \`imz pull --resync\` to rebuild it (it compares by hash; local changes are kept)`);
     return r;
   }

@@ -133,4 +133,26 @@ test('config damaged: one line naming it, exit 1; a damaged list of temp-file di
   assert.is((await imz(['status', '-C', a])).code, 0);
 });
 
+test('HEAD lost and the server replaced by one that lacks a tracked file: pull --resync keeps it, as a conflict (review: it was removed, maybe the last copy)', async () => {
+  const { tmp, server, a } = await servedClone('imz-head-lost-', { 'keep.txt': 'k\n', 'only-here.txt': 'the last copy\n' });
+  await server.stop();
+  const srv2 = join(tmp, 'srv2');
+  await mkdir(srv2);
+  await writeFile(join(srv2, 'keep.txt'), 'k\n');
+  const s2 = await startServer(srv2);
+  await setRemote(a, s2.address);
+  await rm(join(a, '.imz', 'HEAD'));
+  const p = await imz(['pull', '--resync', '-C', a]);
+  assert.is(p.code, 3, p.stderr);
+  assert.is(await readFile(join(a, 'only-here.txt'), 'utf8'), 'the last copy\n');
+  assert.equal((await listedConflicts(a)).map((c) => [c.path, c.class]), [['only-here.txt', 'update/remove']]);
+  const q = await imz(['push', '-C', a]);
+  assert.is(q.code, 3, `the push meets the conflict, not a create: ${q.stderr}`);
+  assert.not.ok(existsSync(join(srv2, 'only-here.txt')));
+  const t = await imz(['resolve', 'only-here.txt', '--take', 'local', '-C', a]);
+  assert.is(t.code, 0, t.stderr);
+  assert.is((await imz(['push', '-C', a])).code, 0);
+  assert.is(await readFile(join(srv2, 'only-here.txt'), 'utf8'), 'the last copy\n');
+});
+
 test.run();
