@@ -60,11 +60,14 @@ export async function saveConflict(stateDir: string, c: ConflictRecord): Promise
   const dir = join(stateDir, 'conflicts');
   await mkdir(dir, { recursive: true });
   const file = join(dir, conflictFileName(c.path));
-  let old: ConflictRecord | undefined;
+  let old: unknown;
   try {
     old = JSON.parse(readFileSync(file, 'utf8'));
   } catch { /* none (or torn: nothing to carry) */ }
-  const earlier = [...(old?.earlierCopies ?? []), ...(old?.localCopy ? [old.localCopy] : [])].filter((p) => typeof p === 'string' && p !== c.localCopy);
+  // (A damaged record carries nothing: spreading what it held failed every push that met the conflict again.)
+  if (!_wellFormed(old)) old = undefined;
+  const prev = old as ConflictRecord | undefined;
+  const earlier = [...(prev?.earlierCopies ?? []), ...(prev?.localCopy ? [prev.localCopy] : [])].filter((p) => typeof p === 'string' && p !== c.localCopy);
   if (earlier.length > 0) c = { ...c, earlierCopies: [...new Set([...earlier, ...(c.earlierCopies ?? [])])] };
   await writeFileAtomic(file, JSON.stringify(c, null, 2) + '\n');
 }
@@ -114,12 +117,21 @@ export async function listConflicts(stateDir: string, damaged?: string[]): Promi
   return out.sort((a, b) => (a.path < b.path ? -1 : 1));
 }
 
+// Every field a reader uses, of the type it expects (a field of another type failed resolve, or reached the index).
 function _wellFormed(c: unknown): c is ConflictRecord {
   if (c === null || typeof c !== 'object') return false;
   const r = c as Record<string, unknown>;
-  const side = (x: unknown) => x === undefined || x === null || (typeof x === 'object' && typeof (x as { type?: unknown }).type === 'number');
+  const opt = (x: unknown, type: 'string' | 'number') => x === undefined || typeof x === type;
+  const side = (x: unknown) => {
+    if (x === undefined || x === null) return true;
+    if (typeof x !== 'object') return false;
+    const s = x as Record<string, unknown>;
+    return typeof s.type === 'number' && opt(s.version, 'number') && opt(s.hash, 'string') && opt(s.size, 'number') && opt(s.mtimeMs, 'number') &&
+      opt(s.target, 'string') && opt(s.mode, 'number');
+  };
   return typeof r.path === 'string' && r.path !== '' && typeof r.class === 'string' && side(r.local) && side(r.server) &&
-    (r.localCopy === undefined || typeof r.localCopy === 'string') && (r.earlierCopies === undefined || Array.isArray(r.earlierCopies));
+    opt(r.localCopy, 'string') && opt(r.serverBlob, 'string') && opt(r.resolvedBy, 'string') && opt(r.serverDisplaced, 'string') &&
+    (r.earlierCopies === undefined || (Array.isArray(r.earlierCopies) && r.earlierCopies.every((p) => typeof p === 'string')));
 }
 
 /** Conflicts still waiting for a person (not settled by a policy). */

@@ -516,4 +516,30 @@ T('a damaged conflict record (null, no path) is named by status and resolve --li
   await waitFor(() => existsSync(join(a, 'g.txt')), 5_000, 'the server file pulled');
 });
 
+for (const [name, damage] of [
+  ['serverBlob a number', (r: Record<string, unknown>) => ({ ...r, serverBlob: 5 })],
+  ['server.hash a number', (r: Record<string, unknown>) => ({ ...r, server: { ...(r.server as object), hash: 7 } })],
+  ['earlierCopies an object', (r: Record<string, unknown>) => ({ ...r, earlierCopies: {} })],
+] as const) {
+  T(`a real conflict whose record has ${name}: named as damaged, and the next push records the conflict anew (review: push, or resolve, failed)`, async () => {
+    const { srv, a } = await servedClone('imz-resolve-damaged-field-', { 'f.txt': 'one\n' });
+    await writeFile(join(srv, 'f.txt'), 'server two\n');
+    await writeFile(join(a, 'f.txt'), 'local two\n');
+    assert.is((await imz(['pull', '-C', a])).code, 3);
+    const dir = join(a, '.imz', 'conflicts');
+    const file = join(dir, (await readdir(dir)).find((n) => n.endsWith('.json'))!);
+    await writeFile(file, JSON.stringify(damage(JSON.parse(await readFile(file, 'utf8')))));
+    for (const args of [['status'], ['resolve', '--list']]) {
+      const r = await imz([...args, '-C', a]);
+      assert.is(r.code, 0, `${args.join(' ')}: ${runReport(r)}`);
+      assert.match(r.stderr, 'is damaged and was left out');
+    }
+    const p = await imz(['push', '-C', a]);
+    assert.is(p.code, 3, `the push meets the conflict again: ${runReport(p)}`);
+    assert.is(await readFile(join(srv, 'f.txt'), 'utf8'), 'server two\n');
+    assert.equal((await listedConflicts(a)).map((c) => c.path), ['f.txt'], 'recorded anew');
+    assert.is(await readFile(join(a, 'f.txt'), 'utf8'), 'local two\n');
+  });
+}
+
 T.run();
