@@ -582,18 +582,7 @@ export class Replica {
       placed = []; // damaged (never written whole, but a disk can fail): nothing to finish
     }
     let indexed = 0;
-    // Whether each parent of a path is a real directory: lstat follows a link met before the last name, and what
-    // lies beyond one is not the replica's (the user may have replaced a listed directory by a link since).
-    const realDirs = new Map<string, boolean>([['', true]]);
-    const underRealDirs = (p: string): boolean => {
-      const dir = parentOf(p);
-      let ok = realDirs.get(dir);
-      if (ok === undefined) {
-        ok = underRealDirs(dir) && lstatSync(join(this.root, dir), { throwIfNoEntry: false })?.isDirectory() === true;
-        realDirs.set(dir, ok);
-      }
-      return ok;
-    };
+    const underRealDirs = this._realDirs();
     for (const x of placed) {
       if (typeof x.path !== 'string' || pathProblem(x.path) !== undefined) continue;
       const idx = await this.get(x.path);
@@ -618,6 +607,22 @@ export class Replica {
     }
     if (indexed > 0) await this.flushIndex();
     this.clearPlacing();
+  }
+
+  // Whether each parent of a path is a real directory, looked up once per directory: lstat follows a link met before
+  // the last name, and what lies beyond one is not the replica's (the user may have replaced a directory by a link).
+  private _realDirs(): (path: string) => boolean {
+    const realDirs = new Map<string, boolean>([['', true]]);
+    const underRealDirs = (p: string): boolean => {
+      const dir = parentOf(p);
+      let ok = realDirs.get(dir);
+      if (ok === undefined) {
+        ok = underRealDirs(dir) && lstatSync(join(this.root, dir), { throwIfNoEntry: false })?.isDirectory() === true;
+        realDirs.set(dir, ok);
+      }
+      return ok;
+    };
+    return underRealDirs;
   }
 
   /** Records directories about to receive temp files, so a crash's leftovers can be swept. */
@@ -663,8 +668,11 @@ export class Replica {
     const file = join(this.stateDir, 'inflight');
     if (!existsSync(file)) return 0; // the common case, without an exception
     const dirs = _tempDirList(readFileOrNot(file));
+    const underRealDirs = this._realDirs();
     let n = 0;
     for (const d of dirs) {
+      // (Never swept through a link: what lies beyond one is not the replica's.)
+      if (d !== '' && !underRealDirs(`${d}/x`)) continue;
       const abs = join(this.root, d);
       let names: string[];
       try {

@@ -152,7 +152,13 @@ export class ImzServer extends EventEmitter {
       throw new ImzError(Codes.BAD_USAGE, `cannot listen on ${host}: without tokens imz serves only loopback addresses (give --token-file, use --host 127.0.0.1, or --insecure to expose the tree to anyone who can connect)`);
     }
     // A mistyped directory would be made and served empty (and filled by the next push): refused instead.
-    const rootSt = statSync(this.root, { throwIfNoEntry: false });
+    let rootSt;
+    try {
+      rootSt = statSync(this.root, { throwIfNoEntry: false });
+    } catch (err) {
+      // A path under a file (ENOTDIR), or one this user cannot look into (EACCES).
+      throw new ImzError(Codes.BAD_USAGE, `cannot serve ${this.root}: ${(err as NodeJS.ErrnoException).code === 'ENOTDIR' ? 'a part of the path is not a directory' : (err as Error).message}`);
+    }
     if (!rootSt) throw new ImzError(Codes.BAD_USAGE, `cannot serve ${this.root}: no such directory (create it first, or check the path)`);
     if (!rootSt.isDirectory()) throw new ImzError(Codes.BAD_USAGE, `cannot serve ${this.root}: it is not a directory`);
     let tlsFingerprint: string | undefined;

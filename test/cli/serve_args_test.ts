@@ -32,6 +32,9 @@ test('a directory that does not exist, or a file: exit 2, one line, nothing made
   const f = await imz(['serve', join(tmp, 'file'), '--port', '0'], { timeoutMs: 10_000 });
   assert.is(f.code, 2, f.stderr);
   assert.match(f.stderr, 'it is not a directory');
+  const under = await imz(['serve', join(tmp, 'file', 'sub'), '--port', '0'], { timeoutMs: 10_000 });
+  assert.is(under.code, 2, under.stderr);
+  assert.match(under.stderr, 'a part of the path is not a directory');
 });
 
 test.run();

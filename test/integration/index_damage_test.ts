@@ -155,4 +155,18 @@ test('HEAD lost and the server replaced by one that lacks a tracked file: pull -
   assert.is(await readFile(join(srv2, 'only-here.txt'), 'utf8'), 'the last copy\n');
 });
 
+test('the list of temp-file directories (inflight) is never followed through a symlink out of the replica; a real directory in it is swept (review)', async () => {
+  const { tmp, a } = await servedClone('imz-inflight-link-', { 'f.txt': 'one\n', 'd/g.txt': 'g\n' });
+  const outside = join(tmp, 'outside');
+  await mkdir(outside);
+  await writeFile(join(outside, '.imz-tmp-precious'), "not imz's\n");
+  await symlink(outside, join(a, 'lnk'));
+  await writeFile(join(a, 'd', '.imz-tmp-left-by-a-kill'), 'partial');
+  await writeFile(join(a, '.imz', 'inflight'), JSON.stringify(['lnk', 'd']));
+  const r = await imz(['pull', '-C', a]);
+  assert.is(r.code, 0, r.stderr);
+  assert.ok(existsSync(join(outside, '.imz-tmp-precious')), 'nothing outside the replica is removed');
+  assert.not.ok(existsSync(join(a, 'd', '.imz-tmp-left-by-a-kill')), 'the temp file in the replica is swept');
+});
+
 test.run();
