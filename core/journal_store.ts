@@ -206,6 +206,32 @@ export class JournalStore {
     }
   }
 
+  /**
+   * The durable record numbered seq; undefined when the journal no longer
+   * (or not yet durably) holds it. One decoded segment is kept, so looking
+   * up many old records of one segment (the bases of a push's stale
+   * operations) decodes it once, not once each.
+   */
+  async record(seq: number): Promise<JournalRecord | undefined> {
+    if (!Number.isSafeInteger(seq) || seq < 1 || seq > this._durable) return undefined;
+    let recs: JournalRecord[] = this._recent;
+    if (recs.length === 0 || seq < recs[0]!.seq) {
+      let seg: _Segment | undefined;
+      for (const x of this._segments) if (x.firstSeq <= seq) seg = x;
+      if (!seg) return undefined;
+      const kept = this._decoded;
+      if (kept?.file === seg.file && (kept.records.at(-1)?.seq ?? 0) >= seq) recs = kept.records;
+      else {
+        recs = decodeSegment(new Uint8Array(await readFile(seg.file)), seg.file).records;
+        this._decoded = { file: seg.file, records: recs };
+      }
+    }
+    const r = recs[_lowerBound(recs, seq)];
+    return r?.seq === seq ? r : undefined;
+  }
+
+  private _decoded: { file: string; records: JournalRecord[] } | undefined;
+
   /** Resolves once every append made so far is durable (rejects if one failed). */
   async flush(): Promise<void> {
     // Records a failed write left behind: try them again (the disk may have room now).

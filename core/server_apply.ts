@@ -515,13 +515,8 @@ export class Reintegrator {
 
   // The journal's record of the file an operation was based on (undefined: not a file, or trimmed from the journal).
   private async _baseFile(op: Operation): Promise<Entry | undefined> {
-    if (op.base === 0) return undefined;
-    for await (const recs of this.state.journal.readSince(op.base - 1, 1)) {
-      const r = recs[0];
-      if (r?.seq === op.base && r.entry.path === op.path && r.entry.type === EntryType.FILE) return r.entry;
-      break;
-    }
-    return undefined;
+    const r = await this.state.journal.record(op.base);
+    return r && r.entry.path === op.path && r.entry.type === EntryType.FILE ? r.entry : undefined;
   }
 
   // (Called when _agrees said no: the check costs an lstat, the call of an async function a turn of the event loop.)

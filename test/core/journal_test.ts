@@ -99,6 +99,23 @@ test('records are served only once they are on disk (a crash cannot take back wh
   await j.close();
 });
 
+test('record(seq) gives the record readSince gives, from recent records and from older segments (decoded once), and nothing outside the journal', async () => {
+  const d = await tmp();
+  const j = await JournalStore.open(d);
+  // Long paths: ~250 bytes a record, so 60,000 records span four segments, most beyond the recent ones kept in memory.
+  const long = 'p'.repeat(200);
+  for (let s = 1; s <= 60_000; s += 1000) await j.append(Array.from({ length: 1000 }, (_, i) => rec(s + i, `${long}/${s + i}`)));
+  await j.close();
+  const k = await JournalStore.open(d);
+  assert.ok((await readdir(join(d))).length >= 3, 'several segments');
+  const all = new Map<number, JournalRecord>();
+  for await (const b of k.readSince(0)) for (const r of b) all.set(r.seq, r);
+  for (const seq of [1, 2, 999, 1000, 1001, 17_000, 33_333, 39_999, 40_000, 40_001, 59_999, 60_000, 5, 45_000, 3]) {
+    assert.equal(await k.record(seq), all.get(seq), `record ${seq}`);
+  }
+  for (const seq of [0, -1, 60_001, 1.5, Number.NaN]) assert.is(await k.record(seq), undefined, `record ${seq}`);
+});
+
 test('the store appends durably, reopens, and reads since a cursor', async () => {
   const d = await tmp();
   const j = await JournalStore.open(d);
