@@ -211,6 +211,11 @@ export async function reconcile(replica: Replica, remote: Remote, targets: Entry
       plans.push({ kind: 'file', t, local, keepMode: local.fs.mode });
       continue;
     }
+    if (local.kind === 'deleted' && idx && !idx.remote && t.type !== EntryType.NONE && t.version === idx.version) {
+      // Removed here from the very version the server holds (this replica's own push, read back; a resync): a
+      // removal to push, not a conflict.
+      continue;
+    }
     if (local.kind === 'modified' || local.kind === 'deleted' || local.kind === 'created') {
       const cls = _classify(local, t);
       const localWins = policy === 'client-wins' || (policy === 'newest' && local.fs !== undefined && local.fs.mtimeMs > t.mtimeMs);

@@ -13,7 +13,7 @@ import { appendFile, chmod, mkdir, readFile, readdir, rename, rm, symlink, unlin
 import { join } from 'node:path';
 import {
   type LogLine, type RunResult, runReport as out, type ServerHandle, type SnapEntry,
-  REPO, cleanupAll, copyFixture, diffTrees, imz, jsonLines, makeTmp, readJournal, readReintLog, replicaIdOf, sampleWorld, setRemote, snapshotTree, spawnImz, startServer, waitFor,
+  REPO, cleanupAll, copyFixture, diffTrees, imz, jsonLines, listedConflicts, makeTmp, readJournal, readReintLog, replicaIdOf, sampleWorld, servedClone, setRemote, snapshotTree, spawnImz, startServer, waitFor,
 } from '../helpers.ts';
 import { loadIgnoreKeyed } from '../../core/ignore_rules.ts';
 import { Replica } from '../../core/replica.ts';
@@ -585,5 +585,23 @@ T('sync: a conflicting edit leaves both versions and exits 3 (manual)', async ()
   assert.is(s2.code, 3, `still outstanding: ${out(s2)}`);
 });
 
+
+T('pushed, then removed here, then a pull that reads the push back (another write came first): no conflict, the removal goes up (review: remove/update, exit 3)', async () => {
+  const { srv, server, a } = await servedClone('imz-push-own-removed-', { 'a.txt': 'a\n' });
+  // A server write first: the push cannot move HEAD past its own record, so the pull reads it back.
+  await writeFile(join(srv, 'g.txt'), 'server\n');
+  await waitFor(async () => (await readJournal(server.address)).some((j) => j.path === 'g.txt'), 8_000, 'the server to journal g.txt');
+  await writeFile(join(a, 'f.txt'), 'mine\n');
+  assert.is((await imz(['push', '-C', a, '--quiet'])).code, 0);
+  await rm(join(a, 'f.txt'));
+  const p = await imz(['pull', '-C', a]);
+  assert.is(p.code, 0, p.stderr);
+  assert.equal(await listedConflicts(a), []);
+  assert.ok(existsSync(join(a, 'g.txt')));
+  assert.not.ok(existsSync(join(a, 'f.txt')), 'the removal stays');
+  const q = await imz(['push', '-C', a]);
+  assert.is(q.code, 0, q.stderr);
+  assert.not.ok(existsSync(join(srv, 'f.txt')));
+});
 
 T.run();
