@@ -13,6 +13,7 @@ import type { Remote } from './remote.ts';
 import { Replica } from './replica.ts';
 import { TYPE_NAMES, enforceCacheLimit, entryOf, parentsAreDirs, replicaPath } from './replica_cache.ts';
 import { fsEntryFromStats, type FsEntry, utimeSeconds } from './tree_scan.ts';
+import { IGNORE_FILE } from './ignore_rules.ts';
 
 /** Bytes per READ when streaming a file (cat). */
 const CAT_CHUNK = 1024 * 1024;
@@ -99,7 +100,7 @@ export async function* catFile(dir: string, path: string, opts: { security?: Sec
       tmp = undefined;
       fsyncDirSync(dirname(dest));
       const fs = placedFacts(fsEntryFromStats(rel, lstatSync(dest), '') as FsEntry, entry);
-      await replica.set(rel, { ...idx, size: fs.size, mode: fs.mode, mtimeMs: fs.mtimeMs, ctimeMs: fs.ctimeMs, ino: fs.ino, remote: undefined, fetchedMs: Date.now() });
+      await replica.set(rel, { ...idx, size: fs.size, mode: fs.mode, mtimeMs: fs.mtimeMs, ctimeMs: fs.ctimeMs, ino: fs.ino, remote: undefined, ...(rel === IGNORE_FILE ? {} : { fetchedMs: Date.now() }) });
       await replica.flushIndex();
       await enforceCacheLimit(replica, new Set([rel]));
     }

@@ -25,6 +25,13 @@ export interface IndexEntry {
   fetchedMs?: number;
 }
 
+/**
+ * A version no server record has (journal numbers never reach it): the
+ * base of an entry whose server version is not known, which the server's
+ * check never takes for its current version.
+ */
+export const UNKNOWN_VERSION = Number.MAX_SAFE_INTEGER;
+
 export const INDEX_MAGIC = 'imz-index';
 export const INDEX_VERSION = 1;
 /** The index is split in this many bucket files so a change rewrites one bucket, not the whole index. */

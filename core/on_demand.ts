@@ -8,6 +8,7 @@ import { reconcile } from './reconcile.ts';
 import type { Remote } from './remote.ts';
 import { Replica } from './replica.ts';
 import { type EvictSummary, enforceCacheLimit, entryOf, evictPaths } from './replica_cache.ts';
+import { IGNORE_FILE } from './ignore_rules.ts';
 
 /** Options of the commands that may reach the server. */
 export interface OnDemandOptions {
@@ -99,7 +100,8 @@ export async function evictFiles(dir: string, patterns: string[], opts: { all?: 
   await replica.lock();
   try {
     const all = await replica.all();
-    const picked = [...all].filter(([p, e]) => e.type === EntryType.FILE && !e.remote && match(p)).map(([p]) => p);
+    // (Never .imzignore: its rules must keep applying here, or what the tree excludes is pushed from here.)
+    const picked = [...all].filter(([p, e]) => e.type === EntryType.FILE && !e.remote && p !== IGNORE_FILE && match(p)).map(([p]) => p);
     const out: EvictSummary = { evicted: [], bytes: 0, kept: [] };
     if (picked.length === 0 && !opts.all && ![...all].some(([p, e]) => e.type === EntryType.FILE && match(p))) {
       throw new ImzError(Codes.NOT_FOUND, `cannot evict ${patterns.join(' ')}: no file in the replica matches (see \`imz ls\`)`);

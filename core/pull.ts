@@ -4,9 +4,9 @@ import { type Entry, EntryType } from '../protocol/messages.ts';
 import { type ConflictRecord, listConflicts, outstanding, saveConflict } from './conflicts.ts';
 import { isConflictCopy } from './changes.ts';
 import { loadIgnore } from './ignore_rules.ts';
-import { bucketOf } from './index_model.ts';
+import { UNKNOWN_VERSION, bucketOf } from './index_model.ts';
 import { checkPolicy } from './policy.ts';
-import { type ReconcileEvent, type ReconcileResult, reconcile } from './reconcile.ts';
+import { type ReconcileEvent, type ReconcileResult, reconcile, sameState } from './reconcile.ts';
 import { type SecurityOptions, connectReplica } from './credentials.ts';
 import type { Remote } from './remote.ts';
 import { printable } from './paths.ts';
@@ -124,6 +124,16 @@ async function _pullWith(replica: Replica, remote: Remote, opts: PullOptions = {
     if (replica.headRebuilt) {
       for (const [p] of await replica.all()) if (!seen.has(p)) unknown.add(p);
       for (const p of unknown) await replica.delete(p);
+    }
+    if (!sameServer || replica.headRebuilt) {
+      // The index's versions count another server's records (or those of one unknown): an entry keeps its meaning
+      // only where this server holds the same; elsewhere its version never matches, so a change made here meets
+      // the server's as a conflict instead of passing the server's check by a chance equality (a removal here took
+      // away a file of the new server that this replica never had).
+      for (const t of listed) {
+        const idx = await replica.get(t.path);
+        if (idx && !idx.remote) await replica.set(t.path, { ...idx, version: sameState(idx, t) ? t.version : UNKNOWN_VERSION });
+      }
     }
     if (sameServer && !replica.headRebuilt) {
       // Tracked paths the server no longer has were removed there.

@@ -691,13 +691,18 @@ function _underAny(path: string, dirs: ReadonlySet<string>): boolean {
 const _goneUnder = new WeakMap<Entry[], { dirs: Set<string>; paths?: string[] }>();
 
 // True when the server's path holds what the operation would have made of it.
-async function _serverHolds(remote: Remote, op: LoggedOp): Promise<boolean> {
-  let e: Entry | undefined;
+// The server's entry of a path (undefined: it has none).
+async function _serverEntry(remote: Remote, path: string): Promise<Entry | undefined> {
   try {
-    e = await remote.stat(op.path);
+    return await remote.stat(path);
   } catch (err) {
     if (!(err instanceof ImzError) || err.code !== Codes.NOT_FOUND) throw err;
+    return undefined;
   }
+}
+
+// True when the server's entry e holds what the operation would have made of the path.
+function _serverHolds(e: Entry | undefined, op: LoggedOp): boolean {
   switch (op.kind) {
     case OpKind.UNLINK:
     case OpKind.REMOVEDIR:
@@ -730,7 +735,8 @@ async function _settle(replica: Replica, remote: Remote, op: LoggedOp, r: OpResu
     if (fs && change!.index === undefined) await replica.addNew(path, e);
     else await replica.set(path, e);
   };
-  if (r.status === OpStatus.DUPLICATE && !(await _serverHolds(remote, op))) {
+  const there = r.status === OpStatus.DUPLICATE ? await _serverEntry(remote, op.path) : undefined;
+  if (r.status === OpStatus.DUPLICATE && !_serverHolds(there, op)) {
     // The server counts this operation done (an interrupted push sent it),
     // but does not hold its result: that try met a conflict, or the path
     // changed since. Left unindexed, so the fresh scan of this same push
@@ -744,10 +750,14 @@ async function _settle(replica: Replica, remote: Remote, op: LoggedOp, r: OpResu
   }
   if (r.status === OpStatus.APPLIED || r.status === OpStatus.DUPLICATE || r.status === OpStatus.SAME) {
     if (op.kind === OpKind.MOVE) await replica.delete(op.fromPath);
-    // A chmod merged over a content change made there: indexed at the version it was based on (the content here), so
-    // that the next pull brings that content, and a content change made here meanwhile meets it as a conflict. At the
-    // merged version, a content push went over it unseen.
-    await index(op.path, op.kind === OpKind.SETATTR && r.conflictClass === 'meta/update' ? op.base : r.version);
+    // A chmod of a file merged over a content change made there (or resent, answered as a duplicate): indexed at the
+    // version it was based on (the content here) unless the server's content is this replica's, so that the next
+    // pull brings that content, and a content change made here meanwhile meets it as a conflict. At the merged
+    // version, a content push went over it unseen.
+    const merged = op.kind === OpKind.SETATTR && op.state.type === EntryType.FILE && (r.conflictClass === 'meta/update' || r.status === OpStatus.DUPLICATE);
+    const held = r.status === OpStatus.DUPLICATE ? there : r.server ?? undefined;
+    const ours = held?.type === EntryType.FILE && toHex(held.hash) === op.state.hash;
+    await index(op.path, merged && !ours ? op.base : r.version);
     // An open conflict on this path is settled by this push going through.
     if (openConflicts.delete(op.path)) await clearConflict(replica.stateDir, op.path);
     summary.applied++;

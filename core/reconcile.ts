@@ -211,7 +211,7 @@ export async function reconcile(replica: Replica, remote: Remote, targets: Entry
       plans.push({ kind: 'file', t, local, keepMode: local.fs.mode });
       continue;
     }
-    if (local.kind === 'deleted' && idx && !idx.remote && t.type !== EntryType.NONE && t.version === idx.version) {
+    if (local.kind === 'deleted' && idx && !idx.remote && t.version === idx.version && sameState(idx, t)) {
       // Removed here from the very version the server holds (this replica's own push, read back; a resync): a
       // removal to push, not a conflict.
       continue;
@@ -486,6 +486,13 @@ async function _equivalent(root: string, local: LocalState, idx: IndexEntry | un
     local.hash = hash;
   }
   return hash === toHex(t.hash);
+}
+
+/** True when an index entry records what a server entry holds (type, and content or link target). */
+export function sameState(idx: IndexEntry, t: Entry): boolean {
+  if (idx.type !== t.type) return false;
+  if (t.type === EntryType.FILE) return idx.hash === toHex(t.hash);
+  return t.type !== EntryType.SYMLINK || idx.target === t.target;
 }
 
 function _sameFs(a: FsEntry | undefined, b: FsEntry | undefined): boolean {

@@ -12,6 +12,7 @@ import { crc32 } from './crc32.ts';
 import { utf8 } from './utf8.ts';
 import { monotonicMs } from './file_times.ts';
 import { replicaRootOf } from './scan_cache_file.ts';
+import { IGNORE_FILE } from './ignore_rules.ts';
 
 export { replicaRootOf };
 
@@ -601,7 +602,7 @@ export class Replica {
       await this.set(x.path, {
         type: x.type as IndexEntry['type'], version: x.version, hash: x.type === EntryType.FILE ? x.hash : '', size: x.type === EntryType.FILE ? st.size : 0, mode,
         mtimeMs: st.mtimeMs, ctimeMs: st.ctimeMs, ino: st.ino, target: x.type === EntryType.SYMLINK ? x.target : '',
-        ...(x.type === EntryType.FILE && this.config.mode === 'on-demand' ? { fetchedMs: Date.now() } : {}),
+        ...(x.type === EntryType.FILE && this.config.mode === 'on-demand' && x.path !== IGNORE_FILE ? { fetchedMs: Date.now() } : {}),
       });
       indexed++;
     }

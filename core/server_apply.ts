@@ -586,9 +586,11 @@ export class Reintegrator {
         return _result(op, OpStatus.APPLIED, version, { conflictClass: 'meta/update' });
       }
       if (op.kind === OpKind.SETATTR && cur && cur.type === op.state.type && cur.type === EntryType.FILE) {
-        // A mode change meets a content change made since: both apply, no conflict.
+        // A mode change meets a content change made since: both apply, no conflict. What the path holds now is told:
+        // the client indexes the version only if the content is its own.
         const version = await this._apply(replicaId, { ...op, state: { ...op.state, mtimeMs: cur.mtimeMs } }, false);
-        return _result(op, OpStatus.APPLIED, version, { conflictClass: 'meta/update' });
+        const now = this.state.table.get(op.path);
+        return _result(op, OpStatus.APPLIED, version, { conflictClass: 'meta/update', ...(now ? { server: tableToEntry(op.path, now) } : {}) });
       }
       const cls = _classify(cur, op);
       const server = cur ? tableToEntry(op.path, cur) : null;

@@ -11,7 +11,7 @@ import { mkdir, readFile, readdir, rm, symlink, truncate, writeFile } from 'node
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { bucketOf } from '../../core/index_model.ts';
-import { cleanupAll, diffTrees, imz, jsonLines, listedConflicts, servedClone, setRemote, snapshotTree, startServer } from '../helpers.ts';
+import { cleanupAll, diffTrees, imz, jsonLines, listedConflicts, makeTmp, servedClone, setRemote, snapshotTree, startServer } from '../helpers.ts';
 
 test.after(cleanupAll);
 
@@ -167,6 +167,29 @@ test('the list of temp-file directories (inflight) is never followed through a s
   assert.is(r.code, 0, r.stderr);
   assert.ok(existsSync(join(outside, '.imz-tmp-precious')), 'nothing outside the replica is removed');
   assert.not.ok(existsSync(join(a, 'd', '.imz-tmp-left-by-a-kill')), 'the temp file in the replica is swept');
+});
+
+test('resync to a replaced server holding other content at the same version number: a removal here is a conflict there, never a silent removal (review)', async () => {
+  const tmp = await makeTmp('imz-resync-versions-');
+  const [s1, s2] = [join(tmp, 's1'), join(tmp, 's2')];
+  for (const [d, f] of [[s1, 'old content\n'], [s2, 'the new server\'s, never seen here\n']] as const) {
+    await mkdir(d, { recursive: true });
+    await writeFile(join(d, 'a.txt'), 'a\n');
+    await writeFile(join(d, 'f.txt'), f);
+  }
+  const srv1 = await startServer(s1);
+  const srv2 = await startServer(s2);
+  const a = join(tmp, 'a');
+  assert.is((await imz(['clone', srv1.address, a, '--quiet'])).code, 0);
+  await rm(join(a, 'f.txt'));
+  await srv1.stop();
+  await setRemote(a, srv2.address);
+  const p = await imz(['pull', '--resync', '-C', a]);
+  assert.is(p.code, 3, p.stderr);
+  assert.equal((await listedConflicts(a)).map((c) => [c.path, c.class]), [['f.txt', 'remove/update']]);
+  const q = await imz(['push', '-C', a]);
+  assert.is(q.code, 3, q.stderr);
+  assert.is(await readFile(join(s2, 'f.txt'), 'utf8'), 'the new server\'s, never seen here\n');
 });
 
 test.run();

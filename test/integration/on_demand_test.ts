@@ -252,6 +252,10 @@ T('clone --on-demand fetches .imzignore (only it): what the tree excludes is nev
   assert.is(await readFile(join(rep, '.imzignore'), 'utf8'), '*.log\nbuild/\n*.tmp\n');
   await writeFile(join(rep, 'x.tmp'), 'tmp\n');
   assert.equal((await status(rep)).list, []);
+  // Nor does evict --all (review: it did, and ignored files were pushed).
+  await ok(rep, ['evict', '--all']);
+  assert.ok(existsSync(join(rep, '.imzignore')), 'evict --all keeps .imzignore');
+  assert.equal((await status(rep)).list, []);
 });
 
 // ---------- ls ----------

@@ -2,10 +2,11 @@
 // apply at the push, as they do at a pull. A content change there is still one.
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { readFileSync, statSync } from 'node:fs';
-import { chmod, utimes, writeFile } from 'node:fs/promises';
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { appendFile, chmod, cp, rename, rm, utimes, writeFile } from 'node:fs/promises';
+import { encodeLogRecord } from '../../core/reint_log_model.ts';
 import { join } from 'node:path';
-import { runReport as out, cleanupAll, imz, jsonLines, listedConflicts, sampleWorld } from '../helpers.ts';
+import { runReport as out, cleanupAll, imz, jsonLines, listedConflicts, readReintLog, sampleWorld, setRemote } from '../helpers.ts';
 
 const T = suite('push: a content change meets a chmod there');
 T.after.each(cleanupAll);
@@ -104,6 +105,50 @@ T('new content here, new content there: still an update/update conflict under ma
   assert.is(readFileSync(join(srv, 'f.txt'), 'utf8'), 'theirs\n');
   assert.is(readFileSync(join(a, 'f.txt'), 'utf8'), 'ours!\n');
   assert.equal((await listedConflicts(a)).map((c) => [c.path, c.class]), [['f.txt', 'update/update']]);
+});
+
+T('a chmod over a chmod there, then a removal or a rename here before a pull: no conflict (review: a false remove/update, create/create)', async () => {
+  for (const then of ['rm', 'mv'] as const) {
+    const { srv, a, push } = await world((f) => chmod(f, 0o755), (f) => chmod(f, 0o600));
+    assert.is(push.code, 0, out(push));
+    assert.is(modeOf(join(srv, 'f.txt')), 0o600);
+    if (then === 'rm') await rm(join(a, 'f.txt'));
+    else await rename(join(a, 'f.txt'), join(a, 'g.txt'));
+    const again = await imz(['push', '-C', a, '--json']);
+    assert.is(again.code, 0, `${then}: ${out(again)}`);
+    assert.not.ok(existsSync(join(srv, 'f.txt')), then);
+    if (then === 'mv') assert.is(readFileSync(join(srv, 'g.txt'), 'utf8'), 'one\n');
+  }
+});
+
+T("a chmod merged over a content change there, resent after a push cut off once the server applied it: the next content push meets a conflict, the other replica's content kept (review)", async () => {
+  const { srv, server, replicas: [a, b] } = await sampleWorld(2);
+  await writeFile(join(a!, 'f.txt'), 'one\n');
+  await chmod(join(a!, 'f.txt'), 0o644);
+  for (const [cmd, rep] of [['push', a], ['pull', b]] as const) assert.is((await imz([cmd, '-C', rep!, '--quiet'])).code, 0);
+  await writeFile(join(b!, 'f.txt'), 'theirs\n');
+  assert.is((await imz(['push', '-C', b!, '--quiet'])).code, 0);
+  await chmod(join(a!, 'f.txt'), 0o600);
+  // Logged while the server is away, then marked sent: the state of a push killed once its batch went out.
+  await setRemote(a!, '127.0.0.1:1');
+  assert.is((await imz(['push', '-C', a!, '--quiet'])).code, 4);
+  await setRemote(a!, server.address);
+  const logged = (await readReintLog(a!)).filter((l) => l.t === 'op') as { op: { seq: number } }[];
+  assert.is(logged.length, 1);
+  await appendFile(join(a!, '.imz', 'log'), encodeLogRecord({ t: 'sent', upto: logged[0]!.op.seq }));
+  const saved = join(a!, '..', 'a-state');
+  await cp(join(a!, '.imz'), saved, { recursive: true });
+  assert.is((await imz(['push', '-C', a!, '--quiet'])).code, 0);
+  // Killed before it settled: its state as it was, and the chmod resent (answered as a duplicate).
+  await rm(join(a!, '.imz'), { recursive: true });
+  await cp(saved, join(a!, '.imz'), { recursive: true });
+  const again = await imz(['push', '-C', a!, '--json']);
+  assert.is(again.code, 0, out(again));
+  await writeFile(join(a!, 'f.txt'), 'mine, written before any pull\n');
+  const third = await imz(['push', '-C', a!, '--json']);
+  assert.is(third.code, 3, out(third));
+  assert.is(readFileSync(join(srv, 'f.txt'), 'utf8'), 'theirs\n');
+  assert.equal((await listedConflicts(a!)).map((c) => [c.path, c.class]), [['f.txt', 'update/update']]);
 });
 
 T.run();
