@@ -32,6 +32,11 @@ export interface IndexEntry {
  */
 export const UNKNOWN_VERSION = Number.MAX_SAFE_INTEGER;
 
+/** A version as shown or put in a name: undefined when unknown (UNKNOWN_VERSION). */
+export function knownVersion(v: number | undefined): number | undefined {
+  return v === UNKNOWN_VERSION ? undefined : v;
+}
+
 export const INDEX_MAGIC = 'imz-index';
 export const INDEX_VERSION = 1;
 /** The index is split in this many bucket files so a change rewrites one bucket, not the whole index. */

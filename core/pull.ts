@@ -132,7 +132,8 @@ async function _pullWith(replica: Replica, remote: Remote, opts: PullOptions = {
       // away a file of the new server that this replica never had).
       for (const t of listed) {
         const idx = await replica.get(t.path);
-        if (idx && !idx.remote) await replica.set(t.path, { ...idx, version: sameState(idx, t) ? t.version : UNKNOWN_VERSION });
+        // (A remote row too: a file written here over one never fetched would go up on the old server's number.)
+        if (idx) await replica.set(t.path, { ...idx, version: sameState(idx, t) ? t.version : UNKNOWN_VERSION });
       }
     }
     if (sameServer && !replica.headRebuilt) {

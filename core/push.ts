@@ -712,7 +712,8 @@ function _serverHolds(e: Entry | undefined, op: LoggedOp): boolean {
     case OpKind.LINK:
       return e?.type === EntryType.SYMLINK && e.target === op.state.target;
     case OpKind.SETATTR:
-      return e !== undefined && (e.mode & 0o777) === (op.state.mode & 0o777);
+      // (Of the same type: a directory's chmod must not pass for done on a file made there since.)
+      return e !== undefined && e.type === op.state.type && (e.mode & 0o777) === (op.state.mode & 0o777);
     default: // STORE, MOVE
       return e?.type === EntryType.FILE && toHex(e.hash) === op.state.hash;
   }

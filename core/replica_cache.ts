@@ -5,6 +5,7 @@ import { type Entry, EntryType } from '../protocol/messages.ts';
 import { fsyncDirSync } from './atomic_fs.ts';
 import { fromHex, hashFile, toHex } from './hash.ts';
 import type { IndexEntry } from './index_model.ts';
+import { IGNORE_FILE } from './ignore_rules.ts';
 import { checkPath, comparePaths } from './paths.ts';
 import type { Replica } from './replica.ts';
 
@@ -65,7 +66,7 @@ export async function enforceCacheLimit(replica: Replica, protect: Set<string>):
   const cached: [string, IndexEntry][] = [];
   let total = 0;
   for (const [p, e] of await replica.all()) {
-    if (e.type === EntryType.FILE && !e.remote && e.fetchedMs) {
+    if (e.type === EntryType.FILE && !e.remote && e.fetchedMs && p !== IGNORE_FILE) {
       cached.push([p, e]);
       total += e.size;
     }

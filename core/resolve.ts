@@ -17,7 +17,7 @@ import { isConflictCopy } from './changes.ts';
 import { fetchFiles } from './fetcher.ts';
 import { hashFile, toHex } from './hash.ts';
 import { placedFacts } from './local_state.ts';
-import type { IndexEntry } from './index_model.ts';
+import { type IndexEntry, knownVersion } from './index_model.ts';
 import { MAX_DIFF_LINES, unifiedDiff } from './line_diff.ts';
 import { checkPath, depthOf } from './paths.ts';
 import { reconcile } from './reconcile.ts';
@@ -109,7 +109,7 @@ async function _details(replica: Replica, c: ConflictRecord): Promise<ConflictDe
   let serverContentKept = true;
   if (c.server?.type === EntryType.FILE) serverContentKept = (await _serverBlob(replica, c)) !== undefined || (await _pathHolds(replica, c.path, c.server.hash));
   const localCopyPresent = c.localCopy ? fsEntryAt(replica.root, c.localCopy) !== undefined : false;
-  return { ...c, base: idx?.version, serverContentKept, localCopyPresent };
+  return { ...c, base: knownVersion(idx?.version), serverContentKept, localCopyPresent };
 }
 
 /**
@@ -276,7 +276,7 @@ async function _resolveOne(ctx: _Ctx, c: ConflictRecord, take: Take, removedHere
       const fromRel = copyFs ? c.localCopy! : here && !(await _holdsServers(replica.root, c, here)) ? c.path : undefined;
       if (fromRel) {
         const idx = await replica.get(c.path);
-        const name = freeName(replica.root, keepName(c.path, replica.config.replicaId, c.server?.version ?? idx?.version ?? 0));
+        const name = freeName(replica.root, keepName(c.path, replica.config.replicaId, c.server?.version ?? knownVersion(idx?.version) ?? 0));
         _ensureParents(replica.root, name);
         const moved = fsEntryAt(replica.root, fromRel);
         renameSync(join(replica.root, fromRel), join(replica.root, name));

@@ -169,7 +169,7 @@ test('the list of temp-file directories (inflight) is never followed through a s
   assert.not.ok(existsSync(join(a, 'd', '.imz-tmp-left-by-a-kill')), 'the temp file in the replica is swept');
 });
 
-test('resync to a replaced server holding other content at the same version number: a removal here is a conflict there, never a silent removal (review)', async () => {
+for (const onDemand of [false, true]) test(`resync to a replaced server holding other content at the same version number (${onDemand ? 'on demand, a file written over one never fetched' : 'a removal here'}): a conflict there, never a silent removal or overwrite (review)`, async () => {
   const tmp = await makeTmp('imz-resync-versions-');
   const [s1, s2] = [join(tmp, 's1'), join(tmp, 's2')];
   for (const [d, f] of [[s1, 'old content\n'], [s2, 'the new server\'s, never seen here\n']] as const) {
@@ -180,13 +180,14 @@ test('resync to a replaced server holding other content at the same version numb
   const srv1 = await startServer(s1);
   const srv2 = await startServer(s2);
   const a = join(tmp, 'a');
-  assert.is((await imz(['clone', srv1.address, a, '--quiet'])).code, 0);
-  await rm(join(a, 'f.txt'));
+  assert.is((await imz(['clone', ...(onDemand ? ['--on-demand'] : []), srv1.address, a, '--quiet'])).code, 0);
+  if (onDemand) await writeFile(join(a, 'f.txt'), 'mine\n');
+  else await rm(join(a, 'f.txt'));
   await srv1.stop();
   await setRemote(a, srv2.address);
   const p = await imz(['pull', '--resync', '-C', a]);
   assert.is(p.code, 3, p.stderr);
-  assert.equal((await listedConflicts(a)).map((c) => [c.path, c.class]), [['f.txt', 'remove/update']]);
+  assert.equal((await listedConflicts(a)).map((c) => [c.path, c.class]), [['f.txt', onDemand ? 'update/update' : 'remove/update']]);
   const q = await imz(['push', '-C', a]);
   assert.is(q.code, 3, q.stderr);
   assert.is(await readFile(join(s2, 'f.txt'), 'utf8'), 'the new server\'s, never seen here\n');
