@@ -690,7 +690,6 @@ function _underAny(path: string, dirs: ReadonlySet<string>): boolean {
 /** Per settle group's list of server entries to take: the directories whose tracked contents are in it as removals. */
 const _goneUnder = new WeakMap<Entry[], { dirs: Set<string>; paths?: string[] }>();
 
-// True when the server's path holds what the operation would have made of it.
 // The server's entry of a path (undefined: it has none).
 async function _serverEntry(remote: Remote, path: string): Promise<Entry | undefined> {
   try {
