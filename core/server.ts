@@ -189,7 +189,9 @@ export class ImzServer extends EventEmitter {
     }
     try {
       const stateDir = resolve(this._opts.stateDir ?? join(this.root, SERVER_DIR));
-      this.state = await ServerState.open(stateDir);
+      this.state = await ServerState.open(stateDir).catch((err) => {
+        throw _stateDirError(err, stateDir);
+      });
       this.scanner = new ServerScanner(this.root, this.state, { debounceMs: this._opts.debounceMs, rescanMs: this._opts.rescanMs, virtual: this._opts.virtual });
       this.scanner.on('skipped', (s: SkippedPath) => {
         // Remembered (bounded) so clones can say what they will not get.
@@ -698,4 +700,13 @@ async function _packFile(pack: ReturnType<typeof tarPack>, path: string, t: Tabl
 /** True for an address that only this machine can reach. */
 export function isLoopback(host: string): boolean {
   return host === 'localhost' || host === '::1' || (isIPv4(host) && host.startsWith('127.'));
+}
+
+// A state directory that cannot be made or written (a path under a file, no permission, a read-only file system) is
+// a usage error naming it: said as a failure to listen (EACCES), it sent users looking at ports.
+function _stateDirError(err: unknown, stateDir: string): unknown {
+  const code = (err as NodeJS.ErrnoException)?.code;
+  const why: Record<string, string> = { ENOTDIR: 'a part of the path is not a directory', EACCES: 'permission denied', EPERM: 'permission denied', EROFS: 'the file system is read-only', EEXIST: 'it is not a directory' };
+  if (code === undefined || !(code in why)) return err;
+  return new ImzError(Codes.BAD_USAGE, `cannot serve: cannot keep the server state in ${stateDir}: ${why[code]} (give --state-dir a directory this user can write)`);
 }

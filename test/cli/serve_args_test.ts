@@ -35,6 +35,11 @@ test('a directory that does not exist, or a file: exit 2, one line, nothing made
   const under = await imz(['serve', join(tmp, 'file', 'sub'), '--port', '0'], { timeoutMs: 10_000 });
   assert.is(under.code, 2, under.stderr);
   assert.match(under.stderr, 'a part of the path is not a directory');
+  const dir = join(tmp, 'served');
+  await mkdir(dir);
+  const state = await imz(['serve', dir, '--state-dir', join(tmp, 'file', 'state'), '--port', '0'], { timeoutMs: 10_000 });
+  assert.is(state.code, 2, state.stderr);
+  assert.match(state.stderr, /^imz: cannot serve: cannot keep the server state in \S+: a part of the path is not a directory \(give --state-dir a directory this user can write\)\n$/);
 });
 
 test.run();
