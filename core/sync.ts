@@ -12,6 +12,8 @@ export interface SyncOptions {
   /** Token and TLS settings from the command line (over those saved at clone). */
   security?: SecurityOptions;
   allowMassDelete?: boolean;
+  /** Compare the whole tree by hash instead of replaying the journal (pull --resync), then push. */
+  resync?: boolean;
   onPull?: (e: PullEvent) => void;
   onPush?: (e: PushEvent) => void;
 }
@@ -22,7 +24,7 @@ export interface SyncOptions {
  * IMZ_UNREACHABLE is thrown (exit 4).
  */
 export async function sync(dir: string, opts: SyncOptions = {}): Promise<{ pull: PullSummary; push: PushSummary; outstanding: number }> {
-  const replica = await Replica.open(dir);
+  const replica = await Replica.open(dir, { rebuildHead: opts.resync === true });
   await replica.lock();
   try {
     await replica.sweepTemps();
@@ -34,7 +36,7 @@ export async function sync(dir: string, opts: SyncOptions = {}): Promise<{ pull:
       throw err;
     }
     try {
-      const pulled = await pullWith(replica, remote, { policy: opts.policy, onEvent: opts.onPull });
+      const pulled = await pullWith(replica, remote, { policy: opts.policy, resync: opts.resync, onEvent: opts.onPull });
       const pushed = await pushWith(replica, remote, { policy: opts.policy, allowMassDelete: opts.allowMassDelete, onEvent: opts.onPush });
       return { pull: pulled, push: pushed, outstanding: outstanding(await listConflicts(replica.stateDir)).length };
     } finally {

@@ -1,4 +1,5 @@
 import type { Argv, CommandModule } from 'yargs';
+import { ImzError } from '../../protocol/errors.ts';
 import { Exit } from '../exit_codes.ts';
 import type { GlobalArgs } from '../output.ts';
 import { enterReplica, run, securityOf } from '../run.ts';
@@ -10,6 +11,7 @@ interface SyncArgs extends GlobalArgs {
   allowMassDelete: boolean;
   verbose: boolean;
   watch: boolean;
+  resync: boolean;
 }
 
 /** `imz sync`: pull then push, the command cron and CI call. */
@@ -21,9 +23,11 @@ export const syncCommand: CommandModule<GlobalArgs, SyncArgs> = {
     .option('allow-mass-delete', { type: 'boolean', default: false, describe: 'push even when more than half of the tracked files are deleted' })
     .option('verbose', { alias: 'v', type: 'boolean', default: false, describe: 'print every change' })
     .option('watch', { type: 'boolean', default: false, describe: 'keep going: push local writes as they happen and follow the server live (Ctrl-C stops)' })
+    .option('resync', { type: 'boolean', default: false, describe: 'pull by comparing the whole tree by hash (as pull --resync), then push' })
     .example('imz sync --watch -C ~/tree', 'continuous two-way sync; works offline and catches up when the server returns')
     .example('*/5 * * * * imz sync -C ~/tree --quiet', 'crontab line: exit 3 means conflicts to resolve, 4 the server was away') as unknown as Argv<SyncArgs>,
   handler: (args) => run(args, async (out) => {
+    if (args.watch && args.resync) throw new ImzError('IMZ_USAGE', 'cannot sync: --resync is one run, not --watch (run `imz sync --resync`, then `imz sync --watch`)');
     if (args.watch) {
       const { watchSync } = await import('../../core/watch_sync.ts');
       const follows = followEventPrinter(out);
@@ -47,7 +51,7 @@ export const syncCommand: CommandModule<GlobalArgs, SyncArgs> = {
       return Exit.OK;
     }
     const { sync } = await import('../../core/sync.ts');
-    const r = await sync(await enterReplica(args), { policy: args.policy, allowMassDelete: args.allowMassDelete, security: securityOf(args), onPull: pullEventPrinter(out, args.verbose), onPush: pushEventPrinter(out, args.verbose) });
+    const r = await sync(await enterReplica(args), { policy: args.policy, allowMassDelete: args.allowMassDelete, resync: args.resync, security: securityOf(args), onPull: pullEventPrinter(out, args.verbose), onPush: pushEventPrinter(out, args.verbose) });
     out.stopProgress();
     const outstanding = r.outstanding;
     out.event({ event: 'synced', pulled: r.pull.changed, pushed: r.push.applied, conflicts: outstanding, cursor: r.pull.cursor, held: r.push.held });

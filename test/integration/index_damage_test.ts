@@ -193,4 +193,18 @@ for (const onDemand of [false, true]) test(`resync to a replaced server holding 
   assert.is(await readFile(join(s2, 'f.txt'), 'utf8'), 'the new server\'s, never seen here\n');
 });
 
+test('sync --resync: compares by hash (rebuilding a lost HEAD), then pushes; with --watch it is a usage error', async () => {
+  const { srv, a } = await servedClone('imz-sync-resync-', { 'f.txt': 'one\n' });
+  await writeFile(join(a, 'mine.txt'), 'mine\n');
+  await writeFile(join(srv, 'theirs.txt'), 'theirs\n');
+  await rm(join(a, '.imz', 'HEAD'));
+  const w = await imz(['sync', '--resync', '--watch', '-C', a]);
+  assert.is(w.code, 2, w.stderr);
+  const r = await imz(['sync', '--resync', '-C', a]);
+  assert.is(r.code, 0, r.stderr);
+  assert.is(await readFile(join(a, 'theirs.txt'), 'utf8'), 'theirs\n');
+  assert.is(await readFile(join(srv, 'mine.txt'), 'utf8'), 'mine\n');
+  assert.is((await imz(['status', '-C', a])).code, 0);
+});
+
 test.run();
