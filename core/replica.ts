@@ -369,15 +369,8 @@ export class Replica {
     const had = m.has(path);
     this._noteSet(b, path, e, had);
     if (r && !had) r.added.push(path);
-    else if (r && !r.added.includes(path)) {
-      // A changed row: replaced in the text, for the first few; past them the bucket is encoded whole.
-      const rows = ++r.replaced <= _REPLACED_MAX ? replaceRow(_rowsText(r), path, encodeRows([[path, e]])) : undefined;
-      if (rows === undefined) this._rows.delete(b);
-      else {
-        r.text = rows;
-        r.file = undefined; // no longer what the file says
-      }
-    }
+    // A changed row: replaced in the text, for the first few; past them the bucket is encoded whole.
+    else if (r && !r.added.includes(path) && !_replaceRowIn(r, path, e)) this._rows.delete(b);
     m.set(path, e);
     this._dirty.add(b);
     this._changed(b, path);
@@ -386,13 +379,7 @@ export class Replica {
   // Replaces the row of path in a sparse bucket's text; false when the bucket has no row for path (or has had
   // many replaced), for set to parse it and go on the usual way.
   private _setRow(b: number, path: string, e: IndexEntry): boolean {
-    const r = this._rows.get(b)!;
-    if (r.replaced >= _REPLACED_MAX) return false;
-    const rows = replaceRow(_rowsText(r), path, encodeRows([[path, e]]));
-    if (rows === undefined) return false;
-    r.text = rows;
-    r.file = undefined;
-    r.replaced++;
+    if (!_replaceRowIn(this._rows.get(b)!, path, e)) return false;
     this._sparse.get(b)!.seen.set(path, e);
     this._noteSet(b, path, e, true);
     this._dirty.add(b);
@@ -412,7 +399,7 @@ export class Replica {
     let u = this._unparsed.get(b);
     if (!u) {
       // Its bytes as read: neither decoded here nor encoded again when written (~50 ms each way for 100,000 paths).
-      const file = readFileOrNot(this.bucketFile(b));
+      const file = readBucketFile(this.bucketFile(b));
       const count = file === undefined ? 0 : bucketCount(file);
       if (count === undefined) return this.set(path, e); // says what is wrong with it
       u = { file, count, adds: new Map() };
@@ -789,6 +776,17 @@ interface _Rows {
   file?: Uint8Array;
   added: string[];
   replaced: number;
+}
+
+// Replaces the row of path in r's text by e's, unless r has had _REPLACED_MAX replaced or holds no row for path.
+function _replaceRowIn(r: _Rows, path: string, e: IndexEntry): boolean {
+  if (r.replaced >= _REPLACED_MAX) return false;
+  const rows = replaceRow(_rowsText(r), path, encodeRows([[path, e]]));
+  if (rows === undefined) return false;
+  r.text = rows;
+  r.file = undefined; // no longer what the file says
+  r.replaced++;
+  return true;
 }
 
 // The rows as text (decoded from the file's bytes at the first need).
