@@ -18,6 +18,7 @@ import { Replica } from './replica.ts';
 import { explainFsError, sweepStateTemps } from './atomic_fs.ts';
 import { type Policy, checkPolicy } from './policy.ts';
 import { placedFacts } from './local_state.ts';
+import { parentsAreDirs } from './replica_cache.ts';
 import { fsEntryAt, sameMtime, statEntrySync } from './tree_scan.ts';
 
 /** Options of push. */
@@ -459,7 +460,14 @@ async function _settleGroup(replica: Replica, remote: Remote, ops: LoggedOp[], e
   // The server's side of what the policy gave it, taken here under the push's policy.
   if (serverFetch.length === 0) return;
   const lost = _goneUnder.get(serverFetch);
-  let targets = serverFetch;
+  // What a later operation of the group replaced since with a file or a link of ours (a removal inside a directory
+  // that lost, then the link that won its place): the server's side of it is gone there, and here nothing is under it.
+  const replaced = new Set<string>();
+  for (let k = 0; k < ops.length; k++) {
+    const st = results[k]!.status;
+    if ((st === OpStatus.APPLIED || st === OpStatus.SAME) && (ops[k]!.kind === OpKind.STORE || ops[k]!.kind === OpKind.LINK)) replaced.add(ops[k]!.path);
+  }
+  let targets = replaced.size === 0 ? serverFetch : serverFetch.filter((e) => !_underAny(e.path, replaced));
   if (lost && lost.dirs.size > 0) {
     // A lost directory this push has put something in since (a file sent with the chmod): the server made it again.
     const queued = new Set(serverFetch.filter((e) => e.type === EntryType.NONE).map((e) => e.path));
@@ -816,7 +824,7 @@ async function _settle(replica: Replica, remote: Remote, op: LoggedOp, r: OpResu
       await replica.set(r.keptAs, { type: op.state.type as never, version: r.version, hash: op.state.hash, size: moved.size, mode: moved.mode, mtimeMs: moved.mtimeMs, ctimeMs: moved.ctimeMs, ino: moved.ino, target: moved.target });
     }
     await replica.delete(op.path);
-    if (server) serverFetch.push(server);
+    if (server) await _takeServer(remote, op.path, server, serverFetch);
     c.localCopy = r.keptAs;
     c.resolvedBy = 'keep-both';
     await saveConflict(replica.stateDir, c);
@@ -839,7 +847,8 @@ async function _settle(replica: Replica, remote: Remote, op: LoggedOp, r: OpResu
   }
   // server-wins (and newest or keep-both when the server's side stays): keep
   // the local version under a conflict name, never pushed, and take the server's.
-  const local = statEntrySync(replica.root, op.path);
+  // (Never looked at through a symlink: a directory replaced here by a link to elsewhere holds nothing of the replica.)
+  const local = parentsAreDirs(replica.root, op.path) ? statEntrySync(replica.root, op.path) : undefined;
   // A directory made here where the server has a file or a link (not one this replica tracked: see below) goes aside
   // whole, as a file does; what the push sent inside it is refused, and counted as gone with it.
   const dirAside = local !== undefined && typeof local !== 'string' && local.type === EntryType.DIR && server !== null && server !== undefined &&
@@ -881,12 +890,15 @@ async function _settle(replica: Replica, remote: Remote, op: LoggedOp, r: OpResu
     return;
   }
   await replica.delete(op.path);
-  if (server) serverFetch.push(server);
-  // The server's directory won (our removal of it, or our file or link in its place): it holds entries this replica
-  // may never have had (a pull that met the same conflict skipped them, its cursor past them): taken with it, as
-  // resolve --take server does.
-  if (server?.type === EntryType.DIR) {
-    const prefix = `${op.path}/`;
-    for await (const b of remote.list(op.path)) for (const e of b.entries) if (e.path.startsWith(prefix)) serverFetch.push(e);
-  }
+  if (server) await _takeServer(remote, op.path, server, serverFetch);
+}
+
+// Queues the server's side of a conflict to be taken here. A directory that won (over our removal of it, or our file or
+// link in its place) holds entries this replica may never have had (a pull that met the same conflict skipped them,
+// its cursor past them): taken with it, as resolve --take server does.
+async function _takeServer(remote: Remote, path: string, server: Entry, serverFetch: Entry[]): Promise<void> {
+  serverFetch.push(server);
+  if (server.type !== EntryType.DIR) return;
+  const prefix = `${path}/`;
+  for await (const b of remote.list(path)) for (const e of b.entries) if (e.path.startsWith(prefix)) serverFetch.push(e);
 }

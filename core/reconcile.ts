@@ -122,6 +122,19 @@ export async function reconcile(replica: Replica, remote: Remote, targets: Entry
       if (st && !st.isDirectory() && (await replica.get(d))?.type === EntryType.DIR) top = d;
     }
   };
+  // Under a policy that can give such a directory to the server's side: ours moves aside, the server's comes whole.
+  const keptHere = new Set<string>();
+  if (policy !== 'manual' && policy !== 'client-wins') {
+    targets = await _takeReplacedDirs(replica, remote, targets, policy, {
+      replacedAbove: async (p) => (parentsAreDirs(p) ? undefined : await replacedAbove(parentOf(p))),
+      moved: () => {
+        parentOk.clear();
+        parentOk.set('', true);
+      },
+      conflict: (server, local, settled) => _conflict(result, onEvent, undefined, server, 'type-change', local, settled),
+      keptHere,
+    });
+  }
   for (const t of targets) {
     if (blocked.size > 0 && underBlocked(t.path)) continue;
     if (!parentsAreDirs(t.path)) {
@@ -131,7 +144,9 @@ export async function reconcile(replica: Replica, remote: Remote, targets: Entry
           replacedConflicts.add(dir);
           const idx = (await replica.get(dir))!;
           const server: Entry = { path: dir, type: EntryType.DIR, size: 0, mode: idx.mode & 0o777, mtimeMs: idx.mtimeMs, hash: new Uint8Array(0), target: '', version: idx.version };
-          _conflict(result, onEvent, undefined, server, 'type-change', await localStateOf(root, dir, idx));
+          // client-wins (or newest, ours newer): ours stays, and the next push sends it under the same policy.
+          const localWins = policy === 'client-wins' || keptHere.has(dir);
+          _conflict(result, onEvent, undefined, server, 'type-change', await localStateOf(root, dir, idx), localWins ? { resolvedBy: policy } : undefined);
         }
         blocked.add(dir);
         continue;
@@ -435,6 +450,67 @@ export async function reconcile(replica: Replica, remote: Remote, targets: Entry
   await replica.clearTempDirs();
   if (placing.length > 0) replica.clearPlacing();
   return result;
+}
+
+/** What _takeReplacedDirs needs of reconcile's walk. */
+interface _ReplacedCtx {
+  /** The topmost tracked directory above path made something else here, if any. */
+  replacedAbove: (path: string) => Promise<string | undefined>;
+  /** Called after a directory moved aside: what was known of the tree's directories no longer holds. */
+  moved: () => void;
+  conflict: (server: Entry, local: LocalState, settled: Partial<ConflictRecord>) => void;
+  /** Out: the directories whose replacement here stays (newest, ours newer). */
+  keptHere: Set<string>;
+}
+
+// Tracked directories made something else here (a link, a file), inside which the server changed things: under
+// server-wins, keep-both, or newest with the server's change the newer, ours moves aside (a conflict copy; under
+// keep-both a name that is pushed) and the server's directory comes whole, as resolve --take server brings it: what
+// it holds replaces this pull's targets under it. Returns the targets to reconcile.
+async function _takeReplacedDirs(replica: Replica, remote: Remote, targets: Entry[], policy: string, ctx: _ReplacedCtx): Promise<Entry[]> {
+  const newestUnder = new Map<string, number>();
+  for (const t of targets) {
+    const dir = await ctx.replacedAbove(t.path);
+    if (dir !== undefined) newestUnder.set(dir, Math.max(newestUnder.get(dir) ?? 0, t.mtimeMs));
+  }
+  if (newestUnder.size === 0) return targets;
+  const taken: string[] = [];
+  const added: Entry[] = [];
+  for (const [dir, newest] of newestUnder) {
+    const idx = (await replica.get(dir))!;
+    const local = await localStateOf(replica.root, dir, idx);
+    if (!local.fs) continue;
+    if (policy === 'newest' && local.fs.mtimeMs > newest) {
+      ctx.keptHere.add(dir);
+      continue;
+    }
+    const listing: Entry[] = [];
+    for await (const b of remote.list(dir)) {
+      for (const e of b.entries) {
+        if (e.path !== dir && !e.path.startsWith(`${dir}/`)) continue;
+        _checkEntry(e);
+        listing.push(e);
+      }
+    }
+    const server = listing.find((e) => e.path === dir);
+    // The server no longer has it as a directory: the main walk meets that as it comes.
+    if (server?.type !== EntryType.DIR) continue;
+    const aside = freeName(replica.root, (policy === 'keep-both' ? keepName : conflictCopyName)(dir, replica.config.replicaId, server.version));
+    renameSync(join(replica.root, dir), join(replica.root, aside));
+    ctx.moved();
+    ctx.conflict(server, local, { localCopy: aside, resolvedBy: policy });
+    await replica.forgetInside(dir);
+    await replica.delete(dir);
+    taken.push(dir);
+    added.push(...listing.sort((a, b) => depthOf(a.path) - depthOf(b.path)));
+  }
+  if (taken.length === 0) return targets;
+  const gone = new Set(taken);
+  const under = (p: string) => {
+    for (let d = p; d !== ''; d = parentOf(d)) if (gone.has(d)) return true;
+    return false;
+  };
+  return [...targets.filter((t) => !under(t.path)), ...added];
 }
 
 function _conflict(result: ReconcileResult, onEvent: ((e: ReconcileEvent) => void) | undefined, fetchList: { t: Entry; c: ConflictRecord }[] | undefined, t: Entry, cls: ConflictClass, local: LocalState, settled?: Partial<ConflictRecord>): ConflictRecord {

@@ -567,7 +567,12 @@ export class Reintegrator {
     const cur = this.state.table.get(op.path);
     const curVersion = cur?.version ?? 0;
     const baseOk = op.base === curVersion && (op.kind !== OpKind.MOVE || (this.state.table.get(op.fromPath)?.version ?? 0) === op.fromBase);
-    if (!baseOk) {
+    // A directory that holds entries cannot be replaced by a file or a link as one version: the client replaced the
+    // directory it knew, and another replica has added inside it since (a type change meeting additions). A conflict,
+    // settled by the policy like any other; applied, it was refused as an error at every push (exit 1, never settled).
+    // (The table walk only for an operation that replaces a directory: rare.)
+    const overBusyDir = _replacesDir(op) && cur?.type === EntryType.DIR && this._hasChildren(op.path);
+    if (!baseOk || overBusyDir) {
       if (_sameResult(cur, op, this.state.table.get(op.fromPath))) return _result(op, OpStatus.SAME, curVersion);
       if (op.kind === OpKind.STORE && cur?.type === EntryType.FILE && cur.hash === Buffer.from(op.state.hash).toString('latin1')) {
         // The content the server got since, with another mode (see _sameResult). Kept from the base version, the
@@ -595,13 +600,16 @@ export class Reintegrator {
       const cls = _classify(cur, op);
       const server = cur ? tableToEntry(op.path, cur) : null;
       const clientNewer = op.state.type !== EntryType.NONE && cur !== undefined && op.state.mtimeMs > cur.mtimeMs;
-      // A directory that still holds entries cannot be displaced as one
-      // version: the client's side loses, as under server-wins, and is told so.
+      // A directory that still holds entries is displaced whole when a file or link wins its place (what is inside
+      // first, as a winning removal does); for any other operation the client's side loses, as under server-wins.
       const busyDir = cur?.type === EntryType.DIR && this._hasChildren(op.path);
-      if (!busyDir && (policy === 'client-wins' || (policy === 'newest' && clientNewer))) {
+      const displaceWhole = busyDir && _replacesDir(op);
+      if ((!busyDir || displaceWhole) && (policy === 'client-wins' || (policy === 'newest' && clientNewer))) {
+        const inside = displaceWhole ? await this._displaceInside(replicaId, op) : 0;
         const displaced = cur ? await this._displace(op.path, cur) : '';
         const version = await this._apply(replicaId, _storeWhereGone(op, cur, this.state.table.get(op.fromPath)), true);
-        return _result(op, OpStatus.APPLIED, version, { conflictClass: cls, displaced, server });
+        const whole = `displaced/index.jsonl (directory ${op.path} v${curVersion} and ${inside} entries under it)`;
+        return _result(op, OpStatus.APPLIED, version, { conflictClass: cls, displaced: displaceWhole ? whole : displaced, server });
       }
       if (policy === 'keep-both' && (op.kind === OpKind.STORE || op.kind === OpKind.LINK) && cur) {
         const alt = keepName(op.path, replicaId, curVersion);
@@ -615,23 +623,9 @@ export class Reintegrator {
       // A directory the client removed, to which the server (or another replica) added entries.
       if (policy !== 'client-wins') return _result(op, OpStatus.CONFLICT, curVersion, { conflictClass: 'dir-removed', server: cur ? tableToEntry(op.path, cur) : null });
       // client-wins: the removal goes through; everything it takes away is displaced first.
-      const prefix = `${op.path}/`;
-      const inside = [...this.state.table.keys()].filter((p) => p.startsWith(prefix)).sort((a, b) => (a < b ? 1 : -1));
-      const removals: PendingChange[] = [];
-      for (const p of inside) {
-        const t = this.state.table.get(p)!;
-        await this._displace(p, t);
-        const abs = inDir(this.root, p);
-        if (t.type === EntryType.DIR) {
-          rmdirSync(abs);
-          this.scanner.forgetRemoved(p);
-        } else unlinkSync(abs);
-        removals.push({ change: t.type === EntryType.DIR ? Change.RMDIR : Change.REMOVE, path: p, state: undefined, origin: replicaId, originSeq: op.seq });
-      }
-      this._dirsToSync.add(inDir(this.root, op.path));
-      await this.state.commit(removals, { durable: false });
+      const inside = await this._displaceInside(replicaId, op);
       const version = await this._apply(replicaId, op, true);
-      return _result(op, OpStatus.APPLIED, version, { conflictClass: 'dir-removed', displaced: `displaced/index.jsonl (${inside.length} entries under ${op.path})` });
+      return _result(op, OpStatus.APPLIED, version, { conflictClass: 'dir-removed', displaced: `displaced/index.jsonl (${inside} entries under ${op.path})` });
     }
     // A store that leaves the mode as the client knew it keeps the server's: after a push that merged its content over
     // a chmod made elsewhere, the client indexed its own mode, and sending that again undid the chmod.
@@ -649,7 +643,28 @@ export class Reintegrator {
     return _result(op, OpStatus.APPLIED, version);
   }
 
-  // Keeps the server's current version of a path before a client's change replaces it.
+  // Displaces and removes everything under op.path (deepest first), journalled as this operation's: a removal or
+  // replacement of a directory that won. Returns how many entries went.
+  private async _displaceInside(replicaId: string, op: Operation): Promise<number> {
+    const prefix = `${op.path}/`;
+    const inside = [...this.state.table.keys()].filter((p) => p.startsWith(prefix)).sort((a, b) => (a < b ? 1 : -1));
+    const removals: PendingChange[] = [];
+    for (const p of inside) {
+      const t = this.state.table.get(p)!;
+      await this._displace(p, t);
+      const abs = inDir(this.root, p);
+      if (t.type === EntryType.DIR) {
+        rmdirSync(abs);
+        this.scanner.forgetRemoved(p);
+      } else unlinkSync(abs);
+      removals.push({ change: t.type === EntryType.DIR ? Change.RMDIR : Change.REMOVE, path: p, state: undefined, origin: replicaId, originSeq: op.seq });
+    }
+    this._dirsToSync.add(inDir(this.root, op.path));
+    await this.state.commit(removals, { durable: false });
+    return inside.length;
+  }
+
+  // True when the table holds anything under path.
   private _hasChildren(path: string): boolean {
     const prefix = `${path}/`;
     for (const p of this.state.table.keys()) if (p.startsWith(prefix)) return true;
@@ -1083,6 +1098,11 @@ function _storeWhereGone(op: Operation, cur: TableEntry | undefined, from: Table
   if (op.state?.type !== EntryType.FILE || op.state.hash.length !== 32) return op;
   const gone = op.kind === OpKind.SETATTR ? cur?.type !== EntryType.FILE : op.kind === OpKind.MOVE && from?.type !== EntryType.FILE;
   return gone ? { ...op, kind: OpKind.STORE, fromPath: '', fromBase: 0 } : op;
+}
+
+// A file or a link in a path's place: what replaces a directory there.
+function _replacesDir(op: Operation): boolean {
+  return op.kind === OpKind.STORE || op.kind === OpKind.LINK;
 }
 
 function _classify(cur: TableEntry | undefined, op: Operation): string {

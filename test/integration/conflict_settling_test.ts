@@ -111,7 +111,8 @@ async function fileBecameDir(inside: string): Promise<Awaited<ReturnType<typeof 
 }
 
 for (const how of [['push', '--policy', 'server-wins'], ['sync', '--policy', 'client-wins']]) {
-  test(`a file here against the server's non-empty directory (type change), then ${how.join(' ')}: what the server holds inside comes too`, async () => {
+  const clientWins = how[2] === 'client-wins';
+  test(`a file here against the server's non-empty directory (type change), then ${how.join(' ')}: ${clientWins ? 'our file goes in, the directory and all it holds displaced on the server' : 'what the server holds inside comes too'}`, async () => {
     const { srv, a, b } = await fileBecameDir('INSIDE-A\n');
     await run(['push', '-C', a, '--quiet'], 0);
     if (how[0] === 'push') await run(['pull', '-C', b, '--quiet'], 3); // the cursor moves past f.txt/sub/*
@@ -120,6 +121,15 @@ for (const how of [['push', '--policy', 'server-wins'], ['sync', '--policy', 'cl
     await run(['sync', '-C', b, '--quiet'], 0);
     const diff = diffTrees(await snapshotTree(srv), await snapshotTree(b)).filter((d) => !d.includes('.imz-conflict-'));
     assert.equal(diff, [], 'the replica has all the server has');
+    if (clientWins) {
+      // (Before, a directory holding entries could not be displaced as one version: our file lost, as under server-wins.)
+      assert.is(await readFile(join(srv, 'f.txt'), 'utf8'), 'B-edit\n');
+      const idx = (await readFile(join(srv, '.imz-server', 'displaced', 'index.jsonl'), 'utf8')).split('\n').filter(Boolean).map((l) => JSON.parse(l));
+      const inner = idx.find((e: Record<string, unknown>) => e.path === 'f.txt/sub/in.txt');
+      assert.ok(inner && idx.some((e: Record<string, unknown>) => e.path === 'f.txt' && e.kind === 'dir'), JSON.stringify(idx));
+      assert.is(await readFile(join(srv, '.imz-server', 'displaced', inner.savedAs), 'utf8'), 'INSIDE-A\n');
+      return;
+    }
     assert.is(await readFile(join(b, 'f.txt', 'sub', 'in.txt'), 'utf8'), 'INSIDE-A\n');
     const kept = (await readdir(b)).filter((n) => n.startsWith('f.imz-conflict-'));
     assert.is(kept.length, 1, 'B\'s file is kept as a conflict copy');

@@ -1,0 +1,213 @@
+// A tracked directory replaced here by a symlink or a file, while another
+// replica added inside it, under every policy, at pull and at push, against
+// real `imz serve` and CLI processes. Before: the push sent the link, the
+// server refused it as an error ("cannot replace directory d1: it is not
+// empty", exit 1 at every push, never settled), and the pull left the
+// conflict for a person under every policy.
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { cp, lutimes, mkdir, readFile, readdir, readlink, rm, symlink, writeFile } from 'node:fs/promises';
+import { existsSync, lstatSync } from 'node:fs';
+import { join } from 'node:path';
+import { cleanupAll, diffTrees, diffTreesBut, imz, listedConflicts, makeTmp, snapshotTree, startServer } from '../helpers.ts';
+
+test.after(cleanupAll);
+
+type Made = 'symlink' | 'file';
+
+interface World {
+  srv: string;
+  a: string;
+  elsewhere: string;
+}
+
+/**
+ * srv holds d1/f1, d1/d2/keep, top.txt; replica b adds d1/d2/new/z and
+ * pushes; replica a has made d1 a symlink to a copy of it (or a file).
+ */
+async function world(made: Made, ours: 'newer' | 'older' = 'newer'): Promise<World> {
+  const tmp = await makeTmp('imz-retype-');
+  const srv = join(tmp, 'srv');
+  await mkdir(join(srv, 'd1', 'd2'), { recursive: true });
+  await writeFile(join(srv, 'd1', 'f1'), '1\n');
+  await writeFile(join(srv, 'd1', 'd2', 'keep'), 'k\n');
+  await writeFile(join(srv, 'top.txt'), 't\n');
+  const server = await startServer(srv);
+  const a = join(tmp, 'a');
+  const b = join(tmp, 'b');
+  for (const r of [a, b]) await run(['clone', server.address, r, '--quiet'], 0);
+  await mkdir(join(b, 'd1', 'd2', 'new'));
+  await writeFile(join(b, 'd1', 'd2', 'new', 'z'), 'deep\n');
+  await writeFile(join(b, 'top.txt'), 'edited by B\n');
+  await run(['push', '-C', b, '--quiet'], 0);
+  const elsewhere = join(tmp, 'elsewhere');
+  await cp(join(a, 'd1'), elsewhere, { recursive: true });
+  await rm(join(a, 'd1'), { recursive: true });
+  if (made === 'symlink') await symlink(elsewhere, join(a, 'd1'));
+  else await writeFile(join(a, 'd1'), 'x\n');
+  // newest compares our replacement's time with the server's change inside.
+  const t = ours === 'newer' ? Date.now() / 1000 + 3600 : Date.now() / 1000 - 3600;
+  await lutimes(join(a, 'd1'), t, t);
+  return { srv, a, elsewhere };
+}
+
+const run = async (args: string[], code: number) => {
+  const r = await imz(args);
+  assert.is(r.code, code, `imz ${args.join(' ')}\n${r.stdout}\n${r.stderr}`);
+  return r;
+};
+
+/** The names of the copies of d1 kept beside it. */
+async function asideCopies(dir: string): Promise<string[]> {
+  return (await readdir(dir)).filter((n) => /^d1\.imz-(conflict|keep)-/.test(n));
+}
+
+/** Ours, as we made it, at rel. */
+async function assertOurs(w: World, rel: string, made: Made, where: string): Promise<void> {
+  if (made === 'symlink') assert.is(await readlink(join(where, rel)), w.elsewhere, `${rel} is our symlink`);
+  else assert.is(await readFile(join(where, rel), 'utf8'), 'x\n', `${rel} is our file`);
+}
+
+/** Nothing was written through our symlink: the copy holds what it held. */
+async function assertElsewhereUntouched(w: World): Promise<void> {
+  assert.equal((await readdir(w.elsewhere)).sort(), ['d2', 'f1']);
+  assert.equal(await readdir(join(w.elsewhere, 'd2')), ['keep'], 'nothing written through the symlink');
+}
+
+/** Where the server keeps what a winning client displaced: d1/d2/new/z's content is there. */
+async function assertDisplacedZ(srv: string): Promise<void> {
+  const idx = (await readFile(join(srv, '.imz-server', 'displaced', 'index.jsonl'), 'utf8')).split('\n').filter(Boolean).map((l) => JSON.parse(l));
+  const z = idx.find((e: Record<string, unknown>) => e.path === 'd1/d2/new/z');
+  assert.ok(z, `d1/d2/new/z is displaced: ${JSON.stringify(idx)}`);
+  assert.is(await readFile(join(srv, '.imz-server', 'displaced', z.savedAs), 'utf8'), 'deep\n');
+}
+
+async function d1Record(a: string): Promise<Record<string, unknown>> {
+  const rec = (await listedConflicts(a)).find((c) => c.path === 'd1');
+  assert.ok(rec, 'a record lists the conflict on d1');
+  assert.is(rec!.class, 'type-change');
+  return rec!;
+}
+
+for (const made of ['symlink', 'file'] as const) {
+  for (const policy of ['server-wins', 'keep-both', 'newest'] as const) {
+    if (made === 'file' && policy !== 'server-wins') continue;
+    test(`pull --policy ${policy}${policy === 'newest' ? ' (ours older)' : ''}, d1 made a ${made} here and added to there: ours aside, the server's whole directory here (exit 0)`, async () => {
+      const w = await world(made, 'older');
+      await run(['pull', '-C', w.a, '--policy', policy, '--quiet'], 0);
+      assert.is(await readFile(join(w.a, 'd1', 'd2', 'new', 'z'), 'utf8'), 'deep\n', 'what the server added');
+      assert.is(await readFile(join(w.a, 'd1', 'f1'), 'utf8'), '1\n', 'and what it had, unchanged there, comes too');
+      assert.is(await readFile(join(w.a, 'd1', 'd2', 'keep'), 'utf8'), 'k\n');
+      assert.is(await readFile(join(w.a, 'top.txt'), 'utf8'), 'edited by B\n');
+      const aside = await asideCopies(w.a);
+      assert.is(aside.length, 1, aside.join(', '));
+      assert.ok(aside[0]!.startsWith(policy === 'keep-both' ? 'd1.imz-keep-' : 'd1.imz-conflict-'), aside[0]);
+      await assertOurs(w, aside[0]!, made, w.a);
+      const rec = await d1Record(w.a);
+      assert.is(rec.resolvedBy, policy);
+      assert.is(rec.localCopy, aside[0]);
+      if (made === 'symlink') await assertElsewhereUntouched(w);
+      await run(['sync', '-C', w.a, '--policy', policy, '--quiet'], 0);
+      const srvT = await snapshotTree(w.srv);
+      const aT = await snapshotTree(w.a);
+      if (policy === 'keep-both') {
+        assert.equal(diffTrees(srvT, aT), [], 'the keep copy is pushed');
+      } else {
+        assert.equal(diffTreesBut(srvT, aT), []);
+        assert.not.ok(srvT[aside[0]!], 'a conflict copy is never pushed');
+      }
+      assert.is(srvT['d1/f1']?.type, 'file', 'nothing of the server\'s directory removed');
+    });
+  }
+}
+
+for (const made of ['symlink', 'file'] as const) {
+  for (const policy of ['client-wins', 'newest'] as const) {
+    if (made === 'file' && policy !== 'client-wins') continue;
+    test(`pull --policy ${policy}${policy === 'newest' ? ' (ours newer)' : ''}, d1 made a ${made} here and added to there: ours stays (exit 0), the next push puts it there and the server keeps what it displaces`, async () => {
+      const w = await world(made, 'newer');
+      await run(['pull', '-C', w.a, '--policy', policy, '--quiet'], 0);
+      await assertOurs(w, 'd1', made, w.a);
+      assert.is(await readFile(join(w.a, 'top.txt'), 'utf8'), 'edited by B\n', 'the rest arrived');
+      assert.is((await d1Record(w.a)).resolvedBy, policy);
+      if (made === 'symlink') await assertElsewhereUntouched(w);
+      await run(['push', '-C', w.a, '--policy', policy, '--quiet'], 0);
+      await assertOurs(w, 'd1', made, w.srv);
+      await assertDisplacedZ(w.srv);
+      await run(['sync', '-C', w.a, '--quiet'], 0);
+      assert.equal(diffTrees(await snapshotTree(w.srv), await snapshotTree(w.a)), []);
+    });
+  }
+}
+
+test('push (manual), d1 made a symlink here and added to there: a type-change conflict, exit 3 at every push (was exit 1: the server refused the link as an error); resolve --take server settles it', async () => {
+  const w = await world('symlink');
+  const first = await run(['push', '-C', w.a, '--json'], 3);
+  assert.ok(first.stdout.includes('"type-change"'), first.stdout);
+  assert.ok(lstatSync(join(w.srv, 'd1')).isDirectory(), 'the server keeps its directory');
+  assert.is(await readFile(join(w.srv, 'd1', 'd2', 'new', 'z'), 'utf8'), 'deep\n');
+  await assertOurs(w, 'd1', 'symlink', w.a);
+  assert.is((await d1Record(w.a)).resolvedBy, undefined, 'left for a person');
+  await run(['push', '-C', w.a, '--quiet'], 3);
+  await run(['pull', '-C', w.a, '--quiet'], 3);
+  await assertElsewhereUntouched(w);
+  // (Exit 3: the removal of d1/d2 that met the addition inside it is still listed.)
+  await run(['resolve', 'd1', '--take', 'server', '-C', w.a, '--quiet'], 3);
+  await run(['resolve', '--all', '--take', 'server', '-C', w.a, '--quiet'], 0);
+  await run(['sync', '-C', w.a, '--quiet'], 0);
+  assert.equal(diffTrees(await snapshotTree(w.srv), await snapshotTree(w.a)), []);
+  assert.is(await readFile(join(w.a, 'd1', 'd2', 'new', 'z'), 'utf8'), 'deep\n');
+  await assertElsewhereUntouched(w);
+});
+
+for (const made of ['symlink', 'file'] as const) {
+  for (const policy of ['server-wins', 'keep-both'] as const) {
+    if (made === 'file' && policy !== 'server-wins') continue;
+    test(`push --policy ${policy}, d1 made a ${made} here and added to there: settled (exit 0), ours aside, the server's directory here`, async () => {
+      const w = await world(made);
+      await run(['push', '-C', w.a, '--policy', policy, '--quiet'], 0);
+      assert.ok(lstatSync(join(w.srv, 'd1')).isDirectory(), 'the server keeps its directory');
+      assert.is(await readFile(join(w.a, 'd1', 'd2', 'new', 'z'), 'utf8'), 'deep\n', 'and it is here, with what was added to it');
+      const aside = await asideCopies(w.a);
+      assert.is(aside.length, 1, aside.join(', '));
+      await assertOurs(w, aside[0]!, made, w.a);
+      assert.is((await d1Record(w.a)).resolvedBy, policy);
+      if (made === 'symlink') await assertElsewhereUntouched(w);
+      await run(['sync', '-C', w.a, '--policy', policy, '--quiet'], 0);
+      const srvT = await snapshotTree(w.srv);
+      const aT = await snapshotTree(w.a);
+      if (policy === 'keep-both') {
+        assert.equal(diffTrees(srvT, aT), []);
+        await assertOurs(w, aside[0]!, made, w.srv);
+      } else {
+        assert.equal(diffTreesBut(srvT, aT), []);
+        assert.not.ok(existsSync(join(w.srv, aside[0]!)), 'a conflict copy is never pushed');
+      }
+    });
+  }
+}
+
+for (const policy of ['client-wins', 'newest'] as const) {
+  test(`push --policy ${policy}${policy === 'newest' ? ' (ours newer)' : ''}, d1 made a symlink here and added to there: ours goes in (exit 0), the server keeps what it displaces`, async () => {
+    const w = await world('symlink', 'newer');
+    await run(['push', '-C', w.a, '--policy', policy, '--quiet'], 0);
+    await assertOurs(w, 'd1', 'symlink', w.srv);
+    await assertDisplacedZ(w.srv);
+    await assertElsewhereUntouched(w);
+    await run(['sync', '-C', w.a, '--quiet'], 0);
+    assert.equal(diffTrees(await snapshotTree(w.srv), await snapshotTree(w.a)), []);
+  });
+}
+
+test('push --policy newest (ours older), d1 made a symlink here and added to there: the server\'s directory stays and comes here, ours aside', async () => {
+  const w = await world('symlink', 'older');
+  await run(['push', '-C', w.a, '--policy', 'newest', '--quiet'], 0);
+  assert.ok(lstatSync(join(w.srv, 'd1')).isDirectory());
+  assert.is(await readFile(join(w.a, 'd1', 'd2', 'new', 'z'), 'utf8'), 'deep\n');
+  const aside = await asideCopies(w.a);
+  assert.is(aside.length, 1, aside.join(', '));
+  await assertOurs(w, aside[0]!, 'symlink', w.a);
+  await assertElsewhereUntouched(w);
+});
+
+test.run();
