@@ -17,6 +17,10 @@ export interface FollowOptions {
   heartbeatMs?: number;
   /** Cap of the reconnect backoff. Default 30 s. */
   maxBackoffMs?: number;
+  /** The first catch-up compares the whole tree by hash, as pull --resync does (rebuilding a lost HEAD). */
+  resync?: boolean;
+  /** When a server change meets a local one (default from .imz/config). */
+  policy?: string;
 }
 
 /** What follow reports, beyond pull's events. */
@@ -40,6 +44,8 @@ export async function follow(dir: string, opts: FollowOptions = {}): Promise<{ c
   const stopped = () => opts.signal?.aborted === true;
   let attempt = 0;
   let cursor = 0;
+  // Until a resync asked for has been done (the server may be away at first).
+  let resync = opts.resync === true;
   while (!stopped()) {
     let remote: Remote | undefined;
     let timer: ReturnType<typeof setInterval> | undefined;
@@ -47,7 +53,7 @@ export async function follow(dir: string, opts: FollowOptions = {}): Promise<{ c
     const onAbort = () => remote?.close();
     opts.signal?.addEventListener('abort', onAbort);
     try {
-      const first = await Replica.open(dir); // re-read each time: the address may have been changed
+      const first = await Replica.open(dir, { rebuildHead: resync }); // re-read each time: the address may have been changed
       remote = await connectReplica(first, opts.security, { timeoutMs: Math.max(2000, heartbeat) });
       const r = remote;
       // Heartbeats from the start (the catch-up too): a ping unanswered
@@ -57,7 +63,10 @@ export async function follow(dir: string, opts: FollowOptions = {}): Promise<{ c
         const t = setTimeout(() => { if (!answered) r.close(); }, heartbeat);
         r.session.request(Op.PING).then(() => { answered = true; clearTimeout(t); }, () => { clearTimeout(t); });
       }, heartbeat);
-      await withReplicaLock(dir, opts.signal, (replica) => pullWith(replica, r, { onEvent: opts.onEvent }).then((s) => { cursor = s.cursor; }));
+      await withReplicaLock(dir, opts.signal, (replica) => pullWith(replica, r, { onEvent: opts.onEvent, resync, policy: opts.policy }).then((s) => {
+        cursor = s.cursor;
+        resync = false;
+      }), undefined, { rebuildHead: resync });
       attempt = 0;
       opts.onEvent?.({ type: 'following', address: r.address, cursor });
       // Frames are read as they come and applied in batches: whatever
@@ -77,7 +86,7 @@ export async function follow(dir: string, opts: FollowOptions = {}): Promise<{ c
           }
           if (finalState.size === 0) continue;
           await withReplicaLock(dir, undefined, async (replica) => {
-            await reconcile(replica, r, [...finalState.values()], opts.onEvent, replica.config.policy ?? 'manual');
+            await reconcile(replica, r, [...finalState.values()], opts.onEvent, opts.policy ?? replica.config.policy ?? 'manual');
             replica.head = { serverId: r.info.serverId, cursor: last };
             await replica.saveHead();
           });

@@ -704,9 +704,9 @@ export interface BucketDelta {
  * Runs fn on a freshly opened replica under its lock (fresh index and HEAD:
  * another run may have changed them), waiting while another holder has it.
  */
-export async function withReplicaLock(dir: string, signal: AbortSignal | undefined, fn: (r: Replica) => Promise<void>, pollMs = 200): Promise<void> {
+export async function withReplicaLock(dir: string, signal: AbortSignal | undefined, fn: (r: Replica) => Promise<void>, pollMs = 200, openOpts: { rebuildHead?: boolean } = {}): Promise<void> {
   for (;;) {
-    const replica = await Replica.open(dir);
+    const replica = await Replica.open(dir, openOpts);
     try {
       await replica.lock();
     } catch (err) {

@@ -26,7 +26,7 @@ export const pullCommand: CommandModule<GlobalArgs, PullArgs> = {
   handler: (args) => run(args, async (out) => {
     if (args.follow) {
       const { follow } = await import('../../core/follow.ts');
-      const r = await follow(workDir(args), { signal: stopOnSignals(), security: securityOf(args), onEvent: followEventPrinter(out) });
+      const r = await follow(workDir(args), { signal: stopOnSignals(), security: securityOf(args), onEvent: followEventPrinter(out), resync: args.resync, policy: args.policy });
       out.event({ event: 'stopped', cursor: r.cursor });
       out.line(`stopped at journal record ${r.cursor}`);
       return Exit.OK;

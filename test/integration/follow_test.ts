@@ -96,9 +96,9 @@ interface Follower {
   stop(signal: NodeJS.Signals, timeoutMs?: number): Promise<RunResult>;
 }
 
-async function startFollower(replica: string, opts: { json?: boolean; env?: NodeJS.ProcessEnv } = {}): Promise<Follower> {
+async function startFollower(replica: string, opts: { json?: boolean; env?: NodeJS.ProcessEnv; args?: string[] } = {}): Promise<Follower> {
   const json = opts.json ?? true;
-  const { proc, done } = await spawnImz(['pull', '--follow', '-C', replica, ...(json ? ['--json'] : [])], { env: opts.env });
+  const { proc, done } = await spawnImz(['pull', '--follow', '-C', replica, ...(json ? ['--json'] : []), ...(opts.args ?? [])], { env: opts.env });
   const events: Ev[] = [];
   const notJson: string[] = [];
   let so = '';
@@ -620,6 +620,39 @@ T('a follower never overwrites a local modification: the conflict is recorded, t
   assert.is(await readFile(join(a!, 'README.txt'), 'utf8'), local, 'a second server change does not overwrite it either');
   assert.is(f.proc.exitCode, null, `still following:\n${f.describe()}`);
   assert.not.ok(f.events.some((x) => x.e.event === 'disconnected'), 'the conflict did not break the stream');
+});
+
+T('pull --follow --resync with HEAD lost: the first catch-up compares by hash and rebuilds HEAD, then following goes on (--resync was ignored with --follow, which failed on the lost HEAD)', async () => {
+  const { srv, replicas: [a] } = await world(1);
+  await writeFile(join(srv, 'while-away.txt'), 'written while HEAD was lost\n');
+  await unlink(join(a!, '.imz', 'HEAD'));
+  const f = await startFollower(a!, { args: ['--resync'] });
+  await f.waitEvent((e) => e.event === 'following', 10_000, 'the following event');
+  assert.is(await readFile(join(a!, 'while-away.txt'), 'utf8'), 'written while HEAD was lost\n');
+  const head = await readHead(a!);
+  assert.ok(head.cursor > 0 && head.serverId !== '', `HEAD rebuilt: ${JSON.stringify(head)}`);
+  await writeFile(join(srv, 'later.txt'), 'after the resync\n');
+  await f.waitEvent(isChange('later.txt'), 5_000, 'a later write');
+  assert.is(await readFile(join(a!, 'later.txt'), 'utf8'), 'after the resync\n');
+  const stopped = await f.stop('SIGINT');
+  assert.is(stopped.code, 0, f.describe());
+});
+
+T('pull --follow --policy server-wins: a local edit meeting a server change goes to a conflict copy, the server\'s version is in place (--policy was ignored with --follow)', async () => {
+  const { srv, replicas: [a] } = await world(1);
+  const f = await startFollower(a!, { args: ['--policy', 'server-wins'] });
+  await f.waitEvent((e) => e.event === 'following', 10_000, 'the following event');
+  const local = 'my local edit, never pushed (longer than the original so stat tells)\n'.repeat(4);
+  await writeFile(join(a!, 'README.txt'), local);
+  await writeFile(join(srv, 'README.txt'), 'the server changed it too\n');
+  await f.waitEvent((e) => e.event === 'conflict' && e.path === 'README.txt', 5_000, 'the conflict event of README.txt');
+  await f.waitEvent(isChange('README.txt'), 5_000, 'the server\'s version placed');
+  assert.is(await readFile(join(a!, 'README.txt'), 'utf8'), 'the server changed it too\n');
+  const copies = (await readdir(a!)).filter((n) => n.startsWith('README.imz-conflict-'));
+  assert.is(copies.length, 1, copies.join(', '));
+  assert.is(await readFile(join(a!, copies[0]!), 'utf8'), local, 'ours kept as a conflict copy');
+  const stopped = await f.stop('SIGINT');
+  assert.is(stopped.code, 0, f.describe());
 });
 
 T.run();
