@@ -157,7 +157,7 @@ export class ImzServer extends EventEmitter {
       rootSt = statSync(this.root, { throwIfNoEntry: false });
     } catch (err) {
       // A path under a file (ENOTDIR), or one this user cannot look into (EACCES).
-      throw new ImzError(Codes.BAD_USAGE, `cannot serve ${this.root}: ${(err as NodeJS.ErrnoException).code === 'ENOTDIR' ? 'a part of the path is not a directory' : (err as Error).message}`);
+      throw new ImzError(Codes.BAD_USAGE, `cannot serve ${this.root}: ${_PATH_PROBLEMS.get((err as NodeJS.ErrnoException).code ?? '') ?? (err as Error).message}`);
     }
     if (!rootSt) throw new ImzError(Codes.BAD_USAGE, `cannot serve ${this.root}: no such directory (create it first, or check the path)`);
     if (!rootSt.isDirectory()) throw new ImzError(Codes.BAD_USAGE, `cannot serve ${this.root}: it is not a directory`);
@@ -705,8 +705,13 @@ export function isLoopback(host: string): boolean {
 // A state directory that cannot be made or written (a path under a file, no permission, a read-only file system) is
 // a usage error naming it: said as a failure to listen (EACCES), it sent users looking at ports.
 function _stateDirError(err: unknown, stateDir: string): unknown {
-  const code = (err as NodeJS.ErrnoException)?.code;
-  const why: Record<string, string> = { ENOTDIR: 'a part of the path is not a directory', EACCES: 'permission denied', EPERM: 'permission denied', EROFS: 'the file system is read-only', EEXIST: 'it is not a directory' };
-  if (code === undefined || !(code in why)) return err;
-  return new ImzError(Codes.BAD_USAGE, `cannot serve: cannot keep the server state in ${stateDir}: ${why[code]} (give --state-dir a directory this user can write)`);
+  const why = _PATH_PROBLEMS.get((err as NodeJS.ErrnoException)?.code ?? '');
+  if (why === undefined) return err;
+  return new ImzError(Codes.BAD_USAGE, `cannot serve: cannot keep the server state in ${stateDir}: ${why} (give --state-dir a directory this user can write)`);
 }
+
+// What a path the server is given (its tree, its state directory) can be wrong with, by error code.
+const _PATH_PROBLEMS = new Map<string, string>([
+  ['ENOTDIR', 'a part of the path is not a directory'], ['EACCES', 'permission denied'], ['EPERM', 'permission denied'],
+  ['EROFS', 'the file system is read-only'], ['EEXIST', 'it is not a directory'],
+]);
