@@ -122,6 +122,22 @@ export async function reconcile(replica: Replica, remote: Remote, targets: Entry
       if (st && !st.isDirectory() && (await replica.get(d))?.type === EntryType.DIR) top = d;
     }
   };
+  // The server added t inside a directory this replica removed (a removal not pushed yet): a dir-removed conflict on
+  // that directory. True when t waits with it.
+  const waitsInRemoved = async (t: Entry): Promise<boolean> => {
+    const gone = await removedAbove(parentOf(t.path));
+    if (gone === undefined) return false;
+    if (!removedConflicts.has(gone.path)) {
+      removedConflicts.add(gone.path);
+      // manual: the directory stays removed, as the user left it; what the server added waits on the server
+      // (resolve --take server fetches it). client-wins: the same, and the next push removes it there (the
+      // server keeps what it displaces). Otherwise the server's side wins: its additions come back here.
+      _conflict(result, onEvent, undefined, gone, 'dir-removed', { kind: 'deleted' }, policy === 'manual' ? undefined : { resolvedBy: policy });
+    }
+    if (policy !== 'manual' && policy !== 'client-wins') return false;
+    blocked.add(gone.path);
+    return true;
+  };
   // Under a policy that can give such a directory to the server's side: ours moves aside, the server's comes whole.
   const keptHere = new Set<string>();
   if (policy !== 'manual' && policy !== 'client-wins') {
@@ -158,6 +174,9 @@ export async function reconcile(replica: Replica, remote: Remote, targets: Entry
       // Content not here, by design: while nothing sits at the path, only the namespace moves.
       const nothingHere = (parentAbsent && (!idx || idx.remote)) || !parentsAreDirs(t.path) || !lstatSync(join(root, t.path), { throwIfNoEntry: false });
       if (nothingHere) {
+        // (An addition inside a directory removed here meets that removal as in a full replica; indexed as remote, it
+        // passed unseen, pull exiting 0, until the push met the conflict.)
+        if (t.type !== EntryType.NONE && !idx && await waitsInRemoved(t)) continue;
         const local: LocalState = { kind: 'absent' };
         // (.imzignore comes whole: without it here, this replica would push what the tree excludes.)
         if (t.type === EntryType.FILE && onDemand && !opts.fetch?.has(t.path) && t.path !== IGNORE_FILE) plans.push({ kind: 'remote', t, local });
@@ -172,25 +191,7 @@ export async function reconcile(replica: Replica, remote: Remote, targets: Entry
     const local: LocalState = parentAbsent && !idx ? { kind: 'absent' }
       : !parentsAreDirs(t.path) ? { kind: idx ? 'deleted' : 'absent' }
       : await localStateOf(root, t.path, idx);
-    if (local.kind === 'absent' && t.type !== EntryType.NONE) {
-      // The server added something inside a directory this replica removed
-      // (a removal not pushed yet): a dir-removed conflict on that directory.
-      const gone = await removedAbove(parentOf(t.path));
-      if (gone !== undefined) {
-        const localWins = policy === 'manual' || policy === 'client-wins';
-        if (!removedConflicts.has(gone.path)) {
-          removedConflicts.add(gone.path);
-          // manual: the directory stays removed, as the user left it; what the server added waits on the server
-          // (resolve --take server fetches it). client-wins: the same, and the next push removes it there (the
-          // server keeps what it displaces). Otherwise the server's side wins: its additions come back here.
-          _conflict(result, onEvent, undefined, gone, 'dir-removed', { kind: 'deleted' }, policy === 'manual' ? undefined : { resolvedBy: policy });
-        }
-        if (localWins) {
-          blocked.add(gone.path);
-          continue;
-        }
-      }
-    }
+    if (local.kind === 'absent' && t.type !== EntryType.NONE && await waitsInRemoved(t)) continue;
     if (local.kind === 'absent' && t.type === EntryType.DIR) absentDirs.add(t.path);
     if (local.kind === 'unsupported') {
       _conflict(result, onEvent, conflictFetch, t, 'type-change', local);

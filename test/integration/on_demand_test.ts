@@ -599,6 +599,31 @@ T('pull: fetched files are refreshed on disk, the others only in the namespace; 
   await noTemps(rep, srv);
 });
 
+T('pull: a server addition inside a directory removed here is a dir-removed conflict, as in a full replica (it was indexed as remote, pull exit 0); resolve --take server brings the directory back', async () => {
+  const { srv, rep } = await world();
+  await ok(rep, ['get', 'docs/a.md']);
+  await rm(join(rep, 'docs'), { recursive: true });
+  await writeFile(join(srv, 'docs', 'added.txt'), 'added on the server\n');
+  let r: RunResult | undefined;
+  await waitFor(async () => {
+    r = await imz(['pull', '-C', rep, '--json']);
+    return r.code !== 0 || jsonLines(r.stdout).some((e) => e.event === 'pulled' && Number(e.records) > 0);
+  }, 10_000, 'the addition to reach the pull');
+  assert.is(r!.code, 3, out(r!));
+  const c = jsonLines(r!.stdout).find((e) => e.event === 'conflict');
+  assert.is(c?.path, 'docs');
+  assert.is(c?.class, 'dir-removed');
+  assert.not.ok(existsSync(join(rep, 'docs')), 'it stays removed, as the user left it');
+  assert.is((await imz(['push', '-C', rep])).code, 3, 'the removal waits with the conflict');
+  assert.ok(existsSync(join(srv, 'docs', 'a.md')), 'nothing removed on the server');
+  await ok(rep, ['resolve', 'docs', '--take', 'server']);
+  const docs = await ls(rep, 'docs');
+  assert.ok(docs.has('docs/added.txt') && docs.has('docs/guide.txt'), JSON.stringify([...docs.keys()]));
+  assert.is((await status(rep)).changes, 0);
+  assert.is((await cat(['docs/added.txt'], rep)).bytes.toString(), 'added on the server\n');
+  await noTemps(rep, srv);
+});
+
 // ---------- push ----------
 
 T('push from an on-demand replica: a new file, an edit, a delete and a rename of fetched files reach the server; remote-only files are untouched; a full replica pulls it all', async () => {
