@@ -42,6 +42,8 @@ export interface ConflictRecord {
   resolvedBy?: string;
   /** client-wins/newest: where the server keeps the version that was replaced (under its state dir). */
   serverDisplaced?: string;
+  /** A directory the server's side took whole (ours moved aside) whose contents are not all here yet: taken again. */
+  takingWhole?: boolean;
   detected: string;
 }
 
@@ -121,7 +123,7 @@ export async function listConflicts(stateDir: string, damaged?: string[]): Promi
 function _wellFormed(c: unknown): c is ConflictRecord {
   if (c === null || typeof c !== 'object') return false;
   const r = c as Record<string, unknown>;
-  const opt = (x: unknown, type: 'string' | 'number') => x === undefined || typeof x === type;
+  const opt = (x: unknown, type: 'string' | 'number' | 'boolean') => x === undefined || typeof x === type;
   const side = (x: unknown) => {
     if (x === undefined || x === null) return true;
     if (typeof x !== 'object') return false;
@@ -130,7 +132,7 @@ function _wellFormed(c: unknown): c is ConflictRecord {
       opt(s.target, 'string') && opt(s.mode, 'number');
   };
   return typeof r.path === 'string' && r.path !== '' && typeof r.class === 'string' && side(r.local) && side(r.server) &&
-    opt(r.localCopy, 'string') && opt(r.serverBlob, 'string') && opt(r.resolvedBy, 'string') && opt(r.serverDisplaced, 'string') &&
+    opt(r.localCopy, 'string') && opt(r.serverBlob, 'string') && opt(r.resolvedBy, 'string') && opt(r.serverDisplaced, 'string') && opt(r.takingWhole, 'boolean') &&
     (r.earlierCopies === undefined || (Array.isArray(r.earlierCopies) && r.earlierCopies.every((p) => typeof p === 'string')));
 }
 

@@ -5,6 +5,7 @@ import { reconcile } from './reconcile.ts';
 import { type SecurityOptions, connectReplica } from './credentials.ts';
 import type { Remote } from './remote.ts';
 import { Replica, withReplicaLock } from './replica.ts';
+import { checkPolicy } from './policy.ts';
 
 /** Options of follow. */
 export interface FollowOptions {
@@ -42,6 +43,8 @@ export async function follow(dir: string, opts: FollowOptions = {}): Promise<{ c
   const heartbeat = opts.heartbeatMs ?? (Number(process.env.IMZ_HEARTBEAT_MS) || 5000);
   const maxBackoff = opts.maxBackoffMs ?? 30_000;
   const stopped = () => opts.signal?.aborted === true;
+  // A policy that does not exist is bad usage, said at once (not retried as if the server were away).
+  if (opts.policy !== undefined) checkPolicy(opts.policy);
   let attempt = 0;
   let cursor = 0;
   // Until a resync asked for has been done (the server may be away at first).

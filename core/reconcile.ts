@@ -60,7 +60,8 @@ export async function reconcile(replica: Replica, remote: Remote, targets: Entry
   const plans: _Plan[] = [];
   const conflictFetch: { t: Entry; c: ConflictRecord }[] = [];
   // Open conflicts a server change now settles; records kept by a policy stay listed.
-  const recorded = new Set(outstanding(await listConflicts(replica.stateDir)).map((c) => c.path));
+  const records = await listConflicts(replica.stateDir);
+  const recorded = new Set(outstanding(records).map((c) => c.path));
   const settle = async (path: string) => {
     if (recorded.delete(path)) await clearConflict(replica.stateDir, path);
   };
@@ -140,17 +141,18 @@ export async function reconcile(replica: Replica, remote: Remote, targets: Entry
   };
   // Under a policy that can give such a directory to the server's side: ours moves aside, the server's comes whole.
   const keptHere = new Set<string>();
-  if (policy !== 'manual' && policy !== 'client-wins') {
-    targets = await _takeReplacedDirs(replica, remote, targets, policy, {
-      replacedAbove: async (p) => (parentsAreDirs(p) ? undefined : await replacedAbove(parentOf(p))),
-      moved: () => {
-        parentOk.clear();
-        parentOk.set('', true);
-      },
-      conflict: (server, local, settled) => _conflict(result, onEvent, undefined, server, 'type-change', local, settled),
-      keptHere,
-    });
-  }
+  const takenWhole: ConflictRecord[] = [];
+  targets = await _takeReplacedDirs(replica, remote, targets, policy, {
+    replacedAbove: async (p) => (parentsAreDirs(p) ? undefined : await replacedAbove(parentOf(p))),
+    moved: () => {
+      parentOk.clear();
+      parentOk.set('', true);
+    },
+    conflict: (server, local, settled) => _conflict(result, onEvent, undefined, server, 'type-change', local, settled),
+    keptHere,
+    takenWhole,
+    records,
+  });
   for (const t of targets) {
     if (blocked.size > 0 && underBlocked(t.path)) continue;
     if (!parentsAreDirs(t.path)) {
@@ -446,8 +448,13 @@ export async function reconcile(replica: Replica, remote: Remote, targets: Entry
   // A few (a followed change): synchronously; many (a clone): in parallel.
   if (renamedIn.size <= 4) for (const d of renamedIn) fsyncDirSync(d);
   else await inParallel([...renamedIn], 32, fsyncDir);
-  for (const c of result.conflicts) await saveConflict(replica.stateDir, c);
+  for (const c of result.conflicts) if (!c.takingWhole) await saveConflict(replica.stateDir, c);
   await replica.flushIndex();
+  // A directory taken whole is done once what it holds is indexed: until then its record has the next run take it again.
+  for (const c of takenWhole) {
+    delete c.takingWhole;
+    await saveConflict(replica.stateDir, c);
+  }
   await replica.clearTempDirs();
   if (placing.length > 0) replica.clearPlacing();
   return result;
@@ -459,9 +466,13 @@ interface _ReplacedCtx {
   replacedAbove: (path: string) => Promise<string | undefined>;
   /** Called after a directory moved aside: what was known of the tree's directories no longer holds. */
   moved: () => void;
-  conflict: (server: Entry, local: LocalState, settled: Partial<ConflictRecord>) => void;
+  conflict: (server: Entry, local: LocalState, settled: Partial<ConflictRecord>) => ConflictRecord;
   /** Out: the directories whose replacement here stays (newest, ours newer). */
   keptHere: Set<string>;
+  /** Out: the records of the directories taken whole (done once what they hold is indexed). */
+  takenWhole: ConflictRecord[];
+  /** The conflict records as the run began. */
+  records: ConflictRecord[];
 }
 
 // Tracked directories made something else here (a link, a file), inside which the server changed things: under
@@ -469,21 +480,30 @@ interface _ReplacedCtx {
 // keep-both a name that is pushed) and the server's directory comes whole, as resolve --take server brings it: what
 // it holds replaces this pull's targets under it. Returns the targets to reconcile.
 async function _takeReplacedDirs(replica: Replica, remote: Remote, targets: Entry[], policy: string, ctx: _ReplacedCtx): Promise<Entry[]> {
+  // Directories a killed run began to take: taken again first, whatever the policy now (ours went aside, or goes now).
+  const records = ctx.records;
+  const pending = new Map<string, ConflictRecord>();
+  for (const c of records) if (c.takingWhole === true && c.class === 'type-change') pending.set(c.path, c);
   const newestUnder = new Map<string, number>();
-  for (const t of targets) {
-    const dir = await ctx.replacedAbove(t.path);
-    if (dir !== undefined) newestUnder.set(dir, Math.max(newestUnder.get(dir) ?? 0, t.mtimeMs));
+  if (policy !== 'manual' && policy !== 'client-wins') {
+    for (const t of targets) {
+      const dir = await ctx.replacedAbove(t.path);
+      if (dir !== undefined) newestUnder.set(dir, Math.max(newestUnder.get(dir) ?? 0, t.mtimeMs));
+    }
   }
-  if (newestUnder.size === 0) return targets;
+  if (newestUnder.size === 0 && pending.size === 0) return targets;
   const taken: string[] = [];
   const added: Entry[] = [];
-  for (const [dir, newest] of newestUnder) {
-    const idx = (await replica.get(dir))!;
-    const local = await localStateOf(replica.root, dir, idx);
-    if (!local.fs) continue;
-    if (policy === 'newest' && local.fs.mtimeMs > newest) {
-      ctx.keptHere.add(dir);
-      continue;
+  for (const dir of new Set([...pending.keys(), ...newestUnder.keys()])) {
+    const again = pending.get(dir);
+    let local: LocalState | undefined;
+    if (!again) {
+      local = await localStateOf(replica.root, dir, (await replica.get(dir))!);
+      if (!local.fs) continue;
+      if (policy === 'newest' && local.fs.mtimeMs > newestUnder.get(dir)!) {
+        ctx.keptHere.add(dir);
+        continue;
+      }
     }
     const listing: Entry[] = [];
     for await (const b of remote.list(dir)) {
@@ -494,14 +514,37 @@ async function _takeReplacedDirs(replica: Replica, remote: Remote, targets: Entr
       }
     }
     const server = listing.find((e) => e.path === dir);
-    // The server no longer has it as a directory: the main walk meets that as it comes.
-    if (server?.type !== EntryType.DIR) continue;
-    const aside = freeName(replica.root, (policy === 'keep-both' ? keepName : conflictCopyName)(dir, replica.config.replicaId, server.version));
-    renameSync(join(replica.root, dir), join(replica.root, aside));
-    ctx.moved();
-    ctx.conflict(server, local, { localCopy: aside, resolvedBy: policy });
+    if (server?.type !== EntryType.DIR) {
+      // The server no longer has it as a directory: nothing to take (the main walk meets what it has as it comes).
+      if (again) {
+        delete again.takingWhole;
+        await saveConflict(replica.stateDir, again);
+      }
+      continue;
+    }
+    // Ours still at the path (a first take, or a killed one that had not moved it yet) goes aside.
+    const abs = join(replica.root, dir);
+    const here = lstatSync(abs, { throwIfNoEntry: false });
+    const oursHere = here !== undefined && !here.isDirectory();
+    const how = again?.resolvedBy ?? policy;
+    const aside = oursHere ? freeName(replica.root, (how === 'keep-both' ? keepName : conflictCopyName)(dir, replica.config.replicaId, server.version)) : again?.localCopy;
+    const rec = again ?? ctx.conflict(server, local!, { localCopy: aside, resolvedBy: policy });
+    if (aside !== undefined) rec.localCopy = aside;
+    // Said durably before anything moves: a run killed from here on leaves the record that has the next one take the
+    // directory again. The index forgets what it tracked under it first, so that nothing of it reads as removed here
+    // (a kill then left the server's unchanged files looking deleted, and the next push removed them there).
+    rec.takingWhole = true;
+    await saveConflict(replica.stateDir, rec);
     await replica.forgetInside(dir);
     await replica.delete(dir);
+    await replica.flushIndex();
+    if (oursHere) {
+      renameSync(abs, join(replica.root, aside!));
+      ctx.moved();
+    }
+    // What waited for a person under it (a removal there that met an addition) is settled with it.
+    for (const c of records) if (!c.resolvedBy && c.path.startsWith(`${dir}/`)) await clearConflict(replica.stateDir, c.path);
+    ctx.takenWhole.push(rec);
     taken.push(dir);
     added.push(...listing.sort((a, b) => depthOf(a.path) - depthOf(b.path)));
   }

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { type Stats, chmodSync, closeSync, constants as fsc, copyFileSync, existsSync, fchmodSync, fstatSync, fsyncSync, futimesSync, lstatSync, mkdirSync, openSync, readSync, readdirSync, readlinkSync, renameSync, rmSync, rmdirSync, statSync, symlinkSync, unlinkSync, utimesSync, writeSync } from 'node:fs';
+import { type Dirent, type Stats, chmodSync, closeSync, constants as fsc, copyFileSync, existsSync, fchmodSync, fstatSync, fsyncSync, futimesSync, lstatSync, mkdirSync, openSync, readSync, readdirSync, readlinkSync, renameSync, rmSync, rmdirSync, statSync, symlinkSync, unlinkSync, utimesSync, writeSync } from 'node:fs';
 import { chmod, mkdir, open, rename, rm, stat, utimes } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { Codes, ImzError } from '../protocol/errors.ts';
@@ -603,8 +603,11 @@ export class Reintegrator {
       // A directory that still holds entries is displaced whole when a file or link wins its place (what is inside
       // first, as a winning removal does); for any other operation the client's side loses, as under server-wins.
       const busyDir = cur?.type === EntryType.DIR && this._hasChildren(op.path);
-      const displaceWhole = busyDir && _replacesDir(op);
-      if ((!busyDir || displaceWhole) && (policy === 'client-wins' || (policy === 'newest' && clientNewer))) {
+      // Whole: only what the table holds under it (something untracked there, ignored, cannot be displaced: nothing
+      // was displaced, and the replacement failed at every push). Under newest, ours must be newer than all of it.
+      const displaceWhole = busyDir && _replacesDir(op) && this._onlyTrackedUnder(op.path);
+      const newer = displaceWhole ? op.state.mtimeMs > this._newestUnder(op.path, cur!.mtimeMs) : clientNewer;
+      if ((!busyDir || displaceWhole) && (policy === 'client-wins' || (policy === 'newest' && newer))) {
         const inside = displaceWhole ? await this._displaceInside(replicaId, op) : 0;
         const displaced = cur ? await this._displace(op.path, cur) : '';
         const version = await this._apply(replicaId, _storeWhereGone(op, cur, this.state.table.get(op.fromPath)), true);
@@ -621,7 +624,7 @@ export class Reintegrator {
     }
     if (op.kind === OpKind.REMOVEDIR && this._hasChildren(op.path)) {
       // A directory the client removed, to which the server (or another replica) added entries.
-      if (policy !== 'client-wins') return _result(op, OpStatus.CONFLICT, curVersion, { conflictClass: 'dir-removed', server: cur ? tableToEntry(op.path, cur) : null });
+      if (policy !== 'client-wins' || !this._onlyTrackedUnder(op.path)) return _result(op, OpStatus.CONFLICT, curVersion, { conflictClass: 'dir-removed', server: cur ? tableToEntry(op.path, cur) : null });
       // client-wins: the removal goes through; everything it takes away is displaced first.
       const inside = await this._displaceInside(replicaId, op);
       const version = await this._apply(replicaId, op, true);
@@ -662,6 +665,33 @@ export class Reintegrator {
     this._dirsToSync.add(inDir(this.root, op.path));
     await this.state.commit(removals, { durable: false });
     return inside.length;
+  }
+
+  // The latest mtime in the table at or under path (from: the directory's own).
+  private _newestUnder(path: string, from: number): number {
+    const prefix = `${path}/`;
+    let newest = from;
+    for (const [p, t] of this.state.table) if (p.startsWith(prefix) && t.mtimeMs > newest) newest = t.mtimeMs;
+    return newest;
+  }
+
+  // True when everything on disk under path is in the table (nothing ignored or not scanned yet lies there).
+  private _onlyTrackedUnder(path: string): boolean {
+    const walk = (rel: string): boolean => {
+      let list: Dirent[];
+      try {
+        list = readdirSync(inDir(this.root, rel), { withFileTypes: true });
+      } catch {
+        return false;
+      }
+      for (const d of list) {
+        const p = `${rel}/${d.name}`;
+        if (!this.state.table.has(p)) return false;
+        if (d.isDirectory() && !walk(p)) return false;
+      }
+      return true;
+    };
+    return walk(path);
   }
 
   // True when the table holds anything under path.

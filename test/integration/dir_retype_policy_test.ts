@@ -9,7 +9,7 @@ import * as assert from 'uvu/assert';
 import { cp, lutimes, mkdir, readFile, readdir, readlink, rm, symlink, writeFile } from 'node:fs/promises';
 import { existsSync, lstatSync } from 'node:fs';
 import { join } from 'node:path';
-import { cleanupAll, diffTrees, diffTreesBut, imz, listedConflicts, makeTmp, snapshotTree, startServer } from '../helpers.ts';
+import { cleanupAll, diffTrees, diffTreesBut, imz, jsonLines, listedConflicts, makeTmp, snapshotTree, spawnImz, startServer, waitFor } from '../helpers.ts';
 
 test.after(cleanupAll);
 
@@ -18,6 +18,7 @@ type Made = 'symlink' | 'file';
 interface World {
   srv: string;
   a: string;
+  b: string;
   elsewhere: string;
 }
 
@@ -25,19 +26,22 @@ interface World {
  * srv holds d1/f1, d1/d2/keep, top.txt; replica b adds d1/d2/new/z and
  * pushes; replica a has made d1 a symlink to a copy of it (or a file).
  */
-async function world(made: Made, ours: 'newer' | 'older' = 'newer'): Promise<World> {
+async function world(made: Made, ours: 'newer' | 'older' = 'newer', opts: { many?: number; srv?: (srv: string) => Promise<void> } = {}): Promise<World> {
   const tmp = await makeTmp('imz-retype-');
   const srv = join(tmp, 'srv');
   await mkdir(join(srv, 'd1', 'd2'), { recursive: true });
   await writeFile(join(srv, 'd1', 'f1'), '1\n');
   await writeFile(join(srv, 'd1', 'd2', 'keep'), 'k\n');
   await writeFile(join(srv, 'top.txt'), 't\n');
+  await opts.srv?.(srv);
   const server = await startServer(srv);
   const a = join(tmp, 'a');
   const b = join(tmp, 'b');
   for (const r of [a, b]) await run(['clone', server.address, r, '--quiet'], 0);
   await mkdir(join(b, 'd1', 'd2', 'new'));
   await writeFile(join(b, 'd1', 'd2', 'new', 'z'), 'deep\n');
+  // Many more (a pull that takes them takes a while: room to kill it).
+  for (let i = 0; i < (opts.many ?? 0); i++) await writeFile(join(b, 'd1', 'd2', 'new', `m${i}`), `many ${i}\n`.repeat(200));
   await writeFile(join(b, 'top.txt'), 'edited by B\n');
   await run(['push', '-C', b, '--quiet'], 0);
   const elsewhere = join(tmp, 'elsewhere');
@@ -48,7 +52,7 @@ async function world(made: Made, ours: 'newer' | 'older' = 'newer'): Promise<Wor
   // newest compares our replacement's time with the server's change inside.
   const t = ours === 'newer' ? Date.now() / 1000 + 3600 : Date.now() / 1000 - 3600;
   await lutimes(join(a, 'd1'), t, t);
-  return { srv, a, elsewhere };
+  return { srv, a, b, elsewhere };
 }
 
 const run = async (args: string[], code: number) => {
@@ -208,6 +212,87 @@ test('push --policy newest (ours older), d1 made a symlink here and added to the
   assert.is(aside.length, 1, aside.join(', '));
   await assertOurs(w, aside[0]!, 'symlink', w.a);
   await assertElsewhereUntouched(w);
+});
+
+test('a server-wins pull killed after ours went aside: nothing of the server\'s directory reads as removed here (the next push removed its unchanged files there), and the next pull, under any policy, takes the whole directory', async () => {
+  let w: World | undefined;
+  const tries: string[] = [];
+  // Killed once ours went aside, before the pull is done.
+  for (let k = 0; k < 4 && !w; k++) {
+    const t = await world('file', 'older', { many: 1500 });
+    const { proc, done } = await spawnImz(['pull', '-C', t.a, '--policy', 'server-wins', '--quiet']);
+    await waitFor(async () => proc.exitCode !== null || (await asideCopies(t.a)).length > 0, 20_000, 'ours to go aside', 1);
+    if (proc.exitCode === null) proc.kill('SIGKILL');
+    const r = await done;
+    tries.push(r.signal ?? `exit ${r.code}`);
+    if (r.signal === 'SIGKILL') w = t;
+  }
+  assert.ok(w, `a pull killed in the middle of the take (${tries.join(', ')})`);
+  const st = jsonLines((await run(['status', '-C', w!.a, '--json'], 0)).stdout);
+  assert.not.ok(st.some((e) => e.event === 'change' && String(e.path).startsWith('d1/') && (e.kind === 'delete' || e.kind === 'rmdir')), `no removal under d1 to push: ${JSON.stringify(st)}`);
+  await run(['push', '-C', w!.a, '--quiet'], 0);
+  assert.is(await readFile(join(w!.srv, 'd1', 'f1'), 'utf8'), '1\n', 'the server\'s unchanged file is still there');
+  assert.is(await readFile(join(w!.srv, 'd1', 'd2', 'keep'), 'utf8'), 'k\n');
+  await run(['pull', '-C', w!.a, '--quiet'], 0);
+  await run(['sync', '-C', w!.a, '--quiet'], 0);
+  assert.equal(diffTreesBut(await snapshotTree(w!.srv), await snapshotTree(w!.a)), [], 'the whole directory is here');
+  const aside = await asideCopies(w!.a);
+  assert.is(aside.length, 1, aside.join(', '));
+  await assertOurs(w!, aside[0]!, 'file', w!.a);
+  const rec = await d1Record(w!.a);
+  assert.is(rec.takingWhole, undefined, 'the take is done');
+  assert.is(rec.localCopy, aside[0]);
+  assert.is(jsonLines((await run(['status', '-C', w!.a, '--json'], 0)).stdout).at(-1)!.changes, 0);
+});
+
+test('push (manual) meets the conflicts, then pull --policy server-wins takes the whole directory: what waited under it (a removal that met an addition) is settled too, exit 0', async () => {
+  const w = await world('symlink');
+  await run(['push', '-C', w.a, '--quiet'], 3);
+  await run(['pull', '-C', w.a, '--policy', 'server-wins', '--quiet'], 0);
+  assert.equal((await listedConflicts(w.a)).filter((c) => !c.resolvedBy).map((c) => c.path), [], 'nothing left for a person');
+  await run(['sync', '-C', w.a, '--policy', 'server-wins', '--quiet'], 0);
+  assert.equal(diffTreesBut(await snapshotTree(w.srv), await snapshotTree(w.a)), []);
+  await assertElsewhereUntouched(w);
+});
+
+test('push --policy newest: ours against what was added inside, not the directory\'s own mtime (an addition deep down leaves it old): ours older than the addition loses, as at pull', async () => {
+  const old = Date.now() / 1000 - 7200;
+  const w = await world('symlink', 'older', {
+    srv: async (srv) => {
+      for (const p of ['d1/f1', 'd1/d2/keep', 'd1/d2', 'd1']) await lutimes(join(srv, p), old, old);
+      for (let i = 0; i < 4; i++) await writeFile(join(srv, `more${i}`), 'so that the mass-delete guard stays quiet\n');
+    },
+  });
+  // Ours: half an hour ago, later than the directory itself, earlier than what b added in it just now.
+  const t = Date.now() / 1000 - 1800;
+  await lutimes(join(w.a, 'd1'), t, t);
+  await run(['push', '-C', w.a, '--policy', 'newest', '--quiet'], 0);
+  assert.ok(lstatSync(join(w.srv, 'd1')).isDirectory(), 'the server\'s directory stays');
+  assert.is(await readFile(join(w.srv, 'd1', 'd2', 'new', 'z'), 'utf8'), 'deep\n', 'and what was added in it');
+  assert.is((await asideCopies(w.a)).length, 1);
+});
+
+test('push --policy client-wins over a directory holding something the server does not track (ignored): nothing displaced, ours aside, exit 0 (was: the addition displaced, then exit 1 at every push)', async () => {
+  const w = await world('symlink', 'newer', {
+    srv: async (srv) => {
+      await writeFile(join(srv, '.imzignore'), '*.tmp\n');
+      await writeFile(join(srv, 'd1', 'd2', 'scratch.tmp'), 'ignored, the server\'s own\n');
+    },
+  });
+  await run(['push', '-C', w.a, '--policy', 'client-wins', '--quiet'], 0);
+  assert.is(await readFile(join(w.srv, 'd1', 'd2', 'new', 'z'), 'utf8'), 'deep\n', 'the addition stays in place');
+  assert.is(await readFile(join(w.srv, 'd1', 'd2', 'scratch.tmp'), 'utf8'), 'ignored, the server\'s own\n');
+  assert.not.ok(existsSync(join(w.srv, '.imz-server', 'displaced', 'index.jsonl')), 'nothing displaced');
+  assert.is((await asideCopies(w.a)).length, 1, 'ours is kept aside here');
+  await run(['push', '-C', w.a, '--policy', 'client-wins', '--quiet'], 0);
+  await assertElsewhereUntouched(w);
+});
+
+test('pull --follow --policy with a policy that does not exist: exit 2 at once (it retried forever, as if the server were away)', async () => {
+  const w = await world('file');
+  const r = await imz(['pull', '--follow', '--policy', 'bogus', '-C', w.a], { timeoutMs: 10_000 });
+  assert.is(r.code, 2, r.stderr);
+  assert.match(r.stderr, /conflict policy "bogus"/);
 });
 
 test.run();
