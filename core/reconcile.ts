@@ -157,6 +157,15 @@ export async function reconcile(replica: Replica, remote: Remote, targets: Entry
     if (blocked.size > 0 && underBlocked(t.path)) continue;
     if (!parentsAreDirs(t.path)) {
       const dir = await replacedAbove(parentOf(t.path));
+      if (dir !== undefined && t.type === EntryType.NONE) {
+        // Removed there, and nothing of it here either (nothing lies under our link or file): the same result, not a
+        // conflict. (Left tracked, it read as a removal to push, and the first warning said the pull left it.)
+        if (await replica.get(t.path)) {
+          await replica.delete(t.path);
+          await settle(t.path);
+        }
+        continue;
+      }
       if (dir !== undefined) {
         if (!replacedConflicts.has(dir)) {
           replacedConflicts.add(dir);

@@ -288,6 +288,35 @@ test('push --policy client-wins over a directory holding something the server do
   await assertElsewhereUntouched(w);
 });
 
+for (const policy of ['manual', 'server-wins'] as const) {
+  test(`pull --policy ${policy}, d1 made a symlink here and a file there: one type-change conflict on d1, and what the server removed under it is no removal left to push here (it read as one)`, async () => {
+    const tmp = await makeTmp('imz-retype-both-');
+    const srv = join(tmp, 'srv');
+    await mkdir(join(srv, 'd1', 'd2'), { recursive: true });
+    await writeFile(join(srv, 'd1', 'f1'), '1\n');
+    await writeFile(join(srv, 'd1', 'd2', 'keep'), 'k\n');
+    for (let i = 0; i < 5; i++) await writeFile(join(srv, `o${i}`), `${i}\n`);
+    const server = await startServer(srv);
+    const a = join(tmp, 'a');
+    const b = join(tmp, 'b');
+    for (const r of [a, b]) await run(['clone', server.address, r, '--quiet'], 0);
+    await rm(join(b, 'd1'), { recursive: true });
+    await writeFile(join(b, 'd1'), 'a file there\n');
+    await run(['push', '-C', b, '--quiet'], 0);
+    await rm(join(a, 'd1'), { recursive: true });
+    await symlink('o1', join(a, 'd1'));
+    const pulled = await run(['pull', '-C', a, '--policy', policy, '--json'], policy === 'manual' ? 3 : 0);
+    const conflicts = jsonLines(pulled.stdout).filter((e) => e.event === 'conflict');
+    assert.equal(conflicts.map((c) => [c.path, c.class]), [['d1', 'type-change']], pulled.stdout);
+    const st = jsonLines((await imz(['status', '-C', a, '--json'])).stdout);
+    assert.equal(st.filter((e) => e.event === 'change').map((e) => `${e.kind} ${e.path}`), policy === 'manual' ? ['retype d1'] : [], JSON.stringify(st));
+    if (policy === 'server-wins') {
+      assert.is(await readFile(join(a, 'd1'), 'utf8'), 'a file there\n');
+      assert.is(await readlink(join(a, (await asideCopies(a))[0]!)), 'o1');
+    }
+  });
+}
+
 test('pull --follow --policy with a policy that does not exist: exit 2 at once (it retried forever, as if the server were away)', async () => {
   const w = await world('file');
   const r = await imz(['pull', '--follow', '--policy', 'bogus', '-C', w.a], { timeoutMs: 10_000 });
