@@ -131,3 +131,9 @@ function _oneLine(s: string): string {
 export function damagedConflictWarning(rel: string): string {
   return `conflict record .imz/${rel} is damaged and was left out: move it away; a push or pull that meets the conflict again records it anew`;
 }
+
+/** The line for local changes a push kept back (taking: directories an interrupted pull is still bringing whole). */
+export function heldLine(held: number, taking?: string[]): string {
+  if (taking && taking.length > 0) return `${held} changes kept here: an interrupted pull is still bringing ${taking.slice(0, 5).join(', ')}${taking.length > 5 ? ', ...' : ''} whole from the server (run \`imz pull\`)`;
+  return `${held} changes kept here, under a directory whose conflict waits for you (imz resolve --list)`;
+}

@@ -54,6 +54,8 @@ export interface PushSummary {
   held: number;
   /** Operations an interrupted push had sent, sent again first (not counted in logged). */
   resent: number;
+  /** Directories an interrupted pull is still taking whole from the server: changes there wait for the next pull. */
+  taking?: string[];
 }
 
 const KIND_NAMES: Record<number, string> = { 1: 'store', 2: 'mkdir', 3: 'symlink', 4: 'remove', 5: 'rmdir', 6: 'setattr', 7: 'move' };
@@ -177,7 +179,12 @@ async function _pushLinked(replica: Replica, link: Promise<_Link>, opts: PushOpt
   // (pushed, it would decide the conflict: the files removed inside gone from the server, or the directory made
   // there again). The scan then does not stream: its changes are sorted out first. A push under another policy than
   // manual is that decision (client-wins removes the directory there, the server keeping what it displaces).
-  const heldDirs = new Set(policy !== 'manual' ? [] : outstanding(await listConflicts(replica.stateDir)).filter((c) => c.class === 'dir-removed').map((c) => c.path));
+  // So does a directory an interrupted pull was taking whole (ours moved aside): what is here of it may be a part, and
+  // pushed, its files read as new (or ours, not moved yet, as made here) before the next pull finishes the take.
+  const records = await listConflicts(replica.stateDir);
+  const taking = records.filter((c) => c.takingWhole === true).map((c) => c.path);
+  if (taking.length > 0) summary.taking = taking;
+  const heldDirs = new Set([...taking, ...(policy !== 'manual' ? [] : outstanding(records).filter((c) => c.class === 'dir-removed').map((c) => c.path))]);
   // Small contents it hashes go up as it goes (staging is harmless before
   // they are logged): the server stages while the scan hashes on. (Not
   // those kept back.)

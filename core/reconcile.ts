@@ -152,6 +152,7 @@ export async function reconcile(replica: Replica, remote: Remote, targets: Entry
     keptHere,
     takenWhole,
     records,
+    parentsAreDirs,
   });
   for (const t of targets) {
     if (blocked.size > 0 && underBlocked(t.path)) continue;
@@ -482,6 +483,8 @@ interface _ReplacedCtx {
   takenWhole: ConflictRecord[];
   /** The conflict records as the run began. */
   records: ConflictRecord[];
+  /** True when every parent of path is a real directory here. */
+  parentsAreDirs: (path: string) => boolean;
 }
 
 // Tracked directories made something else here (a link, a file), inside which the server changed things: under
@@ -505,6 +508,13 @@ async function _takeReplacedDirs(replica: Replica, remote: Remote, targets: Entr
   const added: Entry[] = [];
   for (const dir of new Set([...pending.keys(), ...newestUnder.keys()])) {
     const again = pending.get(dir);
+    if (again && !ctx.parentsAreDirs(dir)) {
+      // A parent made something else since (a link, maybe out of the replica): nothing is looked at or moved through
+      // it. The take is dropped; that parent's own conflict brings the server's tree, this directory with it.
+      delete again.takingWhole;
+      await saveConflict(replica.stateDir, again);
+      continue;
+    }
     let local: LocalState | undefined;
     if (!again) {
       local = await localStateOf(replica.root, dir, (await replica.get(dir))!);

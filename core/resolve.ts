@@ -336,7 +336,8 @@ async function _takeServer(ctx: _Ctx, c: ConflictRecord, res: Resolution, remove
   }
   // A directory made here from something else (or removed here, even if settling a path inside made it again) needs
   // its contents from the server: connect before changing anything.
-  const wantsTree = state?.type === EntryType.DIR && (cur?.type !== EntryType.DIR || removedHere);
+  // (So does one a killed pull began to take whole: what is here of it may be a part.)
+  const wantsTree = state?.type === EntryType.DIR && (cur?.type !== EntryType.DIR || removedHere || c.takingWhole === true);
   const remote = wantsTree ? await ctx.remote() : undefined;
   const inside: Entry[] = [];
 

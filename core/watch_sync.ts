@@ -7,6 +7,7 @@ import { DirWatcher } from './dir_watcher.ts';
 import { type FollowEvent, follow } from './follow.ts';
 import { type PushSummary, push } from './push.ts';
 import { Replica } from './replica.ts';
+import { checkPolicy } from './policy.ts';
 import { walkTree } from './tree_scan.ts';
 
 /** Options of sync --watch. */
@@ -46,6 +47,8 @@ const ECHO_MS = 2000;
  * are not pushed back (no echo); the scan would find them clean anyway.
  */
 export async function watchSync(dir: string, opts: WatchSyncOptions = {}): Promise<{ cursor: number }> {
+  // A policy that does not exist is bad usage, said at once (each push round warned of it, on and on).
+  if (opts.policy !== undefined) checkPolicy(opts.policy);
   const root = (await Replica.open(dir)).root;
   const stopped = () => opts.signal?.aborted === true;
   const applied = opts.applied ?? new Map<string, number>();
@@ -106,6 +109,7 @@ export async function watchSync(dir: string, opts: WatchSyncOptions = {}): Promi
       security: opts.security,
       signal: opts.signal,
       heartbeatMs: opts.heartbeatMs,
+      policy: opts.policy,
       onEvent: (e) => {
         if (e.type === 'change') applied.set(e.path, Date.now());
         if (e.type === 'following') pushRound(); // reconnected: drain what was logged meanwhile

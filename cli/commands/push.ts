@@ -1,6 +1,6 @@
 import type { Argv, CommandModule } from 'yargs';
 import { Exit } from '../exit_codes.ts';
-import { type GlobalArgs, formatBytes } from '../output.ts';
+import { type GlobalArgs, formatBytes, heldLine } from '../output.ts';
 import { enterReplica, run, securityOf } from '../run.ts';
 import { pushEventPrinter } from './push_events.ts';
 
@@ -27,7 +27,7 @@ export const pushCommand: CommandModule<GlobalArgs, PushArgs> = {
     out.event({ event: 'pushed', logged: r.logged, applied: r.applied, conflicts: r.conflicts.length, settled: r.settled.length, rejected: r.rejected, uploadedBytes: r.uploadedBytes, streamed: r.streamed, held: r.held, resent: r.resent });
     if (r.logged === 0 && r.applied === 0) out.line('nothing to push');
     else out.line(`pushed ${r.applied} of ${r.logged + r.resent} changes (${formatBytes(r.uploadedBytes)} uploaded)${r.settled.length ? `, ${r.settled.length} conflicts settled by policy (imz resolve --list)` : ''}`);
-    if (r.held > 0) out.line(`${r.held} changes kept here, under a directory whose conflict waits for you (imz resolve --list)`);
+    if (r.held > 0) out.line(heldLine(r.held, r.taking));
     if (r.rejected > 0) return Exit.FAILED;
     return r.conflicts.length > 0 || r.held > 0 ? Exit.CONFLICTS : Exit.OK;
   }),

@@ -1,7 +1,7 @@
 import type { Argv, CommandModule } from 'yargs';
 import { ImzError } from '../../protocol/errors.ts';
 import { Exit } from '../exit_codes.ts';
-import type { GlobalArgs } from '../output.ts';
+import { type GlobalArgs, heldLine } from '../output.ts';
 import { enterReplica, run, securityOf } from '../run.ts';
 import { followEventPrinter, pullEventPrinter, stopOnSignals } from './progress.ts';
 import { pushEventPrinter } from './push_events.ts';
@@ -56,7 +56,7 @@ export const syncCommand: CommandModule<GlobalArgs, SyncArgs> = {
     const outstanding = r.outstanding;
     out.event({ event: 'synced', pulled: r.pull.changed, pushed: r.push.applied, conflicts: outstanding, cursor: r.pull.cursor, held: r.push.held });
     out.line(`pulled ${r.pull.changed} changes, pushed ${r.push.applied} (journal at ${r.pull.cursor})`);
-    if (r.push.held > 0) out.line(`${r.push.held} changes kept here, under a directory whose conflict waits for you (imz resolve --list)`);
+    if (r.push.held > 0) out.line(heldLine(r.push.held, r.push.taking));
     if (r.push.rejected > 0) return Exit.FAILED;
     return outstanding > 0 ? Exit.CONFLICTS : Exit.OK;
   }),
