@@ -75,18 +75,18 @@ export async function saveConflict(stateDir: string, c: ConflictRecord): Promise
 }
 
 /**
- * name if nothing is there in root, else the first of name-2, name-3...
+ * name if nothing is there in root (nor taken, if given), else the first of name-2, name-3...
  * (before the extension) that is free: a conflict copy or a kept version
  * never replaces another (two conflicts on one path at the same server
  * version would get the same name).
  */
-export function freeName(root: string, name: string): string {
+export function freeName(root: string, name: string, taken?: (candidate: string) => boolean): string {
   const ext = posix.extname(name);
   const stem = ext && !name.endsWith(`/${ext}`) ? name.slice(0, -ext.length) : name;
   for (let n = 1; n < 1000; n++) {
     const candidate = n === 1 ? name : _fit(stem, `-${n}${stem === name ? '' : ext}`);
     checkPath(candidate, 'keep a version');
-    if (!lstatSync(join(root, candidate), { throwIfNoEntry: false })) return candidate;
+    if (!lstatSync(join(root, candidate), { throwIfNoEntry: false }) && !taken?.(candidate)) return candidate;
   }
   throw new ImzError(Codes.IO, `cannot find a free name for ${name}`);
 }

@@ -153,6 +153,11 @@ export async function reconcile(replica: Replica, remote: Remote, targets: Entry
     takenWhole,
     records,
     parentsAreDirs,
+    replacedAt: async (p) => {
+      if (!parentsAreDirs(p)) return undefined;
+      const st = lstatSync(join(root, p), { throwIfNoEntry: false });
+      return st && !st.isDirectory() && (await replica.get(p))?.type === EntryType.DIR ? p : undefined;
+    },
   });
   for (const t of targets) {
     if (blocked.size > 0 && underBlocked(t.path)) continue;
@@ -485,6 +490,8 @@ interface _ReplacedCtx {
   records: ConflictRecord[];
   /** True when every parent of path is a real directory here. */
   parentsAreDirs: (path: string) => boolean;
+  /** path itself, when it is a tracked directory made something else here (its parents real directories). */
+  replacedAt: (path: string) => Promise<string | undefined>;
 }
 
 // Tracked directories made something else here (a link, a file), inside which the server changed things: under
@@ -499,7 +506,11 @@ async function _takeReplacedDirs(replica: Replica, remote: Remote, targets: Entr
   const newestUnder = new Map<string, number>();
   if (policy !== 'manual' && policy !== 'client-wins') {
     for (const t of targets) {
-      const dir = await ctx.replacedAbove(t.path);
+      // (A removal there meets nothing here: the same result, dropped from the index by the walk, no take.)
+      if (t.type === EntryType.NONE) continue;
+      // A change of the directory itself (a chmod there) is one inside it: left to the walk, the take brought the
+      // directory empty, and what this replica tracked in it read as removed here.
+      const dir = (await ctx.replacedAbove(t.path)) ?? (t.type === EntryType.DIR ? await ctx.replacedAt(t.path) : undefined);
       if (dir !== undefined) newestUnder.set(dir, Math.max(newestUnder.get(dir) ?? 0, t.mtimeMs));
     }
   }

@@ -257,7 +257,10 @@ async function _resolveOne(ctx: _Ctx, c: ConflictRecord, take: Take, removedHere
       await fsyncDir(dirname(join(replica.root, c.localCopy!)));
     }
     const now = fsEntryAt(replica.root, c.path);
-    if (removedHere && !now) await _removeServerSide(ctx, c, res);
+    // (So does a directory made a file or a link here: its entries on the server go before ours takes its place.
+    // Without them indexed, each push met the directory holding them, the same conflict again.)
+    const replacedDir = c.class === 'type-change' && c.server?.type === EntryType.DIR && now !== undefined && now.type !== EntryType.DIR;
+    if ((removedHere && !now) || replacedDir) await _removeServerSide(ctx, c, res);
     if (!c.server) {
       await replica.delete(c.path);
       res.next = now ? 'create' : 'nothing';

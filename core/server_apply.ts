@@ -5,7 +5,7 @@ import { basename, dirname, join } from 'node:path';
 import { Codes, ImzError } from '../protocol/errors.ts';
 import { type BlobPiece, Change, type Entry, EntryType, type Operation, OpKind, type OpResult, OpStatus } from '../protocol/messages.ts';
 import { fsErrorPlace, fsyncCostsIo, fsyncDir, fsyncFd, inParallel, tempNameFor } from './atomic_fs.ts';
-import { keepName } from './conflicts.ts';
+import { freeName, keepName } from './conflicts.ts';
 import { POLICIES, type Policy } from './policy.ts';
 import { hashBytes, hashFileSync, sameHash, toHex } from './hash.ts';
 import { type StatFacts, lstatFacts } from './fast_lstat.ts';
@@ -615,8 +615,9 @@ export class Reintegrator {
         return _result(op, OpStatus.APPLIED, version, { conflictClass: cls, displaced: displaceWhole ? whole : displaced, server });
       }
       if (policy === 'keep-both' && (op.kind === OpKind.STORE || op.kind === OpKind.LINK) && cur) {
-        const alt = keepName(op.path, replicaId, curVersion);
-        checkPath(alt, 'keep both versions');
+        // A free name: a directory keeps its version while entries are added inside, so a second replacement of it
+        // got the same name, and the forced store went over the first one kept.
+        const alt = freeName(this.root, checkPath(keepName(op.path, replicaId, curVersion), 'keep both versions'), (p) => this.state.table.has(p));
         const version = await this._apply(replicaId, { ...op, path: alt, base: this._version(alt) }, true);
         return _result(op, OpStatus.CONFLICT, curVersion, { conflictClass: cls, keptAs: alt, server, altVersion: version });
       }

@@ -9,11 +9,14 @@ import * as assert from 'uvu/assert';
 import { cp, lutimes, mkdir, readFile, readdir, readlink, rename, rm, symlink, writeFile } from 'node:fs/promises';
 import { existsSync, lstatSync } from 'node:fs';
 import { join } from 'node:path';
+import { createHash } from 'node:crypto';
 import { cleanupAll, diffTrees, diffTreesBut, imz, jsonLines, listedConflicts, makeTmp, snapshotTree, spawnImz, startServer, waitFor } from '../helpers.ts';
 
 test.after(cleanupAll);
 
 type Made = 'symlink' | 'file';
+
+const sha256 = (s: string) => createHash('sha256').update(s).digest('hex');
 
 interface World {
   srv: string;
@@ -55,6 +58,21 @@ async function world(made: Made, ours: 'newer' | 'older' = 'newer', opts: { many
   const t = ours === 'newer' ? Date.now() / 1000 + 3600 : Date.now() / 1000 - 3600;
   await lutimes(join(a, d1), t, t);
   return { srv, a, b, elsewhere };
+}
+
+/** A server on files (path → content, parents made) and five more beside them (the mass-delete guard stays quiet), cloned to a and b. */
+async function smallWorld(prefix: string, files: Record<string, string>): Promise<{ srv: string; a: string; b: string }> {
+  const tmp = await makeTmp(prefix);
+  const srv = join(tmp, 'srv');
+  for (const [p, c] of Object.entries({ ...files, o0: '0\n', o1: '1\n', o2: '2\n', o3: '3\n', o4: '4\n' })) {
+    await mkdir(join(srv, p, '..'), { recursive: true });
+    await writeFile(join(srv, p), c);
+  }
+  const server = await startServer(srv);
+  const a = join(tmp, 'a');
+  const b = join(tmp, 'b');
+  for (const r of [a, b]) await run(['clone', server.address, r, '--quiet'], 0);
+  return { srv, a, b };
 }
 
 /**
@@ -326,16 +344,7 @@ test('push --policy client-wins over a directory holding something the server do
 
 for (const policy of ['manual', 'server-wins'] as const) {
   test(`pull --policy ${policy}, d1 made a symlink here and a file there: one type-change conflict on d1, and what the server removed under it is no removal left to push here (it read as one)`, async () => {
-    const tmp = await makeTmp('imz-retype-both-');
-    const srv = join(tmp, 'srv');
-    await mkdir(join(srv, 'd1', 'd2'), { recursive: true });
-    await writeFile(join(srv, 'd1', 'f1'), '1\n');
-    await writeFile(join(srv, 'd1', 'd2', 'keep'), 'k\n');
-    for (let i = 0; i < 5; i++) await writeFile(join(srv, `o${i}`), `${i}\n`);
-    const server = await startServer(srv);
-    const a = join(tmp, 'a');
-    const b = join(tmp, 'b');
-    for (const r of [a, b]) await run(['clone', server.address, r, '--quiet'], 0);
+    const { a, b } = await smallWorld('imz-retype-both-', { 'd1/f1': '1\n', 'd1/d2/keep': 'k\n' });
     await rm(join(b, 'd1'), { recursive: true });
     await writeFile(join(b, 'd1'), 'a file there\n');
     await run(['push', '-C', b, '--quiet'], 0);
@@ -352,6 +361,72 @@ for (const policy of ['manual', 'server-wins'] as const) {
     }
   });
 }
+
+test('push --policy keep-both, a directory replaced twice while entries were added inside it each time: the second keep copy takes a free name, the first stays (it was written over: the first version lost)', async () => {
+  const { srv, a, b } = await smallWorld('imz-retype-keep2-', { 'd1/f1': '1\n' });
+  for (const [k, mine] of [[1, 'FIRST\n'], [2, 'SECOND\n']] as const) {
+    await run(['pull', '-C', b, '--quiet'], 0);
+    await mkdir(join(b, 'd1', `new${k}`));
+    await writeFile(join(b, 'd1', `new${k}`, 'z'), `z${k}\n`);
+    await run(['push', '-C', b, '--quiet'], 0);
+    // a replaces d1 without having seen the addition: the server keeps its directory and ours beside it.
+    await rm(join(a, 'd1'), { recursive: true });
+    await writeFile(join(a, 'd1'), mine);
+    await run(['push', '-C', a, '--policy', 'keep-both', '--quiet', '--allow-mass-delete'], 0);
+    await run(['pull', '-C', a, '--quiet'], 0);
+  }
+  // (The second: d1-2.imz-keep-..., the number before what reads as the extension, as every free name takes it.)
+  const kept = (await readdir(srv)).filter((n) => /^d1(-2)?\.imz-keep-/.test(n)).sort((x, y) => x.length - y.length);
+  assert.equal(await Promise.all(kept.map((n) => readFile(join(srv, n), 'utf8'))), ['FIRST\n', 'SECOND\n'], kept.join(', '));
+  await run(['sync', '-C', a, '--quiet'], 0);
+  assert.equal(diffTrees(await snapshotTree(srv), await snapshotTree(a)), []);
+});
+
+for (const policy of ['server-wins', 'keep-both'] as const) {
+  test(`pull --policy ${policy}, d1 made a symlink here, and there only a chmod of d1 itself: the whole directory comes (it came empty, and the next push removed what it held there)`, async () => {
+    const { srv, a, b } = await smallWorld('imz-retype-chmod-', { 'd1/f1': '1\n', 'd1/d2/keep': 'k\n' });
+    const { chmod } = await import('node:fs/promises');
+    await chmod(join(b, 'd1'), 0o700);
+    await run(['push', '-C', b, '--quiet'], 0);
+    await rm(join(a, 'd1'), { recursive: true });
+    await symlink('o1', join(a, 'd1'));
+    const t = Date.now() / 1000 - 3600;
+    await lutimes(join(a, 'd1'), t, t);
+    await run(['pull', '-C', a, '--policy', policy, '--quiet'], 0);
+    assert.is(await readFile(join(a, 'd1', 'f1'), 'utf8'), '1\n');
+    assert.is(await readFile(join(a, 'd1', 'd2', 'keep'), 'utf8'), 'k\n');
+    assert.is(await readlink(join(a, (await asideCopies(a))[0]!)), 'o1', 'ours aside');
+    await run(['sync', '-C', a, '--policy', policy, '--quiet'], 0);
+    assert.is(await readFile(join(srv, 'd1', 'f1'), 'utf8'), '1\n', 'nothing removed there');
+    assert.is(await readFile(join(srv, 'd1', 'd2', 'keep'), 'utf8'), 'k\n');
+    assert.equal(diffTreesBut(await snapshotTree(srv), await snapshotTree(a)).filter((d) => !d.includes('.imz-keep-')), []);
+  });
+}
+
+test('pull --policy server-wins, d1 made a symlink here and only a removal inside it there: the same result, ours stays and goes up (it was moved aside and the directory came back)', async () => {
+  const { srv, a, b } = await smallWorld('imz-retype-rm-', { 'd1/f1': '1\n', 'd1/f2': '2\n' });
+  await rm(join(b, 'd1', 'f1'));
+  await run(['push', '-C', b, '--quiet'], 0);
+  await rm(join(a, 'd1'), { recursive: true });
+  await symlink('o1', join(a, 'd1'));
+  await run(['pull', '-C', a, '--policy', 'server-wins', '--quiet'], 0);
+  assert.is(await readlink(join(a, 'd1')), 'o1');
+  assert.equal(await asideCopies(a), []);
+  await run(['push', '-C', a, '--policy', 'server-wins', '--quiet'], 0);
+  assert.is(await readlink(join(srv, 'd1')), 'o1');
+});
+
+test('resolve d1 --take local on a directory made a symlink here while added to there: the next push removes the server\'s entries (kept in .imz/conflicts/blobs) and puts ours (it met the same conflict at every push)', async () => {
+  const w = await world('symlink');
+  await run(['pull', '-C', w.a, '--quiet'], 3);
+  await run(['resolve', 'd1', '--take', 'local', '-C', w.a, '--quiet'], 0);
+  await run(['push', '-C', w.a, '--quiet', '--allow-mass-delete'], 0);
+  assert.is(await readlink(join(w.srv, 'd1')), w.elsewhere);
+  assert.is(await readFile(join(w.a, '.imz', 'conflicts', 'blobs', sha256('deep\n')), 'utf8'), 'deep\n', 'what the server had inside is kept here');
+  await run(['sync', '-C', w.a, '--quiet'], 0);
+  assert.equal(diffTrees(await snapshotTree(w.srv), await snapshotTree(w.a)), []);
+  await assertElsewhereUntouched(w);
+});
 
 test('pull --follow and sync --watch with a policy that does not exist: exit 2 at once (follow retried forever, as if the server were away; sync --watch warned at every push round)', async () => {
   const w = await world('file');

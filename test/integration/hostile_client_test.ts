@@ -644,7 +644,8 @@ test('REINTEGRATE with forged base versions, forged hashes, unknown kinds and od
       op(8, 0, 'dir/kind-zero'),
       op(9, 99, 'dir/kind-99'),
       op(10, OpKind.SETATTR, 'dir/a.txt', { base: v + 1 }, { mode: 0o644 }),
-      // A file or link over a directory that is not empty: refused, and no temporary copy is left behind.
+      // A file or link over a directory that is not empty: a type-change conflict (under an unknown policy, manual), and
+      // no temporary copy is left behind.
       op(11, OpKind.STORE, 'dir', { base: versionOf('dir') }, { hash: sha(content), size: content.length }),
       op(12, OpKind.LINK, 'dir', { base: versionOf('dir') }, { target: '/etc' }),
     ];
@@ -662,8 +663,8 @@ test('REINTEGRATE with forged base versions, forged hashes, unknown kinds and od
     }
     assert.is(res[9]!.status, OpStatus.APPLIED, 'a mode change meets no content change: it applies (meta/update)');
     for (const i of [10, 11]) {
-      assert.is(res[i]!.status, OpStatus.REJECTED, `op ${i + 1}`);
-      assert.is(res[i]!.error?.code, 'IMZ_CONFLICT');
+      assert.is(res[i]!.status, OpStatus.CONFLICT, `op ${i + 1}`);
+      assert.is(res[i]!.conflictClass, 'type-change', `op ${i + 1}`);
     }
     assert.ok((await lstat(join(root, 'dir'))).isDirectory());
     assert.equal((await readdir(root)).filter((n) => n.startsWith('.imz-tmp-')), [], 'a temporary copy was left in the tree');
