@@ -530,10 +530,6 @@ async function _takeReplacedDirs(replica: Replica, remote: Remote, targets: Entr
     if (!again) {
       local = await localStateOf(replica.root, dir, (await replica.get(dir))!);
       if (!local.fs) continue;
-      if (policy === 'newest' && local.fs.mtimeMs > newestUnder.get(dir)!) {
-        ctx.keptHere.add(dir);
-        continue;
-      }
     }
     const listing: Entry[] = [];
     for await (const b of remote.list(dir)) {
@@ -542,6 +538,11 @@ async function _takeReplacedDirs(replica: Replica, remote: Remote, targets: Entr
         _checkEntry(e);
         listing.push(e);
       }
+    }
+    // newest: ours against everything the server's directory holds, itself too, as a push weighs it there.
+    if (!again && policy === 'newest' && local!.fs!.mtimeMs > listing.reduce((m, e) => Math.max(m, e.mtimeMs), newestUnder.get(dir)!)) {
+      ctx.keptHere.add(dir);
+      continue;
     }
     const server = listing.find((e) => e.path === dir);
     if (server?.type !== EntryType.DIR) {

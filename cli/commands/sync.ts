@@ -54,7 +54,7 @@ export const syncCommand: CommandModule<GlobalArgs, SyncArgs> = {
     const r = await sync(await enterReplica(args), { policy: args.policy, allowMassDelete: args.allowMassDelete, resync: args.resync, security: securityOf(args), onPull: pullEventPrinter(out, args.verbose), onPush: pushEventPrinter(out, args.verbose) });
     out.stopProgress();
     const outstanding = r.outstanding;
-    out.event({ event: 'synced', pulled: r.pull.changed, pushed: r.push.applied, conflicts: outstanding, cursor: r.pull.cursor, held: r.push.held });
+    out.event({ event: 'synced', pulled: r.pull.changed, pushed: r.push.applied, conflicts: outstanding, cursor: r.pull.cursor, held: r.push.held, ...(r.push.taking ? { taking: r.push.taking } : {}) });
     out.line(`pulled ${r.pull.changed} changes, pushed ${r.push.applied} (journal at ${r.pull.cursor})`);
     if (r.push.held > 0) out.line(heldLine(r.push.held, r.push.taking));
     if (r.push.rejected > 0) return Exit.FAILED;

@@ -428,6 +428,16 @@ test('resolve d1 --take local on a directory made a symlink here while added to 
   await assertElsewhereUntouched(w);
 });
 
+test('newest at pull weighs ours against all the server\'s directory holds, as the push does: a file there with a later mtime than ours, unchanged, makes ours the older (pull kept ours, and the push then decided the other way)', async () => {
+  const later = Date.now() / 1000 + 7200;
+  const w = await world('symlink', 'newer', { srv: async (srv) => { await lutimes(join(srv, 'd1', 'f1'), later, later); } });
+  await run(['pull', '-C', w.a, '--policy', 'newest', '--quiet'], 0);
+  assert.is(await readFile(join(w.a, 'd1', 'd2', 'new', 'z'), 'utf8'), 'deep\n', 'the server\'s directory is here');
+  assert.is((await asideCopies(w.a)).length, 1, 'ours aside');
+  await run(['sync', '-C', w.a, '--policy', 'newest', '--quiet'], 0);
+  assert.ok(lstatSync(join(w.srv, 'd1')).isDirectory(), 'and it stays there');
+});
+
 test('pull --follow and sync --watch with a policy that does not exist: exit 2 at once (follow retried forever, as if the server were away; sync --watch warned at every push round)', async () => {
   const w = await world('file');
   for (const args of [['pull', '--follow'], ['sync', '--watch']]) {
