@@ -49,7 +49,9 @@ export const statusCommand: CommandModule<GlobalArgs, StatusArgs> = {
     });
     // Conflicts a policy already settled stay listed (--json) but are not waiting for anyone.
     const r = { ...r0, conflicts: r0.conflicts.filter((c) => !c.resolvedBy), settled: r0.conflicts.filter((c) => c.resolvedBy) };
-    for (const c of r.settled) out.event({ event: 'conflict', path: c.path, class: c.class, at: c.at, resolvedBy: c.resolvedBy, localCopy: c.localCopy });
+    for (const c of r.settled) out.event({ event: 'conflict', path: c.path, class: c.class, at: c.at, resolvedBy: c.resolvedBy, localCopy: c.localCopy, ...(c.takingWhole ? { takingWhole: true } : {}) });
+    const taking = r.settled.filter((c) => c.takingWhole).map((c) => c.path);
+    if (taking.length > 0) out.warn(`an interrupted pull is still bringing ${taking.slice(0, 5).join(', ')}${taking.length > 5 ? ', ...' : ''} whole from the server: run \`imz pull\` (what it placed there may show as new here until then)`);
     out.stopProgress();
     for (const c of r.changes) {
       const type = c.fs?.type ?? c.index?.type ?? 0;

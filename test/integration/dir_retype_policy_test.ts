@@ -257,6 +257,7 @@ test('push --policy newest (ours older), d1 made a symlink here and added to the
 
 test('a server-wins pull killed after ours went aside: nothing of the server\'s directory reads as removed here (the next push removed its unchanged files there), a push meanwhile waits for the pull, and the next pull, under any policy, takes the whole directory', async () => {
   const w = await killedTake('', 'made');
+  assert.match((await run(['status', '-C', w.a], 0)).stderr, /interrupted pull is still bringing d1 whole/);
   const st = jsonLines((await run(['status', '-C', w.a, '--json'], 0)).stdout);
   assert.not.ok(st.some((e) => e.event === 'change' && String(e.path).startsWith('d1/') && (e.kind === 'delete' || e.kind === 'rmdir')), `no removal under d1 to push: ${JSON.stringify(st)}`);
   // What the killed pull placed under d1 is no change of ours: the push keeps it back until the pull is done.
