@@ -258,14 +258,22 @@ async function _resolveOne(ctx: _Ctx, c: ConflictRecord, take: Take, removedHere
     }
     const now = fsEntryAt(replica.root, c.path);
     // (So does a directory made a file or a link here: its entries on the server go before ours takes its place.
-    // Without them indexed, each push met the directory holding them, the same conflict again.)
+    // Without them indexed, each push met the directory holding them, the same conflict again.) Not where a policy
+    // had taken the directory and ours came back from its copy: the index holds what was taken, at the versions
+    // taken, and a change made there since meets the push as a conflict. Found at pull, only what this replica's
+    // cursor has passed (what the conflict held back): a change made after it is a conflict for the push too.
+    // Indexed at the server's current versions, each was removed there unseen.
     const replacedDir = c.class === 'type-change' && c.server?.type === EntryType.DIR && now !== undefined && now.type !== EntryType.DIR;
-    if ((removedHere && !now) || replacedDir) await _removeServerSide(ctx, c, res);
+    let listed: Entry | undefined;
+    if (removedHere && !now) await _removeServerSide(ctx, c, res);
+    else if (replacedDir && !copyFs) listed = await _removeServerSide(ctx, c, res, c.at === 'pull' ? replica.head.cursor : undefined);
     if (!c.server) {
       await replica.delete(c.path);
       res.next = now ? 'create' : 'nothing';
     } else {
-      await replica.set(c.path, _staleEntry(c.server));
+      // (The directory itself at the version listed: a chmod of it there is no content to lose, and based on the
+      // record's, ours met it after the push had removed what was inside, leaving it empty there.)
+      await replica.set(c.path, _staleEntry(listed?.type === EntryType.DIR ? sideOfEntry(listed) : c.server));
       res.next = now ? 'update' : 'remove';
     }
   } else {
@@ -572,15 +580,18 @@ async function _log(replica: Replica, entry: Record<string, unknown>): Promise<v
 // the resolve log), then all its entries are indexed at the versions
 // fetched, so the next push removes them there too. A server change made
 // after this is a conflict for that push, as usual.
-async function _removeServerSide(ctx: _Ctx, c: ConflictRecord, res: Resolution): Promise<void> {
+async function _removeServerSide(ctx: _Ctx, c: ConflictRecord, res: Resolution, seenUpTo?: number): Promise<Entry | undefined> {
   const replica = ctx.replica;
   const remote = await ctx.remote();
   const inside: Entry[] = [];
+  let self: Entry | undefined;
   for await (const b of remote.list(c.path)) {
     for (const e of b.entries) {
       checkPath(e.path, 'resolve a conflict');
       if (e.path !== c.path && !e.path.startsWith(`${c.path}/`)) throw new ImzError(Codes.PROTOCOL, `cannot resolve ${c.path}: the server listed ${JSON.stringify(e.path).slice(0, 200)} as inside it`);
-      inside.push(e);
+      if (e.path === c.path) self = e;
+      // (seenUpTo: a version above it is a change this replica never saw: left out, the push meets it.)
+      if (seenUpTo === undefined || e.version <= seenUpTo || e.path === c.path) inside.push(e);
     }
   }
   const files = inside.filter((e) => e.type === EntryType.FILE);
@@ -598,6 +609,7 @@ async function _removeServerSide(ctx: _Ctx, c: ConflictRecord, res: Resolution):
     else if (e.type === EntryType.SYMLINK) res.kept.push({ from: e.path, as: 'target', where: e.target });
     await replica.set(e.path, _staleEntry(sideOfEntry(e)));
   }
+  return self;
 }
 
 // A dir-removed conflict still open as it was found: the directory removed here, the server's still there. Found by a

@@ -429,6 +429,34 @@ test('resolve d1 --take local on a directory made a symlink here while added to 
   await assertElsewhereUntouched(w);
 });
 
+test('resolve d1 --take local after server-wins took the directory, another replica editing in it since: the push meets those edits as conflicts (they were removed there unseen)', async () => {
+  const w = await world('symlink', 'older');
+  await run(['pull', '-C', w.a, '--policy', 'server-wins', '--quiet'], 0);
+  await run(['pull', '-C', w.b, '--quiet'], 0);
+  await writeFile(join(w.b, 'd1', 'f1'), 'B-EDIT\n');
+  await writeFile(join(w.b, 'd1', 'd2', 'bnew'), 'added by b since\n');
+  await run(['push', '-C', w.b, '--quiet'], 0);
+  // Ours back from its copy: the directory the take brought moved away first (resolve will not remove it).
+  await rename(join(w.a, 'd1'), join(w.a, '..', 'taken-d1'));
+  await run(['resolve', 'd1', '--take', 'local', '-C', w.a, '--quiet'], 0);
+  const pushed = await imz(['push', '-C', w.a, '--json', '--allow-mass-delete']);
+  assert.is(pushed.code, 3, `${pushed.stdout}\n${pushed.stderr}`);
+  assert.is(await readFile(join(w.srv, 'd1', 'f1'), 'utf8'), 'B-EDIT\n', 'b\'s edit is still there');
+  assert.is(await readFile(join(w.srv, 'd1', 'd2', 'bnew'), 'utf8'), 'added by b since\n');
+});
+
+test('resolve d1 --take local of a conflict found at pull, a chmod of d1 made there since: the push removes what the conflict held back and puts ours, not half of it (d1 was left empty there)', async () => {
+  const w = await world('symlink');
+  await run(['pull', '-C', w.a, '--quiet'], 3);
+  await run(['pull', '-C', w.b, '--quiet'], 0);
+  const { chmod } = await import('node:fs/promises');
+  await chmod(join(w.b, 'd1'), 0o700);
+  await run(['push', '-C', w.b, '--quiet'], 0);
+  await run(['resolve', 'd1', '--take', 'local', '-C', w.a, '--quiet'], 0);
+  await run(['push', '-C', w.a, '--quiet', '--allow-mass-delete'], 0);
+  assert.is(await readlink(join(w.srv, 'd1')), w.elsewhere);
+});
+
 test('newest at pull weighs ours against all the server\'s directory holds, as the push does: a file there with a later mtime than ours, unchanged, makes ours the older (pull kept ours, and the push then decided the other way)', async () => {
   const later = Date.now() / 1000 + 7200;
   const w = await world('symlink', 'newer', { srv: async (srv) => { await lutimes(join(srv, 'd1', 'f1'), later, later); } });
