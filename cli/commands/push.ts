@@ -25,7 +25,8 @@ export const pushCommand: CommandModule<GlobalArgs, PushArgs> = {
     const r = await push(await enterReplica(args), { policy: args.policy, allowMassDelete: args.allowMassDelete, security: securityOf(args), onEvent: pushEventPrinter(out, args.verbose) });
     out.stopProgress();
     out.event({ event: 'pushed', logged: r.logged, applied: r.applied, conflicts: r.conflicts.length, settled: r.settled.length, rejected: r.rejected, uploadedBytes: r.uploadedBytes, streamed: r.streamed, held: r.held, resent: r.resent, ...(r.taking ? { taking: r.taking } : {}) });
-    if (r.logged === 0 && r.applied === 0) out.line('nothing to push');
+    // (Changes kept back are something to push, later: the held line says why, not "nothing to push" before it.)
+    if (r.logged === 0 && r.applied === 0 && r.held === 0) out.line('nothing to push');
     else out.line(`pushed ${r.applied} of ${r.logged + r.resent} changes (${formatBytes(r.uploadedBytes)} uploaded)${r.settled.length ? `, ${r.settled.length} conflicts settled by policy (imz resolve --list)` : ''}`);
     if (r.held > 0) out.line(heldLine(r.held, r.taking));
     if (r.rejected > 0) return Exit.FAILED;
