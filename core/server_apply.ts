@@ -602,10 +602,11 @@ export class Reintegrator {
       const clientNewer = op.state.type !== EntryType.NONE && cur !== undefined && op.state.mtimeMs > cur.mtimeMs;
       // A directory that still holds entries is displaced whole when a file or link wins its place (what is inside
       // first, as a winning removal does); for any other operation the client's side loses, as under server-wins.
-      const busyDir = cur?.type === EntryType.DIR && this._hasChildren(op.path);
+      // (overBusyDir already walked the table for a file or link over a directory.)
+      const busyDir = overBusyDir || (!_replacesDir(op) && cur?.type === EntryType.DIR && this._hasChildren(op.path));
       // Whole: only what the table holds under it (something untracked there, ignored, cannot be displaced: nothing
       // was displaced, and the replacement failed at every push). Under newest, ours must be newer than all of it.
-      const displaceWhole = busyDir && _replacesDir(op) && this._onlyTrackedUnder(op.path);
+      const displaceWhole = overBusyDir && this._onlyTrackedUnder(op.path);
       const newer = displaceWhole ? op.state.mtimeMs > this._newestUnder(op.path, cur!.mtimeMs) : clientNewer;
       if ((!busyDir || displaceWhole) && (policy === 'client-wins' || (policy === 'newest' && newer))) {
         const inside = displaceWhole ? await this._displaceInside(replicaId, op) : 0;
@@ -614,7 +615,7 @@ export class Reintegrator {
         const whole = `displaced/index.jsonl (directory ${op.path} v${curVersion} and ${inside} entries under it)`;
         return _result(op, OpStatus.APPLIED, version, { conflictClass: cls, displaced: displaceWhole ? whole : displaced, server });
       }
-      if (policy === 'keep-both' && (op.kind === OpKind.STORE || op.kind === OpKind.LINK) && cur) {
+      if (policy === 'keep-both' && _replacesDir(op) && cur) {
         // A free name: a directory keeps its version while entries are added inside, so a second replacement of it
         // got the same name, and the forced store went over the first one kept.
         const alt = freeName(this.root, checkPath(keepName(op.path, replicaId, curVersion), 'keep both versions'), (p) => this.state.table.has(p));
