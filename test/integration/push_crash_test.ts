@@ -124,7 +124,9 @@ T('client killed (SIGKILL) mid-upload, right after logging "sent", and during a 
   assert.is(sha(await readFile(join(srv, 'big.bin'))), sha(big), 'big.bin arrived whole');
 
   // 2. Killed right after .imz/log says the first batch was sent: the server may or may not have it.
-  const two = await manyFiles(a, 'two', 600, 'two'); // two batches of operations
+  // Four batches of operations: the kill in 3 lands after two more "sent" lines, with batches still to go
+  // (with two batches it raced the push's end on a loaded machine).
+  const two = await manyFiles(a, 'two', 1600, 'two');
   for (const [p] of small) await writeFile(join(a, p), `edited once: ${p}\n`);
   const sentBefore = (await logText(a)).split('"t":"sent"').length;
   await killPushWhen(a, policy, async () => (await logText(a)).split('"t":"sent"').length > sentBefore, 'right after a "sent" line');
