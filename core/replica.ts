@@ -350,7 +350,11 @@ export class Replica {
       this._sparse.set(b, (s = { count, seen: new Map() }));
     }
     let e = s.seen.get(path);
-    if (e === undefined) s.seen.set(path, (e = rowOf(_rowsText(this._rows.get(b)!), path, this.bucketFile(b)) ?? null));
+    if (e !== undefined) return e ?? undefined;
+    // Each row found alone scans the bucket's text: past a few, parsing it once costs less (a push of thousands of
+    // removals looked up every row so, 0.6 s for 10,000).
+    if (s.seen.size >= _SPARSE_ROWS) return this._bucket(b).get(path);
+    s.seen.set(path, (e = rowOf(_rowsText(this._rows.get(b)!), path, this.bucketFile(b)) ?? null));
     return e ?? undefined;
   }
 
@@ -769,6 +773,9 @@ function _isHead(h: unknown): h is Head {
 
 /** Rows of a bucket replaced in its text before it is encoded whole instead (each replacement copies the text). */
 const _REPLACED_MAX = 32;
+
+/** Rows of a sparse bucket found one by one in its text before it is parsed whole instead (each scans the text). */
+const _SPARSE_ROWS = 8;
 
 /** A bucket's rows (see Replica._rows): text, or a file's bytes whose rows are the current ones; the paths added since. */
 interface _Rows {

@@ -31,6 +31,51 @@ export interface PendingChange {
   originSeq?: number;
 }
 
+/**
+ * The version table: every path's entry, and, once asked, how many paths
+ * lie under each directory (kept up to date from then on), so that a
+ * removal of a directory need not look through every path.
+ */
+export class VersionTable extends Map<string, TableEntry> {
+  // (Built on the first question: start-up, which fills the table, pays nothing for it.)
+  private _under: Map<string, number> | undefined;
+
+  override set(path: string, e: TableEntry): this {
+    if (this._under && !super.has(path)) _countUnder(this._under, path, 1);
+    return super.set(path, e);
+  }
+
+  override delete(path: string): boolean {
+    const had = super.delete(path);
+    if (had && this._under) _countUnder(this._under, path, -1);
+    return had;
+  }
+
+  override clear(): void {
+    super.clear();
+    this._under = undefined;
+  }
+
+  /** Whether any path lies under directory dir. */
+  holdsUnder(dir: string): boolean {
+    if (!this._under) {
+      this._under = new Map();
+      for (const p of this.keys()) _countUnder(this._under, p, 1);
+    }
+    return (this._under.get(dir) ?? 0) > 0;
+  }
+}
+
+// Adds d to the count of every directory above path.
+function _countUnder(under: Map<string, number>, path: string, d: number): void {
+  for (let i = path.lastIndexOf('/'); i > 0; i = path.lastIndexOf('/', i - 1)) {
+    const dir = path.slice(0, i);
+    const n = (under.get(dir) ?? 0) + d;
+    if (n === 0) under.delete(dir);
+    else under.set(dir, n);
+  }
+}
+
 const CHECKPOINT_EVERY = 5000;
 const TABLE_MAGIC = 'imz-table';
 const TABLE_VERSION = 1;
@@ -59,7 +104,7 @@ export class ServerState extends EventEmitter {
   readonly dir: string;
   readonly id: string;
   readonly journal: JournalStore;
-  readonly table = new Map<string, TableEntry>();
+  readonly table = new VersionTable();
   private _byHash: Map<string, string> | undefined;
 
   /**

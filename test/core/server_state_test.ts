@@ -8,7 +8,7 @@ import { randomUUID } from 'node:crypto';
 import { statSync } from 'node:fs';
 import { join } from 'node:path';
 import { Change, EntryType } from '../../protocol/messages.ts';
-import { type PendingChange, ServerState } from '../../core/server_state.ts';
+import { type PendingChange, ServerState, type TableEntry, VersionTable } from '../../core/server_state.ts';
 import { cleanupAll, makeTmp } from '../helpers.ts';
 
 test.after(cleanupAll);
@@ -126,3 +126,43 @@ test('commitNow mixed at random with commits (durable or not, awaited or not): e
 });
 
 test.run();
+
+test('the version table says whether anything lies under a directory, through sets, deletes and clears before and after the first question', () => {
+  const t = new VersionTable();
+  const f: TableEntry = { type: EntryType.FILE, size: 1, mode: 0o644, mtimeMs: 1.7e12, hash: '', target: '', version: 1, ino: 0 };
+  const d: TableEntry = { ...f, type: EntryType.DIR };
+  t.set('a', d);
+  t.set('a/b', d);
+  t.set('a/b/c.txt', f);
+  t.set('ab', f); // a sibling whose name starts like a: not under a
+  t.set('ab/x', f);
+  assert.ok(t.holdsUnder('a'));
+  assert.ok(t.holdsUnder('a/b'));
+  assert.not.ok(t.holdsUnder('a/b/c.txt'));
+  assert.not.ok(t.holdsUnder('nothing'));
+  t.set('a/b/c.txt', { ...f, version: 2 }); // set again: still one path
+  t.delete('a/b/c.txt');
+  assert.not.ok(t.holdsUnder('a/b'), 'its only path deleted');
+  assert.ok(t.holdsUnder('a'), 'a/b is still there');
+  t.delete('a/b');
+  t.delete('a/b'); // deleted twice: counted once
+  assert.not.ok(t.holdsUnder('a'));
+  t.set('a/n/m/deep', f); // no rows for a/n or a/n/m: what is deep counts all the same
+  assert.ok(t.holdsUnder('a') && t.holdsUnder('a/n') && t.holdsUnder('a/n/m'));
+  assert.ok(t.holdsUnder('ab'));
+  t.clear();
+  assert.not.ok(t.holdsUnder('a') || t.holdsUnder('ab'));
+  t.set('q/r', f);
+  assert.ok(t.holdsUnder('q'), 'counted again after a clear');
+  // Against a scan of every path, through random changes.
+  let x = 7;
+  const rnd = (n: number) => (x = (x * 1103515245 + 12345) >>> 0) % n;
+  const names = ['a', 'b', 'a/b', 'a/c', 'b/a', 'a/b/c', 'a/b/d', 'a/c/e', 'b/a/f', 'ab', 'ab/c'];
+  for (let i = 0; i < 2000; i++) {
+    const p = names[rnd(names.length)]!;
+    if (rnd(3) === 0) t.delete(p);
+    else t.set(p, f);
+    if (rnd(50) === 0) t.clear();
+    for (const dir of names) assert.is(t.holdsUnder(dir), [...t.keys()].some((k) => k.startsWith(`${dir}/`)), `step ${i}: ${dir}`);
+  }
+});

@@ -4,7 +4,7 @@
 // server into it are journalled (from the review of bea54fe).
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { mkdir, rename, rmdir, writeFile } from 'node:fs/promises';
+import { mkdir, rename, rm, rmdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { cleanupAll, copyFixture, imz, makeTmp, readJournal, startServer, waitFor } from '../helpers.ts';
 
@@ -68,6 +68,31 @@ T('a directory a client pushed, removed by a pushed rmdir, then pushed again: a 
   await sleep(500);
   await writeFile(join(srv, 'g', 'f.txt'), 'f\n');
   assert.ok(await journalled(server.address, 'g/f.txt', 4000), 'g/f.txt journalled within 4 s');
+});
+
+T('files and a directory a client\'s push removed, made again at once on the server by a local program: journalled (the server announces only its own removals to its watcher)', async () => {
+  const { srv, server, a } = await world();
+  await mkdir(join(a, 'gone'));
+  for (let i = 0; i < 20; i++) await writeFile(join(a, 'gone', `f${i}.txt`), `${i}\n`);
+  await writeFile(join(a, 'x.txt'), 'x\n');
+  assert.is((await imz(['push', '-C', a, '--quiet'])).code, 0);
+  await sleep(300);
+  const before = (await readJournal(server.address)).length;
+  await rm(join(a, 'gone'), { recursive: true });
+  await rm(join(a, 'x.txt'));
+  const pushed = await imz(['push', '-C', a, '--quiet', '--allow-mass-delete']);
+  assert.is(pushed.code, 0, pushed.stderr);
+  const removed = (await readJournal(server.address)).length;
+  // Within the time an announced event is waited for (5 s).
+  await writeFile(join(srv, 'x.txt'), 'made again\n');
+  await mkdir(join(srv, 'gone'));
+  await writeFile(join(srv, 'gone', 'f3.txt'), 'made again\n');
+  const madeAgain = async (path: string) => (await readJournal(server.address)).slice(removed).some((r) => r.path === path && r.type === 1);
+  await waitFor(async () => (await madeAgain('x.txt')) && (await madeAgain('gone/f3.txt')), 4000, 'x.txt and gone/f3.txt, written again, journalled');
+  const recs = (await readJournal(server.address)).slice(before);
+  // The pushed removals journalled once each, by the push alone (the watcher found nothing of its own to add).
+  for (let i = 0; i < 20; i++) assert.is(recs.filter((r) => r.path === `gone/f${i}.txt` && r.type === 0).length, 1, `gone/f${i}.txt removed once`);
+  assert.is(recs.filter((r) => r.path === 'x.txt' && r.type === 0).length, 1, 'x.txt removed once');
 });
 
 T.run();
