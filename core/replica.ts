@@ -772,10 +772,10 @@ function _isHead(h: unknown): h is Head {
 }
 
 /** Rows of a bucket replaced in its text before it is encoded whole instead (each replacement copies the text). */
-const _REPLACED_MAX = 32;
+const _REPLACED_MAX = 8;
 
 /** Rows of a sparse bucket found one by one in its text before it is parsed whole instead (each scans the text). */
-const _SPARSE_ROWS = 8;
+const _SPARSE_ROWS = 4;
 
 /** A bucket's rows (see Replica._rows): text, or a file's bytes whose rows are the current ones; the paths added since. */
 interface _Rows {

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { type Dirent, type Stats, chmodSync, closeSync, constants as fsc, copyFileSync, existsSync, fchmodSync, fstatSync, fsyncSync, futimesSync, lstatSync, mkdirSync, openSync, readSync, readdirSync, readlinkSync, renameSync, rmSync, rmdirSync, statSync, symlinkSync, unlinkSync, utimesSync, writeSync } from 'node:fs';
-import { chmod, mkdir, open, rename, rm, stat, utimes } from 'node:fs/promises';
+import { mkdir, open, rename, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { Codes, ImzError } from '../protocol/errors.ts';
 import { type BlobPiece, Change, type Entry, EntryType, type Operation, OpKind, type OpResult, OpStatus } from '../protocol/messages.ts';
@@ -9,7 +9,7 @@ import { freeName, keepName } from './conflicts.ts';
 import { POLICIES, type Policy } from './policy.ts';
 import { hashBytes, hashFileSync, sameHash, toHex } from './hash.ts';
 import { type StatFacts, lstatFacts } from './fast_lstat.ts';
-import { TMP_PREFIX, checkPath, inDir } from './paths.ts';
+import { TMP_PREFIX, checkPath, inDir, parentOf } from './paths.ts';
 import type { ServerScanner } from './server_scanner.ts';
 import { type PendingChange, type ServerState, type TableEntry, tableToEntry } from './server_state.ts';
 import { fsEntryFromStats, sameMtime, utimeSeconds } from './tree_scan.ts';
@@ -726,10 +726,14 @@ export class Reintegrator {
     const changes: PendingChange[] = [];
     const origin = { origin: replicaId, originSeq: op.seq };
     // Directories may go away or change type: forget what was checked.
-    if (op.kind === OpKind.MOVE || forced) this._checkedDirs.clear();
-    // (An unlink or a directory's removal changes nothing above the path: every parent checked stays checked, which
-    // spares three lstats an operation to a push of thousands of removals.)
+    if (forced) this._checkedDirs.clear();
+    // (An unlink, a removal or a move changes nothing above its paths: every parent checked stays checked, which
+    // spares a few lstats an operation to a push of thousands.)
     else if (op.kind === OpKind.REMOVEDIR || op.kind === OpKind.UNLINK) this._forgetChecked(op.path);
+    else if (op.kind === OpKind.MOVE) {
+      this._forgetChecked(op.fromPath);
+      this._forgetChecked(op.path);
+    }
     this._ensureParents(op.path, changes, origin);
     const cur = this.state.table.get(op.path);
     // What _catchUp just saw of this path (only reads happened since; a forced win may have displaced things).
@@ -881,20 +885,31 @@ export class Reintegrator {
         if (!onDisk) throw new ImzError(Codes.NOT_FOUND, `cannot change ${op.path}: it does not exist on the server`);
         // chmod follows a symlink (there is no lchmod): it would change what the link points at, maybe outside the tree.
         if (onDisk.isSymbolicLink()) throw new ImzError(Codes.PROTOCOL, `cannot change ${op.path}: it is a symlink, whose mode is not replicated`);
-        // Times first: if they are refused, nothing has changed yet.
-        if (onDisk.isFile()) await utimes(abs, utimeSeconds(op.state.mtimeMs), utimeSeconds(op.state.mtimeMs));
-        await chmod(abs, op.state.mode & 0o777);
+        // Times first: if they are refused, nothing has changed yet. (Synchronous, one after the other: a file's two
+        // attribute events reach the watcher as one, the one announced. Awaited, each call was a turn of the thread
+        // pool, and a push of 10,000 chmods waited on them.)
+        if (onDisk.isFile()) utimesSync(abs, utimeSeconds(op.state.mtimeMs), utimeSeconds(op.state.mtimeMs));
+        chmodSync(abs, op.state.mode & 0o777);
+        if (onDisk.isFile()) this.scanner.expectWrite(op.path);
         changes.push(this._change(op.path, Change.META, origin));
         break;
       case OpKind.MOVE: {
         const from = inDir(this.root, op.fromPath);
         // The source's parents must be real directories: through a symlink, the source could lie outside the tree.
-        if (!_underRealDirs(this.root, op.fromPath) || !lstatSync(from, { throwIfNoEntry: false })) throw new ImzError(Codes.NOT_FOUND, `cannot move ${op.fromPath}: it does not exist on the server`);
-        if (onDisk && forced) clear();
+        if (!this._underCheckedDirs(op.fromPath) || !lstatSync(from, { throwIfNoEntry: false })) throw new ImzError(Codes.NOT_FOUND, `cannot move ${op.fromPath}: it does not exist on the server`);
+        const cleared = onDisk !== undefined && forced;
+        if (cleared) clear();
         renameSync(from, abs);
         // The client moved the file and may have changed its mode or time since (one operation for both): what it
         // sent is given to it here, not the old ones kept (a pull took the client's chmod or touch back).
-        _giveAttrs(abs, op.state.mode, op.state.mtimeMs);
+        const attrs = _giveAttrs(abs, op.state.mode, op.state.mtimeMs);
+        // Its events: one where it was, one where it is, and one more there for new attributes (the two of a time and
+        // a mode, made one after the other, reach the watcher as one).
+        if (!cleared && attrs !== undefined) {
+          this.scanner.expectWrite(op.fromPath);
+          this.scanner.expectWrite(op.path);
+          if (attrs) this.scanner.expectWrite(op.path);
+        }
         changes.push({ change: Change.REMOVE, path: op.fromPath, state: undefined, ...origin });
         changes.push(this._change(op.path, Change.CREATE, origin));
         break;
@@ -921,6 +936,15 @@ export class Reintegrator {
       hash = Buffer.from(hashFileSync(abs)).toString('latin1');
     }
     return { change, path, state: { type: fe.type, size: fe.size, mode: fe.mode, mtimeMs: fe.mtimeMs, hash, target: fe.target, ino: fe.ino }, ...origin };
+  }
+
+  // True when every parent of path is a real directory (not a symlink or a file); those checked are remembered.
+  private _underCheckedDirs(path: string): boolean {
+    const parent = parentOf(path);
+    if (parent === '' || this._checkedDirs.has(parent)) return true; // (what is checked, its parents were too)
+    if (!_underRealDirs(this.root, path)) return false;
+    for (let p = parent; p !== '' && !this._checkedDirs.has(p); p = parentOf(p)) this._checkedDirs.add(p);
+    return true;
   }
 
   // Forgets that path and the directories under it were checked.
@@ -1060,15 +1084,25 @@ function _stagingMode(blob: string): void {
 
 // Gives a path imz just made (a moved file, a new directory) the mode and time the operation sent, where they differ.
 // Best effort: the journal then records what the disk holds, which a pull brings to every replica.
-function _giveAttrs(abs: string, mode: number, mtimeMs: number | undefined): void {
+// For a regular file, whether it changed anything; undefined for anything else, or when a change failed half-way.
+function _giveAttrs(abs: string, mode: number, mtimeMs: number | undefined): boolean | undefined {
   try {
     const st = lstatSync(abs);
-    if (!st.isFile() && !st.isDirectory()) return; // (chmod would follow a symlink)
-    if (mtimeMs !== undefined && mtimeMs !== 0 && st.isFile() && !sameMtime(st.mtimeMs, mtimeMs)) utimesSync(abs, utimeSeconds(mtimeMs), utimeSeconds(mtimeMs));
+    if (!st.isFile() && !st.isDirectory()) return undefined; // (chmod would follow a symlink)
+    let changed = false;
+    if (mtimeMs !== undefined && mtimeMs !== 0 && st.isFile() && !sameMtime(st.mtimeMs, mtimeMs)) {
+      utimesSync(abs, utimeSeconds(mtimeMs), utimeSeconds(mtimeMs));
+      changed = true;
+    }
     // (A mode or time of 0: not sent.) The set-id and sticky bits it has stay: a directory made in a setgid one inherits setgid.
-    if ((mode & 0o777) !== 0 && (st.mode & 0o777) !== (mode & 0o777)) chmodSync(abs, (st.mode & 0o7000) | (mode & 0o777));
+    if ((mode & 0o777) !== 0 && (st.mode & 0o777) !== (mode & 0o777)) {
+      chmodSync(abs, (st.mode & 0o7000) | (mode & 0o777));
+      changed = true;
+    }
+    return st.isFile() ? changed : undefined;
   } catch {
     // (a time out of range, a file system without modes): the journal says what is there
+    return undefined;
   }
 }
 
