@@ -885,30 +885,33 @@ export class Reintegrator {
         if (!onDisk) throw new ImzError(Codes.NOT_FOUND, `cannot change ${op.path}: it does not exist on the server`);
         // chmod follows a symlink (there is no lchmod): it would change what the link points at, maybe outside the tree.
         if (onDisk.isSymbolicLink()) throw new ImzError(Codes.PROTOCOL, `cannot change ${op.path}: it is a symlink, whose mode is not replicated`);
-        // Times first: if they are refused, nothing has changed yet. (Synchronous, one after the other: a file's two
-        // attribute events reach the watcher as one, the one announced. Awaited, each call was a turn of the thread
-        // pool, and a push of 10,000 chmods waited on them.)
+        // Times first: if they are refused, nothing has changed yet. (Synchronous: awaited, each call was a turn of
+        // the thread pool, and a push of 10,000 chmods waited on them. Not announced to the watcher: an attribute
+        // event can merge with a local chmod or touch made right after, which would be dropped with it.)
         if (onDisk.isFile()) utimesSync(abs, utimeSeconds(op.state.mtimeMs), utimeSeconds(op.state.mtimeMs));
         chmodSync(abs, op.state.mode & 0o777);
-        if (onDisk.isFile()) this.scanner.expectWrite(op.path);
         changes.push(this._change(op.path, Change.META, origin));
         break;
       case OpKind.MOVE: {
         const from = inDir(this.root, op.fromPath);
         // The source's parents must be real directories: through a symlink, the source could lie outside the tree.
-        if (!this._underCheckedDirs(op.fromPath) || !lstatSync(from, { throwIfNoEntry: false })) throw new ImzError(Codes.NOT_FOUND, `cannot move ${op.fromPath}: it does not exist on the server`);
+        const source = this._underCheckedDirs(op.fromPath) ? lstatSync(from, { throwIfNoEntry: false }) : undefined;
+        if (!source) throw new ImzError(Codes.NOT_FOUND, `cannot move ${op.fromPath}: it does not exist on the server`);
+        if (op.fromPath === op.path) throw new ImzError(Codes.PROTOCOL, `cannot move ${op.path}: onto itself`);
         const cleared = onDisk !== undefined && forced;
         if (cleared) clear();
+        // (A rename onto another name of the same file does nothing, and makes no event.)
+        const silent = lstatSync(abs, { throwIfNoEntry: false })?.ino === source.ino;
         renameSync(from, abs);
         // The client moved the file and may have changed its mode or time since (one operation for both): what it
         // sent is given to it here, not the old ones kept (a pull took the client's chmod or touch back).
         const attrs = _giveAttrs(abs, op.state.mode, op.state.mtimeMs);
-        // Its events: one where it was, one where it is, and one more there for new attributes (the two of a time and
-        // a mode, made one after the other, reach the watcher as one).
-        if (!cleared && attrs !== undefined) {
+        // Its events: one where it was, one where it is (each with a cookie of its own, never merged with another).
+        // New attributes are not announced: their event can merge with a local chmod or touch right after, which
+        // would then be dropped with it (found by review); scanned, it costs an lstat.
+        if (!cleared && !silent && attrs !== undefined) {
           this.scanner.expectWrite(op.fromPath);
           this.scanner.expectWrite(op.path);
-          if (attrs) this.scanner.expectWrite(op.path);
         }
         changes.push({ change: Change.REMOVE, path: op.fromPath, state: undefined, ...origin });
         changes.push(this._change(op.path, Change.CREATE, origin));
