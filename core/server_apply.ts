@@ -905,11 +905,11 @@ export class Reintegrator {
         renameSync(from, abs);
         // The client moved the file and may have changed its mode or time since (one operation for both): what it
         // sent is given to it here, not the old ones kept (a pull took the client's chmod or touch back).
-        const attrs = _giveAttrs(abs, op.state.mode, op.state.mtimeMs);
+        const given = _giveAttrs(abs, op.state.mode, op.state.mtimeMs);
         // Its events: one where it was, one where it is (each with a cookie of its own, never merged with another).
         // New attributes are not announced: their event can merge with a local chmod or touch right after, which
         // would then be dropped with it (found by review); scanned, it costs an lstat.
-        if (!cleared && !silent && attrs !== undefined) {
+        if (!cleared && !silent && given) {
           this.scanner.expectWrite(op.fromPath);
           this.scanner.expectWrite(op.path);
         }
@@ -1087,25 +1087,18 @@ function _stagingMode(blob: string): void {
 
 // Gives a path imz just made (a moved file, a new directory) the mode and time the operation sent, where they differ.
 // Best effort: the journal then records what the disk holds, which a pull brings to every replica.
-// For a regular file, whether it changed anything; undefined for anything else, or when a change failed half-way.
-function _giveAttrs(abs: string, mode: number, mtimeMs: number | undefined): boolean | undefined {
+// True for a regular file given them (or needing none); false for anything else, or when a change failed half-way.
+function _giveAttrs(abs: string, mode: number, mtimeMs: number | undefined): boolean {
   try {
     const st = lstatSync(abs);
-    if (!st.isFile() && !st.isDirectory()) return undefined; // (chmod would follow a symlink)
-    let changed = false;
-    if (mtimeMs !== undefined && mtimeMs !== 0 && st.isFile() && !sameMtime(st.mtimeMs, mtimeMs)) {
-      utimesSync(abs, utimeSeconds(mtimeMs), utimeSeconds(mtimeMs));
-      changed = true;
-    }
+    if (!st.isFile() && !st.isDirectory()) return false; // (chmod would follow a symlink)
+    if (mtimeMs !== undefined && mtimeMs !== 0 && st.isFile() && !sameMtime(st.mtimeMs, mtimeMs)) utimesSync(abs, utimeSeconds(mtimeMs), utimeSeconds(mtimeMs));
     // (A mode or time of 0: not sent.) The set-id and sticky bits it has stay: a directory made in a setgid one inherits setgid.
-    if ((mode & 0o777) !== 0 && (st.mode & 0o777) !== (mode & 0o777)) {
-      chmodSync(abs, (st.mode & 0o7000) | (mode & 0o777));
-      changed = true;
-    }
-    return st.isFile() ? changed : undefined;
+    if ((mode & 0o777) !== 0 && (st.mode & 0o777) !== (mode & 0o777)) chmodSync(abs, (st.mode & 0o7000) | (mode & 0o777));
+    return st.isFile();
   } catch {
     // (a time out of range, a file system without modes): the journal says what is there
-    return undefined;
+    return false;
   }
 }
 
