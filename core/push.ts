@@ -281,8 +281,9 @@ async function _reintegrate(replica: Replica, remote: Remote | undefined, log: R
     throw new ImzError(Codes.UNREACHABLE, `${unreachable?.message ?? 'cannot reach the server'}; ${ops.length + resent} local changes stay logged (push again when it is back)`, { logged: ops.length + resent });
   }
   if (ops.length === 0) {
+    // (What was resent is acknowledged and indexed by now, its 'done' mark written: nothing in the log is pending.)
     if (stream) await _close(replica, log, own);
-    else if (resent === 0) await log.clear();
+    else await log.clear();
     return summary;
   }
 

@@ -85,6 +85,8 @@ T('an edit made after a push was cut off once the server had applied its operati
   const first = await imz(['push', '-C', a, '--json']);
   assert.is(first.code, 0, out(first));
   assert.is(await readFile(join(srv, 'x.txt'), 'utf8'), 'v1\n');
+  // Everything resent was acknowledged and nothing else changed: the log is emptied, as after any push.
+  assert.equal(await readReintLog(a), [], 'the log after a push that only resent');
   await rm(join(a, '.imz'), { recursive: true });
   await cp(saved, join(a, '.imz'), { recursive: true });
   await writeFile(join(a, 'x.txt'), 'v2, edited after the crash\n');
