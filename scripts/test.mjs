@@ -1,24 +1,99 @@
 // Runs the uvu suites and ends with the "N passed, N failed" line CI reads.
-// uvu prints "Total: / Passed: / Skipped:" (coloured unless NO_COLOR); we
-// derive the plain line from those totals and keep uvu's exit status.
+//
+// Each test file runs in its own uvu process, two at a time on a machine with
+// two or more CPUs (IMZ_TEST_JOBS sets how many): a test spends most of its
+// time in the imz processes it starts, one after another, so one file keeps
+// about one CPU busy. Files start longest first (test/durations.json, the
+// seconds each took in a recorded run; a file not listed counts as long) so
+// that the run does not end waiting on one long file. A file's output is
+// printed whole once it ends. uvu prints "Total: / Passed:" per process; the
+// plain line sums them, and a file that ends without its totals (a crash)
+// counts as one failure.
+//
+//   node scripts/test.mjs [pattern]   only the files whose path matches, e.g. `push` or `core/journal`
+//   node scripts/test.mjs --record    also write every file's seconds to test/durations.json
 import { spawn } from 'node:child_process';
+import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
+import { join, relative } from 'node:path';
 
-// Only *_test.ts files are suites (helpers and fixtures live beside them); a
-// pattern argument narrows the run, e.g. `npm test -- journal`.
-const pattern = process.argv[2] ? `${process.argv[2]}.*_test\\.ts$` : '_test\\.ts$';
-const args = ['node_modules/uvu/bin.js', '-r', 'tsx', 'test', pattern];
-const child = spawn(process.execPath, args, { env: { ...process.env, NO_COLOR: '1', FORCE_COLOR: '0' }, stdio: ['ignore', 'pipe', 'inherit'] });
-let out = '';
-child.stdout.on('data', (b) => { process.stdout.write(b); out += b.toString(); });
-child.on('close', (code) => {
-  const total = Number(/Total:\s+(\d+)/.exec(out)?.[1] ?? NaN);
-  const passed = Number(/Passed:\s+(\d+)/.exec(out)?.[1] ?? NaN);
-  if (!Number.isFinite(total) || !Number.isFinite(passed)) {
-    console.log('0 passed, 1 failed');
-    console.error('test runner: could not read uvu totals (did a suite crash before reporting?)');
-    process.exit(1);
+const root = join(import.meta.dirname ?? new URL('.', import.meta.url).pathname, '..');
+const testDir = join(root, 'test');
+const durationsFile = join(testDir, 'durations.json');
+const args = process.argv.slice(2);
+const record = args.includes('--record');
+const pattern = args.find((a) => !a.startsWith('--'));
+const match = pattern ? new RegExp(`${pattern}.*_test\\.ts$`) : /_test\.ts$/;
+
+/** Every *_test.ts under test/, as paths relative to it (what uvu matches against). */
+function testFiles(dir) {
+  const out = [];
+  for (const e of readdirSync(dir, { withFileTypes: true })) {
+    if (e.name.startsWith('.') || e.name === 'node_modules' || e.name === 'fixtures') continue;
+    const p = join(dir, e.name);
+    if (e.isDirectory()) out.push(...testFiles(p));
+    else if (e.name.endsWith('_test.ts')) out.push(relative(testDir, p));
   }
-  const failed = total - passed;
-  console.log(`${passed} passed, ${failed} failed`);
-  process.exit(code !== 0 || failed > 0 ? 1 : 0);
-});
+  return out;
+}
+
+let durations = {};
+try {
+  durations = JSON.parse(readFileSync(durationsFile, 'utf8'));
+} catch { /* no record yet: every file counts as long */ }
+const expected = (f) => durations[f] ?? 60;
+const files = testFiles(testDir).filter((f) => match.test(f)).sort((a, b) => expected(b) - expected(a) || a.localeCompare(b));
+const jobs = Math.max(1, Math.min(files.length, Number(process.env.IMZ_TEST_JOBS) || Math.min(2, availableParallelism())));
+
+const esc = (s) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+
+/** Runs one file in its own uvu process; resolves with its output, totals and seconds. */
+function runFile(file) {
+  const started = Date.now();
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, ['node_modules/uvu/bin.js', '-r', 'tsx', 'test', `^${esc(file)}$`], {
+      cwd: root, env: { ...process.env, NO_COLOR: '1', FORCE_COLOR: '0' }, stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    child.stdout.on('data', (b) => { out += b.toString(); });
+    child.stderr.on('data', (b) => { out += b.toString(); });
+    child.on('close', (code, signal) => {
+      const total = Number(/Total:\s+(\d+)/.exec(out)?.[1] ?? NaN);
+      const passed = Number(/Passed:\s+(\d+)/.exec(out)?.[1] ?? NaN);
+      resolve({ file, out, code, signal, total, passed, seconds: (Date.now() - started) / 1000 });
+    });
+  });
+}
+
+const results = [];
+let next = 0;
+async function worker() {
+  while (next < files.length) {
+    const r = await runFile(files[next++]);
+    results.push(r);
+    const read = Number.isFinite(r.total) && Number.isFinite(r.passed);
+    process.stdout.write(`\n=== ${r.file} (${r.seconds.toFixed(1)} s)\n${r.out.trimEnd()}\n`);
+    if (!read) process.stdout.write(`test runner: ${r.file} ended (code ${r.code}, signal ${r.signal}) without uvu's totals: counted as 1 failed\n`);
+  }
+}
+const t0 = Date.now();
+await Promise.all(Array.from({ length: jobs }, worker));
+
+let passed = 0;
+let failed = 0;
+for (const r of results) {
+  if (Number.isFinite(r.total) && Number.isFinite(r.passed)) {
+    passed += r.passed;
+    failed += r.total - r.passed;
+    if (r.code !== 0 && r.total === r.passed) failed++; // exited non-zero with every test passed: something broke after
+  } else failed++;
+}
+const failing = results.filter((r) => !Number.isFinite(r.total) || r.total !== r.passed || r.code !== 0).map((r) => r.file);
+if (record && failing.length === 0) {
+  const out = {};
+  for (const r of [...results].sort((a, b) => a.file.localeCompare(b.file))) out[r.file] = Math.round(r.seconds * 10) / 10;
+  writeFileSync(durationsFile, JSON.stringify(out, null, 2) + '\n');
+}
+process.stdout.write(`\n${files.length} files, ${jobs} at a time, ${((Date.now() - t0) / 1000).toFixed(0)} s${failing.length ? `; failing: ${failing.join(', ')}` : ''}\n`);
+console.log(`${passed} passed, ${failed} failed`);
+process.exit(failed > 0 || files.length === 0 ? 1 : 0);

@@ -84,8 +84,9 @@ T('symlinks in a big tree with the scan worker forced (IMZ_SCAN_WORKER_MIN=0): r
   await mkdir(join(srv, 'files'), { recursive: true });
   await mkdir(join(srv, 'links'));
   await mkdir(join(srv, 'mixed'));
-  const N = 3000;
-  const L = 3000;
+  // Past one chunk of the worker's pass (1,024) each, files and links.
+  const N = 1300;
+  const L = 1300;
   for (let i = 0; i < N; i++) await writeFile(join(srv, 'files', `f${String(i).padStart(5, '0')}`), `${i}\n`);
   for (let i = 0; i < L; i++) await symlink(`../files/f${String(i).padStart(5, '0')}`, join(srv, 'links', `l${String(i).padStart(5, '0')}`));
   for (let i = 0; i < 20; i++) {
@@ -133,7 +134,7 @@ T('symlinks in a big tree with the scan worker forced (IMZ_SCAN_WORKER_MIN=0): r
     assert.is(jsonLines(p2.stdout).find((x) => x.event === 'pushed')?.logged, 0, out(p2));
   }
   // Retarget with the lstat pass only in the worker and the main thread: a push alone must see it.
-  const p = join(rep, 'links', 'l02999');
+  const p = join(rep, 'links', `l${String(L - 1).padStart(5, '0')}`);
   await unlink(p);
   await symlink('../files/f00000', p);
   const last = await imz(['push', '-C', rep, '--json'], { env, timeoutMs: 60_000 });

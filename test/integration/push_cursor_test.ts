@@ -140,7 +140,7 @@ T('server-side writes racing pushes of the same and other paths', async () => {
     }
   })();
   let advanced = 0;
-  for (let i = 0; i < 25; i++) {
+  for (let i = 0; i < 15; i++) {
     await writeFile(join(rep!, `rep-${i % 5}.txt`), `replica ${i}\n`);
     await mkdir(join(rep!, `dir${i}`), { recursive: true });
     if (i % 2 === 0) assert.ok([0, 3].includes((await imz(['pull', '-C', rep!, '--quiet', '--policy', 'server-wins'])).code!));
@@ -169,7 +169,7 @@ T('two replicas pushing in loops at once (disjoint and shared paths), plus serve
   })();
   const stats = { advanced: 0, pushes: 0 };
   const loop = async (rep: string, k: number) => {
-    for (let i = 0; i < 20; i++) {
+    for (let i = 0; i < 12; i++) {
       await writeFile(join(rep, `r${k}-${i % 4}.txt`), `r${k} ${i}\n`);
       if (i % 3 === 0) {
         await mkdir(join(rep, `r${k}d`, `s${i}`), { recursive: true });
@@ -199,7 +199,7 @@ T('imz sync (pull then push) in loops from two replicas', async () => {
   const { tmp, srv, server, replicas } = await sampleWorld(2);
   let syncMoved = 0;
   const loop = async (rep: string, k: number) => {
-    for (let i = 0; i < 15; i++) {
+    for (let i = 0; i < 10; i++) {
       await writeFile(join(rep, `s${k}-${i % 3}.txt`), `s${k} ${i}\n`);
       await appendFile(join(rep, 'shared.txt'), `s${k} ${i}\n`);
       const before = cursorOf(rep);
@@ -209,7 +209,7 @@ T('imz sync (pull then push) in loops from two replicas', async () => {
     }
   };
   await Promise.all([loop(replicas[0]!, 0), loop(replicas[1]!, 1)]);
-  console.log(`  sync loops: cursor moved in ${syncMoved} of 30`);
+  console.log(`  sync loops: cursor moved in ${syncMoved} of 20`);
   await converged(tmp, srv, server.address, replicas, 'sync loops');
 });
 
@@ -270,7 +270,7 @@ T('lock-step: two replicas pull right before each push, racing each other (curso
   })();
   const stats = { advanced: 0, pushes: 0 };
   const loop = async (rep: string, k: number) => {
-    for (let i = 0; i < 25; i++) {
+    for (let i = 0; i < 15; i++) {
       await writeFile(join(rep, `k${k}-${i % 3}.txt`), `k${k} ${i}\n`);
       if (i % 4 === 1) await mkdir(join(rep, `k${k}dir${i}`, 'deep'), { recursive: true });
       if (i % 5 === 2) await rename(join(rep, `k${k}-${(i + 1) % 3}.txt`), join(rep, `k${k}-mv${i}.txt`)).catch(() => undefined);
