@@ -651,6 +651,8 @@ export class Reintegrator {
   // Displaces and removes everything under op.path (deepest first), journalled as this operation's: a removal or
   // replacement of a directory that won. Returns how many entries went.
   private async _displaceInside(replicaId: string, op: Operation): Promise<number> {
+    // Directories go: none checked stays so (a failure part-way leaves them forgotten for the batch's next operations).
+    this._checkedDirs.clear();
     const prefix = `${op.path}/`;
     const inside = [...this.state.table.keys()].filter((p) => p.startsWith(prefix)).sort((a, b) => (a < b ? 1 : -1));
     const removals: PendingChange[] = [];
@@ -903,6 +905,11 @@ export class Reintegrator {
         // (A rename onto another name of the same file does nothing, and makes no event.)
         const silent = lstatSync(abs, { throwIfNoEntry: false })?.ino === source.ino;
         renameSync(from, abs);
+        // That rename left both names: the source goes as the REMOVE journalled below says (its unlink's event is ours).
+        if (silent) {
+          unlinkSync(from);
+          this.scanner.expectWrite(op.fromPath);
+        }
         // The client moved the file and may have changed its mode or time since (one operation for both): what it
         // sent is given to it here, not the old ones kept (a pull took the client's chmod or touch back).
         const given = _giveAttrs(abs, op.state.mode, op.state.mtimeMs);
