@@ -8,10 +8,11 @@
 // that the run does not end waiting on one long file. A file's output is
 // printed whole once it ends. uvu prints "Total: / Passed:" per process; the
 // plain line sums them, and a file that ends without its totals (a crash)
-// counts as one failure.
+// counts as one failure, and so does one still running after IMZ_TEST_FILE_TIMEOUT seconds (default 600): its
+// process group is killed and what it printed is shown.
 //
 //   node scripts/test.mjs [pattern]   only the files whose path matches, e.g. `push` or `core/journal`
-//   node scripts/test.mjs --record    also write every file's seconds to test/durations.json
+//   node scripts/test.mjs --record    also write the seconds of every file that ran into test/durations.json
 import { spawn } from 'node:child_process';
 import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
@@ -23,7 +24,9 @@ const durationsFile = join(testDir, 'durations.json');
 const args = process.argv.slice(2);
 const record = args.includes('--record');
 const pattern = args.find((a) => !a.startsWith('--'));
-const match = pattern ? new RegExp(`${pattern}.*_test\\.ts$`) : /_test\.ts$/;
+// (Without regard to case, as uvu matches.)
+const match = pattern ? new RegExp(`${pattern}.*_test\\.ts$`, 'i') : /_test\.ts$/;
+const fileTimeoutMs = (Number(process.env.IMZ_TEST_FILE_TIMEOUT) || 600) * 1000;
 
 /** Every *_test.ts under test/, as paths relative to it (what uvu matches against). */
 function testFiles(dir) {
@@ -51,16 +54,26 @@ const esc = (s) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 function runFile(file) {
   const started = Date.now();
   return new Promise((resolve) => {
+    // In a process group of its own, so that a file that hangs can be stopped with every process it started.
     const child = spawn(process.execPath, ['node_modules/uvu/bin.js', '-r', 'tsx', 'test', `^${esc(file)}$`], {
-      cwd: root, env: { ...process.env, NO_COLOR: '1', FORCE_COLOR: '0' }, stdio: ['ignore', 'pipe', 'pipe'],
+      cwd: root, env: { ...process.env, NO_COLOR: '1', FORCE_COLOR: '0' }, stdio: ['ignore', 'pipe', 'pipe'], detached: true,
     });
     let out = '';
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      try {
+        process.kill(-child.pid, 'SIGKILL');
+      } catch { /* gone already */ }
+    }, fileTimeoutMs);
     child.stdout.on('data', (b) => { out += b.toString(); });
     child.stderr.on('data', (b) => { out += b.toString(); });
     child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      if (timedOut) out += `\ntest runner: ${file} still running after ${fileTimeoutMs / 1000} s: stopped\n`;
       const total = Number(/Total:\s+(\d+)/.exec(out)?.[1] ?? NaN);
       const passed = Number(/Passed:\s+(\d+)/.exec(out)?.[1] ?? NaN);
-      resolve({ file, out, code, signal, total, passed, seconds: (Date.now() - started) / 1000 });
+      resolve({ file, out, code, signal, total: timedOut ? NaN : total, passed, seconds: (Date.now() - started) / 1000 });
     });
   });
 }
@@ -90,8 +103,12 @@ for (const r of results) {
 }
 const failing = results.filter((r) => !Number.isFinite(r.total) || r.total !== r.passed || r.code !== 0).map((r) => r.file);
 if (record && failing.length === 0) {
+  // Merged: a run of a few files keeps the others' times (files no longer there are dropped).
+  const all = new Set(testFiles(testDir));
+  const merged = { ...durations };
+  for (const r of results) merged[r.file] = Math.round(r.seconds * 10) / 10;
   const out = {};
-  for (const r of [...results].sort((a, b) => a.file.localeCompare(b.file))) out[r.file] = Math.round(r.seconds * 10) / 10;
+  for (const f of Object.keys(merged).filter((f) => all.has(f)).sort()) out[f] = merged[f];
   writeFileSync(durationsFile, JSON.stringify(out, null, 2) + '\n');
 }
 process.stdout.write(`\n${files.length} files, ${jobs} at a time, ${((Date.now() - t0) / 1000).toFixed(0)} s${failing.length ? `; failing: ${failing.join(', ')}` : ''}\n`);

@@ -18,7 +18,7 @@ import { Remote } from '../../core/remote.ts';
 import { Op } from '../../protocol/messages.ts';
 import {
   type RunResult, runReport as out, type ServerHandle, type SnapEntry,
-  cleanupAll, copyFixture, diffTrees, findTemps, imz, makeTmp, readJournal, snapshotTree, spawnImz, startServer,
+  cleanupAll, copyFixture, diffTrees, findTemps, imz, makeTmp, readJournal, snapshotTree, spawnImz, startServer, waitFor,
   setRemote,
 } from '../helpers.ts';
 
@@ -441,7 +441,12 @@ T('SIGINT stops a follower cleanly in the middle of a burst: exit 0, a stopped e
   const fol = await f.waitEvent((e) => e.event === 'following', 10_000, 'the following event');
 
   // A burst that takes a while to apply, so the signal lands mid-batch.
-  for (let i = 0; i < 80; i++) await writeFile(join(srv, `burst-${String(i).padStart(3, '0')}.bin`), randomBytes(96 * 1024));
+  const burst = new Map<string, string>();
+  for (let i = 0; i < 80; i++) {
+    const data = randomBytes(96 * 1024);
+    burst.set(`burst-${String(i).padStart(3, '0')}.bin`, createHash('sha256').update(data).digest('hex'));
+    await writeFile(join(srv, [...burst.keys()].at(-1)!), data);
+  }
   await f.waitEvent((e) => e.event === 'change', 10_000, 'the first change of the burst');
   const t0 = Date.now();
   const r = await f.stop('SIGINT');
@@ -465,7 +470,14 @@ T('SIGINT stops a follower cleanly in the middle of a burst: exit 0, a stopped e
     }
   }
 
-  // The replica is consistent: a plain pull finishes the job, with nothing taken for a local change.
+  // The replica is consistent: a plain pull finishes the job, with nothing taken for a local change. (Once the
+  // server's watcher has journalled the whole burst: a pull takes what is journalled, and on a loaded machine the
+  // last files of the burst could still be on their way.)
+  await waitFor(async () => {
+    const last = new Map<string, string>();
+    for (const x of await readJournal(server.address)) last.set(x.path, x.hash);
+    return [...burst].every(([path, hash]) => last.get(path) === hash);
+  }, 15_000, 'the whole burst journalled', 50);
   const p = await imz(['pull', '-C', a!, '--json']);
   assert.is(p.code, 0, `pull after the interrupted follower: ${out(p)}`);
   assert.not.match(p.stdout, /"event":"conflict"/, 'no spurious conflicts');
