@@ -7,9 +7,9 @@
 // seconds each took in a recorded run; a file not listed counts as long) so
 // that the run does not end waiting on one long file. A file's output is
 // printed whole once it ends. uvu prints "Total: / Passed:" per process; the
-// plain line sums them, and a file that ends without its totals (a crash)
-// counts as one failure, and so does one still running after IMZ_TEST_FILE_TIMEOUT seconds (default 600): its
-// process group is killed and what it printed is shown.
+// plain line sums them. A file that ends without its totals (a crash) counts
+// as one failure, and so does one still running after IMZ_TEST_FILE_TIMEOUT
+// seconds (default 600): its process group is killed, what it printed shown.
 //
 //   node scripts/test.mjs [pattern]   only the files whose path matches, e.g. `push` or `core/journal`
 //   node scripts/test.mjs --record    also write the seconds of every file that ran into test/durations.json
@@ -50,6 +50,21 @@ const jobs = Math.max(1, Math.min(files.length, Number(process.env.IMZ_TEST_JOBS
 
 const esc = (s) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 
+// The files running now. Each is in a process group of its own, which a Ctrl-C at the terminal (or CI stopping
+// this runner) does not reach: stopped here, with every process they started.
+const running = new Set();
+for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
+  process.on(sig, () => {
+    for (const child of running) {
+      try {
+        process.kill(-child.pid, 'SIGKILL');
+      } catch { /* gone already */ }
+    }
+    process.stdout.write(`\ntest runner: stopped by ${sig}\n0 passed, 1 failed\n`);
+    process.exit(1);
+  });
+}
+
 /** Runs one file in its own uvu process; resolves with its output, totals and seconds. */
 function runFile(file) {
   const started = Date.now();
@@ -58,6 +73,7 @@ function runFile(file) {
     const child = spawn(process.execPath, ['node_modules/uvu/bin.js', '-r', 'tsx', 'test', `^${esc(file)}$`], {
       cwd: root, env: { ...process.env, NO_COLOR: '1', FORCE_COLOR: '0' }, stdio: ['ignore', 'pipe', 'pipe'], detached: true,
     });
+    running.add(child);
     let out = '';
     let timedOut = false;
     const timer = setTimeout(() => {
@@ -69,6 +85,7 @@ function runFile(file) {
     child.stdout.on('data', (b) => { out += b.toString(); });
     child.stderr.on('data', (b) => { out += b.toString(); });
     child.on('close', (code, signal) => {
+      running.delete(child);
       clearTimeout(timer);
       if (timedOut) out += `\ntest runner: ${file} still running after ${fileTimeoutMs / 1000} s: stopped\n`;
       const total = Number(/Total:\s+(\d+)/.exec(out)?.[1] ?? NaN);
