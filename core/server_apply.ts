@@ -385,6 +385,9 @@ export class Reintegrator {
           try {
             results.push(await this._one(replicaId, op, pol));
           } catch (err) {
+            // It may have changed the tree part-way (a directory's contents displaced, then a failure): what was
+            // checked no longer holds for the batch's next operations.
+            this._checkedDirs.clear();
             const e = this._fsError(err, `apply ${op.path}`, 'push again');
             results.push(_result(op, OpStatus.REJECTED, this._version(op.path), { error: { code: e.code, message: e.message } }));
           }
@@ -651,8 +654,6 @@ export class Reintegrator {
   // Displaces and removes everything under op.path (deepest first), journalled as this operation's: a removal or
   // replacement of a directory that won. Returns how many entries went.
   private async _displaceInside(replicaId: string, op: Operation): Promise<number> {
-    // Directories go: none checked stays so (a failure part-way leaves them forgotten for the batch's next operations).
-    this._checkedDirs.clear();
     const prefix = `${op.path}/`;
     const inside = [...this.state.table.keys()].filter((p) => p.startsWith(prefix)).sort((a, b) => (a < b ? 1 : -1));
     const removals: PendingChange[] = [];
@@ -905,18 +906,17 @@ export class Reintegrator {
         // (A rename onto another name of the same file does nothing, and makes no event.)
         const silent = lstatSync(abs, { throwIfNoEntry: false })?.ino === source.ino;
         renameSync(from, abs);
-        // That rename left both names: the source goes as the REMOVE journalled below says (its unlink's event is ours).
-        if (silent) {
-          unlinkSync(from);
-          this.scanner.expectWrite(op.fromPath);
-        }
+        // That rename left both names: the source goes as the REMOVE journalled below says.
+        if (silent) unlinkSync(from);
         // The client moved the file and may have changed its mode or time since (one operation for both): what it
         // sent is given to it here, not the old ones kept (a pull took the client's chmod or touch back).
         const given = _giveAttrs(abs, op.state.mode, op.state.mtimeMs);
-        // Its events: one where it was, one where it is (each with a cookie of its own, never merged with another).
-        // New attributes are not announced: their event can merge with a local chmod or touch right after, which
-        // would then be dropped with it (found by review); scanned, it costs an lstat.
-        if (!cleared && !silent && given) {
+        // Its events: the unlink's where it was, when the rename left both names; else one where it was and one where
+        // it is (each with a cookie of its own, never merged with another). New attributes are not announced: their
+        // event can merge with a local chmod or touch right after, which would then be dropped with it (found by
+        // review); scanned, it costs an lstat.
+        if (silent) this.scanner.expectWrite(op.fromPath);
+        else if (!cleared && given) {
           this.scanner.expectWrite(op.fromPath);
           this.scanner.expectWrite(op.path);
         }
