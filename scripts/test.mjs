@@ -45,7 +45,8 @@ try {
   durations = JSON.parse(readFileSync(durationsFile, 'utf8'));
 } catch { /* no record yet: every file counts as long */ }
 const expected = (f) => durations[f] ?? 60;
-const files = testFiles(testDir).filter((f) => match.test(f)).sort((a, b) => expected(b) - expected(a) || a.localeCompare(b));
+const all = testFiles(testDir);
+const files = all.filter((f) => match.test(f)).sort((a, b) => expected(b) - expected(a) || a.localeCompare(b));
 const jobs = Math.max(1, Math.min(files.length, Number(process.env.IMZ_TEST_JOBS) || Math.min(2, availableParallelism())));
 
 const esc = (s) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
@@ -90,7 +91,9 @@ function runFile(file) {
       if (timedOut) out += `\ntest runner: ${file} still running after ${fileTimeoutMs / 1000} s: stopped\n`;
       const total = Number(/Total:\s+(\d+)/.exec(out)?.[1] ?? NaN);
       const passed = Number(/Passed:\s+(\d+)/.exec(out)?.[1] ?? NaN);
-      resolve({ file, out, code, signal, total: timedOut ? NaN : total, passed, seconds: (Date.now() - started) / 1000 });
+      // read: uvu printed its totals (a crash or a stop by the time limit leaves none, or none to trust).
+      const read = !timedOut && Number.isFinite(total) && Number.isFinite(passed);
+      resolve({ file, out, code, signal, read, total, passed, seconds: (Date.now() - started) / 1000 });
     });
   });
 }
@@ -101,9 +104,8 @@ async function worker() {
   while (next < files.length) {
     const r = await runFile(files[next++]);
     results.push(r);
-    const read = Number.isFinite(r.total) && Number.isFinite(r.passed);
     process.stdout.write(`\n=== ${r.file} (${r.seconds.toFixed(1)} s)\n${r.out.trimEnd()}\n`);
-    if (!read) process.stdout.write(`test runner: ${r.file} ended (code ${r.code}, signal ${r.signal}) without uvu's totals: counted as 1 failed\n`);
+    if (!r.read) process.stdout.write(`test runner: ${r.file} ended (code ${r.code}, signal ${r.signal}) without uvu's totals: counted as 1 failed\n`);
   }
 }
 const t0 = Date.now();
@@ -112,20 +114,20 @@ await Promise.all(Array.from({ length: jobs }, worker));
 let passed = 0;
 let failed = 0;
 for (const r of results) {
-  if (Number.isFinite(r.total) && Number.isFinite(r.passed)) {
+  if (r.read) {
     passed += r.passed;
     failed += r.total - r.passed;
     if (r.code !== 0 && r.total === r.passed) failed++; // exited non-zero with every test passed: something broke after
   } else failed++;
 }
-const failing = results.filter((r) => !Number.isFinite(r.total) || r.total !== r.passed || r.code !== 0).map((r) => r.file);
+const failing = results.filter((r) => !r.read || r.total !== r.passed || r.code !== 0).map((r) => r.file);
 if (record && failing.length === 0) {
   // Merged: a run of a few files keeps the others' times (files no longer there are dropped).
-  const all = new Set(testFiles(testDir));
+  const present = new Set(all);
   const merged = { ...durations };
   for (const r of results) merged[r.file] = Math.round(r.seconds * 10) / 10;
   const out = {};
-  for (const f of Object.keys(merged).filter((f) => all.has(f)).sort()) out[f] = merged[f];
+  for (const f of Object.keys(merged).filter((f) => present.has(f)).sort()) out[f] = merged[f];
   writeFileSync(durationsFile, JSON.stringify(out, null, 2) + '\n');
 }
 process.stdout.write(`\n${files.length} files, ${jobs} at a time, ${((Date.now() - t0) / 1000).toFixed(0)} s${failing.length ? `; failing: ${failing.join(', ')}` : ''}\n`);
