@@ -914,9 +914,14 @@ async function pushCases(ctx: Ctx, tree: CachedTree, srv: Server | null, imzOkIn
   if (imzOk) writeFiles(join(imzRep, newSpec.name), newSpec, newLay);
   if (rsyncOk) writeFiles(join(rsyncRep, newSpec.name), newSpec, newLay);
   log(`generated ${n(newLay.files.length)} new files (${fmtBytes(newLay.bytes)}) in ${newSpec.name}/ of each replica in ${((performance.now() - t) / 1000).toFixed(1)} s (untimed)`);
+  // Each timed push starts with nothing dirty on the disk: the files just generated for both tools (and what the
+  // run before wrote) would otherwise be written back during whichever push comes first, and a push that flushes
+  // (imz makes what it applies durable; rsync --fsync) would wait for all of it.
+  const settleDisk = () => spawnSync('sync');
   const newOpts = (who: string) => ({ sample: 200, seed: `${newSpec.seed}:${who}` });
   if (imzOk) {
     imzOk = await attempt(ctx, newFilesRow, 'imz', async () => {
+      settleDisk();
       const s = await timed(ctx, process.execPath, imzPush);
       newFilesRow.runs.imz.push(s);
       newFilesRow.imz = s;
@@ -928,6 +933,7 @@ async function pushCases(ctx: Ctx, tree: CachedTree, srv: Server | null, imzOkIn
   }
   if (rsyncOk) {
     rsyncOk = await attempt(ctx, newFilesRow, 'rsync', async () => {
+      settleDisk();
       const s = await timed(ctx, 'rsync', rsyncPush);
       newFilesRow.runs.rsync.push(s);
       newFilesRow.rsync = s;
@@ -941,6 +947,7 @@ async function pushCases(ctx: Ctx, tree: CachedTree, srv: Server | null, imzOkIn
   if (rsyncOk && ctx.fsync) {
     await attempt(ctx, newFilesRow, 'rsyncFsync', async () => {
       rmSync(join(mod.path, newSpec.name), { recursive: true, force: true });
+      settleDisk();
       const s = await timed(ctx, 'rsync', ['-a', '--delete', '--fsync', `${rsyncRep}/`, pushUrl]);
       newFilesRow.runs.rsyncFsync.push(s);
       newFilesRow.rsyncFsync = s;
