@@ -86,6 +86,36 @@ export async function makeTmp(prefix = 'imz-test-', base = tmpdir()): Promise<st
 }
 
 /**
+ * A suite's server on a copy of fixtures/sample (setup adds to it first),
+ * and fresh clones of it, in one temp dir: start() in the suite's before hook.
+ */
+export function sampleSuiteServer(prefix: string, setup?: (srv: string) => Promise<void>) {
+  let server: ServerHandle | undefined;
+  let tmp = '';
+  let n = 0;
+  return {
+    /** The suite's temp dir (the server's tree is srv/ in it). */
+    get tmp(): string {
+      return tmp;
+    },
+    async start(): Promise<void> {
+      tmp = await makeTmp(prefix);
+      const srv = join(tmp, 'srv');
+      await copyFixture('sample', srv);
+      await setup?.(srv);
+      server = await startServer(srv);
+    },
+    /** A fresh clone of the server. */
+    async clone(): Promise<string> {
+      const dir = join(tmp, `replica-${++n}`);
+      const r = await imz(['clone', server!.address, dir, '--json']);
+      if (r.code !== 0) throw new Error(`clone exited ${r.code}\n${r.stdout}\n${r.stderr}`);
+      return dir;
+    },
+  };
+}
+
+/**
  * Copies fixtures/<name> to dest (symlinks copied as links, modes and
  * timestamps kept). For 'sample' it also makes the empty directory `empty/`
  * that git cannot store.

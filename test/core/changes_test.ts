@@ -11,34 +11,21 @@ import { appendFile, chmod, mkdir, readFile, rename, rm, rmdir, stat, symlink, u
 import { join } from 'node:path';
 import { type ChangeScan, type LocalChange, isConflictCopy, scanChanges } from '../../core/changes.ts';
 import { Replica } from '../../core/replica.ts';
-import { type ServerHandle, cleanupAll, copyFixture, imz, makeTmp, startServer } from '../helpers.ts';
+import { cleanupAll, sampleSuiteServer } from '../helpers.ts';
 
 const T = suite('changes');
 
-let server: ServerHandle;
-let tmp: string;
-let n = 0;
-
-T.before(async () => {
-  tmp = await makeTmp('imz-changes-');
-  const srv = join(tmp, 'srv');
-  await copyFixture('sample', srv);
+const suiteServer = sampleSuiteServer('imz-changes-', async (srv) => {
   // A tracked file whose name looks like a conflict copy (the user added it on purpose).
   await writeFile(join(srv, 'kept.imz-conflict-abc-1.txt'), 'tracked on purpose\n');
   await writeFile(join(srv, 'docs', 'notes', 'more.md'), 'more notes\n');
   await writeFile(join(srv, 'twin-a.txt'), 'twin content\n');
   await writeFile(join(srv, 'twin-b.txt'), 'other twin!!\n'); // same size, other content
-  server = await startServer(srv);
 });
+T.before(suiteServer.start);
 T.after(cleanupAll);
-
-/** A fresh clone of the suite's server. */
-async function cloned(): Promise<string> {
-  const dir = join(tmp, `replica-${++n}`);
-  const r = await imz(['clone', server.address, dir, '--json']);
-  assert.is(r.code, 0, `clone exited ${r.code}\n${r.stdout}\n${r.stderr}`);
-  return dir;
-}
+const cloned = suiteServer.clone;
+let refs = 0;
 
 async function scan(dir: string): Promise<ChangeScan> {
   return scanChanges(await Replica.open(dir));
@@ -136,7 +123,7 @@ T('same size, same mtime, other content: caught (ctime moves on every write)', a
   const p = join(dir, 'twin-a.txt');
   const before = lstatSync(p);
   // touch -r copies timestamps to the nanosecond (utimes from JS numbers cannot).
-  const ref = join(tmp, `ref-${n}`);
+  const ref = join(suiteServer.tmp, `ref-${++refs}`);
   await writeFile(ref, '');
   execFileSync('touch', ['-m', '-r', p, ref]);
   await sleep(20);

@@ -12,28 +12,14 @@ import { type LocalChange, scanChanges } from '../../core/changes.ts';
 import { Replica } from '../../core/replica.ts';
 import { ScanAhead } from '../../core/scan_ahead.ts';
 import { fsEntryFromStats } from '../../core/tree_scan.ts';
-import { type ServerHandle, cleanupAll, copyFixture, imz, makeTmp, startServer } from '../helpers.ts';
+import { cleanupAll, sampleSuiteServer } from '../helpers.ts';
 
 const T = suite('scan ahead');
 
-let server: ServerHandle;
-let tmp: string;
-let n = 0;
-
-T.before(async () => {
-  tmp = await makeTmp('imz-ahead-');
-  const srv = join(tmp, 'srv');
-  await copyFixture('sample', srv);
-  server = await startServer(srv);
-});
+const suiteServer = sampleSuiteServer('imz-ahead-');
+T.before(suiteServer.start);
 T.after(cleanupAll);
-
-async function cloned(): Promise<string> {
-  const dir = join(tmp, `replica-${++n}`);
-  const r = await imz(['clone', server.address, dir, '--json']);
-  assert.is(r.code, 0, `clone exited ${r.code}\n${r.stdout}\n${r.stderr}`);
-  return dir;
-}
+const cloned = suiteServer.clone;
 
 const sha = (s: string | Buffer) => createHash('sha256').update(s).digest('hex');
 const UP_TO = 64;
