@@ -1,4 +1,3 @@
-import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { closeSync, fdatasync, fdatasyncSync, fsync, fsyncSync, openSync, readFileSync, readdirSync, renameSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
@@ -18,24 +17,6 @@ export async function inParallel<T>(items: T[], limit: number, fn: (x: T) => Pro
 /** fsync (fdatasync with data) through the thread pool: many of them in flight let a disk merge their flushes. */
 export function fsyncFd(fd: number, data = false): Promise<void> {
   return new Promise((res, rej) => (data ? fdatasync : fsync)(fd, (err) => (err ? rej(err) : res())));
-}
-
-/**
- * Flushes everything written to dir's file system (syncfs(2), through
- * coreutils' `sync -f`): one flush for thousands of files, where as many
- * fsyncs force as many journal commits, each of which stalls the file
- * creations going on beside it. Resolves false when it could not be done
- * (no `sync -f` here, or it reported an error): fsync each file then, which
- * also says which one failed.
- */
-export function syncFileSystem(dir: string): Promise<boolean> {
-  return new Promise((res) => {
-    try {
-      execFile('sync', ['-f', dir], { timeout: 120_000, windowsHide: true }, (err) => res(err === null));
-    } catch {
-      res(false);
-    }
-  });
 }
 
 // Memory-backed file systems, whose fsync does nothing (statfs f_type).

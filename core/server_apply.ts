@@ -4,7 +4,7 @@ import { mkdir, open, rename, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { Codes, ImzError } from '../protocol/errors.ts';
 import { type BlobPiece, Change, type Entry, EntryType, type Operation, OpKind, type OpResult, OpStatus } from '../protocol/messages.ts';
-import { fsErrorPlace, fsyncCostsIo, fsyncDir, fsyncFd, inParallel, syncFileSystem, tempNameFor } from './atomic_fs.ts';
+import { fsErrorPlace, fsyncCostsIo, fsyncDir, fsyncFd, inParallel, tempNameFor } from './atomic_fs.ts';
 import { freeName, keepName } from './conflicts.ts';
 import { POLICIES, type Policy } from './policy.ts';
 import { hashBytes, hashFileSync, sameHash, toHex } from './hash.ts';
@@ -223,10 +223,13 @@ export class Reintegrator {
   // cost more than the work. Written in place, not fsynced: a blob staged by
   // an earlier process (which a kill or a crash can tear) is checked again
   // when it is applied, and the applied file is fsynced.
-  // With a hint (see BlobRequest), the blob is given its store's mode and
-  // time as it is written: that store then only renames it in (on a disk,
-  // once _prepare has flushed it), instead of opening it again for them.
+  // With a hint (see BlobRequest), where an fsync costs nothing (tmpfs),
+  // the blob is given its store's mode and time as it is written: that
+  // store then only renames it in, instead of opening it again for them.
+  // (On a disk _prepare opens it anyway, to fsync it.)
   private _stageWhole(hex: string, data: Uint8Array, hint?: _Ready): void {
+    this._syncCostsIo ??= fsyncCostsIo(this.stagingDir);
+    if (this._syncCostsIo) hint = undefined;
     const listing = this._staging(); // read before the first write, so it sees what earlier processes left
     // Staged and checked by this process, not used yet: the bytes are there
     // (and may be being made ready by the batch being applied: left alone).
@@ -429,8 +432,6 @@ export class Reintegrator {
       if (!this._syncCostsIo && _matches(this._hinted.get(hex), mode, time)) continue; // ready as staged
       jobs.push({ hex, mode, time });
     }
-    // Many blobs on a disk: made ready without an fsync each, then flushed together (see syncFileSystem).
-    if (this._syncCostsIo && jobs.length >= _SYNCFS_MIN && (await this._prepareFlushed(jobs))) return;
     const viaPool = this._syncCostsIo && jobs.length > 1;
     await inParallel(jobs, viaPool ? 32 : 1, async (j) => {
       const blob = inDir(this.stagingDir, j.hex);
@@ -464,42 +465,6 @@ export class Reintegrator {
         closeSync(fd);
       }
     });
-  }
-
-  // _prepare's jobs on a disk, flushed with one syncfs: those staged with
-  // their store's mode and time as they are, the others given them first.
-  // False when the flush could not be done, nothing marked ready: _prepare
-  // then fsyncs each blob.
-  private async _prepareFlushed(jobs: { hex: string; mode: number; time: number }[]): Promise<boolean> {
-    const ready = new Map<string, _Ready>();
-    for (const j of jobs) {
-      const hinted = this._hinted.get(j.hex);
-      if (_matches(hinted, j.mode, j.time)) {
-        ready.set(j.hex, hinted!);
-        continue;
-      }
-      let fd: number;
-      try {
-        fd = _openStaged(inDir(this.stagingDir, j.hex));
-      } catch {
-        continue; // applying meets it again and says what failed
-      }
-      // Given back its staging mode after the batch if no store used it.
-      this._prepared.set(j.hex, { mode: j.mode, time: j.time });
-      this._hinted.delete(j.hex);
-      try {
-        fchmodSync(fd, j.mode);
-        futimesSync(fd, j.time, j.time);
-        ready.set(j.hex, { mode: j.mode, time: j.time, st: fstatSync(fd) });
-      } catch {
-        // (a time out of range...): applying tries again and says what failed
-      } finally {
-        closeSync(fd);
-      }
-    }
-    if (!(await syncFileSystem(this.stagingDir))) return false;
-    for (const [hex, r] of ready) this._prepared.set(hex, r);
-    return true;
   }
 
   // After a batch: the staged blobs _prepare changed that no store renamed in
@@ -1060,9 +1025,6 @@ function readdirSyncSafe(abs: string): string[] {
 }
 
 /** A staged blob made ready by _prepare for the mode and time of a store: its stat then, or why it failed. */
-/** Blobs a batch makes ready on a disk from which one syncfs replaces an fsync each (below it, a flush of the whole file system may cost more). */
-const _SYNCFS_MIN = 64;
-
 interface _Ready {
   mode: number;
   time: number;

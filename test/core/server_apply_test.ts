@@ -8,13 +8,12 @@ import { createHash, randomUUID } from 'node:crypto';
 import { chmodSync, existsSync, lstatSync, readFileSync, readdirSync, statSync, statfsSync, writeFileSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { mkdir } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { EntryType, type Operation, OpKind, OpStatus } from '../../protocol/messages.ts';
 import { fsyncCostsIo } from '../../core/atomic_fs.ts';
 import { Reintegrator } from '../../core/server_apply.ts';
 import { ServerState } from '../../core/server_state.ts';
-import { REPO, cleanupAll, makeTmp } from '../helpers.ts';
+import { cleanupAll } from '../helpers.ts';
 import { serverEngine } from './server_engine.ts';
 
 test.after(cleanupAll);
@@ -317,60 +316,6 @@ test('a hint never makes a staged blob writable by other users: what another loc
     assert.is(statSync(join(w.root, 'x.txt')).mode & 0o777, 0o666, 'the store still gets its mode');
   } finally {
     await w.close();
-  }
-});
-
-// Where a batch is made durable: a file system whose fsync does I/O (the temp dir, or else the repository's).
-const DISK = fsyncCostsIo(tmpdir()) ? tmpdir() : fsyncCostsIo(REPO) ? REPO : undefined;
-
-test('on a disk, a batch of many stores is flushed with one syncfs of the staging file system, or with an fsync each when that fails: every file lands as its operation says', async () => {
-  if (!DISK) throw new Error('no disk-backed directory to test on');
-  const realSync = spawnSync('sh', ['-c', 'command -v sync'], { encoding: 'utf8' }).stdout.trim();
-  if (!realSync) throw new Error('no sync(1) on PATH');
-  // A `sync` that notes what it was asked, then does it (or fails, once told to).
-  const bin = await makeTmp('imz-apply-bin-');
-  const calls = join(bin, 'calls');
-  writeFileSync(join(bin, 'sync'), `#!/bin/sh\necho "$@" >> '${calls}'\n[ -e '${bin}/fail' ] && exit 1\nexec '${realSync}' "$@"\n`, { mode: 0o755 });
-  const PATH = process.env.PATH;
-  process.env.PATH = `${bin}:${PATH}`;
-  try {
-    for (const failing of [false, true]) {
-      if (failing) writeFileSync(join(bin, 'fail'), '');
-      const w = await serverEngine({}, 'imz-apply-disk-', DISK);
-      try {
-        const staging = join(w.stateDir, 'staging');
-        const n = 100;
-        const content = (i: number) => `file ${i} ${failing}\n`.repeat(1 + (i % 7));
-        const modeOf = (i: number) => (i % 3 === 0 ? 0o755 : 0o644);
-        const timeOf = (i: number) => T0 + i * 1000;
-        const inos = new Map<number, number>();
-        for (let i = 0; i < n; i++) {
-          // Even: staged with the store's mode and time as a hint (every tenth with another time than its store's); odd: none.
-          if (i % 2 === 0) inos.set(i, statSync(join(staging, await stageHinted(w.re, content(i), modeOf(i), i % 10 === 0 ? T0 - 5000 : timeOf(i)))).ino);
-          else await stage(w.re, content(i));
-        }
-        const ops = Array.from({ length: n }, (_, i) => storeOp(i + 1, `f${i}.txt`, content(i), modeOf(i), timeOf(i)));
-        const results = await w.re.reintegrate(randomUUID(), ops, 'manual');
-        assert.equal(results.map((r) => r.status), ops.map(() => OpStatus.APPLIED));
-        for (let i = 0; i < n; i++) {
-          const abs = join(w.root, `f${i}.txt`);
-          const st = statSync(abs);
-          assert.is(readFileSync(abs, 'utf8'), content(i));
-          assert.equal([st.mode & 0o7777, Math.round(st.mtimeMs)], [modeOf(i), timeOf(i)], `f${i}.txt mode and time (failing ${failing})`);
-          if (inos.has(i)) assert.is(st.ino, inos.get(i), `f${i}.txt: the staged file itself, renamed in`);
-          const t = w.state.table.get(`f${i}.txt`)!;
-          assert.equal([t.ino, t.mode & 0o7777, t.size], [st.ino, modeOf(i), st.size], `f${i}.txt: the table says what is there`);
-        }
-        assert.equal(readdirSync(staging), []);
-        const asked = readFileSync(calls, 'utf8').trim().split('\n');
-        assert.is(asked.length, failing ? 2 : 1, 'one flush per batch');
-        assert.is(asked.at(-1), `-f ${staging}`);
-      } finally {
-        await w.close();
-      }
-    }
-  } finally {
-    process.env.PATH = PATH;
   }
 });
 
