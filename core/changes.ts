@@ -11,7 +11,6 @@ import { checksumOk, isRemoteRow, typeOfFacts } from './scan_cache_model.ts';
 import { indexWriteTime, isWorkingDir } from './scan_cache_file.ts';
 import { monotonicMs } from './file_times.ts';
 import { PassWorker, SPECULATION_MAX_AGE_MS, type Speculation } from './pass_worker.ts';
-import { ScanAhead } from './scan_ahead.ts';
 import { CHECK, GONE, LIST, NOT_DIR, checkRange, lstatOrNot, racy, runPass } from './scan_pass.ts';
 import { type FsEntry, type IgnoreFn, type SkippedPath, fsEntryFromStats, listDir, listedEntry, sameMtime, statEntrySync } from './tree_scan.ts';
 
@@ -172,13 +171,9 @@ export async function scanChanges(replica: Replica, opts: ScanChangesOptions = {
   const hashOf = async (path: string): Promise<string> => toHex(await hashFile(inDir(root, path)));
   // The hash of a file, and its bytes as hashed when onContent may take them (stored below only if they are pushed).
   const onContent = opts.onContent;
-  // (A file hashed ahead, its content handed over then, is not read again.)
-  let ahead: ScanAhead | undefined;
-  const hashed = async (fs: FsEntry): Promise<{ hash: string; data?: Buffer }> => {
-    const early = ahead?.hashOf(fs);
-    if (early !== undefined) return { hash: early };
-    if (!onContent || fs.size > onContent.upTo) return { hash: await hashOf(fs.path) };
-    const r = hashFileKeeping(inDir(root, fs.path), fs.size);
+  const hashed = async (path: string, size: number): Promise<{ hash: string; data?: Buffer }> => {
+    if (!onContent || size > onContent.upTo) return { hash: await hashOf(path) };
+    const r = hashFileKeeping(inDir(root, path), size);
     return { hash: toHex(r.hash), data: r.data };
   };
   const stored = async (c: LocalChange, data: Buffer | undefined): Promise<void> => {
@@ -212,7 +207,7 @@ export async function scanChanges(replica: Replica, opts: ScanChangesOptions = {
       else if (fs.type === EntryType.SYMLINK) await emit({ kind: 'symlink', path, base: 0, fs });
       else {
         const c: LocalChange = { kind: 'create', path, base: 0, fs };
-        const h = wantHashes ? await hashed(fs) : undefined;
+        const h = wantHashes ? await hashed(path, fs.size) : undefined;
         c.hash = h?.hash;
         if (!stream) created.push(c); // (streamed: sent as it is, never paired into a rename)
         await stored(c, h?.data);
@@ -223,7 +218,7 @@ export async function scanChanges(replica: Replica, opts: ScanChangesOptions = {
     const base = idx.version;
     if (fs.type !== idx.type) {
       const c: LocalChange = { kind: 'retype', path, base, fs, index: idx };
-      const h = fs.type === EntryType.FILE && wantHashes ? await hashed(fs) : undefined;
+      const h = fs.type === EntryType.FILE && wantHashes ? await hashed(path, fs.size) : undefined;
       c.hash = h?.hash;
       await stored(c, h?.data);
       await emit(c);
@@ -244,7 +239,7 @@ export async function scanChanges(replica: Replica, opts: ScanChangesOptions = {
       await emit({ kind: 'modify', path, base, fs, index: idx });
       return;
     }
-    const { hash, data } = await hashed(fs);
+    const { hash, data } = await hashed(path, fs.size);
     if (hash !== idx.hash) {
       const c: LocalChange = { kind: 'modify', path, base, fs, hash, index: idx };
       await stored(c, data);
@@ -273,17 +268,7 @@ export async function scanChanges(replica: Replica, opts: ScanChangesOptions = {
   if (!joined) worker?.stopSpeculation();
   const relative = isWorkingDir(root);
   const passInput = { rootSlash: relative ? '' : rootSlash, paths, facts, targets, refTime };
-  // New small files go up while the pass runs (a push): staging them is harmless, whatever the scan then decides.
-  if (onContent && worker) {
-    ahead = new ScanAhead(root, cache, ignore, onContent);
-    ahead.start();
-  }
-  let state: Uint8Array;
-  try {
-    state = await runPass(passInput, { onProgress: opts.onProgress, worker, joined, keepWorker: joined !== undefined });
-  } finally {
-    await ahead?.stop();
-  }
+  let state = await runPass(passInput, { onProgress: opts.onProgress, worker, joined, keepWorker: joined !== undefined });
   if (joined) {
     for (const i of cache.patchedRows) checkRange(passInput, i, i + 1, state);
     // What the worker found missing is looked at again now: a path away for a moment while it looked (a directory
