@@ -12,12 +12,18 @@ import { type FsEntry, type IgnoreFn, type SkippedPath, sameMtime, statEntry, wa
 
 /** Changes journalled at once during a long scan. */
 const SCAN_CHUNK = 5000;
+/** A verification rescan waits at least this many times as long as the last one took (at most 2 % of the time scanning). */
+const RESCAN_DUTY = 50;
 
 /** Options of the scanner. */
 export interface ScannerOptions {
   /** Milliseconds to gather watcher events before scanning them (default 50). */
   debounceMs?: number;
-  /** Milliseconds between full verification rescans (default 60 s; 0 turns them off). */
+  /**
+   * Milliseconds from the end of one full verification rescan to the start of
+   * the next (default 60 s; 0 turns them off); at least RESCAN_DUTY times as
+   * long as the last one took.
+   */
   rescanMs?: number;
   /** Paths whose content is deliberately absent (an on-demand mirror): never journalled as removed for being missing. */
   virtual?: (path: string) => boolean;
@@ -38,7 +44,7 @@ export class ServerScanner extends EventEmitter {
   private _ignore: IgnoreFn | undefined;
   private _dw: DirWatcher;
   private _started = false;
-  private _rescanTimer: ReturnType<typeof setInterval> | undefined;
+  private _rescanTimer: ReturnType<typeof setTimeout> | undefined;
   private _chain: Promise<unknown> = Promise.resolve();
   private _closed = false;
   private _debounceMs: number;
@@ -63,11 +69,27 @@ export class ServerScanner extends EventEmitter {
     this._ignore = await loadIgnore(this.root);
     const n = await this.scan('');
     this._watchAll();
-    if (this._rescanMs > 0) {
-      this._rescanTimer = setInterval(() => void this.scan('').catch((e) => this.emit('error', e)), this._rescanMs);
-      this._rescanTimer.unref?.();
-    }
+    this._scheduleRescan(0);
     return n;
+  }
+
+  // The next verification rescan: rescanMs after the last one ended, and at least RESCAN_DUTY times as long as it
+  // took, so that on a big tree (a second or more of CPU per full scan) the rescans never keep the server busy.
+  private _scheduleRescan(lastMs: number): void {
+    if (this._rescanMs <= 0 || this._closed) return;
+    this._rescanTimer = setTimeout(() => {
+      let took = 0;
+      // (Timed from its own start: not the wait behind a push being applied.)
+      this.exclusive(async () => {
+        const t = performance.now();
+        try {
+          await this._scan('');
+        } finally {
+          took = performance.now() - t;
+        }
+      }).catch((e) => this.emit('error', e)).finally(() => this._scheduleRescan(took));
+    }, Math.max(this._rescanMs, RESCAN_DUTY * lastMs));
+    this._rescanTimer.unref?.();
   }
 
   private _watchAll(): void {
@@ -279,7 +301,7 @@ export class ServerScanner extends EventEmitter {
   /** Stops watching; a scan in progress finishes. */
   async close(): Promise<void> {
     this._closed = true;
-    if (this._rescanTimer) clearInterval(this._rescanTimer);
+    if (this._rescanTimer) clearTimeout(this._rescanTimer);
     this._dw.close();
     await this._chain;
   }

@@ -43,7 +43,7 @@ export const serveCommand: CommandModule<GlobalArgs, ServeArgs> = {
     .option('handshake-timeout', { type: 'number', default: 10, describe: 'seconds a new connection has to finish HELLO (and AUTH)' })
     .option('http', { type: 'number', requiresArg: true, describe: 'also serve a read-only HTTP view of the tree on this port (0 picks a free one)' })
     .option('http-host', { type: 'string', requiresArg: true, describe: 'address of the HTTP view (default 127.0.0.1; it has no authentication: a non-loopback address needs --insecure)' })
-    .option('rescan-interval', { type: 'number', default: 60, describe: 'seconds between full verification scans (0: off)' })
+    .option('rescan-interval', { type: 'number', default: 60, describe: 'seconds between full verification scans, at least 50 times the last one\'s duration (0: off)' })
     .option('upstream', { type: 'string', requiresArg: true, describe: 'be a mirror of HOST:PORT: DIR becomes its replica, followed live and served here' })
     .option('on-demand', { type: 'boolean', default: false, describe: 'with --upstream: fetch a file\'s content only when a client reads it, then keep it fresh' })
     .option('read-only', { type: 'boolean', default: false, describe: 'refuse every write (with --upstream: writes are otherwise applied here and pushed upstream)' })

@@ -148,4 +148,33 @@ test('directories the server made and removed leave no watch behind', async () =
   assert.is(after, before, `watches: ${before} before, ${after} after 150 directories made and removed by the server`);
 });
 
+test('the periodic rescan waits at least 50 times as long as the last one took: at its interval on a small tree, seldom on a big one', async () => {
+  const counts: number[] = [];
+  for (const files of [5, 12_000]) {
+    const root = await makeTmp('imz-scanner-rescan-');
+    for (let d = 0; d < Math.ceil(files / 1000); d++) {
+      mkdirSync(join(root, `d${d}`));
+      for (let i = 0; i < Math.min(1000, files - d * 1000); i++) writeFileSync(join(root, `d${d}`, `f${i}`), `${d}/${i}\n`);
+    }
+    const state = await ServerState.open(join(root, '.imz-server'));
+    const scanner = new ServerScanner(root, state, { debounceMs: 20, rescanMs: 25 });
+    try {
+      await scanner.start();
+      let scans = 0;
+      scanner.on('scanned', () => scans++);
+      await sleep(1000);
+      counts.push(scans);
+    } finally {
+      await scanner.close();
+      await state.close();
+    }
+  }
+  const [small, big] = counts as [number, number];
+  console.log(`  rescans in a second: ${small} (5 files), ${big} (12,000 files)`);
+  // Small: a scan of a millisecond or two, rescans every 25-100 ms. Big: one of at least ~20 ms (12,000 lstats),
+  // then a wait of a second or more: the first rescan, maybe a second.
+  assert.ok(small >= 8, `small tree: ${small} rescans in a second`);
+  assert.ok(big <= 2, `big tree: ${big} rescans in a second`);
+});
+
 test.run();
