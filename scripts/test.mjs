@@ -83,14 +83,20 @@ function runFile(file) {
         process.kill(-child.pid, 'SIGKILL');
       } catch { /* gone already */ }
     }, fileTimeoutMs);
-    child.stdout.on('data', (b) => { out += b.toString(); });
+    let stdout = '';
+    child.stdout.on('data', (b) => {
+      out += b.toString();
+      stdout += b.toString();
+    });
     child.stderr.on('data', (b) => { out += b.toString(); });
     child.on('close', (code, signal) => {
       running.delete(child);
       clearTimeout(timer);
       if (timedOut) out += `\ntest runner: ${file} still running after ${fileTimeoutMs / 1000} s: stopped\n`;
-      const total = Number(/Total:\s+(\d+)/.exec(out)?.[1] ?? NaN);
-      const passed = Number(/Passed:\s+(\d+)/.exec(out)?.[1] ?? NaN);
+      // uvu's totals end its stdout: the last ones there (a test may print words like them itself).
+      const last = (re) => Number([...stdout.matchAll(re)].at(-1)?.[1] ?? NaN);
+      const total = last(/^\s*Total:\s+(\d+)/gm);
+      const passed = last(/^\s*Passed:\s+(\d+)/gm);
       // read: uvu printed its totals (a crash or a stop by the time limit leaves none, or none to trust).
       const read = !timedOut && Number.isFinite(total) && Number.isFinite(passed);
       resolve({ file, out, code, signal, read, total, passed, seconds: (Date.now() - started) / 1000 });
