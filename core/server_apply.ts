@@ -893,7 +893,7 @@ export class Reintegrator {
         // event can merge with a local chmod or touch made right after, which would be dropped with it.)
         if (onDisk.isFile()) utimesSync(abs, utimeSeconds(op.state.mtimeMs), utimeSeconds(op.state.mtimeMs));
         chmodSync(abs, op.state.mode & 0o777);
-        changes.push(this._change(op.path, Change.META, origin));
+        changes.push(this._change(op.path, Change.META, origin, undefined, undefined, cur));
         break;
       case OpKind.MOVE: {
         const from = inDir(this.root, op.fromPath);
@@ -920,8 +920,9 @@ export class Reintegrator {
           this.scanner.expectWrite(op.fromPath);
           this.scanner.expectWrite(op.path);
         }
+        const moved = this.state.table.get(op.fromPath);
         changes.push({ change: Change.REMOVE, path: op.fromPath, state: undefined, ...origin });
-        changes.push(this._change(op.path, Change.CREATE, origin));
+        changes.push(this._change(op.path, Change.CREATE, origin, undefined, undefined, moved));
         break;
       }
       default:
@@ -935,13 +936,18 @@ export class Reintegrator {
   }
 
   // The table state of a path as it is on disk now (after imz wrote it).
-  private _change(path: string, change: PendingChange['change'], origin: { origin: string; originSeq: number }, knownHash?: Uint8Array, known?: Stats): PendingChange {
+  // was: the table's entry of the file it is, moved or given new attributes
+  // (checked against the tree before the operation): still that inode with
+  // that size, it holds that content, not read again (a chmod -R or a move
+  // of big files made the server read them all).
+  private _change(path: string, change: PendingChange['change'], origin: { origin: string; originSeq: number }, knownHash?: Uint8Array, known?: Stats, was?: TableEntry): PendingChange {
     const abs = inDir(this.root, path);
     const st = known ?? lstatSync(abs);
     const fe = fsEntryFromStats(path, st, st.isSymbolicLink() ? readlinkSync(abs) : '');
     if (typeof fe === 'string') throw new ImzError(Codes.IO, `cannot journal ${path}: it is a ${fe}`);
     let hash = '';
     if (fe.type === EntryType.FILE && knownHash) hash = Buffer.from(knownHash).toString('latin1'); // verified when staged
+    else if (fe.type === EntryType.FILE && was?.type === EntryType.FILE && was.hash && was.ino !== 0 && was.ino === fe.ino && was.size === fe.size) hash = was.hash;
     else if (fe.type === EntryType.FILE) {
       hash = Buffer.from(hashFileSync(abs)).toString('latin1');
     }

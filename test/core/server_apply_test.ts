@@ -319,4 +319,39 @@ test('a hint never makes a staged blob writable by other users: what another loc
   }
 });
 
+// Bytes this process has read through read(2) and the like so far (Linux).
+const readBytes = () => Number(/^rchar:\s+(\d+)/m.exec(readFileSync('/proc/self/io', 'utf8'))![1]);
+
+test('a file moved, then given a new mode and time, is journalled with the hash the table had for it: not read again (it is the same inode, same size)', async () => {
+  if (!existsSync('/proc/self/io')) throw new Error('no /proc/self/io to count reads with');
+  const big = Buffer.alloc(16 * 1024 * 1024, 7);
+  big.write('the first bytes differ\n');
+  const w = await world();
+  try {
+    writeFileSync(join(w.root, 'big.bin'), big);
+    await w.re.scanner.scanNow('big.bin');
+    const t0 = w.state.table.get('big.bin')!;
+    assert.ok(t0.ino !== 0, 'journalled with its inode');
+    const want = createHash('sha256').update(big).digest().toString('latin1');
+    assert.is(t0.hash, want);
+    const replica = randomUUID();
+    const state = { path: 'moved.bin', type: EntryType.FILE, size: big.length, mode: 0o644, mtimeMs: T0, hash: Buffer.from(want, 'latin1'), target: '', version: 0 };
+    const before = readBytes();
+    const [moved] = await w.re.reintegrate(replica, [{ seq: 1, kind: OpKind.MOVE, path: 'moved.bin', fromPath: 'big.bin', base: 0, fromBase: t0.version, state }], 'manual');
+    assert.is(moved!.status, OpStatus.APPLIED);
+    const v = w.state.table.get('moved.bin')!.version;
+    const [chmodded] = await w.re.reintegrate(replica, [{ seq: 2, kind: OpKind.SETATTR, path: 'moved.bin', fromPath: '', base: v, fromBase: 0, state: { ...state, mode: 0o600, mtimeMs: T0 + 5000 } }], 'manual');
+    assert.is(chmodded!.status, OpStatus.APPLIED);
+    const read = readBytes() - before;
+    assert.ok(read < big.length / 4, `${read} bytes read for a move and a chmod of a ${big.length}-byte file`);
+    const t = w.state.table.get('moved.bin')!;
+    const st = statSync(join(w.root, 'moved.bin'));
+    assert.equal([t.hash === want, t.ino, t.size, t.mode & 0o777, Math.round(t.mtimeMs)], [true, st.ino, big.length, 0o600, T0 + 5000]);
+    assert.ok(readFileSync(join(w.root, 'moved.bin')).equals(big));
+    assert.is(w.state.table.has('big.bin'), false);
+  } finally {
+    await w.close();
+  }
+});
+
 test.run();
