@@ -14,6 +14,17 @@ import { type FsEntry, type IgnoreFn, type SkippedPath, sameMtime, statEntry, wa
 const SCAN_CHUNK = 5000;
 /** A verification rescan waits at least this many times as long as the last one took (at most 2 % of the time scanning). */
 const RESCAN_DUTY = 50;
+/** The longest wait a timer takes (2^31 - 1 ms, ~24.8 days): a longer one would fire at once. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/**
+ * How long after a verification rescan that took lastMs the next one
+ * starts: rescanMs, and at least RESCAN_DUTY times lastMs; at most the
+ * longest wait a timer takes.
+ */
+export function rescanDelayMs(rescanMs: number, lastMs: number): number {
+  return Math.min(MAX_TIMER_MS, Math.max(rescanMs, RESCAN_DUTY * lastMs));
+}
 
 /** Options of the scanner. */
 export interface ScannerOptions {
@@ -88,7 +99,7 @@ export class ServerScanner extends EventEmitter {
           took = performance.now() - t;
         }
       }).catch((e) => this.emit('error', e)).finally(() => this._scheduleRescan(took));
-    }, Math.max(this._rescanMs, RESCAN_DUTY * lastMs));
+    }, rescanDelayMs(this._rescanMs, lastMs));
     this._rescanTimer.unref?.();
   }
 

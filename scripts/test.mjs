@@ -72,7 +72,7 @@ function runFile(file) {
   return new Promise((resolve) => {
     // In a process group of its own, so that a file that hangs can be stopped with every process it started.
     const child = spawn(process.execPath, ['node_modules/uvu/bin.js', '-r', 'tsx', 'test', `^${esc(file)}$`], {
-      cwd: root, env: { ...process.env, NO_COLOR: '1', FORCE_COLOR: '0' }, stdio: ['ignore', 'pipe', 'pipe'], detached: true,
+      cwd: root, env: { ...process.env, FORCE_COLOR: '0' }, stdio: ['ignore', 'pipe', 'pipe'], detached: true,
     });
     running.add(child);
     let out = '';
@@ -93,10 +93,11 @@ function runFile(file) {
       running.delete(child);
       clearTimeout(timer);
       if (timedOut) out += `\ntest runner: ${file} still running after ${fileTimeoutMs / 1000} s: stopped\n`;
-      // uvu's totals end its stdout: the last ones there (a test may print words like them itself).
-      const last = (re) => Number([...stdout.matchAll(re)].at(-1)?.[1] ?? NaN);
-      const total = last(/^\s*Total:\s+(\d+)/gm);
-      const passed = last(/^\s*Passed:\s+(\d+)/gm);
+      // uvu's totals: its closing block (Total, Passed, Skipped, Duration on lines of their own), the last one in
+      // its stdout; a test may print words like one of them itself.
+      const block = [...stdout.matchAll(/^\s*Total:\s+(\d+)[^\n]*\n\s*Passed:\s+(\d+)[^\n]*\n\s*Skipped:\s+\d+[^\n]*\n\s*Duration:/gm)].at(-1);
+      const total = Number(block?.[1] ?? NaN);
+      const passed = Number(block?.[2] ?? NaN);
       // read: uvu printed its totals (a crash or a stop by the time limit leaves none, or none to trust).
       const read = !timedOut && Number.isFinite(total) && Number.isFinite(passed);
       resolve({ file, out, code, signal, read, total, passed, seconds: (Date.now() - started) / 1000 });

@@ -71,6 +71,10 @@ export const serveCommand: CommandModule<GlobalArgs, ServeArgs> = {
         throw new ImzError('IMZ_USAGE', `cannot serve: ${name} must be a positive number, not ${v}`);
       }
     }
+    if (!(args.rescanInterval >= 0 && args.rescanInterval * 1000 <= 2 ** 31 - 1)) {
+      const { ImzError } = await import('../../protocol/errors.ts');
+      throw new ImzError('IMZ_USAGE', `cannot serve: --rescan-interval must be a number of seconds from 0 (off) to 2147483, not ${args.rescanInterval}`);
+    }
     const { serve, loadServeSecurity } = await import('../../core/serve.ts');
     const { isLoopback } = await import('../../core/server.ts');
     const sec = loadServeSecurity({ tokenFile: args.tokenFile, readOnlyTokenFiles: args.readOnlyTokenFile, tlsCert: args.tlsCert, tlsKey: args.tlsKey });

@@ -21,6 +21,17 @@ test('a bad --port: exit 2, one line naming it, no .imz-server made', async () =
   }
 });
 
+test('a --rescan-interval that is not a number of seconds a timer can wait: exit 2, one line, nothing written (it rescanned every millisecond)', async () => {
+  for (const v of ['abc', '-1', '3000000']) {
+    const dir = join(await makeTmp('imz-serve-args-'), 'tree');
+    await mkdir(dir);
+    const r = await imz(['serve', dir, '--port', '0', '--rescan-interval', v], { timeoutMs: 10_000 });
+    assert.is(r.code, 2, `--rescan-interval ${v}: ${r.stderr}`);
+    assert.match(r.stderr, /^imz: cannot serve: --rescan-interval must be a number of seconds from 0 \(off\) to 2147483, not \S+\n$/, r.stderr);
+    assert.equal(await readdir(dir), [], `--rescan-interval ${v}: nothing written`);
+  }
+});
+
 test('a directory that does not exist, or a file: exit 2, one line, nothing made (a mistyped path was made and served empty)', async () => {
   const tmp = await makeTmp('imz-serve-args-');
   const missing = join(tmp, 'no', 'such');

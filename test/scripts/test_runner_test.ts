@@ -13,9 +13,10 @@ const T = suite('test runner');
 T.after(cleanupAll);
 
 const FILES: Record<string, string> = {
-  // Prints words like uvu's totals before uvu does (a log line of a test): the runner must read uvu's own.
+  // Prints words like uvu's totals before uvu does, and after (a log line of a test, a timer): the runner must read
+  // uvu's own.
   'core/chatty_test.ts': `import { test } from 'uvu';
-test('one', () => { console.log('  Total:     99'); console.log('  Passed:    99'); });
+test('one', () => { console.log('  Total:     99'); console.log('  Passed:    99'); setTimeout(() => console.log('  Passed:    0'), 100); });
 test('two', () => {});
 test.run();
 `,
@@ -41,11 +42,14 @@ async function runRunner(pattern?: string): Promise<{ code: number | null; out: 
     writeFileSync(join(dir, 'test', p), src);
   }
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [join(dir, 'scripts', 'test.mjs'), ...(pattern ? [pattern] : [])], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+    // (Its own limit per file first; then SIGTERM, on which it stops the files it runs, each in a group of its own.)
+    const child = spawn(process.execPath, [join(dir, 'scripts', 'test.mjs'), ...(pattern ? [pattern] : [])], {
+      cwd: dir, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, IMZ_TEST_FILE_TIMEOUT: '30' },
+    });
     let out = '';
     child.stdout.on('data', (b) => (out += b));
     child.stderr.on('data', (b) => (out += b));
-    const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
+    const timer = setTimeout(() => child.kill('SIGTERM'), 60_000);
     child.on('error', reject);
     child.on('close', (code) => {
       clearTimeout(timer);
