@@ -891,9 +891,12 @@ export class Reintegrator {
         // Times first: if they are refused, nothing has changed yet. (Synchronous: awaited, each call was a turn of
         // the thread pool, and a push of 10,000 chmods waited on them. Not announced to the watcher: an attribute
         // event can merge with a local chmod or touch made right after, which would be dropped with it.)
-        if (onDisk.isFile()) utimesSync(abs, utimeSeconds(op.state.mtimeMs), utimeSeconds(op.state.mtimeMs));
+        // A time already the one sent is not set again: a write since the check then shows in it, and the file is
+        // read again (set anew, it would hide that write, and the table's hash be journalled for other content).
+        const touch = onDisk.isFile() && !sameMtime(lstatSync(abs).mtimeMs, op.state.mtimeMs);
+        if (touch) utimesSync(abs, utimeSeconds(op.state.mtimeMs), utimeSeconds(op.state.mtimeMs));
         chmodSync(abs, op.state.mode & 0o777);
-        changes.push(this._change(op.path, Change.META, origin, undefined, undefined, cur));
+        changes.push(this._change(op.path, Change.META, origin, undefined, undefined, touch ? undefined : cur));
         break;
       case OpKind.MOVE: {
         const from = inDir(this.root, op.fromPath);
@@ -910,7 +913,8 @@ export class Reintegrator {
         if (silent) unlinkSync(from);
         // The client moved the file and may have changed its mode or time since (one operation for both): what it
         // sent is given to it here, not the old ones kept (a pull took the client's chmod or touch back).
-        const given = _giveAttrs(abs, op.state.mode, op.state.mtimeMs);
+        const attrs = _giveAttrs(abs, op.state.mode, op.state.mtimeMs);
+        const given = attrs.file;
         // Its events: the unlink's where it was, when the rename left both names; else one where it was and one where
         // it is (each with a cookie of its own, never merged with another). New attributes are not announced: their
         // event can merge with a local chmod or touch right after, which would then be dropped with it (found by
@@ -922,7 +926,8 @@ export class Reintegrator {
         }
         const moved = this.state.table.get(op.fromPath);
         changes.push({ change: Change.REMOVE, path: op.fromPath, state: undefined, ...origin });
-        changes.push(this._change(op.path, Change.CREATE, origin, undefined, undefined, moved));
+        // (Its time set anew, a write since the check would leave no trace: read again then.)
+        changes.push(this._change(op.path, Change.CREATE, origin, undefined, undefined, attrs.touched ? undefined : moved));
         break;
       }
       default:
@@ -936,10 +941,11 @@ export class Reintegrator {
   }
 
   // The table state of a path as it is on disk now (after imz wrote it).
-  // was: the table's entry of the file it is, moved or given new attributes
-  // (checked against the tree before the operation): still that inode with
-  // that size, it holds that content, not read again (a chmod -R or a move
-  // of big files made the server read them all).
+  // was: the table's entry of the file it is, moved or given a new mode
+  // (checked against the tree before the operation, its time not set since):
+  // still that inode with that size and time, it holds that content, not
+  // read again (a chmod -R or a move of big files made the server read them
+  // all).
   private _change(path: string, change: PendingChange['change'], origin: { origin: string; originSeq: number }, knownHash?: Uint8Array, known?: Stats, was?: TableEntry): PendingChange {
     const abs = inDir(this.root, path);
     const st = known ?? lstatSync(abs);
@@ -947,7 +953,7 @@ export class Reintegrator {
     if (typeof fe === 'string') throw new ImzError(Codes.IO, `cannot journal ${path}: it is a ${fe}`);
     let hash = '';
     if (fe.type === EntryType.FILE && knownHash) hash = Buffer.from(knownHash).toString('latin1'); // verified when staged
-    else if (fe.type === EntryType.FILE && was?.type === EntryType.FILE && was.hash && was.ino !== 0 && was.ino === fe.ino && was.size === fe.size) hash = was.hash;
+    else if (fe.type === EntryType.FILE && was?.type === EntryType.FILE && was.hash && was.ino !== 0 && was.ino === fe.ino && was.size === fe.size && sameMtime(was.mtimeMs, fe.mtimeMs)) hash = was.hash;
     else if (fe.type === EntryType.FILE) {
       hash = Buffer.from(hashFileSync(abs)).toString('latin1');
     }
@@ -1101,17 +1107,21 @@ function _stagingMode(blob: string): void {
 // Gives a path imz just made (a moved file, a new directory) the mode and time the operation sent, where they differ.
 // Best effort: the journal then records what the disk holds, which a pull brings to every replica.
 // True for a regular file given them (or needing none); false for anything else, or when a change failed half-way.
-function _giveAttrs(abs: string, mode: number, mtimeMs: number | undefined): boolean {
+function _giveAttrs(abs: string, mode: number, mtimeMs: number | undefined): { file: boolean; touched: boolean } {
+  let touched = false;
   try {
     const st = lstatSync(abs);
-    if (!st.isFile() && !st.isDirectory()) return false; // (chmod would follow a symlink)
-    if (mtimeMs !== undefined && mtimeMs !== 0 && st.isFile() && !sameMtime(st.mtimeMs, mtimeMs)) utimesSync(abs, utimeSeconds(mtimeMs), utimeSeconds(mtimeMs));
+    if (!st.isFile() && !st.isDirectory()) return { file: false, touched }; // (chmod would follow a symlink)
+    if (mtimeMs !== undefined && mtimeMs !== 0 && st.isFile() && !sameMtime(st.mtimeMs, mtimeMs)) {
+      touched = true;
+      utimesSync(abs, utimeSeconds(mtimeMs), utimeSeconds(mtimeMs));
+    }
     // (A mode or time of 0: not sent.) The set-id and sticky bits it has stay: a directory made in a setgid one inherits setgid.
     if ((mode & 0o777) !== 0 && (st.mode & 0o777) !== (mode & 0o777)) chmodSync(abs, (st.mode & 0o7000) | (mode & 0o777));
-    return st.isFile();
+    return { file: st.isFile(), touched };
   } catch {
     // (a time out of range, a file system without modes): the journal says what is there
-    return false;
+    return { file: false, touched: true };
   }
 }
 
