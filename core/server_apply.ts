@@ -1106,7 +1106,8 @@ function _stagingMode(blob: string): void {
 
 // Gives a path imz just made (a moved file, a new directory) the mode and time the operation sent, where they differ.
 // Best effort: the journal then records what the disk holds, which a pull brings to every replica.
-// True for a regular file given them (or needing none); false for anything else, or when a change failed half-way.
+// file: true for a regular file given them (or needing none); false for anything else, or when a change failed
+// half-way. touched: its time was set (or may have been: a failure), so that a write made before shows nowhere.
 function _giveAttrs(abs: string, mode: number, mtimeMs: number | undefined): { file: boolean; touched: boolean } {
   let touched = false;
   try {
