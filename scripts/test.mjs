@@ -54,13 +54,15 @@ const esc = (s) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 // The files running now. Each is in a process group of its own, which a Ctrl-C at the terminal (or CI stopping
 // this runner) does not reach: stopped here, with every process they started.
 const running = new Set();
+/** Kills a running file's process group: its uvu process and everything it started. */
+function killGroup(child) {
+  try {
+    process.kill(-child.pid, 'SIGKILL');
+  } catch { /* gone already */ }
+}
 for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
   process.on(sig, () => {
-    for (const child of running) {
-      try {
-        process.kill(-child.pid, 'SIGKILL');
-      } catch { /* gone already */ }
-    }
+    for (const child of running) killGroup(child);
     process.stdout.write(`\ntest runner: stopped by ${sig}\n0 passed, 1 failed\n`);
     process.exit(1);
   });
@@ -79,14 +81,13 @@ function runFile(file) {
     let timedOut = false;
     const timer = setTimeout(() => {
       timedOut = true;
-      try {
-        process.kill(-child.pid, 'SIGKILL');
-      } catch { /* gone already */ }
+      killGroup(child);
     }, fileTimeoutMs);
     let stdout = '';
     child.stdout.on('data', (b) => {
-      out += b.toString();
-      stdout += b.toString();
+      const s = b.toString();
+      out += s;
+      stdout += s;
     });
     child.stderr.on('data', (b) => { out += b.toString(); });
     child.on('close', (code, signal) => {
