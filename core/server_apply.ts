@@ -893,8 +893,7 @@ export class Reintegrator {
         // event can merge with a local chmod or touch made right after, which would be dropped with it.)
         // A time already the one sent is not set again: a write since the check then shows in it, and the file is
         // read again (set anew, it would hide that write, and the table's hash be journalled for other content).
-        const touch = onDisk.isFile() && !sameMtime(lstatSync(abs).mtimeMs, op.state.mtimeMs);
-        if (touch) utimesSync(abs, utimeSeconds(op.state.mtimeMs), utimeSeconds(op.state.mtimeMs));
+        const touch = onDisk.isFile() && _retimed(abs, lstatSync(abs).mtimeMs, op.state.mtimeMs);
         chmodSync(abs, op.state.mode & 0o777);
         changes.push(this._change(op.path, Change.META, origin, undefined, undefined, touch ? undefined : cur));
         break;
@@ -1104,6 +1103,13 @@ function _stagingMode(blob: string): void {
   }
 }
 
+// Sets abs's time (atime and mtime) to mtimeMs unless it has it already (hadMs); true when it set it.
+function _retimed(abs: string, hadMs: number, mtimeMs: number): boolean {
+  if (sameMtime(hadMs, mtimeMs)) return false;
+  utimesSync(abs, utimeSeconds(mtimeMs), utimeSeconds(mtimeMs));
+  return true;
+}
+
 // Gives a path imz just made (a moved file, a new directory) the mode and time the operation sent, where they differ.
 // Best effort: the journal then records what the disk holds, which a pull brings to every replica.
 // file: true for a regular file given them (or needing none); false for anything else, or when a change failed
@@ -1113,10 +1119,7 @@ function _giveAttrs(abs: string, mode: number, mtimeMs: number | undefined): { f
   try {
     const st = lstatSync(abs);
     if (!st.isFile() && !st.isDirectory()) return { file: false, touched }; // (chmod would follow a symlink)
-    if (mtimeMs !== undefined && mtimeMs !== 0 && st.isFile() && !sameMtime(st.mtimeMs, mtimeMs)) {
-      touched = true;
-      utimesSync(abs, utimeSeconds(mtimeMs), utimeSeconds(mtimeMs));
-    }
+    if (mtimeMs !== undefined && mtimeMs !== 0 && st.isFile()) touched = _retimed(abs, st.mtimeMs, mtimeMs);
     // (A mode or time of 0: not sent.) The set-id and sticky bits it has stay: a directory made in a setgid one inherits setgid.
     if ((mode & 0o777) !== 0 && (st.mode & 0o777) !== (mode & 0o777)) chmodSync(abs, (st.mode & 0o7000) | (mode & 0o777));
     return { file: st.isFile(), touched };
