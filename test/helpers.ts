@@ -572,11 +572,19 @@ export async function pushUnderWay(): Promise<{
   return { srv, server, replicas, since, paths, proc, done };
 }
 
+/** How many of these journal records each path has (those that keep passes, when given). */
+export function recordsPerPath(records: JournalLine[], keep: (x: JournalLine) => boolean = () => true): Map<string, number> {
+  const perPath = new Map<string, number>();
+  for (const x of records) if (keep(x)) perPath.set(x.path, (perPath.get(x.path) ?? 0) + 1);
+  return perPath;
+}
+
+/** Journal records made by a replica (origin set), rather than by the server's own scan. */
+export const byReplica = (x: JournalLine): boolean => x.origin !== '';
+
 /** How many journal records made by a replica (origin set) each path has after seq `since`. */
 export async function appliedPerPath(address: string, since: number): Promise<Map<string, number>> {
-  const perPath = new Map<string, number>();
-  for (const x of await readJournal(address, since)) if (x.origin !== '') perPath.set(x.path, (perPath.get(x.path) ?? 0) + 1);
-  return perPath;
+  return recordsPerPath(await readJournal(address, since), byReplica);
 }
 
 /** An HTTP answer, read whole. */

@@ -443,9 +443,10 @@ T('SIGINT stops a follower cleanly in the middle of a burst: exit 0, a stopped e
   // A burst that takes a while to apply, so the signal lands mid-batch.
   const burst = new Map<string, string>();
   for (let i = 0; i < 80; i++) {
+    const name = `burst-${String(i).padStart(3, '0')}.bin`;
     const data = randomBytes(96 * 1024);
-    burst.set(`burst-${String(i).padStart(3, '0')}.bin`, createHash('sha256').update(data).digest('hex'));
-    await writeFile(join(srv, [...burst.keys()].at(-1)!), data);
+    burst.set(name, createHash('sha256').update(data).digest('hex'));
+    await writeFile(join(srv, name), data);
   }
   await f.waitEvent((e) => e.event === 'change', 10_000, 'the first change of the burst');
   const t0 = Date.now();

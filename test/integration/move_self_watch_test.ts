@@ -17,26 +17,35 @@ const T = suite('review: a move of a path onto itself');
 T.after.each(cleanupAll);
 T.after(cleanupAll);
 
-T('MOVE x.txt -> x.txt, then x.txt replaced by a local program: journalled', async () => {
+// A server (periodic rescan off) on a copy of fixtures/sample, once add has put its files there.
+async function served(add: (srv: string) => Promise<void>) {
   const tmp = await makeTmp('imz-rev-mv-');
   const srv = join(tmp, 'srv');
   await copyFixture('sample', srv);
-  await writeFile(join(srv, 'x.txt'), 'x\n');
-  const server = await startServer(srv, ['--rescan-interval', '0']);
+  await add(srv);
+  return { tmp, srv, server: await startServer(srv, ['--rescan-interval', '0']) };
+}
+
+// Sends the server one MOVE of from to to, as a client would (its versions and state as the server has them); the results.
+async function moveOnServer(address: string, from: string, to: string): Promise<{ status?: number }[]> {
   const { Remote } = await import('../../core/remote.ts');
-  const remote = await Remote.connect(server.address, { timeoutMs: 5_000 });
+  const remote = await Remote.connect(address, { timeoutMs: 5_000 });
   try {
-    const st = await remote.stat('x.txt');
-    const v = Number(st.version);
+    const a = await remote.stat(from);
+    const b = await remote.stat(to);
     const reply = await remote.session.request(Op.REINTEGRATE, { reintegrate: { replicaId: randomUUID(), policy: 'manual', ops: [{
-      seq: 1, kind: 7 as never, path: 'x.txt', fromPath: 'x.txt', base: v, fromBase: v, baseMode: 0,
-      state: { path: 'x.txt', type: 1 as never, size: st.size, mode: st.mode, mtimeMs: st.mtimeMs, hash: st.hash, target: '', version: 0 },
+      seq: 1, kind: 7 as never, path: to, fromPath: from, base: Number(b.version), fromBase: Number(a.version), baseMode: 0,
+      state: { path: to, type: 1 as never, size: a.size, mode: a.mode, mtimeMs: a.mtimeMs, hash: a.hash, target: '', version: 0 },
     }] } });
-    const res = (reply as { reintegrateReply?: { results?: { status?: number }[] } }).reintegrateReply?.results ?? [];
-    console.log('result', JSON.stringify(res));
+    return (reply as { reintegrateReply?: { results?: { status?: number }[] } }).reintegrateReply?.results ?? [];
   } finally {
     remote.close();
   }
+}
+
+T('MOVE x.txt -> x.txt, then x.txt replaced by a local program: journalled', async () => {
+  const { tmp, srv, server } = await served((srv) => writeFile(join(srv, 'x.txt'), 'x\n'));
+  console.log('result', JSON.stringify(await moveOnServer(server.address, 'x.txt', 'x.txt')));
   await new Promise((r) => setTimeout(r, 300));
   const since = (await readJournal(server.address)).length;
   await writeFile(join(tmp, 'x.new'), 'changed on the server\n');
@@ -46,27 +55,12 @@ T('MOVE x.txt -> x.txt, then x.txt replaced by a local program: journalled', asy
 });
 
 T('MOVE a.txt -> b.txt where b.txt is a hard link of a.txt on the server: a.txt is gone, as journalled', async () => {
-  const tmp = await makeTmp('imz-rev-mv-');
-  const srv = join(tmp, 'srv');
-  await copyFixture('sample', srv);
-  await writeFile(join(srv, 'a.txt'), 'same file\n');
-  await link(join(srv, 'a.txt'), join(srv, 'b.txt'));
-  const server = await startServer(srv, ['--rescan-interval', '0']);
-  const { Remote } = await import('../../core/remote.ts');
-  const remote = await Remote.connect(server.address, { timeoutMs: 5_000 });
-  let status: number | undefined;
-  try {
-    const a = await remote.stat('a.txt');
-    const b = await remote.stat('b.txt');
-    const reply = await remote.session.request(Op.REINTEGRATE, { reintegrate: { replicaId: randomUUID(), policy: 'manual', ops: [{
-      seq: 1, kind: 7 as never, path: 'b.txt', fromPath: 'a.txt', base: Number(b.version), fromBase: Number(a.version), baseMode: 0,
-      state: { path: 'b.txt', type: 1 as never, size: a.size, mode: a.mode, mtimeMs: a.mtimeMs, hash: a.hash, target: '', version: 0 },
-    }] } });
-    status = (reply as { reintegrateReply?: { results?: { status?: number }[] } }).reintegrateReply?.results?.[0]?.status;
-  } finally {
-    remote.close();
-  }
-  assert.is(status, OpStatus.APPLIED, 'applied');
+  const { srv, server } = await served(async (srv) => {
+    await writeFile(join(srv, 'a.txt'), 'same file\n');
+    await link(join(srv, 'a.txt'), join(srv, 'b.txt'));
+  });
+  const [result] = await moveOnServer(server.address, 'a.txt', 'b.txt');
+  assert.is(result?.status, OpStatus.APPLIED, 'applied');
   const last = (await readJournal(server.address)).filter((r) => r.path === 'a.txt').at(-1);
   assert.is(last?.change, 4, 'a.txt journalled as removed');
   assert.not.ok(existsSync(join(srv, 'a.txt')), 'a.txt is still in the served tree, though journalled as removed');

@@ -7,7 +7,7 @@ import * as assert from 'uvu/assert';
 import { copyFile, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
-  type RunResult, runReport as out, appliedPerPath, cleanupAll, readJournal, diffTreesBut, imz, manyFiles, jsonLines, pushUnderWay, readReintLog, sampleWorld, setRemote, snapshotTree, startServer,
+  type RunResult, runReport as out, byReplica, cleanupAll, readJournal, recordsPerPath, diffTreesBut, imz, manyFiles, jsonLines, pushUnderWay, readReintLog, sampleWorld, setRemote, snapshotTree, startServer,
 } from '../helpers.ts';
 
 const T = suite('push: streamed while scanning, more');
@@ -55,9 +55,9 @@ T('server killed (SIGKILL) while streamed groups go up: exit 4, changes logged; 
   // Applied once: one record per path. Files the killed server had renamed in but not yet journalled (a batch cut
   // short) are journalled by the restarted server's own scan, with no origin, and the resent operations find them
   // as they would have made them ('same'); the rest carry the replica's origin.
-  const perPath = await appliedPerPath(again.address, since);
-  const records = new Map<string, number>();
-  for (const x of await readJournal(again.address, since)) records.set(x.path, (records.get(x.path) ?? 0) + 1);
+  const journal = await readJournal(again.address, since);
+  const perPath = recordsPerPath(journal, byReplica);
+  const records = recordsPerPath(journal);
   for (const p of paths) assert.is(records.get(p), 1, `${p} journalled once`);
   for (const p of paths) assert.ok((perPath.get(p) ?? 0) <= 1, `${p} applied once`);
   console.log(`  ${paths.filter((p) => !perPath.has(p)).length} of ${paths.length} journalled by the restarted server's scan`);
