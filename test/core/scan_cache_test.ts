@@ -6,7 +6,7 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { lstatSync, readFileSync, writeFileSync } from 'node:fs';
 import { appendFile, chmod, cp, mkdir, rename, rm, symlink, utimes, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { type ChangeScan, scanChanges } from '../../core/changes.ts';
 import { Replica } from '../../core/replica.ts';
 import { SCAN_CACHE_FILE, ScanCache } from '../../core/scan_cache.ts';
@@ -16,21 +16,14 @@ import { PathList } from '../../core/path_list.ts';
 import { BUCKETS, bucketOf } from '../../core/index_model.ts';
 import { PassWorker } from '../../core/pass_worker.ts';
 import { CHECK } from '../../core/scan_pass.ts';
-import { type ServerHandle, cleanupAll, copyFixture, imz, makeTmp, startServer } from '../helpers.ts';
+import { cleanupAll, imz, sampleSuiteServer } from '../helpers.ts';
 
 const T = suite('scan_cache');
 
-let server: ServerHandle;
-let tmp: string;
-let n = 0;
-
-T.before(async () => {
-  tmp = await makeTmp('imz-scan-cache-');
-  const srv = join(tmp, 'srv');
-  await copyFixture('sample', srv);
+const suiteServer = sampleSuiteServer('imz-scan-cache-', async (srv) => {
   for (let i = 0; i < 30; i++) await writeFile(join(srv, 'docs', `page-${i}.txt`), `page ${i}\n`);
-  server = await startServer(srv);
 });
+T.before(suiteServer.start);
 T.after(cleanupAll);
 
 /** The bundle's worker (dist/, built before the tests): tsx does not load .ts modules in threads. */
@@ -46,9 +39,7 @@ const cacheOf = (dir: string) => decodeScanCache(readFileSync(join(dir, '.imz', 
  * the listing), scanned once so the cache holds the marks.
  */
 async function marked(): Promise<string> {
-  const dir = join(tmp, `replica-${++n}`);
-  const r = await imz(['clone', server.address, dir, '--json']);
-  assert.is(r.code, 0, `clone exited ${r.code}\n${r.stderr}`);
+  const dir = await suiteServer.clone();
   await sleep(1100);
   assert.equal(brief(await scan(dir)), []);
   const c = cacheOf(dir)!;
@@ -171,9 +162,10 @@ T('a new .imzignore lets in what the old one kept out, in a marked directory', a
 
 T('a directory swapped for a symlink: what lstat finds through the link is not the tracked path', async () => {
   const dir = await marked();
-  await cp(join(dir, 'src'), join(tmp, `elsewhere-${n}`), { recursive: true });
-  await rename(join(dir, 'src'), join(tmp, `moved-${n}`));
-  await symlink(join(tmp, `elsewhere-${n}`), join(dir, 'src'));
+  const elsewhere = join(suiteServer.tmp, `elsewhere-${basename(dir)}`);
+  await cp(join(dir, 'src'), elsewhere, { recursive: true });
+  await rename(join(dir, 'src'), join(suiteServer.tmp, `moved-${basename(dir)}`));
+  await symlink(elsewhere, join(dir, 'src'));
   const s = await scan(dir);
   assert.equal(brief(s).filter((x) => x.includes('src')).sort(), ['delete src/blob.bin', 'delete src/lib/math.js', 'delete src/main.js', 'retype src', 'rmdir src/lib'].sort());
 });
@@ -223,7 +215,7 @@ T('a worker started with the directory runs its own pass over the cache file, an
     other.stop();
   }
   // Outside any replica it begins nothing.
-  const none = PassWorker.start(tmp, WORKER)!;
+  const none = PassWorker.start(suiteServer.tmp, WORKER)!;
   try {
     assert.is(await none.speculation(replica.root, 10_000), undefined);
   } finally {
