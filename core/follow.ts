@@ -1,6 +1,6 @@
 import { Codes, ImzError } from '../protocol/errors.ts';
 import { type Entry, type JournalRecord, Op } from '../protocol/messages.ts';
-import { type PullEvent, checkSeq, pullWith } from './pull.ts';
+import { type PullEvent, checkSeq, pullWith, replayedTo } from './pull.ts';
 import { reconcile } from './reconcile.ts';
 import { type SecurityOptions, connectReplica } from './credentials.ts';
 import type { Remote } from './remote.ts';
@@ -89,8 +89,10 @@ export async function follow(dir: string, opts: FollowOptions = {}): Promise<{ c
           }
           if (finalState.size === 0) continue;
           await withReplicaLock(dir, undefined, async (replica) => {
-            await reconcile(replica, r, [...finalState.values()], opts.onEvent, opts.policy ?? replica.config.policy ?? 'manual');
-            replica.head = { serverId: r.info.serverId, cursor: last };
+            const res = await reconcile(replica, r, [...finalState.values()], opts.onEvent, opts.policy ?? replica.config.policy ?? 'manual');
+            // What could not be fetched (it kept changing there) stays owed, for the next pull, with what was owed before and has no record here.
+            const owed = [...(replica.head.owed ?? []).filter((p) => !finalState.has(p)), ...res.stale];
+            replica.head = replayedTo(r.info.serverId, last, owed);
             await replica.saveHead();
           });
           cursor = last;

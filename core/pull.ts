@@ -10,7 +10,7 @@ import { type ReconcileEvent, type ReconcileResult, reconcile, sameState } from 
 import { type SecurityOptions, connectReplica } from './credentials.ts';
 import type { Remote } from './remote.ts';
 import { printable } from './paths.ts';
-import { Replica } from './replica.ts';
+import { type Head, Replica } from './replica.ts';
 import { explainFsError, sweepStateTemps } from './atomic_fs.ts';
 import { walkTree } from './tree_scan.ts';
 
@@ -91,7 +91,8 @@ async function _pullWith(replica: Replica, remote: Remote, opts: PullOptions = {
     throw new ImzError(Codes.CURSOR_GONE, `cannot pull: the server's journal starts at record ${info.journalFirst} but this replica stopped at ${head.cursor}; run \`imz pull --resync\` to compare by hash and fetch what differs (local changes are kept)`);
   }
   opts.onEvent?.({ type: 'connected', serverId: info.serverId, behind: Math.max(0, info.journalLast - head.cursor) });
-  const total: PullSummary = { changed: 0, conflicts: [], stale: [], files: 0, bytes: 0, cursor: head.cursor, records: 0, resynced: resync, outstanding: 0 };
+  // Files an earlier run could not fetch (their records are behind the cursor) are asked for again below.
+  const total: PullSummary = { changed: 0, conflicts: [], stale: [...(head.owed ?? [])], files: 0, bytes: 0, cursor: head.cursor, records: 0, resynced: resync, outstanding: 0 };
   const merge = (r: ReconcileResult) => {
     total.changed += r.changed;
     total.conflicts.push(...r.conflicts);
@@ -153,7 +154,7 @@ async function _pullWith(replica: Replica, remote: Remote, opts: PullOptions = {
     merge(await reconcile(replica, remote, targets, opts.onEvent, policy));
     // A clone stays marked unfinished until the journal replay below is done
     // too: killed in between, the same `imz clone` resumes it.
-    replica.head = { serverId: info.serverId, cursor, ...(head.cloning ? { cloning: true } : {}) };
+    replica.head = replayedTo(info.serverId, cursor, total.stale, head.cloning);
     await replica.saveHead();
     total.cursor = cursor;
   }
@@ -186,18 +187,27 @@ async function _pullWith(replica: Replica, remote: Remote, opts: PullOptions = {
     total.records += n;
     const r = await reconcile(replica, remote, targets, opts.onEvent, policy);
     merge(r);
-    replica.head = { serverId: info.serverId, cursor: last, ...(head.cloning ? { cloning: true } : {}) };
+    replica.head = replayedTo(info.serverId, last, total.stale, head.cloning);
     await replica.saveHead();
     total.cursor = last;
     if (r.stale.length === 0) break;
     await new Promise((res) => setTimeout(res, 100 * (round + 1)));
   }
   if (replica.head.cloning) {
-    replica.head = { serverId: info.serverId, cursor: replica.head.cursor };
+    replica.head = replayedTo(info.serverId, replica.head.cursor, replica.head.owed ?? []);
     await replica.saveHead();
   }
   total.outstanding = outstanding(await listConflicts(replica.stateDir)).length;
   return total;
+}
+
+/**
+ * HEAD once the journal is replayed up to cursor: owed lists the files that
+ * could not be fetched (they kept changing on the server), which the next
+ * pull asks for again although the cursor is past their records.
+ */
+export function replayedTo(serverId: string, cursor: number, owed: readonly string[], cloning?: boolean): Head {
+  return { serverId, cursor, ...(cloning ? { cloning: true } : {}), ...(owed.length > 0 ? { owed: [...new Set(owed)].sort() } : {}) };
 }
 
 /**

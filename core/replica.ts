@@ -37,6 +37,12 @@ export interface Head {
   cursor: number;
   /** True while a clone has not finished (a re-run resumes it). */
   cloning?: boolean;
+  /**
+   * Files a pull or a follower could not fetch (the server's content no
+   * longer matched its record: it kept changing), though the cursor went past
+   * their records: the next pull asks the server for them again.
+   */
+  owed?: string[];
 }
 
 /**
@@ -768,7 +774,8 @@ function _isConfig(c: unknown): c is ReplicaConfig {
 
 function _isHead(h: unknown): h is Head {
   const x = h as Partial<Head> | null;
-  return typeof x === 'object' && x !== null && typeof x.serverId === 'string' && Number.isSafeInteger(x.cursor) && x.cursor! >= 0;
+  return typeof x === 'object' && x !== null && typeof x.serverId === 'string' && Number.isSafeInteger(x.cursor) && x.cursor! >= 0
+    && (x.owed === undefined || (Array.isArray(x.owed) && x.owed.every((p) => pathProblem(p) === undefined)));
 }
 
 /** Rows of a bucket replaced in its text before it is encoded whole instead (each replacement copies the text). */

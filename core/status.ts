@@ -38,6 +38,8 @@ export interface StatusReport {
   cursor: number;
   /** True while the clone that made this replica has not finished. */
   cloning: boolean;
+  /** Files a pull could not fetch yet (they kept changing on the server): the next pull asks for them again. */
+  owed: string[];
   /** Index entries that are files, and how many of them were deleted. */
   tracked: number;
   deleted: number;
@@ -75,7 +77,7 @@ export async function status(dir: string, opts: StatusOptions = {}): Promise<Sta
   ]);
   return {
     root: replica.root, changes: scan.changes, skipped: scan.skipped, conflicts, damagedConflicts, server: await serverP, cursor: replica.head.cursor,
-    cloning: replica.head.cloning === true,
+    cloning: replica.head.cloning === true, owed: replica.head.owed ?? [],
     tracked: scan.tracked, deleted: scan.deleted,
   };
 }

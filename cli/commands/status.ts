@@ -75,7 +75,7 @@ export const statusCommand: CommandModule<GlobalArgs, StatusArgs> = {
     }
     const srv = r.server;
     out.event({
-      event: 'status', root: r.root, cloning: r.cloning, changes: r.changes.length, conflicts: r.conflicts.length, skipped: r.skipped.length, cursor: r.cursor,
+      event: 'status', root: r.root, cloning: r.cloning, owed: r.owed.length, changes: r.changes.length, conflicts: r.conflicts.length, skipped: r.skipped.length, cursor: r.cursor,
       tracked: r.tracked, deleted: r.deleted, server: srv.address, reachable: srv.reachable, ...(srv.behind !== undefined ? { behind: srv.behind } : {}),
       ...(srv.serverId ? { serverId: srv.serverId } : {}), ...(srv.error ? { error: srv.error } : {}), offline: !srv.reachable,
       ...(srv.access ? { access: srv.access } : {}), ...(srv.upstream ? { upstream: srv.upstream.address, upstreamReachable: srv.upstream.reachable } : {}),
@@ -93,6 +93,7 @@ export const statusCommand: CommandModule<GlobalArgs, StatusArgs> = {
     if (srv.upstream) out.line(`  (a mirror of ${srv.upstream.address}${srv.upstream.reachable ? '' : ', which it cannot reach now: it serves what it has'})`);
     if (srv.reachable && srv.error) out.warn(srv.error);
     for (const d of r.damagedConflicts) out.warn(damagedConflictWarning(d));
+    if (r.owed.length > 0) out.warn(`${_n(r.owed.length, 'file')} could not be fetched yet (they kept changing on the server): run \`imz pull\` to fetch ${r.owed.length === 1 ? 'it' : 'them'} (${r.owed.slice(0, 5).join(', ')}${r.owed.length > 5 ? ', ...' : ''})`);
     if (r.cloning) out.warn(`the clone of ${srv.address} into ${r.root} has not finished: run the same \`imz clone\` again to resume it`);
     return r.conflicts.length > 0 ? Exit.CONFLICTS : Exit.OK;
   }),
