@@ -28,7 +28,7 @@ export interface FollowOptions {
 export type FollowEvent =
   | PullEvent
   | { type: 'following'; address: string; cursor: number }
-  | { type: 'applied'; records: number; cursor: number }
+  | { type: 'applied'; records: number; cursor: number; stale: number }
   | { type: 'disconnected'; message: string; retryInMs: number };
 
 /**
@@ -88,15 +88,17 @@ export async function follow(dir: string, opts: FollowOptions = {}): Promise<{ c
             last = Math.max(last, rec.seq);
           }
           if (finalState.size === 0) continue;
+          let stale = 0;
           await withReplicaLock(dir, undefined, async (replica) => {
             const res = await reconcile(replica, r, [...finalState.values()], opts.onEvent, opts.policy ?? replica.config.policy ?? 'manual');
             // What could not be fetched (it kept changing there) stays owed, for the next pull, with what was owed before and has no record here.
             const owed = [...(replica.head.owed ?? []).filter((p) => !finalState.has(p)), ...res.stale];
+            stale = res.stale.length;
             replica.head = replayedTo(r.info.serverId, last, owed);
             await replica.saveHead();
           });
           cursor = last;
-          opts.onEvent?.({ type: 'applied', records: records.length, cursor });
+          opts.onEvent?.({ type: 'applied', records: records.length, cursor, stale });
         }
       };
       try {

@@ -47,7 +47,10 @@ export function followEventPrinter(out: Output): (e: FollowEvent) => void {
     if (e.type === 'following') {
       out.event({ event: 'following', address: e.address, cursor: e.cursor });
       out.line(`following ${e.address} from journal record ${e.cursor}`);
-    } else if (e.type === 'applied') out.event({ event: 'applied', records: e.records, cursor: e.cursor });
+    } else if (e.type === 'applied') {
+      out.event({ event: 'applied', records: e.records, cursor: e.cursor, stale: e.stale });
+      if (e.stale > 0) out.warn(`${e.stale} files kept changing on the server and are not here yet; the next \`imz pull\` fetches them`);
+    }
     else if (e.type === 'disconnected') {
       out.event({ event: 'disconnected', message: e.message, retryInMs: e.retryInMs });
       out.warn(`${e.message}; retrying in ${(e.retryInMs / 1000).toFixed(1)} s`);

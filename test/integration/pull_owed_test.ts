@@ -108,6 +108,41 @@ T('a follower keeps what is owed when it moves the cursor, and the next pull fet
   await fetchedByNextPull(srv, a, journalled, records);
 });
 
+T('a follower that cannot fetch a file says so, owes it, and the next pull fetches it', async () => {
+  const { srv, server, a } = await servedClone('imz-owed-live-', { 'keep.txt': 'AAAA\n' });
+  const { proc, done } = await spawnImz(['pull', '--follow', '-C', a, '--json']);
+  let so = '';
+  let se = '';
+  proc.stdout!.on('data', (d: Buffer) => (so += d.toString()));
+  proc.stderr!.on('data', (d: Buffer) => (se += d.toString()));
+  let records = 0;
+  const journalled = async () => (await readJournal(server.address)).filter((r) => r.path === 'keep.txt' || r.path === 'keep.new');
+  try {
+    await waitFor(() => jsonLines(so).some((e) => e.event === 'following'), 15_000, 'the follower following');
+    // Held still while the server journals B and its disk comes to hold C unseen: once let go, it meets the record of B.
+    proc.kill('SIGSTOP');
+    try {
+      await writeFile(join(srv, 'keep.new'), 'BBBB\n');
+      utimesSync(join(srv, 'keep.new'), new Date('2020-01-01'), new Date('2020-01-01'));
+      renameSync(join(srv, 'keep.new'), join(srv, 'keep.txt'));
+      const b = createHash('sha256').update('BBBB\n').digest('hex');
+      await waitFor(async () => (await journalled()).at(-1)?.hash === b, 10_000, 'the server journalling keep.txt');
+      records = (await journalled()).length;
+      rewriteUnseen(join(srv, 'keep.txt'), 'CCCC\n');
+    } finally {
+      proc.kill('SIGCONT');
+    }
+    await waitFor(() => jsonLines(so).some((e) => e.event === 'applied' && e.stale === 1), 10_000, 'an applied event with a file not fetched');
+    assert.match(se, /1 files kept changing on the server and are not here yet; the next `imz pull` fetches them/, se);
+    assert.is(readFileSync(join(a, 'keep.txt'), 'utf8'), 'AAAA\n', 'not fetched');
+    assert.equal(head(a).owed, ['keep.txt']);
+  } finally {
+    proc.kill('SIGINT');
+    await done;
+  }
+  await fetchedByNextPull(srv, a, journalled, records);
+});
+
 T('a HEAD whose owed list is not a list of safe paths is refused as damaged', async () => {
   const { a } = await servedClone('imz-owed-bad-', { 'f.txt': 'x\n' });
   const file = join(a, '.imz', 'HEAD');
