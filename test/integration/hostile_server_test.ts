@@ -112,7 +112,9 @@ async function assertConfined(b: Box, remote: string | undefined, when = 'after 
   assert.is(config.format, 1, `${b.label}: .imz/config format`);
   if (remote) assert.is(config.remote, remote, `${b.label}: .imz/config remote`);
   const head = JSON.parse(await readFile(join(state, 'HEAD'), 'utf8'));
-  for (const k of Object.keys(head)) assert.ok(['serverId', 'cursor', 'cloning'].includes(k), `${b.label}: .imz/HEAD has ${k}`);
+  for (const k of Object.keys(head)) assert.ok(['serverId', 'cursor', 'cloning', 'owed'].includes(k), `${b.label}: .imz/HEAD has ${k}`);
+  // Content that did not match its hash is owed to the next pull: by the path it was asked for, a safe one.
+  for (const p of head.owed ?? []) assert.ok(typeof p === 'string' && p !== '' && !p.startsWith('/') && !p.split('/').includes('..') && !p.startsWith('.imz'), `${b.label}: .imz/HEAD owes ${JSON.stringify(p)}`);
   assert.ok(Number.isSafeInteger(head.cursor) && head.cursor >= 0, `${b.label}: .imz/HEAD cursor ${head.cursor}`);
   // Wire content (every hostile file holds PWNED) never lands in state; the
   // server's side of a conflict is kept in conflicts/blobs by design.
