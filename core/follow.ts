@@ -27,7 +27,7 @@ export interface FollowOptions {
 /** What follow reports, beyond pull's events. */
 export type FollowEvent =
   | PullEvent
-  | { type: 'following'; address: string; cursor: number }
+  | { type: 'following'; address: string; cursor: number; stale: number }
   | { type: 'applied'; records: number; cursor: number; stale: number }
   | { type: 'disconnected'; message: string; retryInMs: number };
 
@@ -66,12 +66,14 @@ export async function follow(dir: string, opts: FollowOptions = {}): Promise<{ c
         const t = setTimeout(() => { if (!answered) r.close(); }, heartbeat);
         r.session.request(Op.PING).then(() => { answered = true; clearTimeout(t); }, () => { clearTimeout(t); });
       }, heartbeat);
+      let stale = 0;
       await withReplicaLock(dir, opts.signal, (replica) => pullWith(replica, r, { onEvent: opts.onEvent, resync, policy: opts.policy }).then((s) => {
         cursor = s.cursor;
+        stale = s.stale.length;
         resync = false;
       }), undefined, { rebuildHead: resync });
       attempt = 0;
-      opts.onEvent?.({ type: 'following', address: r.address, cursor });
+      opts.onEvent?.({ type: 'following', address: r.address, cursor, stale });
       // Frames are read as they come and applied in batches: whatever
       // arrived while one batch was being applied goes in the next one.
       const waiting: JournalRecord[] = [];

@@ -3,7 +3,7 @@ import { Exit } from '../exit_codes.ts';
 import { ImzError } from '../../protocol/errors.ts';
 import { type GlobalArgs, formatBytes, parseSize } from '../output.ts';
 import { run, securityOf } from '../run.ts';
-import { pullEventPrinter } from './progress.ts';
+import { pullEventPrinter, staleWarning } from './progress.ts';
 
 interface CloneArgs extends GlobalArgs {
   address: string;
@@ -36,7 +36,7 @@ export const cloneCommand: CommandModule<GlobalArgs, CloneArgs> = {
     out.stopProgress();
     out.event({ event: 'cloned', dir: r.dir, changed: r.changed, files: r.files, bytes: r.bytes, cursor: r.cursor, conflicts: r.conflicts.length, stale: r.stale.length, seconds: secs });
     out.line(`cloned ${args.address} into ${r.dir}${args.onDemand ? ' on demand' : ''}: ${r.changed} entries, ${r.files} files, ${formatBytes(r.bytes)} in ${secs.toFixed(2)} s (journal at ${r.cursor})`);
-    if (r.stale.length > 0) out.warn(`${r.stale.length} files kept changing on the server and are not here yet; run \`imz pull\` to fetch them`);
+    if (r.stale.length > 0) out.warn(staleWarning(r.stale.length));
     return r.outstanding > 0 ? Exit.CONFLICTS : Exit.OK;
   }),
 };

@@ -45,17 +45,23 @@ export function followEventPrinter(out: Output): (e: FollowEvent) => void {
   const changes = pullEventPrinter(out, true);
   return (e) => {
     if (e.type === 'following') {
-      out.event({ event: 'following', address: e.address, cursor: e.cursor });
+      out.event({ event: 'following', address: e.address, cursor: e.cursor, stale: e.stale });
       out.line(`following ${e.address} from journal record ${e.cursor}`);
+      if (e.stale > 0) out.warn(staleWarning(e.stale));
     } else if (e.type === 'applied') {
       out.event({ event: 'applied', records: e.records, cursor: e.cursor, stale: e.stale });
-      if (e.stale > 0) out.warn(`${e.stale} files kept changing on the server and are not here yet; the next \`imz pull\` fetches them`);
+      if (e.stale > 0) out.warn(staleWarning(e.stale));
     }
     else if (e.type === 'disconnected') {
       out.event({ event: 'disconnected', message: e.message, retryInMs: e.retryInMs });
       out.warn(`${e.message}; retrying in ${(e.retryInMs / 1000).toFixed(1)} s`);
     } else changes(e);
   };
+}
+
+/** The warning for files a pull could not fetch because they kept changing on the server (owed to the next pull). */
+export function staleWarning(n: number): string {
+  return `${n} ${n === 1 ? 'file' : 'files'} kept changing on the server and ${n === 1 ? 'is' : 'are'} not here yet; the next \`imz pull\` fetches ${n === 1 ? 'it' : 'them'}`;
 }
 
 /** Stops on SIGINT or SIGTERM: the signal aborts, and the command saves its state and returns. */

@@ -2,7 +2,7 @@ import type { Argv, CommandModule } from 'yargs';
 import { Exit } from '../exit_codes.ts';
 import { type GlobalArgs, formatBytes } from '../output.ts';
 import { run, securityOf, workDir } from '../run.ts';
-import { followEventPrinter, pullEventPrinter, stopOnSignals } from './progress.ts';
+import { followEventPrinter, pullEventPrinter, staleWarning, stopOnSignals } from './progress.ts';
 
 interface PullArgs extends GlobalArgs {
   resync: boolean;
@@ -35,9 +35,9 @@ export const pullCommand: CommandModule<GlobalArgs, PullArgs> = {
     const r = await pull(workDir(args), { resync: args.resync, policy: args.policy, security: securityOf(args), onEvent: pullEventPrinter(out, args.verbose) });
     out.stopProgress();
     out.event({ event: 'pulled', changed: r.changed, files: r.files, bytes: r.bytes, records: r.records, cursor: r.cursor, conflicts: r.conflicts.length, outstanding: r.outstanding, stale: r.stale.length, resynced: r.resynced });
-    if (r.changed === 0 && r.conflicts.length === 0) out.line(`already up to date (journal at ${r.cursor})`);
+    if (r.changed === 0 && r.conflicts.length === 0 && r.stale.length === 0) out.line(`already up to date (journal at ${r.cursor})`);
     else out.line(`pulled ${r.records} records: ${r.changed} changes, ${r.files} files, ${formatBytes(r.bytes)} (journal at ${r.cursor})`);
-    if (r.stale.length > 0) out.warn(`${r.stale.length} files kept changing on the server; run \`imz pull\` again to fetch them`);
+    if (r.stale.length > 0) out.warn(staleWarning(r.stale.length));
     const open = r.conflicts.filter((c) => !c.resolvedBy).length;
     if (open > 0) out.warn(`${open} new conflicts: local changes were kept and not overwritten`);
     if (r.outstanding > 0) {

@@ -3,7 +3,7 @@ import { ImzError } from '../../protocol/errors.ts';
 import { Exit } from '../exit_codes.ts';
 import { type GlobalArgs, heldLine } from '../output.ts';
 import { enterReplica, run, securityOf } from '../run.ts';
-import { followEventPrinter, pullEventPrinter, stopOnSignals } from './progress.ts';
+import { followEventPrinter, pullEventPrinter, staleWarning, stopOnSignals } from './progress.ts';
 import { pushEventPrinter } from './push_events.ts';
 
 interface SyncArgs extends GlobalArgs {
@@ -54,9 +54,10 @@ export const syncCommand: CommandModule<GlobalArgs, SyncArgs> = {
     const r = await sync(await enterReplica(args), { policy: args.policy, allowMassDelete: args.allowMassDelete, resync: args.resync, security: securityOf(args), onPull: pullEventPrinter(out, args.verbose), onPush: pushEventPrinter(out, args.verbose) });
     out.stopProgress();
     const outstanding = r.outstanding;
-    out.event({ event: 'synced', pulled: r.pull.changed, pushed: r.push.applied, conflicts: outstanding, cursor: r.pull.cursor, held: r.push.held, ...(r.push.taking ? { taking: r.push.taking } : {}) });
+    out.event({ event: 'synced', pulled: r.pull.changed, pushed: r.push.applied, conflicts: outstanding, cursor: r.pull.cursor, held: r.push.held, stale: r.pull.stale.length, ...(r.push.taking ? { taking: r.push.taking } : {}) });
     out.line(`pulled ${r.pull.changed} changes, pushed ${r.push.applied} (journal at ${r.pull.cursor})`);
     if (r.push.held > 0) out.line(heldLine(r.push.held, r.push.taking));
+    if (r.pull.stale.length > 0) out.warn(staleWarning(r.pull.stale.length));
     if (r.push.rejected > 0) return Exit.FAILED;
     return outstanding > 0 ? Exit.CONFLICTS : Exit.OK;
   }),

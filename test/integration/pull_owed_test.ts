@@ -52,7 +52,8 @@ async function owedScenario(prefix: string) {
   rewriteUnseen(join(srv, 'keep.txt'), 'CCCC\n');
   const p = await imz(['pull', '-C', a]);
   assert.is(p.code, 0, out(p));
-  assert.match(p.stderr, /1 files? kept changing on the server; run `imz pull` again/, out(p));
+  assert.match(p.stderr, /1 file kept changing on the server and is not here yet; the next `imz pull` fetches it/, out(p));
+  assert.not.match(p.stdout, /already up to date/, out(p));
   assert.is(readFileSync(join(a, 'keep.txt'), 'utf8'), 'AAAA\n', 'not fetched (the scenario happened)');
   assert.is((await journalled()).length, records, 'the server journalled nothing more');
   assert.equal(head(a).owed, ['keep.txt'], 'HEAD lists what is owed');
@@ -81,6 +82,16 @@ T('a file whose server content did not match its record is owed, listed by statu
   assert.is(s.status.changes, 0, 'the old content is not a local change');
   const human = await imz(['status', '-C', a]);
   assert.match(human.stderr, /1 file could not be fetched yet .*run `imz pull`.*keep\.txt/, out(human));
+  // Pulled (or synced) again while the server still cannot give it: said again, not "up to date".
+  const again = await imz(['pull', '-C', a]);
+  assert.is(again.code, 0, out(again));
+  assert.not.match(again.stdout, /already up to date/, out(again));
+  assert.match(again.stderr, /1 file kept changing on the server/, out(again));
+  const sync = await imz(['sync', '-C', a, '--json']);
+  assert.is(sync.code, 0, out(sync));
+  assert.is(jsonLines(sync.stdout).find((e) => e.event === 'synced')?.stale, 1, out(sync));
+  assert.match(sync.stderr, /1 file kept changing on the server/, out(sync));
+  assert.equal(head(a).owed, ['keep.txt'], 'still owed');
   await fetchedByNextPull(srv, a, journalled, records);
   // And a push has nothing to send.
   const push = await imz(['push', '-C', a, '--json']);
@@ -96,6 +107,7 @@ T('a follower keeps what is owed when it moves the cursor, and the next pull fet
   try {
     // Its first pull asks for keep.txt again, and cannot get it either; then it follows.
     await waitFor(() => jsonLines(so).some((e) => e.event === 'following'), 15_000, 'the follower following');
+    assert.is(jsonLines(so).find((e) => e.event === 'following')?.stale, 1, 'its catch-up says what it could not fetch');
     await writeFile(join(srv, 'other.txt'), 'changed\n');
     await waitFor(() => readFileSync(join(a, 'other.txt'), 'utf8') === 'changed\n', 15_000, 'the follower applying other.txt');
     const seq = (await readJournal(server.address)).filter((r) => r.path === 'other.txt').at(-1)!.seq;
@@ -133,7 +145,7 @@ T('a follower that cannot fetch a file says so, owes it, and the next pull fetch
       proc.kill('SIGCONT');
     }
     await waitFor(() => jsonLines(so).some((e) => e.event === 'applied' && e.stale === 1), 10_000, 'an applied event with a file not fetched');
-    assert.match(se, /1 files kept changing on the server and are not here yet; the next `imz pull` fetches them/, se);
+    assert.match(se, /1 file kept changing on the server and is not here yet; the next `imz pull` fetches it/, se);
     assert.is(readFileSync(join(a, 'keep.txt'), 'utf8'), 'AAAA\n', 'not fetched');
     assert.equal(head(a).owed, ['keep.txt']);
   } finally {
