@@ -29,7 +29,14 @@ export type FollowEvent =
   | PullEvent
   | { type: 'following'; address: string; cursor: number; stale: number }
   | { type: 'applied'; records: number; cursor: number; stale: number }
-  | { type: 'disconnected'; message: string; retryInMs: number };
+  | { type: 'disconnected'; message: string; retryInMs: number }
+  /** Files owed (see Head.owed) asked for again while following: how many came, how many are still owed. */
+  | { type: 'retried'; fetched: number; stale: number };
+
+/** The first wait before owed files are asked for again while following (doubled each time some stay owed). */
+const OWED_RETRY_MS = 5_000;
+/** The longest wait between two such tries. */
+const OWED_RETRY_MAX_MS = 300_000;
 
 /**
  * `imz pull --follow`: catches up, subscribes to the server's journal and
@@ -52,6 +59,7 @@ export async function follow(dir: string, opts: FollowOptions = {}): Promise<{ c
   while (!stopped()) {
     let remote: Remote | undefined;
     let timer: ReturnType<typeof setInterval> | undefined;
+    let retryTimer: ReturnType<typeof setTimeout> | undefined;
     let applying: Promise<void> | undefined;
     const onAbort = () => remote?.close();
     opts.signal?.addEventListener('abort', onAbort);
@@ -78,8 +86,32 @@ export async function follow(dir: string, opts: FollowOptions = {}): Promise<{ c
       // arrived while one batch was being applied goes in the next one.
       const waiting: JournalRecord[] = [];
       let failed: unknown;
+      // Files owed (they kept changing on the server) are asked for again now and then, between batches: a follower
+      // that stays connected (a mirror) would otherwise keep the old content until some later record of each.
+      let retryDue = false;
+      let retryWait = OWED_RETRY_MS;
+      const scheduleRetry = (owed: number) => {
+        if (owed === 0) {
+          retryWait = OWED_RETRY_MS;
+          return;
+        }
+        if (retryTimer) return;
+        retryTimer = setTimeout(() => {
+          retryTimer = undefined;
+          retryDue = true;
+          if (!applying) applying = drain().catch((e) => { failed = e; r.close(); }).finally(() => { applying = undefined; });
+        }, retryWait);
+        retryTimer.unref?.();
+        retryWait = Math.min(OWED_RETRY_MAX_MS, retryWait * 2);
+      };
       const drain = async () => {
-        while (waiting.length > 0 && failed === undefined) {
+        while ((waiting.length > 0 || retryDue) && failed === undefined && !stopped()) {
+          if (waiting.length === 0) {
+            retryDue = false;
+            const left = await _retryOwed(dir, r, opts);
+            scheduleRetry(left);
+            continue;
+          }
           const records = waiting.splice(0);
           const finalState = new Map<string, Entry>();
           let last = cursor;
@@ -91,18 +123,22 @@ export async function follow(dir: string, opts: FollowOptions = {}): Promise<{ c
           }
           if (finalState.size === 0) continue;
           let stale = 0;
+          let owedNow = 0;
           await withReplicaLock(dir, undefined, async (replica) => {
             const res = await reconcile(replica, r, [...finalState.values()], opts.onEvent, opts.policy ?? replica.config.policy ?? 'manual');
             // What could not be fetched (it kept changing there) stays owed, for the next pull, with what was owed before and has no record here.
             const owed = [...(replica.head.owed ?? []).filter((p) => !finalState.has(p)), ...res.stale];
             stale = res.stale.length;
             replica.head = replayedTo(r.info.serverId, last, owed);
+            owedNow = replica.head.owed?.length ?? 0;
             await replica.saveHead();
           });
           cursor = last;
           opts.onEvent?.({ type: 'applied', records: records.length, cursor, stale });
+          scheduleRetry(owedNow);
         }
       };
+      scheduleRetry(stale);
       try {
         for await (const env of r.session.stream(Op.SUBSCRIBE, { journal: { since: cursor, limit: 0 } })) {
           const records = env.journalReply?.records ?? [];
@@ -135,6 +171,7 @@ export async function follow(dir: string, opts: FollowOptions = {}): Promise<{ c
       await _sleep(delay, opts.signal);
     } finally {
       if (timer) clearInterval(timer);
+      if (retryTimer) clearTimeout(retryTimer);
       opts.signal?.removeEventListener('abort', onAbort);
       remote?.close();
       // Never return while a batch still holds the replica lock.
@@ -142,6 +179,40 @@ export async function follow(dir: string, opts: FollowOptions = {}): Promise<{ c
     }
   }
   return { cursor };
+}
+
+/**
+ * Asks the server again for the files HEAD owes, under the replica lock, and
+ * reconciles those whose record was replayed already; one with a newer record
+ * on its way is left to it. Returns how many stay owed.
+ */
+async function _retryOwed(dir: string, r: Remote, opts: FollowOptions): Promise<number> {
+  let fetched = 0;
+  let left: string[] = [];
+  await withReplicaLock(dir, undefined, async (replica) => {
+    const owed = replica.head.owed ?? [];
+    if (owed.length === 0) return;
+    const targets: Entry[] = [];
+    const coming: string[] = [];
+    for (const p of owed) {
+      let e: Entry;
+      try {
+        e = await r.stat(p);
+      } catch (err) {
+        if (err instanceof ImzError && err.code === Codes.NOT_FOUND) continue; // gone there: its removal is replayed or coming
+        throw err;
+      }
+      if (e.version > replica.head.cursor) coming.push(p);
+      else targets.push(e);
+    }
+    const res = targets.length > 0 ? await reconcile(replica, r, targets, opts.onEvent, opts.policy ?? replica.config.policy ?? 'manual') : { stale: [] as string[] };
+    left = [...coming, ...res.stale];
+    fetched = targets.length - res.stale.length;
+    replica.head = replayedTo(replica.head.serverId, replica.head.cursor, left);
+    await replica.saveHead();
+  });
+  opts.onEvent?.({ type: 'retried', fetched, stale: left.length });
+  return left.length;
 }
 
 // Runs fn with the replica locked, waiting while another imz holds the lock.

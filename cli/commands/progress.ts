@@ -55,6 +55,10 @@ export function followEventPrinter(out: Output): (e: FollowEvent) => void {
     else if (e.type === 'disconnected') {
       out.event({ event: 'disconnected', message: e.message, retryInMs: e.retryInMs });
       out.warn(`${e.message}; retrying in ${(e.retryInMs / 1000).toFixed(1)} s`);
+    } else if (e.type === 'retried') {
+      // (Asked for again now and then: said when something came, not at every try.)
+      out.event({ event: 'retried', fetched: e.fetched, stale: e.stale });
+      if (e.fetched > 0) out.line(`fetched ${e.fetched} ${e.fetched === 1 ? 'file' : 'files'} that had kept changing on the server`);
     } else changes(e);
   };
 }

@@ -120,7 +120,7 @@ T('a follower keeps what is owed when it moves the cursor, and the next pull fet
   await fetchedByNextPull(srv, a, journalled, records);
 });
 
-T('a follower that cannot fetch a file says so, owes it, and the next pull fetches it', async () => {
+T('a follower that cannot fetch a file says so, owes it, and asks for it again while it stays connected', async () => {
   const { srv, server, a } = await servedClone('imz-owed-live-', { 'keep.txt': 'AAAA\n' });
   const { proc, done } = await spawnImz(['pull', '--follow', '-C', a, '--json']);
   let so = '';
@@ -148,11 +148,20 @@ T('a follower that cannot fetch a file says so, owes it, and the next pull fetch
     assert.match(se, /1 file kept changing on the server and is not here yet; the next `imz pull` fetches it/, se);
     assert.is(readFileSync(join(a, 'keep.txt'), 'utf8'), 'AAAA\n', 'not fetched');
     assert.equal(head(a).owed, ['keep.txt']);
+    // The server's disk agrees with its record again, and no record comes: the follower (a mirror, say) asks again.
+    rewriteUnseen(join(srv, 'keep.txt'), 'BBBB\n');
+    await waitFor(() => readFileSync(join(a, 'keep.txt'), 'utf8') === 'BBBB\n', 30_000, 'the follower fetching keep.txt again');
+    await waitFor(() => jsonLines(so).some((e) => e.event === 'retried' && e.fetched === 1 && e.stale === 0), 5_000, 'a retried event');
+    assert.is(head(a).owed, undefined, 'nothing owed');
+    assert.is((await journalled()).length, records, 'no newer record');
   } finally {
     proc.kill('SIGINT');
     await done;
   }
-  await fetchedByNextPull(srv, a, journalled, records);
+  const t = await statusOf(a);
+  assert.is(t.status.changes, 0, `indexed as the server's: ${out(t.r)}`);
+  assert.is(t.status.behind, 0);
+  assert.is(t.status.owed, 0);
 });
 
 T('a HEAD whose owed list is not a list of safe paths is refused as damaged', async () => {
