@@ -1,6 +1,6 @@
 import { Codes, ImzError } from '../protocol/errors.ts';
 import { type Entry, type JournalRecord, Op } from '../protocol/messages.ts';
-import { type PullEvent, checkSeq, pullWith, replayedTo } from './pull.ts';
+import { type PullEvent, checkSeq, owedEntries, pullWith, replayedTo } from './pull.ts';
 import { reconcile } from './reconcile.ts';
 import { type SecurityOptions, connectReplica } from './credentials.ts';
 import type { Remote } from './remote.ts';
@@ -194,15 +194,9 @@ async function _retryOwed(dir: string, r: Remote, opts: FollowOptions): Promise<
     if (owed.length === 0) return;
     const targets: Entry[] = [];
     const coming: string[] = [];
-    for (const p of owed) {
-      let e: Entry;
-      try {
-        e = await r.stat(p);
-      } catch (err) {
-        if (err instanceof ImzError && err.code === Codes.NOT_FOUND) continue; // gone there: its removal is replayed or coming
-        throw err;
-      }
-      if (e.version > replica.head.cursor) coming.push(p);
+    // (Gone there: its removal is replayed or coming.)
+    for (const e of await owedEntries(replica, r, owed)) {
+      if (e.version > replica.head.cursor) coming.push(e.path);
       else targets.push(e);
     }
     const res = targets.length > 0 ? await reconcile(replica, r, targets, opts.onEvent, opts.policy ?? replica.config.policy ?? 'manual') : { stale: [] as string[] };

@@ -12,7 +12,7 @@ import type { Remote } from './remote.ts';
 import { printable } from './paths.ts';
 import { type Head, Replica } from './replica.ts';
 import { explainFsError, sweepStateTemps } from './atomic_fs.ts';
-import { walkTree } from './tree_scan.ts';
+import { type IgnoreFn, walkTree } from './tree_scan.ts';
 
 /** Options of pull. */
 export interface PullOptions {
@@ -161,6 +161,7 @@ async function _pullWith(replica: Replica, remote: Remote, opts: PullOptions = {
 
   // Journal replay (after a resync it picks up what changed during the listing).
   const rounds = opts.staleRounds ?? 5;
+  const owedBefore = new Set(head.owed ?? []);
   for (let round = 0; round <= rounds; round++) {
     const finalState = new Map<string, Entry>();
     let last = replica.head.cursor;
@@ -176,21 +177,18 @@ async function _pullWith(replica: Replica, remote: Remote, opts: PullOptions = {
     // A stale file has a newer record coming; until then, ask for it again by its current server state.
     const retry = total.stale.filter((p) => !finalState.has(p));
     if (n === 0 && retry.length === 0) break;
-    const targets = [...finalState.values()];
-    for (const p of retry) {
-      try {
-        targets.push(await remote.stat(p));
-      } catch (err) {
-        if (!(err instanceof ImzError) || err.code !== Codes.NOT_FOUND) throw err;
-      }
-    }
+    const targets = [...finalState.values(), ...(await owedEntries(replica, remote, retry))];
     total.records += n;
     const r = await reconcile(replica, remote, targets, opts.onEvent, policy);
+    // Nothing new in the journal, and out of reach only files an earlier run could not fetch either: the server's disk
+    // differs from its records unseen by it, and waiting here will not change that; they stay owed to the next pull.
+    // (A file that just changed there gets the rounds below: the server is about to journal it.)
+    const same = n === 0 && r.stale.every((p) => owedBefore.has(p));
     merge(r);
     replica.head = replayedTo(info.serverId, last, total.stale, head.cloning);
     await replica.saveHead();
     total.cursor = last;
-    if (r.stale.length === 0) break;
+    if (r.stale.length === 0 || same) break;
     await new Promise((res) => setTimeout(res, 100 * (round + 1)));
   }
   if (replica.head.cloning) {
@@ -199,6 +197,39 @@ async function _pullWith(replica: Replica, remote: Remote, opts: PullOptions = {
   }
   total.outstanding = outstanding(await listConflicts(replica.stateDir)).length;
   return total;
+}
+
+/** Owed paths asked about at once (the session matches each answer to its request). */
+const _STAT_WINDOW = 64;
+
+/**
+ * The server's entries for owed paths (see Head.owed), asked for a window at
+ * a time. Paths it no longer has, and those .imzignore now excludes here
+ * (the server journals such a path no more), are left out: nothing is owed
+ * for them.
+ */
+export async function owedEntries(replica: Replica, remote: Remote, paths: readonly string[]): Promise<Entry[]> {
+  if (paths.length === 0) return [];
+  const ignore = await loadIgnore(replica.root);
+  const asked = ignore ? paths.filter((p) => !_excluded(ignore, p)) : paths;
+  const out: Entry[] = [];
+  for (let i = 0; i < asked.length; i += _STAT_WINDOW) {
+    const part = asked.slice(i, i + _STAT_WINDOW);
+    const got = await Promise.all(part.map((p) => remote.stat(p).catch((err) => {
+      if (!(err instanceof ImzError) || err.code !== Codes.NOT_FOUND) throw err;
+      return undefined;
+    })));
+    // (An answer about another path than the one asked is not taken for it.)
+    got.forEach((e, k) => { if (e && e.path === part[k]) out.push(e); });
+  }
+  return out;
+}
+
+// True when ignore excludes p or a directory above it.
+function _excluded(ignore: IgnoreFn, p: string): boolean {
+  if (ignore(p, false)) return true;
+  for (let i = p.indexOf('/'); i > 0; i = p.indexOf('/', i + 1)) if (ignore(p.slice(0, i), true)) return true;
+  return false;
 }
 
 /**

@@ -1,4 +1,4 @@
-import { chmodSync, lstatSync, mkdirSync, renameSync, rmdirSync, symlinkSync, unlinkSync, utimesSync } from 'node:fs';
+import { chmodSync, existsSync, lstatSync, mkdirSync, renameSync, rmdirSync, symlinkSync, unlinkSync, utimesSync } from 'node:fs';
 import { chmod, mkdir } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { Codes, ImzError } from '../protocol/errors.ts';
@@ -459,6 +459,16 @@ export async function reconcile(replica: Replica, remote: Remote, targets: Entry
       }
     }, { onProgress: (pr: FetchProgress) => onEvent?.({ type: 'progress', files: pr.files, bytes: pr.bytes, totalFiles: fileItems.length, totalBytes }) });
     for (const s of stale) if (planByDest.has(s.dest)) result.stale.push(s.entry.path);
+    // A conflict whose server version could not be fetched (it kept changing there) names no blob that is not here;
+    // the path is owed, and the pull that fetches it meets the local change again, keeping the server's version then.
+    if (stale.length > 0) {
+      for (const { t, c } of conflictFetch) {
+        if (c.serverBlob && !existsSync(join(replica.stateDir, c.serverBlob))) {
+          delete c.serverBlob;
+          result.stale.push(t.path);
+        }
+      }
+    }
   }
   // One fsync per directory touched, once all renames are done, before the index moves.
   for (const d of dirsTouched) renamedIn.add(join(root, d));

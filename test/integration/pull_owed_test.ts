@@ -5,10 +5,10 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { createHash } from 'node:crypto';
-import { closeSync, openSync, readFileSync, renameSync, statSync, utimesSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readFileSync, renameSync, statSync, utimesSync, writeFileSync, writeSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { runReport as out, cleanupAll, imz, jsonLines, readJournal, servedClone, spawnImz, waitFor } from '../helpers.ts';
+import { runReport as out, cleanupAll, conflictRecords, imz, jsonLines, readJournal, servedClone, spawnImz, waitFor } from '../helpers.ts';
 
 const T = suite('pull: files that kept changing on the server are fetched by the next pull');
 T.after.each(cleanupAll);
@@ -162,6 +162,54 @@ T('a follower that cannot fetch a file says so, owes it, and asks for it again w
   assert.is(t.status.changes, 0, `indexed as the server's: ${out(t.r)}`);
   assert.is(t.status.behind, 0);
   assert.is(t.status.owed, 0);
+});
+
+T('a local edit to an owed file: a conflict that names no server copy until one is fetched; the edit stays', async () => {
+  const { srv, a } = await owedScenario('imz-owed-edit-');
+  writeFileSync(join(a, 'keep.txt'), 'mine\n');
+  const p = await imz(['pull', '-C', a]);
+  assert.is(p.code, 3, out(p));
+  const [c1] = await conflictRecords(a);
+  assert.is(c1?.path, 'keep.txt', out(p));
+  assert.is(c1?.serverBlob, undefined, 'no server copy is named that is not there');
+  assert.equal(head(a).owed, ['keep.txt'], 'still owed');
+  assert.is(readFileSync(join(a, 'keep.txt'), 'utf8'), 'mine\n');
+  rewriteUnseen(join(srv, 'keep.txt'), 'BBBB\n');
+  const q = await imz(['pull', '-C', a]);
+  assert.is(q.code, 3, out(q));
+  const [c2] = await conflictRecords(a);
+  assert.ok(c2?.serverBlob, out(q));
+  assert.is(readFileSync(join(a, '.imz', String(c2!.serverBlob)), 'utf8'), 'BBBB\n', 'the server version kept');
+  assert.is(readFileSync(join(a, 'keep.txt'), 'utf8'), 'mine\n', 'the edit stays');
+  assert.is(head(a).owed, undefined);
+  const r = await imz(['resolve', '-C', a, 'keep.txt', '--take', 'server']);
+  assert.is(r.code, 0, out(r));
+  assert.is(readFileSync(join(a, 'keep.txt'), 'utf8'), 'BBBB\n');
+});
+
+T('an owed file that .imzignore now excludes is owed no more, and pulls do not wait for it', async () => {
+  const { srv, server, a } = await owedScenario('imz-owed-ignored-');
+  writeFileSync(join(srv, '.imzignore'), 'keep.txt\n');
+  await waitFor(async () => (await readJournal(server.address)).some((r) => r.path === '.imzignore'), 10_000, 'the server journalling .imzignore');
+  const p = await imz(['pull', '-C', a]);
+  assert.is(p.code, 0, out(p));
+  assert.ok(existsSync(join(a, '.imzignore')), out(p));
+  const t0 = Date.now();
+  const q = await imz(['pull', '-C', a]);
+  assert.is(q.code, 0, out(q));
+  assert.is(head(a).owed, undefined, out(q));
+  assert.not.match(q.stderr, /kept changing/, out(q));
+  assert.ok(Date.now() - t0 < 1_400, `no rounds of waiting: ${Date.now() - t0} ms`);
+});
+
+T('a file still owed from an earlier pull costs the next pull no rounds of waiting', async () => {
+  const { a } = await owedScenario('imz-owed-rounds-');
+  const t0 = Date.now();
+  const q = await imz(['pull', '-C', a]);
+  const ms = Date.now() - t0;
+  assert.is(q.code, 0, out(q));
+  assert.equal(head(a).owed, ['keep.txt'], 'still owed');
+  assert.ok(ms < 1_400, `the five rounds (1.5 s of waits) are not taken: ${ms} ms`);
 });
 
 T('a HEAD whose owed list is not a list of safe paths is refused as damaged', async () => {
