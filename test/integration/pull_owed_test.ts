@@ -32,6 +32,28 @@ const statusOf = async (rep: string) => {
   return { r, status: jsonLines(r.stdout).find((e) => e.event === 'status')! };
 };
 
+/**
+ * Has the server at address journal keep.txt as B (renamed in whole, dated in the past: a file written just now is
+ * hashed again whatever its lstat says, as git does), then puts C on its disk unseen. Returns the journal's records
+ * of keep.txt and keep.new, and how many there are once B is journalled.
+ */
+async function journalThenHide(srv: string, address: string): Promise<{ journalled: () => Promise<unknown[]>; records: number }> {
+  await writeFile(join(srv, 'keep.new'), 'BBBB\n');
+  utimesSync(join(srv, 'keep.new'), new Date('2020-01-01'), new Date('2020-01-01'));
+  renameSync(join(srv, 'keep.new'), join(srv, 'keep.txt'));
+  const b = createHash('sha256').update('BBBB\n').digest('hex');
+  const records = async () => (await readJournal(address)).filter((r) => r.path === 'keep.txt' || r.path === 'keep.new');
+  // keep.txt's own record of B, and keep.new gone if it was ever journalled: then nothing more is coming for either.
+  await waitFor(async () => {
+    const rs = await records();
+    const newer = rs.filter((r) => r.path === 'keep.new').at(-1);
+    return rs.filter((r) => r.path === 'keep.txt').at(-1)?.hash === b && (newer === undefined || newer.type === 0);
+  }, 10_000, 'the server journalling keep.txt');
+  const n = (await records()).length;
+  rewriteUnseen(join(srv, 'keep.txt'), 'CCCC\n');
+  return { journalled: records, records: n };
+}
+
 const head = (rep: string) => JSON.parse(readFileSync(join(rep, '.imz', 'HEAD'), 'utf8'));
 
 /**
@@ -40,16 +62,7 @@ const head = (rep: string) => JSON.parse(readFileSync(join(rep, '.imz', 'HEAD'),
  */
 async function owedScenario(prefix: string) {
   const { srv, server, a } = await servedClone(prefix, { 'keep.txt': 'AAAA\n', 'other.txt': 'same\n' });
-  // (Dated in the past, and renamed in whole: a file written just now is hashed again whatever its lstat says, as
-  // git does.)
-  await writeFile(join(srv, 'keep.new'), 'BBBB\n');
-  utimesSync(join(srv, 'keep.new'), new Date('2020-01-01'), new Date('2020-01-01'));
-  renameSync(join(srv, 'keep.new'), join(srv, 'keep.txt'));
-  const b = createHash('sha256').update('BBBB\n').digest('hex');
-  const journalled = async () => (await readJournal(server.address)).filter((r) => r.path === 'keep.txt' || r.path === 'keep.new');
-  await waitFor(async () => (await journalled()).at(-1)?.hash === b, 10_000, 'the server journalling keep.txt');
-  const records = (await journalled()).length;
-  rewriteUnseen(join(srv, 'keep.txt'), 'CCCC\n');
+  const { journalled, records } = await journalThenHide(srv, server.address);
   const p = await imz(['pull', '-C', a]);
   assert.is(p.code, 0, out(p));
   assert.match(p.stderr, /1 file kept changing on the server and is not here yet; the next `imz pull` fetches it/, out(p));
@@ -128,19 +141,13 @@ T('a follower that cannot fetch a file says so, owes it, and asks for it again w
   proc.stdout!.on('data', (d: Buffer) => (so += d.toString()));
   proc.stderr!.on('data', (d: Buffer) => (se += d.toString()));
   let records = 0;
-  const journalled = async () => (await readJournal(server.address)).filter((r) => r.path === 'keep.txt' || r.path === 'keep.new');
+  let journalled = async (): Promise<unknown[]> => [];
   try {
     await waitFor(() => jsonLines(so).some((e) => e.event === 'following'), 15_000, 'the follower following');
     // Held still while the server journals B and its disk comes to hold C unseen: once let go, it meets the record of B.
     proc.kill('SIGSTOP');
     try {
-      await writeFile(join(srv, 'keep.new'), 'BBBB\n');
-      utimesSync(join(srv, 'keep.new'), new Date('2020-01-01'), new Date('2020-01-01'));
-      renameSync(join(srv, 'keep.new'), join(srv, 'keep.txt'));
-      const b = createHash('sha256').update('BBBB\n').digest('hex');
-      await waitFor(async () => (await journalled()).at(-1)?.hash === b, 10_000, 'the server journalling keep.txt');
-      records = (await journalled()).length;
-      rewriteUnseen(join(srv, 'keep.txt'), 'CCCC\n');
+      ({ journalled, records } = await journalThenHide(srv, server.address));
     } finally {
       proc.kill('SIGCONT');
     }
