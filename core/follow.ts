@@ -61,6 +61,8 @@ export async function follow(dir: string, opts: FollowOptions = {}): Promise<{ c
     let timer: ReturnType<typeof setInterval> | undefined;
     let retryTimer: ReturnType<typeof setTimeout> | undefined;
     let applying: Promise<void> | undefined;
+    // Set once this connection is being given up: a batch still finishing must not arm a retry that would outlive it.
+    let closing = false;
     const onAbort = () => remote?.close();
     opts.signal?.addEventListener('abort', onAbort);
     try {
@@ -95,9 +97,10 @@ export async function follow(dir: string, opts: FollowOptions = {}): Promise<{ c
           retryWait = OWED_RETRY_MS;
           return;
         }
-        if (retryTimer) return;
+        if (retryTimer || closing) return;
         retryTimer = setTimeout(() => {
           retryTimer = undefined;
+          if (closing) return;
           retryDue = true;
           if (!applying) applying = drain().catch((e) => { failed = e; r.close(); }).finally(() => { applying = undefined; });
         }, retryWait);
@@ -105,7 +108,7 @@ export async function follow(dir: string, opts: FollowOptions = {}): Promise<{ c
         retryWait = Math.min(OWED_RETRY_MAX_MS, retryWait * 2);
       };
       const drain = async () => {
-        while ((waiting.length > 0 || retryDue) && failed === undefined && !stopped()) {
+        while ((waiting.length > 0 || (retryDue && !closing)) && failed === undefined && !stopped()) {
           if (waiting.length === 0) {
             retryDue = false;
             const left = await _retryOwed(dir, r, opts);
@@ -152,13 +155,19 @@ export async function follow(dir: string, opts: FollowOptions = {}): Promise<{ c
         }
       } catch (err) {
         // A batch that failed closed the connection to stop the stream: report why it failed, not the close.
+        closing = true;
         await applying;
         throw failed ?? err;
       }
+      closing = true;
       await applying;
       if (failed !== undefined) throw failed;
       if (!stopped()) throw new ImzError(Codes.CLOSED, 'cannot follow: the server ended the stream');
     } catch (err) {
+      // Before the backoff below: a retry armed earlier must not fire into a closed connection while it waits.
+      closing = true;
+      if (retryTimer) clearTimeout(retryTimer);
+      if (timer) clearInterval(timer);
       if (stopped()) break;
       const e = err instanceof ImzError ? err : new ImzError(Codes.INTERNAL, (err as Error).message);
       // Not something a retry fixes: a different server, a trimmed journal, a broken replica.
@@ -170,6 +179,7 @@ export async function follow(dir: string, opts: FollowOptions = {}): Promise<{ c
       opts.onEvent?.({ type: 'disconnected', message: e.message, retryInMs: delay });
       await _sleep(delay, opts.signal);
     } finally {
+      closing = true;
       if (timer) clearInterval(timer);
       if (retryTimer) clearTimeout(retryTimer);
       opts.signal?.removeEventListener('abort', onAbort);
@@ -209,7 +219,7 @@ async function _retryOwed(dir: string, r: Remote, opts: FollowOptions): Promise<
   return left.length;
 }
 
-// Runs fn with the replica locked, waiting while another imz holds the lock.
+// Waits ms, or less when the signal aborts.
 function _sleep(ms: number, signal?: AbortSignal): Promise<void> {
   return new Promise((resolve) => {
     if (signal?.aborted) return resolve();

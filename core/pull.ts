@@ -3,7 +3,7 @@ import { Codes, ImzError } from '../protocol/errors.ts';
 import { type Entry, EntryType } from '../protocol/messages.ts';
 import { type ConflictRecord, listConflicts, outstanding, saveConflict } from './conflicts.ts';
 import { isConflictCopy } from './changes.ts';
-import { loadIgnore } from './ignore_rules.ts';
+import { IGNORE_FILE, loadIgnore, loadIgnoreKeyed } from './ignore_rules.ts';
 import { UNKNOWN_VERSION, bucketOf } from './index_model.ts';
 import { checkPolicy } from './policy.ts';
 import { type ReconcileEvent, type ReconcileResult, reconcile, sameState } from './reconcile.ts';
@@ -204,14 +204,16 @@ const _STAT_WINDOW = 64;
 
 /**
  * The server's entries for owed paths (see Head.owed), asked for a window at
- * a time. Paths it no longer has, and those .imzignore now excludes here
- * (the server journals such a path no more), are left out: nothing is owed
- * for them.
+ * a time. Paths it no longer has, and those the .imzignore both sides
+ * share now excludes (the server journals such a path no more), are left
+ * out: nothing is owed for them.
  */
 export async function owedEntries(replica: Replica, remote: Remote, paths: readonly string[]): Promise<Entry[]> {
   if (paths.length === 0) return [];
-  const ignore = await loadIgnore(replica.root);
-  const asked = ignore ? paths.filter((p) => !_excluded(ignore, p)) : paths;
+  const { ignore, key } = await loadIgnoreKeyed(replica.root);
+  // Only rules the server has too (.imzignore as indexed): one not pushed yet excludes nothing there, and the path stays owed.
+  const shared = ignore !== undefined && (await replica.get(IGNORE_FILE))?.hash === key;
+  const asked = shared ? paths.filter((p) => !_excluded(ignore, p)) : paths;
   const out: Entry[] = [];
   for (let i = 0; i < asked.length; i += _STAT_WINDOW) {
     const part = asked.slice(i, i + _STAT_WINDOW);

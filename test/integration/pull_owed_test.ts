@@ -209,6 +209,21 @@ T('an owed file that .imzignore now excludes is owed no more, and pulls do not w
   assert.ok(Date.now() - t0 < 1_400, `no rounds of waiting: ${Date.now() - t0} ms`);
 });
 
+T('a rule of this replica not pushed yet does not drop an owed file (the server still journals it)', async () => {
+  const { srv, a, journalled, records } = await owedScenario('imz-owed-local-rule-');
+  writeFileSync(join(a, '.imzignore'), 'keep.txt\n');
+  const p = await imz(['pull', '-C', a]);
+  assert.is(p.code, 0, out(p));
+  assert.equal(head(a).owed, ['keep.txt'], `still owed: ${out(p)}`);
+  assert.match(p.stderr, /kept changing/, out(p));
+  rewriteUnseen(join(srv, 'keep.txt'), 'BBBB\n');
+  const q = await imz(['pull', '-C', a]);
+  assert.is(q.code, 0, out(q));
+  assert.is((await journalled()).length, records, 'no newer record');
+  assert.is(readFileSync(join(a, 'keep.txt'), 'utf8'), 'BBBB\n', `fetched: ${out(q)}`);
+  assert.is(head(a).owed, undefined);
+});
+
 T('a file still owed from an earlier pull costs the next pull no rounds of waiting', async () => {
   const { a } = await owedScenario('imz-owed-rounds-');
   const t0 = Date.now();
