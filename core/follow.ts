@@ -156,6 +156,8 @@ export async function follow(dir: string, opts: FollowOptions = {}): Promise<{ c
       } catch (err) {
         // A batch that failed closed the connection to stop the stream: report why it failed, not the close.
         closing = true;
+        // Records not applied yet would be fetched through a closed connection: the next catch-up replays them.
+        waiting.length = 0;
         await applying;
         throw failed ?? err;
       }
@@ -168,6 +170,8 @@ export async function follow(dir: string, opts: FollowOptions = {}): Promise<{ c
       closing = true;
       if (retryTimer) clearTimeout(retryTimer);
       if (timer) clearInterval(timer);
+      // Not held open, idle, through the backoff.
+      remote?.close();
       if (stopped()) break;
       const e = err instanceof ImzError ? err : new ImzError(Codes.INTERNAL, (err as Error).message);
       // Not something a retry fixes: a different server, a trimmed journal, a broken replica.

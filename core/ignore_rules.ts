@@ -13,13 +13,14 @@ export async function loadIgnore(root: string): Promise<IgnoreFn | undefined> {
 
 /** root/.imzignore's predicate (undefined without one) and a key that changes whenever its text does ('' without one). */
 export async function loadIgnoreKeyed(root: string): Promise<{ ignore?: IgnoreFn; key: string }> {
-  let text: string;
+  let bytes: Buffer;
   try {
-    text = await readFile(join(root, IGNORE_FILE), 'utf8');
+    bytes = await readFile(join(root, IGNORE_FILE));
   } catch {
     return { key: '' };
   }
-  return { ignore: await ignoreFromText(text), key: createHash('sha256').update(text).digest('hex') };
+  // Keyed by its bytes, as the index hashes content: a file that is not UTF-8 still matches its index entry.
+  return { ignore: await ignoreFromText(bytes.toString('utf8')), key: createHash('sha256').update(bytes).digest('hex') };
 }
 
 /** Builds an ignore predicate from gitignore-syntax text. */

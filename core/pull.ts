@@ -177,7 +177,8 @@ async function _pullWith(replica: Replica, remote: Remote, opts: PullOptions = {
     // A stale file has a newer record coming; until then, ask for it again by its current server state.
     const retry = total.stale.filter((p) => !finalState.has(p));
     if (n === 0 && retry.length === 0) break;
-    const targets = [...finalState.values(), ...(await owedEntries(replica, remote, retry))];
+    // (A record of .imzignore in this round changes the server's rules: the indexed ones are not its rules any more.)
+    const targets = [...finalState.values(), ...(await owedEntries(replica, remote, retry, { rulesChanging: finalState.has(IGNORE_FILE) }))];
     total.records += n;
     const r = await reconcile(replica, remote, targets, opts.onEvent, policy);
     // Nothing new in the journal, and out of reach only files an earlier run could not fetch either: the server's disk
@@ -206,11 +207,12 @@ const _STAT_WINDOW = 64;
  * The server's entries for owed paths (see Head.owed), asked for a window at
  * a time. Paths it no longer has, and those the .imzignore both sides
  * share now excludes (the server journals such a path no more), are left
- * out: nothing is owed for them.
+ * out: nothing is owed for them. With rulesChanging (a record of
+ * .imzignore not applied yet) no path is left out for its rules.
  */
-export async function owedEntries(replica: Replica, remote: Remote, paths: readonly string[]): Promise<Entry[]> {
+export async function owedEntries(replica: Replica, remote: Remote, paths: readonly string[], opts: { rulesChanging?: boolean } = {}): Promise<Entry[]> {
   if (paths.length === 0) return [];
-  const { ignore, key } = await loadIgnoreKeyed(replica.root);
+  const { ignore, key } = opts.rulesChanging ? { ignore: undefined, key: '' } : await loadIgnoreKeyed(replica.root);
   // Only rules the server has too (.imzignore as indexed): one not pushed yet excludes nothing there, and the path stays owed.
   const shared = ignore !== undefined && (await replica.get(IGNORE_FILE))?.hash === key;
   const asked = shared ? paths.filter((p) => !_excluded(ignore, p)) : paths;

@@ -224,6 +224,38 @@ T('a rule of this replica not pushed yet does not drop an owed file (the server 
   assert.is(head(a).owed, undefined);
 });
 
+T('an .imzignore that is not UTF-8 still counts as the rules both sides share', async () => {
+  const { srv, server, a } = await owedScenario('imz-owed-latin1-');
+  writeFileSync(join(srv, '.imzignore'), Buffer.from('# caf\xe9\nkeep.txt\n', 'latin1'));
+  await waitFor(async () => (await readJournal(server.address)).some((r) => r.path === '.imzignore'), 10_000, 'the server journalling .imzignore');
+  const p = await imz(['pull', '-C', a]);
+  assert.is(p.code, 0, out(p));
+  assert.ok(existsSync(join(a, '.imzignore')), out(p));
+  const q = await imz(['pull', '-C', a]);
+  assert.is(q.code, 0, out(q));
+  assert.is(head(a).owed, undefined, `dropped: ${out(q)}`);
+});
+
+T('an owed file is not dropped for a rule the same pull removes from the server', async () => {
+  const { srv, server, a, journalled, records } = await owedScenario('imz-owed-rule-gone-');
+  // The rule is shared: pushed from here, so indexed as it is on disk.
+  writeFileSync(join(a, '.imzignore'), 'keep.txt\n');
+  const u = await imz(['push', '-C', a]);
+  assert.is(u.code, 0, out(u));
+  assert.ok(existsSync(join(srv, '.imzignore')), out(u));
+  const before = (await readJournal(server.address)).length;
+  // Then the server drops it, and keep.txt there agrees with its record again.
+  await writeFile(join(srv, '.imzignore'), '');
+  await waitFor(async () => (await readJournal(server.address)).length > before, 10_000, 'the server journalling the new .imzignore');
+  rewriteUnseen(join(srv, 'keep.txt'), 'BBBB\n');
+  const p = await imz(['pull', '-C', a]);
+  assert.is(p.code, 0, out(p));
+  assert.is(readFileSync(join(a, '.imzignore'), 'utf8'), '', out(p));
+  assert.is((await journalled()).length, records, 'no newer record of keep.txt');
+  assert.is(readFileSync(join(a, 'keep.txt'), 'utf8'), 'BBBB\n', `fetched: ${out(p)}`);
+  assert.is(head(a).owed, undefined, out(p));
+});
+
 T('a file still owed from an earlier pull costs the next pull no rounds of waiting', async () => {
   const { a } = await owedScenario('imz-owed-rounds-');
   const t0 = Date.now();
