@@ -208,11 +208,14 @@ const _STAT_WINDOW = 64;
  * a time. Paths it no longer has, and those the .imzignore both sides
  * share now excludes (the server journals such a path no more), are left
  * out: nothing is owed for them. With rulesChanging (a record of
- * .imzignore not applied yet) no path is left out for its rules.
+ * .imzignore not applied yet), or with .imzignore owed itself, no path is
+ * left out for its rules.
  */
 export async function owedEntries(replica: Replica, remote: Remote, paths: readonly string[], opts: { rulesChanging?: boolean } = {}): Promise<Entry[]> {
   if (paths.length === 0) return [];
-  const { ignore, key } = opts.rulesChanging ? { ignore: undefined, key: '' } : await loadIgnoreKeyed(replica.root);
+  // Rules being replayed, or .imzignore itself owed: the server's rules are not the ones here, so none excludes.
+  const unknownRules = opts.rulesChanging === true || paths.includes(IGNORE_FILE);
+  const { ignore, key } = unknownRules ? { ignore: undefined, key: '' } : await loadIgnoreKeyed(replica.root);
   // Only rules the server has too (.imzignore as indexed): one not pushed yet excludes nothing there, and the path stays owed.
   const shared = ignore !== undefined && (await replica.get(IGNORE_FILE))?.hash === key;
   const asked = shared ? paths.filter((p) => !_excluded(ignore, p)) : paths;

@@ -33,24 +33,25 @@ const statusOf = async (rep: string) => {
 };
 
 /**
- * Has the server at address journal keep.txt as B (renamed in whole, dated in the past: a file written just now is
- * hashed again whatever its lstat says, as git does), then puts C on its disk unseen. Returns the journal's records
- * of keep.txt and keep.new, and how many there are once B is journalled.
+ * Has the server at address journal path as content (renamed in whole, dated in the past: a file written just now is
+ * hashed again whatever its lstat says, as git does), then puts hidden on its disk unseen. Returns the journal's
+ * records of path and its temporary name, and how many there are once content is journalled.
  */
-async function journalThenHide(srv: string, address: string): Promise<{ journalled: () => Promise<unknown[]>; records: number }> {
-  await writeFile(join(srv, 'keep.new'), 'BBBB\n');
-  utimesSync(join(srv, 'keep.new'), new Date('2020-01-01'), new Date('2020-01-01'));
-  renameSync(join(srv, 'keep.new'), join(srv, 'keep.txt'));
-  const b = createHash('sha256').update('BBBB\n').digest('hex');
-  const records = async () => (await readJournal(address)).filter((r) => r.path === 'keep.txt' || r.path === 'keep.new');
-  // keep.txt's own record of B, and keep.new gone if it was ever journalled: then nothing more is coming for either.
+async function journalThenHide(srv: string, address: string, path = 'keep.txt', content = 'BBBB\n', hidden = 'CCCC\n'): Promise<{ journalled: () => Promise<unknown[]>; records: number }> {
+  const tmp = `${path}.new`;
+  await writeFile(join(srv, tmp), content);
+  utimesSync(join(srv, tmp), new Date('2020-01-01'), new Date('2020-01-01'));
+  renameSync(join(srv, tmp), join(srv, path));
+  const want = createHash('sha256').update(content).digest('hex');
+  const records = async () => (await readJournal(address)).filter((r) => r.path === path || r.path === tmp);
+  // path's own record of content, and tmp gone if it was ever journalled: then nothing more is coming for either.
   await waitFor(async () => {
     const rs = await records();
-    const newer = rs.filter((r) => r.path === 'keep.new').at(-1);
-    return rs.filter((r) => r.path === 'keep.txt').at(-1)?.hash === b && (newer === undefined || newer.type === 0);
-  }, 10_000, 'the server journalling keep.txt');
+    const newer = rs.filter((r) => r.path === tmp).at(-1);
+    return rs.filter((r) => r.path === path).at(-1)?.hash === want && (newer === undefined || newer.type === 0);
+  }, 10_000, `the server journalling ${path}`);
   const n = (await records()).length;
-  rewriteUnseen(join(srv, 'keep.txt'), 'CCCC\n');
+  rewriteUnseen(join(srv, path), hidden);
   return { journalled: records, records: n };
 }
 
@@ -254,6 +255,33 @@ T('an owed file is not dropped for a rule the same pull removes from the server'
   assert.is((await journalled()).length, records, 'no newer record of keep.txt');
   assert.is(readFileSync(join(a, 'keep.txt'), 'utf8'), 'BBBB\n', `fetched: ${out(p)}`);
   assert.is(head(a).owed, undefined, out(p));
+});
+
+T('an owed file is not dropped for the rules here while .imzignore itself is owed', async () => {
+  const { srv, server, a } = await owedScenario('imz-owed-rules-owed-');
+  // A shared rule excluding keep.txt (pushed from here, so indexed as it is on disk)...
+  writeFileSync(join(a, '.imzignore'), 'keep.txt\n');
+  const u = await imz(['push', '-C', a]);
+  assert.is(u.code, 0, out(u));
+  assert.ok(existsSync(join(srv, '.imzignore')), out(u));
+  // ...which the server then replaces with one that excludes nothing, and a pull cannot fetch.
+  await journalThenHide(srv, server.address, '.imzignore', 'nothing!\n', 'zzzzzzzz\n');
+  const p = await imz(['pull', '-C', a]);
+  assert.is(p.code, 0, out(p));
+  assert.is(readFileSync(join(a, '.imzignore'), 'utf8'), 'keep.txt\n', `not fetched (the scenario happened): ${out(p)}`);
+  assert.equal(head(a).owed, ['.imzignore', 'keep.txt'], out(p));
+  // The rules here are not the server's any more: the next pull keeps keep.txt owed.
+  const q = await imz(['pull', '-C', a]);
+  assert.is(q.code, 0, out(q));
+  assert.equal(head(a).owed, ['.imzignore', 'keep.txt'], `still owed: ${out(q)}`);
+  // And once the server's disk agrees with its records, both come.
+  rewriteUnseen(join(srv, '.imzignore'), 'nothing!\n');
+  rewriteUnseen(join(srv, 'keep.txt'), 'BBBB\n');
+  const r = await imz(['pull', '-C', a]);
+  assert.is(r.code, 0, out(r));
+  assert.is(readFileSync(join(a, '.imzignore'), 'utf8'), 'nothing!\n', out(r));
+  assert.is(readFileSync(join(a, 'keep.txt'), 'utf8'), 'BBBB\n', out(r));
+  assert.is(head(a).owed, undefined, out(r));
 });
 
 T('a file still owed from an earlier pull costs the next pull no rounds of waiting', async () => {
