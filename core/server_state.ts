@@ -95,9 +95,28 @@ export function tableEntry(st: Omit<TableEntry, 'version'>, version: number): Ta
 export function tableToEntry(path: string, t: TableEntry): Entry {
   return {
     path, type: t.type, size: t.size, mode: t.mode, mtimeMs: t.mtimeMs,
-    hash: t.hash ? new Uint8Array(Buffer.from(t.hash, 'latin1')) : new Uint8Array(0), target: t.target, version: t.version,
+    hash: t.hash ? _hashBytes(t.hash) : new Uint8Array(0), target: t.target, version: t.version,
   };
 }
+
+// The bytes of a latin1 hash string, as a view into a shared slab: an
+// ArrayBuffer of its own for each (a journal record's, 20,000 of them
+// kept) costs an allocation and a sweep each.
+function _hashBytes(latin1: string): Uint8Array {
+  const n = latin1.length;
+  if (n > _SLAB / 8) return new Uint8Array(Buffer.from(latin1, 'latin1'));
+  if (_slabAt + n > _SLAB) {
+    _slab = new Uint8Array(_SLAB);
+    _slabAt = 0;
+  }
+  const out = _slab.subarray(_slabAt, _slabAt + n);
+  for (let i = 0; i < n; i++) out[i] = latin1.charCodeAt(i);
+  _slabAt += n;
+  return out;
+}
+const _SLAB = 64 * 1024;
+let _slab = new Uint8Array(_SLAB);
+let _slabAt = 0;
 
 function _entryToTable(e: Entry): TableEntry {
   return {

@@ -4,12 +4,13 @@
 // commit is under way or a checkpoint falls due.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
+import { Buffer } from 'node:buffer';
 import { statSync } from 'node:fs';
 import { setFlagsFromString } from 'node:v8';
 import { join } from 'node:path';
 import { Change, EntryType } from '../../protocol/messages.ts';
-import { type PendingChange, ServerState, type TableEntry, VersionTable } from '../../core/server_state.ts';
+import { type PendingChange, ServerState, type TableEntry, VersionTable, tableToEntry } from '../../core/server_state.ts';
 import { cleanupAll, makeTmp } from '../helpers.ts';
 
 test.after(cleanupAll);
@@ -198,6 +199,22 @@ test('table entries made by commits share one hidden class, whatever the states 
   } finally {
     await s.close();
   }
+});
+
+test('tableToEntry gives each entry its own hash bytes, across the slabs they are cut from', () => {
+  const entries = [];
+  // 5,000 hashes of 32 bytes: more than two 64 KiB slabs.
+  for (let n = 0; n < 5000; n++) {
+    const hash = Buffer.from(createHash('sha256').update(String(n)).digest()).toString('latin1');
+    entries.push({ hash, e: tableToEntry(`f${n}`, { type: EntryType.FILE, size: n, mode: 0o644, mtimeMs: 1, hash, target: '', version: n + 1, ino: 0 }) });
+  }
+  for (const { hash, e } of entries) {
+    assert.instance(e.hash, Uint8Array);
+    assert.is(e.hash.length, 32);
+    assert.is(Buffer.from(e.hash).toString('latin1'), hash);
+  }
+  const none = tableToEntry('d', { type: EntryType.DIR, size: 0, mode: 0o755, mtimeMs: 1, hash: '', target: '', version: 1, ino: 0 });
+  assert.is(none.hash.length, 0);
 });
 
 test.run();
