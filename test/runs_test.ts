@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 // uvu runs the tests a file registered before its run(): one registered after
-// it is never run, and nothing says so (two such tests sat unrun for weeks).
+// it is never run, and nothing says so (two such tests, added on 2026-11-27, never ran until this guard found them).
 
 const ROOT = fileURLToPath(new URL('.', import.meta.url));
 
