@@ -291,6 +291,8 @@ export class ImzServer extends EventEmitter {
     for (const s of this._sessions) s.close();
     await closed;
     await this.scanner?.close();
+    // Uploads held in memory go to staging: a push cut short by the stop finds them there after a restart.
+    this.reintegrator?.stageHeld();
     await this.state?.close();
   }
 

@@ -5,7 +5,8 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { createHash, randomUUID } from 'node:crypto';
-import { chmodSync, existsSync, lstatSync, readFileSync, readdirSync, statSync, statfsSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, lstatSync, mkdirSync, readFileSync, readdirSync, statSync, statfsSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { spawnSync } from 'node:child_process';
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -22,6 +23,8 @@ const sha = (b: string) => new Uint8Array(createHash('sha256').update(b).digest(
 const T0 = Date.UTC(2024, 0, 2, 3, 4, 5, 678);
 
 const world = (files: Record<string, string> = {}) => serverEngine(files, 'imz-apply-');
+// Every upload staged on disk (none held in memory): the staging directory's own behaviour.
+const stagingWorld = (files: Record<string, string> = {}) => serverEngine(files, 'imz-apply-staged-', undefined, { holdBytes: 0 });
 
 function storeOp(seq: number, path: string, c: string, mode: number, mtimeMs: number, base = 0): Operation {
   return {
@@ -113,7 +116,7 @@ test('a store of the content the server got since: its mode applies only when it
 });
 
 test('a blob made ready for a store refused as a conflict stays staged, and a later store with another mode and time gets its own', async () => {
-  const w = await world({ 'x.txt': 'on the server\n' });
+  const w = await stagingWorld({ 'x.txt': 'on the server\n' });
   try {
     await stage(w.re, 'pushed\n', 'other\n');
     const replica = randomUUID();
@@ -142,7 +145,7 @@ test('a blob made ready for a store refused as a conflict stays staged, and a la
 });
 
 test('content staged and checked is not written again; a blob an earlier process left (torn) is replaced', async () => {
-  const w = await world();
+  const w = await stagingWorld();
   try {
     const c = 'some content\n';
     const whole = 'staged whole by an earlier process\n';
@@ -258,7 +261,7 @@ test('on tmpfs, a store whose mode or time is not the hint\'s gets its own, alon
 });
 
 test('a hint the server cannot stage with (no owner read and write, a time out of range) is left: the blob gets the staging mode, the store its own', async () => {
-  const w = await (SHM ? shmWorld() : world());
+  const w = await (SHM ? shmWorld() : stagingWorld());
   try {
     const staging = join(w.stateDir, 'staging');
     const ro = await stageHinted(w.re, 'read only\n', 0o444, T0);
@@ -280,7 +283,7 @@ test('a hint the server cannot stage with (no owner read and write, a time out o
 // future (review: a client could stage blobs never swept).
 for (const [when, what] of [[Date.UTC(2019, 5, 1), 'an old mtime'], [Date.UTC(2200, 0, 1), 'a time in the future (a clock gone wrong, or a client that means it)']] as const) {
   test(`the sweep of old uploads goes by when a blob was staged, not by the hint's ${what}`, async () => {
-    const w = await (SHM ? shmWorld() : world());
+    const w = await (SHM ? shmWorld() : stagingWorld());
     try {
       const hex = await stageHinted(w.re, `staged with ${what}\n`, 0o644, when);
       const blob = join(w.stateDir, 'staging', hex);
@@ -359,6 +362,81 @@ test('a file moved, then given a new mode, is journalled with the hash the table
     assert.equal([t.hash === want, t.ino, t.size, t.mode & 0o777, Math.round(t.mtimeMs)], [true, st.ino, big.length, 0o640, T0 + 5000]);
     assert.ok(readFileSync(join(w.root, 'again.bin')).equals(big));
     assert.equal([w.state.table.has('big.bin'), w.state.table.has('moved.bin')], [false, false]);
+  } finally {
+    await w.close();
+  }
+});
+
+// Where uploads are held in memory: a tree on a disk (fsync costs I/O).
+const ON_DISK = fsyncCostsIo(tmpdir());
+const dirOp = (seq: number, path: string): Operation => ({
+  seq, kind: OpKind.MAKEDIR, path, fromPath: '', base: 0, fromBase: 0,
+  state: { path, type: EntryType.DIR, size: 0, mode: 0o755, mtimeMs: T0, hash: new Uint8Array(0), target: '', version: 0 },
+});
+const tempsIn = (dir: string) => readdirSync(dir).filter((n) => n.startsWith('.imz-tmp-'));
+
+test('on a disk, uploads are held in memory and written beside their files: nothing staged, no temp left, a refused store\'s content still held and staged when the server stops', async () => {
+  if (!ON_DISK) return console.log('  (skipped: the temp dir is memory-backed, where uploads are staged)');
+  const w = await world();
+  try {
+    const files = Array.from({ length: 40 }, (_, i) => ({ path: `d/f${i}.txt`, c: `content ${i}\n`.repeat(i + 1), mode: i % 3 === 0 ? 0o755 : 0o644, mtimeMs: T0 + i * 1000 }));
+    await stage(w.re, ...files.filter((f) => f.path !== 'd/f20.txt').map((f) => f.c), 'refused\n', 'after\n');
+    assert.equal(readdirSync(join(w.stateDir, 'staging')), [], 'nothing written to staging');
+    assert.equal(w.re.holds([sha('refused\n'), sha(files[7]!.c)]), [true, true], 'held contents are not asked for again');
+    // A file the server has, unknown to the client: its store is refused (create/create) in the middle of the run.
+    mkdirSync(join(w.root, 'd'));
+    writeFileSync(join(w.root, 'd', 'f20.txt'), 'the server\'s\n');
+    const replica = randomUUID();
+    const ops: Operation[] = [dirOp(1, 'd'), ...files.map((f, i) => storeOp(i + 2, f.path, f.path === 'd/f20.txt' ? 'refused\n' : f.c, f.mode, f.mtimeMs)), storeOp(50, 'top.txt', 'after\n', 0o600, T0)];
+    const results = await w.re.reintegrate(replica, ops, 'manual');
+    for (const [i, r] of results.entries()) assert.is(r.status, ops[i]!.path === 'd/f20.txt' ? OpStatus.CONFLICT : OpStatus.APPLIED, ops[i]!.path);
+    for (const f of files) {
+      if (f.path === 'd/f20.txt') continue;
+      const abs = join(w.root, f.path);
+      const st = statSync(abs);
+      assert.equal([readFileSync(abs, 'utf8') === f.c, st.mode & 0o777, Math.round(st.mtimeMs)], [true, f.mode, f.mtimeMs], f.path);
+      const t = w.state.table.get(f.path)!;
+      assert.equal([t.ino, t.size, t.hash === Buffer.from(sha(f.c)).toString('latin1')], [st.ino, f.c.length, true], `${f.path} in the table`);
+    }
+    assert.is(readFileSync(join(w.root, 'd', 'f20.txt'), 'utf8'), 'the server\'s\n', 'the server\'s version stays');
+    assert.is(readFileSync(join(w.root, 'top.txt'), 'utf8'), 'after\n');
+    assert.equal([tempsIn(w.root), tempsIn(join(w.root, 'd'))], [[], []], 'no temp file left in the tree (the refused store\'s was written ahead)');
+    assert.equal(readdirSync(join(w.stateDir, 'staging')), [], 'still nothing staged');
+    assert.equal(w.re.holds([sha('refused\n')]), [true], 'the refused content is still held');
+    w.re.stageHeld();
+    const hex = createHash('sha256').update('refused\n').digest('hex');
+    assert.equal(readdirSync(join(w.stateDir, 'staging')), [hex], 'at a stop, what is held (only the refused content) goes to staging');
+    assert.is(readFileSync(join(w.stateDir, 'staging', hex), 'utf8'), 'refused\n');
+  } finally {
+    await w.close();
+  }
+  // A new process finds it staged.
+  const state = await ServerState.open(w.stateDir);
+  try {
+    const re = new Reintegrator(w.root, state, { exclusive: (f: () => unknown) => f() } as never);
+    assert.equal(re.holds([sha('refused\n')]), [true]);
+  } finally {
+    await state.close();
+  }
+});
+
+test('uploads past the memory bound are staged (what is held is what stores ask for first), and every store still lands', async () => {
+  if (!ON_DISK) return console.log('  (skipped: the temp dir is memory-backed, where uploads are staged)');
+  const w = await serverEngine({}, 'imz-apply-bound-', undefined, { holdBytes: 1000 });
+  try {
+    const cs = ['a', 'b', 'c', 'd'].map((x) => x.repeat(400));
+    await stage(w.re, ...cs);
+    const hexOf = (c: string) => createHash('sha256').update(c).digest('hex');
+    assert.equal(readdirSync(join(w.stateDir, 'staging')).sort(), [hexOf(cs[2]!), hexOf(cs[3]!)].sort(), 'the two first held (800 bytes), the two after them staged');
+    assert.equal(w.re.holds(cs.map(sha)), [true, true, true, true]);
+    const ops = cs.map((c, i) => storeOp(i + 1, `f${i}`, c, 0o640, T0 + i));
+    const results = await w.re.reintegrate(randomUUID(), ops, 'manual');
+    assert.equal(results.map((r) => r.status), ops.map(() => OpStatus.APPLIED));
+    for (const [i, c] of cs.entries()) {
+      const st = statSync(join(w.root, `f${i}`));
+      assert.equal([readFileSync(join(w.root, `f${i}`), 'utf8') === c, st.mode & 0o777, Math.round(st.mtimeMs)], [true, 0o640, T0 + i], `f${i}`);
+    }
+    assert.equal([readdirSync(join(w.stateDir, 'staging')), tempsIn(w.root)], [[], []]);
   } finally {
     await w.close();
   }

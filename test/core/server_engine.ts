@@ -7,15 +7,18 @@ import { ServerScanner } from '../../core/server_scanner.ts';
 import { ServerState } from '../../core/server_state.ts';
 import { makeTmp } from '../helpers.ts';
 
-/** A served tree holding files (in a temp dir under base), whose watcher waits a minute before reporting anything. */
-export async function serverEngine(files: Record<string, string>, prefix: string, base?: string) {
+/**
+ * A served tree holding files (in a temp dir under base), whose watcher waits a minute before reporting anything.
+ * opts.holdBytes: 0 has every upload staged on disk (see Reintegrator's _hold).
+ */
+export async function serverEngine(files: Record<string, string>, prefix: string, base?: string, opts?: { holdBytes?: number }) {
   const root = await makeTmp(prefix, base);
   for (const [p, c] of Object.entries(files)) await writeFile(join(root, p), c);
   const stateDir = join(root, '.imz-server');
   const state = await ServerState.open(stateDir);
   const scanner = new ServerScanner(root, state, { debounceMs: 60_000, rescanMs: 0 });
   await scanner.start();
-  const re = new Reintegrator(root, state, scanner);
+  const re = new Reintegrator(root, state, scanner, opts);
   const close = async () => {
     await scanner.close();
     await state.close();
