@@ -21,6 +21,8 @@ const HOLD_ONE = 256 * 1024;
 /** Bytes and contents held in memory at most: beyond them uploads are staged on disk. */
 const HOLD_BYTES = 64 * 1024 * 1024;
 const HOLD_COUNT = 20_000;
+/** How long a held content may wait for its store before it is staged (an abandoned push, a refused store). */
+const HOLD_MS = 60_000;
 /** Stores written ahead together (see _writeAhead). */
 const AHEAD_MAX = 256;
 /** Most blobs in one PUT_BLOBS request (as many as one query may ask about). */
@@ -80,7 +82,7 @@ export class Reintegrator {
    * Whole contents (checked against their hash) held in memory until a store
    * writes them beside its file, where the tree is on a disk: see _hold.
    */
-  private _held = new Map<string, Uint8Array>();
+  private _held = new Map<string, { bytes: Uint8Array; since: number }>();
   private _heldBytes = 0;
   /** Held contents a store of the current batch wrote into the tree: let go after the batch. */
   private _heldUsed = new Set<string>();
@@ -89,12 +91,17 @@ export class Reintegrator {
   /** The batch being applied, and the index of the operation being applied in it (for _writeAhead). */
   private _batch: Operation[] = [];
   private _at = 0;
+  /** The index in the batch of the last store the temps in _ahead were written for. */
+  private _aheadUntil = -1;
 
   /** Bytes of uploads held in memory at most (see _hold); 0 stages every upload. */
   private readonly _holdBytes: number;
+  /** How long a held content waits for its store before it is staged. */
+  private readonly _holdMs: number;
 
-  constructor(root: string, state: ServerState, scanner: ServerScanner, opts: { holdBytes?: number } = {}) {
+  constructor(root: string, state: ServerState, scanner: ServerScanner, opts: { holdBytes?: number; holdMs?: number } = {}) {
     this._holdBytes = opts.holdBytes ?? HOLD_BYTES;
+    this._holdMs = opts.holdMs ?? HOLD_MS;
     this.root = root;
     this.state = state;
     this.scanner = scanner;
@@ -254,36 +261,48 @@ export class Reintegrator {
   // content is missing, and the next push sends it).
   // False when the content is to be staged as before.
   private _hold(hex: string, data: Uint8Array): boolean {
-    if (data.length > HOLD_ONE) return false;
+    if (data.length > HOLD_ONE || this._holdBytes <= 0) return false;
     this._treeSyncs ??= fsyncCostsIo(this.root);
     if (!this._treeSyncs) return false;
-    if (this._held.has(hex)) return true;
+    if (this._held.has(hex)) {
+      // Sent again while a batch writes it into the tree: kept for the store it is sent for.
+      this._heldUsed.delete(hex);
+      return true;
+    }
+    if (this._heldBytes + data.length > this._holdBytes || this._held.size >= HOLD_COUNT) this._stageOld();
     // Beyond the bound, staged: what is held is what stores will ask for first (uploads run ahead of them).
     if (this._heldBytes + data.length > this._holdBytes || this._held.size >= HOLD_COUNT) return false;
-    // (A copy: a view would keep the whole request's frame alive.)
-    const own = data.byteOffset === 0 && data.byteLength === data.buffer.byteLength ? data : data.slice();
-    this._held.set(hex, own);
+    // A copy: the bytes are a view into the request's frame (protobufjs, Buffer#slice), which it would keep alive.
+    const own = new Uint8Array(data);
+    this._held.set(hex, { bytes: own, since: Date.now() });
     this._heldBytes += own.length;
     return true;
   }
 
   // Lets a held content go.
   private _unhold(hex: string): void {
-    const bytes = this._held.get(hex);
-    if (bytes === undefined) return;
+    const h = this._held.get(hex);
+    if (h === undefined) return;
     this._held.delete(hex);
-    this._heldBytes -= bytes.length;
+    this._heldBytes -= h.bytes.length;
   }
 
   /** Stages every content held in memory (before the server stops: an upload in progress then resumes). */
   stageHeld(): void {
-    for (const [hex, bytes] of [...this._held]) {
+    this._stageOld(Infinity);
+  }
+
+  // Stages the held contents that waited longer than HOLD_MS for their store (oldest first, as they were held):
+  // what a refused store or an abandoned push left would otherwise take the memory for good.
+  private _stageOld(now = Date.now()): void {
+    for (const [hex, h] of this._held) {
+      if (now - h.since < this._holdMs) return;
       try {
-        this._stageWhole(hex, bytes);
-        this._unhold(hex);
+        this._stageWhole(hex, h.bytes);
       } catch {
-        return; // (a full disk): what is left is uploaded again
+        return; // (a full disk): kept in memory
       }
+      this._unhold(hex);
     }
   }
 
@@ -455,6 +474,7 @@ export class Reintegrator {
         for (let i = 0; i < ops.length; i++) {
           const op = ops[i]!;
           this._at = i;
+          if (i > this._aheadUntil && this._ahead.size > 0) this._dropAhead();
           try {
             results.push(await this._one(replicaId, op, pol));
           } catch (err) {
@@ -564,17 +584,26 @@ export class Reintegrator {
   // removed, and the held contents the batch wrote into the tree let go
   // (a later store of one copies it from the tree, as for a staged blob).
   private _afterBatch(): void {
-    for (const a of this._ahead.values()) {
+    this._dropAhead();
+    for (const hex of this._heldUsed) this._unhold(hex);
+    this._heldUsed.clear();
+    this._batch = [];
+    this._stageOld();
+  }
+
+  // Removes the temps written ahead that no store renamed in (or the one for path): once the batch is past their
+  // run, as a later operation may remove or move their directory.
+  private _dropAhead(path?: string): void {
+    for (const [p, a] of this._ahead) {
+      if (path !== undefined && p !== path) continue;
+      this._ahead.delete(p);
       try {
         _unlinkQuiet(a.tmp);
       } catch {
         // not ours to remove: the next start's scan of the tree removes temps
       }
     }
-    this._ahead.clear();
-    for (const hex of this._heldUsed) this._unhold(hex);
-    this._heldUsed.clear();
-    this._batch = [];
+    if (path === undefined) this._aheadUntil = -1;
   }
 
   // Writes held contents (see _hold) for this store and the stores right
@@ -590,6 +619,7 @@ export class Reintegrator {
     const run: { path: string; hex: string; mode: number; time: number; bytes: Uint8Array }[] = [{ path: op.path, hex, mode, time, bytes }];
     const dir = parentOf(op.path);
     const taken = new Set([op.path]);
+    this._aheadUntil = Math.max(this._aheadUntil, this._at);
     // (Not when _one gave this store another path: the batch's next operations are not the ones after it.)
     if (this._batch[this._at]?.path === op.path) {
       for (let j = this._at + 1; j < this._batch.length && run.length < AHEAD_MAX; j++) {
@@ -599,7 +629,9 @@ export class Reintegrator {
         const b = this._held.get(h);
         if (b === undefined || _numbersProblem(o)) break;
         taken.add(o.path);
-        run.push({ path: o.path, hex: h, mode: o.state.mode & 0o777, time: utimeSeconds(o.state.mtimeMs), bytes: b });
+        this._aheadUntil = Math.max(this._aheadUntil, j);
+        if (this._ahead.has(o.path)) continue; // written by an earlier run (written again, this store's went astray)
+        run.push({ path: o.path, hex: h, mode: o.state.mode & 0o777, time: utimeSeconds(o.state.mtimeMs), bytes: b.bytes });
       }
     }
     await inParallel(run, 32, async (r) => {
@@ -616,6 +648,7 @@ export class Reintegrator {
         fchmodSync(fd, r.mode);
         futimesSync(fd, r.time, r.time);
         await fsyncFd(fd);
+        this._dropAhead(r.path); // (the current store's own, written for another mode)
         this._ahead.set(r.path, { tmp, hex: r.hex, mode: r.mode, time: r.time, st: fstatSync(fd) });
         ok = true;
       } catch {
@@ -908,13 +941,12 @@ export class Reintegrator {
         const time = utimeSeconds(op.state.mtimeMs);
         const kind = cur ? (cur.type === EntryType.FILE ? Change.MODIFY : Change.RETYPE) : Change.CREATE;
         // Content held in memory: written ahead beside its file (with the stores after it), renamed into place.
-        const held = this._held.get(hex);
+        const held = this._held.get(hex)?.bytes;
         if (held !== undefined && !onDisk?.isDirectory()) {
           let ahead = this._ahead.get(op.path);
           if (ahead !== undefined && (ahead.hex !== hex || ahead.mode !== mode || ahead.time !== time)) {
             // Written for the operation as sent; _one changed it (a mode kept from the server's).
-            this._ahead.delete(op.path);
-            _unlinkQuiet(ahead.tmp);
+            this._dropAhead(op.path);
             ahead = undefined;
           }
           if (ahead === undefined) {
@@ -933,6 +965,11 @@ export class Reintegrator {
             }
             if (moved) {
               this._heldUsed.add(hex);
+              // (Also staged, by a PUT_BLOB whose bytes came in pieces: not needed any more.)
+              if (this._staging().staged.has(hex)) {
+                _unlinkQuiet(blob);
+                this._unstaged(hex);
+              }
               this.scanner.expectWrite(op.path);
               changes.push(this._change(op.path, kind, origin, op.state.hash, ahead.st));
               break;
@@ -1212,7 +1249,6 @@ function readdirSyncSafe(abs: string): string[] {
   }
 }
 
-/** A staged blob made ready by _prepare for the mode and time of a store: its stat then, or why it failed. */
 // A temp file beside a store's target, holding its content with its mode and time, durable (see _writeAhead).
 interface _Ahead {
   tmp: string;
@@ -1221,6 +1257,8 @@ interface _Ahead {
   time: number;
   st: Stats;
 }
+
+/** A staged blob made ready by _prepare for the mode and time of a store: its stat then, or why it failed. */
 
 interface _Ready {
   mode: number;

@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { spawnSync } from 'node:child_process';
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { EntryType, type Operation, OpKind, OpStatus } from '../../protocol/messages.ts';
+import { EntryType, Op, type Operation, OpKind, OpStatus, decodeEnvelope, encodeEnvelope } from '../../protocol/messages.ts';
 import { fsyncCostsIo } from '../../core/atomic_fs.ts';
 import { Reintegrator } from '../../core/server_apply.ts';
 import { ServerState } from '../../core/server_state.ts';
@@ -437,6 +437,91 @@ test('uploads past the memory bound are staged (what is held is what stores ask 
       assert.equal([readFileSync(join(w.root, `f${i}`), 'utf8') === c, st.mode & 0o777, Math.round(st.mtimeMs)], [true, 0o640, T0 + i], `f${i}`);
     }
     assert.equal([readdirSync(join(w.stateDir, 'staging')), tempsIn(w.root)], [[], []]);
+  } finally {
+    await w.close();
+  }
+});
+
+test('a store whose mode the server keeps (a chmod made there) writes its own temp again: no temp of the stores after it is left, and their directory goes in the next batch', async () => {
+  if (!ON_DISK) return console.log('  (skipped: the temp dir is memory-backed, where uploads are staged)');
+  const w = await world();
+  try {
+    const r1 = randomUUID();
+    const r2 = randomUUID();
+    await stage(w.re, 'base\n', 'theirs\n');
+    await w.re.reintegrate(r1, [dirOp(1, 'd'), storeOp(2, 'd/a', 'base\n', 0o644, T0)], 'manual');
+    await w.re.reintegrate(r1, [storeOp(3, 'd/a', 'theirs\n', 0o755, T0, w.state.table.get('d/a')!.version)], 'manual');
+    await stage(w.re, 'zero\n', 'mine\n', 'bee\n', 'cee\n');
+    // Ours changes the content and leaves the mode as it knew it (base_mode 0644): the server's 0755 stays.
+    const mine = { ...storeOp(2, 'd/a', 'mine\n', 0o644, T0, w.state.table.get('d/a')!.version), baseMode: 0o644 };
+    const rs = await w.re.reintegrate(r2, [storeOp(1, 'd/0', 'zero\n', 0o644, T0), mine, storeOp(3, 'd/b', 'bee\n', 0o644, T0), storeOp(4, 'd/c', 'cee\n', 0o640, T0)], 'manual');
+    assert.equal(rs.map((r) => r.status), [OpStatus.APPLIED, OpStatus.APPLIED, OpStatus.APPLIED, OpStatus.APPLIED]);
+    assert.equal([readFileSync(join(w.root, 'd/a'), 'utf8'), statSync(join(w.root, 'd/a')).mode & 0o777], ['mine\n', 0o755]);
+    assert.equal([readFileSync(join(w.root, 'd/c'), 'utf8'), statSync(join(w.root, 'd/c')).mode & 0o777], ['cee\n', 0o640]);
+    assert.equal(tempsIn(join(w.root, 'd')), [], 'no temp left');
+    const v = (p: string) => w.state.table.get(p)!.version;
+    const gone = (seq: number, path: string, kind: Operation['kind'] = OpKind.UNLINK): Operation => ({
+      seq, kind, path, fromPath: '', base: v(path), fromBase: 0,
+      state: { path, type: EntryType.NONE, size: 0, mode: 0, mtimeMs: 0, hash: new Uint8Array(0), target: '', version: 0 },
+    });
+    const rm = await w.re.reintegrate(r2, [gone(5, 'd/0'), gone(6, 'd/a'), gone(7, 'd/b'), gone(8, 'd/c'), gone(9, 'd', OpKind.REMOVEDIR)], 'manual');
+    assert.equal(rm.map((r) => r.status), [OpStatus.APPLIED, OpStatus.APPLIED, OpStatus.APPLIED, OpStatus.APPLIED, OpStatus.APPLIED]);
+    assert.not.ok(existsSync(join(w.root, 'd')));
+  } finally {
+    await w.close();
+  }
+});
+
+test('a temp written ahead for a store answered SAME is gone before a later operation of the batch moves its directory', async () => {
+  if (!ON_DISK) return console.log('  (skipped: the temp dir is memory-backed, where uploads are staged)');
+  const w = await world();
+  try {
+    const replica = randomUUID();
+    await stage(w.re, 'same\n');
+    await w.re.reintegrate(replica, [dirOp(1, 'd'), storeOp(2, 'd/x', 'same\n', 0o644, T0)], 'manual');
+    await stage(w.re, 'new\n', 'same\n');
+    // d/x again as a create (base 0) of what the server has: SAME, after its temp was written ahead with d/a's.
+    const move: Operation = {
+      seq: 5, kind: OpKind.MOVE, path: 'e', fromPath: 'd', base: 0, fromBase: w.state.table.get('d')!.version,
+      state: { path: 'e', type: EntryType.DIR, size: 0, mode: 0o755, mtimeMs: T0, hash: new Uint8Array(0), target: '', version: 0 },
+    };
+    const rs = await w.re.reintegrate(replica, [storeOp(3, 'd/a', 'new\n', 0o644, T0), storeOp(4, 'd/x', 'same\n', 0o644, T0), move], 'manual');
+    assert.equal(rs.map((r) => r.status), [OpStatus.APPLIED, OpStatus.SAME, OpStatus.APPLIED]);
+    assert.equal(readdirSync(join(w.root, 'e')).sort(), ['a', 'x'], 'no temp carried along with the directory');
+  } finally {
+    await w.close();
+  }
+});
+
+test('a held content keeps only its own bytes alive, not the request it came in', async () => {
+  if (!ON_DISK) return console.log('  (skipped: the temp dir is memory-backed, where uploads are staged)');
+  const w = await world();
+  try {
+    const small = 'tiny\n';
+    const filler = String(7).repeat(200 * 1024);
+    const blobs = [small, filler].map((c) => ({ hash: sha(c), size: Buffer.byteLength(c), offset: 0, data: Buffer.from(c), last: true }));
+    // Decoded from one frame, as a session hands them over: views into it.
+    const env = decodeEnvelope(Buffer.from(encodeEnvelope({ xid: 1, op: Op.PUT_BLOBS, putBlobs: { blobs } } as never)));
+    await w.re.putBlobs(env.putBlobs!.blobs);
+    // (The held map is private: no other way to see what memory an entry keeps.)
+    const held = (w.re as unknown as { _held: Map<string, { bytes: Uint8Array }> })._held;
+    const bytes = held.get(createHash('sha256').update(small).digest('hex'))!.bytes;
+    assert.is(bytes.buffer.byteLength, small.length, 'its own buffer');
+  } finally {
+    await w.close();
+  }
+});
+
+test('a held content no store came for is staged once it waited long enough (a refused store, an abandoned push)', async () => {
+  if (!ON_DISK) return console.log('  (skipped: the temp dir is memory-backed, where uploads are staged)');
+  const w = await serverEngine({ 'x.txt': 'on the server\n' }, 'imz-apply-old-', undefined, { holdMs: 0 });
+  try {
+    await stage(w.re, 'refused\n', 'applied\n');
+    assert.equal(readdirSync(join(w.stateDir, 'staging')), []);
+    const rs = await w.re.reintegrate(randomUUID(), [storeOp(1, 'x.txt', 'refused\n', 0o644, T0), storeOp(2, 'y.txt', 'applied\n', 0o644, T0)], 'manual');
+    assert.equal(rs.map((r) => r.status), [OpStatus.CONFLICT, OpStatus.APPLIED]);
+    assert.equal(readdirSync(join(w.stateDir, 'staging')), [createHash('sha256').update('refused\n').digest('hex')], 'staged after the batch');
+    assert.equal(w.re.holds([sha('refused\n')]), [true]);
   } finally {
     await w.close();
   }

@@ -9,9 +9,9 @@ import { makeTmp } from '../helpers.ts';
 
 /**
  * A served tree holding files (in a temp dir under base), whose watcher waits a minute before reporting anything.
- * opts.holdBytes: 0 has every upload staged on disk (see Reintegrator's _hold).
+ * opts.holdBytes: 0 has every upload staged on disk; opts.holdMs: how long a held upload waits (see Reintegrator's _hold).
  */
-export async function serverEngine(files: Record<string, string>, prefix: string, base?: string, opts?: { holdBytes?: number }) {
+export async function serverEngine(files: Record<string, string>, prefix: string, base?: string, opts?: { holdBytes?: number; holdMs?: number }) {
   const root = await makeTmp(prefix, base);
   for (const [p, c] of Object.entries(files)) await writeFile(join(root, p), c);
   const stateDir = join(root, '.imz-server');

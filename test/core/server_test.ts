@@ -2,6 +2,7 @@
 // TCP against a real served directory (no CLI process: faster, and it lets
 // the tests speak the protocol directly).
 import { connect } from 'node:net';
+import { readFileSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'uvu';
@@ -137,6 +138,28 @@ test('a connection silent past the idle limit is closed; the server keeps servin
     again.close();
   } finally {
     await idle.close();
+  }
+});
+
+test('uploads a server holds in memory are staged when it stops, and a new process on the tree holds them', async () => {
+  const dir = await makeTmp('imz-server-stop-');
+  const data = new TextEncoder().encode('uploaded, its store not sent yet\n');
+  const hash = hashBytes(data);
+  const one = new ImzServer({ dir, rescanMs: 0 });
+  const r = await Remote.connect(`127.0.0.1:${(await one.start()).port}`);
+  await r.session.request(Op.PUT_BLOBS, { putBlobs: { blobs: [{ hash, size: data.length, offset: 0, data, last: true }] } });
+  r.close();
+  await one.close();
+  const staged = join(dir, '.imz-server', 'staging', Buffer.from(hash).toString('hex'));
+  assert.is(readFileSync(staged, 'utf8'), 'uploaded, its store not sent yet\n', 'staged at the stop');
+  const two = new ImzServer({ dir, rescanMs: 0 });
+  try {
+    const again = await Remote.connect(`127.0.0.1:${(await two.start()).port}`);
+    const env = await again.session.request(Op.PUT_BLOB, { putBlob: { hash: new Uint8Array(0), size: 0, offset: 0, data: new Uint8Array(0), last: false, query: [hash] } });
+    assert.equal(env.blobReply?.held, [true], 'not asked for again');
+    again.close();
+  } finally {
+    await two.close();
   }
 });
 
