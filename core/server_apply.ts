@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { type Dirent, type Stats, chmodSync, closeSync, constants as fsc, copyFileSync, existsSync, fchmodSync, fstatSync, fsyncSync, futimesSync, lstatSync, mkdirSync, openSync, readSync, readdirSync, readlinkSync, renameSync, rmSync, rmdirSync, statSync, symlinkSync, unlinkSync, utimesSync, writeSync } from 'node:fs';
+import { type Dirent, type Stats, chmodSync, closeSync, constants as fsc, copyFileSync, existsSync, fchmodSync, fstatSync, fsyncSync, futimesSync, lstatSync, mkdirSync, openSync, readSync, readdirSync, readlinkSync, renameSync, rmSync, rmdirSync, statSync, statfsSync, symlinkSync, unlinkSync, utimesSync, writeSync } from 'node:fs';
 import { mkdir, open, rename, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { Codes, ImzError } from '../protocol/errors.ts';
@@ -23,6 +23,8 @@ const HOLD_BYTES = 64 * 1024 * 1024;
 const HOLD_COUNT = 20_000;
 /** How long a held content may wait for its store before it is staged (an abandoned push, a refused store). */
 const HOLD_MS = 60_000;
+/** Free space kept beyond the held contents before uploads are held rather than staged (see _roomFor). */
+const ROOM_SPARE = 16 * 1024 * 1024;
 /** Stores written ahead together (see _writeAhead). */
 const AHEAD_MAX = 256;
 /** Most blobs in one PUT_BLOBS request (as many as one query may ask about). */
@@ -161,7 +163,7 @@ export class Reintegrator {
     const part = `${full}.part`;
     if (req.offset === 0 && req.last && req.data.length === req.size) {
       _checkWhole(req.data, req.hash);
-      if (!this._hold(hex, req.data)) this._stageWhole(hex, req.data);
+      if (!this._hold(hex, req.data, this._roomFor(req.data.length))) this._stageWhole(hex, req.data);
       return { present: true, have: req.size };
     }
     try {
@@ -232,6 +234,7 @@ export class Reintegrator {
       _checkWhole(b.data, b.hash);
       hexes.push(hex);
     }
+    const room = this._roomFor(blobs.reduce((n, b) => n + b.data.length, 0));
     try {
       if (!this._stagingReady) {
         await mkdir(this.stagingDir, { recursive: true });
@@ -241,7 +244,7 @@ export class Reintegrator {
         const hex = hexes[i]!;
         // A piece-wise upload of the same content in progress: wait for it, in order.
         if (this._blobLocks.has(hex)) await this.putBlob(blobs[i]!);
-        else if (!this._hold(hex, blobs[i]!.data)) this._stageWhole(hex, blobs[i]!.data, _hintOf(blobs[i]!));
+        else if (!this._hold(hex, blobs[i]!.data, room)) this._stageWhole(hex, blobs[i]!.data, _hintOf(blobs[i]!));
       }
     } catch (err) {
       throw this._fsError(err, 'stage the upload', 'push again');
@@ -260,8 +263,9 @@ export class Reintegrator {
   // the server stops. One a crash loses is uploaded again (its store says the
   // content is missing, and the next push sends it).
   // False when the content is to be staged as before.
-  private _hold(hex: string, data: Uint8Array): boolean {
-    if (data.length > HOLD_ONE || this._holdBytes <= 0) return false;
+  // room: whether the tree's file system has space for what is held and this request's contents (see _roomFor).
+  private _hold(hex: string, data: Uint8Array, room: boolean): boolean {
+    if (data.length > HOLD_ONE || this._holdBytes <= 0 || !room) return false;
     this._treeSyncs ??= fsyncCostsIo(this.root);
     if (!this._treeSyncs) return false;
     if (this._held.has(hex)) {
@@ -277,6 +281,19 @@ export class Reintegrator {
     this._held.set(hex, { bytes: own, since: Date.now() });
     this._heldBytes += own.length;
     return true;
+  }
+
+  // True when the served tree's file system has room for the contents held and bytes more: a full disk is then
+  // told once, when the upload is staged ("cannot stage the upload: no space left"), not once per store that
+  // cannot write its file. (One statfs a request; unknown counts as room.)
+  private _roomFor(bytes: number): boolean {
+    if (this._holdBytes <= 0) return false;
+    try {
+      const fs = statfsSync(this.root);
+      return fs.bavail * fs.bsize >= this._heldBytes + bytes + ROOM_SPARE;
+    } catch {
+      return true;
+    }
   }
 
   // Lets a held content go.

@@ -1,8 +1,9 @@
-// A full disk, for real: small tmpfs mounts (this suite runs as root; a
-// process that may not mount says so and skips) under (a) a replica that
-// receives a clone and a pull bigger than its space, (b) a served tree and
-// its state dir that receive a push bigger than theirs, including a journal
-// that cannot be appended to, and (c) a replica whose .imz state cannot be
+// A full disk, for real: small tmpfs mounts, and one small ext4 image on a
+// loop device (this suite runs as root; a process that may not mount says so
+// and skips) under (a) a replica that receives a clone and a pull bigger than
+// its space, (b) a served tree and its state dir that receive a push bigger
+// than theirs (on ext4, where small uploads would be held in memory, too),
+// including a journal that cannot be appended to, and (c) a replica whose .imz state cannot be
 // written. Each time: one clear error line, exit 1, no temp file left, no
 // state (HEAD, index, journal) ahead of the data on disk, and a re-run with
 // room finishes the job. Real processes on loopback TCP (dist/imz.js: run
@@ -19,7 +20,7 @@ import {
   type RunResult, runReport as out, type ServerHandle,
   cleanupAll, diffTrees, findTemps, imz, jsonLines, makeTmp, readReintLog, setRemote, snapshotTree, startServer,
 } from '../helpers.ts';
-import { journalTree, journalVsTree, leaveFree, mountTmpfs, resizeTmpfs, unmountAll, waitJournalMatchesTree } from '../fault_helpers.ts';
+import { journalTree, journalVsTree, leaveFree, mountExt4, mountTmpfs, resizeTmpfs, unmountAll, waitJournalMatchesTree } from '../fault_helpers.ts';
 
 const T = suite('full disk');
 const servers: ServerHandle[] = [];
@@ -214,6 +215,34 @@ T('(b) a served tree on a full disk: a push bigger than the space fails with one
   const p = await imz(['pull', '-C', rep]);
   assert.is(p.code, 0, out(p));
   assert.equal(diffTrees(await snapshotTree(srv), await snapshotTree(rep)), []);
+});
+
+T('(b) a served tree on a small ext4 disk: a push of many small files bigger than the space fails with one line at the upload (not a refusal per file), and nothing is applied', async () => {
+  const tmp = await makeTmp();
+  const disk = join(tmp, 'disk');
+  if (!mountExt4(disk, '12M')) {
+    process.stderr.write('full disk: cannot mount an ext4 image here (needs root and a loop device); the ext4 test is skipped\n');
+    return;
+  }
+  const srv = join(disk, 'srv'); // (beside the file system's lost+found)
+  await mkdir(srv);
+  await writeFile(join(srv, 'a.txt'), 'a\n');
+  const server = await serve(srv);
+  const rep = join(tmp, 'rep');
+  const c = await imz(['clone', server.address, rep]);
+  assert.is(c.code, 0, out(c));
+  // 80 files of 200 KB (16 MB) into ~10 MB: small enough to be held in memory, were there room on the disk.
+  await mkdir(join(rep, 'many'));
+  for (let i = 0; i < 80; i++) await writeFile(join(rep, 'many', `f${i}.bin`), randomBytes(200_000));
+  const treeBefore = await snapshotTree(srv);
+  const jBefore = await journalTree(server.address);
+  const r = await imz(['push', '-C', rep]);
+  assert.is(r.code, 1, `push onto a full server disk: ${out(r)}`);
+  assertOneLine(r, /^imz: cannot stage the upload: no space left on the server's disk; free space on the server, then push again$/, 'push');
+  assert.equal(diffTrees(treeBefore, await snapshotTree(srv), ['before', 'after']), [], 'the served tree did not change');
+  assert.is((await journalTree(server.address)).last, jBefore.last, 'the journal did not move');
+  assert.equal(await visibleTemps(srv), [], 'no temp file in the served tree');
+  assert.ok((await readReintLog(rep)).some((l) => l.t === 'op' && l.op.path === 'many/f0.bin'), 'the operations stay logged');
 });
 
 T('(b) a journal that cannot be appended to (the server\'s disk full): push fails with one line and exit 1, the segment is not torn; with room the re-run is answered and the records survive a SIGKILL', async () => {
