@@ -263,11 +263,9 @@ export class Reintegrator {
   // the server stops. One a crash loses is uploaded again (its store says the
   // content is missing, and the next push sends it).
   // False when the content is to be staged as before.
-  // room: whether the tree's file system has space for what is held and this request's contents (see _roomFor).
+  // room: what _roomFor said for the request (false also where nothing is held: a memory-backed tree).
   private _hold(hex: string, data: Uint8Array, room: boolean): boolean {
-    if (data.length > HOLD_ONE || this._holdBytes <= 0 || !room) return false;
-    this._treeSyncs ??= fsyncCostsIo(this.root);
-    if (!this._treeSyncs) return false;
+    if (!room || data.length > HOLD_ONE) return false;
     if (this._held.has(hex)) {
       // Sent again while a batch writes it into the tree: kept for the store it is sent for.
       this._heldUsed.delete(hex);
@@ -283,11 +281,13 @@ export class Reintegrator {
     return true;
   }
 
-  // True when the served tree's file system has room for the contents held and bytes more: a full disk is then
-  // told once, when the upload is staged ("cannot stage the upload: no space left"), not once per store that
-  // cannot write its file. (One statfs a request; unknown counts as room.)
+  // True when uploads may be held (a tree on a disk, holding not turned off) and the served tree's file system
+  // has room for the contents held and bytes more: a full disk is then told once, when the upload is staged
+  // ("cannot stage the upload: no space left"), not once per store that cannot write its file. (One statfs a
+  // request; unknown counts as room.)
   private _roomFor(bytes: number): boolean {
-    if (this._holdBytes <= 0) return false;
+    this._treeSyncs ??= fsyncCostsIo(this.root);
+    if (this._holdBytes <= 0 || !this._treeSyncs) return false;
     try {
       const fs = statfsSync(this.root);
       return fs.bavail * fs.bsize >= this._heldBytes + bytes + ROOM_SPARE;
@@ -608,19 +608,18 @@ export class Reintegrator {
     this._stageOld();
   }
 
-  // Removes the temps written ahead that no store renamed in (or the one for path): once the batch is past their
-  // run, as a later operation may remove or move their directory.
-  private _dropAhead(path?: string): void {
-    for (const [p, a] of this._ahead) {
-      if (path !== undefined && p !== path) continue;
-      this._ahead.delete(p);
+  // Removes the temps written ahead that no store renamed in: once the batch is past their run, as a later
+  // operation may remove or move their directory.
+  private _dropAhead(): void {
+    for (const a of this._ahead.values()) {
       try {
         _unlinkQuiet(a.tmp);
       } catch {
         // not ours to remove: the next start's scan of the tree removes temps
       }
     }
-    if (path === undefined) this._aheadUntil = -1;
+    this._ahead.clear();
+    this._aheadUntil = -1;
   }
 
   // Writes held contents (see _hold) for this store and the stores right
@@ -665,7 +664,6 @@ export class Reintegrator {
         fchmodSync(fd, r.mode);
         futimesSync(fd, r.time, r.time);
         await fsyncFd(fd);
-        this._dropAhead(r.path); // (the current store's own, written for another mode)
         this._ahead.set(r.path, { tmp, hex: r.hex, mode: r.mode, time: r.time, st: fstatSync(fd) });
         ok = true;
       } catch {
@@ -963,7 +961,8 @@ export class Reintegrator {
           let ahead = this._ahead.get(op.path);
           if (ahead !== undefined && (ahead.hex !== hex || ahead.mode !== mode || ahead.time !== time)) {
             // Written for the operation as sent; _one changed it (a mode kept from the server's).
-            this._dropAhead(op.path);
+            this._ahead.delete(op.path);
+            _unlinkQuiet(ahead.tmp);
             ahead = undefined;
           }
           if (ahead === undefined) {
@@ -1276,7 +1275,6 @@ interface _Ahead {
 }
 
 /** A staged blob made ready by _prepare for the mode and time of a store: its stat then, or why it failed. */
-
 interface _Ready {
   mode: number;
   time: number;

@@ -80,14 +80,7 @@ const mounted: string[] = [];
  * false when this process may not mount (not root, no CAP_SYS_ADMIN).
  */
 export function mountTmpfs(dir: string, size: string): boolean {
-  mkdirSync(dir, { recursive: true });
-  try {
-    execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${size},mode=0755`, 'tmpfs', dir], { stdio: 'pipe' });
-  } catch {
-    return false;
-  }
-  mounted.push(dir);
-  return true;
+  return _mount(dir, [['mount', '-t', 'tmpfs', '-o', `size=${size},mode=0755`, 'tmpfs', dir]]);
 }
 
 /**
@@ -96,12 +89,15 @@ export function mountTmpfs(dir: string, size: string): boolean {
  * an fsync does I/O (unlike a tmpfs). False when this process may not.
  */
 export function mountExt4(dir: string, size: string): boolean {
-  mkdirSync(dir, { recursive: true });
   const image = `${dir}.ext4`;
+  return _mount(dir, [['truncate', '-s', size, image], ['mkfs.ext4', '-q', '-F', image], ['mount', '-o', 'loop', image, dir]]);
+}
+
+// Makes dir, runs the commands that mount something on it, and remembers it for unmountAll; false if one fails.
+function _mount(dir: string, commands: string[][]): boolean {
+  mkdirSync(dir, { recursive: true });
   try {
-    execFileSync('truncate', ['-s', size, image], { stdio: 'pipe' });
-    execFileSync('mkfs.ext4', ['-q', '-F', image], { stdio: 'pipe' });
-    execFileSync('mount', ['-o', 'loop', image, dir], { stdio: 'pipe' });
+    for (const [cmd, ...args] of commands) execFileSync(cmd!, args, { stdio: 'pipe' });
   } catch {
     return false;
   }

@@ -369,10 +369,15 @@ test('a file moved, then given a new mode, is journalled with the hash the table
 
 // Where uploads are held in memory: a tree on a disk (fsync costs I/O).
 const ON_DISK = fsyncCostsIo(tmpdir());
-const dirOp = (seq: number, path: string): Operation => ({
-  seq, kind: OpKind.MAKEDIR, path, fromPath: '', base: 0, fromBase: 0,
-  state: { path, type: EntryType.DIR, size: 0, mode: 0o755, mtimeMs: T0, hash: new Uint8Array(0), target: '', version: 0 },
-});
+// An operation without content: a directory made or moved (the state a directory, 0755), a path removed (none).
+function bareOp(seq: number, kind: Operation['kind'], path: string, base: number, from: { fromPath: string; fromBase: number } = { fromPath: '', fromBase: 0 }): Operation {
+  const dir = kind === OpKind.MAKEDIR || kind === OpKind.MOVE;
+  return {
+    seq, kind, path, base, ...from,
+    state: { path, type: dir ? EntryType.DIR : EntryType.NONE, size: 0, mode: dir ? 0o755 : 0, mtimeMs: dir ? T0 : 0, hash: new Uint8Array(0), target: '', version: 0 },
+  };
+}
+const dirOp = (seq: number, path: string): Operation => bareOp(seq, OpKind.MAKEDIR, path, 0);
 const tempsIn = (dir: string) => readdirSync(dir).filter((n) => n.startsWith('.imz-tmp-'));
 
 test('on a disk, uploads are held in memory and written beside their files: nothing staged, no temp left, a refused store\'s content still held and staged when the server stops', async () => {
@@ -460,10 +465,7 @@ test('a store whose mode the server keeps (a chmod made there) writes its own te
     assert.equal([readFileSync(join(w.root, 'd/c'), 'utf8'), statSync(join(w.root, 'd/c')).mode & 0o777], ['cee\n', 0o640]);
     assert.equal(tempsIn(join(w.root, 'd')), [], 'no temp left');
     const v = (p: string) => w.state.table.get(p)!.version;
-    const gone = (seq: number, path: string, kind: Operation['kind'] = OpKind.UNLINK): Operation => ({
-      seq, kind, path, fromPath: '', base: v(path), fromBase: 0,
-      state: { path, type: EntryType.NONE, size: 0, mode: 0, mtimeMs: 0, hash: new Uint8Array(0), target: '', version: 0 },
-    });
+    const gone = (seq: number, path: string, kind: Operation['kind'] = OpKind.UNLINK): Operation => bareOp(seq, kind, path, v(path));
     const rm = await w.re.reintegrate(r2, [gone(5, 'd/0'), gone(6, 'd/a'), gone(7, 'd/b'), gone(8, 'd/c'), gone(9, 'd', OpKind.REMOVEDIR)], 'manual');
     assert.equal(rm.map((r) => r.status), [OpStatus.APPLIED, OpStatus.APPLIED, OpStatus.APPLIED, OpStatus.APPLIED, OpStatus.APPLIED]);
     assert.not.ok(existsSync(join(w.root, 'd')));
@@ -481,10 +483,7 @@ test('a temp written ahead for a store answered SAME is gone before a later oper
     await w.re.reintegrate(replica, [dirOp(1, 'd'), storeOp(2, 'd/x', 'same\n', 0o644, T0)], 'manual');
     await stage(w.re, 'new\n', 'same\n');
     // d/x again as a create (base 0) of what the server has: SAME, after its temp was written ahead with d/a's.
-    const move: Operation = {
-      seq: 5, kind: OpKind.MOVE, path: 'e', fromPath: 'd', base: 0, fromBase: w.state.table.get('d')!.version,
-      state: { path: 'e', type: EntryType.DIR, size: 0, mode: 0o755, mtimeMs: T0, hash: new Uint8Array(0), target: '', version: 0 },
-    };
+    const move = bareOp(5, OpKind.MOVE, 'e', 0, { fromPath: 'd', fromBase: w.state.table.get('d')!.version });
     const rs = await w.re.reintegrate(replica, [storeOp(3, 'd/a', 'new\n', 0o644, T0), storeOp(4, 'd/x', 'same\n', 0o644, T0), move], 'manual');
     assert.equal(rs.map((r) => r.status), [OpStatus.APPLIED, OpStatus.SAME, OpStatus.APPLIED]);
     assert.equal(readdirSync(join(w.root, 'e')).sort(), ['a', 'x'], 'no temp carried along with the directory');
