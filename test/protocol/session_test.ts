@@ -388,9 +388,12 @@ test('backpressure: a slowly read 64 MiB stream is not buffered beyond the high-
       assert.is(d[0], frames & 0xff);
       received += d.length;
       frames++;
+      // The reader first stops until the session must pause (a sender that
+      // outruns it is then certain, on any machine), then reads slowly.
+      if (frames === 1) await until(() => inner._paused, 3000, 'the session pauses the socket while its reader waits');
       if (frames % 2 === 0) await sleep(1); // a slow consumer: ~128 MB/s at most
     }
-  })(), 4500, '64 MiB stream');
+  })(), 9000, '64 MiB stream');
   assert.is(received, TOTAL);
   assert.is(frames, FRAMES);
   assert.ok(sawPause, 'the session paused the socket at some point');
