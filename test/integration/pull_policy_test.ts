@@ -16,7 +16,7 @@ async function conflicted(): Promise<{ srv: string; a: string; address: string }
   await writeFile(join(a!, 'docs', 'kml.txt'), 'mine\n');
   await writeFile(join(srv, 'docs', 'kml.txt'), 'theirs\n');
   // Wait until the server has journalled its side.
-  await waitFor(async () => (await imz(['status', '-C', a!])).stdout.includes('1 record behind'), 5000, 'the server to journal its write');
+  await waitFor(async () => (await imz(['status', '-C', a!])).stdout.includes('1 record behind'), 20_000, 'the server to journal its write');
   return { srv, a: a!, address: server.address };
 }
 
@@ -70,7 +70,7 @@ async function removedHere(): Promise<{ srv: string; a: string }> {
   await rm(join(a!, 'src'), { recursive: true });
   await mkdir(join(srv, 'src', 'lib', 'more'));
   await writeFile(join(srv, 'src', 'lib', 'more', 'added.js'), 'added on the server\n');
-  await waitFor(async () => (await imz(['status', '-C', a!])).stdout.includes('2 records behind'), 5000, 'the server to journal its side');
+  await waitFor(async () => (await imz(['status', '-C', a!])).stdout.includes('2 records behind'), 20_000, 'the server to journal its side');
   return { srv, a: a! };
 }
 
@@ -119,7 +119,7 @@ T('dir removed here, added to there (manual): a push or sync before the resolve 
 T('dir removed there, added to here (manual): until the resolve the new files stay here, a file moved in goes only as its removal outside; --take local then pushes them', async () => {
   const { srv, replicas: [a] } = await sampleWorld(1);
   await rm(join(srv, 'src'), { recursive: true });
-  await waitFor(async () => (await imz(['status', '-C', a!])).stdout.includes('records behind'), 5000, 'the server to journal the removal');
+  await waitFor(async () => (await imz(['status', '-C', a!])).stdout.includes('records behind'), 20_000, 'the server to journal the removal');
   await writeFile(join(a!, 'src', 'new.txt'), 'added here\n');
   const pulled = await imz(['pull', '-C', a!]);
   assert.is(pulled.code, 3, pulled.stderr);
@@ -148,7 +148,7 @@ T('dir removed here, added to there (manual): --take local keeps the server\'s f
   assert.is((await imz(['pull', '-C', a])).code, 3);
   // Changed on the server after the conflict was found: kept too.
   await writeFile(join(srv, 'src', 'main.js'), 'edited on the server later\n');
-  await waitFor(async () => (await imz(['status', '-C', a])).stdout.includes('1 record behind'), 5000, 'the server to journal the edit');
+  await waitFor(async () => (await imz(['status', '-C', a])).stdout.includes('1 record behind'), 20_000, 'the server to journal the edit');
   const t = await imz(['resolve', 'src', '--take', 'local', '-C', a]);
   assert.is(t.code, 0, t.stderr);
   const blobs = join(a, '.imz', 'conflicts', 'blobs');

@@ -7,6 +7,7 @@ import { execFileSync } from 'node:child_process';
 import { readFileSync, statSync } from 'node:fs';
 import { appendFile, chmod, mkdir, rename, rm, stat, symlink, unlink, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { waitJournalMatchesTree } from '../fault_helpers.ts';
 import {
   type RunResult, runReport as out, type SnapEntry, cleanupAll, diffTrees, diffTreesBut, imz, jsonLines, makeTmp, readJournal, sampleWorld, snapshotTree, spawnImz, startServer, waitFor,
 } from '../helpers.ts';
@@ -33,8 +34,8 @@ async function behind(rep: string): Promise<number> {
 
 /** Pull each replica; every one must match the server, count 0 behind, and a fresh clone must match too. */
 async function converged(tmp: string, srv: string, address: string, replicas: string[], what: string): Promise<void> {
-  // The server's watcher may still be journalling its own writes.
-  await new Promise((r) => setTimeout(r, 300));
+  // The server's watcher may still be journalling its own writes: wait until its journal describes its tree.
+  await waitJournalMatchesTree(address, srv, 15_000);
   // Anything still owed (a watcher stopped before pushing) goes up first.
   for (const rep of replicas) {
     const r = await imz(['push', '-C', rep, '--quiet', '--policy', 'server-wins']);

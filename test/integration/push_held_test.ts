@@ -81,7 +81,7 @@ async function removedHere(extend?: (srv: string) => Promise<void>): Promise<{ s
   await rm(join(a!, 'src'), { recursive: true });
   await mkdir(join(srv, 'src', 'lib', 'more'));
   await writeFile(join(srv, 'src', 'lib', 'more', 'added.js'), 'added on the server\n');
-  await waitFor(async () => (await imz(['status', '-C', a!])).stdout.includes('2 records behind'), 5000, 'the server to journal its side');
+  await waitFor(async () => (await imz(['status', '-C', a!])).stdout.includes('2 records behind'), 20_000, 'the server to journal its side');
   assert.is((await imz(['pull', '-C', a!])).code, 3);
   return { srv, a: a! };
 }
@@ -113,7 +113,7 @@ T('a wiped replica with held directories: the mass-delete guard still refuses', 
   // big is held too: a second dir-removed conflict (big removed here, the server added to it).
   await rm(join(a, 'big'), { recursive: true });
   await writeFile(join(srv, 'big', 'new.txt'), 'new on the server\n');
-  await waitFor(async () => (await imz(['status', '-C', a])).stdout.includes('1 record behind'), 5000, 'the server to journal big/new.txt');
+  await waitFor(async () => (await imz(['status', '-C', a])).stdout.includes('1 record behind'), 20_000, 'the server to journal big/new.txt');
   assert.is((await imz(['pull', '-C', a])).code, 3);
   assert.is((await listedConflicts(a)).length, 2);
   for (const n of await readdir(a)) if (n !== '.imz') await rm(join(a, n), { recursive: true });

@@ -53,9 +53,10 @@ T('two replicas converge after a burst of edits on both, each change journalled 
   // Idle: no busy polling (heartbeats only).
   const pid = wa.proc.pid!;
   const c0 = await cpuSeconds(pid);
-  await new Promise((r) => setTimeout(r, 3000));
+  await new Promise((r) => setTimeout(r, 6000));
   const c1 = await cpuSeconds(pid);
-  assert.ok(c1 - c0 < 0.15, `idle CPU over 3 s: ${(c1 - c0).toFixed(2)} s`);
+  // (Busy polling burns seconds here; heartbeats and a late echo check, tenths at most on a loaded machine.)
+  assert.ok(c1 - c0 < 0.3, `idle CPU over 6 s: ${(c1 - c0).toFixed(2)} s`);
 
   wa.proc.kill('SIGINT');
   wb.proc.kill('SIGINT');

@@ -426,14 +426,14 @@ test('backpressure: the sender awaits drain while the reader is paused', async (
   });
   const client = await connect(srv.port, { highWaterMark: FRAME });
   const it = client.stream(Op.READ, { read: { path: 'big', hash: new Uint8Array(0), offset: 0, length: 0 } })[Symbol.asyncIterator]();
-  const first = await within(it.next(), 2000, 'first frame');
+  const first = await within(it.next(), 5000, 'first frame');
   assert.is(first.value!.readReply!.offset, 0);
-  // Stop reading. The sender must block in send(), not buffer 64 MiB.
-  await sleep(300);
+  // Stop reading. The sender must block in send(), not buffer 64 MiB: waited for, not slept on, as a loaded
+  // machine may take long to fill the buffers (without backpressure the handler ends, and this times out).
+  await until(() => internals(client)._paused && sendStarted > 0 && Date.now() - sendStarted >= 150, 5000, 'a send() pending for 150 ms, the reader paused');
   const sentAtPause = sent;
   assert.not.ok(handlerDone, 'the handler is still sending');
   assert.ok(sent < FRAMES, `only ${sent} of ${FRAMES} frames handed to the socket`);
-  assert.ok(sendStarted > 0 && Date.now() - sendStarted >= 150, 'a send() is pending, waiting for drain');
   await sleep(200);
   assert.is(sent, sentAtPause, 'no progress while the reader is paused');
   // Read the rest: everything arrives and the handler finishes.
@@ -443,9 +443,9 @@ test('backpressure: the sender awaits drain while the reader is paused', async (
       assert.is(r.value.readReply!.offset, n * FRAME);
       n++;
     }
-  })(), 4000, 'rest of the stream');
+  })(), 15000, 'rest of the stream');
   assert.is(n, FRAMES);
-  await until(() => handlerDone, 1000, 'the handler finishes');
+  await until(() => handlerDone, 5000, 'the handler finishes');
   assert.ok(longestSend >= 300, `a send() waited ${longestSend} ms for the reader`);
 });
 
