@@ -4,6 +4,7 @@ import { mkdir, open, rename, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { Codes, ImzError } from '../protocol/errors.ts';
 import { type BlobPiece, Change, type Entry, EntryType, type Operation, OpKind, type OpResult, OpStatus } from '../protocol/messages.ts';
+import { syncFs, syncFsUsable } from './sync_fs.ts';
 import { fsErrorPlace, fsyncCostsIo, fsyncDir, fsyncFd, inParallel, tempNameFor } from './atomic_fs.ts';
 import { freeName, keepName } from './conflicts.ts';
 import { POLICIES, type Policy } from './policy.ts';
@@ -26,7 +27,23 @@ const HOLD_MS = 60_000;
 /** Free space kept beyond the held contents before uploads are held rather than staged (see _roomFor). */
 const ROOM_SPARE = 16 * 1024 * 1024;
 /** Stores written ahead together (see _writeAhead). */
-const AHEAD_MAX = 256;
+const AHEAD_MAX = 4096;
+/** Bytes written ahead together at most (see _writeAhead). */
+const AHEAD_BYTES = 64 * 1024 * 1024;
+/** Temps written ahead together from which one syncfs makes them durable instead of an fsync each (see _writeAhead). */
+const SYNCFS_FROM = 64;
+
+/** Bounds and hooks of a Reintegrator (the defaults suit a server; tests narrow them). */
+export interface ReintegratorOptions {
+  /** Bytes of uploads held in memory at most (0: none, every upload staged). */
+  holdBytes?: number;
+  /** How long a held content waits for its store before it is staged. */
+  holdMs?: number;
+  /** Temps written ahead together from which one syncfs makes them durable instead of an fsync each (Infinity: never). */
+  syncfsFrom?: number;
+  /** Told of each window written ahead: its files, the directories made for it, how they were made durable, the time it took. */
+  onWriteAhead?: (e: { files: number; dirs: number; syncfs: boolean; ms: number }) => void;
+}
 /** Most blobs in one PUT_BLOBS request (as many as one query may ask about). */
 const MAX_BATCH = 10000;
 
@@ -90,6 +107,12 @@ export class Reintegrator {
   private _heldUsed = new Set<string>();
   /** Temp files beside their targets, written and made durable ahead for stores of the current batch, by path. */
   private _ahead = new Map<string, _Ahead>();
+  /** Directories made ahead under a temp name for MAKEDIRs of the current batch (see _writeAhead): path → temp name. */
+  private _aheadDirs = new Map<string, string>();
+  /** Paths of the current batch a temp was written ahead for (or tried): not written ahead again (see _writeAhead). */
+  private _tried = new Set<string>();
+  /** The served tree's device (a syncfs of it covers only the files on it). */
+  private _rootDev: number | undefined;
   /** The batch being applied, and the index of the operation being applied in it (for _writeAhead). */
   private _batch: Operation[] = [];
   private _at = 0;
@@ -100,10 +123,14 @@ export class Reintegrator {
   private readonly _holdBytes: number;
   /** How long a held content waits for its store before it is staged. */
   private readonly _holdMs: number;
+  private readonly _syncfsFrom: number;
+  private readonly _onWriteAhead: ReintegratorOptions['onWriteAhead'];
 
-  constructor(root: string, state: ServerState, scanner: ServerScanner, opts: { holdBytes?: number; holdMs?: number } = {}) {
+  constructor(root: string, state: ServerState, scanner: ServerScanner, opts: ReintegratorOptions = {}) {
     this._holdBytes = opts.holdBytes ?? HOLD_BYTES;
     this._holdMs = opts.holdMs ?? HOLD_MS;
+    this._syncfsFrom = opts.syncfsFrom ?? SYNCFS_FROM;
+    this._onWriteAhead = opts.onWriteAhead;
     this.root = root;
     this.state = state;
     this.scanner = scanner;
@@ -491,7 +518,7 @@ export class Reintegrator {
         for (let i = 0; i < ops.length; i++) {
           const op = ops[i]!;
           this._at = i;
-          if (i > this._aheadUntil && this._ahead.size > 0) this._dropAhead();
+          if (i > this._aheadUntil && (this._ahead.size > 0 || this._aheadDirs.size > 0 || this._tried.size > 0)) this._dropAhead();
           try {
             results.push(await this._one(replicaId, op, pol));
           } catch (err) {
@@ -613,66 +640,194 @@ export class Reintegrator {
   private _dropAhead(): void {
     for (const a of this._ahead.values()) {
       try {
-        _unlinkQuiet(a.tmp);
+        _unlinkQuiet(join(this._phys(a.dir), a.name));
       } catch {
         // not ours to remove: the next start's scan of the tree removes temps
       }
     }
     this._ahead.clear();
+    // Outermost first (a directory made ahead inside another goes with it).
+    for (const d of [...this._aheadDirs.keys()].sort()) if (this._aheadDirs.has(d)) this._dropDir(d);
+    this._tried.clear();
     this._aheadUntil = -1;
   }
 
-  // Writes held contents (see _hold) for this store and the stores right
-  // after it in the batch into the same directory, each into a temp file
-  // beside its target with its mode and time, and makes them durable
-  // together: fsyncs in flight at once cost a fraction of one after another.
-  // Only stores into this directory, which _ensureParents has just checked is
-  // a real one in the tree, and only up to the first other operation (which
-  // could need the directory as it is: its removal). A temp no store renames
-  // in is removed after the batch; one that fails to be written is not kept,
-  // and its store writes it again and says what failed.
+  // Writes held contents (see _hold) for this store and the stores after it
+  // in the batch, each into a temp file in its directory with its mode and
+  // time, and makes them all durable at once: on a disk, one wave of fsyncs
+  // (or one syncfs) for thousands of files costs a fraction of one per
+  // directory, which a push of new directories would otherwise pay.
+  // The window holds only stores and directory creations (nothing that can
+  // remove or move a directory), each store into a directory that is a real
+  // one in the tree now or is created by a MAKEDIR before it in the window.
+  // Such a directory is made now under a temp name in its parent (see
+  // _phys), filled, and renamed into place by its MAKEDIR (_placeDir). What
+  // no operation renames in is removed once the batch is past the window; a
+  // temp that fails to be written is not kept, and its store writes it again
+  // and says what failed.
   private async _writeAhead(op: Operation, hex: string, mode: number, time: number, bytes: Uint8Array): Promise<void> {
     const run: { path: string; hex: string; mode: number; time: number; bytes: Uint8Array }[] = [{ path: op.path, hex, mode, time, bytes }];
-    const dir = parentOf(op.path);
     const taken = new Set([op.path]);
     this._aheadUntil = Math.max(this._aheadUntil, this._at);
+    const planned: string[] = [];
     // (Not when _one gave this store another path: the batch's next operations are not the ones after it.)
     if (this._batch[this._at]?.path === op.path) {
-      for (let j = this._at + 1; j < this._batch.length && run.length < AHEAD_MAX; j++) {
+      // A directory the window may write into: made ahead, or a real one in the tree with only real ones above it
+      // (an lstat of a path follows a link above it). This store's own parent _ensureParents has just checked.
+      const real = new Map<string, boolean>([['', true], [parentOf(op.path), true]]);
+      const isReal = (dir: string): boolean => {
+        let r = real.get(dir);
+        if (r === undefined) {
+          r = this._aheadDirs.has(dir) || (isReal(parentOf(dir)) && _lstatQuiet(inDir(this.root, dir))?.isDirectory() === true);
+          real.set(dir, r);
+        }
+        return r;
+      };
+      let size = bytes.length;
+      for (let j = this._at + 1; j < this._batch.length && run.length < AHEAD_MAX && size < AHEAD_BYTES; j++) {
         const o = this._batch[j]!;
-        if (o.kind !== OpKind.STORE || o.state?.hash?.length !== 32 || taken.has(o.path) || parentOf(o.path) !== dir || pathProblem(o.path)) break;
+        if (taken.has(o.path) || pathProblem(o.path) || _numbersProblem(o)) break;
+        if (o.kind === OpKind.MAKEDIR) {
+          if (!isReal(parentOf(o.path))) break;
+          const st = _lstatQuiet(inDir(this.root, o.path));
+          if (st === null) break;
+          if (st?.isDirectory()) real.set(o.path, true);
+          else if (st !== undefined) break;
+          else if (!this._aheadDirs.has(o.path)) {
+            // (Not one its stores could not write into once it has its mode: their temps would stay.)
+            if ((o.state.mode & 0o300) !== 0o300 || !this._makeTempDir(o.path)) break;
+            planned.push(o.path);
+            real.set(o.path, true);
+          }
+          taken.add(o.path);
+          this._aheadUntil = Math.max(this._aheadUntil, j);
+          continue;
+        }
+        if (o.kind !== OpKind.STORE || o.state?.hash?.length !== 32 || !isReal(parentOf(o.path))) break;
         const h = toHex(o.state.hash);
         const b = this._held.get(h);
-        if (b === undefined || _numbersProblem(o)) break;
+        if (b === undefined) break;
         taken.add(o.path);
         this._aheadUntil = Math.max(this._aheadUntil, j);
-        if (this._ahead.has(o.path)) continue; // written by an earlier run (written again, this store's went astray)
+        // Written by an earlier window, or tried and failed there (its store writes it again and says what failed).
+        if (this._ahead.has(o.path) || this._tried.has(o.path)) continue;
         run.push({ path: o.path, hex: h, mode: o.state.mode & 0o777, time: utimeSeconds(o.state.mtimeMs), bytes: b.bytes });
+        size += b.bytes.length;
       }
     }
-    await inParallel(run, 32, async (r) => {
-      const tmp = tempNameFor(inDir(this.root, r.path));
+    const t0 = performance.now();
+    const made = (r: (typeof run)[number], name: string, st: Stats) => this._ahead.set(r.path, { dir: parentOf(r.path), name, hex: r.hex, mode: r.mode, time: r.time, st });
+    // Durable together: one syncfs where it stands for an fsync of each file and is worth it (each file is closed once
+    // written: a window holds no descriptors), else the fsyncs of 32 files in flight at once.
+    this._rootDev ??= statSync(this.root).dev;
+    const rootDev = this._rootDev;
+    // Writes r's temp with its mode and time, fsynced when asked (or when on another file system mounted in the
+    // tree, which a syncfs of the tree's does not cover), and closes it; undefined when that failed (a full disk, a
+    // time out of range), the temp then removed: its store tries again and says what failed.
+    const writeOne = async (r: (typeof run)[number], fsyncIt: boolean): Promise<{ name: string; st: Stats } | undefined> => {
+      this._tried.add(r.path);
+      const name = basename(tempNameFor(r.path));
+      const tmp = join(this._phys(parentOf(r.path)), name);
       let fd: number;
       try {
         fd = openSync(tmp, 'wx', 0o600);
       } catch {
-        return;
+        return undefined;
       }
-      let ok = false;
       try {
         _writeAllSync(fd, r.bytes);
         fchmodSync(fd, r.mode);
         futimesSync(fd, r.time, r.time);
-        await fsyncFd(fd);
-        this._ahead.set(r.path, { tmp, hex: r.hex, mode: r.mode, time: r.time, st: fstatSync(fd) });
-        ok = true;
+        const st = fstatSync(fd);
+        if (fsyncIt || st.dev !== rootDev) await fsyncFd(fd);
+        return { name, st };
       } catch {
-        // (a full disk, a time out of range): its store tries again and says what failed
+        _unlinkQuiet(tmp);
+        return undefined;
       } finally {
         closeSync(fd);
-        if (!ok) _unlinkQuiet(tmp);
       }
-    });
+    };
+    let viaSyncfs = run.length >= this._syncfsFrom && syncFsUsable(this.root);
+    let files = 0;
+    if (viaSyncfs) {
+      const written: { r: (typeof run)[number]; name: string; st: Stats }[] = [];
+      for (const r of run) {
+        const w = await writeOne(r, false);
+        if (w) written.push({ r, ...w });
+      }
+      if (await syncFs(this.root)) {
+        for (const w of written) made(w.r, w.name, w.st);
+        files = written.length;
+      } else {
+        viaSyncfs = false;
+        await inParallel(written, 32, async (w) => {
+          const tmp = join(this._phys(parentOf(w.r.path)), w.name);
+          let fd: number | undefined;
+          try {
+            fd = openSync(tmp, 'r');
+            await fsyncFd(fd);
+            made(w.r, w.name, w.st);
+            files++;
+          } catch {
+            _unlinkQuiet(tmp);
+          } finally {
+            if (fd !== undefined) closeSync(fd);
+          }
+        });
+      }
+    } else {
+      await inParallel(run, 32, async (r) => {
+        const w = await writeOne(r, true);
+        if (!w) return;
+        made(r, w.name, w.st);
+        files++;
+      });
+    }
+    this._onWriteAhead?.({ files, dirs: planned.length, syncfs: viaSyncfs, ms: performance.now() - t0 });
+  }
+
+  // Where directory dir is now: in the tree, or, made ahead and not yet renamed into place, under its temp name.
+  private _phys(dir: string): string {
+    const t = this._aheadDirs.get(dir);
+    return t === undefined ? inDir(this.root, dir) : join(this._phys(parentOf(dir)), t);
+  }
+
+  // Makes the directory a MAKEDIR later in the window creates, under a temp name in its parent (see _writeAhead).
+  private _makeTempDir(path: string): boolean {
+    const name = basename(tempNameFor(path));
+    try {
+      mkdirSync(join(this._phys(parentOf(path)), name), 0o700);
+    } catch {
+      return false;
+    }
+    this._aheadDirs.set(path, name);
+    return true;
+  }
+
+  // A MAKEDIR of a directory made ahead (see _writeAhead): renames it into place, with the temps written into it.
+  private _placeDir(path: string, abs: string): boolean {
+    if (!this._aheadDirs.has(path)) return false;
+    try {
+      renameSync(this._phys(path), abs);
+    } catch {
+      this._dropDir(path);
+      return false;
+    }
+    this._aheadDirs.delete(path);
+    return true;
+  }
+
+  // Removes a directory made ahead and everything written ahead into it (its MAKEDIR did not place it).
+  private _dropDir(path: string): void {
+    const prefix = `${path}/`;
+    try {
+      rmSync(this._phys(path), { recursive: true, force: true });
+    } catch {
+      // not ours to remove: the next start's scan of the tree removes temps
+    }
+    for (const p of [...this._ahead.keys()]) if (p.startsWith(prefix)) this._ahead.delete(p);
+    for (const d of [...this._aheadDirs.keys()]) if (d === path || d.startsWith(prefix)) this._aheadDirs.delete(d);
   }
 
   // A file-system error as one line for the client: what failed, where in
@@ -962,21 +1117,22 @@ export class Reintegrator {
           if (ahead !== undefined && (ahead.hex !== hex || ahead.mode !== mode || ahead.time !== time)) {
             // Written for the operation as sent; _one changed it (a mode kept from the server's).
             this._ahead.delete(op.path);
-            _unlinkQuiet(ahead.tmp);
+            _unlinkQuiet(join(this._phys(ahead.dir), ahead.name));
             ahead = undefined;
           }
-          if (ahead === undefined) {
+          if (ahead === undefined && !this._tried.has(op.path)) {
             await this._writeAhead(op, hex, mode, time, held);
             ahead = this._ahead.get(op.path);
           }
           if (ahead !== undefined) {
             this._ahead.delete(op.path);
             let moved = true;
+            const tmp = join(this._phys(ahead.dir), ahead.name);
             try {
-              renameSync(ahead.tmp, abs);
+              renameSync(tmp, abs);
             } catch {
               // (refused): the copy below tries again, and says what fails
-              _unlinkQuiet(ahead.tmp);
+              _unlinkQuiet(tmp);
               moved = false;
             }
             if (moved) {
@@ -1072,7 +1228,7 @@ export class Reintegrator {
       case OpKind.MAKEDIR:
         if (onDisk && !onDisk.isDirectory()) clear();
         if (!onDisk || !onDisk.isDirectory()) {
-          mkdirSync(abs, op.state.mode & 0o777);
+          if (onDisk || !this._placeDir(op.path, abs)) mkdirSync(abs, op.state.mode & 0o777);
           // The umask narrows what mkdir gives (a client's 0777 became 0755, and the next pull took that back to it).
           _giveAttrs(abs, op.state.mode, undefined);
         }
@@ -1226,6 +1382,16 @@ export class Reintegrator {
   }
 }
 
+// An lstat that answers undefined where nothing is, and null where it cannot tell (no search permission, a file
+// where a directory was, a name too long): the caller stops there.
+function _lstatQuiet(path: string): Stats | undefined | null {
+  try {
+    return lstatSync(path, { throwIfNoEntry: false });
+  } catch {
+    return null;
+  }
+}
+
 // Writes all of data: a write to a nearly full disk can be short.
 function _writeAllSync(fd: number, data: Uint8Array): void {
   let off = 0;
@@ -1267,7 +1433,9 @@ function readdirSyncSafe(abs: string): string[] {
 
 // A temp file beside a store's target, holding its content with its mode and time, durable (see _writeAhead).
 interface _Ahead {
-  tmp: string;
+  /** The directory it goes into, and its temp name there (see _phys: the directory may be made ahead too). */
+  dir: string;
+  name: string;
   hex: string;
   mode: number;
   time: number;

@@ -5,7 +5,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { createHash, randomUUID } from 'node:crypto';
-import { chmodSync, existsSync, lstatSync, mkdirSync, readFileSync, readdirSync, statSync, statfsSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, lstatSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, statfsSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { spawnSync } from 'node:child_process';
 import { mkdir } from 'node:fs/promises';
@@ -488,6 +488,112 @@ test('a temp written ahead for a store answered SAME is gone before a later oper
     assert.equal(rs.map((r) => r.status), [OpStatus.APPLIED, OpStatus.SAME, OpStatus.APPLIED]);
     assert.equal(readdirSync(join(w.root, 'e')).sort(), ['a', 'x'], 'no temp carried along with the directory');
   } finally {
+    await w.close();
+  }
+});
+
+// Every name under dir (recursively) that is a temp.
+function tempsUnder(dir: string, out: string[] = []): string[] {
+  for (const e of readdirSync(dir, { withFileTypes: true })) {
+    if (e.name.startsWith('.imz-tmp-')) out.push(join(dir, e.name));
+    else if (e.isDirectory() && e.name !== '.imz-server') tempsUnder(join(dir, e.name), out);
+  }
+  return out;
+}
+
+// A push of a new tree: directories (one inside another) and their files, in the order a scan logs them.
+function newTree(top: string, perDir: number): { ops: Operation[]; files: { path: string; c: string; mode: number; mtimeMs: number }[]; dirs: string[] } {
+  const dirs = [top, `${top}/a`, `${top}/a/b`, `${top}/c`];
+  const ops: Operation[] = [];
+  const files: { path: string; c: string; mode: number; mtimeMs: number }[] = [];
+  let seq = 1;
+  for (const d of dirs) {
+    ops.push(dirOp(seq++, d));
+    for (let i = 0; i < perDir; i++) {
+      const f = { path: `${d}/f${i}`, c: `${d} ${i}\n`.repeat(i + 1), mode: i % 4 === 0 ? 0o755 : 0o640, mtimeMs: T0 + seq * 1000 };
+      files.push(f);
+      ops.push(storeOp(seq++, f.path, f.c, f.mode, f.mtimeMs));
+    }
+  }
+  return { ops, files, dirs };
+}
+
+for (const [how, syncfsFrom] of [['one syncfs', 1], ['an fsync each', Infinity]] as const) {
+  test(`on a disk, a push of new directories is written ahead in one window (${how}): each directory made under a temp name and renamed in by its MAKEDIR, every file with its content, mode and time, no temp left`, async () => {
+    if (!ON_DISK) return console.log('  (skipped: the temp dir is memory-backed, where uploads are staged)');
+    const windows: { files: number; dirs: number; syncfs: boolean }[] = [];
+    const w = await serverEngine({}, 'imz-apply-window-', undefined, { syncfsFrom, onWriteAhead: (e) => windows.push(e) });
+    try {
+      const { ops, files, dirs } = newTree('n', 30);
+      await stage(w.re, ...files.map((f) => f.c));
+      const rs = await w.re.reintegrate(randomUUID(), ops, 'manual');
+      assert.equal(rs.map((r) => r.status), ops.map(() => OpStatus.APPLIED));
+      assert.equal(windows.map((x) => [x.files, x.dirs]), [[120, 3]], 'one window: every file, and the three directories made after the first store');
+      if (syncfsFrom === Infinity) assert.not.ok(windows[0]!.syncfs);
+      for (const f of files) {
+        const st = statSync(join(w.root, f.path));
+        assert.equal([readFileSync(join(w.root, f.path), 'utf8') === f.c, st.mode & 0o777, Math.round(st.mtimeMs)], [true, f.mode, f.mtimeMs], f.path);
+        assert.is(w.state.table.get(f.path)!.ino, st.ino, `${f.path} in the table`);
+      }
+      for (const d of dirs) {
+        assert.is(statSync(join(w.root, d)).mode & 0o777, 0o755, `${d}: the operation's mode, not the temp's`);
+        assert.is(w.state.table.get(d)!.type, EntryType.DIR);
+      }
+      assert.equal(tempsUnder(w.root), [], 'no temp left in the tree');
+      assert.equal(readdirSync(join(w.stateDir, 'staging')), [], 'nothing staged');
+    } finally {
+      await w.close();
+    }
+  });
+}
+
+test('directories made ahead whose MAKEDIR does not place them (one made on the server meanwhile, one not applied) are removed with what was written into them; their stores land as before', async () => {
+  if (!ON_DISK) return console.log('  (skipped: the temp dir is memory-backed, where uploads are staged)');
+  const windows: { files: number; dirs: number }[] = [];
+  let root = '';
+  // Once the window is written, directory m is made on the server (another program), before m's MAKEDIR runs.
+  const w = await serverEngine({ 'first.txt': 'old\n' }, 'imz-apply-window-gone-', undefined, { onWriteAhead: (e) => { windows.push(e); mkdirSync(join(root, 'm')); } });
+  root = w.root;
+  try {
+    const replica = randomUUID();
+    await stage(w.re, 'one\n', 'p\n', 'q\n', 'r\n');
+    // Made ahead: m and z (whose MAKEDIR is not applied: it claims a version of z the server never had).
+    const ops: Operation[] = [
+      storeOp(1, 'first.txt', 'one\n', 0o644, T0, w.state.table.get('first.txt')!.version),
+      dirOp(2, 'm'), storeOp(3, 'm/p', 'p\n', 0o644, T0),
+      { ...dirOp(4, 'z'), base: 12345 }, storeOp(5, 'z/q', 'q\n', 0o644, T0),
+      storeOp(6, 'last.txt', 'r\n', 0o600, T0),
+    ];
+    const rs = await w.re.reintegrate(replica, ops, 'manual');
+    assert.equal(windows.map((x) => [x.files, x.dirs]), [[4, 2]], 'one window: four files, m and z made ahead');
+    assert.equal([rs[0]!.status, rs[2]!.status], [OpStatus.APPLIED, OpStatus.APPLIED], JSON.stringify(rs));
+    assert.is(readFileSync(join(w.root, 'm/p'), 'utf8'), 'p\n');
+    assert.not.equal(rs[3]!.status, OpStatus.APPLIED, 'the MAKEDIR with a stale base is not applied');
+    assert.is(readFileSync(join(w.root, 'last.txt'), 'utf8'), 'r\n');
+    assert.equal(tempsUnder(w.root), [], 'no temp directory or file left in the tree');
+  } finally {
+    await w.close();
+  }
+});
+
+test('the window never writes through a link: a directory below a symlink to outside the tree ends it, and nothing is written outside', async () => {
+  if (!ON_DISK) return console.log('  (skipped: the temp dir is memory-backed, where uploads are staged)');
+  const windows: { files: number; dirs: number }[] = [];
+  const w = await serverEngine({}, 'imz-apply-window-link-', undefined, { onWriteAhead: (e) => windows.push(e) });
+  const outside = join(w.root, '..', `outside-${randomUUID()}`);
+  mkdirSync(join(outside, 'sub'), { recursive: true });
+  try {
+    symlinkSync(outside, join(w.root, 'link'));
+    await stage(w.re, 'a\n', 'b\n', 'c\n');
+    const ops: Operation[] = [storeOp(1, 'a.txt', 'a\n', 0o644, T0), storeOp(2, 'link/sub/b.txt', 'b\n', 0o644, T0), dirOp(3, 'link/new'), storeOp(4, 'link/new/c.txt', 'c\n', 0o644, T0)];
+    const rs = await w.re.reintegrate(randomUUID(), ops, 'manual');
+    assert.is(rs[0]!.status, OpStatus.APPLIED);
+    assert.equal(rs.slice(1).map((r) => r.status === OpStatus.APPLIED), [false, false, false], 'nothing applied through the link');
+    assert.equal(windows.map((x) => [x.files, x.dirs]), [[1, 0]], 'the window ends at the store under the link');
+    assert.equal(readdirSync(outside).sort(), ['sub'], 'nothing made outside');
+    assert.equal(readdirSync(join(outside, 'sub')), [], 'nothing written outside');
+  } finally {
+    rmSync(outside, { recursive: true, force: true });
     await w.close();
   }
 });

@@ -187,4 +187,21 @@ test('the wait before a rescan: the interval, at least 50 times the last rescan,
   assert.is(rescanDelayMs(25, 1e9), 2 ** 31 - 1);
 });
 
+test('temps a killed server left in the tree (files, and directories made ahead with files in them) are removed at start, never journalled', async () => {
+  const root = await makeTmp('imz-scanner-temps-');
+  mkdirSync(join(root, 'd'));
+  writeFileSync(join(root, 'd', 'kept.txt'), 'kept\n');
+  writeFileSync(join(root, 'd', '.imz-tmp-ab1-f.txt'), 'half\n');
+  mkdirSync(join(root, '.imz-tmp-ab2-new', '.imz-tmp-ab3-sub'), { recursive: true });
+  writeFileSync(join(root, '.imz-tmp-ab2-new', '.imz-tmp-ab4-x'), 'x\n');
+  writeFileSync(join(root, '.imz-tmp-ab2-new', '.imz-tmp-ab3-sub', '.imz-tmp-ab5-y'), 'y\n');
+  const { state, close } = await scannerWith(root, () => {});
+  try {
+    assert.equal([...state.table.keys()].sort(), ['d', 'd/kept.txt']);
+    assert.equal([lstatSync(join(root, 'd', '.imz-tmp-ab1-f.txt'), { throwIfNoEntry: false }), lstatSync(join(root, '.imz-tmp-ab2-new'), { throwIfNoEntry: false })], [undefined, undefined]);
+  } finally {
+    await close();
+  }
+});
+
 test.run();
