@@ -1371,6 +1371,8 @@ export class Reintegrator {
       const st = lstatSync(inDir(this.root, cur), { throwIfNoEntry: false });
       if (!st) {
         mkdirSync(inDir(this.root, cur), 0o755);
+        // Its entry in its parent is durable before the journal says it is there (as an operation's own path is).
+        this._dirsToSync.add(dirname(inDir(this.root, cur)));
         this.scanner.expectWrite(cur);
         changes.push(this._change(cur, Change.MKDIR, origin));
         this.scanner.watchCreated(cur);
