@@ -105,7 +105,7 @@ export class Reintegrator {
   private _heldBytes = 0;
   /** Held contents a store of the current batch wrote into the tree: let go after the batch. */
   private _heldUsed = new Set<string>();
-  /** Temp files beside their targets, written and made durable ahead for stores of the current batch, by path. */
+  /** Temp files in their targets' directories, written and made durable ahead for stores of the current batch, by path. */
   private _ahead = new Map<string, _Ahead>();
   /** Directories made ahead under a temp name for MAKEDIRs of the current batch (see _writeAhead): path → temp name. */
   private _aheadDirs = new Map<string, string>();
@@ -116,7 +116,7 @@ export class Reintegrator {
   /** The batch being applied, and the index of the operation being applied in it (for _writeAhead). */
   private _batch: Operation[] = [];
   private _at = 0;
-  /** The index in the batch of the last store the temps in _ahead were written for. */
+  /** The index in the batch of the last operation the current window covers (-1: none written ahead since the last drop). */
   private _aheadUntil = -1;
 
   /** Bytes of uploads held in memory at most (see _hold); 0 stages every upload. */
@@ -518,7 +518,7 @@ export class Reintegrator {
         for (let i = 0; i < ops.length; i++) {
           const op = ops[i]!;
           this._at = i;
-          if (i > this._aheadUntil && (this._ahead.size > 0 || this._aheadDirs.size > 0 || this._tried.size > 0)) this._dropAhead();
+          if (i > this._aheadUntil && this._aheadUntil >= 0) this._dropAhead();
           try {
             results.push(await this._one(replicaId, op, pol));
           } catch (err) {
@@ -635,8 +635,8 @@ export class Reintegrator {
     this._stageOld();
   }
 
-  // Removes the temps written ahead that no store renamed in: once the batch is past their run, as a later
-  // operation may remove or move their directory.
+  // Removes the temps and directories written ahead that no operation renamed in: once the batch is past their
+  // window, as a later operation may remove or move their directory.
   private _dropAhead(): void {
     for (const a of this._ahead.values()) {
       try {
@@ -730,12 +730,11 @@ export class Reintegrator {
       const tmp = join(this._phys(parentOf(r.path)), name);
       let fd: number;
       try {
-        fd = openSync(tmp, 'wx', 0o600);
+        fd = _writeNew(tmp, r.bytes);
       } catch {
         return undefined;
       }
       try {
-        _writeAllSync(fd, r.bytes);
         fchmodSync(fd, r.mode);
         futimesSync(fd, r.time, r.time);
         const st = fstatSync(fd);
@@ -749,7 +748,6 @@ export class Reintegrator {
       }
     };
     let viaSyncfs = run.length >= this._syncfsFrom && syncFsUsable(this.root);
-    let files = 0;
     if (viaSyncfs) {
       const written: { r: (typeof run)[number]; name: string; st: Stats }[] = [];
       for (const r of run) {
@@ -758,7 +756,6 @@ export class Reintegrator {
       }
       if (await syncFs(this.root)) {
         for (const w of written) made(w.r, w.name, w.st);
-        files = written.length;
       } else {
         viaSyncfs = false;
         await inParallel(written, 32, async (w) => {
@@ -768,7 +765,6 @@ export class Reintegrator {
             fd = openSync(tmp, 'r');
             await fsyncFd(fd);
             made(w.r, w.name, w.st);
-            files++;
           } catch {
             _unlinkQuiet(tmp);
           } finally {
@@ -779,12 +775,10 @@ export class Reintegrator {
     } else {
       await inParallel(run, 32, async (r) => {
         const w = await writeOne(r, true);
-        if (!w) return;
-        made(r, w.name, w.st);
-        files++;
+        if (w) made(r, w.name, w.st);
       });
     }
-    this._onWriteAhead?.({ files, dirs: planned.length, syncfs: viaSyncfs, ms: performance.now() - t0 });
+    this._onWriteAhead?.({ files: run.filter((r) => this._ahead.has(r.path)).length, dirs: planned.length, syncfs: viaSyncfs, ms: performance.now() - t0 });
   }
 
   // Where directory dir is now: in the tree, or, made ahead and not yet renamed into place, under its temp name.
@@ -1110,7 +1104,7 @@ export class Reintegrator {
         const mode = op.state.mode & 0o777;
         const time = utimeSeconds(op.state.mtimeMs);
         const kind = cur ? (cur.type === EntryType.FILE ? Change.MODIFY : Change.RETYPE) : Change.CREATE;
-        // Content held in memory: written ahead beside its file (with the stores after it), renamed into place.
+        // Content held in memory: written ahead in its directory (with the window after it), renamed into place.
         const held = this._held.get(hex)?.bytes;
         if (held !== undefined && !onDisk?.isDirectory()) {
           let ahead = this._ahead.get(op.path);
@@ -1189,7 +1183,7 @@ export class Reintegrator {
         const tmp = tempNameFor(abs);
         let staged = true;
         try {
-          if (held !== undefined) _writeNew(tmp, held);
+          if (held !== undefined) closeSync(_writeNew(tmp, held));
           else {
             this._hinted.delete(hex);
             _stagingMode(blob); // a batch that a crash cut short can have left it another mode
@@ -1433,7 +1427,7 @@ function readdirSyncSafe(abs: string): string[] {
   }
 }
 
-// A temp file beside a store's target, holding its content with its mode and time, durable (see _writeAhead).
+// A temp file in a store's directory, holding its content with its mode and time, durable (see _writeAhead).
 interface _Ahead {
   /** The directory it goes into, and its temp name there (see _phys: the directory may be made ahead too). */
   dir: string;
@@ -1562,8 +1556,9 @@ function _finishFile(fd: number, mode: number, time: number): Stats {
   }
 }
 
-// Writes bytes into a new file (removed again if that fails: a full disk).
-function _writeNew(file: string, bytes: Uint8Array): void {
+// Writes bytes into a new file, private to this process, and returns it open (removed again if writing fails: a
+// full disk).
+function _writeNew(file: string, bytes: Uint8Array): number {
   const fd = openSync(file, 'wx', 0o600);
   try {
     _writeAllSync(fd, bytes);
@@ -1572,7 +1567,7 @@ function _writeNew(file: string, bytes: Uint8Array): void {
     _unlinkQuiet(file);
     throw err;
   }
-  closeSync(fd);
+  return fd;
 }
 
 // Removes a file if it is there (rmSync's extra lstat and option handling cost more, per small file, than the unlink).
